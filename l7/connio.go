@@ -1,0 +1,196 @@
+package l7
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// Buffer sizes. A client read buffer holds typical request heads; a backend
+// read buffer is larger since responses carry the bulk of the bytes.
+const (
+	clientReadBuf  = 8 << 10
+	backendReadBuf = 16 << 10
+	writeBufSize   = 8 << 10
+	// directWrite is the size from which body data bypasses the write
+	// buffer.
+	directWrite = 4 << 10
+)
+
+var (
+	clientBufPool  = sync.Pool{New: func() any { b := make([]byte, clientReadBuf); return &b }}
+	backendBufPool = sync.Pool{New: func() any { b := make([]byte, backendReadBuf); return &b }}
+	writeBufPool   = sync.Pool{New: func() any { b := make([]byte, 0, writeBufSize); return &b }}
+)
+
+// deadlineSlack lets a deadline be re-armed lazily: a connection's deadline
+// is moved only when it falls outside [target, target+slack], so a busy
+// keep-alive connection touches its timer about once per slack instead of
+// once per request.
+type lazyDeadline struct {
+	cur time.Time
+}
+
+func (d *lazyDeadline) ensure(set func(time.Time) error, target time.Time, slack time.Duration) error {
+	if d.cur.Before(target) || d.cur.After(target.Add(slack)) {
+		d.cur = target.Add(slack / 2)
+		return set(d.cur)
+	}
+	return nil
+}
+
+// bufConn is a connection with a growable read buffer and an append-only
+// write buffer. It is used by one goroutine at a time.
+type bufConn struct {
+	c    net.Conn
+	rbuf []byte
+	r, w int
+	// maxBuf bounds the read buffer when a head does not fit.
+	maxBuf int
+	pooled *[]byte
+	pool   *sync.Pool
+
+	wbuf    []byte
+	wpooled *[]byte
+
+	rdl, wdl lazyDeadline
+	// readErr is the first read error; once set, no more reads happen.
+	readErr error
+}
+
+func newBufConn(c net.Conn, pool *sync.Pool, maxBuf int) *bufConn {
+	b := &bufConn{c: c, pool: pool, maxBuf: maxBuf}
+	b.pooled = pool.Get().(*[]byte)
+	b.rbuf = *b.pooled
+	b.wpooled = writeBufPool.Get().(*[]byte)
+	b.wbuf = (*b.wpooled)[:0]
+	if b.maxBuf < len(b.rbuf) {
+		b.maxBuf = len(b.rbuf)
+	}
+	return b
+}
+
+// release returns the buffers to their pools. The bufConn must not be
+// used afterwards.
+func (b *bufConn) release() {
+	if b.pooled != nil {
+		b.pool.Put(b.pooled)
+		b.pooled = nil
+	}
+	if b.wpooled != nil && cap(b.wbuf) <= 4*writeBufSize {
+		*b.wpooled = b.wbuf[:0]
+		writeBufPool.Put(b.wpooled)
+	}
+	b.wpooled = nil
+	b.rbuf, b.wbuf = nil, nil
+}
+
+func (b *bufConn) buffered() []byte { return b.rbuf[b.r:b.w] }
+
+func (b *bufConn) consume(n int) {
+	b.r += n
+	if b.r == b.w {
+		b.r, b.w = 0, 0
+	}
+}
+
+// fill reads once from the connection, making room first. It grows the
+// buffer up to maxBuf when it is full; beyond that it returns
+// errHeadTooLarge.
+func (b *bufConn) fill() error {
+	if b.readErr != nil {
+		return b.readErr
+	}
+	if b.r > 0 && b.w == len(b.rbuf) {
+		copy(b.rbuf, b.rbuf[b.r:b.w])
+		b.w -= b.r
+		b.r = 0
+	}
+	if b.w == len(b.rbuf) {
+		if len(b.rbuf) >= b.maxBuf {
+			return errHeadTooLarge
+		}
+		n := min(2*len(b.rbuf), b.maxBuf)
+		nb := make([]byte, n)
+		copy(nb, b.rbuf[b.r:b.w])
+		b.w -= b.r
+		b.r = 0
+		if b.pooled != nil {
+			b.pool.Put(b.pooled)
+			b.pooled = nil
+		}
+		b.rbuf = nb
+	}
+	n, err := b.c.Read(b.rbuf[b.w:])
+	b.w += n
+	if err != nil {
+		if n > 0 && !isTimeout(err) {
+			b.readErr = err
+			return nil
+		}
+		if !isTimeout(err) {
+			b.readErr = err
+		}
+		return err
+	}
+	return nil
+}
+
+// flush writes the write buffer out.
+func (b *bufConn) flush() error {
+	if len(b.wbuf) == 0 {
+		return nil
+	}
+	_, err := b.c.Write(b.wbuf)
+	b.wbuf = b.wbuf[:0]
+	return err
+}
+
+// write appends p, or writes it directly when it is large.
+func (b *bufConn) write(p []byte) error {
+	if len(p) < directWrite && len(b.wbuf)+len(p) <= cap(b.wbuf) {
+		b.wbuf = append(b.wbuf, p...)
+		return nil
+	}
+	if len(b.wbuf) > 0 {
+		if len(b.wbuf)+len(p) <= 2*writeBufSize {
+			// One syscall for head and a mid-sized body.
+			b.wbuf = append(b.wbuf, p...)
+			return b.flush()
+		}
+		if err := b.flush(); err != nil {
+			return err
+		}
+	}
+	_, err := b.c.Write(p)
+	return err
+}
+
+// Read implements io.Reader over the buffered bytes, then the connection.
+func (b *bufConn) Read(p []byte) (int, error) {
+	if b.r < b.w {
+		n := copy(p, b.rbuf[b.r:b.w])
+		b.consume(n)
+		return n, nil
+	}
+	if b.readErr != nil {
+		return 0, b.readErr
+	}
+	return b.c.Read(p)
+}
+
+func isTimeout(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// isConnGone reports errors that mean the peer closed or reset.
+func isConnGone(err error) bool {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && !op.Timeout()
+}

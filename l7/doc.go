@@ -1,0 +1,17 @@
+// Package l7 is RustyGate's HTTP reverse proxy: listeners, the request
+// router and the forwarding engine.
+//
+// Two front ends share one proxy core. The fast engine is a purpose-built
+// HTTP/1.1 server (one goroutine per connection, pooled buffers, no
+// allocation per request on the common path); the standard engine is
+// net/http, used for HTTP/2 (cleartext with prior knowledge, detected on the
+// fast engine's connections too) and selectable for HTTP/1.1 with
+// `server.engine: standard`. Both parse requests with the same strictness
+// (request-smuggling vectors give 400 and a closed connection), route with
+// the same Router and talk to backends through the same HTTP/1.1 client
+// with keep-alive pools.
+//
+// l7 does not own configuration files, logs or backend health: it reads an
+// immutable Snapshot built from a validated config.Config, writes access
+// entries to observe.Logger, and asks upstream for backends.
+package l7

@@ -1,0 +1,664 @@
+package l7
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rustygate/rustygate/observe"
+	"github.com/rustygate/rustygate/upstream"
+)
+
+// responseSink is where an engine writes what the backend answered.
+type responseSink interface {
+	// informational forwards a 1xx (other than 101) response head.
+	informational(resp *response) error
+	// head writes the final response head.
+	head(x *exchange, resp *response) error
+	// body writes body bytes (framing is the sink's business).
+	body(p []byte) error
+	flush() error
+	// finish ends the body, with trailers when there are some.
+	finish(trailers []hfield) error
+	// tunnel takes over both connections after a 101 response head; it
+	// returns when the tunnel is closed.
+	tunnel(x *exchange, resp *response, bc *backendConn) error
+}
+
+// bodySource yields the client's request body.
+type bodySource interface {
+	next() ([]byte, error)
+}
+
+// exchange is one request/response through the proxy.
+type exchange struct {
+	srv      *Server
+	snap     *Snapshot
+	req      *request
+	start    time.Time
+	clientIP string
+	proto    string // "HTTP/1.1", "HTTP/1.0", "HTTP/2.0"
+	scheme   string
+
+	route    *Route
+	backend  *upstream.Backend
+	status   int
+	bytesIn  int64
+	bytesOut int64
+	errMsg   string
+
+	reqID []byte
+	idBuf [32]byte
+
+	// body is the client's request body; bodyBuffered says it is entirely
+	// in memory already (then it can be replayed on a stale connection).
+	body         bodySource
+	bodyBuffered []byte
+	bodyDone     bool // the whole request body was read
+	// closeClient is set when the client connection cannot be reused.
+	closeClient bool
+
+	sink responseSink
+	resp response
+	br   bodyReader
+	wbuf []byte
+}
+
+// Proxy errors, reported to the client as JSON.
+type proxyError struct {
+	status int
+	msg    string
+}
+
+var (
+	errNoRoute        = &proxyError{404, "no route"}
+	errMethod         = &proxyError{405, "method not allowed"}
+	errBackendDown    = &proxyError{502, "backend unreachable"}
+	errBackendBad     = &proxyError{502, "invalid backend response"}
+	errBackendClosed  = &proxyError{502, "backend closed the connection"}
+	errBackendTimeout = &proxyError{504, "backend timeout"}
+	errConnectTimeout = &proxyError{504, "backend connect timeout"}
+	errClientBody     = &proxyError{400, "invalid request body"}
+)
+
+func (x *exchange) ensureRequestID() {
+	if x.req.requestID != nil {
+		x.reqID = x.req.requestID
+		return
+	}
+	x.reqID = x.srv.ids.Append(x.idBuf[:0])
+}
+
+// serve routes and forwards the request. It never panics on bad input;
+// errors become JSON responses.
+func (x *exchange) serve() {
+	x.ensureRequestID()
+	req := x.req
+	rt, ok := x.snap.Router.Match(req.host, req.path, req.method)
+	if !ok {
+		x.drainOrClose()
+		if rt != nil {
+			x.fail(errMethod, rt.allowHeader)
+			return
+		}
+		if len(req.path) == 1 && req.path[0] == '/' && !x.snap.Router.rootClaimed &&
+			(string(req.method) == "GET" || string(req.method) == "HEAD") {
+			x.writeLocal(200, "text/plain; charset=utf-8", bannerBody, "")
+			return
+		}
+		x.fail(errNoRoute, "")
+		return
+	}
+	x.route = rt
+	x.forward()
+}
+
+var bannerBody = []byte("RustyGate is running\n")
+
+// drainOrClose is used when the proxy answers without forwarding: a body
+// still on the wire is skipped when small, else the connection closes.
+func (x *exchange) drainOrClose() {
+	if !x.req.hasBody() || x.bodyDone {
+		return
+	}
+	if x.bodyBuffered != nil {
+		x.bodyDone = true
+		return
+	}
+	x.closeClient = true
+}
+
+func (x *exchange) forward() {
+	rt := x.route
+	b := rt.Pool.Pick()
+	x.backend = b
+	cp := rt.conns[b]
+	b.Acquire()
+	defer b.Release()
+
+	bc, err := cp.get(context.Background())
+	if err != nil {
+		x.dialFailed(err)
+		return
+	}
+	for attempt := 0; ; attempt++ {
+		perr, retry := x.roundTrip(bc, rt)
+		if perr == nil {
+			return
+		}
+		if retry && attempt == 0 {
+			// A pooled connection the backend had closed: the request never
+			// reached it, so it is safe to send again on a fresh one.
+			bc, err = cp.dial(context.Background())
+			if err != nil {
+				x.dialFailed(err)
+				return
+			}
+			continue
+		}
+		x.fail(perr, "")
+		return
+	}
+}
+
+func (x *exchange) dialFailed(err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		x.errMsg = "backend connect timeout"
+		x.drainOrClose()
+		x.fail(errConnectTimeout, "")
+		return
+	}
+	x.drainOrClose()
+	x.fail(errBackendDown, "")
+}
+
+// roundTrip sends the request on bc and relays the response. It owns bc:
+// the connection is pooled or closed before it returns. A non-nil error
+// means nothing was sent to the client yet; retry says the request may be
+// sent again on a new connection.
+func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, retry bool) {
+	req := x.req
+	bc.wbuf = appendRequestHead(bc.wbuf[:0], x, rt, x.backend)
+	now := time.Now()
+	bc.wdl.ensure(bc.c.SetWriteDeadline, now.Add(rt.readTimeout), time.Second)
+
+	var bodyErr chan error
+	switch {
+	case !req.hasBody():
+		err := bc.flush()
+		if err != nil {
+			bc.close()
+			return errBackendClosed, bc.reused
+		}
+	case x.bodyBuffered != nil:
+		if req.chunked {
+			bc.wbuf = appendChunkHeader(bc.wbuf, len(x.bodyBuffered))
+			bc.wbuf = append(bc.wbuf, x.bodyBuffered...)
+			bc.wbuf = append(bc.wbuf, "\r\n0\r\n\r\n"...)
+		} else {
+			bc.wbuf = append(bc.wbuf, x.bodyBuffered...)
+		}
+		x.bytesIn = int64(len(x.bodyBuffered))
+		x.bodyDone = true
+		if err := bc.flush(); err != nil {
+			bc.close()
+			return errBackendClosed, bc.reused
+		}
+	default:
+		if err := bc.flush(); err != nil {
+			bc.close()
+			return errBackendClosed, false
+		}
+		if req.expectCont {
+			x.sink.informational(&continueResponse)
+		}
+		bodyErr = make(chan error, 1)
+		go func() { bodyErr <- x.sendBody(bc) }()
+	}
+
+	// Response head, skipping informational responses.
+	var err error
+	for {
+		err = x.readResponseHead(bc, rt)
+		if err != nil || x.resp.status >= 200 || x.resp.status == 101 {
+			break
+		}
+		if err := x.sink.informational(&x.resp); err != nil {
+			x.closeClient = true
+		}
+	}
+	if err != nil {
+		received := len(bc.buffered()) > 0
+		bc.close()
+		if bodyErr != nil {
+			if berr := <-bodyErr; berr != nil && errors.Is(berr, errClientBodyFailed) {
+				x.closeClient = true
+				return errClientBody, false
+			}
+			x.closeClient = true
+		}
+		switch {
+		case isTimeout(err):
+			x.errMsg = "backend timeout"
+			return errBackendTimeout, false
+		case isConnGone(err):
+			if bc.reused && !received && bodyErr == nil {
+				return errBackendClosed, true
+			}
+			x.errMsg = "backend closed the connection"
+			return errBackendClosed, false
+		default:
+			x.errMsg = "invalid backend response: " + err.Error()
+			return errBackendBad, false
+		}
+	}
+	resp := &x.resp
+	x.status = resp.status
+
+	if resp.upgrade {
+		if req.upgrade == nil {
+			bc.close()
+			x.errMsg = "unexpected 101 from backend"
+			return errBackendBad, false
+		}
+		if bodyErr != nil {
+			// A body and an upgrade at once is not something to relay.
+			bc.close()
+			<-bodyErr
+			x.closeClient = true
+			return errBackendBad, false
+		}
+		x.closeClient = true
+		x.sink.tunnel(x, resp, bc)
+		return nil, false
+	}
+
+	if err := x.sink.head(x, resp); err != nil {
+		x.closeClient = true
+		bc.close()
+		x.waitBody(bodyErr)
+		return nil, false
+	}
+	x.br.init(bc.bufConn, resp.kind, resp.contentLength)
+	x.br.inactivity = rt.readTimeout
+	x.br.setDeadline = bc.c.SetReadDeadline
+	ok := x.relayBody(bc)
+	if ok && bodyErr != nil {
+		// The response is complete; the request body must be too before
+		// the backend connection can be reused.
+		select {
+		case err := <-bodyErr:
+			bodyErr = nil
+			if err != nil {
+				ok = false
+				x.closeClient = true
+			}
+		default:
+			ok = false
+		}
+	}
+	if ok && !resp.closeConn && !x.closeClient {
+		bc.reused = false
+		bc.pool.put(bc)
+	} else {
+		bc.close()
+	}
+	x.waitBody(bodyErr)
+	return nil, false
+}
+
+// waitBody waits for the request body goroutine after the backend
+// connection was released or closed. A body left unread poisons the
+// client connection.
+func (x *exchange) waitBody(bodyErr chan error) {
+	if bodyErr == nil {
+		return
+	}
+	if !x.bodyDone {
+		x.closeClient = true
+		x.abortClientRead()
+	}
+	if err := <-bodyErr; err != nil || !x.bodyDone {
+		x.closeClient = true
+	}
+}
+
+// relayBody copies the response body to the sink, flushing whenever the
+// backend has nothing more buffered (so streamed responses are delivered
+// as they come). It reports whether the response completed cleanly.
+func (x *exchange) relayBody(bc *backendConn) bool {
+	for {
+		p, err := x.br.next()
+		if len(p) > 0 {
+			x.bytesOut += int64(len(p))
+			if werr := x.sink.body(p); werr != nil {
+				x.closeClient = true
+				x.errMsg = "client write failed"
+				return false
+			}
+			if len(bc.buffered()) == 0 && !x.br.done {
+				if werr := x.sink.flush(); werr != nil {
+					x.closeClient = true
+					x.errMsg = "client write failed"
+					return false
+				}
+			}
+		}
+		if err == io.EOF {
+			if werr := x.sink.finish(x.br.trailers); werr != nil {
+				x.closeClient = true
+				return false
+			}
+			return true
+		}
+		if err != nil {
+			// The head is out: the only signal left is an abrupt end.
+			x.errMsg = "backend body: " + err.Error()
+			x.closeClient = true
+			x.sink.flush()
+			return false
+		}
+	}
+}
+
+var errClientBodyFailed = errors.New("client body")
+
+// sendBody streams the request body to the backend.
+func (x *exchange) sendBody(bc *backendConn) error {
+	req := x.req
+	var buf []byte
+	for {
+		p, err := x.body.next()
+		if len(p) > 0 {
+			x.bytesIn += int64(len(p))
+			if req.chunked {
+				buf = appendChunkHeader(buf[:0], len(p))
+				if werr := writeAll(bc.c, buf, p, crlf); werr != nil {
+					return werr
+				}
+			} else if _, werr := bc.c.Write(p); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			if req.chunked {
+				if _, werr := bc.c.Write(lastChunk); werr != nil {
+					return werr
+				}
+			}
+			x.bodyDone = true
+			return nil
+		}
+		if err != nil {
+			return errClientBodyFailed
+		}
+	}
+}
+
+var (
+	crlf      = []byte("\r\n")
+	lastChunk = []byte("0\r\n\r\n")
+)
+
+func writeAll(w io.Writer, parts ...[]byte) error {
+	if len(parts[0])+len(parts[1])+len(parts[2]) <= 2*writeBufSize {
+		var stack [2 * writeBufSize]byte
+		b := append(append(append(stack[:0], parts[0]...), parts[1]...), parts[2]...)
+		_, err := w.Write(b)
+		return err
+	}
+	for _, p := range parts {
+		if _, err := w.Write(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readResponseHead reads and parses one response head from bc.
+func (x *exchange) readResponseHead(bc *backendConn, rt *Route) error {
+	head := string(x.req.method) == "HEAD"
+	target := time.Now().Add(rt.responseHeader)
+	slack := min(rt.responseHeader/10, 250*time.Millisecond)
+	bc.rdl.ensure(bc.c.SetReadDeadline, target, slack)
+	for {
+		if buf := bc.buffered(); len(buf) > 0 {
+			n, err := parseResponse(buf, &x.resp, head)
+			if err == nil {
+				bc.consume(n)
+				return nil
+			}
+			if err != errNeedMore {
+				return err
+			}
+		}
+		if err := bc.fill(); err != nil {
+			if err == errHeadTooLarge {
+				return errHeadTooLarge
+			}
+			return err
+		}
+	}
+}
+
+// abortClientRead unblocks a body reader waiting on the client.
+func (x *exchange) abortClientRead() {
+	if a, ok := x.sink.(interface{ abortRead() }); ok {
+		a.abortRead()
+	}
+}
+
+var continueResponse = response{status: 100, reason: []byte("Continue"), proto: 11}
+
+// appendRequestHead writes the request line and headers for the backend.
+func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) []byte {
+	req := x.req
+	dst = append(dst, req.method...)
+	dst = append(dst, ' ')
+	dst = append(dst, b.BasePath...)
+	path := req.path
+	if rt.StripPrefix && rt.Path != "/" {
+		path = path[len(rt.Path):]
+		if len(path) == 0 {
+			path = []byte{'/'}
+		}
+	}
+	if len(path) == 1 && path[0] == '*' {
+		if b.BasePath == "" {
+			dst = append(dst, '*')
+		}
+	} else {
+		dst = append(dst, path...)
+	}
+	dst = append(dst, req.query...)
+	dst = append(dst, " HTTP/1.1\r\n"...)
+	absolute := len(req.target) > 0 && req.target[0] != '/' && req.target[0] != '*'
+	hostWritten := false
+	for i := range req.fields {
+		f := &req.fields[i]
+		if f.skip {
+			continue
+		}
+		if len(f.name) == 4 && eqFold(f.name, "host") {
+			if absolute {
+				continue
+			}
+			hostWritten = true
+		}
+		dst = append(dst, f.name...)
+		dst = append(dst, ':', ' ')
+		dst = append(dst, f.value...)
+		dst = append(dst, '\r', '\n')
+	}
+	if !hostWritten {
+		dst = append(dst, "Host: "...)
+		if len(req.host) > 0 {
+			dst = append(dst, req.host...)
+		} else {
+			dst = append(dst, b.Addr...)
+		}
+		dst = append(dst, '\r', '\n')
+	}
+	dst = append(dst, "X-Forwarded-For: "...)
+	if req.xff != nil {
+		if req.xffMulti {
+			first := true
+			for i := range req.fields {
+				if classify(req.fields[i].name) == hXForwardedFor {
+					if !first {
+						dst = append(dst, ", "...)
+					}
+					dst = append(dst, req.fields[i].value...)
+					first = false
+				}
+			}
+		} else {
+			dst = append(dst, req.xff...)
+		}
+		dst = append(dst, ", "...)
+	}
+	dst = append(dst, x.clientIP...)
+	dst = append(dst, "\r\nX-Forwarded-Proto: "...)
+	dst = append(dst, x.scheme...)
+	if len(req.host) > 0 {
+		dst = append(dst, "\r\nX-Forwarded-Host: "...)
+		dst = append(dst, req.host...)
+	}
+	dst = append(dst, "\r\nVia: "...)
+	if req.via != nil {
+		dst = append(dst, req.via...)
+		dst = append(dst, ", "...)
+	}
+	switch req.proto {
+	case 10:
+		dst = append(dst, "1.0 rustygate"...)
+	case 20:
+		dst = append(dst, "2.0 rustygate"...)
+	default:
+		dst = append(dst, "1.1 rustygate"...)
+	}
+	dst = append(dst, "\r\nX-Request-Id: "...)
+	dst = append(dst, x.reqID...)
+	dst = append(dst, '\r', '\n')
+	switch {
+	case req.chunked:
+		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
+	case req.contentLength >= 0:
+		dst = append(dst, "Content-Length: "...)
+		dst = strconv.AppendInt(dst, req.contentLength, 10)
+		dst = append(dst, '\r', '\n')
+	}
+	if req.upgrade != nil {
+		dst = append(dst, "Connection: Upgrade\r\nUpgrade: "...)
+		dst = append(dst, req.upgrade...)
+		dst = append(dst, '\r', '\n')
+	}
+	return append(dst, '\r', '\n')
+}
+
+// fail answers with a JSON error carrying the request id.
+func (x *exchange) fail(e *proxyError, allow string) {
+	if x.errMsg == "" {
+		x.errMsg = e.msg
+	}
+	var buf [256]byte
+	body := append(buf[:0], `{"error":"`...)
+	body = append(body, e.msg...)
+	body = append(body, `","status":`...)
+	body = strconv.AppendInt(body, int64(e.status), 10)
+	body = append(body, `,"request_id":"`...)
+	body = append(body, x.reqID...)
+	body = append(body, "\"}\n"...)
+	x.writeLocal(e.status, "application/json", body, allow)
+}
+
+// writeLocal sends a response the proxy produced itself.
+func (x *exchange) writeLocal(status int, ctype string, body []byte, allow string) {
+	x.status = status
+	if l, ok := x.sink.(interface {
+		local(x *exchange, status int, ctype string, body []byte, allow string) error
+	}); ok {
+		if err := l.local(x, status, ctype, body, allow); err != nil {
+			x.closeClient = true
+		}
+		if string(x.req.method) != "HEAD" {
+			x.bytesOut = int64(len(body))
+		}
+	}
+}
+
+// logAccess writes the exchange's access line.
+func (x *exchange) logAccess(lg *observe.Logger) {
+	if lg == nil || !lg.AccessEnabled() {
+		return
+	}
+	e := accessPool.Get().(*observe.AccessEntry)
+	*e = observe.AccessEntry{
+		Time:      x.start,
+		Method:    x.req.method,
+		Path:      x.req.target,
+		Proto:     x.proto,
+		Host:      x.req.host,
+		Status:    x.status,
+		Latency:   time.Since(x.start),
+		BytesIn:   x.bytesIn,
+		BytesOut:  x.bytesOut,
+		RequestID: x.reqID,
+		ClientIP:  x.clientIP,
+		UserAgent: x.req.userAgent,
+		Error:     x.errMsg,
+	}
+	if x.route != nil {
+		e.Route = x.route.Name
+	}
+	if x.backend != nil {
+		e.Backend = x.backend.URL
+	}
+	lg.Access(e)
+	*e = observe.AccessEntry{}
+	accessPool.Put(e)
+}
+
+var accessPool = sync.Pool{New: func() any { return new(observe.AccessEntry) }}
+
+// statusText returns the reason phrase for a status, or "" when none.
+func statusText(code int) string {
+	switch code {
+	case 100:
+		return "Continue"
+	case 101:
+		return "Switching Protocols"
+	case 200:
+		return "OK"
+	case 204:
+		return "No Content"
+	case 400:
+		return "Bad Request"
+	case 404:
+		return "Not Found"
+	case 405:
+		return "Method Not Allowed"
+	case 408:
+		return "Request Timeout"
+	case 413:
+		return "Content Too Large"
+	case 431:
+		return "Request Header Fields Too Large"
+	case 501:
+		return "Not Implemented"
+	case 502:
+		return "Bad Gateway"
+	case 503:
+		return "Service Unavailable"
+	case 504:
+		return "Gateway Timeout"
+	case 505:
+		return "HTTP Version Not Supported"
+	}
+	return ""
+}

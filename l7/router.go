@@ -1,0 +1,181 @@
+package l7
+
+import (
+	"bytes"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/rustygate/rustygate/upstream"
+)
+
+// Route is one compiled route of a snapshot.
+type Route struct {
+	Name        string
+	Path        string // normalised prefix, no trailing slash except "/"
+	Host        string // lower case; "*.example.com" for a wildcard; "" for any
+	Methods     []string
+	StripPrefix bool
+	Pool        *upstream.Pool
+
+	conns          map[*upstream.Backend]*connPool
+	responseHeader time.Duration
+	readTimeout    time.Duration
+	// allowHeader is the Allow value for a 405 on this route.
+	allowHeader string
+}
+
+func (rt *Route) allows(method []byte) bool {
+	if len(rt.Methods) == 0 {
+		return true
+	}
+	for _, m := range rt.Methods {
+		if string(method) == m || m == "GET" && string(method) == "HEAD" {
+			return true
+		}
+	}
+	return false
+}
+
+// pathTable finds the longest route prefix on path-segment boundaries.
+type pathTable struct {
+	byPrefix map[string][]*Route
+}
+
+func (t *pathTable) add(rt *Route) {
+	if t.byPrefix == nil {
+		t.byPrefix = make(map[string][]*Route)
+	}
+	list := append(t.byPrefix[rt.Path], rt)
+	// Routes restricted to methods are tried before catch-alls.
+	sort.SliceStable(list, func(i, j int) bool { return len(list[i].Methods) > 0 && len(list[j].Methods) == 0 })
+	t.byPrefix[rt.Path] = list
+}
+
+// match returns the route for path and method; when only the method
+// failed, it returns the route that matched the path with ok false.
+func (t *pathTable) match(path, method []byte) (rt *Route, ok bool) {
+	if t == nil || len(t.byPrefix) == 0 {
+		return nil, false
+	}
+	var wrongMethod *Route
+	cand := path
+	for {
+		if list, found := t.byPrefix[string(cand)]; found {
+			for _, r := range list {
+				if r.allows(method) {
+					return r, true
+				}
+			}
+			if wrongMethod == nil {
+				wrongMethod = list[0]
+			}
+		}
+		if len(cand) <= 1 {
+			break
+		}
+		i := bytes.LastIndexByte(cand, '/')
+		if i <= 0 {
+			cand = cand[:1]
+			if cand[0] != '/' {
+				break
+			}
+		} else {
+			cand = cand[:i]
+		}
+	}
+	return wrongMethod, false
+}
+
+type wildcardTable struct {
+	suffix string // ".example.com"
+	table  *pathTable
+}
+
+// Router matches requests to routes: host first (exact, then the most
+// specific wildcard, then routes without host), then the longest path
+// prefix, then methods.
+type Router struct {
+	hosts     map[string]*pathTable
+	wildcards []wildcardTable
+	any       *pathTable
+	// rootClaimed is true when some route serves "/" for any host.
+	rootClaimed bool
+}
+
+// NewRouter builds a router from routes (already validated).
+func NewRouter(routes []*Route) *Router {
+	r := &Router{hosts: map[string]*pathTable{}, any: &pathTable{}}
+	wild := map[string]*pathTable{}
+	for _, rt := range routes {
+		switch {
+		case rt.Host == "":
+			r.any.add(rt)
+			if rt.Path == "/" {
+				r.rootClaimed = true
+			}
+		case strings.HasPrefix(rt.Host, "*."):
+			s := rt.Host[1:]
+			if wild[s] == nil {
+				wild[s] = &pathTable{}
+			}
+			wild[s].add(rt)
+		default:
+			if r.hosts[rt.Host] == nil {
+				r.hosts[rt.Host] = &pathTable{}
+			}
+			r.hosts[rt.Host].add(rt)
+		}
+	}
+	for s, t := range wild {
+		r.wildcards = append(r.wildcards, wildcardTable{suffix: s, table: t})
+	}
+	sort.Slice(r.wildcards, func(i, j int) bool { return len(r.wildcards[i].suffix) > len(r.wildcards[j].suffix) })
+	return r
+}
+
+// Match returns the route for a request. When a path matched but the
+// method did not, it returns that route with ok false (a 405).
+func (r *Router) Match(host, path, method []byte) (rt *Route, ok bool) {
+	var lower [256]byte
+	h := hostNoPort(host)
+	if len(h) > len(lower) {
+		h = nil
+	}
+	n := copy(lower[:], h)
+	for i := 0; i < n; i++ {
+		if c := lower[i]; 'A' <= c && c <= 'Z' {
+			lower[i] = c + 'a' - 'A'
+		}
+	}
+	// A fully-qualified "example.com." matches "example.com".
+	if n > 0 && lower[n-1] == '.' {
+		n--
+	}
+	lh := lower[:n]
+	var fallback *Route
+	if len(r.hosts) > 0 && n > 0 {
+		if t, found := r.hosts[string(lh)]; found {
+			if rt, ok := t.match(path, method); ok {
+				return rt, true
+			} else if rt != nil {
+				fallback = rt
+			}
+		}
+	}
+	for _, w := range r.wildcards {
+		if n > len(w.suffix) && string(lh[n-len(w.suffix):]) == w.suffix {
+			if rt, ok := w.table.match(path, method); ok {
+				return rt, true
+			} else if rt != nil && fallback == nil {
+				fallback = rt
+			}
+		}
+	}
+	if rt, ok := r.any.match(path, method); ok {
+		return rt, true
+	} else if rt != nil && fallback == nil {
+		fallback = rt
+	}
+	return fallback, false
+}

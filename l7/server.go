@@ -1,0 +1,631 @@
+package l7
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/rustygate/rustygate/observe"
+)
+
+// Server is the public HTTP listener: it accepts connections and serves
+// them with the engine the configuration selects, reading the current
+// snapshot at the start of each request.
+type Server struct {
+	snap      atomic.Pointer[Snapshot]
+	log       *observe.Logger
+	slog      *slog.Logger
+	ids       *observe.RequestIDs
+	transport *Transport
+
+	h2  *http2.Server
+	std *http.Server
+	// h2base carries the HTTP/2 server's graceful-shutdown hook for
+	// connections the fast engine hands over.
+	h2base *http.Server
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*clientConn]struct{}
+	stopping  atomic.Bool
+	wg        sync.WaitGroup
+	// h2Conns counts connections handed to the HTTP/2 server.
+	h2wg sync.WaitGroup
+}
+
+// NewServer builds a server around an initial snapshot.
+func NewServer(snap *Snapshot, tr *Transport, lg *observe.Logger) *Server {
+	s := &Server{
+		log:       lg,
+		slog:      lg.Slog(),
+		ids:       observe.NewRequestIDs(),
+		transport: tr,
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[*clientConn]struct{}{},
+	}
+	s.snap.Store(snap)
+	sc := snap.Config.Server
+	s.h2 = &http2.Server{IdleTimeout: sc.IdleTimeout.D()}
+	s.h2base = &http.Server{Handler: http.HandlerFunc(s.serveStd)}
+	if err := http2.ConfigureServer(s.h2base, s.h2); err != nil {
+		s.slog.Warn("http2 setup", "error", err.Error())
+	}
+	s.std = &http.Server{
+		Handler:           http.HandlerFunc(s.serveStd),
+		ReadHeaderTimeout: sc.ReadHeaderTimeout.D(),
+		IdleTimeout:       sc.IdleTimeout.D(),
+		MaxHeaderBytes:    sc.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.slog.Handler(), slog.LevelDebug),
+	}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	if sc.H2CEnabled() {
+		protos.SetUnencryptedHTTP2(true)
+	}
+	s.std.Protocols = &protos
+	return s
+}
+
+// Snapshot returns the snapshot new requests use.
+func (s *Server) Snapshot() *Snapshot { return s.snap.Load() }
+
+// SetSnapshot publishes a new snapshot; requests in flight keep theirs.
+func (s *Server) SetSnapshot(snap *Snapshot) { s.snap.Store(snap) }
+
+// Serve accepts connections on ln until Shutdown. It returns nil after a
+// shutdown, or the accept error.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.stopping.Load() {
+		s.mu.Unlock()
+		return nil
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	if s.snap.Load().Config.Server.Engine == "standard" {
+		err := s.std.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	}
+	var tempDelay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.stopping.Load() {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// EMFILE, ECONNABORTED and the like: back off and go on.
+			tempDelay = max(5*time.Millisecond, min(2*tempDelay, time.Second))
+			s.slog.Warn("accept failed, retrying", "error", err.Error(), "delay", tempDelay.String())
+			time.Sleep(tempDelay)
+			continue
+		}
+		tempDelay = 0
+		cc := s.newClientConn(c)
+		if cc == nil {
+			c.Close()
+			continue
+		}
+		go cc.serve()
+	}
+}
+
+func (s *Server) newClientConn(c net.Conn) *clientConn {
+	cc := &clientConn{srv: s, c: c}
+	if ap, err := netipAddrPort(c.RemoteAddr()); err == nil {
+		cc.clientIP = ap
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping.Load() {
+		return nil
+	}
+	s.conns[cc] = struct{}{}
+	s.wg.Add(1)
+	return cc
+}
+
+func netipAddrPort(a net.Addr) (string, error) {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap().String(), nil
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	return host, err
+}
+
+// Shutdown stops accepting, lets requests in flight finish, and closes
+// idle connections. When ctx ends first, remaining connections are closed.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.stopping.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	stdDone := make(chan error, 1)
+	go func() { stdDone <- s.std.Shutdown(ctx) }()
+	go s.h2base.Shutdown(ctx)
+
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		s.h2wg.Wait()
+		close(done)
+	}()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		for cc := range s.conns {
+			cc.wakeIfIdle()
+		}
+		s.mu.Unlock()
+		select {
+		case <-done:
+			return <-stdDone
+		case <-ctx.Done():
+			s.mu.Lock()
+			for cc := range s.conns {
+				cc.c.Close()
+			}
+			s.mu.Unlock()
+			s.std.Close()
+			<-done
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// clientConn is one client connection on the fast engine.
+type clientConn struct {
+	srv      *Server
+	c        net.Conn
+	bc       *bufConn
+	clientIP string
+
+	// busy is 1 while an exchange runs; an idle connection is woken by
+	// Shutdown.
+	busy atomic.Int32
+
+	req        request
+	x          exchange
+	reqBody    bodyReader
+	chunkedOut bool
+	served     int
+}
+
+func (cc *clientConn) wakeIfIdle() {
+	if cc.busy.Load() == 0 {
+		cc.c.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+func (cc *clientConn) serve() {
+	s := cc.srv
+	defer func() {
+		if v := recover(); v != nil {
+			s.slog.Error("panic serving connection", "client_ip", cc.clientIP, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+		s.mu.Lock()
+		delete(s.conns, cc)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+	sc := s.snap.Load().Config.Server
+	cc.bc = newBufConn(cc.c, &clientBufPool, sc.MaxHeaderBytes)
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			cc.c.Close()
+		}
+		cc.bc.release()
+	}()
+	for {
+		ok, h2 := cc.readRequest()
+		if h2 {
+			handedOff = true
+			cc.serveH2()
+			return
+		}
+		if !ok {
+			return
+		}
+		cc.busy.Store(1)
+		keep := cc.exchange()
+		cc.busy.Store(0)
+		if !keep || s.stopping.Load() {
+			return
+		}
+	}
+}
+
+var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+// readRequest reads and parses the next request head into cc.req. It
+// answers parse errors itself and reports whether an exchange follows, or
+// that the connection speaks HTTP/2.
+func (cc *clientConn) readRequest() (ok, h2 bool) {
+	s := cc.srv
+	sc := s.snap.Load().Config.Server
+	bc := cc.bc
+	for {
+		if buf := bc.buffered(); len(buf) > 0 {
+			if cc.served == 0 && sc.H2CEnabled() && bytes.HasPrefix(buf, h2Preface[:min(len(buf), len(h2Preface))]) {
+				if len(buf) >= len(h2Preface) {
+					return false, true
+				}
+			} else {
+				n, err := parseRequest(buf, &cc.req)
+				if err == nil {
+					bc.consume(n)
+					return true, false
+				}
+				if err != errNeedMore {
+					cc.badRequest(err)
+					return false, false
+				}
+			}
+		}
+		if s.stopping.Load() && len(bc.buffered()) == 0 {
+			return false, false
+		}
+		now := time.Now()
+		if len(bc.buffered()) == 0 {
+			bc.rdl.ensure(cc.c.SetReadDeadline, now.Add(sc.IdleTimeout.D()), time.Second)
+		} else if cc.served == 0 || !bc.rdl.cur.Before(now.Add(sc.ReadHeaderTimeout.D())) {
+			bc.rdl.ensure(cc.c.SetReadDeadline, now.Add(sc.ReadHeaderTimeout.D()), time.Second)
+		}
+		if err := bc.fill(); err != nil {
+			switch {
+			case err == errHeadTooLarge:
+				cc.badRequest(errHeadTooLarge)
+			case isTimeout(err) && len(bc.buffered()) > 0 && !s.stopping.Load():
+				cc.writeSimpleError(408, "request timeout")
+			}
+			return false, false
+		}
+	}
+}
+
+// badRequest answers a malformed request and marks the connection for
+// closing: after a framing error nothing more on it can be trusted.
+func (cc *clientConn) badRequest(err error) {
+	status := 400
+	switch err {
+	case errHeadTooLarge:
+		status = 431
+	case errBadVersion:
+		status = 505
+	case errBadTE:
+		status = 501
+		if cc.req.proto == 10 {
+			status = 400
+		}
+	}
+	cc.writeSimpleError(status, err.Error())
+	if lg := cc.srv.log; lg != nil && lg.AccessEnabled() {
+		x := &cc.x
+		*x = exchange{srv: cc.srv, req: &cc.req, start: time.Now(), clientIP: cc.clientIP, proto: "HTTP/1.1", status: status, errMsg: err.Error()}
+		cc.req.reset()
+		x.logAccess(lg)
+	}
+}
+
+func (cc *clientConn) writeSimpleError(status int, msg string) {
+	body := `{"error":"` + msg + `","status":` + strconv.Itoa(status) + "}\n"
+	w := cc.bc.wbuf[:0]
+	w = append(w, "HTTP/1.1 "...)
+	w = strconv.AppendInt(w, int64(status), 10)
+	w = append(w, ' ')
+	w = append(w, statusText(status)...)
+	w = append(w, "\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "...)
+	w = strconv.AppendInt(w, int64(len(body)), 10)
+	w = append(w, "\r\n\r\n"...)
+	w = append(w, body...)
+	cc.bc.wbuf = w
+	cc.c.SetWriteDeadline(time.Now().Add(time.Second))
+	cc.bc.flush()
+}
+
+// exchange runs one request; it reports whether the connection stays open.
+func (cc *clientConn) exchange() bool {
+	s := cc.srv
+	req := &cc.req
+	x := &cc.x
+	trailers := x.br.trailers
+	*x = exchange{
+		srv:      s,
+		snap:     s.snap.Load(),
+		req:      req,
+		start:    time.Now(),
+		clientIP: cc.clientIP,
+		scheme:   "http",
+		sink:     cc,
+	}
+	x.br.trailers = trailers
+	if req.proto == 10 {
+		x.proto = "HTTP/1.0"
+	} else {
+		x.proto = "HTTP/1.1"
+	}
+	cc.served++
+	cc.chunkedOut = false
+	if req.hasBody() {
+		buffered := cc.bc.buffered()
+		if !req.chunked && req.contentLength <= int64(len(buffered)) {
+			x.bodyBuffered = buffered[:req.contentLength]
+			cc.bc.consume(int(req.contentLength))
+		} else {
+			kind := bodyLength
+			if req.chunked {
+				kind = bodyChunked
+			}
+			cc.reqBody.init(cc.bc, kind, req.contentLength)
+			cc.reqBody.inactivity = x.snap.Config.Server.IdleTimeout.D()
+			cc.reqBody.setDeadline = cc.c.SetReadDeadline
+			x.body = &cc.reqBody
+		}
+	}
+	x.serve()
+	x.logAccess(s.log)
+	if req.closeConn || x.closeClient {
+		return false
+	}
+	return true
+}
+
+// The fast engine's responseSink.
+
+func (cc *clientConn) ensureWriteDeadline() {
+	sc := cc.x.snap.Config.Server
+	cc.bc.wdl.ensure(cc.c.SetWriteDeadline, time.Now().Add(sc.WriteTimeout.D()), time.Second)
+}
+
+func (cc *clientConn) informational(resp *response) error {
+	if cc.req.proto < 11 {
+		return nil
+	}
+	w := appendStatusLine(cc.bc.wbuf, resp)
+	if resp != &continueResponse {
+		w = appendFields(w, resp.fields)
+	}
+	cc.bc.wbuf = append(w, '\r', '\n')
+	cc.ensureWriteDeadline()
+	return cc.bc.flush()
+}
+
+func appendStatusLine(w []byte, resp *response) []byte {
+	w = append(w, "HTTP/1.1 "...)
+	w = strconv.AppendInt(w, int64(resp.status), 10)
+	w = append(w, ' ')
+	if len(resp.reason) > 0 {
+		w = append(w, resp.reason...)
+	} else {
+		w = append(w, statusText(resp.status)...)
+	}
+	return append(w, '\r', '\n')
+}
+
+func appendFields(w []byte, fields []hfield) []byte {
+	for i := range fields {
+		f := &fields[i]
+		if f.skip {
+			continue
+		}
+		w = append(w, f.name...)
+		w = append(w, ':', ' ')
+		w = append(w, f.value...)
+		w = append(w, '\r', '\n')
+	}
+	return w
+}
+
+func (cc *clientConn) head(x *exchange, resp *response) error {
+	req := &cc.req
+	w := appendStatusLine(cc.bc.wbuf, resp)
+	w = appendFields(w, resp.fields)
+	if resp.kind == bodyChunked || resp.kind == bodyUntilClose {
+		if req.proto >= 11 {
+			w = append(w, "Transfer-Encoding: chunked\r\n"...)
+			cc.chunkedOut = true
+		} else {
+			x.closeClient = true
+		}
+	}
+	w = append(w, "X-Request-Id: "...)
+	w = append(w, x.reqID...)
+	w = append(w, '\r', '\n')
+	w = cc.appendConnection(w, x)
+	cc.bc.wbuf = append(w, '\r', '\n')
+	return nil
+}
+
+func (cc *clientConn) appendConnection(w []byte, x *exchange) []byte {
+	if x.closeClient || cc.req.closeConn || cc.srv.stopping.Load() {
+		x.closeClient = true
+		return append(w, "Connection: close\r\n"...)
+	}
+	if cc.req.proto == 10 {
+		return append(w, "Connection: keep-alive\r\n"...)
+	}
+	return w
+}
+
+func (cc *clientConn) body(p []byte) error {
+	cc.ensureWriteDeadline()
+	if cc.chunkedOut {
+		cc.bc.wbuf = appendChunkHeader(cc.bc.wbuf, len(p))
+		if err := cc.bc.write(p); err != nil {
+			return err
+		}
+		return cc.bc.write(crlf)
+	}
+	return cc.bc.write(p)
+}
+
+func (cc *clientConn) flush() error {
+	cc.ensureWriteDeadline()
+	return cc.bc.flush()
+}
+
+func (cc *clientConn) finish(trailers []hfield) error {
+	if cc.chunkedOut {
+		w := append(cc.bc.wbuf, '0', '\r', '\n')
+		w = appendFields(w, trailers)
+		cc.bc.wbuf = append(w, '\r', '\n')
+	}
+	cc.ensureWriteDeadline()
+	return cc.bc.flush()
+}
+
+func (cc *clientConn) local(x *exchange, status int, ctype string, body []byte, allow string) error {
+	w := cc.bc.wbuf
+	w = append(w, "HTTP/1.1 "...)
+	w = strconv.AppendInt(w, int64(status), 10)
+	w = append(w, ' ')
+	w = append(w, statusText(status)...)
+	w = append(w, "\r\nContent-Type: "...)
+	w = append(w, ctype...)
+	w = append(w, "\r\nContent-Length: "...)
+	w = strconv.AppendInt(w, int64(len(body)), 10)
+	w = append(w, "\r\nX-Request-Id: "...)
+	w = append(w, x.reqID...)
+	w = append(w, '\r', '\n')
+	if allow != "" {
+		w = append(w, "Allow: "...)
+		w = append(w, allow...)
+		w = append(w, '\r', '\n')
+	}
+	w = cc.appendConnection(w, x)
+	w = append(w, '\r', '\n')
+	if string(cc.req.method) != "HEAD" {
+		w = append(w, body...)
+	}
+	cc.bc.wbuf = w
+	cc.ensureWriteDeadline()
+	return cc.bc.flush()
+}
+
+func (cc *clientConn) abortRead() {
+	cc.c.SetReadDeadline(time.Unix(1, 0))
+}
+
+func (cc *clientConn) tunnel(x *exchange, resp *response, bc *backendConn) error {
+	w := appendStatusLine(cc.bc.wbuf, resp)
+	w = appendFields(w, resp.fields)
+	w = append(w, "Connection: Upgrade\r\n"...)
+	for i := range resp.fields {
+		if classify(resp.fields[i].name) == hUpgrade {
+			w = append(w, "Upgrade: "...)
+			w = append(w, resp.fields[i].value...)
+			w = append(w, '\r', '\n')
+		}
+	}
+	cc.bc.wbuf = append(w, '\r', '\n')
+	if err := cc.bc.flush(); err != nil {
+		bc.close()
+		return err
+	}
+	cc.busy.Store(2)
+	pipe(cc.c, cc.bc.buffered(), bc.c, bc.buffered(), &x.bytesIn, &x.bytesOut)
+	cc.bc.r, cc.bc.w = 0, 0
+	bc.close()
+	return nil
+}
+
+// pipe copies both ways between two connections until both directions
+// end, forwarding half-closes. pending bytes already read from each side
+// go first.
+func pipe(client net.Conn, clientPending []byte, backend net.Conn, backendPending []byte, in, out *int64) {
+	client.SetDeadline(time.Time{})
+	backend.SetDeadline(time.Time{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n, _ := copyWithPending(backend, client, clientPending)
+		atomic.AddInt64(in, n)
+		closeWrite(backend)
+	}()
+	n, _ := copyWithPending(client, backend, backendPending)
+	atomic.AddInt64(out, n)
+	closeWrite(client)
+	// The backend ended its side: give the client side a moment to finish,
+	// then close both so nothing lingers.
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		client.Close()
+		backend.Close()
+		<-done
+	}
+	client.Close()
+	backend.Close()
+}
+
+func copyWithPending(dst, src net.Conn, pending []byte) (int64, error) {
+	var n int64
+	if len(pending) > 0 {
+		m, err := dst.Write(pending)
+		n += int64(m)
+		if err != nil {
+			return n, err
+		}
+	}
+	m, err := io.Copy(dst, src)
+	return n + m, err
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		return
+	}
+	c.Close()
+}
+
+// serveH2 hands the connection to the HTTP/2 server.
+func (cc *clientConn) serveH2() {
+	s := cc.srv
+	pc := &prefixConn{Conn: cc.c, pending: append([]byte(nil), cc.bc.buffered()...)}
+	cc.busy.Store(3) // the HTTP/2 server drains it on shutdown
+	cc.c.SetDeadline(time.Time{})
+	s.h2wg.Add(1)
+	defer s.h2wg.Done()
+	s.h2.ServeConn(pc, &http2.ServeConnOpts{Handler: s.h2base.Handler, BaseConfig: s.h2base})
+}
+
+// prefixConn replays bytes already read before reading the connection.
+type prefixConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.pending) > 0 {
+		n := copy(b, p.pending)
+		p.pending = p.pending[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}

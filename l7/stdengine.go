@@ -1,0 +1,291 @@
+package l7
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// replayLimit is the largest request body the standard engine reads
+// before forwarding, so a request on a stale pooled connection can be
+// sent again.
+const replayLimit = 16 << 10
+
+var stdBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// serveStd is the net/http handler: HTTP/2 always, HTTP/1.1 with
+// `server.engine: standard`. It feeds the same proxy core as the fast
+// engine.
+func (s *Server) serveStd(w http.ResponseWriter, r *http.Request) {
+	sink := &stdSink{w: w, r: r}
+	req := &request{contentLength: -1}
+	x := &exchange{
+		srv:    s,
+		snap:   s.snap.Load(),
+		req:    req,
+		start:  time.Now(),
+		scheme: "http",
+		sink:   sink,
+	}
+	if r.TLS != nil {
+		x.scheme = "https"
+	}
+	x.clientIP, _ = splitHostPortString(r.RemoteAddr)
+	x.proto = r.Proto
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				x.logAccess(s.log)
+				panic(v)
+			}
+			s.slog.Error("panic serving request", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			panic(http.ErrAbortHandler)
+		}
+	}()
+	if err := fillStdRequest(req, r); err != nil {
+		x.ensureRequestID()
+		x.closeClient = true
+		x.fail(&proxyError{status: 400, msg: err.Error()}, "")
+		x.logAccess(s.log)
+		return
+	}
+	if req.hasBody() {
+		if req.contentLength > 0 && req.contentLength <= replayLimit {
+			buf := make([]byte, req.contentLength)
+			if _, err := io.ReadFull(r.Body, buf); err != nil {
+				x.ensureRequestID()
+				x.closeClient = true
+				x.fail(errClientBody, "")
+				x.logAccess(s.log)
+				return
+			}
+			x.bodyBuffered = buf
+		} else {
+			bp := stdBufPool.Get().(*[]byte)
+			defer stdBufPool.Put(bp)
+			x.body = &stdBody{r: r.Body, buf: *bp}
+			http.NewResponseController(w).EnableFullDuplex()
+		}
+	}
+	x.serve()
+	x.logAccess(s.log)
+	if x.closeClient && sink.wroteHead && !sink.finished {
+		// The response is cut short: abort the stream so the client
+		// cannot mistake it for a complete one.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func splitHostPortString(addr string) (string, string) {
+	if i := strings.LastIndexByte(addr, ':'); i >= 0 {
+		return strings.Trim(addr[:i], "[]"), addr[i+1:]
+	}
+	return addr, ""
+}
+
+// fillStdRequest converts a net/http request into the proxy's request,
+// applying the same checks as the fast engine's parser.
+func fillStdRequest(req *request, r *http.Request) error {
+	req.method = []byte(r.Method)
+	if !isToken(req.method) {
+		return errBadMethod
+	}
+	req.target = []byte(r.RequestURI)
+	switch {
+	case r.ProtoMajor == 2:
+		req.proto = 20
+	case r.ProtoMinor == 0:
+		req.proto = 10
+	default:
+		req.proto = 11
+	}
+	if r.Method == http.MethodConnect {
+		return errBadTarget
+	}
+	if err := splitTarget(req); err != nil {
+		return err
+	}
+	hostFromTarget := req.host != nil
+	if !hostFromTarget && r.Host != "" {
+		req.fields = append(req.fields, hfield{name: []byte("Host"), value: []byte(r.Host)})
+	}
+	for k, vs := range r.Header {
+		if http.CanonicalHeaderKey(k) == "Host" {
+			continue
+		}
+		for _, v := range vs {
+			req.fields = append(req.fields, hfield{name: []byte(k), value: []byte(v)})
+		}
+	}
+	// Header values were validated by net/http; Transfer-Encoding was
+	// moved out of the map.
+	for _, te := range r.TransferEncoding {
+		if te != "chunked" {
+			return errBadTE
+		}
+		req.fields = append(req.fields, hfield{name: []byte("Transfer-Encoding"), value: []byte(te)})
+	}
+	if err := req.interpretFields(); err != nil {
+		return err
+	}
+	if req.proto == 20 {
+		req.closeConn = false
+		req.upgrade = nil
+		if r.ContentLength > 0 {
+			req.contentLength = r.ContentLength
+		} else if r.Body != nil && r.Body != http.NoBody && r.ContentLength < 0 {
+			req.chunked = true
+		}
+	}
+	if req.proto == 11 && r.ContentLength < 0 && len(r.TransferEncoding) == 0 && r.Body != nil && r.Body != http.NoBody {
+		return errBadTE
+	}
+	return nil
+}
+
+// stdBody adapts a net/http request body to bodySource.
+type stdBody struct {
+	r   io.Reader
+	buf []byte
+	err error
+}
+
+func (b *stdBody) next() ([]byte, error) {
+	if b.err != nil {
+		return nil, b.err
+	}
+	n, err := b.r.Read(b.buf)
+	if err != nil {
+		b.err = err
+		if n == 0 {
+			return nil, err
+		}
+	}
+	return b.buf[:n], nil
+}
+
+// stdSink writes responses through net/http.
+type stdSink struct {
+	w         http.ResponseWriter
+	r         *http.Request
+	wroteHead bool
+	finished  bool
+}
+
+func (s *stdSink) informational(resp *response) error {
+	if resp.status == 100 {
+		return nil // net/http sends 100 Continue when the body is read
+	}
+	h := s.w.Header()
+	for i := range resp.fields {
+		if f := &resp.fields[i]; !f.skip {
+			h.Add(string(f.name), string(f.value))
+		}
+	}
+	s.w.WriteHeader(resp.status)
+	for k := range h {
+		delete(h, k)
+	}
+	return nil
+}
+
+func (s *stdSink) head(x *exchange, resp *response) error {
+	h := s.w.Header()
+	for i := range resp.fields {
+		f := &resp.fields[i]
+		if f.skip {
+			continue
+		}
+		h[http.CanonicalHeaderKey(string(f.name))] = append(h[http.CanonicalHeaderKey(string(f.name))], string(f.value))
+	}
+	if resp.kind != bodyLength && resp.kind != bodyNone {
+		h.Del("Content-Length")
+	}
+	h.Set("X-Request-Id", string(x.reqID))
+	if x.closeClient && x.req.proto < 20 {
+		h.Set("Connection", "close")
+	}
+	s.wroteHead = true
+	s.w.WriteHeader(resp.status)
+	return nil
+}
+
+func (s *stdSink) body(p []byte) error {
+	_, err := s.w.Write(p)
+	return err
+}
+
+func (s *stdSink) flush() error {
+	return http.NewResponseController(s.w).Flush()
+}
+
+func (s *stdSink) finish(trailers []hfield) error {
+	h := s.w.Header()
+	for i := range trailers {
+		if f := &trailers[i]; !f.skip {
+			h.Add(http.TrailerPrefix+string(f.name), string(f.value))
+		}
+	}
+	s.finished = true
+	return nil
+}
+
+func (s *stdSink) local(x *exchange, status int, ctype string, body []byte, allow string) error {
+	h := s.w.Header()
+	h.Set("Content-Type", ctype)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("X-Request-Id", string(x.reqID))
+	if allow != "" {
+		h.Set("Allow", allow)
+	}
+	if x.closeClient && x.req.proto < 20 {
+		h.Set("Connection", "close")
+	}
+	s.wroteHead = true
+	s.finished = true
+	s.w.WriteHeader(status)
+	if x.req.proto == 20 || string(x.req.method) != "HEAD" {
+		_, err := s.w.Write(body)
+		return err
+	}
+	return nil
+}
+
+func (s *stdSink) tunnel(x *exchange, resp *response, bc *backendConn) error {
+	hj, ok := s.w.(http.Hijacker)
+	if !ok {
+		bc.close()
+		return fmt.Errorf("upgrade not supported on %s", x.proto)
+	}
+	conn, rw, err := hj.Hijack()
+	if err != nil {
+		bc.close()
+		return err
+	}
+	s.wroteHead, s.finished = true, true
+	w := appendStatusLine(nil, resp)
+	w = appendFields(w, resp.fields)
+	w = append(w, "Connection: Upgrade\r\n"...)
+	for i := range resp.fields {
+		if classify(resp.fields[i].name) == hUpgrade {
+			w = append(w, "Upgrade: "...)
+			w = append(w, resp.fields[i].value...)
+			w = append(w, '\r', '\n')
+		}
+	}
+	w = append(w, '\r', '\n')
+	if _, err := conn.Write(w); err != nil {
+		conn.Close()
+		bc.close()
+		return err
+	}
+	pending, _ := rw.Reader.Peek(rw.Reader.Buffered())
+	pipe(conn, pending, bc.c, bc.buffered(), &x.bytesIn, &x.bytesOut)
+	bc.close()
+	return nil
+}
