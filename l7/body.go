@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"time"
 )
 
@@ -32,8 +33,8 @@ type bodyReader struct {
 	// deadline expiring early, the read is retried until this much time
 	// has passed without data.
 	inactivity time.Duration
-	setDeadline func(time.Time) error
-	lastData    time.Time
+	conn       net.Conn
+	lastData   time.Time
 
 	trailers []hfield
 }
@@ -62,7 +63,7 @@ func (br *bodyReader) fill() error {
 			br.lastData = time.Time{}
 			return nil
 		}
-		if !isTimeout(err) || br.setDeadline == nil || br.inactivity <= 0 {
+		if !isTimeout(err) || br.conn == nil || br.inactivity <= 0 {
 			if isTimeout(err) {
 				return errBodyTimeout
 			}
@@ -76,7 +77,7 @@ func (br *bodyReader) fill() error {
 			return errBodyTimeout
 		}
 		br.src.rdl.cur = br.lastData.Add(br.inactivity)
-		if err := br.setDeadline(br.src.rdl.cur); err != nil {
+		if err := br.conn.SetReadDeadline(br.src.rdl.cur); err != nil {
 			return err
 		}
 	}

@@ -34,10 +34,18 @@ type lazyDeadline struct {
 	cur time.Time
 }
 
-func (d *lazyDeadline) ensure(set func(time.Time) error, target time.Time, slack time.Duration) error {
+func (d *lazyDeadline) ensureRead(c net.Conn, target time.Time, slack time.Duration) error {
 	if d.cur.Before(target) || d.cur.After(target.Add(slack)) {
 		d.cur = target.Add(slack / 2)
-		return set(d.cur)
+		return c.SetReadDeadline(d.cur)
+	}
+	return nil
+}
+
+func (d *lazyDeadline) ensureWrite(c net.Conn, target time.Time, slack time.Duration) error {
+	if d.cur.Before(target) || d.cur.After(target.Add(slack)) {
+		d.cur = target.Add(slack / 2)
+		return c.SetWriteDeadline(d.cur)
 	}
 	return nil
 }

@@ -185,7 +185,7 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, retr
 	req := x.req
 	bc.wbuf = appendRequestHead(bc.wbuf[:0], x, rt, x.backend)
 	now := time.Now()
-	bc.wdl.ensure(bc.c.SetWriteDeadline, now.Add(rt.readTimeout), time.Second)
+	bc.wdl.ensureWrite(bc.c, now.Add(rt.readTimeout), time.Second)
 
 	var bodyErr chan error
 	switch {
@@ -217,8 +217,9 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, retr
 		if req.expectCont {
 			x.sink.informational(&continueResponse)
 		}
-		bodyErr = make(chan error, 1)
-		go func() { bodyErr <- x.sendBody(bc) }()
+		ch := make(chan error, 1)
+		go func() { ch <- x.sendBody(bc) }()
+		bodyErr = ch
 	}
 
 	// Response head, skipping informational responses.
@@ -286,7 +287,7 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, retr
 	}
 	x.br.init(bc.bufConn, resp.kind, resp.contentLength)
 	x.br.inactivity = rt.readTimeout
-	x.br.setDeadline = bc.c.SetReadDeadline
+	x.br.conn = bc.c
 	ok := x.relayBody(bc)
 	if ok && bodyErr != nil {
 		// The response is complete; the request body must be too before
@@ -425,7 +426,7 @@ func (x *exchange) readResponseHead(bc *backendConn, rt *Route) error {
 	head := string(x.req.method) == "HEAD"
 	target := time.Now().Add(rt.responseHeader)
 	slack := min(rt.responseHeader/10, 250*time.Millisecond)
-	bc.rdl.ensure(bc.c.SetReadDeadline, target, slack)
+	bc.rdl.ensureRead(bc.c, target, slack)
 	for {
 		if buf := bc.buffered(); len(buf) > 0 {
 			n, err := parseResponse(buf, &x.resp, head)

@@ -151,10 +151,30 @@ func splitTarget(r *request) error {
 	if bytes.IndexByte(r.path, '#') >= 0 {
 		return errBadTarget
 	}
-	if hasDotSegment(r.path) {
+	if !validEscapes(r.path) || hasDotSegment(r.path) {
 		return errBadPath
 	}
 	return nil
+}
+
+// validEscapes reports whether every '%' in p starts a two-digit hex
+// escape.
+func validEscapes(p []byte) bool {
+	for i := bytes.IndexByte(p, '%'); i >= 0; {
+		if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+			return false
+		}
+		j := bytes.IndexByte(p[i+3:], '%')
+		if j < 0 {
+			break
+		}
+		i += 3 + j
+	}
+	return true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // hasDotSegment reports whether path has a "." or ".." segment, raw or

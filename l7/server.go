@@ -289,9 +289,9 @@ func (cc *clientConn) readRequest() (ok, h2 bool) {
 		}
 		now := time.Now()
 		if len(bc.buffered()) == 0 {
-			bc.rdl.ensure(cc.c.SetReadDeadline, now.Add(sc.IdleTimeout.D()), time.Second)
+			bc.rdl.ensureRead(cc.c, now.Add(sc.IdleTimeout.D()), time.Second)
 		} else if cc.served == 0 || !bc.rdl.cur.Before(now.Add(sc.ReadHeaderTimeout.D())) {
-			bc.rdl.ensure(cc.c.SetReadDeadline, now.Add(sc.ReadHeaderTimeout.D()), time.Second)
+			bc.rdl.ensureRead(cc.c, now.Add(sc.ReadHeaderTimeout.D()), time.Second)
 		}
 		if err := bc.fill(); err != nil {
 			switch {
@@ -350,7 +350,7 @@ func (cc *clientConn) exchange() bool {
 	s := cc.srv
 	req := &cc.req
 	x := &cc.x
-	trailers := x.br.trailers
+	trailers, respFields := x.br.trailers, x.resp.fields
 	*x = exchange{
 		srv:      s,
 		snap:     s.snap.Load(),
@@ -361,6 +361,7 @@ func (cc *clientConn) exchange() bool {
 		sink:     cc,
 	}
 	x.br.trailers = trailers
+	x.resp.fields = respFields
 	if req.proto == 10 {
 		x.proto = "HTTP/1.0"
 	} else {
@@ -380,7 +381,7 @@ func (cc *clientConn) exchange() bool {
 			}
 			cc.reqBody.init(cc.bc, kind, req.contentLength)
 			cc.reqBody.inactivity = x.snap.Config.Server.IdleTimeout.D()
-			cc.reqBody.setDeadline = cc.c.SetReadDeadline
+			cc.reqBody.conn = cc.c
 			x.body = &cc.reqBody
 		}
 	}
@@ -396,7 +397,7 @@ func (cc *clientConn) exchange() bool {
 
 func (cc *clientConn) ensureWriteDeadline() {
 	sc := cc.x.snap.Config.Server
-	cc.bc.wdl.ensure(cc.c.SetWriteDeadline, time.Now().Add(sc.WriteTimeout.D()), time.Second)
+	cc.bc.wdl.ensureWrite(cc.c, time.Now().Add(sc.WriteTimeout.D()), time.Second)
 }
 
 func (cc *clientConn) informational(resp *response) error {

@@ -1,0 +1,98 @@
+package l7
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rustygate/rustygate/config"
+	"github.com/rustygate/rustygate/observe"
+)
+
+// testGateway runs a Server on a loopback listener with the given engine
+// and routes (YAML list items), and stops it when the test ends.
+type testGateway struct {
+	addr string
+	srv  *Server
+	logs *strings.Builder
+}
+
+func startGateway(t testing.TB, engine, routes string) *testGateway {
+	t.Helper()
+	yaml := fmt.Sprintf("server: { listen: \"127.0.0.1:0\", engine: %s }\nadmin: { listen: \"127.0.0.1:0\" }\nlog: { access: false }\nroutes:\n%s", engine, routes)
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, yaml)
+	}
+	lg, err := observe.NewLogger(io.Discard, observe.LogOptions{Format: "json", Level: "error", Access: false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := NewTransport()
+	snap, err := NewSnapshot(cfg, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(snap, tr, lg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+		tr.Close()
+		lg.Close()
+	})
+	return &testGateway{addr: ln.Addr().String(), srv: srv}
+}
+
+// backend starts an httptest server on loopback.
+func backend(t testing.TB, h http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	s := httptest.NewServer(h)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// rawExchange sends raw bytes and reads the whole answer until the
+// gateway closes the connection (or the deadline passes).
+func rawExchange(t testing.TB, addr, raw string) (string, bool) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(c)
+	closed := err == nil
+	return string(b), closed
+}
+
+// statusOf returns the status code of the first response in raw.
+func statusOf(raw string) int {
+	br := bufio.NewReader(strings.NewReader(raw))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+var engines = []string{"fast", "standard"}

@@ -1,0 +1,406 @@
+#!/usr/bin/env bash
+# Peer comparison benchmark: RustyGate against nginx (and HAProxy when
+# installed) as reverse proxies in front of the same nginx backend, all on
+# 127.0.0.1, driven by wrk.
+#
+#   test/bench/peer.sh                 # or: make bench
+#   DURATION=2 ROUNDS=1 test/bench/peer.sh
+#   TARGETS="direct nginx" test/bench/peer.sh
+#
+# Targets (each a process started by this script and stopped by a trap on
+# exit, failure or Ctrl-C):
+#   direct     the backend itself: nginx on 127.0.0.1:18001, 64-byte body
+#   nginx      nginx reverse proxy on 127.0.0.1:18002 (access log off)
+#   rustygate  RustyGate on 127.0.0.1:18080 (access log on, to a file)
+#   haproxy    HAProxy on 127.0.0.1:18003 (only when haproxy is installed)
+#
+# Environment knobs:
+#   DURATION      seconds per measured wrk run            (default 8)
+#   ROUNDS        interleaved rounds over all targets     (default 3)
+#   WARMUP        seconds of warm-up per target           (default 2)
+#   BAR_DURATION  seconds of the task-list bar run        (default 10)
+#   RG_BIN        RustyGate binary (built with `make build` when missing)
+#                                                          (default bin/rustygate)
+#   OUT           output directory                        (default test/bench/out/)
+#   TARGETS       targets to run, space separated  (default "direct nginx rustygate haproxy")
+#   KEEP_TMP      1 keeps the temporary directory (logs, nginx prefixes)
+#
+# Every target gets `wrk -t2 -c64 -d${DURATION}s --latency`, the targets
+# interleaved round by round so drift in machine speed hits all of them
+# alike. The table reports medians over rounds; ratios are against the
+# nginx proxy. The bar line is `wrk -t4 -c100 -d${BAR_DURATION}s --latency`
+# against RustyGate: PASS when > 10000 req/s and p99 < 5 ms.
+#
+# Exit status: 0 whatever the numbers are; non-zero only when a process
+# could not be started (or a port was already taken, or a tool is missing).
+
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+
+DURATION=${DURATION:-8}
+ROUNDS=${ROUNDS:-3}
+WARMUP=${WARMUP:-2}
+BAR_DURATION=${BAR_DURATION:-10}
+RG_BIN=${RG_BIN:-$ROOT/bin/rustygate}
+OUT=${OUT:-$ROOT/test/bench/out}
+TARGETS=${TARGETS:-direct nginx rustygate haproxy}
+KEEP_TMP=${KEEP_TMP:-0}
+
+WRK_THREADS=2
+WRK_CONNS=64
+BAR_THREADS=4
+BAR_CONNS=100
+BAR_MIN_RPS=10000
+BAR_MAX_P99_MS=5
+BODY_BYTES=64
+
+case $RG_BIN in /*) ;; *) RG_BIN=$ROOT/$RG_BIN ;; esac
+case $OUT in /*) ;; *) OUT=$ROOT/$OUT ;; esac
+
+declare -A PORT=([direct]=18001 [nginx]=18002 [haproxy]=18003 [rustygate]=18080)
+declare -A LABEL=(
+	[direct]="direct (nginx backend)"
+	[nginx]="nginx proxy"
+	[haproxy]="HAProxy"
+	[rustygate]="RustyGate"
+)
+declare -A PID=()
+
+die() {
+	printf 'peer.sh: error: %s\n' "$*" >&2
+	exit 1
+}
+note() { printf '%s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------- setup
+
+for tool in wrk nginx curl awk; do
+	command -v "$tool" >/dev/null 2>&1 || die "$tool not found (apt-get install -y nginx wrk curl)"
+done
+
+selected=()
+for t in $TARGETS; do
+	[[ -n ${PORT[$t]:-} ]] || die "unknown target '$t' (known: direct nginx rustygate haproxy)"
+	if [[ $t == haproxy ]] && ! command -v haproxy >/dev/null 2>&1; then
+		note "haproxy not installed: skipping the HAProxy target"
+		continue
+	fi
+	selected+=("$t")
+done
+((${#selected[@]})) || die "no targets selected"
+
+want() {
+	local t
+	for t in "${selected[@]}"; do [[ $t == "$1" ]] && return 0; done
+	return 1
+}
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/rustygate-peer.XXXXXX")
+chmod 755 "$TMP" # nginx workers drop root privileges and must reach their prefix
+STAMP=$(date +%Y%m%d-%H%M%S)
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+RUN_DIR=$OUT/peer-$STAMP
+
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+	local rc=$? name pid i
+	trap - EXIT INT TERM
+	for name in "${!PID[@]}"; do
+		pid=${PID[$name]}
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for name in "${!PID[@]}"; do
+		pid=${PID[$name]}
+		for ((i = 0; i < 50; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+		wait "$pid" 2>/dev/null || true
+	done
+	if [[ $KEEP_TMP == 1 ]]; then
+		note "temporary files kept in $TMP"
+	else
+		rm -rf "$TMP"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# wait_ready NAME LOGFILE: the target's process is alive and its port answers
+# GET / with 200 and the 64-byte body, within 10 s.
+wait_ready() {
+	local name=$1 logfile=$2 port=${PORT[$1]} pid=${PID[$1]} i code size
+	for ((i = 0; i < 100; i++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			note "---- last lines of $logfile:"
+			tail -n 20 "$logfile" >&2 || true
+			die "${LABEL[$name]} exited during start-up (see above)"
+		fi
+		if read -r code size < <(curl -s -o /dev/null --max-time 1 \
+			-w '%{http_code} %{size_download}\n' "http://127.0.0.1:$port/" 2>/dev/null); then
+			if [[ $code == 200 ]]; then
+				[[ $size == "$BODY_BYTES" ]] ||
+					die "${LABEL[$name]} on 127.0.0.1:$port answered with a $size-byte body, want $BODY_BYTES"
+				note "${LABEL[$name]} ready on 127.0.0.1:$port (pid $pid)"
+				return 0
+			fi
+		fi
+		sleep 0.1
+	done
+	note "---- last lines of $logfile:"
+	tail -n 20 "$logfile" >&2 || true
+	die "${LABEL[$name]} did not answer 200 on 127.0.0.1:$port within 10s (last status: ${code:-none})"
+}
+
+# start_nginx NAME CONF
+start_nginx() {
+	local name=$1 conf=$2 prefix=$TMP/nginx-$1
+	mkdir -p "$prefix/tmp"
+	nginx -t -q -p "$prefix/" -c "$conf" -e "$prefix/error.log" >"$prefix/stderr.log" 2>&1 ||
+		{ cat "$prefix/stderr.log" >&2; die "nginx config $conf does not load"; }
+	nginx -p "$prefix/" -c "$conf" -e "$prefix/error.log" >"$prefix/stderr.log" 2>&1 &
+	PID[$name]=$!
+	wait_ready "$name" "$prefix/error.log"
+}
+
+start_haproxy() {
+	local log=$TMP/haproxy.log
+	haproxy -c -q -f "$HERE/haproxy.cfg" >"$log" 2>&1 ||
+		{ cat "$log" >&2; die "haproxy config $HERE/haproxy.cfg does not load"; }
+	haproxy -db -f "$HERE/haproxy.cfg" >"$log" 2>&1 &
+	PID[haproxy]=$!
+	wait_ready haproxy "$log"
+}
+
+RG_LOG=$TMP/rustygate.log
+start_rustygate() {
+	if [[ ! -x $RG_BIN ]]; then
+		note "RustyGate binary $RG_BIN missing: running make build"
+		make -C "$ROOT" build >&2 ||
+			die "cannot build RustyGate (make build failed): the rustygate target cannot run; use TARGETS=\"direct nginx haproxy\" to measure the peers alone"
+		[[ -x $RG_BIN ]] || die "make build did not produce $RG_BIN (set RG_BIN to the binary)"
+	fi
+	"$RG_BIN" validate "$HERE/rustygate.yaml" >"$TMP/rustygate-validate.log" 2>&1 ||
+		{ cat "$TMP/rustygate-validate.log" >&2; die "RustyGate rejects $HERE/rustygate.yaml"; }
+	"$RG_BIN" run -c "$HERE/rustygate.yaml" 2>"$RG_LOG" >/dev/null &
+	PID[rustygate]=$!
+	wait_ready rustygate "$RG_LOG"
+}
+
+# cpu_ticks PID: utime+stime of PID and its direct children (the nginx
+# worker under its master), in clock ticks.
+cpu_ticks() {
+	local total=0 p line kids
+	kids=$(cat /proc/"$1"/task/*/children 2>/dev/null || pgrep -P "$1" 2>/dev/null || true)
+	for p in "$1" $kids; do
+		line=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+		# Drop "pid (comm) " (comm may hold spaces); then field 0 is the
+		# state, 11 utime and 12 stime.
+		read -ra f <<<"${line##*) }"
+		total=$((total + f[11] + f[12]))
+	done
+	echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+# to_ms VALUE: wrk latency ("850.00us", "1.23ms", "2.01s", "1.00m") in ms.
+to_ms() {
+	awk -v v="$1" 'BEGIN {
+		if (v ~ /us$/)      { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+		else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+		else if (v ~ /m$/)  { sub(/m$/, "", v);  printf "%.3f", v * 60000 }
+		else if (v ~ /s$/)  { sub(/s$/, "", v);  printf "%.3f", v * 1000 }
+		else                { printf "nan" }
+	}'
+}
+
+# run_wrk NAME THREADS CONNS SECONDS OUTFILE: runs wrk against the target and
+# sets RPS, P99_MS, REQS, ERRS, CPU_TICKS (CPU of the target's process).
+run_wrk() {
+	local name=$1 threads=$2 conns=$3 secs=$4 outfile=$5 before after p99
+	before=$(cpu_ticks "${PID[$name]}")
+	wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:${PORT[$name]}/" >"$outfile" 2>&1 || true
+	after=$(cpu_ticks "${PID[$name]}")
+	CPU_TICKS=$((after - before))
+	RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$outfile")
+	p99=$(awk '$1 == "99%" { print $2 }' "$outfile")
+	REQS=$(awk '/ requests in / { print $1 }' "$outfile")
+	ERRS=$(awk '
+		/Non-2xx or 3xx responses:/ { n += $NF }
+		/Socket errors:/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 }
+		END { print n + 0 }' "$outfile")
+	if [[ -z $RPS || -z $p99 || -z $REQS ]]; then
+		note "wrk against ${LABEL[$name]} produced no result (see $outfile)"
+		RPS=nan P99_MS=nan REQS=0
+		return 0
+	fi
+	P99_MS=$(to_ms "$p99")
+	if ! kill -0 "${PID[$name]}" 2>/dev/null; then
+		note "${LABEL[$name]} died during the run"
+	fi
+}
+
+# median v1 v2 ...: median of numeric values, "nan" values ignored.
+median() {
+	printf '%s\n' "$@" | awk '$1 != "nan" && $1 != "" { v[n++] = $1 + 0 }
+		END {
+			if (n == 0) { print "nan"; exit }
+			for (i = 1; i < n; i++) { x = v[i]; for (j = i - 1; j >= 0 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+			if (n % 2) print v[int(n / 2)]; else print (v[n / 2 - 1] + v[n / 2]) / 2
+		}'
+}
+
+# ratio A B: A/B to two decimals, "-" when either is missing.
+ratio() {
+	awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
+}
+
+# ---------------------------------------------------------------- start
+
+for t in "${selected[@]}"; do
+	if port_open "${PORT[$t]}"; then
+		die "port 127.0.0.1:${PORT[$t]} (${LABEL[$t]}) is already in use by another process"
+	fi
+done
+# Every proxy needs the backend, even when the direct target is not measured.
+if ! want direct && port_open "${PORT[direct]}"; then
+	die "port 127.0.0.1:${PORT[direct]} (backend) is already in use by another process"
+fi
+
+note "starting targets (temporary files in $TMP)"
+start_nginx direct "$HERE/nginx-backend.conf"
+want nginx && start_nginx nginx "$HERE/nginx-proxy.conf"
+want haproxy && start_haproxy
+want rustygate && start_rustygate
+
+# ---------------------------------------------------------------- measure
+
+mkdir -p "$RUN_DIR/raw"
+
+declare -A RPS_OF=() P99_OF=() REQS_OF=() TICKS_OF=() ERRS_OF=()
+
+note "warm-up: ${WARMUP}s per target"
+for t in "${selected[@]}"; do
+	run_wrk "$t" "$WRK_THREADS" "$WRK_CONNS" "$WARMUP" "$RUN_DIR/raw/warmup-$t.txt"
+done
+
+for ((r = 1; r <= ROUNDS; r++)); do
+	for t in "${selected[@]}"; do
+		note "round $r/$ROUNDS: ${LABEL[$t]} (wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s)"
+		run_wrk "$t" "$WRK_THREADS" "$WRK_CONNS" "$DURATION" "$RUN_DIR/raw/$t-round$r.txt"
+		RPS_OF[$t]+="$RPS "
+		P99_OF[$t]+="$P99_MS "
+		REQS_OF[$t]=$((${REQS_OF[$t]:-0} + REQS))
+		TICKS_OF[$t]=$((${TICKS_OF[$t]:-0} + CPU_TICKS))
+		ERRS_OF[$t]=$((${ERRS_OF[$t]:-0} + ERRS))
+		note "  $(printf '%.0f' "$RPS" 2>/dev/null || echo "$RPS") req/s, p99 $P99_MS ms"
+	done
+done
+
+BAR=""
+if want rustygate; then
+	note "bar run: wrk -t$BAR_THREADS -c$BAR_CONNS -d${BAR_DURATION}s against RustyGate"
+	run_wrk rustygate "$BAR_THREADS" "$BAR_CONNS" "$BAR_DURATION" "$RUN_DIR/raw/rustygate-bar.txt"
+	verdict=$(awk -v rps="$RPS" -v p99="$P99_MS" -v minr="$BAR_MIN_RPS" -v maxp="$BAR_MAX_P99_MS" \
+		'BEGIN { print (rps != "nan" && p99 != "nan" && rps + 0 > minr && p99 + 0 < maxp) ? "PASS" : "FAIL" }')
+	BAR=$(printf 'Bar (wrk -t%d -c%d -d%ss against RustyGate): %.0f req/s, p99 %s ms, errors %s -> %s (needs > %d req/s and p99 < %s ms)' \
+		"$BAR_THREADS" "$BAR_CONNS" "$BAR_DURATION" "$RPS" "$P99_MS" "$ERRS" "$verdict" "$BAR_MIN_RPS" "$BAR_MAX_P99_MS")
+	BAR_REQS=$REQS BAR_TICKS=$CPU_TICKS
+fi
+
+# Stop RustyGate now so that its access log is complete, then count lines.
+LOG_LINE=""
+if want rustygate; then
+	RG_PID=${PID[rustygate]}
+	rg_pid=$RG_PID
+	kill -TERM "$rg_pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$rg_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$rg_pid" 2>/dev/null; then
+		note "RustyGate did not stop within 10s of SIGTERM; killing it"
+		kill -KILL "$rg_pid" 2>/dev/null || true
+	fi
+	wait "$rg_pid" 2>/dev/null || true
+	unset 'PID[rustygate]'
+	lines=$(wc -l <"$RG_LOG")
+	sent=0
+	for f in "$RUN_DIR"/raw/rustygate-*.txt "$RUN_DIR"/raw/warmup-rustygate.txt; do
+		n=$(awk '/ requests in / { print $1 }' "$f")
+		sent=$((sent + ${n:-0}))
+	done
+	LOG_LINE="RustyGate log: $lines lines on stderr for ~$sent requests sent by wrk (access log on; nginx proxy and HAProxy log nothing)"
+fi
+
+# ---------------------------------------------------------------- report
+
+ref_rps=nan ref_p99=nan
+if want nginx; then
+	# shellcheck disable=SC2086 # word splitting wanted: one value per round
+	ref_rps=$(median ${RPS_OF[nginx]})
+	# shellcheck disable=SC2086
+	ref_p99=$(median ${P99_OF[nginx]})
+fi
+
+{
+	echo "# RustyGate peer benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo
+	echo "- machine: $(nproc) CPUs, $(uname -sr); load generator, proxies and backend share them"
+	echo "- load average before the run: $LOADAVG, after: $(cut -d' ' -f1-3 /proc/loadavg) (other load on the machine skews every number)"
+	echo "- wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s --latency, $ROUNDS interleaved rounds, ${WARMUP}s warm-up per target; medians over rounds"
+	echo "- backend: $(nginx -v 2>&1 | sed 's/^nginx version: //'), worker_processes 1, ${BODY_BYTES}-byte body"
+	want haproxy && echo "- $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}')"
+	want rustygate && echo "- RustyGate: $("$RG_BIN" version 2>/dev/null | head -1 || echo unknown)"
+	echo
+	echo "| target | median req/s | median p99 ms | req/s vs nginx | p99 vs nginx | server CPU µs/req | wrk errors |"
+	echo "|---|---:|---:|---:|---:|---:|---:|"
+	for t in "${selected[@]}"; do
+		# shellcheck disable=SC2086 # word splitting wanted: one value per round
+		rps=$(median ${RPS_OF[$t]})
+		# shellcheck disable=SC2086
+		p99=$(median ${P99_OF[$t]})
+		cpu_us=$(awk -v ticks="${TICKS_OF[$t]}" -v hz="$CLK_TCK" -v n="${REQS_OF[$t]}" \
+			'BEGIN { if (n > 0) printf "%.1f", ticks * 1e6 / hz / n; else print "-" }')
+		printf '| %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$t]}" \
+			"$(awk -v v="$rps" 'BEGIN { if (v == "nan") print "-"; else printf "%.0f", v }')" \
+			"$(awk -v v="$p99" 'BEGIN { if (v == "nan") print "-"; else printf "%.2f", v }')" \
+			"$(ratio "$rps" "$ref_rps")" "$(ratio "$p99" "$ref_p99")" "$cpu_us" "${ERRS_OF[$t]}"
+	done
+	echo
+	echo "Server CPU is utime+stime of the process under test (nginx: master and worker;"
+	echo "for the direct row, the backend) during the measured rounds, per request."
+	echo "The nginx proxy and HAProxy run with logging off; RustyGate writes an access"
+	echo "log line per request. wrk errors are non-2xx responses plus socket errors"
+	echo "(connect/read/write/timeout) summed over the measured rounds."
+	if want rustygate; then
+		echo
+		rg_secs=$(awk -v t="${TICKS_OF[rustygate]}" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')
+		rg_us=$(awk -v t="${TICKS_OF[rustygate]}" -v hz="$CLK_TCK" -v n="${REQS_OF[rustygate]}" \
+			'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "-" }')
+		bar_us=$(awk -v t="$BAR_TICKS" -v hz="$CLK_TCK" -v n="$BAR_REQS" \
+			'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "-" }')
+		echo "RustyGate CPU: ${rg_secs}s (utime+stime from /proc/$RG_PID/stat) for ${REQS_OF[rustygate]} requests in the measured rounds = ${rg_us} µs/request; bar run ${bar_us} µs/request"
+		echo
+		echo "$LOG_LINE"
+		echo
+		echo "$BAR"
+	fi
+	echo
+	echo "Raw wrk output: $RUN_DIR/raw/"
+} | tee "$RUN_DIR/summary.md"
+
+cp "$RUN_DIR/summary.md" "$OUT/latest.md"
+exit 0
