@@ -70,6 +70,13 @@ func backend(t testing.TB, h http.HandlerFunc) *httptest.Server {
 // gateway closes the connection (or the deadline passes).
 func rawExchange(t testing.TB, addr, raw string) (string, bool) {
 	t.Helper()
+	return rawExchangeHalfClose(t, addr, raw, false)
+}
+
+// rawExchangeHalfClose is rawExchange that can also end the client's
+// sending side after the request.
+func rawExchangeHalfClose(t testing.TB, addr, raw string, halfClose bool) (string, bool) {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +85,9 @@ func rawExchange(t testing.TB, addr, raw string) (string, bool) {
 	c.SetDeadline(time.Now().Add(3 * time.Second))
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
+	}
+	if halfClose {
+		c.(*net.TCPConn).CloseWrite()
 	}
 	b, err := io.ReadAll(c)
 	closed := err == nil

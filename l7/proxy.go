@@ -396,6 +396,8 @@ func (x *exchange) sendBody(bc *backendConn) error {
 			return nil
 		}
 		if err != nil {
+			// Unblock the response read: this exchange is over.
+			bc.c.Close()
 			return errClientBodyFailed
 		}
 	}

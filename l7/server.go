@@ -95,7 +95,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
 	if s.snap.Load().Config.Server.Engine == "standard" {
-		err := s.std.Serve(ln)
+		err := s.std.Serve(strictListener{Listener: ln, maxHead: s.snap.Load().Config.Server.MaxHeaderBytes})
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
 		}

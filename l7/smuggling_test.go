@@ -147,7 +147,7 @@ func TestMalformedChunkedBody(t *testing.T) {
 		gw := startGateway(t, engine, fmt.Sprintf("  - { path: \"/\", backend: %q }\n", be.URL))
 		for i, b := range bodies {
 			t.Run(fmt.Sprintf("%s/%d", engine, i), func(t *testing.T) {
-				out, closed := rawExchange(t, gw.addr, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"+b)
+				out, closed := rawExchangeHalfClose(t, gw.addr, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"+b, i == len(bodies)-1)
 				if st := statusOf(out); st == 200 {
 					t.Errorf("malformed chunked body accepted: %q", out)
 				}

@@ -1,0 +1,35 @@
+// Package config owns the RustyGate configuration file: it parses the YAML,
+// expands environment variables, fills in defaults and validates every
+// field, and hands the rest of the gateway one immutable *Config.
+//
+// # Pipeline
+//
+// Load (or Parse, for bytes already in memory) runs four steps:
+//
+//  1. Parse: the YAML is decoded into a yaml.Node tree, never straight into
+//     the structs, so that every value keeps its line number.
+//  2. Expand and decode: the tree is walked against the yaml tags of the
+//     types in types.go. Scalar values have ${VAR} and ${VAR:-default}
+//     replaced from the environment ($$ is a literal $); expansion happens
+//     after YAML parsing, so a variable can never inject YAML structure.
+//     The walk is strict: an unknown key, a duplicated key or a value of
+//     the wrong kind is an error. Anchors, aliases and << merge keys work.
+//  3. Default: unset fields get their documented defaults and values are
+//     put in canonical form (route paths lose a trailing "/", hosts are
+//     lower-cased, methods upper-cased, backend URLs spelled
+//     http://host:port[/base]). A number or duration written explicitly
+//     as 0 is kept, so that validation can reject it.
+//  4. Validate: every field is checked.
+//
+// All problems found by steps 2 and 4 are collected and returned together
+// as one *Errors value, one FieldError per problem, each naming the file,
+// the line and the key path (server.listen, routes[2].backends[0].url).
+//
+// # What this package must not do
+//
+// Apart from reading the one file given to Load and looking up
+// environment variables, config performs no I/O: it opens no sockets,
+// resolves no host names, dials no backends and starts no goroutines.
+// Checks that need the network (is the port free, does the backend
+// answer) belong to the packages that own those resources.
+package config

@@ -1,0 +1,176 @@
+package l7
+
+import (
+	"io"
+	"net"
+)
+
+// strictListener hands net/http connections whose HTTP/1.x framing was
+// checked by the fast engine's parser first, so the standard engine
+// refuses the same request-smuggling vectors (net/http alone accepts
+// obs-fold, bare LF, Content-Length beside chunked and a few more).
+type strictListener struct {
+	net.Listener
+	maxHead int
+}
+
+func (l strictListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &strictConn{Conn: c, maxHead: l.maxHead}, nil
+}
+
+const (
+	strictHead = iota
+	strictBody
+	strictPassthrough
+	strictFailed
+)
+
+// invalidRequest is what net/http reads in place of a request the parser
+// refused: net/http answers it with 400 and closes, in order after any
+// response still being written.
+var invalidRequest = []byte("\x00 / HTTP/1.1\r\n\r\n")
+
+// strictConn re-emits a client's bytes after validation: each head is
+// parsed and passed on as received; each body is decoded and passed on
+// re-framed (chunked bodies re-encoded), so what net/http reads is exactly
+// what the fast engine would have accepted.
+type strictConn struct {
+	net.Conn
+	maxHead int
+	bc      *bufConn
+	out     []byte
+	off     int
+	state   int
+	served  int
+	req     request
+	br      bodyReader
+	upgrade bool
+}
+
+func (s *strictConn) Read(p []byte) (int, error) {
+	for s.off >= len(s.out) {
+		s.out, s.off = s.out[:0], 0
+		if err := s.produce(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, s.out[s.off:])
+	s.off += n
+	return n, nil
+}
+
+func (s *strictConn) Close() error {
+	err := s.Conn.Close()
+	return err
+}
+
+func (s *strictConn) produce() error {
+	if s.bc == nil {
+		s.bc = newBufConn(s.Conn, &clientBufPool, s.maxHead)
+		// The pooled read buffer is not returned: net/http may still call
+		// Read concurrently with Close.
+		s.bc.pooled = nil
+	}
+	bc := s.bc
+	switch s.state {
+	case strictFailed:
+		return io.EOF
+	case strictPassthrough:
+		if len(bc.buffered()) == 0 {
+			if err := bc.fill(); err != nil {
+				return err
+			}
+		}
+		s.out = append(s.out, bc.buffered()...)
+		bc.consume(len(bc.buffered()))
+		return nil
+	case strictBody:
+		data, err := s.br.next()
+		if len(data) > 0 {
+			if s.req.chunked {
+				s.out = appendChunkHeader(s.out, len(data))
+				s.out = append(s.out, data...)
+				s.out = append(s.out, '\r', '\n')
+			} else {
+				s.out = append(s.out, data...)
+			}
+		}
+		if err == io.EOF {
+			if s.req.chunked {
+				s.out = append(s.out, '0', '\r', '\n')
+				s.out = appendFields(s.out, s.br.trailers)
+				s.out = append(s.out, '\r', '\n')
+			}
+			s.endRequest()
+			return nil
+		}
+		if err != nil {
+			s.state = strictFailed
+			if len(s.out) > 0 {
+				return nil
+			}
+			return err
+		}
+		return nil
+	}
+	for {
+		if buf := bc.buffered(); len(buf) > 0 {
+			if s.served == 0 && len(buf) >= 3 && string(buf[:3]) == "PRI" {
+				if len(buf) < len(h2Preface) && string(h2Preface[:len(buf)]) == string(buf) {
+					goto more
+				}
+				if len(buf) >= len(h2Preface) && string(buf[:len(h2Preface)]) == string(h2Preface) {
+					s.state = strictPassthrough
+					return s.produce()
+				}
+			}
+			n, err := parseRequest(buf, &s.req)
+			switch {
+			case err == nil:
+				s.out = append(s.out, buf[:n]...)
+				bc.consume(n)
+				s.served++
+				s.upgrade = s.req.upgrade != nil
+				if s.req.hasBody() {
+					kind := bodyLength
+					if s.req.chunked {
+						kind = bodyChunked
+					}
+					s.br.init(bc, kind, s.req.contentLength)
+					s.state = strictBody
+				} else {
+					s.endRequest()
+				}
+				return nil
+			case err != errNeedMore:
+				s.out = append(s.out, invalidRequest...)
+				s.state = strictFailed
+				return nil
+			}
+		}
+	more:
+		if err := bc.fill(); err != nil {
+			if err == errHeadTooLarge {
+				// Let net/http answer 431 from its own limit.
+				s.out = append(s.out, bc.buffered()...)
+				s.state = strictPassthrough
+				bc.consume(len(bc.buffered()))
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+func (s *strictConn) endRequest() {
+	if s.upgrade {
+		// After an upgrade the bytes are no longer HTTP/1.1.
+		s.state = strictPassthrough
+		return
+	}
+	s.state = strictHead
+}
