@@ -100,6 +100,30 @@ func (br *bodyReader) next() ([]byte, error) {
 	return nil, io.EOF
 }
 
+// pending reports whether next can make progress without reading from
+// the connection. The proxy flushes what it relayed before a read would
+// block, so streamed responses reach the client as they are produced.
+func (br *bodyReader) pending() bool {
+	if br.done {
+		return true
+	}
+	buf := br.src.buffered()
+	switch {
+	case len(buf) == 0:
+		return false
+	case br.kind != bodyChunked:
+		return true
+	}
+	switch br.state {
+	case chunkData:
+		return true
+	case chunkDataCRLF:
+		return len(buf) >= 2 && bytes.IndexByte(buf[2:], '\n') >= 0
+	default:
+		return bytes.IndexByte(buf, '\n') >= 0
+	}
+}
+
 func (br *bodyReader) nextLength() ([]byte, error) {
 	if len(br.src.buffered()) == 0 {
 		if err := br.fill(); err != nil {

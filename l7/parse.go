@@ -196,7 +196,7 @@ func eqFold(b []byte, s string) bool {
 // (RFC 9110 7.6.1) and so never forwarded as received.
 func hopByHop(class int) bool {
 	switch class {
-	case hConnection, hKeepAlive, hProxyConnection, hTE, hTrailer,
+	case hConnection, hKeepAlive, hProxyConnection, hTE,
 		hTransferEncoding, hUpgrade:
 		return true
 	}

@@ -342,7 +342,7 @@ func (x *exchange) relayBody(bc *backendConn) bool {
 				x.errMsg = "client write failed"
 				return false
 			}
-			if len(bc.buffered()) == 0 && !x.br.done {
+			if !x.br.pending() {
 				if werr := x.sink.flush(); werr != nil {
 					x.closeClient = true
 					x.errMsg = "client write failed"

@@ -212,6 +212,11 @@ func (s *stdSink) head(x *exchange, resp *response) error {
 	}
 	s.wroteHead = true
 	s.w.WriteHeader(resp.status)
+	if resp.kind == bodyChunked || resp.kind == bodyUntilClose {
+		// Commit to a streamed response now: net/http would otherwise
+		// buffer a short body, set a length and drop the trailers.
+		return s.flush()
+	}
 	return nil
 }
 
