@@ -26,7 +26,7 @@ routes:
 `
 
 func TestParseErrors(t *testing.T) {
-	known := "(known: name, path, host, methods, strip_prefix, backend, backends, strategy, timeouts)"
+	known := "(known: name, path, host, methods, strip_prefix, backend, backends, strategy, hash_key, timeouts, health_check, outlier_detection, retries, max_conns, max_conns_wait, fail_open, middlewares)"
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -62,12 +62,12 @@ routes:
 		{
 			name: "unknown key at top level",
 			yaml: "servr:\n\tlisten: \":80\"\n",
-			want: []string{`bad.yaml:1: unknown key "servr" at top level (known: server, admin, log, routes)`},
+			want: []string{`bad.yaml:1: unknown key "servr" at top level (known: server, admin, log, middlewares, routes)`},
 		},
 		{
 			name: "unknown key in timeouts",
 			yaml: route + "\t\ttimeouts: {conect: 1s}\n",
-			want: []string{`bad.yaml:4: unknown key "conect" at routes[0].timeouts (known: connect, response_header, idle, max_idle_conns)`},
+			want: []string{`bad.yaml:4: unknown key "conect" at routes[0].timeouts (known: connect, response_header, idle, max_idle_conns, read, total)`},
 		},
 		{
 			name: "duplicate key",
@@ -589,6 +589,7 @@ func TestLoadDefaultYAML(t *testing.T) {
 				ResponseHeader: Duration(5 * time.Second),
 				Idle:           Duration(90 * time.Second),
 				MaxIdleConns:   256,
+				Read:           Duration(60 * time.Second),
 			},
 		}},
 		Source: "default.yaml",
@@ -744,6 +745,7 @@ routes:
 							ResponseHeader: Duration(2 * time.Second),
 							Idle:           Duration(3 * time.Second),
 							MaxIdleConns:   4,
+							Read:           Duration(60 * time.Second),
 						},
 					}},
 					Source: "good.yaml",
@@ -844,7 +846,7 @@ routes:
 `,
 			check: func(t *testing.T, c *Config) {
 				got := c.Routes[1].Timeouts
-				want := Timeouts{Connect: Duration(10 * time.Second), ResponseHeader: Duration(5 * time.Second), Idle: Duration(time.Second), MaxIdleConns: 256}
+				want := Timeouts{Connect: Duration(10 * time.Second), ResponseHeader: Duration(5 * time.Second), Idle: Duration(time.Second), MaxIdleConns: 256, Read: Duration(60 * time.Second)}
 				if got != want {
 					t.Errorf("timeouts = %+v, want %+v", got, want)
 				}

@@ -42,6 +42,9 @@ const (
 // built in code): a number or duration written explicitly as 0 is kept
 // so that validation reports it instead of silently replacing it. It
 // returns, per route, whether the route's name was defaulted.
+// defaultReadTimeout bounds the wait between two reads of a response body.
+const defaultReadTimeout = Duration(60 * time.Second)
+
 func applyDefaults(c *Config, set map[string]bool) []bool {
 	unset := func(path string) bool { return !set[path] }
 
@@ -93,7 +96,10 @@ func applyDefaults(c *Config, set map[string]bool) []bool {
 		setDuration(&t.ResponseHeader, defaultResponseHeader, unset(p+".timeouts.response_header"))
 		setDuration(&t.Idle, defaultBackendIdle, unset(p+".timeouts.idle"))
 		setInt(&t.MaxIdleConns, defaultMaxIdleConns, unset(p+".timeouts.max_idle_conns"))
+		setDuration(&t.Read, defaultReadTimeout, unset(p+".timeouts.read"))
+		upstreamDefaults(r, p, unset)
 	}
+	middlewareDefaults(c, unset)
 	return defaultNames(c.Routes)
 }
 

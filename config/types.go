@@ -6,10 +6,13 @@ import "time"
 // It is immutable once Load returns it: the runtime builds its
 // request-path structures from it and never writes back.
 type Config struct {
-	Server Server  `yaml:"server"`
-	Admin  Admin   `yaml:"admin"`
-	Log    Log     `yaml:"log"`
-	Routes []Route `yaml:"routes"`
+	Server Server `yaml:"server"`
+	Admin  Admin  `yaml:"admin"`
+	Log    Log    `yaml:"log"`
+	// Middlewares are the global defaults, in the task list's list shape:
+	// each route runs them unless it overrides an entry by name.
+	Middlewares []Middleware `yaml:"middlewares"`
+	Routes      []Route      `yaml:"routes"`
 
 	// Source is the file the configuration was read from ("" when parsed
 	// from bytes without a name).
@@ -74,11 +77,132 @@ type Route struct {
 	Backend string `yaml:"backend"`
 	// Backends is the pool. Exactly one of Backend and Backends is set.
 	Backends []Backend `yaml:"backends"`
-	// Strategy selects a backend: "round_robin" (default).
+	// Strategy selects a backend: "round_robin" (default),
+	// "weighted_round_robin", "least_connections", "random_two_choices"
+	// or "consistent_hash".
 	Strategy string `yaml:"strategy"`
+	// HashKey is what consistent_hash hashes: "ip" (default),
+	// "header:NAME" or "cookie:NAME".
+	HashKey string `yaml:"hash_key"`
 	// Timeouts towards the backends.
 	Timeouts Timeouts `yaml:"timeouts"`
+	// HealthCheck actively probes each backend; off when Path is empty.
+	HealthCheck HealthCheck `yaml:"health_check"`
+	// Outlier ejects backends after consecutive failures (passive health).
+	Outlier Outlier `yaml:"outlier_detection"`
+	// Retries resend failed requests to another backend.
+	Retries Retries `yaml:"retries"`
+	// MaxConns bounds the connections per backend (0: unlimited); a
+	// request that finds none free waits up to MaxConnsWait, then gets 503.
+	MaxConns     int      `yaml:"max_conns"`
+	MaxConnsWait Duration `yaml:"max_conns_wait"`
+	// FailOpen sends requests to all backends when every one is
+	// unhealthy, instead of answering 503.
+	FailOpen bool `yaml:"fail_open"`
+	// Middlewares override the global entries of the same name for this
+	// route (`enabled: false` turns one off) and may add others.
+	Middlewares []Middleware `yaml:"middlewares"`
 }
+
+// HealthCheck configures active health checks of a pool.
+type HealthCheck struct {
+	// Path is probed with GET on every backend, e.g. "/health".
+	Path string `yaml:"path"`
+	// Interval between probes of one backend (jittered by up to 10%). Default 5s.
+	Interval Duration `yaml:"interval"`
+	// Timeout of one probe. Default 2s.
+	Timeout Duration `yaml:"timeout"`
+	// HealthyThreshold consecutive successes mark a backend up. Default 2.
+	HealthyThreshold int `yaml:"healthy_threshold"`
+	// UnhealthyThreshold consecutive failures mark it down. Default 2.
+	UnhealthyThreshold int `yaml:"unhealthy_threshold"`
+	// ExpectStatus lists the statuses counted as success: codes (200) or
+	// classes ("2xx"). Default ["2xx", "3xx"].
+	ExpectStatus []string `yaml:"expect_status"`
+}
+
+// Outlier configures passive health: a backend failing Consecutive
+// requests in a row is ejected for BaseEjection, doubled on each repeat up
+// to MaxEjection.
+type Outlier struct {
+	// Consecutive failures before ejection; 0 disables. Default 5.
+	Consecutive int `yaml:"consecutive_failures"`
+	// BaseEjection is the first ejection time. Default 30s.
+	BaseEjection Duration `yaml:"base_ejection"`
+	// MaxEjection caps the ejection time. Default 300s.
+	MaxEjection Duration `yaml:"max_ejection"`
+	// Statuses counted as failures besides connect errors and timeouts.
+	// Default [502, 503, 504].
+	Statuses []int `yaml:"statuses"`
+}
+
+// Retries configures how failed requests are resent.
+type Retries struct {
+	// Attempts is the number of retries after the first try. Default 2;
+	// 0 disables retries.
+	Attempts *int `yaml:"attempts"`
+	// On lists the conditions that trigger a retry: "connect_failure",
+	// "timeout", "reset" and status codes such as "503". Default
+	// [connect_failure, timeout, reset].
+	On []string `yaml:"on"`
+	// Budget bounds retries to this fraction of requests, so a failing
+	// cluster is not hammered. Default 0.2.
+	Budget *float64 `yaml:"budget"`
+	// MaxBodyBytes is the largest request body kept in memory so it can
+	// be replayed. Default 65536.
+	MaxBodyBytes int `yaml:"max_body_bytes"`
+	// NonIdempotent allows retrying POST, PATCH and the like; by default
+	// only GET, HEAD, OPTIONS, TRACE, PUT and DELETE are retried (a
+	// connect failure is always safe to retry).
+	NonIdempotent bool `yaml:"non_idempotent"`
+}
+
+// Middleware is one entry of a `middlewares:` list. Name selects the kind;
+// the other fields belong to that kind (a field set for another kind is an
+// error).
+type Middleware struct {
+	Name    string `yaml:"name"`
+	Enabled *bool  `yaml:"enabled"`
+
+	// rate_limit
+	Limit  int      `yaml:"limit"`
+	Window Duration `yaml:"window"`
+	Burst  int      `yaml:"burst"`
+	// Key is "ip" (default), "header:NAME" or "jwt:CLAIM".
+	Key            string   `yaml:"key"`
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	MaxKeys        int      `yaml:"max_keys"`
+
+	// cors
+	AllowOrigins     []string `yaml:"allow_origins"`
+	AllowMethods     []string `yaml:"allow_methods"`
+	AllowHeaders     []string `yaml:"allow_headers"`
+	ExposeHeaders    []string `yaml:"expose_headers"`
+	AllowCredentials bool     `yaml:"allow_credentials"`
+	MaxAge           Duration `yaml:"max_age"`
+
+	// jwt
+	Algorithms           []string          `yaml:"algorithms"`
+	Secret               string            `yaml:"secret"`
+	SecretFile           string            `yaml:"secret_file"`
+	PublicKeyFile        string            `yaml:"public_key_file"`
+	JWKSURL              string            `yaml:"jwks_url"`
+	JWKSRefresh          Duration          `yaml:"jwks_refresh"`
+	JWKSMinRefetch       Duration          `yaml:"jwks_min_refetch"`
+	Issuer               string            `yaml:"issuer"`
+	Audience             []string          `yaml:"audience"`
+	Leeway               Duration          `yaml:"leeway"`
+	ClaimsToHeaders      map[string]string `yaml:"claims_to_headers"`
+	ForwardAuthorization *bool             `yaml:"forward_authorization"`
+
+	// wasm
+	Path     string         `yaml:"path"`
+	Config   map[string]any `yaml:"config"`
+	FailOpen bool           `yaml:"fail_open"`
+}
+
+// IsEnabled reports whether the entry is on (default true).
+func (m *Middleware) IsEnabled() bool { return m.Enabled == nil || *m.Enabled }
 
 // Backend is one upstream server.
 type Backend struct {
@@ -99,6 +223,11 @@ type Timeouts struct {
 	Idle Duration `yaml:"idle"`
 	// MaxIdleConns bounds the pooled idle connections per backend. Default 256.
 	MaxIdleConns int `yaml:"max_idle_conns"`
+	// Read bounds the wait between two reads of a response body. Default 60s.
+	Read Duration `yaml:"read"`
+	// Total bounds a whole exchange including retries (0: none). On expiry
+	// before the response head the client gets 504.
+	Total Duration `yaml:"total"`
 }
 
 // Duration is a time.Duration that YAML writes as "1.5s", "200ms" or a

@@ -124,6 +124,10 @@ func validate(c *Config, st *vstate) []FieldError {
 	}
 
 	validateRoutes(c.Routes, st)
+	for i := range c.Routes {
+		validateUpstream(&c.Routes[i], fmt.Sprintf("routes[%d]", i), st)
+	}
+	validateMiddlewares(c, st)
 	return st.errs
 }
 

@@ -1,0 +1,62 @@
+// Package middleware is the contract between the proxy and its request
+// policies (CORS, rate limiting, JWT, WASM plugins). A policy sees one
+// Request, written once for both HTTP engines, and either lets it go on
+// (possibly changed) or answers it itself.
+//
+// Policies are built from configuration when a snapshot is built, never on
+// the request path: a constructor validates and fails on bad settings. A
+// built policy is shared by every request of its snapshot, so Handle must
+// be safe for concurrent use and should not allocate on the common path.
+package middleware
+
+import "net/netip"
+
+// Request is what a policy sees of a request and may change before it is
+// forwarded. Byte slices are valid only during Handle.
+type Request interface {
+	Method() []byte
+	// Path is the path without the query, as received.
+	Path() []byte
+	// Host is the Host header, port included.
+	Host() []byte
+	// Header returns the first value of the named header, or nil.
+	// name is matched case-insensitively.
+	Header(name string) []byte
+	// PeerIP is the address of the TCP peer.
+	PeerIP() netip.Addr
+	// SetHeader sets a header on the request forwarded to the backend,
+	// replacing any received with that name.
+	SetHeader(name, value string)
+	// DelHeader removes a header from the forwarded request.
+	DelHeader(name string)
+	// AddResponseHeader adds a header to whatever response the client
+	// gets: the backend's, or a Reply.
+	AddResponseHeader(name, value string)
+	// Route is the name of the matched route.
+	Route() string
+	// Value returns a per-request value a policy earlier in the chain
+	// stored with SetValue (e.g. verified JWT claims), or nil.
+	Value(key string) any
+	SetValue(key string, v any)
+}
+
+// Reply is a response a policy sends instead of forwarding.
+type Reply struct {
+	Status  int
+	Headers [][2]string
+	Body    []byte
+}
+
+// Handler is one built policy.
+type Handler interface {
+	// Handle returns nil to let the request go on, or a Reply to answer
+	// it without forwarding.
+	Handle(r Request) *Reply
+}
+
+// Closer is implemented by policies that own background work (key-set
+// refreshers, expiry sweepers); the snapshot closes them when it is
+// replaced and no request uses it any more.
+type Closer interface {
+	Close() error
+}
