@@ -60,3 +60,16 @@ type Handler interface {
 type Closer interface {
 	Close() error
 }
+
+// Reporter receives a policy's decisions for metrics and logs. policy is
+// "cors", "rate_limit", "jwt" or "wasm"; reason is short and bounded
+// ("expired", "bad_signature", "origin", ...), safe as a metric label.
+type Reporter interface {
+	Rejected(policy, route, reason string, client netip.Addr)
+}
+
+// NopReporter discards reports.
+type NopReporter struct{}
+
+// Rejected implements Reporter.
+func (NopReporter) Rejected(policy, route, reason string, client netip.Addr) {}
