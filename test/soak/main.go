@@ -179,6 +179,7 @@ func run() int {
 type results struct {
 	sent     atomic.Int64
 	ok       atomic.Int64
+	bad      atomic.Int64 // errors and non-200 answers
 	elapsed  time.Duration
 	timedOut bool
 
@@ -193,6 +194,7 @@ func (r *results) record(status int, err error) {
 		r.ok.Add(1)
 		return
 	}
+	r.bad.Add(1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err != nil {
@@ -205,7 +207,7 @@ func (r *results) record(status int, err error) {
 	r.statuses[status]++
 }
 
-func (r *results) failed() int64 { return r.sent.Load() - r.ok.Load() }
+func (r *results) failed() int64 { return r.bad.Load() }
 
 func (r *results) print() {
 	sent := r.sent.Load()
