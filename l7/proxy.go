@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -41,6 +42,7 @@ type exchange struct {
 	req      *request
 	start    time.Time
 	clientIP string
+	peer     netip.Addr
 	proto    string // "HTTP/1.1", "HTTP/1.0", "HTTP/2.0"
 	scheme   string
 
@@ -61,6 +63,13 @@ type exchange struct {
 	bodyDone     bool // the whole request body was read
 	// closeClient is set when the client connection cannot be reused.
 	closeClient bool
+
+	// Policy state: headers added to the forwarded request and to the
+	// response, per-request values, and the headers of a policy's reply.
+	addReq       []strHeader
+	addResp      []strHeader
+	values       []keyValue
+	replyHeaders [][2]string
 
 	sink responseSink
 	resp response
@@ -114,6 +123,9 @@ func (x *exchange) serve() {
 		return
 	}
 	x.route = rt
+	if len(rt.chain) > 0 && !x.runPolicies(rt.chain) {
+		return
+	}
 	x.forward()
 }
 
@@ -548,6 +560,7 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 	dst = append(dst, "\r\nX-Request-Id: "...)
 	dst = append(dst, x.reqID...)
 	dst = append(dst, '\r', '\n')
+	dst = appendStrHeaders(dst, x.addReq)
 	switch {
 	case req.chunked:
 		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rustygate/rustygate/l7/middleware"
 	"github.com/rustygate/rustygate/upstream"
 )
 
@@ -17,6 +18,10 @@ type Route struct {
 	Methods     []string
 	StripPrefix bool
 	Pool        *upstream.Pool
+
+	// chain is the route's policies in order (cors, rate_limit, jwt,
+	// plugins).
+	chain []middleware.Handler
 
 	conns          map[*upstream.Backend]*connPool
 	responseHeader time.Duration

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -131,6 +132,7 @@ func (s *Server) newClientConn(c net.Conn) *clientConn {
 	cc := &clientConn{srv: s, c: c}
 	if ap, err := netipAddrPort(c.RemoteAddr()); err == nil {
 		cc.clientIP = ap
+		cc.peer, _ = netip.ParseAddr(ap)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -200,6 +202,7 @@ type clientConn struct {
 	c        net.Conn
 	bc       *bufConn
 	clientIP string
+	peer     netip.Addr
 
 	// busy is 1 while an exchange runs; an idle connection is woken by
 	// Shutdown.
@@ -351,6 +354,8 @@ func (cc *clientConn) exchange() bool {
 	req := &cc.req
 	x := &cc.x
 	trailers, respFields := x.br.trailers, x.resp.fields
+	addReq, addResp, values := x.addReq[:0], x.addResp[:0], x.values[:0]
+	clear(x.values)
 	*x = exchange{
 		srv:      s,
 		snap:     s.snap.Load(),
@@ -362,6 +367,8 @@ func (cc *clientConn) exchange() bool {
 	}
 	x.br.trailers = trailers
 	x.resp.fields = respFields
+	x.addReq, x.addResp, x.values = addReq, addResp, values
+	x.peer = cc.peer
 	if req.proto == 10 {
 		x.proto = "HTTP/1.0"
 	} else {
@@ -454,6 +461,7 @@ func (cc *clientConn) head(x *exchange, resp *response) error {
 	w = append(w, "X-Request-Id: "...)
 	w = append(w, x.reqID...)
 	w = append(w, '\r', '\n')
+	w = appendStrHeaders(w, x.addResp)
 	w = cc.appendConnection(w, x)
 	cc.bc.wbuf = append(w, '\r', '\n')
 	return nil
@@ -503,13 +511,23 @@ func (cc *clientConn) local(x *exchange, status int, ctype string, body []byte, 
 	w = strconv.AppendInt(w, int64(status), 10)
 	w = append(w, ' ')
 	w = append(w, statusText(status)...)
-	w = append(w, "\r\nContent-Type: "...)
-	w = append(w, ctype...)
-	w = append(w, "\r\nContent-Length: "...)
-	w = strconv.AppendInt(w, int64(len(body)), 10)
-	w = append(w, "\r\nX-Request-Id: "...)
+	w = append(w, '\r', '\n')
+	noBody := status == 204 || status == 304 || status < 200
+	if ctype != "" && ctype != "-" {
+		w = append(w, "Content-Type: "...)
+		w = append(w, ctype...)
+		w = append(w, '\r', '\n')
+	}
+	if !noBody {
+		w = append(w, "Content-Length: "...)
+		w = strconv.AppendInt(w, int64(len(body)), 10)
+		w = append(w, '\r', '\n')
+	}
+	w = append(w, "X-Request-Id: "...)
 	w = append(w, x.reqID...)
 	w = append(w, '\r', '\n')
+	w = appendStrHeaders(w, x.addResp)
+	w = appendPairHeaders(w, x.replyHeaders)
 	if allow != "" {
 		w = append(w, "Allow: "...)
 		w = append(w, allow...)
@@ -517,7 +535,7 @@ func (cc *clientConn) local(x *exchange, status int, ctype string, body []byte, 
 	}
 	w = cc.appendConnection(w, x)
 	w = append(w, '\r', '\n')
-	if string(cc.req.method) != "HEAD" {
+	if string(cc.req.method) != "HEAD" && !noBody {
 		w = append(w, body...)
 	}
 	cc.bc.wbuf = w

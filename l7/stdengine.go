@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -36,6 +37,7 @@ func (s *Server) serveStd(w http.ResponseWriter, r *http.Request) {
 		x.scheme = "https"
 	}
 	x.clientIP, _ = splitHostPortString(r.RemoteAddr)
+	x.peer, _ = netip.ParseAddr(x.clientIP)
 	x.proto = r.Proto
 	defer func() {
 		if v := recover(); v != nil {
@@ -207,6 +209,9 @@ func (s *stdSink) head(x *exchange, resp *response) error {
 		h.Del("Content-Length")
 	}
 	h.Set("X-Request-Id", string(x.reqID))
+	for _, a := range x.addResp {
+		h.Add(a.name, a.value)
+	}
 	if x.closeClient && x.req.proto < 20 {
 		h.Set("Connection", "close")
 	}
@@ -242,9 +247,20 @@ func (s *stdSink) finish(trailers []hfield) error {
 
 func (s *stdSink) local(x *exchange, status int, ctype string, body []byte, allow string) error {
 	h := s.w.Header()
-	h.Set("Content-Type", ctype)
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	noBody := status == 204 || status == 304 || status < 200
+	if ctype != "" && ctype != "-" {
+		h.Set("Content-Type", ctype)
+	}
+	if !noBody {
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+	}
 	h.Set("X-Request-Id", string(x.reqID))
+	for _, a := range x.addResp {
+		h.Add(a.name, a.value)
+	}
+	for _, a := range x.replyHeaders {
+		h.Add(a[0], a[1])
+	}
 	if allow != "" {
 		h.Set("Allow", allow)
 	}
@@ -254,7 +270,7 @@ func (s *stdSink) local(x *exchange, status int, ctype string, body []byte, allo
 	s.wroteHead = true
 	s.finished = true
 	s.w.WriteHeader(status)
-	if x.req.proto == 20 || string(x.req.method) != "HEAD" {
+	if !noBody && (x.req.proto == 20 || string(x.req.method) != "HEAD") {
 		_, err := s.w.Write(body)
 		return err
 	}

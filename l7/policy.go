@@ -1,0 +1,153 @@
+package l7
+
+import (
+	"net/netip"
+
+	"github.com/rustygate/rustygate/l7/middleware"
+)
+
+// strHeader is a header added by a policy; kept as strings so adding one
+// costs no conversion.
+type strHeader struct {
+	name, value string
+}
+
+type keyValue struct {
+	key string
+	val any
+}
+
+// The exchange is the middleware.Request of both engines.
+var _ middleware.Request = (*exchange)(nil)
+
+func (x *exchange) Method() []byte { return x.req.method }
+func (x *exchange) Path() []byte   { return x.req.path }
+func (x *exchange) Host() []byte   { return x.req.host }
+
+func (x *exchange) Header(name string) []byte {
+	for i := range x.req.fields {
+		f := &x.req.fields[i]
+		if len(f.name) == len(name) && eqFoldAny(f.name, name) {
+			return f.value
+		}
+	}
+	return nil
+}
+
+// eqFoldAny compares ASCII case-insensitively, both sides in any case;
+// the lengths must be equal.
+func eqFoldAny[T ~string | ~[]byte](b T, s string) bool {
+	for i := 0; i < len(b); i++ {
+		c, d := b[i], s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= d && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
+}
+
+func (x *exchange) PeerIP() netip.Addr { return x.peer }
+
+func (x *exchange) SetHeader(name, value string) {
+	x.DelHeader(name)
+	x.addReq = append(x.addReq, strHeader{name, value})
+}
+
+func (x *exchange) DelHeader(name string) {
+	for i := range x.req.fields {
+		f := &x.req.fields[i]
+		if len(f.name) == len(name) && eqFoldAny(f.name, name) {
+			f.skip = true
+		}
+	}
+	kept := x.addReq[:0]
+	for _, h := range x.addReq {
+		if len(h.name) != len(name) || !eqFoldAny(h.name, name) {
+			kept = append(kept, h)
+		}
+	}
+	x.addReq = kept
+}
+
+func (x *exchange) AddResponseHeader(name, value string) {
+	x.addResp = append(x.addResp, strHeader{name, value})
+}
+
+func (x *exchange) Route() string {
+	if x.route == nil {
+		return ""
+	}
+	return x.route.Name
+}
+
+func (x *exchange) Value(key string) any {
+	for _, kv := range x.values {
+		if kv.key == key {
+			return kv.val
+		}
+	}
+	return nil
+}
+
+func (x *exchange) SetValue(key string, v any) {
+	for i := range x.values {
+		if x.values[i].key == key {
+			x.values[i].val = v
+			return
+		}
+	}
+	x.values = append(x.values, keyValue{key, v})
+}
+
+// runPolicies runs the route's policies in order. It reports whether the
+// request goes on to a backend; when a policy answered, the reply is sent.
+func (x *exchange) runPolicies(chain []middleware.Handler) bool {
+	for _, h := range chain {
+		if reply := h.Handle(x); reply != nil {
+			x.drainOrClose()
+			x.replyHeaders = reply.Headers
+			ctype := ""
+			for _, h := range reply.Headers {
+				if len(h[0]) == 12 && eqFoldAny(h[0], "content-type") {
+					ctype = "-"
+				}
+			}
+			if ctype == "" && len(reply.Body) > 0 {
+				ctype = "application/json"
+			}
+			x.writeLocal(reply.Status, ctype, reply.Body, "")
+			if x.errMsg == "" {
+				x.errMsg = "rejected by policy"
+			}
+			return false
+		}
+	}
+	return true
+}
+
+// appendStrHeaders appends policy-added headers.
+func appendStrHeaders(w []byte, hs []strHeader) []byte {
+	for _, h := range hs {
+		w = append(w, h.name...)
+		w = append(w, ':', ' ')
+		w = append(w, h.value...)
+		w = append(w, '\r', '\n')
+	}
+	return w
+}
+
+func appendPairHeaders(w []byte, hs [][2]string) []byte {
+	for _, h := range hs {
+		w = append(w, h[0]...)
+		w = append(w, ':', ' ')
+		w = append(w, h[1]...)
+		w = append(w, '\r', '\n')
+	}
+	return w
+}

@@ -1,0 +1,83 @@
+package l7
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/rustygate/rustygate/l7/middleware"
+)
+
+// tagPolicy changes the request and the response; denyPolicy answers
+// requests carrying X-Deny itself.
+type tagPolicy struct{}
+
+func (tagPolicy) Handle(r middleware.Request) *middleware.Reply {
+	r.SetHeader("X-Tag", "tagged:"+string(r.Method()))
+	r.DelHeader("X-Secret")
+	r.AddResponseHeader("X-Policy", "seen")
+	r.SetValue("k", 42)
+	return nil
+}
+
+type denyPolicy struct{}
+
+func (denyPolicy) Handle(r middleware.Request) *middleware.Reply {
+	if r.Value("k") != 42 {
+		return &middleware.Reply{Status: 500, Body: []byte("value lost")}
+	}
+	if r.Header("x-deny") != nil {
+		return &middleware.Reply{Status: 403, Headers: [][2]string{{"X-Why", "denied"}}, Body: []byte(`{"error":"forbidden"}`)}
+	}
+	if r.Header("x-preflight") != nil {
+		return &middleware.Reply{Status: 204, Headers: [][2]string{{"Access-Control-Allow-Origin", "*"}}}
+	}
+	return nil
+}
+
+func TestPolicyChain(t *testing.T) {
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "tag=%s secret=%q", r.Header.Get("X-Tag"), r.Header.Get("X-Secret"))
+	})
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			gw := startGateway(t, engine, fmt.Sprintf("  - { path: \"/\", backend: %q }\n", be.URL))
+			for _, rt := range gw.srv.Snapshot().Routes {
+				rt.chain = []middleware.Handler{tagPolicy{}, denyPolicy{}}
+			}
+			do := func(hdr string) *http.Response {
+				req, _ := http.NewRequest("POST", "http://"+gw.addr+"/x", strings.NewReader("body"))
+				req.Header.Set("X-Secret", "s")
+				if hdr != "" {
+					req.Header.Set(hdr, "1")
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return resp
+			}
+			resp := do("")
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != `tag=tagged:POST secret=""` || resp.Header.Get("X-Policy") != "seen" {
+				t.Fatalf("forwarded: %d %q %v", resp.StatusCode, b, resp.Header)
+			}
+			resp = do("X-Deny")
+			b, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 403 || string(b) != `{"error":"forbidden"}` || resp.Header.Get("X-Why") != "denied" ||
+				resp.Header.Get("X-Policy") != "seen" || resp.Header.Get("Content-Type") != "application/json" {
+				t.Fatalf("denied: %d %q %v", resp.StatusCode, b, resp.Header)
+			}
+			resp = do("X-Preflight")
+			b, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 204 || len(b) != 0 || resp.Header.Get("Access-Control-Allow-Origin") != "*" || resp.Header.Get("Content-Length") != "" {
+				t.Fatalf("204: %d %q %v", resp.StatusCode, b, resp.Header)
+			}
+		})
+	}
+}
