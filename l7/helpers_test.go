@@ -36,11 +36,11 @@ func startGateway(t testing.TB, engine, routes string) *testGateway {
 		t.Fatal(err)
 	}
 	tr := NewTransport()
-	snap, err := NewSnapshot(cfg, tr)
+	snap, err := NewSnapshot(cfg, tr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(snap, tr, lg)
+	srv := NewServer(snap, tr, lg, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -47,6 +47,7 @@ type exchange struct {
 	scheme   string
 
 	route    *Route
+	rm       *observe.RouteMetrics
 	backend  *upstream.Backend
 	status   int
 	bytesIn  int64
@@ -123,6 +124,8 @@ func (x *exchange) serve() {
 		return
 	}
 	x.route = rt
+	x.rm = rt.metrics
+	x.rm.Start()
 	if len(rt.chain) > 0 && !x.runPolicies(rt.chain) {
 		return
 	}
@@ -146,7 +149,7 @@ func (x *exchange) drainOrClose() {
 
 func (x *exchange) forward() {
 	rt := x.route
-	b := rt.Pool.Pick()
+	b := rt.Pool.Pick(0)
 	x.backend = b
 	cp := rt.conns[b]
 	b.Acquire()
@@ -606,6 +609,17 @@ func (x *exchange) writeLocal(status int, ctype string, body []byte, allow strin
 			x.bytesOut = int64(len(body))
 		}
 	}
+}
+
+// done records the finished exchange: metrics, then the access line.
+func (x *exchange) done() {
+	rm := x.rm
+	if rm == nil {
+		rm = x.srv.noRoute
+		rm.Start()
+	}
+	rm.Done(x.req.method, x.status, time.Since(x.start))
+	x.logAccess(x.srv.log)
 }
 
 // logAccess writes the exchange's access line.

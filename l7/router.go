@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rustygate/rustygate/l7/middleware"
+	"github.com/rustygate/rustygate/observe"
 	"github.com/rustygate/rustygate/upstream"
 )
 
@@ -21,7 +22,8 @@ type Route struct {
 
 	// chain is the route's policies in order (cors, rate_limit, jwt,
 	// plugins).
-	chain []middleware.Handler
+	chain   []middleware.Handler
+	metrics *observe.RouteMetrics
 
 	conns          map[*upstream.Backend]*connPool
 	responseHeader time.Duration

@@ -27,6 +27,8 @@ import (
 type Server struct {
 	snap      atomic.Pointer[Snapshot]
 	log       *observe.Logger
+	metrics   *observe.Metrics
+	noRoute   *observe.RouteMetrics
 	slog      *slog.Logger
 	ids       *observe.RequestIDs
 	transport *Transport
@@ -46,10 +48,13 @@ type Server struct {
 	h2wg sync.WaitGroup
 }
 
-// NewServer builds a server around an initial snapshot.
-func NewServer(snap *Snapshot, tr *Transport, lg *observe.Logger) *Server {
+// NewServer builds a server around an initial snapshot. metrics may be
+// nil.
+func NewServer(snap *Snapshot, tr *Transport, lg *observe.Logger, metrics *observe.Metrics) *Server {
 	s := &Server{
 		log:       lg,
+		metrics:   metrics,
+		noRoute:   metrics.Route(""),
 		slog:      lg.Slog(),
 		ids:       observe.NewRequestIDs(),
 		transport: tr,
@@ -324,12 +329,10 @@ func (cc *clientConn) badRequest(err error) {
 		}
 	}
 	cc.writeSimpleError(status, err.Error())
-	if lg := cc.srv.log; lg != nil && lg.AccessEnabled() {
-		x := &cc.x
-		*x = exchange{srv: cc.srv, req: &cc.req, start: time.Now(), clientIP: cc.clientIP, proto: "HTTP/1.1", status: status, errMsg: err.Error()}
-		cc.req.reset()
-		x.logAccess(lg)
-	}
+	x := &cc.x
+	*x = exchange{srv: cc.srv, req: &cc.req, start: time.Now(), clientIP: cc.clientIP, proto: "HTTP/1.1", status: status, errMsg: err.Error()}
+	cc.req.reset()
+	x.done()
 }
 
 func (cc *clientConn) writeSimpleError(status int, msg string) {
@@ -393,7 +396,7 @@ func (cc *clientConn) exchange() bool {
 		}
 	}
 	x.serve()
-	x.logAccess(s.log)
+	x.done()
 	if req.closeConn || x.closeClient {
 		return false
 	}

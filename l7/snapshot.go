@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rustygate/rustygate/config"
+	"github.com/rustygate/rustygate/observe"
 	"github.com/rustygate/rustygate/upstream"
 )
 
@@ -89,7 +90,7 @@ func (t *Transport) pool(b *upstream.Backend, to config.Timeouts) *connPool {
 
 // NewSnapshot compiles cfg. It fails only on what validation cannot see
 // (it never fails for a config that config.Load accepted).
-func NewSnapshot(cfg *config.Config, tr *Transport) (*Snapshot, error) {
+func NewSnapshot(cfg *config.Config, tr *Transport, metrics *observe.Metrics) (*Snapshot, error) {
 	s := &Snapshot{Config: cfg}
 	for i, rc := range cfg.Routes {
 		var backends []*upstream.Backend
@@ -100,7 +101,7 @@ func NewSnapshot(cfg *config.Config, tr *Transport) (*Snapshot, error) {
 			}
 			backends = append(backends, b)
 		}
-		pool, err := upstream.NewPool(backends, rc.Strategy)
+		pool, err := upstream.NewPool(backends, upstream.PoolOptions{Strategy: rc.Strategy})
 		if err != nil {
 			return nil, fmt.Errorf("routes[%d]: %w", i, err)
 		}
@@ -113,7 +114,8 @@ func NewSnapshot(cfg *config.Config, tr *Transport) (*Snapshot, error) {
 			Pool:           pool,
 			conns:          map[*upstream.Backend]*connPool{},
 			responseHeader: rc.Timeouts.ResponseHeader.D(),
-			readTimeout:    60 * time.Second,
+			readTimeout:    rc.Timeouts.Read.D(),
+			metrics:        metrics.Route(rc.Name),
 		}
 		if len(rt.Methods) > 0 {
 			rt.allowHeader = strings.Join(rt.Methods, ", ")

@@ -42,7 +42,7 @@ func (s *Server) serveStd(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
-				x.logAccess(s.log)
+				x.done()
 				panic(v)
 			}
 			s.slog.Error("panic serving request", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
@@ -53,7 +53,7 @@ func (s *Server) serveStd(w http.ResponseWriter, r *http.Request) {
 		x.ensureRequestID()
 		x.closeClient = true
 		x.fail(&proxyError{status: 400, msg: err.Error()}, "")
-		x.logAccess(s.log)
+		x.done()
 		return
 	}
 	if req.hasBody() {
@@ -63,7 +63,7 @@ func (s *Server) serveStd(w http.ResponseWriter, r *http.Request) {
 				x.ensureRequestID()
 				x.closeClient = true
 				x.fail(errClientBody, "")
-				x.logAccess(s.log)
+				x.done()
 				return
 			}
 			x.bodyBuffered = buf
@@ -75,7 +75,7 @@ func (s *Server) serveStd(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	x.serve()
-	x.logAccess(s.log)
+	x.done()
 	if x.closeClient && sink.wroteHead && !sink.finished {
 		// The response is cut short: abort the stream so the client
 		// cannot mistake it for a complete one.

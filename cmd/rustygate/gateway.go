@@ -76,14 +76,16 @@ func cmdRun(args []string, stderr io.Writer) int {
 	defer lg.Close()
 	log := lg.Slog()
 
+	metrics := observe.NewMetrics()
+	metrics.Info(version, cfg.Server.Engine, "userspace", "kernel datapath not built")
 	tr := l7.NewTransport()
 	defer tr.Close()
-	snap, err := l7.NewSnapshot(cfg, tr)
+	snap, err := l7.NewSnapshot(cfg, tr, metrics)
 	if err != nil {
 		log.Error("invalid configuration", "file", path, "error", err.Error())
 		return 1
 	}
-	srv := l7.NewServer(snap, tr, lg)
+	srv := l7.NewServer(snap, tr, lg, metrics)
 
 	ln, err := listen(cfg.Server.Listen)
 	if err != nil {
@@ -91,6 +93,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	var admin *http.Server
+	adminAddr := "off"
 	if cfg.Admin.Enabled() {
 		aln, err := listen(cfg.Admin.Listen)
 		if err != nil {
@@ -98,18 +101,20 @@ func cmdRun(args []string, stderr io.Writer) int {
 			log.Error("cannot listen", "addr", cfg.Admin.Listen, "error", err.Error())
 			return 1
 		}
-		admin = &http.Server{Handler: adminMux(), ReadHeaderTimeout: 10 * time.Second}
+		adminAddr = aln.Addr().String()
+		admin = &http.Server{Handler: adminMux(metrics.Handler()), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := admin.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("admin listener stopped", "error", err.Error())
 			}
 		}()
 	}
+	metrics.ConfigReload(true, time.Now())
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("RustyGate started",
 		"version", version, "config", path,
-		"listen", ln.Addr().String(), "admin", cfg.Admin.Listen,
+		"listen", ln.Addr().String(), "admin", adminAddr,
 		"engine", cfg.Server.Engine, "routes", len(cfg.Routes), "datapath", "userspace")
 
 	sigs := make(chan os.Signal, 2)
@@ -121,7 +126,7 @@ wait:
 		select {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				reload(path, srv, tr, log)
+				reload(path, srv, tr, metrics, log)
 				continue
 			}
 			log.Info("shutting down gracefully", "signal", sig.String(), "timeout", cfg.Server.ShutdownTimeout.D().String())
@@ -158,23 +163,28 @@ wait:
 
 // reload builds a snapshot from the file and publishes it; a bad file
 // keeps the running configuration.
-func reload(path string, srv *l7.Server, tr *l7.Transport, log *slog.Logger) {
+func reload(path string, srv *l7.Server, tr *l7.Transport, metrics *observe.Metrics, log *slog.Logger) {
 	cfg, err := config.Load(path)
 	if err != nil {
+		metrics.ConfigReload(false, time.Now())
 		log.Error("config reload failed; keeping the running configuration", "file", path, "error", err.Error())
 		return
 	}
-	snap, err := l7.NewSnapshot(cfg, tr)
+	snap, err := l7.NewSnapshot(cfg, tr, metrics)
 	if err != nil {
+		metrics.ConfigReload(false, time.Now())
 		log.Error("config reload failed; keeping the running configuration", "file", path, "error", err.Error())
 		return
 	}
 	srv.SetSnapshot(snap)
+	metrics.ConfigReload(true, time.Now())
 	log.Info("Config reloaded", "file", path, "routes", len(cfg.Routes))
 }
 
-func adminMux() *http.ServeMux {
+// adminMux routes the operator endpoints; metrics serves GET /metrics.
+func adminMux(metrics http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")

@@ -1,0 +1,410 @@
+// Package ratelimit is the rate_limit request policy: each client key
+// (its IP address, a header's value or a JWT claim) may send `limit`
+// requests per `window`, with bursts of up to `burst` requests.
+//
+// # Algorithm
+//
+// The limiter is GCRA, the generic cell rate algorithm, which behaves as
+// a token bucket of `burst` tokens refilled at `limit` per `window` but
+// keeps one number per key: the theoretical arrival time (TAT) at which
+// the bucket would be full again. A request is allowed when advancing TAT
+// by one emission interval (window/limit) leaves it at most burst
+// intervals ahead of now. A key whose TAT has passed is in the same state
+// as a key never seen, so it can be forgotten at any time: that is how
+// idle keys expire.
+//
+// # State
+//
+// Keys live in a Store: up to 127 shards, each a mutex and a map from a fixed
+// 16-byte key to 16 bytes of state, with no pointers for the garbage
+// collector to scan. IP addresses are stored as themselves; header and
+// claim values as a 128-bit seeded hash. A store never holds more than
+// max_keys keys: inserting a new key into a full shard first deletes the
+// expired keys among a sample of the shard and, if none was expired, the
+// sampled key closest to expiring. Every insert also samples two keys and
+// deletes them if expired, so idle keys go away without a sweeper
+// goroutine; the limiter owns no background work and needs no Close.
+//
+// A Store can outlive the limiter that made it: a configuration reload
+// that builds a limiter for an unchanged route (same route name and
+// settings) passes the old limiter's Store to NewWithStore, and clients
+// keep their state.
+package ratelimit
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/rustygate/rustygate/config"
+	"github.com/rustygate/rustygate/l7/middleware"
+)
+
+// ClaimsKey is the request value under which the jwt policy stores the
+// verified claims (a map[string]any), read by jwt:CLAIM keys.
+const ClaimsKey = "jwt.claims"
+
+// Options are the settings of a limiter that do not come from the
+// configuration file.
+type Options struct {
+	// Now returns the current time; nil means time.Now. Tests inject a
+	// clock here.
+	Now func() time.Time
+	// OnExceeded, when set, is called for every rejected request with the
+	// client's IP address and the ratio of the key's requests (allowed
+	// and rejected) in the current fixed window to limit: 3 means the key
+	// sent three times its limit so far in this window. It runs on the
+	// request path and must be fast.
+	OnExceeded func(ip netip.Addr, over float64)
+}
+
+// key kinds.
+const (
+	keyIP = iota
+	keyHeader
+	keyClaim
+)
+
+// Limiter is a built rate_limit policy.
+type Limiter struct {
+	route   string
+	rep     middleware.Reporter
+	opts    Options
+	store   *Store
+	kind    int
+	name    string // header name or claim name
+	trusted []netip.Prefix
+
+	limitValue string
+}
+
+var _ middleware.Handler = (*Limiter)(nil)
+
+// New builds the policy from an effective rate_limit entry (see
+// config.Config.RouteMiddlewares). It fails on settings it cannot run.
+func New(cfg config.Middleware, route string, rep middleware.Reporter) (middleware.Handler, error) {
+	return NewWithStore(cfg, route, rep, Options{}, nil)
+}
+
+// NewWithStore builds the policy like New, with options, keeping the
+// state of prev when prev was made for the same route and settings
+// (prev may be nil; a Store of other settings is ignored).
+func NewWithStore(cfg config.Middleware, route string, rep middleware.Reporter, opts Options, prev *Store) (*Limiter, error) {
+	if cfg.Name != config.MiddlewareRateLimit {
+		return nil, fmt.Errorf("rate_limit: built from a %q entry", cfg.Name)
+	}
+	if rep == nil {
+		rep = middleware.NopReporter{}
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	l := &Limiter{route: route, rep: rep, opts: opts}
+	if cfg.Burst == 0 {
+		cfg.Burst = cfg.Limit
+	}
+	switch {
+	case cfg.Limit < 1:
+		return nil, fmt.Errorf("rate_limit: limit must be at least 1 (got %d)", cfg.Limit)
+	case cfg.Window <= 0:
+		return nil, fmt.Errorf("rate_limit: window must be greater than 0 (got %s)", cfg.Window)
+	case cfg.Burst < 1:
+		return nil, fmt.Errorf("rate_limit: burst must be at least 1 (got %d)", cfg.Burst)
+	case cfg.MaxKeys < 1:
+		return nil, fmt.Errorf("rate_limit: max_keys must be at least 1 (got %d)", cfg.MaxKeys)
+	}
+	interval := max(int64(cfg.Window)/int64(cfg.Limit), 1)
+	if interval > math.MaxInt64/4/int64(cfg.Burst) {
+		return nil, fmt.Errorf("rate_limit: window %s is too long for a burst of %d", cfg.Window, cfg.Burst)
+	}
+	switch k := cfg.Key; {
+	case k == "" || k == "ip":
+		l.kind = keyIP
+	case strings.HasPrefix(k, "header:") && len(k) > len("header:"):
+		l.kind, l.name = keyHeader, k[len("header:"):]
+	case strings.HasPrefix(k, "jwt:") && len(k) > len("jwt:"):
+		l.kind, l.name = keyClaim, k[len("jwt:"):]
+	default:
+		return nil, fmt.Errorf("rate_limit: invalid key %q (want ip, header:NAME or jwt:CLAIM)", k)
+	}
+	for _, s := range cfg.TrustedProxies {
+		p, err := parsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("rate_limit: invalid trusted proxy %q", s)
+		}
+		l.trusted = append(l.trusted, p)
+	}
+	l.limitValue = strconv.Itoa(cfg.Limit)
+
+	id := identity(route, cfg)
+	if prev != nil && prev.id == id {
+		l.store = prev
+	} else {
+		l.store = newStore(id, opts.Now(), interval, cfg)
+	}
+	return l, nil
+}
+
+// identity names a store's route and settings.
+func identity(route string, cfg config.Middleware) string {
+	return fmt.Sprintf("%q %d %d %d %q %q %d", route, cfg.Limit, int64(cfg.Window), cfg.Burst, cfg.Key, cfg.TrustedProxies, cfg.MaxKeys)
+}
+
+// parsePrefix parses a CIDR prefix or a single IP address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Store returns the limiter's state, to pass to NewWithStore when the
+// configuration is reloaded.
+func (l *Limiter) Store() *Store { return l.store }
+
+// Allow takes one request for key at time now and reports whether it is
+// allowed, how many more requests the key could send right now, and a
+// duration: when allowed, the time until the key's burst is fully
+// available again; when rejected, the time until one request is allowed.
+// key is an IP address in text form for the ip key (and the ip
+// fallback of the other kinds), otherwise the header or claim value.
+func (l *Limiter) Allow(key string, now time.Time) (ok bool, remaining int, reset time.Duration) {
+	var k storeKey
+	if a, err := netip.ParseAddr(key); err == nil {
+		k = ipKey(a.Unmap())
+	} else {
+		k = l.store.hashKey(key)
+	}
+	r := l.store.take(k, now)
+	return r.ok, r.remaining, r.reset
+}
+
+// Handle implements middleware.Handler.
+func (l *Limiter) Handle(r middleware.Request) *middleware.Reply {
+	ip := l.clientIP(r)
+	k := l.keyOf(r, ip)
+	res := l.store.take(k, l.opts.Now())
+	r.AddResponseHeader("RateLimit-Limit", l.limitValue)
+	r.AddResponseHeader("RateLimit-Remaining", itoa(res.remaining))
+	reset := itoa(ceilSeconds(res.reset))
+	r.AddResponseHeader("RateLimit-Reset", reset)
+	if res.ok {
+		return nil
+	}
+	l.rep.Rejected("rate_limit", l.route, "limit", ip)
+	if l.opts.OnExceeded != nil {
+		l.opts.OnExceeded(ip, float64(res.count)/float64(l.store.limit))
+	}
+	return &middleware.Reply{
+		Status:  429,
+		Headers: [][2]string{{"Retry-After", reset}, {"Content-Type", "application/json"}},
+		Body:    tooManyBody,
+	}
+}
+
+// tooManyBody is the body of every 429 reply; the proxy only reads it.
+var tooManyBody = []byte(`{"error":"too_many_requests"}` + "\n")
+
+// keyOf returns the store key of a request.
+func (l *Limiter) keyOf(r middleware.Request, ip netip.Addr) storeKey {
+	switch l.kind {
+	case keyHeader:
+		if v := r.Header(l.name); len(v) > 0 {
+			return l.store.hashBytes(v)
+		}
+	case keyClaim:
+		claims, _ := r.Value(ClaimsKey).(map[string]any)
+		switch v := claims[l.name].(type) {
+		case string:
+			if v != "" {
+				return l.store.hashKey(v)
+			}
+		case float64:
+			return l.store.hashKey(strconv.FormatFloat(v, 'g', -1, 64))
+		case bool:
+			return l.store.hashKey(strconv.FormatBool(v))
+		case nil:
+		default:
+			return l.store.hashKey(fmt.Sprint(v))
+		}
+	}
+	return ipKey(ip)
+}
+
+// clientIP returns the client address: the peer's, or, when the peer is
+// a trusted proxy, the right-most address in X-Forwarded-For that is not
+// a trusted proxy (if every address there is trusted, the left-most; if
+// one cannot be parsed, the last trusted hop before it).
+func (l *Limiter) clientIP(r middleware.Request) netip.Addr {
+	peer := r.PeerIP().Unmap()
+	if len(l.trusted) == 0 || !l.isTrusted(peer) {
+		return peer
+	}
+	xff := r.Header("X-Forwarded-For")
+	last := peer
+	for len(xff) > 0 {
+		elem := xff
+		if i := lastIndexByte(xff, ','); i >= 0 {
+			elem, xff = xff[i+1:], xff[:i]
+		} else {
+			xff = nil
+		}
+		elem = trimSpace(elem)
+		if len(elem) == 0 {
+			continue
+		}
+		a, ok := parseForwarded(elem)
+		if !ok {
+			return last
+		}
+		if !l.isTrusted(a) {
+			return a
+		}
+		last = a
+	}
+	return last
+}
+
+func (l *Limiter) isTrusted(a netip.Addr) bool {
+	for _, p := range l.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseForwarded parses one X-Forwarded-For element: an IP address,
+// optionally with a port ("192.0.2.1:4711", "[2001:db8::1]:4711").
+func parseForwarded(b []byte) (netip.Addr, bool) {
+	if a, ok := parseIPv4(b); ok {
+		return a, true
+	}
+	if b[0] == '[' {
+		i := indexByte(b, ']')
+		if i < 0 {
+			return netip.Addr{}, false
+		}
+		b = b[1:i]
+	} else if i := indexByte(b, ':'); i >= 0 && lastIndexByte(b, ':') == i {
+		// IPv4 with a port.
+		return parseIPv4(b[:i])
+	}
+	if len(b) == 0 || len(b) > 64 {
+		return netip.Addr{}, false
+	}
+	// The string is only read during the call: on success the address
+	// holds no reference to it (zones are refused), and the error that
+	// would hold it is dropped.
+	a, err := netip.ParseAddr(unsafe.String(&b[0], len(b)))
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// parseIPv4 parses a dotted-quad IPv4 address without leading zeros.
+func parseIPv4(b []byte) (netip.Addr, bool) {
+	var ip [4]byte
+	part, n, digits := 0, 0, 0
+	for i := 0; i <= len(b); i++ {
+		if i == len(b) || b[i] == '.' {
+			if digits == 0 || part > 3 {
+				return netip.Addr{}, false
+			}
+			ip[part] = byte(n)
+			part++
+			n, digits = 0, 0
+			continue
+		}
+		c := b[i]
+		if c < '0' || c > '9' || (digits == 1 && n == 0) {
+			return netip.Addr{}, false
+		}
+		n = n*10 + int(c-'0')
+		digits++
+		if n > 255 {
+			return netip.Addr{}, false
+		}
+	}
+	if part != 4 {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom4(ip), true
+}
+
+func indexByte(b []byte, c byte) int {
+	for i := range b {
+		if b[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func lastIndexByte(b []byte, c byte) int {
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// ceilSeconds rounds d up to whole seconds.
+func ceilSeconds(d time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	return int((d + time.Second - 1) / time.Second)
+}
+
+// Numbers below numbersMax are formatted from one shared string, so the
+// response headers cost no allocation.
+const numbersMax = 10000
+
+var numbers = sync.OnceValues(func() (string, []uint32) {
+	var b []byte
+	offs := make([]uint32, 0, numbersMax+1)
+	for i := range numbersMax {
+		offs = append(offs, uint32(len(b)))
+		b = strconv.AppendInt(b, int64(i), 10)
+	}
+	offs = append(offs, uint32(len(b)))
+	return string(b), offs
+})
+
+func itoa(n int) string {
+	if n < 0 || n >= numbersMax {
+		return strconv.Itoa(n)
+	}
+	s, offs := numbers()
+	return s[offs[n]:offs[n+1]]
+}
