@@ -424,7 +424,7 @@ routes:
 		{
 			name: "unknown strategy",
 			yaml: route + "\t\tstrategy: random\n",
-			want: []string{`bad.yaml:4: routes[0].strategy: unknown strategy "random" (supported: round_robin)`},
+			want: []string{`bad.yaml:4: routes[0].strategy: unknown strategy "random" (supported: round_robin, weighted_round_robin, least_connections, random_two_choices, consistent_hash)`},
 		},
 		{
 			name: "max idle conns explicitly zero",
@@ -591,6 +591,8 @@ func TestLoadDefaultYAML(t *testing.T) {
 				MaxIdleConns:   256,
 				Read:           Duration(60 * time.Second),
 			},
+			Outlier: Outlier{Consecutive: 5, BaseEjection: Duration(30 * time.Second), MaxEjection: Duration(300 * time.Second), Statuses: []int{502, 503, 504}},
+			Retries: Retries{Attempts: ptr(2), On: []string{"connect_failure", "timeout", "reset"}, Budget: ptr(0.2), MaxBodyBytes: 65536},
 		}},
 		Source: "default.yaml",
 	}
@@ -747,6 +749,8 @@ routes:
 							MaxIdleConns:   4,
 							Read:           Duration(60 * time.Second),
 						},
+						Outlier: Outlier{Consecutive: 5, BaseEjection: Duration(30 * time.Second), MaxEjection: Duration(300 * time.Second), Statuses: []int{502, 503, 504}},
+						Retries: Retries{Attempts: ptr(2), On: []string{"connect_failure", "timeout", "reset"}, Budget: ptr(0.2), MaxBodyBytes: 65536},
 					}},
 					Source: "good.yaml",
 				}

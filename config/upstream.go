@@ -1,8 +1,264 @@
 package config
 
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Values of route.strategy besides StrategyRoundRobin, and of
+// route.hash_key and route.retries.on.
+const (
+	StrategyWeightedRoundRobin = "weighted_round_robin"
+	StrategyLeastConnections   = "least_connections"
+	StrategyRandomTwoChoices   = "random_two_choices"
+	StrategyConsistentHash     = "consistent_hash"
+
+	HashKeyIP = "ip"
+
+	RetryOnConnectFailure = "connect_failure"
+	RetryOnTimeout        = "timeout"
+	RetryOnReset          = "reset"
+)
+
+// strategies lists the supported strategies, for messages.
+var strategies = []string{
+	StrategyRoundRobin, StrategyWeightedRoundRobin, StrategyLeastConnections,
+	StrategyRandomTwoChoices, StrategyConsistentHash,
+}
+
+// Pool defaults.
+const (
+	defaultHealthInterval     = Duration(5 * time.Second)
+	defaultHealthTimeout      = Duration(2 * time.Second)
+	defaultHealthThreshold    = 2
+	defaultOutlierConsecutive = 5
+	defaultBaseEjection       = Duration(30 * time.Second)
+	defaultMaxEjection        = Duration(300 * time.Second)
+	defaultRetryAttempts      = 2
+	defaultRetryBudget        = 0.2
+	defaultRetryMaxBody       = 65536
+	defaultMaxConnsWait       = Duration(time.Second)
+)
+
+// Pool limits.
+const (
+	maxHealthThreshold    = 100
+	maxOutlierConsecutive = 1000
+	maxRetryAttempts      = 10
+	maxRetryBody          = 16 << 20
+)
+
+func defaultExpectStatus() []string { return []string{"2xx", "3xx"} }
+func defaultOutlierStatuses() []int { return []int{502, 503, 504} }
+func defaultRetryConditions() []string {
+	return []string{RetryOnConnectFailure, RetryOnTimeout, RetryOnReset}
+}
+
 // upstreamDefaults fills the defaults of a route's pool settings:
-// strategy options, health checks, outlier detection and retries.
-func upstreamDefaults(r *Route, path string, unset func(string) bool) {}
+// strategy options, health checks, outlier detection and retries. A
+// number, duration or list the file set explicitly (even to 0 or []) is
+// kept: validation reports it if it is invalid, and an explicit 0 or []
+// may mean "off" (retries.attempts: 0, outlier_detection.statuses: []).
+func upstreamDefaults(r *Route, path string, unset func(string) bool) {
+	if r.Strategy == StrategyConsistentHash && r.HashKey == "" {
+		r.HashKey = HashKeyIP
+	}
+
+	if h := &r.HealthCheck; h.Path != "" {
+		hp := path + ".health_check"
+		setDuration(&h.Interval, defaultHealthInterval, unset(hp+".interval"))
+		setDuration(&h.Timeout, defaultHealthTimeout, unset(hp+".timeout"))
+		setInt(&h.HealthyThreshold, defaultHealthThreshold, unset(hp+".healthy_threshold"))
+		setInt(&h.UnhealthyThreshold, defaultHealthThreshold, unset(hp+".unhealthy_threshold"))
+		if len(h.ExpectStatus) == 0 && unset(hp+".expect_status") {
+			h.ExpectStatus = defaultExpectStatus()
+		}
+	}
+
+	o := &r.Outlier
+	op := path + ".outlier_detection"
+	setInt(&o.Consecutive, defaultOutlierConsecutive, unset(op+".consecutive_failures"))
+	setDuration(&o.BaseEjection, defaultBaseEjection, unset(op+".base_ejection"))
+	setDuration(&o.MaxEjection, defaultMaxEjection, unset(op+".max_ejection"))
+	if o.Statuses == nil && unset(op+".statuses") {
+		o.Statuses = defaultOutlierStatuses()
+	}
+
+	rt := &r.Retries
+	rp := path + ".retries"
+	if rt.Attempts == nil {
+		rt.Attempts = ptr(defaultRetryAttempts)
+	}
+	if rt.On == nil && unset(rp+".on") {
+		rt.On = defaultRetryConditions()
+	}
+	if rt.Budget == nil {
+		rt.Budget = ptr(defaultRetryBudget)
+	}
+	setInt(&rt.MaxBodyBytes, defaultRetryMaxBody, unset(rp+".max_body_bytes"))
+
+	if r.MaxConns > 0 {
+		setDuration(&r.MaxConnsWait, defaultMaxConnsWait, unset(path+".max_conns_wait"))
+	}
+}
 
 // validateUpstream checks a route's pool settings.
-func validateUpstream(r *Route, path string, st *vstate) {}
+func validateUpstream(r *Route, path string, st *vstate) {
+	strategyOK := oneOf(r.Strategy, strategies...)
+	if !strategyOK && !st.reported(path+".strategy") {
+		st.add(path+".strategy", "unknown strategy %q (supported: %s)", r.Strategy, strings.Join(strategies, ", "))
+	}
+	if r.HashKey != "" {
+		switch {
+		case !strategyOK:
+		case r.Strategy != StrategyConsistentHash:
+			st.add(path+".hash_key", "only applies to strategy %s (strategy is %s)", StrategyConsistentHash, r.Strategy)
+		default:
+			if msg := checkHashKey(r.HashKey); msg != "" {
+				st.add(path+".hash_key", "%s", msg)
+			}
+		}
+	}
+
+	validateHealthCheck(&r.HealthCheck, path+".health_check", st)
+
+	o := &r.Outlier
+	op := path + ".outlier_detection"
+	if o.Consecutive < 0 || o.Consecutive > maxOutlierConsecutive {
+		st.add(op+".consecutive_failures", "must be between 0 and %d (got %d)", maxOutlierConsecutive, o.Consecutive)
+	}
+	checkPositive(st, op+".base_ejection", o.BaseEjection)
+	checkPositive(st, op+".max_ejection", o.MaxEjection)
+	if o.BaseEjection > 0 && o.MaxEjection > 0 && o.MaxEjection < o.BaseEjection {
+		st.add(op+".max_ejection", "must be at least base_ejection (%s) (got %s)", o.BaseEjection, o.MaxEjection)
+	}
+	for i, s := range o.Statuses {
+		if s < 400 || s > 599 {
+			st.add(fmt.Sprintf("%s.statuses[%d]", op, i), "must be between 400 and 599 (got %d)", s)
+		}
+	}
+
+	rt := &r.Retries
+	rp := path + ".retries"
+	if rt.Attempts != nil && (*rt.Attempts < 0 || *rt.Attempts > maxRetryAttempts) {
+		st.add(rp+".attempts", "must be between 0 and %d (got %d)", maxRetryAttempts, *rt.Attempts)
+	}
+	seen := make(map[string]int)
+	for i, c := range rt.On {
+		cp := fmt.Sprintf("%s.on[%d]", rp, i)
+		if !validRetryCondition(c) {
+			st.add(cp, "unknown retry condition %q (supported: %s, %s, %s or a status 500-599)", c, RetryOnConnectFailure, RetryOnTimeout, RetryOnReset)
+		} else if first, dup := seen[c]; dup {
+			st.add(cp, "duplicate retry condition %q (also on[%d])", c, first)
+		} else {
+			seen[c] = i
+		}
+	}
+	if b := rt.Budget; b != nil && !(*b >= 0 && *b <= 1) {
+		st.add(rp+".budget", "must be between 0 and 1 (got %s)", strconv.FormatFloat(*b, 'g', -1, 64))
+	}
+	if rt.MaxBodyBytes < 0 || rt.MaxBodyBytes > maxRetryBody {
+		st.add(rp+".max_body_bytes", "must be between 0 and %d (got %d)", maxRetryBody, rt.MaxBodyBytes)
+	}
+
+	if r.MaxConns < 0 {
+		st.add(path+".max_conns", "must not be negative (got %d)", r.MaxConns)
+	}
+	if r.MaxConnsWait < 0 {
+		st.add(path+".max_conns_wait", "must not be negative (got %s)", r.MaxConnsWait)
+	}
+}
+
+func validateHealthCheck(h *HealthCheck, hp string, st *vstate) {
+	if h.Path == "" {
+		// Checks are off; settings without a path are a mistake.
+		if h.Interval != 0 || h.Timeout != 0 || h.HealthyThreshold != 0 || h.UnhealthyThreshold != 0 || h.ExpectStatus != nil {
+			st.add(hp+".path", "is required to enable health checks")
+		}
+		return
+	}
+	switch {
+	case h.Path[0] != '/':
+		st.add(hp+".path", "must start with \"/\" (got %q)", h.Path)
+	case strings.ContainsFunc(h.Path, isSpaceOrControl) || strings.Contains(h.Path, "#"):
+		st.add(hp+".path", "invalid path %q (no spaces, control characters or \"#\")", h.Path)
+	}
+	checkPositive(st, hp+".interval", h.Interval)
+	checkPositive(st, hp+".timeout", h.Timeout)
+	if h.Interval > 0 && h.Timeout > 0 && h.Timeout >= h.Interval {
+		st.add(hp+".timeout", "must be less than interval (%s) (got %s)", h.Interval, h.Timeout)
+	}
+	for _, f := range []struct {
+		key string
+		n   int
+	}{{"healthy_threshold", h.HealthyThreshold}, {"unhealthy_threshold", h.UnhealthyThreshold}} {
+		if f.n < 1 || f.n > maxHealthThreshold {
+			st.add(hp+"."+f.key, "must be between 1 and %d (got %d)", maxHealthThreshold, f.n)
+		}
+	}
+	if len(h.ExpectStatus) == 0 {
+		st.add(hp+".expect_status", "must not be empty")
+	}
+	for i, s := range h.ExpectStatus {
+		if !validExpectStatus(s) {
+			st.add(fmt.Sprintf("%s.expect_status[%d]", hp, i), "invalid status %q (want a code 100-599 or a class 1xx-5xx)", s)
+		}
+	}
+}
+
+// checkHashKey checks a consistent_hash key: ip, header:NAME or
+// cookie:NAME.
+func checkHashKey(key string) string {
+	switch {
+	case key == HashKeyIP:
+		return ""
+	case strings.HasPrefix(key, "header:"):
+		if name := key[len("header:"):]; !isToken(name) {
+			return fmt.Sprintf("invalid header name %q in hash key %q", name, key)
+		}
+		return ""
+	case strings.HasPrefix(key, "cookie:"):
+		// A cookie name is a token (RFC 6265).
+		if name := key[len("cookie:"):]; !isToken(name) {
+			return fmt.Sprintf("invalid cookie name %q in hash key %q", name, key)
+		}
+		return ""
+	}
+	return fmt.Sprintf("invalid hash key %q (want ip, header:NAME or cookie:NAME)", key)
+}
+
+// validExpectStatus accepts a status code 100-599 or a class 1xx-5xx.
+func validExpectStatus(s string) bool {
+	if len(s) != 3 || s[0] < '1' || s[0] > '5' {
+		return false
+	}
+	if s[1:] == "xx" {
+		return true
+	}
+	return isDigit(s[1]) && isDigit(s[2])
+}
+
+// validRetryCondition accepts connect_failure, timeout, reset and a
+// status 500-599.
+func validRetryCondition(c string) bool {
+	switch c {
+	case RetryOnConnectFailure, RetryOnTimeout, RetryOnReset:
+		return true
+	}
+	return len(c) == 3 && c[0] == '5' && isDigit(c[1]) && isDigit(c[2])
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// reported reports whether a problem was already recorded at path, so
+// that a field checked in two places is reported once.
+func (st *vstate) reported(path string) bool {
+	for _, e := range st.errs {
+		if e.Path == path {
+			return true
+		}
+	}
+	return false
+}

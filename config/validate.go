@@ -172,9 +172,6 @@ func validateRoutes(routes []Route, st *vstate) {
 
 		validateBackends(r, i, p, st)
 
-		if r.Strategy != StrategyRoundRobin {
-			st.add(p+".strategy", "unknown strategy %q (supported: %s)", r.Strategy, StrategyRoundRobin)
-		}
 		t := &r.Timeouts
 		checkPositive(st, p+".timeouts.connect", t.Connect)
 		checkPositive(st, p+".timeouts.response_header", t.ResponseHeader)
