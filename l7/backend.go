@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rustygate/rustygate/upstream"
@@ -29,6 +30,16 @@ type connPool struct {
 	mu     sync.Mutex
 	idle   []*backendConn
 	closed bool
+	// open counts the pool's connections, in use or idle.
+	open atomic.Int64
+}
+
+// counts returns the open and idle connections.
+func (p *connPool) counts() (open, idle int) {
+	p.mu.Lock()
+	idle = len(p.idle)
+	p.mu.Unlock()
+	return int(p.open.Load()), idle
 }
 
 func newConnPool(b *upstream.Backend, connect, idle time.Duration, maxIdle int) *connPool {
@@ -65,6 +76,7 @@ func (p *connPool) dial(ctx context.Context) (*backendConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.open.Add(1)
 	return &backendConn{bufConn: newBufConn(c, &backendBufPool, backendReadBuf), pool: p}, nil
 }
 
@@ -125,6 +137,7 @@ func (p *connPool) reapIdle(now time.Time) {
 }
 
 func (bc *backendConn) close() {
+	bc.pool.open.Add(-1)
 	bc.c.Close()
 	bc.release()
 }

@@ -35,12 +35,13 @@ func startGateway(t testing.TB, engine, routes string) *testGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := NewTransport()
+	tr := NewTransport(nil, nil)
 	snap, err := NewSnapshot(cfg, tr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := NewServer(snap, tr, lg, nil)
+	tr.Activate(snap)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

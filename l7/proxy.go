@@ -1,10 +1,8 @@
 package l7
 
 import (
-	"context"
 	"errors"
 	"io"
-	"net"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -65,6 +63,14 @@ type exchange struct {
 	// closeClient is set when the client connection cannot be reused.
 	closeClient bool
 
+	// Backend selection and retries.
+	hash          uint64
+	tried         [maxTried]*upstream.Backend
+	ntried        int
+	replayable    bool
+	retryApproved bool
+	deadline      time.Time
+
 	// Policy state: headers added to the forwarded request and to the
 	// response, per-request values, and the headers of a policy's reply.
 	addReq       []strHeader
@@ -91,6 +97,8 @@ var (
 	errBackendBad     = &proxyError{502, "invalid backend response"}
 	errBackendClosed  = &proxyError{502, "backend closed the connection"}
 	errBackendTimeout = &proxyError{504, "backend timeout"}
+	errNoBackend      = &proxyError{503, "no healthy backend"}
+	errPoolFull       = &proxyError{503, "backend connection limit reached"}
 	errConnectTimeout = &proxyError{504, "backend connect timeout"}
 	errClientBody     = &proxyError{400, "invalid request body"}
 )
@@ -147,56 +155,13 @@ func (x *exchange) drainOrClose() {
 	x.closeClient = true
 }
 
-func (x *exchange) forward() {
-	rt := x.route
-	b := rt.Pool.Pick(0)
-	x.backend = b
-	cp := rt.conns[b]
-	b.Acquire()
-	defer b.Release()
-
-	bc, err := cp.get(context.Background())
-	if err != nil {
-		x.dialFailed(err)
-		return
-	}
-	for attempt := 0; ; attempt++ {
-		perr, retry := x.roundTrip(bc, rt)
-		if perr == nil {
-			return
-		}
-		if retry && attempt == 0 {
-			// A pooled connection the backend had closed: the request never
-			// reached it, so it is safe to send again on a fresh one.
-			bc, err = cp.dial(context.Background())
-			if err != nil {
-				x.dialFailed(err)
-				return
-			}
-			continue
-		}
-		x.fail(perr, "")
-		return
-	}
-}
-
-func (x *exchange) dialFailed(err error) {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		x.errMsg = "backend connect timeout"
-		x.drainOrClose()
-		x.fail(errConnectTimeout, "")
-		return
-	}
-	x.drainOrClose()
-	x.fail(errBackendDown, "")
-}
-
 // roundTrip sends the request on bc and relays the response. It owns bc:
 // the connection is pooled or closed before it returns. A non-nil error
-// means nothing was sent to the client yet; retry says the request may be
-// sent again on a new connection.
-func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, retry bool) {
+// means nothing was sent to the client yet; stale says the pooled
+// connection was found closed, so the request may be sent again on a new
+// one; reason names a backend failure (for outlier detection, metrics and
+// retries), "" when the backend is not to blame.
+func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stale bool, reason string) {
 	req := x.req
 	bc.wbuf = appendRequestHead(bc.wbuf[:0], x, rt, x.backend)
 	now := time.Now()
@@ -208,7 +173,7 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, retr
 		err := bc.flush()
 		if err != nil {
 			bc.close()
-			return errBackendClosed, bc.reused
+			return errBackendClosed, bc.reused, reasonReset
 		}
 	case x.bodyBuffered != nil:
 		if req.chunked {
@@ -222,12 +187,12 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, retr
 		x.bodyDone = true
 		if err := bc.flush(); err != nil {
 			bc.close()
-			return errBackendClosed, bc.reused
+			return errBackendClosed, bc.reused, reasonReset
 		}
 	default:
 		if err := bc.flush(); err != nil {
 			bc.close()
-			return errBackendClosed, false
+			return errBackendClosed, false, reasonReset
 		}
 		if req.expectCont {
 			x.sink.informational(&continueResponse)
@@ -254,51 +219,59 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, retr
 		if bodyErr != nil {
 			if berr := <-bodyErr; berr != nil && errors.Is(berr, errClientBodyFailed) {
 				x.closeClient = true
-				return errClientBody, false
+				return errClientBody, false, ""
 			}
 			x.closeClient = true
 		}
 		switch {
 		case isTimeout(err):
 			x.errMsg = "backend timeout"
-			return errBackendTimeout, false
+			return errBackendTimeout, false, reasonTimeout
 		case isConnGone(err):
 			if bc.reused && !received && bodyErr == nil {
-				return errBackendClosed, true
+				return errBackendClosed, true, reasonReset
 			}
 			x.errMsg = "backend closed the connection"
-			return errBackendClosed, false
+			return errBackendClosed, false, reasonReset
 		default:
 			x.errMsg = "invalid backend response: " + err.Error()
-			return errBackendBad, false
+			return errBackendBad, false, reasonInvalid
 		}
 	}
 	resp := &x.resp
 	x.status = resp.status
 
+	if bodyErr == nil && rt.retryStatus(resp.status) && x.shouldRetry(rt, statusReason(resp.status)) {
+		// Retried elsewhere: this answer is dropped with its connection.
+		bc.close()
+		x.retryApproved = true
+		x.status = 0
+		return errBackendBad, false, statusReason(resp.status)
+	}
+
 	if resp.upgrade {
 		if req.upgrade == nil {
 			bc.close()
 			x.errMsg = "unexpected 101 from backend"
-			return errBackendBad, false
+			return errBackendBad, false, reasonInvalid
 		}
 		if bodyErr != nil {
 			// A body and an upgrade at once is not something to relay.
 			bc.close()
 			<-bodyErr
 			x.closeClient = true
-			return errBackendBad, false
+			return errBackendBad, false, reasonInvalid
 		}
 		x.closeClient = true
 		x.sink.tunnel(x, resp, bc)
-		return nil, false
+		return nil, false, ""
 	}
 
 	if err := x.sink.head(x, resp); err != nil {
 		x.closeClient = true
 		bc.close()
 		x.waitBody(bodyErr)
-		return nil, false
+		return nil, false, ""
 	}
 	x.br.init(bc.bufConn, resp.kind, resp.contentLength)
 	x.br.inactivity = rt.readTimeout
@@ -325,7 +298,7 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, retr
 		bc.close()
 	}
 	x.waitBody(bodyErr)
-	return nil, false
+	return nil, false, ""
 }
 
 // waitBody waits for the request body goroutine after the backend
@@ -441,8 +414,13 @@ func writeAll(w io.Writer, parts ...[]byte) error {
 // readResponseHead reads and parses one response head from bc.
 func (x *exchange) readResponseHead(bc *backendConn, rt *Route) error {
 	head := string(x.req.method) == "HEAD"
-	target := time.Now().Add(rt.responseHeader)
-	slack := min(rt.responseHeader/10, 250*time.Millisecond)
+	now := time.Now()
+	wait := rt.responseHeader
+	if !x.deadline.IsZero() {
+		wait = min(wait, max(x.deadline.Sub(now), time.Millisecond))
+	}
+	target := now.Add(wait)
+	slack := min(wait/10, 250*time.Millisecond)
 	bc.rdl.ensureRead(bc.c, target, slack)
 	for {
 		if buf := bc.buffered(); len(buf) > 0 {

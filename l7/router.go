@@ -24,6 +24,8 @@ type Route struct {
 	// plugins).
 	chain   []middleware.Handler
 	metrics *observe.RouteMetrics
+	retry   retryPolicy
+	hashBy  hashSource
 
 	conns          map[*upstream.Backend]*connPool
 	responseHeader time.Duration

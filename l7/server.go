@@ -218,6 +218,8 @@ type clientConn struct {
 	reqBody    bodyReader
 	chunkedOut bool
 	served     int
+	// replay holds a request body read ahead so it can be resent.
+	replay []byte
 }
 
 func (cc *clientConn) wakeIfIdle() {
@@ -650,4 +652,27 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 		return n, nil
 	}
 	return p.Conn.Read(b)
+}
+
+// readBody reads the next n body bytes into memory, so the request can be
+// replayed on another backend.
+func (cc *clientConn) readBody(x *exchange, n int64) ([]byte, error) {
+	if int64(cap(cc.replay)) < n {
+		cc.replay = make([]byte, 0, n)
+	}
+	buf := cc.replay[:0]
+	for int64(len(buf)) < n {
+		if len(cc.bc.buffered()) == 0 {
+			cc.bc.rdl.ensureRead(cc.c, time.Now().Add(x.snap.Config.Server.IdleTimeout.D()), time.Second)
+			if err := cc.bc.fill(); err != nil {
+				x.closeClient = true
+				return nil, err
+			}
+		}
+		take := min(int64(len(cc.bc.buffered())), n-int64(len(buf)))
+		buf = append(buf, cc.bc.buffered()[:take]...)
+		cc.bc.consume(int(take))
+	}
+	cc.replay = buf
+	return buf, nil
 }

@@ -2,6 +2,8 @@ package l7
 
 import (
 	"fmt"
+	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,22 +20,49 @@ type Snapshot struct {
 	Config *config.Config
 	Router *Router
 	Routes []*Route
+	pools  []*upstream.Pool
 }
 
-// Transport owns the keep-alive pools to backends. It outlives snapshots:
-// a reload that keeps a backend keeps its pooled connections.
+// Transport owns what outlives snapshots: keep-alive connections to
+// backends (a reload that keeps a backend keeps its pooled connections)
+// and the backends' health and load state.
 type Transport struct {
+	log      *slog.Logger
+	metrics  *observe.Metrics
+	registry *upstream.Registry
+
 	mu    sync.Mutex
 	pools map[string]*connPool
 	stop  chan struct{}
 	done  chan struct{}
 }
 
-// NewTransport starts a transport and its idle-connection reaper.
-func NewTransport() *Transport {
-	t := &Transport{pools: map[string]*connPool{}, stop: make(chan struct{}), done: make(chan struct{})}
+// NewTransport starts a transport and its idle-connection reaper. log and
+// metrics may be nil.
+func NewTransport(log *slog.Logger, metrics *observe.Metrics) *Transport {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	t := &Transport{
+		log:     log,
+		metrics: metrics,
+		pools:   map[string]*connPool{},
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	t.registry = upstream.NewRegistry(t.healthChanged)
 	go t.reap()
 	return t
+}
+
+// healthChanged logs a backend's health transition once and exports it.
+func (t *Transport) healthChanged(b *upstream.Backend, up bool, reason string) {
+	t.metrics.BackendUp(b.Scope(), b.URL, up)
+	if up {
+		t.log.Info("backend up", "route", b.Scope(), "backend", b.URL, "reason", reason)
+	} else {
+		t.log.Warn("backend down", "route", b.Scope(), "backend", b.URL, "reason", reason)
+	}
 }
 
 func (t *Transport) reap() {
@@ -53,12 +82,15 @@ func (t *Transport) reap() {
 			t.mu.Unlock()
 			for _, p := range pools {
 				p.reapIdle(now)
+				open, idle := p.counts()
+				t.metrics.PoolConns(p.backend.Addr, open-idle, idle)
 			}
 		}
 	}
 }
 
-// Close stops the reaper and closes all idle connections.
+// Close stops the reaper and the health checks and closes all idle
+// connections.
 func (t *Transport) Close() {
 	select {
 	case <-t.stop:
@@ -67,6 +99,7 @@ func (t *Transport) Close() {
 	}
 	close(t.stop)
 	<-t.done
+	t.registry.Close()
 	t.mu.Lock()
 	pools := t.pools
 	t.pools = map[string]*connPool{}
@@ -88,43 +121,126 @@ func (t *Transport) pool(b *upstream.Backend, to config.Timeouts) *connPool {
 	return p
 }
 
+// Activate makes s the configuration whose backends are health-checked,
+// keeping the state of backends it shares with the previous one. Call it
+// once s is published.
+func (t *Transport) Activate(s *Snapshot) {
+	t.registry.Sync(s.pools...)
+}
+
 // NewSnapshot compiles cfg. It fails only on what validation cannot see
 // (it never fails for a config that config.Load accepted).
 func NewSnapshot(cfg *config.Config, tr *Transport, metrics *observe.Metrics) (*Snapshot, error) {
 	s := &Snapshot{Config: cfg}
-	for i, rc := range cfg.Routes {
-		var backends []*upstream.Backend
-		for j, bc := range rc.Backends {
-			b, err := upstream.NewBackend(bc.URL, bc.Weight)
-			if err != nil {
-				return nil, fmt.Errorf("routes[%d].backends[%d]: %w", i, j, err)
-			}
-			backends = append(backends, b)
-		}
-		pool, err := upstream.NewPool(backends, upstream.PoolOptions{Strategy: rc.Strategy})
+	for i := range cfg.Routes {
+		rc := &cfg.Routes[i]
+		rt, pool, err := buildRoute(rc, tr, metrics)
 		if err != nil {
 			return nil, fmt.Errorf("routes[%d]: %w", i, err)
 		}
-		rt := &Route{
-			Name:           rc.Name,
-			Path:           rc.Path,
-			Host:           strings.ToLower(rc.Host),
-			Methods:        rc.Methods,
-			StripPrefix:    rc.StripPrefix,
-			Pool:           pool,
-			conns:          map[*upstream.Backend]*connPool{},
-			responseHeader: rc.Timeouts.ResponseHeader.D(),
-			readTimeout:    rc.Timeouts.Read.D(),
-			metrics:        metrics.Route(rc.Name),
-		}
-		if len(rt.Methods) > 0 {
-			rt.allowHeader = strings.Join(rt.Methods, ", ")
-		}
-		for _, b := range backends {
-			rt.conns[b] = tr.pool(b, rc.Timeouts)
-		}
 		s.Routes = append(s.Routes, rt)
+		s.pools = append(s.pools, pool)
 	}
 	s.Router = NewRouter(s.Routes)
 	return s, nil
+}
+
+func buildRoute(rc *config.Route, tr *Transport, metrics *observe.Metrics) (*Route, *upstream.Pool, error) {
+	var backends []*upstream.Backend
+	for j, bc := range rc.Backends {
+		b, err := tr.registry.Backend(rc.Name, bc.URL, bc.Weight)
+		if err != nil {
+			return nil, nil, fmt.Errorf("backends[%d]: %w", j, err)
+		}
+		backends = append(backends, b)
+	}
+	opt := upstream.PoolOptions{
+		Strategy:     rc.Strategy,
+		FailOpen:     rc.FailOpen,
+		MaxConns:     rc.MaxConns,
+		MaxConnsWait: rc.MaxConnsWait.D(),
+		Outlier: upstream.OutlierOptions{
+			Consecutive:  rc.Outlier.Consecutive,
+			BaseEjection: rc.Outlier.BaseEjection.D(),
+			MaxEjection:  rc.Outlier.MaxEjection.D(),
+		},
+	}
+	if hc := rc.HealthCheck; hc.Path != "" {
+		opt.Health = &upstream.HealthOptions{
+			Prober:             upstream.HTTPProber{Path: hc.Path, ExpectStatus: hc.ExpectStatus},
+			Interval:           hc.Interval.D(),
+			Timeout:            hc.Timeout.D(),
+			HealthyThreshold:   hc.HealthyThreshold,
+			UnhealthyThreshold: hc.UnhealthyThreshold,
+		}
+	}
+	pool, err := upstream.NewPool(backends, opt)
+	if err != nil {
+		return nil, nil, err
+	}
+	rt := &Route{
+		Name:           rc.Name,
+		Path:           rc.Path,
+		Host:           strings.ToLower(rc.Host),
+		Methods:        rc.Methods,
+		StripPrefix:    rc.StripPrefix,
+		Pool:           pool,
+		conns:          map[*upstream.Backend]*connPool{},
+		responseHeader: rc.Timeouts.ResponseHeader.D(),
+		readTimeout:    rc.Timeouts.Read.D(),
+		metrics:        metrics.Route(rc.Name),
+		retry:          compileRetries(rc),
+	}
+	switch {
+	case strings.HasPrefix(rc.HashKey, "header:"):
+		rt.hashBy = hashSource{kind: 1, name: rc.HashKey[len("header:"):]}
+	case strings.HasPrefix(rc.HashKey, "cookie:"):
+		rt.hashBy = hashSource{kind: 2, name: rc.HashKey[len("cookie:"):]}
+	}
+	if len(rt.Methods) > 0 {
+		rt.allowHeader = strings.Join(rt.Methods, ", ")
+	}
+	for _, b := range backends {
+		rt.conns[b] = tr.pool(b, rc.Timeouts)
+	}
+	return rt, pool, nil
+}
+
+// minRetriesPerSecond lets a quiet route retry even when the budget's
+// ratio of its few requests rounds down to nothing.
+const minRetriesPerSecond = 3
+
+func compileRetries(rc *config.Route) retryPolicy {
+	p := retryPolicy{
+		attempts:      2,
+		maxBody:       int64(rc.Retries.MaxBodyBytes),
+		nonIdempotent: rc.Retries.NonIdempotent,
+		total:         rc.Timeouts.Total.D(),
+	}
+	if rc.Retries.Attempts != nil {
+		p.attempts = *rc.Retries.Attempts
+	}
+	for _, on := range rc.Retries.On {
+		switch on {
+		case reasonConnect:
+			p.onConnect = true
+		case reasonTimeout:
+			p.onTimeout = true
+		case reasonReset:
+			p.onReset = true
+		default:
+			if code, err := strconv.Atoi(on); err == nil && code >= 100 && code < 600 {
+				p.statuses[code/100].set(code % 100)
+			}
+		}
+	}
+	for _, code := range rc.Outlier.Statuses {
+		if code >= 100 && code < 600 {
+			p.outlierStatus[code/100].set(code % 100)
+		}
+	}
+	if rc.Retries.Budget != nil {
+		p.budget = upstream.NewRetryBudget(*rc.Retries.Budget, minRetriesPerSecond)
+	}
+	return p
 }

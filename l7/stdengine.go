@@ -150,6 +150,16 @@ func fillStdRequest(req *request, r *http.Request) error {
 	return nil
 }
 
+// readBody reads the request body into memory for replays.
+func (s *stdSink) readBody(x *exchange, n int64) ([]byte, error) {
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(s.r.Body, buf); err != nil {
+		x.closeClient = true
+		return nil, err
+	}
+	return buf, nil
+}
+
 // stdBody adapts a net/http request body to bodySource.
 type stdBody struct {
 	r   io.Reader

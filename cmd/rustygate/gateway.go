@@ -78,7 +78,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 
 	metrics := observe.NewMetrics()
 	metrics.Info(version, cfg.Server.Engine, "userspace", "kernel datapath not built")
-	tr := l7.NewTransport()
+	tr := l7.NewTransport(log, metrics)
 	defer tr.Close()
 	snap, err := l7.NewSnapshot(cfg, tr, metrics)
 	if err != nil {
@@ -86,6 +86,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	srv := l7.NewServer(snap, tr, lg, metrics)
+	tr.Activate(snap)
 
 	ln, err := listen(cfg.Server.Listen)
 	if err != nil {
@@ -177,6 +178,7 @@ func reload(path string, srv *l7.Server, tr *l7.Transport, metrics *observe.Metr
 		return
 	}
 	srv.SetSnapshot(snap)
+	tr.Activate(snap)
 	metrics.ConfigReload(true, time.Now())
 	log.Info("Config reloaded", "file", path, "routes", len(cfg.Routes))
 }

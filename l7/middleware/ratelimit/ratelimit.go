@@ -15,14 +15,15 @@
 //
 // # State
 //
-// Keys live in a Store: up to 127 shards, each a mutex and a map from a fixed
-// 16-byte key to 16 bytes of state, with no pointers for the garbage
-// collector to scan. IP addresses are stored as themselves; header and
-// claim values as a 128-bit seeded hash. A store never holds more than
-// max_keys keys: inserting a new key into a full shard first deletes the
-// expired keys among a sample of the shard and, if none was expired, the
-// sampled key closest to expiring. Every insert also samples two keys and
-// deletes them if expired, so idle keys go away without a sweeper
+// Keys live in a Store: up to 127 shards, each a mutex and an
+// open-addressing hash table of 32-byte slots (a 16-byte key, 16 bytes of
+// state) with no pointers for the garbage collector to scan, about 43
+// bytes per key once full. IP addresses are stored as themselves; header
+// and claim values as a 128-bit seeded hash. A store never holds more
+// than max_keys keys: inserting a new key into a full shard evicts an
+// expired key found in a sample of the shard or, if none was expired, the
+// sampled key closest to expiring. Every insert also looks at two keys
+// and deletes one that has expired, so idle keys go away without a sweeper
 // goroutine; the limiter owns no background work and needs no Close.
 //
 // A Store can outlive the limiter that made it: a configuration reload

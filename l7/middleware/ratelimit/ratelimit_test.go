@@ -560,3 +560,60 @@ func BenchmarkAllow(b *testing.B) {
 		l.store.take(k, now)
 	}
 }
+
+// TestStoreTable drives the open-addressing tables through inserts,
+// evictions, expiries and growth, checking their invariants throughout.
+func TestStoreTable(t *testing.T) {
+	clk := newClock()
+	c := cfg(3, time.Second, 0)
+	c.MaxKeys = 200
+	l := build(t, c, clk, nil)
+	s := l.Store()
+	check := func(step int) {
+		t.Helper()
+		total := 0
+		for si := range s.shards {
+			sh := &s.shards[si]
+			used := 0
+			for i, e := range sh.slots {
+				if e.tat == 0 {
+					continue
+				}
+				used++
+				if j, ok := sh.find(e.key, s.hash(e.key)); !ok || j != i {
+					t.Fatalf("step %d: shard %d slot %d: key not found where it is (found %v at %d)", step, si, i, ok, j)
+				}
+			}
+			if used != sh.count || used > s.perShard || (used+1)*maxLoadDen > len(sh.slots)*maxLoadNum+maxLoadDen {
+				t.Fatalf("step %d: shard %d: %d used, count %d, cap %d, %d slots", step, si, used, sh.count, s.perShard, len(sh.slots))
+			}
+			total += used
+		}
+		if total > c.MaxKeys {
+			t.Fatalf("step %d: %d keys, cap %d", step, total, c.MaxKeys)
+		}
+	}
+	seed := uint64(1)
+	rnd := func(n int) int {
+		seed ^= seed << 13
+		seed ^= seed >> 7
+		seed ^= seed << 17
+		return int(seed % uint64(n))
+	}
+	for step := range 20000 {
+		k := storeKey{uint64(rnd(1000)), 7}
+		r := s.take(k, clk.Now())
+		// Right after a request, the same key is known and loses a token.
+		r2 := s.take(k, clk.Now())
+		if r.ok && r2.ok && r2.remaining != r.remaining-1 {
+			t.Fatalf("step %d: remaining %d then %d", step, r.remaining, r2.remaining)
+		}
+		if rnd(10) == 0 {
+			clk.Advance(time.Duration(rnd(2000)) * time.Millisecond)
+		}
+		if step%500 == 0 {
+			check(step)
+		}
+	}
+	check(-1)
+}

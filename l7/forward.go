@@ -1,0 +1,300 @@
+package l7
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/rustygate/rustygate/upstream"
+)
+
+// maxTried bounds the backends remembered for retries of one request.
+const maxTried = 8
+
+// Failure reasons: labels of rustygate_backend_failures_total and the
+// conditions of `retries.on`.
+const (
+	reasonConnect = "connect_failure"
+	reasonTimeout = "timeout"
+	reasonReset   = "reset"
+	reasonInvalid = "invalid_response"
+)
+
+var statusReasons = func() (t [600]string) {
+	for i := 100; i < 600; i++ {
+		t[i] = "status_" + strconv.Itoa(i)
+	}
+	return
+}()
+
+func statusReason(code int) string {
+	if code < 100 || code >= 600 {
+		return "status"
+	}
+	return statusReasons[code]
+}
+
+// retryPolicy is a route's compiled `retries` and `outlier_detection`.
+type retryPolicy struct {
+	attempts      int
+	onConnect     bool
+	onTimeout     bool
+	onReset       bool
+	statuses      [6]uint128 // retry on these statuses, by hundred
+	outlierStatus [6]uint128 // count these statuses as backend failures
+	budget        *upstream.RetryBudget
+	maxBody       int64
+	nonIdempotent bool
+	total         time.Duration
+}
+
+// uint128 is a 100-bit set of statuses within one hundred.
+type uint128 struct{ lo, hi uint64 }
+
+func (u *uint128) set(i int) {
+	if i < 64 {
+		u.lo |= 1 << i
+	} else {
+		u.hi |= 1 << (i - 64)
+	}
+}
+
+func (u uint128) has(i int) bool {
+	if i < 64 {
+		return u.lo&(1<<i) != 0
+	}
+	return u.hi&(1<<(i-64)) != 0
+}
+
+func statusIn(set *[6]uint128, code int) bool {
+	if code < 100 || code >= 600 {
+		return false
+	}
+	return set[code/100].has(code % 100)
+}
+
+func (rt *Route) retryStatus(code int) bool { return statusIn(&rt.retry.statuses, code) }
+
+// hashSource is what consistent_hash hashes.
+type hashSource struct {
+	kind int // 0 ip, 1 header, 2 cookie
+	name string
+}
+
+// forward picks a backend, sends the request, and retries on another
+// backend as the route allows. The client gets the first relayed
+// response, or an error once no retry is left.
+func (x *exchange) forward() {
+	rt := x.route
+	if rt.Pool.NeedsHash() {
+		x.hash = x.hashKey(rt.hashBy)
+	}
+	if rt.retry.budget != nil {
+		rt.retry.budget.OnRequest()
+	}
+	if rt.retry.total > 0 {
+		x.deadline = x.start.Add(rt.retry.total)
+	}
+	x.replayable = x.prepareReplay(rt)
+	for {
+		var b *upstream.Backend
+		if x.ntried == 0 {
+			b = rt.Pool.Pick(x.hash)
+		} else {
+			b = rt.Pool.PickExcluding(x.hash, x.tried[:x.ntried])
+		}
+		if b == nil {
+			x.drainOrClose()
+			x.fail(errNoBackend, "")
+			return
+		}
+		if err := b.TryAcquire(context.Background()); err != nil {
+			x.drainOrClose()
+			x.fail(errPoolFull, "")
+			return
+		}
+		x.backend = b
+		if x.ntried < maxTried {
+			x.tried[x.ntried] = b
+			x.ntried++
+		}
+		perr, reason := x.tryBackend(b, rt)
+		b.Release()
+		relayed := perr == nil
+		if relayed && statusIn(&rt.retry.outlierStatus, x.status) {
+			reason = statusReason(x.status)
+		}
+		if reason != "" {
+			x.backendFailed(b, reason)
+		} else if perr == nil {
+			b.ReportSuccess()
+		}
+		if relayed {
+			return
+		}
+		if reason != "" && (x.retryApproved || x.shouldRetry(rt, reason)) {
+			x.retryApproved = false
+			x.logRetry(b, reason)
+			x.errMsg = ""
+			continue
+		}
+		x.drainOrClose()
+		x.fail(perr, "")
+		return
+	}
+}
+
+// tryBackend runs one attempt on b, resending once on a fresh connection
+// when a pooled one turns out closed.
+func (x *exchange) tryBackend(b *upstream.Backend, rt *Route) (*proxyError, string) {
+	cp := rt.conns[b]
+	bc, err := cp.get(context.Background())
+	if err != nil {
+		return x.dialError(err)
+	}
+	perr, stale, reason := x.roundTrip(bc, rt)
+	if stale {
+		bc, err = cp.dial(context.Background())
+		if err != nil {
+			return x.dialError(err)
+		}
+		perr, _, reason = x.roundTrip(bc, rt)
+	}
+	return perr, reason
+}
+
+func (x *exchange) dialError(err error) (*proxyError, string) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		x.errMsg = "backend connect timeout"
+		return errConnectTimeout, reasonConnect
+	}
+	x.errMsg = "backend unreachable"
+	return errBackendDown, reasonConnect
+}
+
+func (x *exchange) backendFailed(b *upstream.Backend, reason string) {
+	x.route.metrics.BackendFailure(b.URL, reason)
+	if d := b.ReportFailure(reason, time.Now()); d > 0 {
+		x.srv.slog.Warn("backend ejected", "route", x.route.Name, "backend", b.URL, "reason", reason, "for", d.String())
+	}
+}
+
+// shouldRetry decides whether a failed attempt is sent again, and takes
+// the retry from the route's budget when it is.
+func (x *exchange) shouldRetry(rt *Route, reason string) bool {
+	p := &rt.retry
+	if x.ntried > p.attempts || x.ntried >= maxTried {
+		return false
+	}
+	switch reason {
+	case reasonConnect:
+		// The request never reached the backend: always safe to resend.
+		if !p.onConnect {
+			return false
+		}
+	case reasonTimeout:
+		if !p.onTimeout || !x.replayable {
+			return false
+		}
+	case reasonReset:
+		if !p.onReset || !x.replayable {
+			return false
+		}
+	default:
+		if !x.replayable || !statusIn(&p.statuses, x.resp.status) {
+			return false
+		}
+	}
+	if !x.deadline.IsZero() && time.Now().After(x.deadline) {
+		return false
+	}
+	return p.budget.TryRetry()
+}
+
+func (x *exchange) logRetry(b *upstream.Backend, reason string) {
+	x.route.metrics.Retry(reason)
+	x.srv.slog.Warn("retrying request",
+		"request_id", string(x.reqID), "route", x.route.Name,
+		"attempt", x.ntried+1, "failed_backend", b.URL, "reason", reason)
+}
+
+// prepareReplay reports whether the request can be sent more than once:
+// its method is idempotent (or the route allows others) and its body is
+// absent or held in memory, reading a small one in full first.
+func (x *exchange) prepareReplay(rt *Route) bool {
+	if !rt.retry.nonIdempotent && !idempotent(x.req.method) {
+		return false
+	}
+	if !x.req.hasBody() || x.bodyBuffered != nil {
+		return true
+	}
+	if rt.retry.attempts == 0 || x.req.chunked || x.req.contentLength > rt.retry.maxBody {
+		return false
+	}
+	rb, ok := x.sink.(interface {
+		readBody(x *exchange, n int64) ([]byte, error)
+	})
+	if !ok {
+		return false
+	}
+	if x.req.expectCont {
+		x.sink.informational(&continueResponse)
+	}
+	body, err := rb.readBody(x, x.req.contentLength)
+	if err != nil {
+		return false
+	}
+	x.bodyBuffered = body
+	x.body = nil
+	return true
+}
+
+func idempotent(m []byte) bool {
+	switch string(m) {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
+// hashKey returns the consistent_hash key of the request; a missing
+// header or cookie falls back to the client address.
+func (x *exchange) hashKey(h hashSource) uint64 {
+	switch h.kind {
+	case 1:
+		if v := x.Header(h.name); v != nil {
+			return upstream.HashBytes(v)
+		}
+	case 2:
+		for i := range x.req.fields {
+			f := &x.req.fields[i]
+			if len(f.name) == 6 && eqFold(f.name, "cookie") {
+				if v, ok := cookieValue(f.value, h.name); ok {
+					return upstream.HashBytes(v)
+				}
+			}
+		}
+	}
+	return upstream.HashString(x.clientIP)
+}
+
+// cookieValue finds name=value in a Cookie header.
+func cookieValue(header []byte, name string) ([]byte, bool) {
+	for len(header) > 0 {
+		var part []byte
+		if i := bytes.IndexByte(header, ';'); i >= 0 {
+			part, header = header[:i], header[i+1:]
+		} else {
+			part, header = header, nil
+		}
+		part = trimOWS(part)
+		if len(part) > len(name) && part[len(name)] == '=' && string(part[:len(name)]) == name {
+			return part[len(name)+1:], true
+		}
+	}
+	return nil, false
+}
