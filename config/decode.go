@@ -230,6 +230,63 @@ func (w *walker) decodeValue(n *yaml.Node, v reflect.Value, path string, line in
 			return
 		}
 		v.SetBool(b)
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			w.fail(path, line, "expected a mapping, got %s", describe(n))
+			return
+		}
+		if v.Type().Key().Kind() != reflect.String {
+			w.fail(path, line, "unsupported field type %s", v.Type())
+			return
+		}
+		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+		seen := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode {
+				w.fail(path, k.Line, "expected a string key, got %s", describe(k))
+				continue
+			}
+			p := joinPath(path, k.Value)
+			if first, dup := seen[k.Value]; dup {
+				w.fail(p, k.Line, "duplicate key (first set at line %d)", first)
+				continue
+			}
+			seen[k.Value] = k.Line
+			w.lines[p] = val.Line
+			elem := reflect.New(v.Type().Elem()).Elem()
+			w.decode(val, elem, p, val.Line)
+			m.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), elem)
+		}
+		v.Set(m)
+	case reflect.Interface:
+		// Free-form values (a plugin's config): mappings, lists and
+		// scalars as YAML reads them, with ${VAR} expanded throughout.
+		switch n.Kind {
+		case yaml.MappingNode:
+			mv := reflect.New(reflect.TypeFor[map[string]any]()).Elem()
+			w.decodeValue(n, mv, path, line)
+			v.Set(mv)
+		case yaml.SequenceNode:
+			items := make([]any, len(n.Content))
+			for i, item := range n.Content {
+				p := path + "[" + strconv.Itoa(i) + "]"
+				w.lines[p] = item.Line
+				iv := reflect.New(reflect.TypeFor[any]()).Elem()
+				w.decode(item, iv, p, item.Line)
+				items[i] = iv.Interface()
+			}
+			v.Set(reflect.ValueOf(items))
+		default:
+			var x any
+			if err := n.Decode(&x); err != nil {
+				w.fail(path, line, "%s", err)
+				return
+			}
+			if x != nil {
+				v.Set(reflect.ValueOf(x))
+			}
+		}
 	default:
 		// Not reachable with the types in types.go.
 		w.fail(path, line, "unsupported field type %s", v.Type())

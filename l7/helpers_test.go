@@ -36,7 +36,7 @@ func startGateway(t testing.TB, engine, routes string) *testGateway {
 		t.Fatal(err)
 	}
 	tr := NewTransport(nil, nil)
-	snap, err := NewSnapshot(cfg, tr, nil)
+	snap, err := NewSnapshot(cfg, tr, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,20 @@ func (x *exchange) Path() []byte   { return x.req.path }
 func (x *exchange) Host() []byte   { return x.req.host }
 
 func (x *exchange) Header(name string) []byte {
+	if x.req.xffMulti && len(name) == 15 && eqFoldAny(name, "x-forwarded-for") {
+		// Repeated lines are one list (RFC 9110 5.3): a client must not
+		// hide an address in a second line.
+		var joined []byte
+		for i := range x.req.fields {
+			if f := &x.req.fields[i]; classify(f.name) == hXForwardedFor {
+				if joined != nil {
+					joined = append(joined, ", "...)
+				}
+				joined = append(joined, f.value...)
+			}
+		}
+		return joined
+	}
 	for i := range x.req.fields {
 		f := &x.req.fields[i]
 		if len(f.name) == len(name) && eqFoldAny(f.name, name) {

@@ -3,6 +3,7 @@ package l7
 import (
 	"errors"
 	"io"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -118,6 +119,16 @@ func (x *exchange) serve() {
 	req := x.req
 	rt, ok := x.snap.Router.Match(req.host, req.path, req.method)
 	if !ok {
+		if rt != nil && len(rt.chain) > 0 && x.isPreflight() {
+			// A CORS preflight asks about a method the route serves; the
+			// route's policies answer it, not a 405.
+			x.route = rt
+			x.rm = rt.metrics
+			x.rm.Start()
+			if !x.runPolicies(rt.chain) {
+				return
+			}
+		}
 		x.drainOrClose()
 		if rt != nil {
 			x.fail(errMethod, rt.allowHeader)
@@ -141,6 +152,11 @@ func (x *exchange) serve() {
 }
 
 var bannerBody = []byte("RustyGate is running\n")
+
+// isPreflight reports a CORS preflight request.
+func (x *exchange) isPreflight() bool {
+	return string(x.req.method) == "OPTIONS" && x.Header("origin") != nil && x.Header("access-control-request-method") != nil
+}
 
 // drainOrClose is used when the proxy answers without forwarding: a body
 // still on the wire is skipped when small, else the connection closes.
@@ -635,38 +651,4 @@ func (x *exchange) logAccess(lg *observe.Logger) {
 var accessPool = sync.Pool{New: func() any { return new(observe.AccessEntry) }}
 
 // statusText returns the reason phrase for a status, or "" when none.
-func statusText(code int) string {
-	switch code {
-	case 100:
-		return "Continue"
-	case 101:
-		return "Switching Protocols"
-	case 200:
-		return "OK"
-	case 204:
-		return "No Content"
-	case 400:
-		return "Bad Request"
-	case 404:
-		return "Not Found"
-	case 405:
-		return "Method Not Allowed"
-	case 408:
-		return "Request Timeout"
-	case 413:
-		return "Content Too Large"
-	case 431:
-		return "Request Header Fields Too Large"
-	case 501:
-		return "Not Implemented"
-	case 502:
-		return "Bad Gateway"
-	case 503:
-		return "Service Unavailable"
-	case 504:
-		return "Gateway Timeout"
-	case 505:
-		return "HTTP Version Not Supported"
-	}
-	return ""
-}
+func statusText(code int) string { return http.StatusText(code) }

@@ -130,12 +130,25 @@ func (t *Transport) Activate(s *Snapshot) {
 
 // NewSnapshot compiles cfg. It fails only on what validation cannot see
 // (it never fails for a config that config.Load accepted).
-func NewSnapshot(cfg *config.Config, tr *Transport, metrics *observe.Metrics) (*Snapshot, error) {
+//
+// prev, the snapshot being replaced (nil at start), lends the state that
+// survives reloads, such as rate-limit counters of unchanged routes.
+func NewSnapshot(cfg *config.Config, tr *Transport, metrics *observe.Metrics, prev *Snapshot) (*Snapshot, error) {
 	s := &Snapshot{Config: cfg}
+	prevRoutes := map[string]*Route{}
+	if prev != nil {
+		for _, rt := range prev.Routes {
+			prevRoutes[rt.Name] = rt
+		}
+	}
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
 		rt, pool, err := buildRoute(rc, tr, metrics)
+		if err == nil {
+			rt.chain, err = buildChain(cfg.RouteMiddlewares(i), rt, prevRoutes[rt.Name], tr.log, metrics)
+		}
 		if err != nil {
+			s.Close()
 			return nil, fmt.Errorf("routes[%d]: %w", i, err)
 		}
 		s.Routes = append(s.Routes, rt)

@@ -80,7 +80,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	metrics.Info(version, cfg.Server.Engine, "userspace", "kernel datapath not built")
 	tr := l7.NewTransport(log, metrics)
 	defer tr.Close()
-	snap, err := l7.NewSnapshot(cfg, tr, metrics)
+	snap, err := l7.NewSnapshot(cfg, tr, metrics, nil)
 	if err != nil {
 		log.Error("invalid configuration", "file", path, "error", err.Error())
 		return 1
@@ -158,6 +158,7 @@ wait:
 	if admin != nil {
 		admin.Shutdown(ctx)
 	}
+	srv.Snapshot().Close()
 	log.Info("shutdown complete")
 	return code
 }
@@ -171,7 +172,8 @@ func reload(path string, srv *l7.Server, tr *l7.Transport, metrics *observe.Metr
 		log.Error("config reload failed; keeping the running configuration", "file", path, "error", err.Error())
 		return
 	}
-	snap, err := l7.NewSnapshot(cfg, tr, metrics)
+	old := srv.Snapshot()
+	snap, err := l7.NewSnapshot(cfg, tr, metrics, old)
 	if err != nil {
 		metrics.ConfigReload(false, time.Now())
 		log.Error("config reload failed; keeping the running configuration", "file", path, "error", err.Error())
@@ -179,6 +181,7 @@ func reload(path string, srv *l7.Server, tr *l7.Transport, metrics *observe.Metr
 	}
 	srv.SetSnapshot(snap)
 	tr.Activate(snap)
+	old.Retire(old.Config.Server.ShutdownTimeout.D())
 	metrics.ConfigReload(true, time.Now())
 	log.Info("Config reloaded", "file", path, "routes", len(cfg.Routes))
 }
