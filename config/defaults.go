@@ -100,6 +100,7 @@ func applyDefaults(c *Config, set map[string]bool) []bool {
 		upstreamDefaults(r, p, unset)
 	}
 	middlewareDefaults(c, unset)
+	datapathDefaults(c, unset)
 	return defaultNames(c.Routes)
 }
 

@@ -9,6 +9,9 @@ type Config struct {
 	Server Server `yaml:"server"`
 	Admin  Admin  `yaml:"admin"`
 	Log    Log    `yaml:"log"`
+	// Datapath selects where packets are filtered: in the kernel (eBPF)
+	// or in userspace.
+	Datapath Datapath `yaml:"datapath"`
 	// Middlewares are the global defaults, in the task list's list shape:
 	// each route runs them unless it overrides an entry by name.
 	Middlewares []Middleware `yaml:"middlewares"`
@@ -39,6 +42,53 @@ type Server struct {
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 	// ShutdownTimeout is how long a stop waits for in-flight requests. Default 30s.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// Datapath configures the kernel datapath.
+type Datapath struct {
+	// Mode is "auto" (default: kernel when BPF can load, else userspace
+	// with a warning), "kernel" (fail when BPF cannot load) or "userspace"
+	// (never touch BPF).
+	Mode string `yaml:"mode"`
+	// BPFFS is where maps are pinned. Default /sys/fs/bpf/rustygate.
+	BPFFS string `yaml:"bpffs"`
+	// Interfaces to attach the connection limiter to (XDP, else TCX).
+	Interfaces []string `yaml:"interfaces"`
+	// Persist keeps pinned maps after exit.
+	Persist bool `yaml:"persist"`
+	// KernelRateLimit limits new TCP connections per source IP.
+	KernelRateLimit KernelRateLimit `yaml:"kernel_rate_limit"`
+	// Bans turns L7 offences into kernel drops.
+	Bans Bans `yaml:"bans"`
+}
+
+// KernelRateLimit is a per-source-IP token bucket for new connections
+// (SYN without ACK) to the gateway's ports.
+type KernelRateLimit struct {
+	// Rate is new connections per second per source IP; 0 disables.
+	Rate int `yaml:"rate"`
+	// Burst is the bucket size. Default: Rate.
+	Burst int `yaml:"burst"`
+	// Ports is "auto" (the configured listeners, default) or a list.
+	Ports []string `yaml:"ports"`
+	// MaxSources sizes the LRU of tracked source IPs. Default 65536.
+	MaxSources int `yaml:"max_sources"`
+	// Allow lists CIDRs never limited; Deny lists CIDRs always dropped.
+	Allow []string `yaml:"allow"`
+	Deny  []string `yaml:"deny"`
+}
+
+// Bans configures L7 -> kernel bans.
+type Bans struct {
+	// RateLimitFactor bans a client whose requests reach this multiple of
+	// its L7 rate limit in a window; 0 disables.
+	RateLimitFactor float64 `yaml:"rate_limit_factor"`
+	// JWTFailures bans a client failing JWT validation this many times
+	// within JWTWindow; 0 disables.
+	JWTFailures int      `yaml:"jwt_failures"`
+	JWTWindow   Duration `yaml:"jwt_window"`
+	// Duration of a ban. Default 10m.
+	Duration Duration `yaml:"duration"`
 }
 
 // Admin is the operator listener (/metrics, /healthz, /admin/*).

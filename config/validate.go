@@ -128,6 +128,7 @@ func validate(c *Config, st *vstate) []FieldError {
 		validateUpstream(&c.Routes[i], fmt.Sprintf("routes[%d]", i), st)
 	}
 	validateMiddlewares(c, st)
+	validateDatapath(c, st)
 	return st.errs
 }
 
