@@ -43,7 +43,11 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*clientConn]struct{}
 	stopping  atomic.Bool
-	wg        sync.WaitGroup
+	// acceptWG counts accept loops; wg counts connections. Shutdown
+	// waits for the first before the second, so a connection accepted
+	// just before the listener closed is still served.
+	acceptWG sync.WaitGroup
+	wg       sync.WaitGroup
 	// h2Conns counts connections handed to the HTTP/2 server.
 	h2wg sync.WaitGroup
 }
@@ -99,7 +103,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		return nil
 	}
 	s.listeners[ln] = struct{}{}
+	s.acceptWG.Add(1)
 	s.mu.Unlock()
+	defer s.acceptWG.Done()
 	if s.snap.Load().Config.Server.Engine == "standard" {
 		err := s.std.Serve(strictListener{Listener: ln, maxHead: s.snap.Load().Config.Server.MaxHeaderBytes})
 		if errors.Is(err, http.ErrServerClosed) {
@@ -111,7 +117,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if s.stopping.Load() {
+			if s.stopping.Load() || !s.serving(ln) {
 				return nil
 			}
 			if errors.Is(err, net.ErrClosed) {
@@ -133,6 +139,22 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
+func (s *Server) serving(ln net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.listeners[ln]
+	return ok
+}
+
+// StopListener stops accepting on ln (after a reload moved the listen
+// address); its connections go on.
+func (s *Server) StopListener(ln net.Listener) {
+	s.mu.Lock()
+	delete(s.listeners, ln)
+	s.mu.Unlock()
+	ln.Close()
+}
+
 func (s *Server) newClientConn(c net.Conn) *clientConn {
 	cc := &clientConn{srv: s, c: c}
 	if ap, err := netipAddrPort(c.RemoteAddr()); err == nil {
@@ -141,9 +163,6 @@ func (s *Server) newClientConn(c net.Conn) *clientConn {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stopping.Load() {
-		return nil
-	}
 	s.conns[cc] = struct{}{}
 	s.wg.Add(1)
 	return cc
@@ -172,6 +191,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 	done := make(chan struct{})
 	go func() {
+		s.acceptWG.Wait()
 		s.wg.Wait()
 		s.h2wg.Wait()
 		close(done)
@@ -217,14 +237,24 @@ type clientConn struct {
 	x          exchange
 	reqBody    bodyReader
 	chunkedOut bool
-	served     int
+	// served counts requests; read by Shutdown.
+	served   atomic.Int64
+	graceSet atomic.Bool
 	// replay holds a request body read ahead so it can be resent.
 	replay []byte
 }
 
+// wakeIfIdle closes a keep-alive connection waiting between requests. A
+// connection that has not sent its first request yet gets a moment to do
+// so (it may have been accepted just before the listener closed).
 func (cc *clientConn) wakeIfIdle() {
-	if cc.busy.Load() == 0 {
+	if cc.busy.Load() != 0 {
+		return
+	}
+	if cc.served.Load() > 0 {
 		cc.c.SetReadDeadline(time.Unix(1, 0))
+	} else if cc.graceSet.CompareAndSwap(false, true) {
+		cc.c.SetReadDeadline(time.Now().Add(time.Second))
 	}
 }
 
@@ -278,7 +308,7 @@ func (cc *clientConn) readRequest() (ok, h2 bool) {
 	bc := cc.bc
 	for {
 		if buf := bc.buffered(); len(buf) > 0 {
-			if cc.served == 0 && sc.H2CEnabled() && bytes.HasPrefix(buf, h2Preface[:min(len(buf), len(h2Preface))]) {
+			if cc.served.Load() == 0 && sc.H2CEnabled() && bytes.HasPrefix(buf, h2Preface[:min(len(buf), len(h2Preface))]) {
 				if len(buf) >= len(h2Preface) {
 					return false, true
 				}
@@ -294,13 +324,13 @@ func (cc *clientConn) readRequest() (ok, h2 bool) {
 				}
 			}
 		}
-		if s.stopping.Load() && len(bc.buffered()) == 0 {
+		if s.stopping.Load() && len(bc.buffered()) == 0 && cc.served.Load() > 0 {
 			return false, false
 		}
 		now := time.Now()
 		if len(bc.buffered()) == 0 {
 			bc.rdl.ensureRead(cc.c, now.Add(sc.IdleTimeout.D()), time.Second)
-		} else if cc.served == 0 || !bc.rdl.cur.Before(now.Add(sc.ReadHeaderTimeout.D())) {
+		} else if cc.served.Load() == 0 || !bc.rdl.cur.Before(now.Add(sc.ReadHeaderTimeout.D())) {
 			bc.rdl.ensureRead(cc.c, now.Add(sc.ReadHeaderTimeout.D()), time.Second)
 		}
 		if err := bc.fill(); err != nil {
@@ -379,7 +409,7 @@ func (cc *clientConn) exchange() bool {
 	} else {
 		x.proto = "HTTP/1.1"
 	}
-	cc.served++
+	cc.served.Add(1)
 	cc.chunkedOut = false
 	if req.hasBody() {
 		buffered := cc.bc.buffered()

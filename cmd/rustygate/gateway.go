@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -46,12 +47,31 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// listen opens a TCP listener. Multipath TCP stays off: it buys nothing
-// on the proxy's sockets and costs throughput.
-func listen(addr string) (net.Listener, error) {
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(false)
-	return lc.Listen(context.Background(), "tcp", addr)
+// gateway is one running RustyGate process: its listeners, its current
+// configuration and the ways to replace it.
+type gateway struct {
+	path    string
+	lg      *observe.Logger
+	log     *slog.Logger
+	metrics *observe.Metrics
+	tr      *l7.Transport
+	srv     *l7.Server
+	inherit *inherited
+
+	// reloadMu serialises reloads (file watcher, SIGHUP, admin).
+	reloadMu   sync.Mutex
+	ln         net.Listener
+	listenAddr string
+	adminLn    net.Listener
+	admin      *http.Server
+	// lastLoaded is the content of the file the running config came from,
+	// so watcher events that change nothing do not reload.
+	lastLoaded []byte
+	// lastFailed is the content of the last file that did not load, so a
+	// burst of events for one bad save logs one error.
+	lastFailed []byte
+
+	serveErr chan error
 }
 
 func cmdRun(args []string, stderr io.Writer) int {
@@ -63,7 +83,12 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 2
 	}
 	path := configPath(*cfgFlag)
-	cfg, err := config.Load(path)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "config: %v\n", err)
+		return 1
+	}
+	cfg, err := config.Parse(path, raw)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -74,65 +99,89 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	defer lg.Close()
-	log := lg.Slog()
+	g := &gateway{path: path, lg: lg, log: lg.Slog(), metrics: observe.NewMetrics(), lastLoaded: raw, serveErr: make(chan error, 4)}
+	g.inherit = inheritedListeners()
+	return g.run(cfg)
+}
 
-	metrics := observe.NewMetrics()
-	metrics.Info(version, cfg.Server.Engine, "userspace", "kernel datapath not built")
-	tr := l7.NewTransport(log, metrics)
-	defer tr.Close()
-	snap, err := l7.NewSnapshot(cfg, tr, metrics, nil)
+func (g *gateway) run(cfg *config.Config) int {
+	log := g.log
+	g.metrics.Info(version, cfg.Server.Engine, "userspace", "kernel datapath not built")
+	g.tr = l7.NewTransport(log, g.metrics)
+	defer g.tr.Close()
+	snap, err := l7.NewSnapshot(cfg, g.tr, g.metrics, nil)
 	if err != nil {
-		log.Error("invalid configuration", "file", path, "error", err.Error())
+		log.Error("invalid configuration", "file", g.path, "error", err.Error())
 		return 1
 	}
-	srv := l7.NewServer(snap, tr, lg, metrics)
-	tr.Activate(snap)
+	g.srv = l7.NewServer(snap, g.tr, g.lg, g.metrics)
+	g.tr.Activate(snap)
 
-	ln, err := listen(cfg.Server.Listen)
+	ln, err := g.inherit.listen("server", cfg.Server.Listen)
 	if err != nil {
 		log.Error("cannot listen", "addr", cfg.Server.Listen, "error", err.Error())
 		return 1
 	}
-	var admin *http.Server
+	g.ln, g.listenAddr = ln, cfg.Server.Listen
 	adminAddr := "off"
 	if cfg.Admin.Enabled() {
-		aln, err := listen(cfg.Admin.Listen)
+		aln, err := g.inherit.listen("admin", cfg.Admin.Listen)
 		if err != nil {
 			ln.Close()
 			log.Error("cannot listen", "addr", cfg.Admin.Listen, "error", err.Error())
 			return 1
 		}
+		g.adminLn = aln
 		adminAddr = aln.Addr().String()
-		admin = &http.Server{Handler: adminMux(metrics.Handler()), ReadHeaderTimeout: 10 * time.Second}
+		g.admin = &http.Server{Handler: g.adminMux(), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
-			if err := admin.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := g.admin.Serve(aln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("admin listener stopped", "error", err.Error())
 			}
 		}()
 	}
-	metrics.ConfigReload(true, time.Now())
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	g.inherit.closeUnused()
+	g.metrics.ConfigReload(true, time.Now())
+	go g.serve(ln)
 	log.Info("RustyGate started",
-		"version", version, "config", path,
+		"version", version, "config", g.path, "pid", os.Getpid(),
 		"listen", ln.Addr().String(), "admin", adminAddr,
 		"engine", cfg.Server.Engine, "routes", len(cfg.Routes), "datapath", "userspace")
+	g.inherit.ready()
+
+	stopWatch := make(chan struct{})
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		if err := g.watch(stopWatch); err != nil {
+			log.Warn("config file watch unavailable; reload with SIGHUP or POST /admin/reload", "error", err.Error())
+		}
+	}()
+	defer func() { close(stopWatch); <-watchDone }()
 
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 	code := 0
 wait:
 	for {
 		select {
 		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
-				reload(path, srv, tr, metrics, log)
+			switch sig {
+			case syscall.SIGHUP:
+				g.reload("SIGHUP", false)
 				continue
+			case syscall.SIGUSR2:
+				if err := g.upgrade(); err != nil {
+					log.Error("binary upgrade failed; this process keeps serving", "error", err.Error())
+					continue
+				}
+				log.Info("shutting down gracefully", "reason", "upgraded", "timeout", g.srv.Snapshot().Config.Server.ShutdownTimeout.D().String())
+				break wait
 			}
-			log.Info("shutting down gracefully", "signal", sig.String(), "timeout", cfg.Server.ShutdownTimeout.D().String())
+			log.Info("shutting down gracefully", "signal", sig.String(), "timeout", g.srv.Snapshot().Config.Server.ShutdownTimeout.D().String())
 			break wait
-		case err := <-serveErr:
+		case err := <-g.serveErr:
 			if err != nil {
 				log.Error("listener failed", "error", err.Error())
 				code = 1
@@ -140,60 +189,128 @@ wait:
 			break wait
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.D())
+	ctx, cancel := context.WithTimeout(context.Background(), g.srv.Snapshot().Config.Server.ShutdownTimeout.D())
 	defer cancel()
 	go func() {
 		// A second signal forces the exit.
 		select {
 		case sig := <-sigs:
 			log.Warn("forced exit", "signal", sig.String())
-			lg.Close()
+			g.lg.Close()
 			os.Exit(1)
 		case <-ctx.Done():
 		}
 	}()
-	if err := srv.Shutdown(ctx); err != nil {
+	if err := g.srv.Shutdown(ctx); err != nil {
 		log.Warn("shutdown timed out; remaining connections closed", "error", err.Error())
 	}
-	if admin != nil {
-		admin.Shutdown(ctx)
+	if g.admin != nil {
+		g.admin.Shutdown(ctx)
 	}
-	srv.Snapshot().Close()
+	g.srv.Snapshot().Close()
 	log.Info("shutdown complete")
 	return code
 }
 
-// reload builds a snapshot from the file and publishes it; a bad file
-// keeps the running configuration.
-func reload(path string, srv *l7.Server, tr *l7.Transport, metrics *observe.Metrics, log *slog.Logger) {
-	cfg, err := config.Load(path)
-	if err != nil {
-		metrics.ConfigReload(false, time.Now())
-		log.Error("config reload failed; keeping the running configuration", "file", path, "error", err.Error())
-		return
+func (g *gateway) serve(ln net.Listener) {
+	if err := g.srv.Serve(ln); err != nil {
+		g.serveErr <- err
 	}
-	old := srv.Snapshot()
-	snap, err := l7.NewSnapshot(cfg, tr, metrics, old)
-	if err != nil {
-		metrics.ConfigReload(false, time.Now())
-		log.Error("config reload failed; keeping the running configuration", "file", path, "error", err.Error())
-		return
-	}
-	srv.SetSnapshot(snap)
-	tr.Activate(snap)
-	old.Retire(old.Config.Server.ShutdownTimeout.D())
-	metrics.ConfigReload(true, time.Now())
-	log.Info("Config reloaded", "file", path, "routes", len(cfg.Routes))
 }
 
-// adminMux routes the operator endpoints; metrics serves GET /metrics.
-func adminMux(metrics http.Handler) *http.ServeMux {
+// reloadResult summarises a reload for logs and the admin endpoint.
+type reloadResult struct {
+	Status  string   `json:"status"`
+	Routes  int      `json:"routes"`
+	Added   []string `json:"added"`
+	Removed []string `json:"removed"`
+	Changed []string `json:"changed"`
+	Errors  []string `json:"errors,omitempty"`
+	// Restart lists settings that changed but take effect only after a
+	// restart.
+	Restart []string `json:"restart_required,omitempty"`
+}
+
+// reload builds a snapshot from the file and publishes it; a bad file
+// keeps the running configuration. With onlyIfChanged, a file whose
+// content is what is running is left alone.
+func (g *gateway) reload(source string, onlyIfChanged bool) (reloadResult, error) {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	fail := func(err error) (reloadResult, error) {
+		g.metrics.ConfigReload(false, time.Now())
+		g.log.Error("config reload failed; keeping the running configuration", "source", source, "file", g.path, "error", err.Error())
+		return reloadResult{Status: "invalid", Errors: errorLines(err)}, err
+	}
+	raw, err := os.ReadFile(g.path)
+	if err != nil {
+		return fail(fmt.Errorf("config: %w", err))
+	}
+	if onlyIfChanged && (string(raw) == string(g.lastLoaded) || string(raw) == string(g.lastFailed)) {
+		return reloadResult{Status: "unchanged"}, nil
+	}
+	g.lastFailed = raw // until it succeeds
+	cfg, err := config.Parse(g.path, raw)
+	if err != nil {
+		return fail(err)
+	}
+	old := g.srv.Snapshot()
+	snap, err := l7.NewSnapshot(cfg, g.tr, g.metrics, old)
+	if err != nil {
+		return fail(err)
+	}
+	var newLn net.Listener
+	if cfg.Server.Listen != g.listenAddr {
+		newLn, err = listen(cfg.Server.Listen)
+		if err != nil {
+			snap.Close()
+			return fail(fmt.Errorf("server.listen: %w", err))
+		}
+	}
+	res := diffConfigs(old.Config, cfg)
+	g.srv.SetSnapshot(snap)
+	g.tr.Activate(snap)
+	old.Retire(old.Config.Server.ShutdownTimeout.D())
+	if newLn != nil {
+		go g.serve(newLn)
+		g.srv.StopListener(g.ln)
+		g.ln, g.listenAddr = newLn, cfg.Server.Listen
+	}
+	if err := g.lg.SetLevel(cfg.Log.Level); err != nil {
+		g.log.Warn("log level unchanged", "error", err.Error())
+	}
+	g.lastLoaded, g.lastFailed = raw, nil
+	g.metrics.ConfigReload(true, time.Now())
+	res.Status = "reloaded"
+	g.log.Info("Config reloaded", "source", source, "file", g.path, "routes", res.Routes,
+		"added", res.Added, "removed", res.Removed, "changed", res.Changed)
+	if len(res.Restart) > 0 {
+		g.log.Warn("some changed settings take effect only after a restart", "settings", res.Restart)
+	}
+	return res, nil
+}
+
+func errorLines(err error) []string {
+	var ce *config.Errors
+	if errors.As(err, &ce) {
+		out := make([]string, 0, len(ce.List))
+		for _, fe := range ce.List {
+			out = append(out, fe.Error())
+		}
+		return out
+	}
+	return []string{err.Error()}
+}
+
+// adminMux routes the operator endpoints.
+func (g *gateway) adminMux() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", metrics)
+	mux.Handle("GET /metrics", g.metrics.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
 	})
+	mux.Handle("POST /admin/reload", g.requireToken(http.HandlerFunc(g.handleReload)))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

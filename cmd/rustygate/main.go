@@ -20,6 +20,8 @@ Usage:
   rustygate run [-c FILE]            run the gateway (default config/default.yaml,
                                      or $RUSTYGATE_CONFIG)
   rustygate validate FILE            check a configuration file without running it
+  rustygate upgrade -p PID           replace a running gateway by this binary with no
+                                     connection refused (same as kill -USR2 PID)
   rustygate demo-backend [--listen ADDR]
                                      run the bundled demo backend (default :8001)
   rustygate version                  print version information
@@ -40,6 +42,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "upgrade":
+		return cmdUpgrade(args[1:], stderr)
 	case "demo-backend":
 		return cmdDemoBackend(args[1:], stderr)
 	case "version", "--version", "-v":
