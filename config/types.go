@@ -16,6 +16,8 @@ type Config struct {
 	// each route runs them unless it overrides an entry by name.
 	Middlewares []Middleware `yaml:"middlewares"`
 	Routes      []Route      `yaml:"routes"`
+	// L4 are TCP listeners proxied to backend pools byte for byte.
+	L4 []L4Listener `yaml:"l4"`
 
 	// Source is the file the configuration was read from ("" when parsed
 	// from bytes without a name).
@@ -42,6 +44,55 @@ type Server struct {
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 	// ShutdownTimeout is how long a stop waits for in-flight requests. Default 30s.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// L4Listener is a TCP proxy: every connection accepted on Listen is
+// relayed to a backend of the pool.
+type L4Listener struct {
+	// Name identifies the listener in logs and metrics (required).
+	Name string `yaml:"name"`
+	// Listen is host:port.
+	Listen string `yaml:"listen"`
+	// Backends are host:port addresses.
+	Backends []L4Backend `yaml:"backends"`
+	// Strategy as for routes: round_robin (default), weighted_round_robin,
+	// least_connections, random_two_choices, consistent_hash (on the
+	// client address).
+	Strategy string `yaml:"strategy"`
+	// HealthCheck probes each backend with a TCP connect; off when
+	// Interval is 0.
+	HealthCheck L4HealthCheck `yaml:"health_check"`
+	// ConnectTimeout bounds the connect to a backend (default 5s); on
+	// failure the next backend is tried (up to Retries times).
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// IdleTimeout closes a connection with no bytes either way for that
+	// long (default 1h; 0 keeps it).
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// Retries is how many other backends a failed connect tries. Default 2.
+	Retries *int `yaml:"retries"`
+	// MaxConns bounds the connections of the listener (0: unlimited);
+	// over it new connections are closed at once.
+	MaxConns int `yaml:"max_conns"`
+	// ProxyProtocol sends a PROXY protocol header to the backend: "" (off),
+	// "v1" or "v2".
+	ProxyProtocol string `yaml:"proxy_protocol"`
+	// Datapath moves the bytes: "auto" (default: splice(2)), "splice" or
+	// "kernel" (sockmap splicing, opt-in).
+	Datapath string `yaml:"datapath"`
+}
+
+// L4Backend is one TCP backend.
+type L4Backend struct {
+	Addr   string `yaml:"addr"`
+	Weight int    `yaml:"weight"`
+}
+
+// L4HealthCheck configures TCP connect health checks.
+type L4HealthCheck struct {
+	Interval           Duration `yaml:"interval"`
+	Timeout            Duration `yaml:"timeout"`
+	HealthyThreshold   int      `yaml:"healthy_threshold"`
+	UnhealthyThreshold int      `yaml:"unhealthy_threshold"`
 }
 
 // Datapath configures the kernel datapath.

@@ -156,7 +156,10 @@ func (x *exchange) tryBackend(b *upstream.Backend, rt *Route) (*proxyError, stri
 		return x.dialError(err)
 	}
 	perr, stale, reason := x.roundTrip(bc, rt)
-	if stale {
+	if stale && x.replayable {
+		// The pooled connection was dead. The backend may still have read
+		// the request before closing, so only a request that may be
+		// repeated (RFC 9110 9.2.2) is sent again.
 		bc, err = cp.dial(context.Background())
 		if err != nil {
 			return x.dialError(err)

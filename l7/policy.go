@@ -89,6 +89,22 @@ func (x *exchange) DelHeader(name string) {
 	x.addReq = kept
 }
 
+func (x *exchange) DelResponseHeader(name string) {
+	x.delResp = append(x.delResp, name)
+}
+
+// dropResponseHeaders marks the backend response's fields that policies
+// removed.
+func (x *exchange) dropResponseHeaders() {
+	for _, name := range x.delResp {
+		for i := range x.resp.fields {
+			if f := &x.resp.fields[i]; len(f.name) == len(name) && eqFoldAny(f.name, name) {
+				f.skip = true
+			}
+		}
+	}
+}
+
 func (x *exchange) AddResponseHeader(name, value string) {
 	x.addResp = append(x.addResp, strHeader{name, value})
 }

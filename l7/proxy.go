@@ -76,6 +76,7 @@ type exchange struct {
 	// response, per-request values, and the headers of a policy's reply.
 	addReq       []strHeader
 	addResp      []strHeader
+	delResp      []string
 	values       []keyValue
 	replyHeaders [][2]string
 
@@ -256,6 +257,9 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 	}
 	resp := &x.resp
 	x.status = resp.status
+	if len(x.delResp) > 0 {
+		x.dropResponseHeaders()
+	}
 
 	if bodyErr == nil && rt.retryStatus(resp.status) && x.shouldRetry(rt, statusReason(resp.status)) {
 		// Retried elsewhere: this answer is dropped with its connection.

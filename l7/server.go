@@ -108,7 +108,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	defer s.acceptWG.Done()
 	if s.snap.Load().Config.Server.Engine == "standard" {
 		err := s.std.Serve(strictListener{Listener: ln, maxHead: s.snap.Load().Config.Server.MaxHeaderBytes})
-		if errors.Is(err, http.ErrServerClosed) {
+		if errors.Is(err, http.ErrServerClosed) || !s.serving(ln) {
 			return nil
 		}
 		return err
@@ -389,7 +389,7 @@ func (cc *clientConn) exchange() bool {
 	req := &cc.req
 	x := &cc.x
 	trailers, respFields := x.br.trailers, x.resp.fields
-	addReq, addResp, values := x.addReq[:0], x.addResp[:0], x.values[:0]
+	addReq, addResp, delResp, values := x.addReq[:0], x.addResp[:0], x.delResp[:0], x.values[:0]
 	clear(x.values)
 	*x = exchange{
 		srv:      s,
@@ -402,7 +402,7 @@ func (cc *clientConn) exchange() bool {
 	}
 	x.br.trailers = trailers
 	x.resp.fields = respFields
-	x.addReq, x.addResp, x.values = addReq, addResp, values
+	x.addReq, x.addResp, x.delResp, x.values = addReq, addResp, delResp, values
 	x.peer = cc.peer
 	if req.proto == 10 {
 		x.proto = "HTTP/1.0"

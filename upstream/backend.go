@@ -85,7 +85,7 @@ func newBackend(rawURL string, weight int, scope string, st *backendState) (*Bac
 	if err != nil {
 		return nil, fmt.Errorf("backend %q: %w", rawURL, err)
 	}
-	if u.Scheme != "http" {
+	if u.Scheme != "http" && u.Scheme != "tcp" {
 		return nil, fmt.Errorf("backend %q: scheme %q is not supported", rawURL, u.Scheme)
 	}
 	if u.Hostname() == "" {
@@ -93,6 +93,9 @@ func newBackend(rawURL string, weight int, scope string, st *backendState) (*Bac
 	}
 	port := u.Port()
 	if port == "" {
+		if u.Scheme == "tcp" {
+			return nil, fmt.Errorf("backend %q: missing port", rawURL)
+		}
 		port = "80"
 	}
 	if weight <= 0 {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rustygate/rustygate/config"
+	"github.com/rustygate/rustygate/l4"
 	"github.com/rustygate/rustygate/l7"
 	"github.com/rustygate/rustygate/observe"
 )
@@ -56,6 +57,7 @@ type gateway struct {
 	metrics *observe.Metrics
 	tr      *l7.Transport
 	srv     *l7.Server
+	l4      *l4.Manager
 	inherit *inherited
 
 	// reloadMu serialises reloads (file watcher, SIGHUP, admin).
@@ -141,6 +143,13 @@ func (g *gateway) run(cfg *config.Config) int {
 		}()
 	}
 	g.inherit.closeUnused()
+	g.l4 = l4.NewManager(log, g.metrics, listen)
+	if err := g.l4.Apply(cfg.L4); err != nil {
+		log.Error("cannot start the l4 listeners", "error", err.Error())
+		ln.Close()
+		g.l4.Shutdown(context.Background())
+		return 1
+	}
 	g.metrics.ConfigReload(true, time.Now())
 	go g.serve(ln)
 	log.Info("RustyGate started",
@@ -192,17 +201,30 @@ wait:
 	ctx, cancel := context.WithTimeout(context.Background(), g.srv.Snapshot().Config.Server.ShutdownTimeout.D())
 	defer cancel()
 	go func() {
-		// A second signal forces the exit.
-		select {
-		case sig := <-sigs:
-			log.Warn("forced exit", "signal", sig.String())
-			g.lg.Close()
-			os.Exit(1)
-		case <-ctx.Done():
+		// A second SIGINT or SIGTERM forces the exit; a late SIGHUP or a
+		// repeated upgrade request is ignored while draining.
+		for {
+			select {
+			case sig := <-sigs:
+				if sig != syscall.SIGINT && sig != syscall.SIGTERM {
+					log.Info("signal ignored while shutting down", "signal", sig.String())
+					continue
+				}
+				log.Warn("forced exit", "signal", sig.String())
+				g.lg.Close()
+				os.Exit(1)
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
+	l4Done := make(chan error, 1)
+	go func() { l4Done <- g.l4.Shutdown(ctx) }()
 	if err := g.srv.Shutdown(ctx); err != nil {
 		log.Warn("shutdown timed out; remaining connections closed", "error", err.Error())
+	}
+	if err := <-l4Done; err != nil {
+		log.Warn("shutdown timed out; remaining l4 connections closed", "error", err.Error())
 	}
 	if g.admin != nil {
 		g.admin.Shutdown(ctx)
@@ -246,7 +268,11 @@ func (g *gateway) reload(source string, onlyIfChanged bool) (reloadResult, error
 	if err != nil {
 		return fail(fmt.Errorf("config: %w", err))
 	}
-	if onlyIfChanged && (string(raw) == string(g.lastLoaded) || string(raw) == string(g.lastFailed)) {
+	if onlyIfChanged && string(raw) == string(g.lastLoaded) {
+		g.lastFailed = nil // a revert: the next bad save is news again
+		return reloadResult{Status: "unchanged"}, nil
+	}
+	if onlyIfChanged && string(raw) == string(g.lastFailed) {
 		return reloadResult{Status: "unchanged"}, nil
 	}
 	g.lastFailed = raw // until it succeeds
@@ -266,6 +292,13 @@ func (g *gateway) reload(source string, onlyIfChanged bool) (reloadResult, error
 			snap.Close()
 			return fail(fmt.Errorf("server.listen: %w", err))
 		}
+	}
+	if err := g.l4.Apply(cfg.L4); err != nil {
+		snap.Close()
+		if newLn != nil {
+			newLn.Close()
+		}
+		return fail(err)
 	}
 	res := diffConfigs(old.Config, cfg)
 	g.srv.SetSnapshot(snap)

@@ -32,6 +32,9 @@ type Request interface {
 	// AddResponseHeader adds a header to whatever response the client
 	// gets: the backend's, or a Reply.
 	AddResponseHeader(name, value string)
+	// DelResponseHeader removes a header the backend's response carries
+	// (headers added with AddResponseHeader stay).
+	DelResponseHeader(name string)
 	// Route is the name of the matched route.
 	Route() string
 	// Value returns a per-request value a policy earlier in the chain

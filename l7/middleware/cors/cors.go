@@ -167,9 +167,21 @@ var (
 	}
 )
 
+var backendCORSHeaders = []string{
+	"Access-Control-Allow-Origin", "Access-Control-Allow-Credentials",
+	"Access-Control-Expose-Headers", "Access-Control-Allow-Methods",
+	"Access-Control-Allow-Headers", "Access-Control-Max-Age",
+}
+
 // Handle implements middleware.Handler.
 func (p *Policy) Handle(r middleware.Request) *middleware.Reply {
 	r.AddResponseHeader("Vary", "Origin")
+	// The policy alone speaks CORS for the route: what the backend says
+	// would contradict it (two Allow-Origin values, or one for an origin
+	// the policy refused).
+	for _, h := range backendCORSHeaders {
+		r.DelResponseHeader(h)
+	}
 	origin := r.Header("Origin")
 	if origin == nil {
 		return nil

@@ -372,3 +372,5 @@ func BenchmarkCORSSimple(b *testing.B) {
 		}
 	}
 }
+
+func (r *request) DelResponseHeader(name string) {}

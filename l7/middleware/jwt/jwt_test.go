@@ -756,3 +756,5 @@ func benchVerify(b *testing.B, v *Verifier, r *request) {
 		}
 	}
 }
+
+func (r *request) DelResponseHeader(name string) {}

@@ -617,3 +617,5 @@ func TestStoreTable(t *testing.T) {
 	}
 	check(-1)
 }
+
+func (r *request) DelResponseHeader(name string) {}

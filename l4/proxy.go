@@ -1,0 +1,427 @@
+// Package l4 is RustyGate's TCP proxy: each `l4:` listener relays its
+// connections byte for byte to a backend of an upstream pool. Bytes move
+// with splice(2) (io.Copy between two *net.TCPConn), half-closes are
+// forwarded both ways, and an optional PROXY protocol header tells the
+// backend who the client is.
+//
+// l4 does not parse what it relays and does not touch BPF: the kernel
+// datapath, when it splices sockets itself, is asked for through loader.
+package l4
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rustygate/rustygate/config"
+	"github.com/rustygate/rustygate/observe"
+	"github.com/rustygate/rustygate/upstream"
+)
+
+// listenerState is what a reload may replace for one listener.
+type listenerState struct {
+	cfg  config.L4Listener
+	pool *upstream.Pool
+}
+
+// Listener proxies the connections of one `l4:` entry.
+type Listener struct {
+	name    string
+	ln      net.Listener
+	log     *slog.Logger
+	metrics *observe.L4Metrics
+	state   atomic.Pointer[listenerState]
+
+	active atomic.Int64
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	wg     sync.WaitGroup
+	closed atomic.Bool
+	done   chan struct{}
+}
+
+// conn is one proxied connection.
+type conn struct {
+	client, backend net.Conn
+	// activity is when bytes last moved, as seen by the idle sweeper.
+	lastSeen  time.Time
+	lastBytes uint64
+}
+
+// Manager runs every `l4:` listener and applies reloads to them.
+type Manager struct {
+	log      *slog.Logger
+	metrics  *observe.L4Metrics
+	registry *upstream.Registry
+	listen   func(addr string) (net.Listener, error)
+
+	mu        sync.Mutex
+	listeners map[string]*Listener
+	stopSweep chan struct{}
+	sweepDone chan struct{}
+}
+
+// NewManager returns a manager with no listeners. listen opens sockets
+// (with Multipath TCP off, which kernel splicing needs).
+func NewManager(log *slog.Logger, metrics *observe.Metrics, listen func(addr string) (net.Listener, error)) *Manager {
+	m := &Manager{
+		log:       log,
+		metrics:   metrics.L4(),
+		listen:    listen,
+		listeners: map[string]*Listener{},
+		stopSweep: make(chan struct{}),
+		sweepDone: make(chan struct{}),
+	}
+	m.registry = upstream.NewRegistry(func(b *upstream.Backend, up bool, reason string) {
+		metrics.BackendUp(b.Scope(), b.URL, up)
+		if up {
+			log.Info("backend up", "listener", b.Scope(), "backend", b.Addr, "reason", reason)
+		} else {
+			log.Warn("backend down", "listener", b.Scope(), "backend", b.Addr, "reason", reason)
+		}
+	})
+	go m.sweep()
+	return m
+}
+
+// Apply makes cfgs the running set of listeners: new ones are opened,
+// removed ones stop accepting (their connections go on), and changed ones
+// get their new pool and settings for new connections. A listener whose
+// address changed is reopened. On error nothing changed.
+func (m *Manager) Apply(cfgs []config.L4Listener) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	states := make([]*listenerState, len(cfgs))
+	var pools []*upstream.Pool
+	for i, c := range cfgs {
+		st, err := m.build(c)
+		if err != nil {
+			return fmt.Errorf("l4[%d] (%s): %w", i, c.Name, err)
+		}
+		states[i] = st
+		pools = append(pools, st.pool)
+	}
+	opened := map[string]net.Listener{}
+	for _, c := range cfgs {
+		if old := m.listeners[c.Name]; old != nil && old.listensOn(c.Listen) {
+			continue
+		}
+		ln, err := m.listen(c.Listen)
+		if err != nil {
+			for _, o := range opened {
+				o.Close()
+			}
+			return fmt.Errorf("l4 %s: listen %s: %w", c.Name, c.Listen, err)
+		}
+		opened[c.Name] = ln
+	}
+	keep := map[string]bool{}
+	for i, c := range cfgs {
+		keep[c.Name] = true
+		if ln := opened[c.Name]; ln != nil {
+			if old := m.listeners[c.Name]; old != nil {
+				old.stopAccepting()
+			}
+			l := &Listener{name: c.Name, ln: ln, log: m.log, metrics: m.metrics, conns: map[*conn]struct{}{}, done: make(chan struct{})}
+			l.state.Store(states[i])
+			m.listeners[c.Name] = l
+			go l.serve()
+			m.log.Info("l4 listener started", "listener", c.Name, "listen", ln.Addr().String(), "backends", len(c.Backends))
+			continue
+		}
+		m.listeners[c.Name].state.Store(states[i])
+	}
+	for name, l := range m.listeners {
+		if !keep[name] {
+			l.stopAccepting()
+			delete(m.listeners, name)
+			m.log.Info("l4 listener removed", "listener", name)
+		}
+	}
+	m.registry.Sync(pools...)
+	return nil
+}
+
+// listensOn reports whether the listener already serves addr: the same
+// configured address, or the address it was actually bound to.
+func (l *Listener) listensOn(addr string) bool {
+	if l.state.Load().cfg.Listen == addr {
+		return true
+	}
+	want, err := netip.ParseAddrPort(addr)
+	bound := addrPort(l.ln.Addr())
+	return err == nil && want.Port() == bound.Port() && want.Addr().Unmap() == bound.Addr()
+}
+
+func (m *Manager) build(c config.L4Listener) (*listenerState, error) {
+	var backends []*upstream.Backend
+	for _, b := range c.Backends {
+		be, err := m.registry.Backend(c.Name, "tcp://"+b.Addr, b.Weight)
+		if err != nil {
+			return nil, err
+		}
+		backends = append(backends, be)
+	}
+	opt := upstream.PoolOptions{Strategy: c.Strategy}
+	if hc := c.HealthCheck; hc.Interval > 0 {
+		opt.Health = &upstream.HealthOptions{
+			Prober:             upstream.TCPProber{},
+			Interval:           hc.Interval.D(),
+			Timeout:            hc.Timeout.D(),
+			HealthyThreshold:   hc.HealthyThreshold,
+			UnhealthyThreshold: hc.UnhealthyThreshold,
+		}
+	}
+	pool, err := upstream.NewPool(backends, opt)
+	if err != nil {
+		return nil, err
+	}
+	return &listenerState{cfg: c, pool: pool}, nil
+}
+
+// Addr returns the bound address of a listener by name (for tests and
+// logs), or nil.
+func (m *Manager) Addr(name string) net.Addr {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l := m.listeners[name]; l != nil {
+		return l.ln.Addr()
+	}
+	return nil
+}
+
+// Shutdown stops accepting everywhere, waits for connections to end until
+// ctx is done, then closes the rest.
+func (m *Manager) Shutdown(ctx context.Context) error {
+	m.mu.Lock()
+	ls := make([]*Listener, 0, len(m.listeners))
+	for _, l := range m.listeners {
+		ls = append(ls, l)
+		l.stopAccepting()
+	}
+	m.listeners = map[string]*Listener{}
+	m.mu.Unlock()
+	var err error
+	for _, l := range ls {
+		if e := l.wait(ctx); e != nil {
+			err = e
+		}
+	}
+	close(m.stopSweep)
+	<-m.sweepDone
+	m.registry.Close()
+	return err
+}
+
+func (l *Listener) stopAccepting() {
+	if l.closed.CompareAndSwap(false, true) {
+		l.ln.Close()
+	}
+}
+
+// wait waits for the listener's connections, closing them when ctx ends.
+func (l *Listener) wait(ctx context.Context) error {
+	<-l.done
+	all := make(chan struct{})
+	go func() { l.wg.Wait(); close(all) }()
+	select {
+	case <-all:
+		return nil
+	case <-ctx.Done():
+		l.mu.Lock()
+		for c := range l.conns {
+			c.client.Close()
+			if c.backend != nil {
+				c.backend.Close()
+			}
+		}
+		l.mu.Unlock()
+		<-all
+		return ctx.Err()
+	}
+}
+
+func (l *Listener) serve() {
+	defer close(l.done)
+	var delay time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if l.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			delay = max(5*time.Millisecond, min(2*delay, time.Second))
+			l.log.Warn("l4 accept failed, retrying", "listener", l.name, "error", err.Error())
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		st := l.state.Load()
+		if st.cfg.MaxConns > 0 && l.active.Load() >= int64(st.cfg.MaxConns) {
+			c.Close()
+			l.metrics.ConnClosed(l.name, "rejected", 0, 0, false)
+			continue
+		}
+		l.active.Add(1)
+		cn := &conn{client: c, lastSeen: time.Now()}
+		l.mu.Lock()
+		l.conns[cn] = struct{}{}
+		l.mu.Unlock()
+		l.wg.Add(1)
+		go l.handle(cn, st)
+	}
+}
+
+// handle connects the client to a backend and relays until both sides
+// are done.
+func (l *Listener) handle(cn *conn, st *listenerState) {
+	start := time.Now()
+	defer func() {
+		l.mu.Lock()
+		delete(l.conns, cn)
+		l.mu.Unlock()
+		l.active.Add(-1)
+		l.wg.Done()
+	}()
+	client := cn.client
+	clientAddr := addrPort(client.RemoteAddr())
+	backend, b, err := l.connect(st, clientAddr)
+	if err != nil {
+		client.Close()
+		l.metrics.ConnClosed(l.name, "backend_failed", 0, 0, false)
+		l.log.Warn("l4 connection", "listener", l.name, "client", clientAddr.String(), "result", "backend_failed",
+			"error", err.Error(), "duration_ms", float64(time.Since(start).Microseconds())/1000)
+		return
+	}
+	defer b.Release()
+	l.mu.Lock()
+	cn.backend = backend
+	l.mu.Unlock()
+	l.metrics.ConnOpened(l.name)
+	if st.cfg.ProxyProtocol != "" {
+		hdr := proxyHeader(st.cfg.ProxyProtocol, clientAddr, addrPort(client.LocalAddr()))
+		if _, err := backend.Write(hdr); err != nil {
+			client.Close()
+			backend.Close()
+			l.metrics.ConnClosed(l.name, "backend_failed", 0, 0, true)
+			return
+		}
+	}
+	toBackend, toClient, reason := relay(client, backend)
+	b.ReportSuccess()
+	l.metrics.ConnClosed(l.name, "proxied", toBackend, toClient, true)
+	l.log.Info("l4 connection", "listener", l.name, "client", clientAddr.String(), "backend", b.Addr,
+		"duration_ms", float64(time.Since(start).Microseconds())/1000,
+		"bytes_to_backend", toBackend, "bytes_to_client", toClient, "close", reason)
+}
+
+// connect dials a backend, trying others on failure.
+func (l *Listener) connect(st *listenerState, client netip.AddrPort) (net.Conn, *upstream.Backend, error) {
+	var hash uint64
+	if st.pool.NeedsHash() {
+		hash = upstream.HashString(client.Addr().String())
+	}
+	var tried []*upstream.Backend
+	var lastErr error
+	for attempt := 0; attempt <= *st.cfg.Retries; attempt++ {
+		var b *upstream.Backend
+		if attempt == 0 {
+			b = st.pool.Pick(hash)
+		} else {
+			b = st.pool.PickExcluding(hash, tried)
+		}
+		if b == nil {
+			if lastErr == nil {
+				lastErr = errors.New("no healthy backend")
+			}
+			break
+		}
+		tried = append(tried, b)
+		if err := b.TryAcquire(context.Background()); err != nil {
+			lastErr = err
+			continue
+		}
+		d := net.Dialer{Timeout: st.cfg.ConnectTimeout.D(), KeepAlive: 30 * time.Second}
+		c, err := d.Dial("tcp", b.Addr)
+		if err == nil {
+			return c, b, nil
+		}
+		b.Release()
+		reason := "connect_failure"
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			reason = "timeout"
+		}
+		l.metrics.BackendFailure(l.name, b.URL, reason)
+		if d := b.ReportFailure(reason, time.Now()); d > 0 {
+			l.log.Warn("backend ejected", "listener", l.name, "backend", b.Addr, "for", d.String())
+		}
+		lastErr = fmt.Errorf("%s: %w", b.Addr, err)
+	}
+	return nil, nil, lastErr
+}
+
+// halfCloseTimeout bounds how long a client may keep sending after the
+// backend closed its side.
+const halfCloseTimeout = 30 * time.Second
+
+// relay copies both ways until both directions end, forwarding each
+// half-close, and reports the bytes moved and why it ended.
+func relay(client, backend net.Conn) (toBackend, toClient int64, reason string) {
+	var wg sync.WaitGroup
+	var upErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		toBackend, upErr = io.Copy(backend, client)
+		closeWrite(backend)
+	}()
+	var downErr error
+	toClient, downErr = io.Copy(client, backend)
+	closeWrite(client)
+	if downErr != nil {
+		// The backend side failed: the client will not get more, and
+		// what it still sends has nowhere to go.
+		client.Close()
+	} else {
+		// The backend finished: the client has halfCloseTimeout to finish
+		// its side too.
+		client.SetReadDeadline(time.Now().Add(halfCloseTimeout))
+	}
+	wg.Wait()
+	client.Close()
+	backend.Close()
+	switch {
+	case downErr != nil:
+		reason = "backend_error"
+	case upErr != nil:
+		reason = "client_error"
+	default:
+		reason = "eof"
+	}
+	return toBackend, toClient, reason
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		return
+	}
+	c.Close()
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
