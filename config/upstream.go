@@ -69,7 +69,8 @@ func upstreamDefaults(r *Route, path string, unset func(string) bool) {
 	if h := &r.HealthCheck; h.Path != "" {
 		hp := path + ".health_check"
 		setDuration(&h.Interval, defaultHealthInterval, unset(hp+".interval"))
-		setDuration(&h.Timeout, defaultHealthTimeout, unset(hp+".timeout"))
+		// The default timeout never reaches a short interval.
+		setDuration(&h.Timeout, min(defaultHealthTimeout, h.Interval/2), unset(hp+".timeout"))
 		setInt(&h.HealthyThreshold, defaultHealthThreshold, unset(hp+".healthy_threshold"))
 		setInt(&h.UnhealthyThreshold, defaultHealthThreshold, unset(hp+".unhealthy_threshold"))
 		if len(h.ExpectStatus) == 0 && unset(hp+".expect_status") {

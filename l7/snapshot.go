@@ -126,6 +126,16 @@ func (t *Transport) pool(b *upstream.Backend, to config.Timeouts) *connPool {
 // once s is published.
 func (t *Transport) Activate(s *Snapshot) {
 	t.registry.Sync(s.pools...)
+	// Health-checked backends have a series from the start, not only
+	// after their first transition.
+	for _, p := range s.pools {
+		if !p.HealthChecked() {
+			continue
+		}
+		for _, b := range p.Backends() {
+			t.metrics.BackendUp(b.Scope(), b.URL, b.Up())
+		}
+	}
 }
 
 // NewSnapshot compiles cfg. It fails only on what validation cannot see

@@ -135,6 +135,9 @@ func NewPool(backends []*Backend, opt PoolOptions) (*Pool, error) {
 // must not be modified.
 func (p *Pool) Backends() []*Backend { return p.backends }
 
+// HealthChecked reports whether the pool has active health checks.
+func (p *Pool) HealthChecked() bool { return p.health != nil }
+
 // NeedsHash reports whether Pick uses its hash argument (consistent_hash);
 // other strategies ignore it and the caller may pass 0.
 func (p *Pool) NeedsHash() bool { return p.needHash }
