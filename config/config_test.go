@@ -62,7 +62,7 @@ routes:
 		{
 			name: "unknown key at top level",
 			yaml: "servr:\n\tlisten: \":80\"\n",
-			want: []string{`bad.yaml:1: unknown key "servr" at top level (known: server, admin, log, datapath, middlewares, routes, l4)`},
+			want: []string{`bad.yaml:1: unknown key "servr" at top level (known: server, admin, log, datapath, middlewares, routes, tracing, l4)`},
 		},
 		{
 			name: "unknown key in timeouts",
@@ -594,7 +594,8 @@ func TestLoadDefaultYAML(t *testing.T) {
 			Outlier: Outlier{Consecutive: 5, BaseEjection: Duration(30 * time.Second), MaxEjection: Duration(300 * time.Second), Statuses: []int{502, 503, 504}},
 			Retries: Retries{Attempts: ptr(2), On: []string{"connect_failure", "timeout", "reset"}, Budget: ptr(0.2), MaxBodyBytes: 65536},
 		}},
-		Source: "default.yaml",
+		Tracing: defaultedTracing(Tracing{}),
+		Source:  "default.yaml",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
@@ -752,7 +753,8 @@ routes:
 						Outlier: Outlier{Consecutive: 5, BaseEjection: Duration(30 * time.Second), MaxEjection: Duration(300 * time.Second), Statuses: []int{502, 503, 504}},
 						Retries: Retries{Attempts: ptr(2), On: []string{"connect_failure", "timeout", "reset"}, Budget: ptr(0.2), MaxBodyBytes: 65536},
 					}},
-					Source: "good.yaml",
+					Tracing: defaultedTracing(Tracing{}),
+					Source:  "good.yaml",
 				}
 				if !reflect.DeepEqual(c, want) {
 					t.Errorf("got  %+v\nwant %+v", c, want)

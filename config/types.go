@@ -16,6 +16,8 @@ type Config struct {
 	// each route runs them unless it overrides an entry by name.
 	Middlewares []Middleware `yaml:"middlewares"`
 	Routes      []Route      `yaml:"routes"`
+	// Tracing configures OpenTelemetry tracing.
+	Tracing Tracing `yaml:"tracing"`
 	// L4 are TCP listeners proxied to backend pools byte for byte.
 	L4 []L4Listener `yaml:"l4"`
 

@@ -148,8 +148,8 @@ func TestUpstreamParseErrors(t *testing.T) {
 			want: []string{`bad.yaml:4: routes[0].health_check.path: is required to enable health checks`},
 		},
 		{
-			name: "default timeout not below a short interval",
-			yaml: route + "\t\thealth_check: {path: /h, interval: 2s}\n",
+			name: "explicit timeout not below the interval",
+			yaml: route + "\t\thealth_check: {path: /h, interval: 2s, timeout: 2s}\n",
 			want: []string{`bad.yaml:4: routes[0].health_check.timeout: must be less than interval (2s) (got 2s)`},
 		},
 		{

@@ -129,6 +129,7 @@ func validate(c *Config, st *vstate) []FieldError {
 	}
 	validateMiddlewares(c, st)
 	validateDatapath(c, st)
+	validateTracing(c, st)
 	validateL4(c, st)
 	return st.errs
 }

@@ -121,7 +121,18 @@ func (x *exchange) forward() {
 			x.tried[x.ntried] = b
 			x.ntried++
 		}
+		if x.span != nil {
+			x.attempt = x.span.StartAttempt(b.URL, x.ntried-1, string(x.req.method))
+		}
 		perr, reason := x.tryBackend(b, rt)
+		if x.attempt != nil {
+			st := x.status
+			if st == 0 && x.retryApproved {
+				st = x.resp.status // answered, but dropped for a retry
+			}
+			x.attempt.End(st, reason)
+			x.attempt = nil
+		}
 		b.Release()
 		relayed := perr == nil
 		if relayed && statusIn(&rt.retry.outlierStatus, x.status) {

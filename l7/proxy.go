@@ -56,6 +56,13 @@ type exchange struct {
 	reqID []byte
 	idBuf [32]byte
 
+	// Tracing: the server span of the request and the client span of the
+	// current backend attempt (nil when tracing is off or not started).
+	span     *observe.Span
+	attempt  *observe.Span
+	traceBuf [32]byte
+	spanBuf  [16]byte
+
 	// body is the client's request body; bodyBuffered says it is entirely
 	// in memory already (then it can be replayed on a stale connection).
 	body         bodySource
@@ -119,6 +126,9 @@ func (x *exchange) serve() {
 	x.ensureRequestID()
 	req := x.req
 	rt, ok := x.snap.Router.Match(req.host, req.path, req.method)
+	if x.srv.tracer != nil {
+		x.startSpan(rt)
+	}
 	if !ok {
 		if rt != nil && len(rt.chain) > 0 && x.isPreflight() {
 			// A CORS preflight asks about a method the route serves; the
@@ -153,6 +163,39 @@ func (x *exchange) serve() {
 }
 
 var bannerBody = []byte("RustyGate is running\n")
+
+// startSpan starts the request's server span, under the caller's trace
+// context if it sent one.
+func (x *exchange) startSpan(rt *Route) {
+	route := ""
+	if rt != nil {
+		route = rt.Name
+	}
+	x.span = x.srv.tracer.StartServer(x.traceHeader, string(x.req.method), route,
+		string(x.req.target), x.clientIP, x.scheme, x.proto)
+}
+
+// traceHeader is the header lookup of the tracer.
+func (x *exchange) traceHeader(name string) string {
+	if name == "host" {
+		return string(x.req.host)
+	}
+	return string(x.Header(name))
+}
+
+// isTraceHeader reports the headers tracing replaces on the forwarded
+// request.
+func isTraceHeader(name []byte) bool {
+	switch len(name) {
+	case 11:
+		return eqFold(name, "traceparent")
+	case 10:
+		return eqFold(name, "tracestate")
+	case 7:
+		return eqFold(name, "baggage")
+	}
+	return false
+}
 
 // isPreflight reports a CORS preflight request.
 func (x *exchange) isPreflight() bool {
@@ -328,11 +371,18 @@ func (x *exchange) waitBody(bodyErr chan error) {
 	if bodyErr == nil {
 		return
 	}
-	if !x.bodyDone {
+	var err error
+	select {
+	case err = <-bodyErr:
+	default:
+		// Still sending: the backend answered without reading the whole
+		// body, so the rest of it must not be taken for a request.
 		x.closeClient = true
 		x.abortClientRead()
+		err = <-bodyErr
 	}
-	if err := <-bodyErr; err != nil || !x.bodyDone {
+	// bodyDone is read only once the sender has finished.
+	if err != nil || !x.bodyDone {
 		x.closeClient = true
 	}
 }
@@ -506,6 +556,9 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 			}
 			hostWritten = true
 		}
+		if x.attempt != nil && isTraceHeader(f.name) {
+			continue
+		}
 		dst = append(dst, f.name...)
 		dst = append(dst, ':', ' ')
 		dst = append(dst, f.value...)
@@ -561,6 +614,14 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 	dst = append(dst, "\r\nX-Request-Id: "...)
 	dst = append(dst, x.reqID...)
 	dst = append(dst, '\r', '\n')
+	if x.attempt != nil {
+		x.attempt.Inject(func(name, value string) {
+			dst = append(dst, name...)
+			dst = append(dst, ':', ' ')
+			dst = append(dst, value...)
+			dst = append(dst, '\r', '\n')
+		})
+	}
 	dst = appendStrHeaders(dst, x.addReq)
 	switch {
 	case req.chunked:
@@ -617,6 +678,7 @@ func (x *exchange) done() {
 		rm.Start()
 	}
 	rm.Done(x.req.method, x.status, time.Since(x.start))
+	x.span.End(x.status, x.errMsg)
 	x.logAccess(x.srv.log)
 }
 
@@ -647,6 +709,8 @@ func (x *exchange) logAccess(lg *observe.Logger) {
 	if x.backend != nil {
 		e.Backend = x.backend.URL
 	}
+	e.TraceID = x.span.AppendTraceID(x.traceBuf[:0])
+	e.SpanID = x.span.AppendSpanID(x.spanBuf[:0])
 	lg.Access(e)
 	*e = observe.AccessEntry{}
 	accessPool.Put(e)

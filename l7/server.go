@@ -32,6 +32,7 @@ type Server struct {
 	slog      *slog.Logger
 	ids       *observe.RequestIDs
 	transport *Transport
+	tracer    *observe.Tracer // nil: tracing off
 
 	h2  *http2.Server
 	std *http.Server
@@ -87,6 +88,10 @@ func NewServer(snap *Snapshot, tr *Transport, lg *observe.Logger, metrics *obser
 	s.std.Protocols = &protos
 	return s
 }
+
+// SetTracer turns tracing on with t (nil turns it off). Call it before
+// Serve.
+func (s *Server) SetTracer(t *observe.Tracer) { s.tracer = t }
 
 // Snapshot returns the snapshot new requests use.
 func (s *Server) Snapshot() *Snapshot { return s.snap.Load() }

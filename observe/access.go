@@ -22,6 +22,8 @@ type AccessEntry struct {
 	BytesIn   int64 // request body bytes read
 	BytesOut  int64 // response body bytes written
 	RequestID []byte
+	TraceID   []byte // hex trace id of the request's sampled server span, else empty
+	SpanID    []byte // hex id of that server span, else empty
 	ClientIP  string
 	UserAgent []byte
 	Error     string // short reason when the proxy produced the status (e.g. "backend timeout"), else ""
@@ -99,6 +101,14 @@ func appendAccessJSON(b []byte, e *AccessEntry) []byte {
 	b = strconv.AppendInt(b, e.BytesOut, 10)
 	b = append(b, `,"request_id":`...)
 	b = appendJSONString(b, e.RequestID)
+	if len(e.TraceID) > 0 {
+		b = append(b, `,"trace_id":`...)
+		b = appendJSONString(b, e.TraceID)
+	}
+	if len(e.SpanID) > 0 {
+		b = append(b, `,"span_id":`...)
+		b = appendJSONString(b, e.SpanID)
+	}
 	b = append(b, `,"client_ip":`...)
 	b = appendJSONString(b, e.ClientIP)
 	b = append(b, `,"user_agent":`...)
@@ -136,6 +146,14 @@ func appendAccessText(b []byte, e *AccessEntry) []byte {
 	b = strconv.AppendInt(b, e.BytesOut, 10)
 	b = append(b, " request_id="...)
 	b = appendTextValue(b, e.RequestID)
+	if len(e.TraceID) > 0 {
+		b = append(b, " trace_id="...)
+		b = appendTextValue(b, e.TraceID)
+	}
+	if len(e.SpanID) > 0 {
+		b = append(b, " span_id="...)
+		b = appendTextValue(b, e.SpanID)
+	}
 	b = append(b, " client_ip="...)
 	b = appendTextValue(b, e.ClientIP)
 	b = append(b, " user_agent="...)

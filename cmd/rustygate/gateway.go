@@ -117,6 +117,20 @@ func (g *gateway) run(cfg *config.Config) int {
 		return 1
 	}
 	g.srv = l7.NewServer(snap, g.tr, g.lg, g.metrics)
+	observe.LogTracingErrors(log)
+	tracer, err := observe.NewTracer(context.Background(), cfg.Tracing, version)
+	if err != nil {
+		log.Error("cannot set up tracing", "error", err.Error())
+		return 1
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tracer.Shutdown(ctx); err != nil {
+			log.Warn("tracing flush", "error", err.Error())
+		}
+	}()
+	g.srv.SetTracer(tracer)
 	g.tr.Activate(snap)
 
 	ln, err := g.inherit.listen("server", cfg.Server.Listen)
