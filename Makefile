@@ -59,6 +59,30 @@ run: build
 test: lint
 	$(GO) test $(TEST_FLAGS) ./...
 
+# test-browser runs only the real-browser CORS test (test/e2e_browser_test.go),
+# which needs headless Chromium (Debian package chromium).
+.PHONY: test-browser
+test-browser:
+	$(GO) test -race -count=1 -run TestBrowser ./test/
+
+# jaeger builds the Jaeger all-in-one binary (module tools/jaeger, pinned
+# there) into bin/jaeger unless it is already there: a cold build takes
+# minutes and gives a binary of about 120 MB.
+.PHONY: jaeger test-jaeger
+jaeger:
+	@if [ -x bin/jaeger ]; then \
+		echo "bin/jaeger is already built (remove it to rebuild)"; \
+	else \
+		echo "building bin/jaeger (slow the first time)"; \
+		cd tools/jaeger && $(GO) build -o ../../bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger; \
+	fi
+
+# test-jaeger runs the tracing end-to-end test (test/e2e_jaeger_test.go)
+# against a real Jaeger started from bin/jaeger.
+test-jaeger:
+	$(MAKE) jaeger
+	$(GO) test -race -count=1 -run TestJaeger ./test/
+
 lint:
 	@files=$$(find . -name '*.go' -not -path './vendor/*' -not -path '*/testdata/*' -not -path './.git/*'); \
 	if [ -n "$$files" ]; then \
@@ -91,3 +115,41 @@ fuzz:
 clean:
 	rm -rf bin/ test/bench/out/ test/soak/out/
 	$(GO) clean -testcache
+
+# generate rebuilds the eBPF programs (bpf/*.c) into their committed Go
+# bindings and objects (bpf/*_bpfel.go, bpf/*_bpfel.o) with bpf2go, a Go
+# tool of this module. Needs clang, llvm and libbpf-dev; CI regenerates and
+# fails when the result differs from what is committed.
+.PHONY: generate bench-kernel
+generate:
+	$(GO) generate ./bpf/
+
+# bench-kernel floods a gateway in a network namespace and compares the
+# kernel datapath with its userspace twin: gateway CPU and a legitimate
+# client's latency (test/bench/kernel; needs root). Report in
+# test/bench/out/kernel.md; flags via BENCH_KERNEL_FLAGS, e.g.
+#   make bench-kernel BENCH_KERNEL_FLAGS='-rounds 1 -attempts 20000'
+bench-kernel:
+	$(GO) run ./test/bench/kernel $(BENCH_KERNEL_FLAGS)
+
+# L4 (TCP proxy) benchmark and integrity soak.
+#   bench-l4      test/l4bench/run.sh: direct, RustyGate (datapath splice and
+#                 kernel; kernel is splice(2) until kernel splicing lands) and
+#                 HAProxy mode tcp; table in test/l4bench/out/latest.md. Knobs
+#                 via the environment (DURATION, ROUNDS, TARGETS, ...).
+#   soak-l4       short integrity soak (CI, well under 90 s): checksummed
+#                 64 MiB and 1 GiB transfers both ways, short connections and
+#                 abrupt resets through a spawned gateway (test/l4soak).
+#   soak-l4-long  the full soak: 200 x 64 MiB, 20 x 1 GiB, 10000 short
+#                 connections, 1000 resets.
+# Extra soak flags via L4SOAK_FLAGS, e.g. L4SOAK_FLAGS='-datapath kernel'.
+L4SOAK_FLAGS ?=
+.PHONY: bench-l4 soak-l4 soak-l4-long
+bench-l4: build
+	RG_BIN=$(BIN) test/l4bench/run.sh
+
+soak-l4: build
+	RG_BIN=$(BIN) $(GO) run ./test/l4soak -spawn -transfers64 20 -transfers1g 3 -short 2000 -resets 200 $(L4SOAK_FLAGS)
+
+soak-l4-long: build
+	RG_BIN=$(BIN) $(GO) run ./test/l4soak -spawn -transfers64 200 -transfers1g 20 -short 10000 -resets 1000 $(L4SOAK_FLAGS)

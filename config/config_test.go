@@ -594,8 +594,9 @@ func TestLoadDefaultYAML(t *testing.T) {
 			Outlier: Outlier{Consecutive: 5, BaseEjection: Duration(30 * time.Second), MaxEjection: Duration(300 * time.Second), Statuses: []int{502, 503, 504}},
 			Retries: Retries{Attempts: ptr(2), On: []string{"connect_failure", "timeout", "reset"}, Budget: ptr(0.2), MaxBodyBytes: 65536},
 		}},
-		Tracing: defaultedTracing(Tracing{}),
-		Source:  "default.yaml",
+		Datapath: defaultDatapath(),
+		Tracing:  defaultedTracing(Tracing{}),
+		Source:   "default.yaml",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
@@ -753,8 +754,9 @@ routes:
 						Outlier: Outlier{Consecutive: 5, BaseEjection: Duration(30 * time.Second), MaxEjection: Duration(300 * time.Second), Statuses: []int{502, 503, 504}},
 						Retries: Retries{Attempts: ptr(2), On: []string{"connect_failure", "timeout", "reset"}, Budget: ptr(0.2), MaxBodyBytes: 65536},
 					}},
-					Tracing: defaultedTracing(Tracing{}),
-					Source:  "good.yaml",
+					Datapath: defaultDatapath(),
+					Tracing:  defaultedTracing(Tracing{}),
+					Source:   "good.yaml",
 				}
 				if !reflect.DeepEqual(c, want) {
 					t.Errorf("got  %+v\nwant %+v", c, want)

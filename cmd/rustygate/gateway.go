@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l4"
 	"github.com/rustygate/rustygate/l7"
+	"github.com/rustygate/rustygate/loader"
 	"github.com/rustygate/rustygate/observe"
 )
 
@@ -58,6 +60,8 @@ type gateway struct {
 	tr      *l7.Transport
 	srv     *l7.Server
 	l4      *l4.Manager
+	dp      *loader.Datapath
+	banner  *banner
 	inherit *inherited
 
 	// reloadMu serialises reloads (file watcher, SIGHUP, admin).
@@ -108,8 +112,21 @@ func cmdRun(args []string, stderr io.Writer) int {
 
 func (g *gateway) run(cfg *config.Config) int {
 	log := g.log
-	g.metrics.Info(version, cfg.Server.Engine, "userspace", "kernel datapath not built")
+	dp, err := loader.New(cfg.Datapath, listenPorts(cfg), log)
+	if err != nil {
+		log.Error("datapath", "error", err.Error())
+		return 1
+	}
+	defer dp.Close()
+	g.dp = dp
+	g.banner = newBanner(dp, cfg.Datapath.Bans, log)
+	g.metrics.Info(version, cfg.Server.Engine, dp.Mode(), dp.Reason())
+	g.metrics.RegisterDatapath(dp.Mode(), func() (observe.DatapathCounters, error) {
+		n, err := dp.Counters()
+		return observe.DatapathCounters{Passed: n.Passed, Limited: n.Limited, Denied: n.Denied, Banned: n.Banned}, err
+	})
 	g.tr = l7.NewTransport(log, g.metrics)
+	g.tr.SetOffences(g.banner)
 	defer g.tr.Close()
 	snap, err := l7.NewSnapshot(cfg, g.tr, g.metrics, nil)
 	if err != nil {
@@ -138,6 +155,7 @@ func (g *gateway) run(cfg *config.Config) int {
 		log.Error("cannot listen", "addr", cfg.Server.Listen, "error", err.Error())
 		return 1
 	}
+	ln = dp.WrapListener(ln)
 	g.ln, g.listenAddr = ln, cfg.Server.Listen
 	adminAddr := "off"
 	if cfg.Admin.Enabled() {
@@ -157,7 +175,13 @@ func (g *gateway) run(cfg *config.Config) int {
 		}()
 	}
 	g.inherit.closeUnused()
-	g.l4 = l4.NewManager(log, g.metrics, listen)
+	g.l4 = l4.NewManager(log, g.metrics, func(addr string) (net.Listener, error) {
+		ln, err := listen(addr)
+		if err != nil {
+			return nil, err
+		}
+		return dp.WrapListener(ln), nil
+	})
 	if err := g.l4.Apply(cfg.L4); err != nil {
 		log.Error("cannot start the l4 listeners", "error", err.Error())
 		ln.Close()
@@ -169,7 +193,8 @@ func (g *gateway) run(cfg *config.Config) int {
 	log.Info("RustyGate started",
 		"version", version, "config", g.path, "pid", os.Getpid(),
 		"listen", ln.Addr().String(), "admin", adminAddr,
-		"engine", cfg.Server.Engine, "routes", len(cfg.Routes), "datapath", "userspace")
+		"engine", cfg.Server.Engine, "routes", len(cfg.Routes), "l4", len(cfg.L4),
+		"datapath", dp.Mode(), "datapath_reason", dp.Reason())
 	g.inherit.ready()
 
 	stopWatch := make(chan struct{})
@@ -183,18 +208,18 @@ func (g *gateway) run(cfg *config.Config) int {
 	defer func() { close(stopWatch); <-watchDone }()
 
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
+	signal.Notify(sigs, append([]os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}, upgradeSignals...)...)
 	defer signal.Stop(sigs)
 	code := 0
 wait:
 	for {
 		select {
 		case sig := <-sigs:
-			switch sig {
-			case syscall.SIGHUP:
+			switch {
+			case sig == syscall.SIGHUP:
 				g.reload("SIGHUP", false)
 				continue
-			case syscall.SIGUSR2:
+			case isUpgradeSignal(sig):
 				if err := g.upgrade(); err != nil {
 					log.Error("binary upgrade failed; this process keeps serving", "error", err.Error())
 					continue
@@ -306,7 +331,16 @@ func (g *gateway) reload(source string, onlyIfChanged bool) (reloadResult, error
 			snap.Close()
 			return fail(fmt.Errorf("server.listen: %w", err))
 		}
+		newLn = g.dp.WrapListener(newLn)
 	}
+	if err := g.dp.Update(cfg.Datapath, listenPorts(cfg)); err != nil {
+		snap.Close()
+		if newLn != nil {
+			newLn.Close()
+		}
+		return fail(fmt.Errorf("datapath: %w", err))
+	}
+	g.banner.setConfig(cfg.Datapath.Bans)
 	if err := g.l4.Apply(cfg.L4); err != nil {
 		snap.Close()
 		if newLn != nil {
@@ -358,10 +392,31 @@ func (g *gateway) adminMux() *http.ServeMux {
 		io.WriteString(w, "ok\n")
 	})
 	mux.Handle("POST /admin/reload", g.requireToken(http.HandlerFunc(g.handleReload)))
+	bans := g.requireToken(bansHandler(g.dp))
+	mux.Handle("/admin/bans", bans)
+	mux.Handle("/admin/bans/", bans)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// listenPorts are the ports the kernel limiter guards when
+// kernel_rate_limit.ports is auto: the proxy's and the l4 listeners'.
+func listenPorts(cfg *config.Config) []int {
+	var ports []int
+	add := func(addr string) {
+		if _, p, err := net.SplitHostPort(addr); err == nil {
+			if n, err := strconv.Atoi(p); err == nil && n > 0 {
+				ports = append(ports, n)
+			}
+		}
+	}
+	add(cfg.Server.Listen)
+	for _, l := range cfg.L4 {
+		add(l.Listen)
+	}
+	return ports
 }

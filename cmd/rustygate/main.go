@@ -20,6 +20,7 @@ Usage:
   rustygate run [-c FILE]            run the gateway (default config/default.yaml,
                                      or $RUSTYGATE_CONFIG)
   rustygate validate FILE            check a configuration file without running it
+  rustygate bpf status               show the kernel datapath: mode, programs, pinned maps
   rustygate upgrade -p PID           replace a running gateway by this binary with no
                                      connection refused (same as kill -USR2 PID)
   rustygate demo-backend [--listen ADDR]
@@ -44,11 +45,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdValidate(args[1:], stdout, stderr)
 	case "upgrade":
 		return cmdUpgrade(args[1:], stderr)
+	case "bpf":
+		return cmdBPF(args[1:], stdout, stderr)
 	case "demo-backend":
 		return cmdDemoBackend(args[1:], stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "rustygate %s (commit %s, %s, %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-		fmt.Fprintf(stdout, "features: http1-fast-engine h2c userspace-datapath\n")
+		fmt.Fprintf(stdout, "features: %s\n", features())
 		return 0
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, usage)

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -122,6 +121,9 @@ func (g *gateway) upgrade() error {
 		if ln == nil {
 			return nil
 		}
+		if u, ok := ln.(interface{ Unwrap() net.Listener }); ok {
+			ln = u.Unwrap()
+		}
 		tl, ok := ln.(*net.TCPListener)
 		if !ok {
 			return fmt.Errorf("%s listener cannot be handed over", role)
@@ -202,7 +204,7 @@ func cmdUpgrade(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "rustygate upgrade: -p PID is required")
 		return 2
 	}
-	if err := syscall.Kill(*pid, syscall.SIGUSR2); err != nil {
+	if err := signalUpgrade(*pid); err != nil {
 		fmt.Fprintf(stderr, "rustygate upgrade: signal %d: %v\n", *pid, err)
 		return 1
 	}

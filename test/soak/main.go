@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command soak drives a long, bounded run of keep-alive requests through a
 // RustyGate instance and checks that its memory (RSS) and goroutine count
 // stay flat.

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rustygate/rustygate/config"
+	"github.com/rustygate/rustygate/loader"
+)
+
+// banner turns L7 offences into datapath bans: a client that exceeds its
+// rate limit by `bans.rate_limit_factor`, or fails JWT validation
+// `bans.jwt_failures` times within `bans.jwt_window`, is banned for
+// `bans.duration` (in the kernel when it runs there: its packets are
+// dropped before they reach the gateway).
+type banner struct {
+	dp  *loader.Datapath
+	log *slog.Logger
+	cfg atomic.Pointer[config.Bans]
+
+	mu       sync.Mutex
+	failures map[netip.Addr]*failureWindow
+	// recent avoids re-banning an address on every request that arrives
+	// while the ban is being installed.
+	recent map[netip.Addr]time.Time
+}
+
+type failureWindow struct {
+	start time.Time
+	count int
+}
+
+// maxTracked bounds the addresses tracked for JWT failures.
+const maxTracked = 100000
+
+func newBanner(dp *loader.Datapath, cfg config.Bans, log *slog.Logger) *banner {
+	b := &banner{dp: dp, log: log, failures: map[netip.Addr]*failureWindow{}, recent: map[netip.Addr]time.Time{}}
+	b.cfg.Store(&cfg)
+	return b
+}
+
+func (b *banner) setConfig(cfg config.Bans) { b.cfg.Store(&cfg) }
+
+func (b *banner) RateLimitExceeded(ip netip.Addr, over float64) {
+	cfg := b.cfg.Load()
+	if cfg.RateLimitFactor <= 0 || over < cfg.RateLimitFactor {
+		return
+	}
+	b.ban(ip, cfg, "rate_limit")
+}
+
+func (b *banner) Rejected(policy, reason string, ip netip.Addr) {
+	cfg := b.cfg.Load()
+	if policy != "jwt" || cfg.JWTFailures <= 0 || !ip.IsValid() {
+		return
+	}
+	now := time.Now()
+	b.mu.Lock()
+	w := b.failures[ip]
+	if w == nil || now.Sub(w.start) > cfg.JWTWindow.D() {
+		if w == nil && len(b.failures) >= maxTracked {
+			b.prune(now, cfg.JWTWindow.D())
+		}
+		w = &failureWindow{start: now}
+		b.failures[ip] = w
+	}
+	w.count++
+	hit := w.count >= cfg.JWTFailures
+	if hit {
+		delete(b.failures, ip)
+	}
+	b.mu.Unlock()
+	if hit {
+		b.ban(ip, cfg, "jwt_failures")
+	}
+}
+
+func (b *banner) prune(now time.Time, window time.Duration) {
+	for ip, w := range b.failures {
+		if now.Sub(w.start) > window {
+			delete(b.failures, ip)
+		}
+	}
+	if len(b.failures) >= maxTracked {
+		clear(b.failures)
+	}
+}
+
+func (b *banner) ban(ip netip.Addr, cfg *config.Bans, why string) {
+	now := time.Now()
+	b.mu.Lock()
+	if t, ok := b.recent[ip]; ok && now.Sub(t) < time.Second {
+		b.mu.Unlock()
+		return
+	}
+	if len(b.recent) > 1024 {
+		clear(b.recent)
+	}
+	b.recent[ip] = now
+	b.mu.Unlock()
+	if err := b.dp.Ban(ip, cfg.Duration.D()); err != nil {
+		b.log.Error("ban failed", "ip", ip.String(), "reason", why, "error", err.Error())
+		return
+	}
+	b.log.Warn("client banned", "ip", ip.String(), "reason", why, "for", cfg.Duration.D().String(), "datapath", b.dp.Mode())
+}

@@ -1,0 +1,17 @@
+// Package loader owns RustyGate's kernel datapath: it is the only code that
+// talks to the bpf syscall. A Datapath probes what the kernel can do, loads
+// the programs of package bpf, attaches them to the configured interfaces
+// (XDP in native mode where the driver supports it, else generic XDP, else
+// TCX), pins the maps under datapath.bpffs, and on Close detaches and
+// unpins them again (the maps stay when datapath.persist is set).
+//
+// Every kernel feature has a userspace twin with the same semantics, used
+// on other operating systems, without privileges, or with
+// datapath.mode: userspace: the per-source connection limiter, the
+// allow/deny lists and bans run in the accept path (WrapListener). Mode
+// and Reason say which one runs and why.
+//
+// loader must not grow request-path policy: it filters connections by
+// source address and nothing else. Other packages ask it for handles and
+// never load or attach BPF objects themselves.
+package loader
