@@ -587,8 +587,10 @@ func (cc *clientConn) abortRead() {
 	cc.c.SetReadDeadline(time.Unix(1, 0))
 }
 
-func (cc *clientConn) tunnel(x *exchange, resp *response, bc *backendConn) error {
-	w := appendStatusLine(cc.bc.wbuf, resp)
+// appendUpgradeHead writes a 101 response head: the backend's fields plus
+// the hop-by-hop Connection and Upgrade it switched with.
+func appendUpgradeHead(w []byte, resp *response) []byte {
+	w = appendStatusLine(w, resp)
 	w = appendFields(w, resp.fields)
 	w = append(w, "Connection: Upgrade\r\n"...)
 	for i := range resp.fields {
@@ -598,7 +600,11 @@ func (cc *clientConn) tunnel(x *exchange, resp *response, bc *backendConn) error
 			w = append(w, '\r', '\n')
 		}
 	}
-	cc.bc.wbuf = append(w, '\r', '\n')
+	return append(w, '\r', '\n')
+}
+
+func (cc *clientConn) tunnel(x *exchange, resp *response, bc *backendConn) error {
+	cc.bc.wbuf = appendUpgradeHead(cc.bc.wbuf, resp)
 	if err := cc.bc.flush(); err != nil {
 		bc.close()
 		return err

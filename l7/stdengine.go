@@ -299,17 +299,7 @@ func (s *stdSink) tunnel(x *exchange, resp *response, bc *backendConn) error {
 		return err
 	}
 	s.wroteHead, s.finished = true, true
-	w := appendStatusLine(nil, resp)
-	w = appendFields(w, resp.fields)
-	w = append(w, "Connection: Upgrade\r\n"...)
-	for i := range resp.fields {
-		if classify(resp.fields[i].name) == hUpgrade {
-			w = append(w, "Upgrade: "...)
-			w = append(w, resp.fields[i].value...)
-			w = append(w, '\r', '\n')
-		}
-	}
-	w = append(w, '\r', '\n')
+	w := appendUpgradeHead(nil, resp)
 	if _, err := conn.Write(w); err != nil {
 		conn.Close()
 		bc.close()
