@@ -2,7 +2,6 @@ package l7
 
 import (
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"time"
 
@@ -14,20 +13,29 @@ import (
 	"github.com/rustygate/rustygate/observe"
 )
 
-// metricsReporter counts policy rejections in the route's metrics.
+// metricsReporter counts policy rejections in the route's metrics and
+// passes them on as offences.
 type metricsReporter struct {
-	metrics *observe.Metrics
+	metrics  *observe.Metrics
+	offences Offences
 }
 
-func (r metricsReporter) Rejected(policy, route, reason string, _ netip.Addr) {
+func (r metricsReporter) Rejected(policy, route, reason string, ip netip.Addr) {
 	r.metrics.Route(route).Rejected(policy, reason)
+	if r.offences != nil {
+		r.offences.Rejected(policy, reason, ip)
+	}
 }
 
 // buildChain constructs a route's policies from its effective middleware
 // entries. prev is the previous snapshot's route of the same name, whose
 // rate-limit state is carried over when the settings did not change.
-func buildChain(entries []config.Middleware, rt *Route, prev *Route, log *slog.Logger, metrics *observe.Metrics) ([]middleware.Handler, error) {
-	rep := metricsReporter{metrics}
+func buildChain(entries []config.Middleware, rt *Route, prev *Route, tr *Transport, metrics *observe.Metrics) ([]middleware.Handler, error) {
+	rep := metricsReporter{metrics, tr.offences}
+	var rlOpts ratelimit.Options
+	if tr.offences != nil {
+		rlOpts.OnExceeded = tr.offences.RateLimitExceeded
+	}
 	var chain []middleware.Handler
 	for i, m := range entries {
 		var h middleware.Handler
@@ -44,9 +52,9 @@ func buildChain(entries []config.Middleware, rt *Route, prev *Route, log *slog.L
 					}
 				}
 			}
-			h, err = ratelimit.NewWithStore(m, rt.Name, rep, ratelimit.Options{}, store)
+			h, err = ratelimit.NewWithStore(m, rt.Name, rep, rlOpts, store)
 		case config.MiddlewareJWT:
-			h, err = jwt.NewVerifier(m, rt.Name, rep, jwt.Options{Logger: log})
+			h, err = jwt.NewVerifier(m, rt.Name, rep, jwt.Options{Logger: tr.log})
 		default:
 			err = fmt.Errorf("middleware %q is not available in this build", m.Name)
 		}

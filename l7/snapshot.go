@@ -30,6 +30,7 @@ type Transport struct {
 	log      *slog.Logger
 	metrics  *observe.Metrics
 	registry *upstream.Registry
+	offences Offences
 
 	mu    sync.Mutex
 	pools map[string]*connPool
@@ -155,7 +156,7 @@ func NewSnapshot(cfg *config.Config, tr *Transport, metrics *observe.Metrics, pr
 		rc := &cfg.Routes[i]
 		rt, pool, err := buildRoute(rc, tr, metrics)
 		if err == nil {
-			rt.chain, err = buildChain(cfg.RouteMiddlewares(i), rt, prevRoutes[rt.Name], tr.log, metrics)
+			rt.chain, err = buildChain(cfg.RouteMiddlewares(i), rt, prevRoutes[rt.Name], tr, metrics)
 		}
 		if err != nil {
 			s.Close()
