@@ -188,6 +188,13 @@ func (g *gateway) run(cfg *config.Config) int {
 		g.l4.Shutdown(context.Background())
 		return 1
 	}
+	// Guard the ports actually bound (a configured port 0 is known only now).
+	if err := dp.Update(cfg.Datapath, g.boundPorts(cfg)); err != nil {
+		log.Error("datapath", "error", err.Error())
+		ln.Close()
+		g.l4.Shutdown(context.Background())
+		return 1
+	}
 	g.metrics.ConfigReload(true, time.Now())
 	go g.serve(ln)
 	log.Info("RustyGate started",
@@ -333,7 +340,13 @@ func (g *gateway) reload(source string, onlyIfChanged bool) (reloadResult, error
 		}
 		newLn = g.dp.WrapListener(newLn)
 	}
-	if err := g.dp.Update(cfg.Datapath, listenPorts(cfg)); err != nil {
+	ports := listenPorts(cfg)
+	if newLn == nil {
+		ports = g.boundPorts(cfg)
+	} else if p := portOf(newLn.Addr().String()); p > 0 {
+		ports = append(ports, p)
+	}
+	if err := g.dp.Update(cfg.Datapath, ports); err != nil {
 		snap.Close()
 		if newLn != nil {
 			newLn.Close()
@@ -401,6 +414,35 @@ func (g *gateway) adminMux() *http.ServeMux {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// boundPorts are the ports of the listeners as bound: the proxy's and
+// the running l4 listeners' (configured ones not yet open are added from
+// the configuration).
+func (g *gateway) boundPorts(cfg *config.Config) []int {
+	ports := listenPorts(cfg)
+	if g.ln != nil {
+		if p := portOf(g.ln.Addr().String()); p > 0 {
+			ports = append(ports, p)
+		}
+	}
+	for _, l := range cfg.L4 {
+		if a := g.l4.Addr(l.Name); a != nil {
+			if p := portOf(a.String()); p > 0 {
+				ports = append(ports, p)
+			}
+		}
+	}
+	return ports
+}
+
+func portOf(addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(p)
+	return n
 }
 
 // listenPorts are the ports the kernel limiter guards when
