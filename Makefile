@@ -59,6 +59,18 @@ run: build
 test: lint
 	$(GO) test $(TEST_FLAGS) ./...
 
+# test-kernels runs the BPF tests (loader/, l4/, test/kernels/guest) inside
+# each kernel of test/kernels/kernels.list (Debian 6.1 and 6.12 LTS),
+# booted with qemu under software emulation; fails unless all pass on
+# every kernel. Needs root, qemu-system-x86, busybox-static and cpio.
+# Kernels and initramfs images are cached in /var/cache/rustygate-kernels;
+# logs and the summary in test/kernels/out/. One kernel:
+#   make test-kernels KERNELS=6.12
+# See docs/kernels.md.
+.PHONY: test-kernels
+test-kernels:
+	KERNELS='$(KERNELS)' GO='$(GO)' test/kernels/run.sh
+
 # test-browser runs only the real-browser CORS test (test/e2e_browser_test.go),
 # which needs headless Chromium (Debian package chromium).
 .PHONY: test-browser
@@ -112,6 +124,19 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
 	done
 
+# WASM plugin examples (plugins/examples/NAME -> plugins/examples/NAME.wasm):
+# http-wasm guests built as WASI reactors (//go:wasmexport needs
+# -buildmode=c-shared, which exports _initialize instead of running main).
+PLUGINS ?= add_header add_header_v2 deny loop trap
+
+.PHONY: plugins
+plugins:
+	@for p in $(PLUGINS); do \
+		cmd="$(GO) build -trimpath -buildmode=c-shared -o plugins/examples/$$p.wasm ./plugins/examples/$$p"; \
+		echo "GOOS=wasip1 GOARCH=wasm $$cmd"; \
+		GOOS=wasip1 GOARCH=wasm $$cmd; \
+	done
+
 clean:
 	rm -rf bin/ test/bench/out/ test/soak/out/
 	$(GO) clean -testcache
@@ -153,3 +178,29 @@ soak-l4: build
 
 soak-l4-long: build
 	RG_BIN=$(BIN) $(GO) run ./test/l4soak -spawn -transfers64 200 -transfers1g 20 -short 10000 -resets 1000 $(L4SOAK_FLAGS)
+
+# release cross-compiles the static, stripped binaries the same way `build`
+# does (CGO_ENABLED=0, -trimpath, LDFLAGS with the version and commit) for
+# every platform in RELEASE_PLATFORMS into DIST (dist/ by default; it is
+# emptied first), writes DIST/SHA256SUMS and lists the sizes. Linux binaries
+# embed the eBPF objects (bpf/*_bpfel.o: little endian, amd64 and arm64
+# alike); darwin binaries run the userspace datapath.
+#   make release VERSION=v1.2.3
+RELEASE_PLATFORMS ?= linux/amd64 linux/arm64 darwin/arm64 darwin/amd64
+DIST              ?= dist
+SHA256SUM         ?= $(shell command -v sha256sum >/dev/null 2>&1 && echo sha256sum || echo 'shasum -a 256')
+
+.PHONY: release
+release:
+	rm -rf $(DIST)
+	mkdir -p $(DIST)
+	@for p in $(RELEASE_PLATFORMS); do \
+		os=$${p%%/*}; arch=$${p##*/}; out=$(DIST)/rustygate-$$os-$$arch; \
+		echo "==> $$out ($(VERSION), commit $(COMMIT))"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $$out ./cmd/rustygate; \
+	done
+	cd $(DIST) && $(SHA256SUM) rustygate-* > SHA256SUMS
+	@echo "==> $(DIST)/SHA256SUMS"; cat $(DIST)/SHA256SUMS
+	@echo "==> sizes"; for f in $(DIST)/rustygate-*; do \
+		wc -c < $$f | awk -v f=$$f '{ printf "%10d bytes  %5.1f MiB  %s\n", $$1, $$1 / 1048576, f }'; \
+	done

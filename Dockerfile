@@ -1,0 +1,93 @@
+# syntax=docker/dockerfile:1
+#
+# RustyGate container image: a static binary on distroless, running as the
+# non-root user (uid 65532) by default.
+#
+#   docker build -t rustygate --build-arg VERSION=$(git describe --tags --always --dirty) \
+#       --build-arg COMMIT=$(git rev-parse --short HEAD) .
+#   docker run --rm -p 8080:8080 -p 8081:8081 \
+#       -v "$PWD/conf:/etc/rustygate:ro" rustygate     # conf/config.yaml
+#
+# Needs BuildKit (the default builder since Docker 23; on older Docker set
+# DOCKER_BUILDKIT=1). Multi-arch: docker buildx build --platform
+# linux/amd64,linux/arm64 .
+# (the builder runs on the build machine and cross-compiles; the eBPF
+# objects embedded in the binary are little endian, valid on both).
+#
+# The binary is built by `make build`, the same target developers and CI
+# use: CGO_ENABLED=0, -trimpath, -ldflags "-s -w -X main.version=...
+# -X main.commit=..." (see the Makefile's LDFLAGS). `go test ./deploy/`
+# checks that this stays so.
+#
+# Configuration: /etc/rustygate/config.yaml ($RUSTYGATE_CONFIG), a copy of
+# config/default.yaml. Mount a directory over /etc/rustygate (not a single
+# file) when you want edits to be hot-reloaded: the gateway watches the
+# directory and picks up renames and Kubernetes ConfigMap symlink swaps.
+#
+# Health: distroless has no shell and no curl, so there is no HEALTHCHECK
+# instruction. Probe the admin listener from outside instead:
+#   curl -fsS http://HOST:8081/healthz        -> 200 "ok"
+# (Kubernetes: an httpGet probe on /healthz, port 8081; see deploy/helm.)
+#
+# Kernel datapath (XDP/TCX connection limiter, bans; docs/kernel-datapath.md).
+# The default user has no capabilities, so the gateway runs the userspace
+# datapath (datapath.mode auto falls back with reason no_privileges, or
+# not_needed when nothing needs the kernel). For the kernel datapath run as
+# root inside the container with only the capabilities it needs (Docker gives
+# a non-root user no ambient capabilities), share the host's bpffs so the
+# pinned maps outlive the container and `bpftool` on the host sees them, and
+# use the host's network to guard the host's interfaces:
+#
+#   docker run --rm --user 0:0 --network host \
+#       --cap-drop ALL --cap-add BPF --cap-add NET_ADMIN --cap-add PERFMON \
+#       --cap-add SYS_ADMIN \
+#       -v /sys/fs/bpf:/sys/fs/bpf \
+#       -v "$PWD/conf:/etc/rustygate:ro" rustygate
+#
+# CAP_BPF loads the programs and maps, CAP_NET_ADMIN attaches them, CAP_PERFMON
+# relaxes the verifier for a CAP_BPF loader. CAP_SYS_ADMIN is needed as well
+# today: the loader enters its own network namespace (setns) to attach, and
+# the kernel allows setns only with CAP_SYS_ADMIN; without it the log says
+# "enter network namespace: operation not permitted" (reason no_privileges).
+# Without --network host the limiter guards the container's own eth0. If the
+# log says reason=no_bpf_syscall, the seccomp profile blocks bpf(2): use a
+# newer Docker or a custom profile. On kernels before 5.11 also pass
+# --ulimit memlock=-1.
+
+ARG GO_VERSION=1.26
+
+FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-bookworm AS builder
+ARG TARGETOS=linux
+ARG TARGETARCH=amd64
+ARG VERSION=dev
+ARG COMMIT=none
+WORKDIR /src
+# Modules first, so a source change does not download them again.
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/go/pkg/mod \
+    go mod download
+COPY . .
+RUN --mount=type=cache,target=/go/pkg/mod \
+    --mount=type=cache,target=/root/.cache/go-build \
+    GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
+    make build BIN=/out/rustygate VERSION=${VERSION} COMMIT=${COMMIT} \
+    && mkdir -p /out/etc/rustygate \
+    && cp config/default.yaml /out/etc/rustygate/config.yaml
+
+FROM gcr.io/distroless/static-debian12:nonroot
+ARG VERSION=dev
+ARG COMMIT=none
+LABEL org.opencontainers.image.title="RustyGate" \
+      org.opencontainers.image.description="eBPF-accelerated L4/L7 reverse proxy and API gateway" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${COMMIT}"
+COPY --from=builder /out/rustygate /usr/local/bin/rustygate
+COPY --from=builder /out/etc/rustygate /etc/rustygate
+ENV RUSTYGATE_CONFIG=/etc/rustygate/config.yaml
+# 8080: the proxy listener (server.listen); 8081: the admin listener
+# (admin.listen: /healthz, /metrics, /admin/*).
+EXPOSE 8080 8081
+USER nonroot:nonroot
+ENTRYPOINT ["/usr/local/bin/rustygate"]
+CMD ["run"]

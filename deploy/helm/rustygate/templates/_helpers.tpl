@@ -1,0 +1,262 @@
+{{/*
+Names and labels.
+*/}}
+{{- define "rustygate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "rustygate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "rustygate.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "rustygate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rustygate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "rustygate.labels" -}}
+helm.sh/chart: {{ include "rustygate.chart" . }}
+{{ include "rustygate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "rustygate.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+The Secret RUSTYGATE_ADMIN_TOKEN is read from: adminToken.existingSecret,
+else the one the chart creates (secret.yaml), else none.
+*/}}
+{{- define "rustygate.adminSecretName" -}}
+{{- if .Values.adminToken.existingSecret }}
+{{- .Values.adminToken.existingSecret }}
+{{- else if .Values.adminToken.value }}
+{{- printf "%s-admin" (include "rustygate.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the pods use the node's network: hostNetwork when it is a
+boolean, else daemonset mode with the kernel datapath.
+*/}}
+{{- define "rustygate.hostNetwork" -}}
+{{- if ne .Values.mode "daemonset" }}
+{{- "false" }}
+{{- else if kindIs "bool" .Values.hostNetwork }}
+{{- ternary "true" "false" .Values.hostNetwork }}
+{{- else }}
+{{- ternary "true" "false" .Values.kernelDatapath.enabled }}
+{{- end }}
+{{- end }}
+
+{{/*
+The RustyGate configuration: .Values.config with the listeners, the admin
+token and the datapath filled in from the chart's values where the
+configuration leaves them unset.
+*/}}
+{{- define "rustygate.config" -}}
+{{- if not (has .Values.mode (list "deployment" "daemonset")) }}
+{{- fail (printf "mode must be deployment or daemonset (got %q)" .Values.mode) }}
+{{- end }}
+{{- $cfg := deepCopy (.Values.config | default dict) }}
+{{- $server := get $cfg "server" | default dict }}
+{{- if not (hasKey $server "listen") }}
+{{- $_ := set $server "listen" (printf ":%d" (int .Values.ports.http)) }}
+{{- end }}
+{{- $_ := set $cfg "server" $server }}
+{{- $admin := get $cfg "admin" | default dict }}
+{{- if not (hasKey $admin "listen") }}
+{{- $_ := set $admin "listen" (printf ":%d" (int .Values.ports.admin)) }}
+{{- end }}
+{{- if eq (toString (get $admin "listen")) "off" }}
+{{- fail "config.admin.listen must not be off: the probes and the ServiceMonitor use the admin listener" }}
+{{- end }}
+{{- if not (hasKey $admin "token") }}
+{{- $_ := set $admin "token" "${RUSTYGATE_ADMIN_TOKEN:-}" }}
+{{- end }}
+{{- $_ := set $cfg "admin" $admin }}
+{{- $dp := get $cfg "datapath" | default dict }}
+{{- if not (hasKey $dp "mode") }}
+{{- $_ := set $dp "mode" (ternary "kernel" "userspace" .Values.kernelDatapath.enabled) }}
+{{- end }}
+{{- if and (eq (toString (get $dp "mode")) "kernel") (not .Values.kernelDatapath.enabled) }}
+{{- fail "config.datapath.mode is kernel but kernelDatapath.enabled is false: the pod would have no capabilities and no bpffs to load the programs with" }}
+{{- end }}
+{{- if and .Values.kernelDatapath.enabled (eq .Values.mode "deployment") (not (hasKey $dp "bpffs")) }}
+{{- $_ := set $dp "bpffs" "/sys/fs/bpf/rustygate-${POD_NAME}" }}
+{{- end }}
+{{- $_ := set $cfg "datapath" $dp }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/*
+The pod template shared by the Deployment and the DaemonSet.
+*/}}
+{{- define "rustygate.podTemplate" -}}
+{{- $kernel := .Values.kernelDatapath.enabled -}}
+metadata:
+  labels:
+    {{- include "rustygate.selectorLabels" . | nindent 4 }}
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  annotations:
+    kubectl.kubernetes.io/default-container: rustygate
+    {{- with .Values.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  automountServiceAccountToken: false
+  {{- if eq (include "rustygate.hostNetwork" .) "true" }}
+  hostNetwork: true
+  dnsPolicy: ClusterFirstWithHostNet
+  {{- end }}
+  {{- with .Values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+  securityContext:
+    {{- if $kernel }}
+    # The kernel datapath: uid 0 with only the capabilities below (Kubernetes
+    # gives a non-root user no ambient capabilities).
+    runAsUser: 0
+    runAsGroup: 0
+    runAsNonRoot: false
+    {{- else }}
+    runAsUser: 65532
+    runAsGroup: 65532
+    runAsNonRoot: true
+    {{- end }}
+    seccompProfile:
+      type: RuntimeDefault
+  containers:
+    - name: rustygate
+      image: {{ include "rustygate.image" . | quote }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args: ["run", "-c", "/etc/rustygate/config.yaml"]
+      env:
+        - name: RUSTYGATE_CONFIG
+          value: /etc/rustygate/config.yaml
+        {{- with (include "rustygate.adminSecretName" .) }}
+        - name: RUSTYGATE_ADMIN_TOKEN
+          valueFrom:
+            secretKeyRef:
+              name: {{ . }}
+              key: {{ $.Values.adminToken.secretKey }}
+        {{- end }}
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        - name: NODE_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: spec.nodeName
+        {{- with .Values.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      ports:
+        - name: http
+          containerPort: {{ .Values.ports.http }}
+          protocol: TCP
+        - name: admin
+          containerPort: {{ .Values.ports.admin }}
+          protocol: TCP
+        {{- with .Values.ports.extra }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      livenessProbe:
+        httpGet:
+          path: /healthz
+          port: admin
+        {{- toYaml .Values.probes.liveness | nindent 8 }}
+      readinessProbe:
+        httpGet:
+          path: /healthz
+          port: admin
+        {{- toYaml .Values.probes.readiness | nindent 8 }}
+      {{- if .Values.preStopSleepSeconds }}
+      lifecycle:
+        preStop:
+          sleep:
+            seconds: {{ .Values.preStopSleepSeconds }}
+      {{- end }}
+      {{- with .Values.resources }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      securityContext:
+        {{- if and $kernel (has "SYS_ADMIN" .Values.kernelDatapath.capabilities) }}
+        # SYS_ADMIN cannot be combined with allowPrivilegeEscalation: false.
+        allowPrivilegeEscalation: true
+        {{- else }}
+        allowPrivilegeEscalation: false
+        {{- end }}
+        readOnlyRootFilesystem: true
+        capabilities:
+          drop:
+            - ALL
+          {{- if $kernel }}
+          add:
+            {{- toYaml .Values.kernelDatapath.capabilities | nindent 12 }}
+          {{- end }}
+      volumeMounts:
+        # The whole directory, never a subPath: the kubelet updates a
+        # ConfigMap volume by swapping a symlink, which the gateway's
+        # directory watch turns into a reload (a subPath mount never changes).
+        - name: config
+          mountPath: /etc/rustygate
+          readOnly: true
+        {{- if $kernel }}
+        - name: bpffs
+          mountPath: /sys/fs/bpf
+          mountPropagation: HostToContainer
+        {{- end }}
+        {{- with .Values.extraVolumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+  volumes:
+    - name: config
+      configMap:
+        name: {{ include "rustygate.fullname" . }}
+    {{- if $kernel }}
+    - name: bpffs
+      hostPath:
+        path: {{ .Values.kernelDatapath.bpffsHostPath }}
+        type: Directory
+    {{- end }}
+    {{- with .Values.extraVolumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}

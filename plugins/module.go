@@ -1,0 +1,399 @@
+package plugins
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/rustygate/rustygate/l7/middleware"
+)
+
+// Plugin is one loaded guest with its configuration, ready to serve
+// requests. It is safe for concurrent use.
+type Plugin interface {
+	// OnRequest runs handle_request. It returns a Reply when the guest
+	// answered the request itself (next=0), nil to forward it. A non-nil
+	// error (always an *Error) means the guest failed; the request was
+	// possibly changed before it did.
+	OnRequest(ex Exchange) (*middleware.Reply, error)
+	// OnResponse runs handle_response for a request OnRequest forwarded; it
+	// does nothing for the others.
+	OnResponse(ex Exchange) error
+	// Close stops new calls; calls in flight finish on their instances,
+	// which are then closed.
+	Close() error
+}
+
+var (
+	_ Plugin = (*module)(nil)
+	_ Plugin = (*Handler)(nil)
+)
+
+// Error is the error of a failed guest call.
+type Error struct {
+	// Reason is short and bounded, usable as a metric label: "timeout",
+	// "trap", "exit", "bad_return", "busy", "instantiate" or "closed".
+	Reason string
+	Err    error
+}
+
+func (e *Error) Error() string { return "wasm plugin " + e.Reason + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+var (
+	errClosed  = &Error{Reason: "closed", Err: errors.New("plugin closed")}
+	errBusy    = &Error{Reason: "busy", Err: errors.New("no free guest instance in time")}
+	errTimeout = errors.New("deadline exceeded")
+)
+
+// module is a Plugin: one compiled guest, one configuration, and a bounded
+// pool of instances of it.
+type module struct {
+	c      *compiled
+	rt     wazero.Runtime
+	modCfg wazero.ModuleConfig
+	config []byte
+	opts   *Options
+	log    *slog.Logger
+	path   string
+	route  string
+	// key is the Exchange value under which the state between
+	// handle_request and handle_response is kept.
+	key string
+
+	idle  chan *instance // instances ready for a call
+	slots chan struct{}  // one per live instance: bounds the pool
+	done  chan struct{}  // closed by Close
+	live  atomic.Int64   // instances not yet closed
+	shut  atomic.Bool    // Close was called
+	fin   sync.Once      // releases c once shut and live == 0
+	once  sync.Once      // Close
+	// created counts the instances made, for the Manager's statistics.
+	created *atomic.Int64
+}
+
+// instance is one instantiated guest.
+type instance struct {
+	owner      *module
+	mod        api.Module
+	handleReq  api.Function
+	handleResp api.Function // nil when the guest does not export it
+	st         callState
+	ctx        *callCtx
+	stack      [2]uint64
+}
+
+// pending is what OnRequest leaves in the Exchange for OnResponse.
+type pending struct {
+	features Features
+	reqCtx   uint32
+	inst     *instance // kept when the guest returned a request context
+}
+
+var pendingPool = sync.Pool{New: func() any { return new(pending) }}
+
+func newModule(c *compiled, rt wazero.Runtime, opts *Options, log *slog.Logger, config []byte, path, route, key string) *module {
+	m := &module{
+		c:      c,
+		rt:     rt,
+		config: config,
+		opts:   opts,
+		log:    log,
+		path:   path,
+		route:  route,
+		key:    key,
+		idle:   make(chan *instance, opts.MaxInstances),
+		slots:  make(chan struct{}, opts.MaxInstances),
+		done:   make(chan struct{}),
+	}
+	out := &logWriter{log: log, level: slog.LevelDebug, path: path, route: route, stream: "stdout"}
+	errw := &logWriter{log: log, level: slog.LevelWarn, path: path, route: route, stream: "stderr"}
+	m.modCfg = wazero.NewModuleConfig().
+		WithName(""). // anonymous: any number of instances
+		WithStartFunctions("_initialize").
+		WithStdout(out).
+		WithStderr(errw).
+		WithSysNanotime().
+		WithSysWalltime().
+		// No real sleep: a guest cannot block a host thread in a WASI
+		// call beyond its deadline (wazero only stops it in guest code).
+		WithRandSource(rand.Reader)
+	return m
+}
+
+// prewarm creates one instance, so that a guest that cannot start is
+// reported when the handler is built, not on the first request.
+func (m *module) prewarm() error {
+	inst, err := m.acquire()
+	if err != nil {
+		return err
+	}
+	m.release(inst)
+	return nil
+}
+
+// acquire returns an idle instance, a new one while the pool is under
+// MaxInstances, or waits up to QueueTimeout for one to come back.
+func (m *module) acquire() (*instance, error) {
+	if m.shut.Load() {
+		return nil, errClosed
+	}
+	select {
+	case inst := <-m.idle:
+		return inst, nil
+	default:
+	}
+	select {
+	case inst := <-m.idle:
+		return inst, nil
+	case m.slots <- struct{}{}:
+		return m.instantiate()
+	default:
+	}
+	t := time.NewTimer(m.opts.QueueTimeout)
+	defer t.Stop()
+	select {
+	case inst := <-m.idle:
+		return inst, nil
+	case m.slots <- struct{}{}:
+		return m.instantiate()
+	case <-m.done:
+		return nil, errClosed
+	case <-t.C:
+		return nil, errBusy
+	}
+}
+
+// instantiate creates an instance in a slot the caller took.
+func (m *module) instantiate() (*instance, error) {
+	// live before shut: Close then either sees this instance, or this
+	// sees Close and gives up before touching the compiled module.
+	m.live.Add(1)
+	if m.shut.Load() {
+		m.dropSlot()
+		return nil, errClosed
+	}
+	inst := &instance{owner: m}
+	inst.st.mod = m
+	inst.ctx = newCallCtx(&inst.st)
+	inst.st.phase = phaseInit
+	inst.ctx.arm(m.opts.InitTimeout)
+	mod, err := m.rt.InstantiateModule(inst.ctx, m.c.mod, m.modCfg)
+	ok := inst.ctx.disarm()
+	inst.st.phase = phaseIdle
+	if err == nil && !ok {
+		_ = mod.Close(context.Background())
+		err = errTimeout
+	}
+	if err != nil {
+		inst.ctx.stop()
+		m.dropSlot()
+		reason := "instantiate"
+		if !ok {
+			reason = "timeout"
+		}
+		return nil, &Error{Reason: reason, Err: fmt.Errorf("instantiating %s: %w", m.path, err)}
+	}
+	inst.mod = mod
+	inst.handleReq = mod.ExportedFunction("handle_request")
+	if m.c.hasResponse {
+		inst.handleResp = mod.ExportedFunction("handle_response")
+	}
+	if m.created != nil {
+		m.created.Add(1)
+	}
+	return inst, nil
+}
+
+// release puts a healthy instance back in the pool.
+func (m *module) release(inst *instance) {
+	if m.shut.Load() {
+		m.discard(inst)
+		return
+	}
+	m.idle <- inst // never blocks: at most MaxInstances exist
+	if m.shut.Load() {
+		m.drain() // Close may have drained before the send
+	}
+}
+
+// discard closes an instance that failed (or belongs to a closed pool).
+func (m *module) discard(inst *instance) {
+	inst.ctx.stop()
+	inst.st.end()
+	_ = inst.mod.Close(context.Background())
+	m.dropSlot()
+}
+
+func (m *module) dropSlot() {
+	<-m.slots
+	if m.live.Add(-1) == 0 && m.shut.Load() {
+		m.finish()
+	}
+}
+
+func (m *module) drain() {
+	for {
+		select {
+		case inst := <-m.idle:
+			m.discard(inst)
+		default:
+			return
+		}
+	}
+}
+
+func (m *module) finish() {
+	m.fin.Do(func() { m.c.release() })
+}
+
+// Close implements Plugin.
+func (m *module) Close() error {
+	m.once.Do(func() {
+		m.shut.Store(true)
+		close(m.done)
+		m.drain()
+		if m.live.Load() == 0 {
+			m.finish()
+		}
+	})
+	return nil
+}
+
+// call runs fn on inst with the call deadline. timedOut reports that the
+// deadline fired, in which case the instance must be discarded even if
+// the call returned.
+func (inst *instance) call(fn api.Function, n int) (timedOut bool, err error) {
+	inst.ctx.arm(inst.owner.opts.Timeout)
+	err = fn.CallWithStack(inst.ctx, inst.stack[:n])
+	return !inst.ctx.disarm(), err
+}
+
+// callError classifies the error of a guest call.
+func callError(phase string, timedOut bool, err error) *Error {
+	if err == nil {
+		err = errTimeout
+	}
+	reason := "trap"
+	var exit *sys.ExitError
+	switch {
+	case timedOut:
+		reason = "timeout"
+	case errors.As(err, &exit):
+		switch exit.ExitCode() {
+		case sys.ExitCodeDeadlineExceeded, sys.ExitCodeContextCanceled:
+			reason = "timeout"
+		default:
+			reason = "exit"
+		}
+	}
+	return &Error{Reason: reason, Err: fmt.Errorf("%s: %w", phase, err)}
+}
+
+// OnRequest implements Plugin.
+func (m *module) OnRequest(ex Exchange) (*middleware.Reply, error) {
+	inst, err := m.acquire()
+	if err != nil {
+		return nil, err
+	}
+	st := &inst.st
+	st.begin(ex, phaseRequest)
+	timedOut, err := inst.call(inst.handleReq, 1)
+	if err != nil || timedOut {
+		m.discard(inst)
+		return nil, callError("handle_request", timedOut, err)
+	}
+	ctxNext := inst.stack[0]
+	switch uint32(ctxNext) {
+	case 0:
+		reply := st.reply()
+		st.end()
+		m.release(inst)
+		return reply, nil
+	case 1:
+	default:
+		m.discard(inst)
+		return nil, &Error{Reason: "bad_return", Err: fmt.Errorf("handle_request returned next=%d (want 0 or 1)", uint32(ctxNext))}
+	}
+	st.forward()
+	if inst.handleResp == nil {
+		st.end()
+		m.release(inst)
+		return nil, nil
+	}
+	p := pendingPool.Get().(*pending)
+	p.features = st.features
+	p.reqCtx = uint32(ctxNext >> 32)
+	st.end()
+	if p.reqCtx != 0 {
+		// The guest correlates handle_response with this request through
+		// its own memory: the same instance must run it.
+		p.inst = inst
+	} else {
+		m.release(inst)
+	}
+	ex.SetValue(m.key, p)
+	return nil, nil
+}
+
+// responseNeeds reports what OnResponse needs for ex.
+func responseNeeds(ex Exchange, key string) ResponseNeeds {
+	p, _ := ex.Value(key).(*pending)
+	if p == nil {
+		return NeedNone
+	}
+	if p.features&FeatureBufferResponse != 0 {
+		return NeedResponse | NeedBody
+	}
+	return NeedResponse
+}
+
+// OnResponse implements Plugin.
+func (m *module) OnResponse(ex Exchange) error {
+	p, _ := ex.Value(m.key).(*pending)
+	if p == nil {
+		return nil
+	}
+	inst := p.inst
+	if inst == nil {
+		// Any instance will do. On failure the pending state stays for a
+		// retry on the module swapped in meanwhile.
+		var err error
+		if inst, err = m.acquire(); err != nil {
+			return err
+		}
+	}
+	ex.SetValue(m.key, nil)
+	features, reqCtx := p.features, p.reqCtx
+	*p = pending{}
+	pendingPool.Put(p)
+	// inst may come from a module that was swapped out since: it goes back
+	// to its own pool.
+	owner := inst.owner
+	st := &inst.st
+	st.begin(ex, phaseResponse)
+	st.features |= features
+	inst.stack[0] = uint64(reqCtx)
+	inst.stack[1] = 0
+	if ex.ResponseIsError() {
+		inst.stack[1] = 1
+	}
+	timedOut, err := inst.call(inst.handleResp, 2)
+	if err != nil || timedOut {
+		owner.discard(inst)
+		return callError("handle_response", timedOut, err)
+	}
+	st.finishResponse()
+	st.end()
+	owner.release(inst)
+	return nil
+}

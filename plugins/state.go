@@ -1,0 +1,229 @@
+package plugins
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rustygate/rustygate/l7/middleware"
+)
+
+// phase is what a guest instance is doing, which decides what the host
+// functions act on.
+type phase uint8
+
+const (
+	phaseIdle     phase = iota
+	phaseInit           // instantiation (_initialize): no request
+	phaseRequest        // handle_request
+	phaseResponse       // handle_response
+)
+
+// callState is the per-instance state the host functions work on. It is
+// reset at the start of every call and reused, so that a call does not
+// allocate for its bookkeeping.
+type callState struct {
+	mod   *module
+	ex    Exchange
+	phase phase
+
+	// initFeatures were enabled outside of any request (at instantiation)
+	// and hold for every request of the instance; features is the set of
+	// the current request.
+	initFeatures Features
+	features     Features
+
+	// The response a guest composes during handle_request: sent as a Reply
+	// when it returns next=0; its headers are added to the forwarded
+	// response otherwise.
+	status          int
+	respHeaders     [][2]string
+	respBody        []byte
+	respBodyWritten bool
+
+	// A request body the guest wrote during handle_request.
+	reqBodyOut     []byte
+	reqBodyWritten bool
+
+	// Body read cursors (read_body is stateful).
+	reqBodyIn      []byte
+	reqBodyLoaded  bool
+	reqBodyRead    int
+	respBodyIn     []byte
+	respBodyLoaded bool
+	respBodyRead   int
+
+	// Scratch space for the multi-value header functions.
+	names   []string
+	values  [][]byte
+	scratch []byte
+
+	// interned strings (see intern).
+	strs map[string]string
+}
+
+// Interning bounds: header names and short values repeat from request to
+// request, so a guest setting the same header each time does not allocate.
+const (
+	maxInterned   = 128
+	maxInternSize = 64
+)
+
+// intern returns b as a string, reusing an equal string made before.
+func (st *callState) intern(b []byte) string {
+	if len(b) > maxInternSize {
+		return string(b)
+	}
+	if s, ok := st.strs[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(st.strs) < maxInterned {
+		if st.strs == nil {
+			st.strs = make(map[string]string)
+		}
+		st.strs[s] = s
+	}
+	return s
+}
+
+func (st *callState) begin(ex Exchange, ph phase) {
+	st.ex = ex
+	st.phase = ph
+	st.features = st.initFeatures
+	st.status = 200
+	st.respHeaders = st.respHeaders[:0]
+	st.respBody = st.respBody[:0]
+	st.respBodyWritten = false
+	st.reqBodyOut = st.reqBodyOut[:0]
+	st.reqBodyWritten = false
+	st.reqBodyIn, st.reqBodyLoaded, st.reqBodyRead = nil, false, 0
+	st.respBodyIn, st.respBodyLoaded, st.respBodyRead = nil, false, 0
+}
+
+// end drops the references to the exchange so that a pooled instance does
+// not keep a finished request alive.
+func (st *callState) end() {
+	st.ex = nil
+	st.phase = phaseIdle
+	st.reqBodyIn, st.respBodyIn = nil, nil
+	clear(st.names)
+	clear(st.values)
+	clear(st.respHeaders)
+}
+
+// reply turns what the guest wrote during handle_request into a Reply. The
+// buffers are handed over (not copied); the state gets new ones next time.
+func (st *callState) reply() *middleware.Reply {
+	r := &middleware.Reply{Status: st.status}
+	if len(st.respHeaders) > 0 {
+		r.Headers = st.respHeaders
+		st.respHeaders = nil
+	}
+	if st.respBodyWritten && len(st.respBody) > 0 {
+		r.Body = st.respBody
+		st.respBody = nil
+	}
+	return r
+}
+
+// forward applies what the guest wrote during a handle_request that
+// returned next=1: response headers to add to whatever response the
+// client gets, and a replaced request body.
+func (st *callState) forward() {
+	for _, h := range st.respHeaders {
+		st.ex.AddResponseHeader(h[0], h[1])
+	}
+	if st.reqBodyWritten {
+		st.ex.SetRequestBody(st.reqBodyOut)
+		st.reqBodyOut = nil
+	}
+}
+
+// finishResponse applies a response body the guest wrote during
+// handle_response.
+func (st *callState) finishResponse() {
+	if st.respBodyWritten {
+		st.ex.SetResponseBody(st.respBody)
+		st.respBody = nil
+	}
+}
+
+// pendingSet replaces (add=false) or extends the response headers composed
+// during handle_request.
+func (st *callState) pendingSet(name, value string, add bool) {
+	if !add {
+		st.pendingDel(name)
+	}
+	st.respHeaders = append(st.respHeaders, [2]string{name, value})
+}
+
+func (st *callState) pendingDel(name string) {
+	kept := st.respHeaders[:0]
+	for _, h := range st.respHeaders {
+		if !strings.EqualFold(h[0], name) {
+			kept = append(kept, h)
+		}
+	}
+	clear(st.respHeaders[len(kept):])
+	st.respHeaders = kept
+}
+
+// stateKey finds the callState of the instance a host function runs for.
+type stateKey struct{}
+
+// callCtx is the context.Context of every call into one instance. It carries
+// the instance's callState and the call deadline without allocating per
+// call: a reusable timer closes done when a call overruns, which makes
+// wazero (WithCloseOnContextDone) stop the guest. A callCtx fires at most
+// once: an instance whose deadline fired is discarded.
+type callCtx struct {
+	st    *callState
+	done  chan struct{}
+	fired atomic.Bool
+	once  sync.Once
+	timer *time.Timer
+}
+
+func newCallCtx(st *callState) *callCtx {
+	c := &callCtx{st: st, done: make(chan struct{})}
+	c.timer = time.AfterFunc(time.Hour, c.fire)
+	c.timer.Stop()
+	return c
+}
+
+func (c *callCtx) fire() {
+	c.once.Do(func() {
+		c.fired.Store(true) // before close: wazero reads Err once Done is closed
+		close(c.done)
+	})
+}
+
+// arm starts the deadline of a call.
+func (c *callCtx) arm(d time.Duration) { c.timer.Reset(d) }
+
+// disarm stops the deadline; false means it fired (or is firing) and the
+// instance must not be used again.
+func (c *callCtx) disarm() bool { return c.timer.Stop() && !c.fired.Load() }
+
+// stop releases the timer of a discarded instance.
+func (c *callCtx) stop() { c.timer.Stop() }
+
+func (c *callCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *callCtx) Done() <-chan struct{}       { return c.done }
+
+func (c *callCtx) Err() error {
+	if c.fired.Load() {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (c *callCtx) Value(key any) any {
+	if _, ok := key.(stateKey); ok {
+		return c.st
+	}
+	return nil
+}
