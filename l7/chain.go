@@ -11,6 +11,7 @@ import (
 	"github.com/rustygate/rustygate/l7/middleware/jwt"
 	"github.com/rustygate/rustygate/l7/middleware/ratelimit"
 	"github.com/rustygate/rustygate/observe"
+	"github.com/rustygate/rustygate/plugins"
 )
 
 // metricsReporter counts policy rejections in the route's metrics and
@@ -55,6 +56,12 @@ func buildChain(entries []config.Middleware, rt *Route, prev *Route, tr *Transpo
 			h, err = ratelimit.NewWithStore(m, rt.Name, rep, rlOpts, store)
 		case config.MiddlewareJWT:
 			h, err = jwt.NewVerifier(m, rt.Name, rep, jwt.Options{Logger: tr.log})
+		case config.MiddlewareWASM:
+			if tr.plugins == nil {
+				err = fmt.Errorf("WASM plugins are not enabled in this process")
+			} else {
+				h, err = plugins.NewHandler(tr.plugins, m, rt.Name, rep)
+			}
 		default:
 			err = fmt.Errorf("middleware %q is not available in this build", m.Name)
 		}

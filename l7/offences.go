@@ -1,6 +1,10 @@
 package l7
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/rustygate/rustygate/plugins"
+)
 
 // Offences receives the L7 events that can get a client banned at a
 // lower layer: a rate limit exceeded by a factor, a failed JWT. The
@@ -16,3 +20,7 @@ type Offences interface {
 // SetOffences sets where offences go (nil: nowhere). Snapshots built
 // afterwards use it.
 func (t *Transport) SetOffences(o Offences) { t.offences = o }
+
+// SetPlugins sets the WASM plugin manager snapshots build `wasm` entries
+// with (nil: such entries fail to build).
+func (t *Transport) SetPlugins(m *plugins.Manager) { t.plugins = m }

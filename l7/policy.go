@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/rustygate/rustygate/l7/middleware"
+	"github.com/rustygate/rustygate/plugins"
 )
 
 // strHeader is a header added by a policy; kept as strings so adding one
@@ -139,24 +140,29 @@ func (x *exchange) SetValue(key string, v any) {
 // request goes on to a backend; when a policy answered, the reply is sent.
 func (x *exchange) runPolicies(chain []middleware.Handler) bool {
 	for _, h := range chain {
-		if reply := h.Handle(x); reply != nil {
-			x.drainOrClose()
-			x.replyHeaders = reply.Headers
-			ctype := ""
-			for _, h := range reply.Headers {
-				if len(h[0]) == 12 && eqFoldAny(h[0], "content-type") {
-					ctype = "-"
-				}
+		reply := h.Handle(x)
+		if reply == nil {
+			if ph, ok := h.(*plugins.Handler); ok {
+				x.notePlugin(ph)
 			}
-			if ctype == "" && len(reply.Body) > 0 {
-				ctype = "application/json"
-			}
-			x.writeLocal(reply.Status, ctype, reply.Body, "")
-			if x.errMsg == "" {
-				x.errMsg = "rejected by policy"
-			}
-			return false
+			continue
 		}
+		x.drainOrClose()
+		x.replyHeaders = reply.Headers
+		ctype := ""
+		for _, h := range reply.Headers {
+			if len(h[0]) == 12 && eqFoldAny(h[0], "content-type") {
+				ctype = "-"
+			}
+		}
+		if ctype == "" && len(reply.Body) > 0 {
+			ctype = "application/json"
+		}
+		x.writeLocal(reply.Status, ctype, reply.Body, "")
+		if x.errMsg == "" {
+			x.errMsg = "rejected by policy"
+		}
+		return false
 	}
 	return true
 }

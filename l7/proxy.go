@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rustygate/rustygate/observe"
+	"github.com/rustygate/rustygate/plugins"
 	"github.com/rustygate/rustygate/upstream"
 )
 
@@ -42,6 +43,7 @@ type exchange struct {
 	start    time.Time
 	clientIP string
 	peer     netip.Addr
+	peerPort uint16
 	proto    string // "HTTP/1.1", "HTTP/1.0", "HTTP/2.0"
 	scheme   string
 
@@ -86,6 +88,8 @@ type exchange struct {
 	delResp      []string
 	values       []keyValue
 	replyHeaders [][2]string
+
+	wasm wasmState
 
 	sink responseSink
 	resp response
@@ -330,16 +334,47 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 		return nil, false, ""
 	}
 
+	x.br.init(bc.bufConn, resp.kind, resp.contentLength)
+	x.br.inactivity = rt.readTimeout
+	x.br.conn = bc.c
+	held := false
+	if len(x.wasm.pending) > 0 {
+		if x.wasm.needBody && resp.kind != bodyNone {
+			if err := x.bufferResponseBody(); err != nil {
+				bc.close()
+				x.waitBody(bodyErr)
+				x.errMsg = "response body for a plugin: " + err.Error()
+				return errBackendBad, false, reasonInvalid
+			}
+			held = true
+		}
+		if !x.runResponsePlugins(false) {
+			bc.close()
+			x.waitBody(bodyErr)
+			x.status = 0
+			x.errMsg = "plugin failed"
+			r := plugins.FailureReply()
+			x.replyHeaders = r.Headers
+			x.writeLocal(r.Status, "application/json", r.Body, "")
+			return nil, false, ""
+		}
+		if held {
+			x.setLengthField(len(x.wasm.respBody))
+		}
+	}
 	if err := x.sink.head(x, resp); err != nil {
 		x.closeClient = true
 		bc.close()
 		x.waitBody(bodyErr)
 		return nil, false, ""
 	}
-	x.br.init(bc.bufConn, resp.kind, resp.contentLength)
-	x.br.inactivity = rt.readTimeout
-	x.br.conn = bc.c
-	ok := x.relayBody(bc)
+	var ok bool
+	if held {
+		ok = x.sink.body(x.wasm.respBody) == nil && x.sink.finish(nil) == nil
+		x.bytesOut += int64(len(x.wasm.respBody))
+	} else {
+		ok = x.relayBody(bc)
+	}
 	if ok && bodyErr != nil {
 		// The response is complete; the request body must be too before
 		// the backend connection can be reused.
@@ -644,6 +679,11 @@ func (x *exchange) fail(e *proxyError, allow string) {
 	if x.errMsg == "" {
 		x.errMsg = e.msg
 	}
+	if len(x.wasm.pending) > 0 {
+		x.status = e.status
+		x.resp.fields = x.resp.fields[:0]
+		x.runResponsePlugins(true)
+	}
 	var buf [256]byte
 	body := append(buf[:0], `{"error":"`...)
 	body = append(body, e.msg...)
@@ -672,6 +712,11 @@ func (x *exchange) writeLocal(status int, ctype string, body []byte, allow strin
 
 // done records the finished exchange: metrics, then the access line.
 func (x *exchange) done() {
+	if len(x.wasm.pending) > 0 {
+		// A response produced without the plugins' response phase (a
+		// tunnel, a client gone): release what they hold.
+		x.runResponsePlugins(true)
+	}
 	rm := x.rm
 	if rm == nil {
 		rm = x.srv.noRoute

@@ -165,6 +165,9 @@ func (s *Server) newClientConn(c net.Conn) *clientConn {
 	if ap, err := netipAddrPort(c.RemoteAddr()); err == nil {
 		cc.clientIP = ap
 		cc.peer, _ = netip.ParseAddr(ap)
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			cc.peerPort = uint16(ta.Port)
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -233,6 +236,7 @@ type clientConn struct {
 	bc       *bufConn
 	clientIP string
 	peer     netip.Addr
+	peerPort uint16
 
 	// busy is 1 while an exchange runs; an idle connection is woken by
 	// Shutdown.
@@ -408,7 +412,7 @@ func (cc *clientConn) exchange() bool {
 	x.br.trailers = trailers
 	x.resp.fields = respFields
 	x.addReq, x.addResp, x.delResp, x.values = addReq, addResp, delResp, values
-	x.peer = cc.peer
+	x.peer, x.peerPort = cc.peer, cc.peerPort
 	if req.proto == 10 {
 		x.proto = "HTTP/1.0"
 	} else {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/observe"
+	"github.com/rustygate/rustygate/plugins"
 	"github.com/rustygate/rustygate/upstream"
 )
 
@@ -31,6 +32,7 @@ type Transport struct {
 	metrics  *observe.Metrics
 	registry *upstream.Registry
 	offences Offences
+	plugins  *plugins.Manager
 
 	mu    sync.Mutex
 	pools map[string]*connPool

@@ -38,6 +38,9 @@ func (s *Server) serveStd(w http.ResponseWriter, r *http.Request) {
 	}
 	x.clientIP, _ = splitHostPortString(r.RemoteAddr)
 	x.peer, _ = netip.ParseAddr(x.clientIP)
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		x.peerPort = ap.Port()
+	}
 	x.proto = r.Proto
 	defer func() {
 		if v := recover(); v != nil {

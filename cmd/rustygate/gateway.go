@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -22,6 +23,7 @@ import (
 	"github.com/rustygate/rustygate/l7"
 	"github.com/rustygate/rustygate/loader"
 	"github.com/rustygate/rustygate/observe"
+	"github.com/rustygate/rustygate/plugins"
 )
 
 func configPath(flagValue string) string {
@@ -125,8 +127,20 @@ func (g *gateway) run(cfg *config.Config) int {
 		n, err := dp.Counters()
 		return observe.DatapathCounters{Passed: n.Passed, Limited: n.Limited, Denied: n.Denied, Banned: n.Banned}, err
 	})
+	pm, err := plugins.NewManager(plugins.Options{Logger: log})
+	if err != nil {
+		log.Error("WASM plugin host", "error", err.Error())
+		return 1
+	}
+	defer pm.Close()
+	for _, dir := range pluginDirs(cfg) {
+		if err := pm.Watch(dir); err != nil {
+			log.Warn("plugin directory not watched; changed plugins load on the next reload", "dir", dir, "error", err.Error())
+		}
+	}
 	g.tr = l7.NewTransport(log, g.metrics)
 	g.tr.SetOffences(g.banner)
+	g.tr.SetPlugins(pm)
 	defer g.tr.Close()
 	snap, err := l7.NewSnapshot(cfg, g.tr, g.metrics, nil)
 	if err != nil {
@@ -461,4 +475,26 @@ func listenPorts(cfg *config.Config) []int {
 		add(l.Listen)
 	}
 	return ports
+}
+
+// pluginDirs are the directories of the configured WASM plugins, watched
+// so a new or changed .wasm file is loaded without a reload.
+func pluginDirs(cfg *config.Config) []string {
+	seen := map[string]bool{}
+	var dirs []string
+	add := func(ms []config.Middleware) {
+		for _, m := range ms {
+			if m.Name == config.MiddlewareWASM && m.Path != "" {
+				if d := filepath.Dir(m.Path); !seen[d] {
+					seen[d] = true
+					dirs = append(dirs, d)
+				}
+			}
+		}
+	}
+	add(cfg.Middlewares)
+	for _, r := range cfg.Routes {
+		add(r.Middlewares)
+	}
+	return dirs
 }

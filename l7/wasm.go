@@ -1,0 +1,245 @@
+package l7
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/netip"
+	"strconv"
+
+	"github.com/rustygate/rustygate/plugins"
+)
+
+// The exchange is also what WASM plugins see (plugins.Exchange): the
+// request before it is forwarded, and the response head before it is
+// written to the client.
+var _ plugins.Exchange = (*exchange)(nil)
+
+// wasmState is the part of an exchange only plugins use.
+type wasmState struct {
+	// pending are the wasm handlers that asked for the response phase,
+	// in chain order; they run in reverse once the response is known.
+	pending []*plugins.Handler
+	// needBody: a pending handler reads or rewrites the response body.
+	needBody bool
+	// uri and method override the forwarded request line when set.
+	uri    []byte
+	method []byte
+	// respBody is the buffered response body (needBody).
+	respBody []byte
+	isError  bool
+}
+
+func (x *exchange) URI() []byte {
+	if x.wasm.uri != nil {
+		return x.wasm.uri
+	}
+	if len(x.req.target) == 0 || x.req.target[0] != '/' {
+		u := append([]byte(nil), x.req.path...)
+		return append(u, x.req.query...)
+	}
+	return x.req.target
+}
+
+func (x *exchange) SetURI(uri string) {
+	x.wasm.uri = []byte(uri)
+	if q := bytes.IndexByte(x.wasm.uri, '?'); q >= 0 {
+		x.req.path, x.req.query = x.wasm.uri[:q], x.wasm.uri[q:]
+	} else {
+		x.req.path, x.req.query = x.wasm.uri, nil
+	}
+}
+
+func (x *exchange) SetMethod(method string) {
+	x.wasm.method = []byte(method)
+	x.req.method = x.wasm.method
+}
+
+func (x *exchange) Proto() string { return x.proto }
+
+func (x *exchange) PeerAddr() netip.AddrPort { return netip.AddrPortFrom(x.peer, x.peerPort) }
+
+func (x *exchange) AddHeader(name, value string) {
+	x.addReq = append(x.addReq, strHeader{name, value})
+}
+
+func (x *exchange) RequestHeaderNames(dst []string) []string {
+	for i := range x.req.fields {
+		if f := &x.req.fields[i]; !f.skip {
+			dst = append(dst, string(f.name))
+		}
+	}
+	for _, h := range x.addReq {
+		dst = append(dst, h.name)
+	}
+	return dst
+}
+
+func (x *exchange) RequestHeaderValues(name string, dst [][]byte) [][]byte {
+	for i := range x.req.fields {
+		if f := &x.req.fields[i]; !f.skip && len(f.name) == len(name) && eqFoldAny(f.name, name) {
+			dst = append(dst, f.value)
+		}
+	}
+	for _, h := range x.addReq {
+		if len(h.name) == len(name) && eqFoldAny(h.name, name) {
+			dst = append(dst, []byte(h.value))
+		}
+	}
+	return dst
+}
+
+var errBodyNotBuffered = errors.New("body too large to buffer, or streamed")
+
+// maxPluginBody bounds a request or response body held in memory for a
+// plugin.
+const maxPluginBody = 8 << 20
+
+func (x *exchange) RequestBody() ([]byte, error) {
+	if x.bodyBuffered != nil || !x.req.hasBody() {
+		return x.bodyBuffered, nil
+	}
+	rb, ok := x.sink.(interface {
+		readBody(x *exchange, n int64) ([]byte, error)
+	})
+	if !ok || x.req.chunked || x.req.contentLength > maxPluginBody {
+		return nil, errBodyNotBuffered
+	}
+	body, err := rb.readBody(x, x.req.contentLength)
+	if err != nil {
+		return nil, err
+	}
+	x.bodyBuffered = body
+	x.body = nil
+	return body, nil
+}
+
+func (x *exchange) SetRequestBody(body []byte) {
+	if x.req.hasBody() && x.bodyBuffered == nil {
+		// The original body is still on the wire: it must be read (and
+		// dropped) before the connection can carry another request.
+		if _, err := x.RequestBody(); err != nil {
+			x.closeClient = true
+		}
+	}
+	x.bodyBuffered = body
+	x.body = nil
+	x.req.chunked = false
+	x.req.contentLength = int64(len(body))
+	if len(body) == 0 {
+		x.bodyBuffered = nil
+	}
+}
+
+func (x *exchange) ResponseIsError() bool { return x.wasm.isError }
+
+func (x *exchange) ResponseStatus() int { return x.status }
+
+func (x *exchange) SetResponseStatus(code int) {
+	x.status = code
+	x.resp.status = code
+	x.resp.reason = nil
+}
+
+func (x *exchange) ResponseHeaderNames(dst []string) []string {
+	for i := range x.resp.fields {
+		if f := &x.resp.fields[i]; !f.skip {
+			dst = append(dst, string(f.name))
+		}
+	}
+	for _, h := range x.addResp {
+		dst = append(dst, h.name)
+	}
+	return dst
+}
+
+func (x *exchange) ResponseHeaderValues(name string, dst [][]byte) [][]byte {
+	for i := range x.resp.fields {
+		if f := &x.resp.fields[i]; !f.skip && len(f.name) == len(name) && eqFoldAny(f.name, name) {
+			dst = append(dst, f.value)
+		}
+	}
+	for _, h := range x.addResp {
+		if len(h.name) == len(name) && eqFoldAny(h.name, name) {
+			dst = append(dst, []byte(h.value))
+		}
+	}
+	return dst
+}
+
+func (x *exchange) SetResponseHeader(name, value string) {
+	x.DelResponseHeader(name)
+	x.dropResponseHeaders()
+	kept := x.addResp[:0]
+	for _, h := range x.addResp {
+		if len(h.name) != len(name) || !eqFoldAny(h.name, name) {
+			kept = append(kept, h)
+		}
+	}
+	x.addResp = append(kept, strHeader{name, value})
+}
+
+func (x *exchange) ResponseBody() []byte { return x.wasm.respBody }
+
+func (x *exchange) SetResponseBody(body []byte) { x.wasm.respBody = body }
+
+// notePlugin records, after a wasm handler let the request through,
+// whether it wants the response phase.
+func (x *exchange) notePlugin(h *plugins.Handler) {
+	switch h.ResponseNeeds(x) {
+	case plugins.NeedResponse:
+		x.wasm.pending = append(x.wasm.pending, h)
+	case plugins.NeedBody:
+		x.wasm.pending = append(x.wasm.pending, h)
+		x.wasm.needBody = true
+	}
+}
+
+// runResponsePlugins runs the pending response phases, last handler
+// first. It reports false when a plugin failed closed: the client must get
+// plugins.FailureReply instead.
+func (x *exchange) runResponsePlugins(isError bool) bool {
+	ok := true
+	x.wasm.isError = isError
+	for i := len(x.wasm.pending) - 1; i >= 0; i-- {
+		if err := x.wasm.pending[i].OnResponse(x); err != nil {
+			ok = false
+		}
+	}
+	x.wasm.pending = x.wasm.pending[:0]
+	return ok
+}
+
+// bufferResponseBody reads the whole response body for plugins that
+// rewrite it, then frames it with a Content-Length.
+func (x *exchange) bufferResponseBody() error {
+	var body []byte
+	for {
+		p, err := x.br.next()
+		body = append(body, p...)
+		if int64(len(body)) > maxPluginBody {
+			return errBodyNotBuffered
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	x.wasm.respBody = body
+	return nil
+}
+
+// setLengthField replaces the response's framing by a Content-Length for
+// a body the proxy holds whole.
+func (x *exchange) setLengthField(n int) {
+	for i := range x.resp.fields {
+		if classify(x.resp.fields[i].name) == hContentLength {
+			x.resp.fields[i].skip = true
+		}
+	}
+	x.resp.kind = bodyLength
+	x.resp.contentLength = int64(n)
+	x.addResp = append(x.addResp, strHeader{"Content-Length", strconv.Itoa(n)})
+}
