@@ -113,6 +113,11 @@ type Datapath struct {
 	KernelRateLimit KernelRateLimit `yaml:"kernel_rate_limit"`
 	// Bans turns L7 offences into kernel drops.
 	Bans Bans `yaml:"bans"`
+
+	// Upgrade is set by a process started by a zero-downtime upgrade: it
+	// may take over the kernel links of the process it replaces. Not a
+	// configuration key.
+	Upgrade bool `yaml:"-"`
 }
 
 // KernelRateLimit is a per-source-IP token bucket for new connections

@@ -97,8 +97,10 @@ func (k *kernel) attachLocked(ifc iface) error {
 
 // attachHere runs on a thread in the datapath's namespace.
 func (k *kernel) attachHere(ifc iface) (*attachment, error) {
-	if a := k.takeOver(ifc); a != nil {
-		return a, nil
+	if k.takeOverOK {
+		if a := k.takeOver(ifc); a != nil {
+			return a, nil
+		}
 	}
 	var errs []error
 	for _, how := range attachModes {
@@ -199,6 +201,13 @@ func inNetns(ns netns.NsHandle, fn func() error) error {
 			return
 		}
 		defer orig.Close()
+		if orig.Equal(ns) {
+			// Already there: setns(2) would need CAP_SYS_ADMIN for nothing.
+			err := fn()
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
 		if err := netns.Set(ns); err != nil {
 			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("enter network namespace: %w", err)

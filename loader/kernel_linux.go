@@ -40,6 +40,10 @@ type kernel struct {
 	progID map[string]ebpf.ProgramID // pinned program name -> our ID
 
 	maxSources int
+	// takeOverOK: this process is a binary upgrade, allowed to take the
+	// links of the gateway it replaces. A gateway started on its own never
+	// takes another's links.
+	takeOverOK bool
 	// createdDir is set when this datapath made its bpffs directory: a
 	// failed start then removes whatever it pinned there.
 	createdDir bool
@@ -58,6 +62,7 @@ func loadKernel(cfg config.Datapath, pol *policy, log *slog.Logger) (*kernel, er
 	k := &kernel{
 		log: log, dir: filepath.Clean(cfg.BPFFS), persist: cfg.Persist, ns: ns,
 		maxSources: pol.maxSources, links: make(map[string]*attachment),
+		takeOverOK: cfg.Upgrade,
 	}
 	if err := k.setUp(cfg, pol); err != nil {
 		k.abort()

@@ -508,7 +508,19 @@ func TestKernelTakeover(t *testing.T) {
 	if err := old.Ban(src, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	next := n.newDatapath(cfg, []int{serverPort})
+	// A gateway started on its own does not take the links: attaching
+	// while the interface's XDP slot is taken fails.
+	other := cfg
+	other.BPFFS = cfg.BPFFS + "-other"
+	if stranger, err := n.tryDatapath(other, []int{serverPort}); err == nil {
+		if got := stranger.kern.links[serverIf].how; got == attachXDPNative+" (taken over)" {
+			t.Errorf("a gateway that is not an upgrade took the links over")
+		}
+		stranger.Close()
+	}
+	up := cfg
+	up.Upgrade = true
+	next := n.newDatapath(up, []int{serverPort})
 	if got := next.kern.links[serverIf].how; got != attachXDPNative+" (taken over)" {
 		t.Errorf("newcomer attached as %q", got)
 	}

@@ -114,7 +114,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 
 func (g *gateway) run(cfg *config.Config) int {
 	log := g.log
-	dp, err := loader.New(cfg.Datapath, listenPorts(cfg), log)
+	dpCfg := cfg.Datapath
+	dpCfg.Upgrade = g.inherit.upgrading()
+	dp, err := loader.New(dpCfg, listenPorts(cfg), log)
 	if err != nil {
 		log.Error("datapath", "error", err.Error())
 		return 1

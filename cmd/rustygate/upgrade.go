@@ -93,6 +93,9 @@ func sameAddr(bound, configured string) bool {
 	return net.ParseIP(bh).Equal(net.ParseIP(ch))
 }
 
+// upgrading reports whether this process was started by an upgrade.
+func (in *inherited) upgrading() bool { return in.readyPipe != nil }
+
 func (in *inherited) closeUnused() {
 	for name, f := range in.files {
 		f.Close()
