@@ -26,6 +26,12 @@ type testGateway struct {
 
 func startGateway(t testing.TB, engine, routes string) *testGateway {
 	t.Helper()
+	return startGatewayMetrics(t, engine, routes, nil)
+}
+
+// startGatewayMetrics is startGateway recording into metrics (nil: none).
+func startGatewayMetrics(t testing.TB, engine, routes string, metrics *observe.Metrics) *testGateway {
+	t.Helper()
 	yaml := fmt.Sprintf("server: { listen: \"127.0.0.1:0\", engine: %s }\nadmin: { listen: \"127.0.0.1:0\" }\nlog: { access: false }\nroutes:\n%s", engine, routes)
 	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
@@ -36,11 +42,11 @@ func startGateway(t testing.TB, engine, routes string) *testGateway {
 		t.Fatal(err)
 	}
 	tr := NewTransport(nil, nil)
-	snap, err := NewSnapshot(cfg, tr, nil, nil)
+	snap, err := NewSnapshot(cfg, tr, metrics, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(snap, tr, lg, nil)
+	srv := NewServer(snap, tr, lg, metrics)
 	tr.Activate(snap)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

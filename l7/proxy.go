@@ -650,12 +650,7 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 	dst = append(dst, x.reqID...)
 	dst = append(dst, '\r', '\n')
 	if x.attempt != nil {
-		x.attempt.Inject(func(name, value string) {
-			dst = append(dst, name...)
-			dst = append(dst, ':', ' ')
-			dst = append(dst, value...)
-			dst = append(dst, '\r', '\n')
-		})
+		dst = appendTraceContext(dst, x.attempt)
 	}
 	dst = appendStrHeaders(dst, x.addReq)
 	switch {
@@ -672,6 +667,19 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 		dst = append(dst, '\r', '\n')
 	}
 	return append(dst, '\r', '\n')
+}
+
+// appendTraceContext appends the attempt span's traceparent, tracestate
+// and baggage. It is a function of its own so that the closure (and the
+// allocation it costs) exists only when tracing is on.
+func appendTraceContext(dst []byte, span *observe.Span) []byte {
+	span.Inject(func(name, value string) {
+		dst = append(dst, name...)
+		dst = append(dst, ':', ' ')
+		dst = append(dst, value...)
+		dst = append(dst, '\r', '\n')
+	})
+	return dst
 }
 
 // fail answers with a JSON error carrying the request id.

@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"testing"
+
+	"github.com/rustygate/rustygate/observe"
 )
 
 // rawBackend answers every request on a keep-alive connection with a
@@ -73,13 +75,21 @@ func rawBackend(tb testing.TB) string {
 // per operation, client and backend on loopback; allocs/op is the
 // gateway's allocation per request (expected 0).
 func BenchmarkProxy(b *testing.B) {
+	b.Run("metrics=off", func(b *testing.B) { benchmarkProxy(b, nil) })
+	b.Run("metrics=on", func(b *testing.B) { benchmarkProxy(b, observe.NewMetrics()) })
+}
+
+// keepAliveClient returns a function that sends one request on a
+// keep-alive connection to a gateway in front of rawBackend and reads the
+// 64-byte answer, allocating nothing.
+func keepAliveClient(b testing.TB, metrics *observe.Metrics) func() {
 	be := rawBackend(b)
-	gw := startGateway(b, "fast", fmt.Sprintf("  - { path: \"/\", backend: \"http://%s\" }\n", be))
+	gw := startGatewayMetrics(b, "fast", fmt.Sprintf("  - { path: \"/\", backend: \"http://%s\" }\n", be), metrics)
 	c, err := net.Dial("tcp", gw.addr)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close()
+	b.Cleanup(func() { c.Close() })
 	req := []byte("GET /bench HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n\r\n")
 	buf := make([]byte, 4096)
 	roundTrip := func() {
@@ -101,9 +111,26 @@ func BenchmarkProxy(b *testing.B) {
 	for range 100 {
 		roundTrip() // warm the pools
 	}
+	return roundTrip
+}
+
+func benchmarkProxy(b *testing.B, metrics *observe.Metrics) {
+	roundTrip := keepAliveClient(b, metrics)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
 		roundTrip()
+	}
+}
+
+// TestProxyAllocations guards the hot path: a proxied keep-alive request
+// allocates nothing, with metrics on.
+func TestProxyAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race (sync.Pool drops items)")
+	}
+	roundTrip := keepAliveClient(t, observe.NewMetrics())
+	if n := testing.AllocsPerRun(200, roundTrip); n > 0 {
+		t.Fatalf("%.1f allocations per proxied request, want 0", n)
 	}
 }
