@@ -40,15 +40,18 @@
 #
 #   docker run --rm --user 0:0 --network host \
 #       --cap-drop ALL --cap-add BPF --cap-add NET_ADMIN --cap-add PERFMON \
-#       --cap-add SYS_ADMIN \
 #       -v /sys/fs/bpf:/sys/fs/bpf \
 #       -v "$PWD/conf:/etc/rustygate:ro" rustygate
 #
 # CAP_BPF loads the programs and maps, CAP_NET_ADMIN attaches them, CAP_PERFMON
-# relaxes the verifier for a CAP_BPF loader. CAP_SYS_ADMIN is needed as well
-# today: the loader enters its own network namespace (setns) to attach, and
-# the kernel allows setns only with CAP_SYS_ADMIN; without it the log says
-# "enter network namespace: operation not permitted" (reason no_privileges).
+# relaxes the verifier for a CAP_BPF loader. CAP_SYS_ADMIN is not needed: the
+# gateway would need it only to mount bpffs itself, and the -v above brings in
+# the host's, already mounted. So the host must have bpffs at /sys/fs/bpf
+# (systemd mounts it at boot; otherwise run `mount -t bpf bpf /sys/fs/bpf` on
+# the host first). uid 0 owns the host's /sys/fs/bpf, so the gateway can
+# create its pin directory (datapath.bpffs) there.
+# `rustygate bpf status` lists links only with CAP_SYS_ADMIN: run it as root
+# on the host, or with `docker exec --privileged`.
 # Without --network host the limiter guards the container's own eth0. If the
 # log says reason=no_bpf_syscall, the seccomp profile blocks bpf(2): use a
 # newer Docker or a custom profile. On kernels before 5.11 also pass

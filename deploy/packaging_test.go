@@ -322,6 +322,11 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("Dockerfile comments do not mention %q", want)
 		}
 	}
+	// With the host's bpffs mounted in, the kernel datapath needs no
+	// CAP_SYS_ADMIN: the recipe must not grant it.
+	if strings.Contains(src, "--cap-add SYS_ADMIN") {
+		t.Error("the Dockerfile's kernel-mode recipe grants SYS_ADMIN; BPF, NET_ADMIN and PERFMON suffice")
+	}
 }
 
 // dockerignoreMatcher implements the .dockerignore rules the file uses:
@@ -818,12 +823,13 @@ func TestHelmChart(t *testing.T) {
 		workload  string
 		kernel    bool
 		hostNet   bool
+		sysAdmin  bool // SYS_ADMIN among the added capabilities
 	}{
-		{"deployment", map[string]any{}, "Deployment", false, false},
-		{"daemonset", map[string]any{"mode": "daemonset"}, "DaemonSet", false, false},
+		{"deployment", map[string]any{}, "Deployment", false, false, false},
+		{"daemonset", map[string]any{"mode": "daemonset"}, "DaemonSet", false, false, false},
 		{"deployment-kernel", map[string]any{
 			"kernelDatapath": map[string]any{"enabled": true},
-		}, "Deployment", true, false},
+		}, "Deployment", true, false, false},
 		{"daemonset-kernel", map[string]any{
 			"mode":           "daemonset",
 			"kernelDatapath": map[string]any{"enabled": true},
@@ -831,12 +837,13 @@ func TestHelmChart(t *testing.T) {
 				"interfaces":        []any{"eth0"},
 				"kernel_rate_limit": map[string]any{"rate": 20.0, "burst": 40.0, "deny": []any{"192.0.2.0/24"}},
 			}},
-		}, "DaemonSet", true, true},
-		{"daemonset-kernel-without-sys-admin", map[string]any{
+		}, "DaemonSet", true, true, false},
+		// A user who adds SYS_ADMIN (for `rustygate bpf status` in the pod).
+		{"daemonset-kernel-with-sys-admin", map[string]any{
 			"mode":           "daemonset",
 			"hostNetwork":    false,
-			"kernelDatapath": map[string]any{"enabled": true, "capabilities": []any{"BPF", "NET_ADMIN", "PERFMON"}},
-		}, "DaemonSet", true, false},
+			"kernelDatapath": map[string]any{"enabled": true, "capabilities": []any{"BPF", "NET_ADMIN", "PERFMON", "SYS_ADMIN"}},
+		}, "DaemonSet", true, false, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -905,8 +912,11 @@ func TestHelmChart(t *testing.T) {
 
 			sc := dig(c, "securityContext")
 			add := strList(dig(sc, "capabilities", "add"))
+			if slices.Contains(add, "SYS_ADMIN") != tc.sysAdmin {
+				t.Errorf("capabilities.add %v: SYS_ADMIN present %v, want %v (the defaults do not grant it)", add, !tc.sysAdmin, tc.sysAdmin)
+			}
 			// The API server refuses SYS_ADMIN with allowPrivilegeEscalation: false.
-			if dig(sc, "allowPrivilegeEscalation") != slices.Contains(add, "SYS_ADMIN") || dig(sc, "readOnlyRootFilesystem") != true {
+			if dig(sc, "allowPrivilegeEscalation") != tc.sysAdmin || dig(sc, "readOnlyRootFilesystem") != true {
 				t.Errorf("container securityContext %v", sc)
 			}
 			if drop := strList(dig(sc, "capabilities", "drop")); !slices.Equal(drop, []string{"ALL"}) {
@@ -1113,6 +1123,11 @@ func TestSystemdUnit(t *testing.T) {
 			if !slices.Contains(caps, c) {
 				t.Errorf("%s=%v lacks %s", k, caps, c)
 			}
+		}
+		// bpffs is mounted before the service starts, so CAP_SYS_ADMIN
+		// (needed only to mount it) is not granted.
+		if slices.Contains(caps, "CAP_SYS_ADMIN") {
+			t.Errorf("%s=%v grants CAP_SYS_ADMIN; the kernel datapath needs only CAP_BPF CAP_NET_ADMIN CAP_PERFMON", k, caps)
 		}
 	}
 	if user := one("User"); user == "" || user == "root" || user == "0" {

@@ -176,7 +176,7 @@ func (d *Datapath) useUserspace(reason, detail string) {
 func hint(reason string) string {
 	switch reason {
 	case ReasonNoPrivileges:
-		return " (run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN for mounting bpffs; or set datapath.mode: auto or userspace)"
+		return " (run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON with bpffs mounted, plus CAP_SYS_ADMIN to mount it; or set datapath.mode: auto or userspace)"
 	case ReasonNotLinux, ReasonNotSupported, ReasonNoBPFSyscall, ReasonVerifierRejected:
 		return " (set datapath.mode: auto or userspace to limit connections in userspace)"
 	}

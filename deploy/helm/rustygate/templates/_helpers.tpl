@@ -206,7 +206,8 @@ spec:
       {{- end }}
       securityContext:
         {{- if and $kernel (has "SYS_ADMIN" .Values.kernelDatapath.capabilities) }}
-        # SYS_ADMIN cannot be combined with allowPrivilegeEscalation: false.
+        # SYS_ADMIN (not in the default kernelDatapath.capabilities) cannot be
+        # combined with allowPrivilegeEscalation: false.
         allowPrivilegeEscalation: true
         {{- else }}
         allowPrivilegeEscalation: false
@@ -227,6 +228,8 @@ spec:
           mountPath: /etc/rustygate
           readOnly: true
         {{- if $kernel }}
+        # The node's bpffs, already mounted there: the gateway mounts
+        # nothing, so it needs no SYS_ADMIN.
         - name: bpffs
           mountPath: /sys/fs/bpf
           mountPropagation: HostToContainer
