@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command l4soak is the integrity soak of RustyGate's TCP proxy (l4/): it
 // pushes checksummed bulk transfers, many short connections and abrupt
 // resets through an `l4:` listener and fails on any corrupted, truncated or
