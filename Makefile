@@ -109,7 +109,7 @@ lint:
 
 bench: build
 	$(GO) test -run '^$$' -bench . $(BENCH_FLAGS) ./...
-	RG_BIN=$(BIN) test/bench/peer.sh
+	RG_BIN=$(BIN) FULL=1 test/bench/peer.sh
 
 soak: build
 	RG_BIN=$(BIN) $(GO) run ./test/soak -spawn $(SOAK_FLAGS)

@@ -5,14 +5,37 @@
 #
 #   test/bench/peer.sh                 # or: make bench
 #   DURATION=2 ROUNDS=1 test/bench/peer.sh
+#   FULL=1 test/bench/peer.sh          # also the RustyGate feature variants
 #   TARGETS="direct nginx" test/bench/peer.sh
 #
 # Targets (each a process started by this script and stopped by a trap on
 # exit, failure or Ctrl-C):
 #   direct     the backend itself: nginx on 127.0.0.1:18001, 64-byte body
+#              (the same nginx also answers on 127.0.0.1:18011, the second
+#              backend of rg_2backends)
 #   nginx      nginx reverse proxy on 127.0.0.1:18002 (access log off)
 #   rustygate  RustyGate on 127.0.0.1:18080 (access log on, to a file)
 #   haproxy    HAProxy on 127.0.0.1:18003 (only when haproxy is installed)
+# RustyGate feature variants (default only with FULL=1), each its own
+# RustyGate process with the access log on, like rustygate, and no admin
+# listener; the table compares their req/s with the plain rustygate row:
+#   rg_2backends  127.0.0.1:18082, the route with two backends (18001 and
+#                 18011), round_robin            (rustygate-2backends.yaml)
+#   rg_policies   127.0.0.1:18083, cors + rate_limit (never reached) + jwt
+#                 HS256; wrk sends "Origin:" and "Authorization: Bearer" with
+#                 a token signed here with openssl  (rustygate-policies.yaml)
+#   rg_tracing    127.0.0.1:18084, tracing on, ratio 1.0, OTLP endpoint a
+#                 closed port (127.0.0.1:18099): spans are created and
+#                 batched, exports fail and are dropped: span creation, not
+#                 export                          (rustygate-tracing.yaml)
+#   rg_tracing0   127.0.0.1:18085, tracing on, ratio 0 (rustygate-tracing0.yaml)
+#   rg_wasm       127.0.0.1:18086, plugins/examples/add_header.wasm on the
+#                 route (built with `make plugins` when missing)
+#                                                 (rustygate-wasm.yaml)
+# Each variant is checked once before measuring (rg_policies: the token gets
+# 200 and no token 401, CORS and rate-limit headers present; rg_wasm: the
+# response carries X-RustyGate-Plugin: executed; rg_2backends: both backends
+# answer); a failed check stops the script.
 #
 # Environment knobs:
 #   DURATION      seconds per measured wrk run            (default 8)
@@ -22,17 +45,23 @@
 #   RG_BIN        RustyGate binary (built with `make build` when missing)
 #                                                          (default bin/rustygate)
 #   OUT           output directory                        (default test/bench/out/)
-#   TARGETS       targets to run, space separated  (default "direct nginx rustygate haproxy")
+#   FULL          1 adds the RustyGate variants to the default targets
+#                                                          (default 0)
+#   TARGETS       targets to run, space separated
+#                   (default "direct nginx rustygate haproxy"; with FULL=1
+#                   also "rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm")
 #   KEEP_TMP      1 keeps the temporary directory (logs, nginx prefixes)
 #
 # Every target gets `wrk -t2 -c64 -d${DURATION}s --latency`, the targets
 # interleaved round by round so drift in machine speed hits all of them
-# alike. The table reports medians over rounds; ratios are against the
-# nginx proxy. The bar line is `wrk -t4 -c100 -d${BAR_DURATION}s --latency`
+# alike (rg_policies also gets its two headers). The table reports medians
+# over rounds; ratios are against the nginx proxy, and for the rg_* rows
+# also against the plain rustygate row ("vs RustyGate"). The bar line is `wrk -t4 -c100 -d${BAR_DURATION}s --latency`
 # against RustyGate: PASS when > 10000 req/s and p99 < 5 ms.
 #
 # Exit status: 0 whatever the numbers are; non-zero only when a process
-# could not be started (or a port was already taken, or a tool is missing).
+# could not be started (or a port was already taken, or a tool is missing,
+# or a variant failed its check).
 
 set -euo pipefail
 
@@ -45,7 +74,14 @@ WARMUP=${WARMUP:-2}
 BAR_DURATION=${BAR_DURATION:-10}
 RG_BIN=${RG_BIN:-$ROOT/bin/rustygate}
 OUT=${OUT:-$ROOT/test/bench/out}
-TARGETS=${TARGETS:-direct nginx rustygate haproxy}
+FULL=${FULL:-0}
+BASE_TARGETS="direct nginx rustygate haproxy"
+RG_VARIANTS="rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm"
+if [[ $FULL == 1 ]]; then
+	TARGETS=${TARGETS:-$BASE_TARGETS $RG_VARIANTS}
+else
+	TARGETS=${TARGETS:-$BASE_TARGETS}
+fi
 KEEP_TMP=${KEEP_TMP:-0}
 
 WRK_THREADS=2
@@ -59,14 +95,42 @@ BODY_BYTES=64
 case $RG_BIN in /*) ;; *) RG_BIN=$ROOT/$RG_BIN ;; esac
 case $OUT in /*) ;; *) OUT=$ROOT/$OUT ;; esac
 
-declare -A PORT=([direct]=18001 [nginx]=18002 [haproxy]=18003 [rustygate]=18080)
+declare -A PORT=(
+	[direct]=18001 [nginx]=18002 [haproxy]=18003 [rustygate]=18080
+	[rg_2backends]=18082 [rg_policies]=18083 [rg_tracing]=18084 [rg_tracing0]=18085 [rg_wasm]=18086
+)
 declare -A LABEL=(
 	[direct]="direct (nginx backend)"
 	[nginx]="nginx proxy"
 	[haproxy]="HAProxy"
 	[rustygate]="RustyGate"
+	[rg_2backends]="rg_2backends: RustyGate, 2 backends round_robin"
+	[rg_policies]="rg_policies: RustyGate + cors, rate_limit, jwt"
+	[rg_tracing]="rg_tracing: RustyGate + tracing ratio 1.0 (export fails)"
+	[rg_tracing0]="rg_tracing0: RustyGate + tracing ratio 0"
+	[rg_wasm]="rg_wasm: RustyGate + wasm add_header"
+)
+# RustyGate configuration of each RustyGate target.
+declare -A RG_CONF=(
+	[rustygate]=rustygate.yaml
+	[rg_2backends]=rustygate-2backends.yaml
+	[rg_policies]=rustygate-policies.yaml
+	[rg_tracing]=rustygate-tracing.yaml
+	[rg_tracing0]=rustygate-tracing0.yaml
+	[rg_wasm]=rustygate-wasm.yaml
 )
 declare -A PID=()
+
+BACKEND2_PORT=18011 # second server block of nginx-backend.conf (rg_2backends)
+OTLP_CLOSED_PORT=18099 # tracing endpoint of rg_tracing*: must stay closed
+
+# rg_policies: the Origin wrk sends (allowed in rustygate-policies.yaml) and
+# the HS256 secret (read by rustygate-policies.yaml from the environment).
+BENCH_ORIGIN=http://bench.example
+export RG_BENCH_JWT_SECRET=${RG_BENCH_JWT_SECRET:-rustygate-peer-benchmark-hs256-secret-0123456789}
+# rg_wasm: the plugin path in rustygate-wasm.yaml is under this directory.
+export RG_BENCH_ROOT=$ROOT
+WASM_PLUGIN=$ROOT/plugins/examples/add_header.wasm
 
 die() {
 	printf 'peer.sh: error: %s\n' "$*" >&2
@@ -82,7 +146,7 @@ done
 
 selected=()
 for t in $TARGETS; do
-	[[ -n ${PORT[$t]:-} ]] || die "unknown target '$t' (known: direct nginx rustygate haproxy)"
+	[[ -n ${PORT[$t]:-} ]] || die "unknown target '$t' (known: $BASE_TARGETS $RG_VARIANTS)"
 	if [[ $t == haproxy ]] && ! command -v haproxy >/dev/null 2>&1; then
 		note "haproxy not installed: skipping the HAProxy target"
 		continue
@@ -96,6 +160,13 @@ want() {
 	for t in "${selected[@]}"; do [[ $t == "$1" ]] && return 0; done
 	return 1
 }
+
+# is_rg NAME: NAME is a RustyGate target (plain or variant).
+is_rg() { [[ -n ${RG_CONF[$1]:-} ]]; }
+
+if want rg_policies; then
+	command -v openssl >/dev/null 2>&1 || die "openssl not found (needed to sign the rg_policies JWT; apt-get install -y openssl)"
+fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/rustygate-peer.XXXXXX")
 chmod 755 "$TMP" # nginx workers drop root privileges and must reach their prefix
@@ -138,17 +209,46 @@ port_open() {
 	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+# Extra request headers of a target, one per line (curl and wrk -H).
+declare -A HDR=()
+
+# hdr_args NAME: sets HDR_ARGS to the -H options of NAME's extra headers.
+hdr_args() {
+	local line
+	HDR_ARGS=()
+	while IFS= read -r line; do
+		[[ -n $line ]] && HDR_ARGS+=(-H "$line")
+	done <<<"${HDR[$1]:-}"
+	return 0
+}
+
+# b64url: base64url without padding (RFC 7515) of stdin.
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+
+# hs256_token SECRET: a JWT {"sub":"bench","aud":"api","exp":now+1 day}
+# signed with HS256 and SECRET.
+hs256_token() {
+	local head payload sig
+	head=$(printf '%s' '{"alg":"HS256","typ":"JWT"}' | b64url)
+	payload=$(printf '{"sub":"bench","aud":"api","exp":%d}' "$(($(date +%s) + 86400))" | b64url)
+	sig=$(printf '%s' "$head.$payload" | openssl dgst -sha256 -hmac "$1" -binary | b64url)
+	[[ -n $head && -n $payload && -n $sig ]] || die "could not sign the rg_policies JWT with openssl"
+	printf '%s.%s.%s' "$head" "$payload" "$sig"
+}
+
 # wait_ready NAME LOGFILE: the target's process is alive and its port answers
-# GET / with 200 and the 64-byte body, within 10 s.
+# GET / (with the target's extra headers) with 200 and the 64-byte body,
+# within 10 s.
 wait_ready() {
 	local name=$1 logfile=$2 port=${PORT[$1]} pid=${PID[$1]} i code size
+	hdr_args "$name"
 	for ((i = 0; i < 100; i++)); do
 		if ! kill -0 "$pid" 2>/dev/null; then
 			note "---- last lines of $logfile:"
 			tail -n 20 "$logfile" >&2 || true
 			die "${LABEL[$name]} exited during start-up (see above)"
 		fi
-		if read -r code size < <(curl -s -o /dev/null --max-time 1 \
+		if read -r code size < <(curl -s -o /dev/null --max-time 1 "${HDR_ARGS[@]}" \
 			-w '%{http_code} %{size_download}\n' "http://127.0.0.1:$port/" 2>/dev/null); then
 			if [[ $code == 200 ]]; then
 				[[ $size == "$BODY_BYTES" ]] ||
@@ -156,11 +256,15 @@ wait_ready() {
 				note "${LABEL[$name]} ready on 127.0.0.1:$port (pid $pid)"
 				return 0
 			fi
+			# RustyGate is up and its jwt refuses the token: no use waiting.
+			[[ $name == rg_policies && $code == 401 ]] && break
 		fi
 		sleep 0.1
 	done
 	note "---- last lines of $logfile:"
 	tail -n 20 "$logfile" >&2 || true
+	[[ $name == rg_policies && ${code:-} == 401 ]] &&
+		die "${LABEL[$name]} rejects the benchmark JWT (401): the token signed by peer.sh with RG_BENCH_JWT_SECRET does not verify against rustygate-policies.yaml"
 	die "${LABEL[$name]} did not answer 200 on 127.0.0.1:$port within 10s (last status: ${code:-none})"
 }
 
@@ -185,18 +289,86 @@ start_haproxy() {
 }
 
 RG_LOG=$TMP/rustygate.log
+# start_rustygate NAME: RustyGate with the configuration of target NAME,
+# its stderr (process and access log) in $TMP/NAME.log.
 start_rustygate() {
+	local name=$1 conf=$HERE/${RG_CONF[$1]} log=$TMP/$1.log
 	if [[ ! -x $RG_BIN ]]; then
 		note "RustyGate binary $RG_BIN missing: running make build"
 		make -C "$ROOT" build >&2 ||
-			die "cannot build RustyGate (make build failed): the rustygate target cannot run; use TARGETS=\"direct nginx haproxy\" to measure the peers alone"
+			die "cannot build RustyGate (make build failed): the RustyGate targets cannot run; use TARGETS=\"direct nginx haproxy\" to measure the peers alone"
 		[[ -x $RG_BIN ]] || die "make build did not produce $RG_BIN (set RG_BIN to the binary)"
 	fi
-	"$RG_BIN" validate "$HERE/rustygate.yaml" >"$TMP/rustygate-validate.log" 2>&1 ||
-		{ cat "$TMP/rustygate-validate.log" >&2; die "RustyGate rejects $HERE/rustygate.yaml"; }
-	"$RG_BIN" run -c "$HERE/rustygate.yaml" 2>"$RG_LOG" >/dev/null &
-	PID[rustygate]=$!
-	wait_ready rustygate "$RG_LOG"
+	"$RG_BIN" validate "$conf" >"$TMP/$name-validate.log" 2>&1 ||
+		{ cat "$TMP/$name-validate.log" >&2; die "RustyGate rejects $conf"; }
+	"$RG_BIN" run -c "$conf" 2>"$log" >/dev/null &
+	PID[$name]=$!
+	wait_ready "$name" "$log"
+}
+
+# headers_of NAME [CURL ARGS...]: the response headers (lower-cased names)
+# of GET / on target NAME, with the given extra curl arguments.
+headers_of() {
+	local port=${PORT[$1]}
+	shift
+	curl -s -o /dev/null -D - --max-time 5 "$@" "http://127.0.0.1:$port/" 2>/dev/null |
+		tr -d '\r' | awk -F': ' 'NF >= 2 { $1 = tolower($1) } { print }' OFS=': '
+}
+
+# check_backend2: the second backend (rg_2backends) answers 200 with the
+# 64-byte body.
+check_backend2() {
+	local code size
+	read -r code size < <(curl -s -o /dev/null --max-time 2 \
+		-w '%{http_code} %{size_download}\n' "http://127.0.0.1:$BACKEND2_PORT/" 2>/dev/null) || true
+	[[ ${code:-} == 200 && ${size:-} == "$BODY_BYTES" ]] ||
+		die "second backend 127.0.0.1:$BACKEND2_PORT (nginx-backend.conf) answered ${code:-nothing} with ${size:-no} bytes, want 200 with $BODY_BYTES"
+	note "second backend ready on 127.0.0.1:$BACKEND2_PORT"
+}
+
+# verify_2backends: after a few requests, RustyGate's access log names both
+# backends.
+verify_2backends() {
+	local log=$TMP/rg_2backends.log i
+	for ((i = 0; i < 8; i++)); do
+		curl -s -o /dev/null --max-time 2 "http://127.0.0.1:${PORT[rg_2backends]}/" || true
+	done
+	sleep 0.3 # the access log is flushed every 100 ms
+	if ! grep -q "127.0.0.1:${PORT[direct]}" "$log" || ! grep -q "127.0.0.1:$BACKEND2_PORT" "$log"; then
+		tail -n 8 "$log" >&2
+		die "${LABEL[rg_2backends]}: the access log does not show both backends (127.0.0.1:${PORT[direct]} and 127.0.0.1:$BACKEND2_PORT) after 8 requests"
+	fi
+	note "  check: requests reach both backends"
+}
+
+# verify_policies: with the token and Origin, 200 with CORS and rate-limit
+# headers; without the token, 401 (so jwt really runs).
+verify_policies() {
+	local name=rg_policies h code
+	hdr_args "$name"
+	h=$(headers_of "$name" "${HDR_ARGS[@]}")
+	code=$(awk 'NR == 1 { print $2 }' <<<"$h")
+	[[ $code == 200 ]] ||
+		die "${LABEL[$name]}: GET / with the benchmark JWT answered ${code:-nothing}, want 200 (401: the token is rejected)"
+	grep -qix "access-control-allow-origin: $BENCH_ORIGIN" <<<"$h" ||
+		{ printf '%s\n' "$h" >&2; die "${LABEL[$name]}: no 'Access-Control-Allow-Origin: $BENCH_ORIGIN' in the response: cors is not on"; }
+	grep -qi '^ratelimit-limit: ' <<<"$h" ||
+		{ printf '%s\n' "$h" >&2; die "${LABEL[$name]}: no RateLimit-Limit header in the response: rate_limit is not on"; }
+	grep -qi '^ratelimit-remaining: 0$' <<<"$h" &&
+		die "${LABEL[$name]}: RateLimit-Remaining is 0: the limit would trigger during the run"
+	code=$(headers_of "$name" -H "Origin: $BENCH_ORIGIN" | awk 'NR == 1 { print $2 }')
+	[[ $code == 401 ]] ||
+		die "${LABEL[$name]}: GET / without a token answered ${code:-nothing}, want 401: jwt is not on"
+	note "  check: token -> 200 with CORS and RateLimit headers; no token -> 401"
+}
+
+# verify_wasm: the plugin adds X-RustyGate-Plugin: executed.
+verify_wasm() {
+	local h
+	h=$(headers_of rg_wasm)
+	grep -qix 'x-rustygate-plugin: executed' <<<"$h" ||
+		{ printf '%s\n' "$h" >&2; die "${LABEL[rg_wasm]}: the response has no 'X-RustyGate-Plugin: executed' header: the plugin did not run"; }
+	note "  check: response carries X-RustyGate-Plugin: executed"
 }
 
 # cpu_ticks PID: utime+stime of PID and its direct children (the nginx
@@ -230,8 +402,9 @@ to_ms() {
 # sets RPS, P99_MS, REQS, ERRS, CPU_TICKS (CPU of the target's process).
 run_wrk() {
 	local name=$1 threads=$2 conns=$3 secs=$4 outfile=$5 before after p99
+	hdr_args "$name"
 	before=$(cpu_ticks "${PID[$name]}")
-	wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:${PORT[$name]}/" >"$outfile" 2>&1 || true
+	wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "${HDR_ARGS[@]}" "http://127.0.0.1:${PORT[$name]}/" >"$outfile" 2>&1 || true
 	after=$(cpu_ticks "${PID[$name]}")
 	CPU_TICKS=$((after - before))
 	RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$outfile")
@@ -278,12 +451,38 @@ done
 if ! want direct && port_open "${PORT[direct]}"; then
 	die "port 127.0.0.1:${PORT[direct]} (backend) is already in use by another process"
 fi
+if port_open "$BACKEND2_PORT"; then
+	die "port 127.0.0.1:$BACKEND2_PORT (second backend) is already in use by another process"
+fi
+if { want rg_tracing || want rg_tracing0; } && port_open "$OTLP_CLOSED_PORT"; then
+	die "port 127.0.0.1:$OTLP_CLOSED_PORT must be closed (the rg_tracing* OTLP endpoint, where exports are meant to fail) but something listens there"
+fi
+
+if want rg_wasm && [[ ! -f $WASM_PLUGIN ]]; then
+	note "WASM plugin $WASM_PLUGIN missing: running make plugins"
+	make -C "$ROOT" plugins >&2 || die "make plugins failed: the rg_wasm target cannot run"
+	[[ -f $WASM_PLUGIN ]] || die "make plugins did not produce $WASM_PLUGIN"
+fi
+if want rg_policies; then
+	BENCH_JWT=$(hs256_token "$RG_BENCH_JWT_SECRET")
+	HDR[rg_policies]="Authorization: Bearer $BENCH_JWT
+Origin: $BENCH_ORIGIN"
+fi
 
 note "starting targets (temporary files in $TMP)"
 start_nginx direct "$HERE/nginx-backend.conf"
+check_backend2
 want nginx && start_nginx nginx "$HERE/nginx-proxy.conf"
 want haproxy && start_haproxy
-want rustygate && start_rustygate
+for t in "${selected[@]}"; do
+	is_rg "$t" || continue
+	start_rustygate "$t"
+	case $t in
+	rg_2backends) verify_2backends ;;
+	rg_policies) verify_policies ;;
+	rg_wasm) verify_wasm ;;
+	esac
+done
 
 # ---------------------------------------------------------------- measure
 
@@ -347,13 +546,21 @@ fi
 
 # ---------------------------------------------------------------- report
 
-ref_rps=nan ref_p99=nan
+ref_rps=nan ref_p99=nan rg_rps=nan
 if want nginx; then
 	# shellcheck disable=SC2086 # word splitting wanted: one value per round
 	ref_rps=$(median ${RPS_OF[nginx]})
 	# shellcheck disable=SC2086
 	ref_p99=$(median ${P99_OF[nginx]})
 fi
+if want rustygate; then
+	# shellcheck disable=SC2086 # word splitting wanted: one value per round
+	rg_rps=$(median ${RPS_OF[rustygate]})
+fi
+variants=()
+for t in "${selected[@]}"; do
+	[[ $t == rg_* ]] && variants+=("$t")
+done
 
 {
 	echo "# RustyGate peer benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -363,10 +570,10 @@ fi
 	echo "- wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s --latency, $ROUNDS interleaved rounds, ${WARMUP}s warm-up per target; medians over rounds"
 	echo "- backend: $(nginx -v 2>&1 | sed 's/^nginx version: //'), worker_processes 1, ${BODY_BYTES}-byte body"
 	want haproxy && echo "- $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}')"
-	want rustygate && echo "- RustyGate: $("$RG_BIN" version 2>/dev/null | head -1 || echo unknown)"
+	want rustygate && echo "- RustyGate: $({ "$RG_BIN" version 2>/dev/null || echo unknown; } | head -1)"
 	echo
-	echo "| target | median req/s | median p99 ms | req/s vs nginx | p99 vs nginx | server CPU µs/req | wrk errors |"
-	echo "|---|---:|---:|---:|---:|---:|---:|"
+	echo "| target | median req/s | median p99 ms | req/s vs nginx | p99 vs nginx | vs RustyGate | server CPU µs/req | wrk errors |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 	for t in "${selected[@]}"; do
 		# shellcheck disable=SC2086 # word splitting wanted: one value per round
 		rps=$(median ${RPS_OF[$t]})
@@ -374,10 +581,13 @@ fi
 		p99=$(median ${P99_OF[$t]})
 		cpu_us=$(awk -v ticks="${TICKS_OF[$t]}" -v hz="$CLK_TCK" -v n="${REQS_OF[$t]}" \
 			'BEGIN { if (n > 0) printf "%.1f", ticks * 1e6 / hz / n; else print "-" }')
-		printf '| %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$t]}" \
+		# vs RustyGate: req/s against the plain rustygate row, for it and the rg_* rows.
+		vs_rg=""
+		[[ $t == rustygate || $t == rg_* ]] && vs_rg=$(ratio "$rps" "$rg_rps")
+		printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$t]}" \
 			"$(awk -v v="$rps" 'BEGIN { if (v == "nan") print "-"; else printf "%.0f", v }')" \
 			"$(awk -v v="$p99" 'BEGIN { if (v == "nan") print "-"; else printf "%.2f", v }')" \
-			"$(ratio "$rps" "$ref_rps")" "$(ratio "$p99" "$ref_p99")" "$cpu_us" "${ERRS_OF[$t]}"
+			"$(ratio "$rps" "$ref_rps")" "$(ratio "$p99" "$ref_p99")" "$vs_rg" "$cpu_us" "${ERRS_OF[$t]}"
 	done
 	echo
 	echo "Server CPU is utime+stime of the process under test (nginx: master and worker;"
@@ -385,6 +595,23 @@ fi
 	echo "The nginx proxy and HAProxy run with logging off; RustyGate writes an access"
 	echo "log line per request. wrk errors are non-2xx responses plus socket errors"
 	echo "(connect/read/write/timeout) summed over the measured rounds."
+	if ((${#variants[@]})); then
+		echo
+		echo "RustyGate variants: each its own RustyGate process, access log on and"
+		echo "otherwise configured like the RustyGate row but for one feature; \"vs RustyGate\""
+		echo "is its median req/s over that of the plain RustyGate row measured in the same"
+		echo "rounds (the cost of the feature end to end; the CPU column gives it per request)."
+		want rustygate || echo "(rustygate was not among the targets: no \"vs RustyGate\" ratios.)"
+		for t in "${variants[@]}"; do
+			case $t in
+			rg_2backends) echo "- rg_2backends: end-to-end req/s with 2 backends vs 1: the route of the RustyGate row with backends 127.0.0.1:${PORT[direct]} and 127.0.0.1:$BACKEND2_PORT, round_robin (two server blocks of the same one-worker backend nginx, so the backend capacity is unchanged)." ;;
+			rg_policies) echo "- rg_policies: cors (Origin $BENCH_ORIGIN allowed), rate_limit per IP at 100000000 per 60 s (never triggers) and jwt HS256 (audience api) on the route; wrk sends 'Origin: $BENCH_ORIGIN' and 'Authorization: Bearer <HS256 token signed by peer.sh>' to this target only. Checked before measuring: token -> 200, no token -> 401." ;;
+			rg_tracing) echo "- rg_tracing: tracing on, ratio 1.0, OTLP endpoint 127.0.0.1:$OTLP_CLOSED_PORT where nothing listens: every request creates and batches its spans, the exports fail and the spans are dropped. This measures span creation, not export." ;;
+			rg_tracing0) echo "- rg_tracing0: tracing on with ratio 0: no trace is sampled (wrk sends no traceparent), spans are non-recording; the cost of tracing enabled but not sampling." ;;
+			rg_wasm) echo "- rg_wasm: WASM plugin plugins/examples/add_header.wasm on the route (handle_request + handle_response per request); checked before measuring: X-RustyGate-Plugin: executed." ;;
+			esac
+		done
+	fi
 	if want rustygate; then
 		echo
 		rg_secs=$(awk -v t="${TICKS_OF[rustygate]}" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')
