@@ -75,7 +75,7 @@ func (k *kernel) setUp(cfg config.Datapath, pol *policy) error {
 	// A handle made here, rather than with NewHandleAt, needs no setns:
 	// New runs in the namespace it serves.
 	var err error
-	if k.nl, err = netlink.NewHandle(); err != nil {
+	if k.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
 		return fmt.Errorf("netlink: %w", err)
 	}
 	ifaces, err := k.resolveInterfaces(cfg.Interfaces)
