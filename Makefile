@@ -204,3 +204,13 @@ release:
 	@echo "==> sizes"; for f in $(DIST)/rustygate-*; do \
 		wc -c < $$f | awk -v f=$$f '{ printf "%10d bytes  %5.1f MiB  %s\n", $$1, $$1 / 1048576, f }'; \
 	done
+
+# Kernel splicing (sockmap) for l4 listeners with `datapath: kernel`:
+#   soak-splice   the loader's integrity soak of kernel splicing (root)
+#   bench-splice  splice(2) vs kernel splicing micro-benchmarks (root)
+.PHONY: soak-splice bench-splice
+soak-splice:
+	RUSTYGATE_SPLICE_SOAK=1 $(GO) test -p 1 -count=1 -run TestSpliceIntegritySoak -v -timeout 60m ./loader/
+
+bench-splice:
+	$(GO) test -p 1 -run '^$$' -bench BenchmarkSplice ./loader/

@@ -1,8 +1,9 @@
 // Package l4 is RustyGate's TCP proxy: each `l4:` listener relays its
 // connections byte for byte to a backend of an upstream pool. Bytes move
-// with splice(2) (io.Copy between two *net.TCPConn), half-closes are
-// forwarded both ways, and an optional PROXY protocol header tells the
-// backend who the client is.
+// with splice(2) (io.Copy between two *net.TCPConn), or, on a listener
+// with `datapath: kernel`, in the kernel through a loader.Splicer (see
+// kernel.go); half-closes are forwarded both ways, and an optional PROXY
+// protocol header tells the backend who the client is.
 //
 // l4 does not parse what it relays and does not touch BPF: the kernel
 // datapath, when it splices sockets itself, is asked for through loader.
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/rustygate/rustygate/config"
+	"github.com/rustygate/rustygate/loader"
 	"github.com/rustygate/rustygate/observe"
 	"github.com/rustygate/rustygate/upstream"
 )
@@ -45,6 +47,12 @@ type Listener struct {
 	wg     sync.WaitGroup
 	closed atomic.Bool
 	done   chan struct{}
+
+	// splicer is the manager's, shared by its listeners.
+	splicer *atomic.Pointer[loader.Splicer]
+	// kernelWarned is set once this listener logged why it cannot use
+	// kernel splicing.
+	kernelWarned atomic.Bool
 }
 
 // conn is one proxied connection.
@@ -61,6 +69,8 @@ type Manager struct {
 	metrics  *observe.L4Metrics
 	registry *upstream.Registry
 	listen   func(addr string) (net.Listener, error)
+
+	splicer atomic.Pointer[loader.Splicer]
 
 	mu        sync.Mutex
 	listeners map[string]*Listener
@@ -129,7 +139,7 @@ func (m *Manager) Apply(cfgs []config.L4Listener) error {
 			if old := m.listeners[c.Name]; old != nil {
 				old.stopAccepting()
 			}
-			l := &Listener{name: c.Name, ln: ln, log: m.log, metrics: m.metrics, conns: map[*conn]struct{}{}, done: make(chan struct{})}
+			l := &Listener{name: c.Name, ln: ln, log: m.log, metrics: m.metrics, conns: map[*conn]struct{}{}, done: make(chan struct{}), splicer: &m.splicer}
 			l.state.Store(states[i])
 			m.listeners[c.Name] = l
 			go l.serve()
@@ -314,12 +324,18 @@ func (l *Listener) handle(cn *conn, st *listenerState) {
 			return
 		}
 	}
-	toBackend, toClient, reason := relay(client, backend)
+	datapath := "splice"
+	toBackend, toClient, reason, ok := l.kernelRelay(st, client, backend)
+	if ok {
+		datapath = "kernel"
+	} else {
+		toBackend, toClient, reason = relay(client, backend)
+	}
 	b.ReportSuccess()
 	l.metrics.ConnClosed(l.name, "proxied", toBackend, toClient, true)
 	l.log.Info("l4 connection", "listener", l.name, "client", clientAddr.String(), "backend", b.Addr,
 		"duration_ms", float64(time.Since(start).Microseconds())/1000,
-		"bytes_to_backend", toBackend, "bytes_to_client", toClient, "close", reason)
+		"bytes_to_backend", toBackend, "bytes_to_client", toClient, "close", reason, "datapath", datapath)
 }
 
 // connect dials a backend, trying others on failure.
@@ -349,6 +365,8 @@ func (l *Listener) connect(st *listenerState, client netip.AddrPort) (net.Conn, 
 			continue
 		}
 		d := net.Dialer{Timeout: st.cfg.ConnectTimeout.D(), KeepAlive: 30 * time.Second}
+		// Kernel splicing cannot take MPTCP sockets.
+		d.SetMultipathTCP(false)
 		c, err := d.Dial("tcp", b.Addr)
 		if err == nil {
 			return c, b, nil
@@ -368,12 +386,17 @@ func (l *Listener) connect(st *listenerState, client netip.AddrPort) (net.Conn, 
 	return nil, nil, lastErr
 }
 
-// halfCloseTimeout bounds how long a client may keep sending after the
-// backend closed its side.
-const halfCloseTimeout = 30 * time.Second
+// halfCloseTimeout bounds how long the kernel splicer waits for the other
+// direction once one side half-closed (splice(2) relays rely on the
+// listener's idle timeout instead).
+const halfCloseTimeout = 5 * time.Minute
 
 // relay copies both ways until both directions end, forwarding each
-// half-close, and reports the bytes moved and why it ended.
+// half-close, and reports the bytes moved and why it ended. An error on one
+// side (a reset, a timeout) is passed on as a reset, never as a clean end
+// of stream: a truncated upload must not look complete to the backend. A
+// half-closed connection stays until the other side ends too, or until no
+// byte moves for the listener's idle_timeout (the sweeper closes it).
 func relay(client, backend net.Conn) (toBackend, toClient int64, reason string) {
 	var wg sync.WaitGroup
 	var upErr error
@@ -381,19 +404,18 @@ func relay(client, backend net.Conn) (toBackend, toClient int64, reason string) 
 	go func() {
 		defer wg.Done()
 		toBackend, upErr = io.Copy(backend, client)
+		if upErr != nil {
+			abort(backend)
+			return
+		}
 		closeWrite(backend)
 	}()
 	var downErr error
 	toClient, downErr = io.Copy(client, backend)
-	closeWrite(client)
 	if downErr != nil {
-		// The backend side failed: the client will not get more, and
-		// what it still sends has nowhere to go.
-		client.Close()
+		abort(client)
 	} else {
-		// The backend finished: the client has halfCloseTimeout to finish
-		// its side too.
-		client.SetReadDeadline(time.Now().Add(halfCloseTimeout))
+		closeWrite(client)
 	}
 	wg.Wait()
 	client.Close()
@@ -407,6 +429,15 @@ func relay(client, backend net.Conn) (toBackend, toClient int64, reason string) 
 		reason = "eof"
 	}
 	return toBackend, toClient, reason
+}
+
+// abort closes c with a reset (SO_LINGER 0), so its peer sees the
+// transfer fail instead of end.
+func abort(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
 }
 
 func closeWrite(c net.Conn) {

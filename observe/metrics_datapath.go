@@ -47,3 +47,46 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(n.Denied), c.mode, "denied")
 	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(n.Banned), c.mode, "banned")
 }
+
+// SpliceCounters are the L4 kernel splicer's totals.
+type SpliceCounters struct {
+	Connections, Fallbacks, RedirectedBytes, DuplicateBytes, Overlaps, IntegrityFailures uint64
+}
+
+// RegisterL4Splice exports the kernel splicer's counters, read at scrape
+// time: rustygate_l4_kernel_splice_total{event} (connections spliced in
+// the kernel, fallbacks to splice(2), segments trimmed of repeated bytes,
+// connections reset on an integrity failure) and
+// rustygate_l4_kernel_splice_bytes_total{kind} (redirected, duplicate).
+func (m *Metrics) RegisterL4Splice(read func() SpliceCounters) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(&spliceCollector{
+		read: read,
+		events: prometheus.NewDesc("rustygate_l4_kernel_splice_total",
+			"L4 kernel splicing events: connections, fallbacks, overlaps, integrity_failures.", []string{"event"}, nil),
+		bytes: prometheus.NewDesc("rustygate_l4_kernel_splice_bytes_total",
+			"Bytes moved by L4 kernel splicing (redirected) and repeated bytes it dropped (duplicate).", []string{"kind"}, nil),
+	})
+}
+
+type spliceCollector struct {
+	read          func() SpliceCounters
+	events, bytes *prometheus.Desc
+}
+
+func (c *spliceCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.events
+	ch <- c.bytes
+}
+
+func (c *spliceCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.read()
+	ch <- prometheus.MustNewConstMetric(c.events, prometheus.CounterValue, float64(n.Connections), "connections")
+	ch <- prometheus.MustNewConstMetric(c.events, prometheus.CounterValue, float64(n.Fallbacks), "fallbacks")
+	ch <- prometheus.MustNewConstMetric(c.events, prometheus.CounterValue, float64(n.Overlaps), "overlaps")
+	ch <- prometheus.MustNewConstMetric(c.events, prometheus.CounterValue, float64(n.IntegrityFailures), "integrity_failures")
+	ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(n.RedirectedBytes), "redirected")
+	ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(n.DuplicateBytes), "duplicate")
+}

@@ -198,6 +198,20 @@ func (g *gateway) run(cfg *config.Config) int {
 		}
 		return dp.WrapListener(ln), nil
 	})
+	if wantsKernelSplice(cfg) {
+		sp, err := loader.NewSplicer(log)
+		if err != nil {
+			log.Warn("l4: kernel splicing unavailable; datapath kernel listeners use splice(2)", "error", err.Error())
+		} else {
+			g.l4.SetSplicer(sp)
+			defer sp.Close()
+		}
+	}
+	g.metrics.RegisterL4Splice(func() observe.SpliceCounters {
+		st := g.l4.SpliceStats()
+		return observe.SpliceCounters{Connections: st.Connections, Fallbacks: st.Fallbacks, RedirectedBytes: st.RedirectedBytes,
+			DuplicateBytes: st.DuplicateBytes, Overlaps: st.Overlaps, IntegrityFailures: st.IntegrityFailures}
+	})
 	if err := g.l4.Apply(cfg.L4); err != nil {
 		log.Error("cannot start the l4 listeners", "error", err.Error())
 		ln.Close()
@@ -499,4 +513,15 @@ func pluginDirs(cfg *config.Config) []string {
 		add(r.Middlewares)
 	}
 	return dirs
+}
+
+// wantsKernelSplice reports whether an l4 listener asks for kernel
+// splicing (datapath: kernel); only then is the splicer loaded.
+func wantsKernelSplice(cfg *config.Config) bool {
+	for _, l := range cfg.L4 {
+		if l.Datapath == "kernel" {
+			return true
+		}
+	}
+	return false
 }

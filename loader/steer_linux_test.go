@@ -1,0 +1,287 @@
+//go:build linux
+
+package loader
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
+	"github.com/vishvananda/netlink"
+)
+
+func requireSteering(t *testing.T) {
+	t.Helper()
+	reason := ""
+	if os.Geteuid() != 0 {
+		reason = "not running as root"
+	} else if err := features.HaveProgramType(ebpf.SkLookup); err != nil {
+		reason = err.Error()
+	}
+	if reason == "" {
+		return
+	}
+	if os.Getenv("RUSTYGATE_REQUIRE_BPF") == "1" {
+		t.Fatalf("RUSTYGATE_REQUIRE_BPF=1, but steering cannot run: %s", reason)
+	}
+	t.Skipf("needs sk_lookup programs and network namespaces (root): %s", reason)
+}
+
+func TestSteeringRejectsBadRange(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		lo, hi uint16
+	}{{"127.0.0.1/32", 10, 9}, {"127.0.0.1/32", 0, 9}} {
+		if _, err := NewSteering("/nonexistent", netip.MustParsePrefix(tc.prefix), tc.lo, tc.hi, nil); err == nil {
+			t.Errorf("%s %d-%d: no error", tc.prefix, tc.lo, tc.hi)
+		}
+	}
+}
+
+// tagServer accepts on ln and greets every connection with tag and a
+// newline, then echoes lines.
+func tagServer(t *testing.T, ln net.Listener, tag string) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				fmt.Fprintf(c, "%s\n", tag)
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					c.Write([]byte(line))
+				}
+			}()
+		}
+	}()
+}
+
+func steerGreet(c net.Conn) (string, error) {
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	return line[:len(line)-1], nil
+}
+
+func TestSteeringOneSocketManyPorts(t *testing.T) {
+	requireSteering(t)
+	ns := newNamedNS(t, "rgsteer"+strconv.Itoa(os.Getpid()))
+	dir := filepath.Join(bpffsRoot, "rgsteer-test-"+strconv.Itoa(os.Getpid()))
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	const lo, hi = 9000, 9099
+	lc := net.ListenConfig{}
+	lc.SetMultipathTCP(false)
+	var ln1, ln2 net.Listener
+	var st *Steering
+	if err := inNetns(ns, func() error {
+		l, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			return err
+		}
+		if ln1, err = lc.Listen(context.Background(), "tcp4", "127.0.0.1:9000"); err != nil {
+			return err
+		}
+		if ln2, err = lc.Listen(context.Background(), "tcp4", "127.0.0.1:0"); err != nil {
+			return err
+		}
+		st, err = NewSteering(dir, netip.MustParsePrefix("127.0.0.1/32"), lo, hi, nil)
+		return err
+	}); err != nil {
+		if ln1 != nil {
+			ln1.Close()
+		}
+		if ln2 != nil {
+			ln2.Close()
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close(); ln1.Close(); ln2.Close() })
+	tagServer(t, ln1, "one")
+	tagServer(t, ln2, "two")
+	if err := st.SetListener(ln1.(*net.TCPListener)); err != nil {
+		t.Fatal(err)
+	}
+
+	dialAll := func(want string) (kept net.Conn) {
+		t.Helper()
+		if err := inNetns(ns, func() error {
+			for p := lo; p <= hi; p++ {
+				c, err := net.DialTimeout("tcp4", "127.0.0.1:"+strconv.Itoa(p), 5*time.Second)
+				if err != nil {
+					return fmt.Errorf("port %d: %w", p, err)
+				}
+				got, err := steerGreet(c)
+				if err != nil || got != want {
+					c.Close()
+					return fmt.Errorf("port %d: greeted %q (%v), want %q", p, got, err, want)
+				}
+				if p == lo+42 {
+					kept = c
+				} else {
+					c.Close()
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { kept.Close() })
+		return kept
+	}
+	old := dialAll("one")
+
+	// A second listener takes over new connections; the old socket's
+	// connection goes on.
+	if err := st.SetListener(ln2.(*net.TCPListener)); err != nil {
+		t.Fatal(err)
+	}
+	dialAll("two")
+	old.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := old.Write([]byte("still here\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := bufio.NewReader(old).ReadString('\n'); err != nil || got != "still here\n" {
+		t.Fatalf("old connection after the swap: %q %v", got, err)
+	}
+
+	// Close detaches: port 9050 has no socket of its own again.
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := inNetns(ns, func() error {
+		c, err := net.DialTimeout("tcp4", "127.0.0.1:9050", 2*time.Second)
+		if err == nil {
+			c.Close()
+			return errors.New("port 9050 still answers after Close")
+		}
+		c, err = net.DialTimeout("tcp4", "127.0.0.1:9000", 2*time.Second)
+		if err != nil {
+			return fmt.Errorf("port 9000 (ln1's own port) after Close: %w", err)
+		}
+		defer c.Close()
+		if got, err := steerGreet(c); err != nil || got != "one" {
+			return fmt.Errorf("port 9000 after Close: %q %v", got, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, SteerMapName)); err != nil {
+		t.Fatalf("pinned map after Close: %v", err)
+	}
+}
+
+// TestSteeringTakeover: a second Steering on the same bpffs directory (a
+// new process) shares the pinned SOCKMAP, takes over new connections with
+// its listener, and keeps them after the first one closes.
+func TestSteeringTakeover(t *testing.T) {
+	requireSteering(t)
+	ns := newNamedNS(t, "rgtakeover"+strconv.Itoa(os.Getpid()))
+	dir := filepath.Join(bpffsRoot, "rgtakeover-test-"+strconv.Itoa(os.Getpid()))
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	lc := net.ListenConfig{}
+	lc.SetMultipathTCP(false)
+	prefix := netip.MustParsePrefix("127.0.0.0/8")
+	var ln1, ln2 net.Listener
+	var st1, st2 *Steering
+	err := inNetns(ns, func() error {
+		l, err := netlink.LinkByName("lo")
+		if err == nil {
+			err = netlink.LinkSetUp(l)
+		}
+		if err != nil {
+			return err
+		}
+		if ln1, err = lc.Listen(context.Background(), "tcp4", "127.0.0.1:0"); err != nil {
+			return err
+		}
+		if ln2, err = lc.Listen(context.Background(), "tcp4", "127.0.0.1:0"); err != nil {
+			return err
+		}
+		if st1, err = NewSteering(dir, prefix, 7000, 7009, nil); err != nil {
+			return err
+		}
+		st2, err = NewSteering(dir, prefix, 7000, 7009, nil)
+		return err
+	})
+	t.Cleanup(func() {
+		for _, l := range []net.Listener{ln1, ln2} {
+			if l != nil {
+				l.Close()
+			}
+		}
+		for _, s := range []*Steering{st1, st2} {
+			if s != nil {
+				s.Close()
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tagServer(t, ln1, "old")
+	tagServer(t, ln2, "new")
+	dialTag := func(port int) (net.Conn, string) {
+		t.Helper()
+		var c net.Conn
+		var tag string
+		if err := inNetns(ns, func() error {
+			var err error
+			if c, err = net.DialTimeout("tcp4", "127.0.0.2:"+strconv.Itoa(port), 5*time.Second); err != nil {
+				return err
+			}
+			tag, err = steerGreet(c)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, tag
+	}
+	if err := st1.SetListener(ln1.(*net.TCPListener)); err != nil {
+		t.Fatal(err)
+	}
+	old, tag := dialTag(7003)
+	if tag != "old" {
+		t.Fatalf("before the takeover: %q", tag)
+	}
+	if err := st2.SetListener(ln2.(*net.TCPListener)); err != nil {
+		t.Fatal(err)
+	}
+	if _, tag := dialTag(7004); tag != "new" {
+		t.Fatalf("after the takeover: %q", tag)
+	}
+	if err := st1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, tag := dialTag(7009); tag != "new" {
+		t.Fatalf("after the old steering closed: %q", tag)
+	}
+	old.SetDeadline(time.Now().Add(5 * time.Second))
+	old.Write([]byte("drain\n"))
+	if got, err := bufio.NewReader(old).ReadString('\n'); err != nil || got != "drain\n" {
+		t.Fatalf("the old process's connection: %q %v", got, err)
+	}
+}
