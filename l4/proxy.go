@@ -196,6 +196,18 @@ func (m *Manager) build(c config.L4Listener) (*listenerState, error) {
 	return &listenerState{cfg: c, pool: pool}, nil
 }
 
+// Sockets returns the listening sockets by configured address, for a
+// binary upgrade to hand them to the new process.
+func (m *Manager) Sockets() map[string]net.Listener {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]net.Listener, len(m.listeners))
+	for _, l := range m.listeners {
+		out[l.state.Load().cfg.Listen] = l.ln
+	}
+	return out
+}
+
 // Addr returns the bound address of a listener by name (for tests and
 // logs), or nil.
 func (m *Manager) Addr(name string) net.Addr {

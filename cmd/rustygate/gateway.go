@@ -190,9 +190,8 @@ func (g *gateway) run(cfg *config.Config) int {
 			}
 		}()
 	}
-	g.inherit.closeUnused()
 	g.l4 = l4.NewManager(log, g.metrics, func(addr string) (net.Listener, error) {
-		ln, err := listen(addr)
+		ln, err := g.inherit.listen("l4:"+addr, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -218,6 +217,7 @@ func (g *gateway) run(cfg *config.Config) int {
 		g.l4.Shutdown(context.Background())
 		return 1
 	}
+	g.inherit.closeUnused()
 	// Guard the ports actually bound (a configured port 0 is known only now).
 	if err := dp.Update(cfg.Datapath, g.boundPorts(cfg)); err != nil {
 		log.Error("datapath", "error", err.Error())

@@ -144,6 +144,11 @@ func (g *gateway) upgrade() error {
 	if err == nil {
 		err = add("admin", g.adminLn)
 	}
+	for addr, ln := range g.l4.Sockets() {
+		if err == nil {
+			err = add("l4:"+addr, ln)
+		}
+	}
 	g.reloadMu.Unlock()
 	defer func() {
 		for _, f := range files {
