@@ -11,6 +11,14 @@
 // allow/deny lists and bans run in the accept path (WrapListener). Mode
 // and Reason say which one runs and why.
 //
+// Two more kernel objects serve the L4 proxy: a Splicer moves the bytes of
+// a pair of sockets in the kernel (a SOCKHASH and an sk_skb verdict that
+// tracks each socket's TCP sequence so a byte is never delivered twice or
+// lost; Linux 6.2+, with a startup self-test and per-connection fallback to
+// splice(2)), and a Steering attaches an sk_lookup program that sends the
+// new connections of an address and port range to one listening socket
+// held in a pinned SOCKMAP.
+//
 // loader must not grow request-path policy: it filters connections by
 // source address and nothing else. Other packages ask it for handles and
 // never load or attach BPF objects themselves.
