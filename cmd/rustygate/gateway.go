@@ -479,18 +479,20 @@ func portOf(addr string) int {
 // kernel_rate_limit.ports is auto: the proxy's and the l4 listeners'.
 func listenPorts(cfg *config.Config) []int {
 	var ports []int
-	add := func(addr string) {
-		if _, p, err := net.SplitHostPort(addr); err == nil {
-			if n, err := strconv.Atoi(p); err == nil && n > 0 {
-				ports = append(ports, n)
-			}
+	for _, addr := range append([]string{cfg.Server.Listen}, l4Addrs(cfg)...) {
+		if p := portOf(addr); p > 0 {
+			ports = append(ports, p)
 		}
 	}
-	add(cfg.Server.Listen)
-	for _, l := range cfg.L4 {
-		add(l.Listen)
-	}
 	return ports
+}
+
+func l4Addrs(cfg *config.Config) []string {
+	addrs := make([]string, len(cfg.L4))
+	for i, l := range cfg.L4 {
+		addrs[i] = l.Listen
+	}
+	return addrs
 }
 
 // pluginDirs are the directories of the configured WASM plugins, watched

@@ -22,6 +22,7 @@
 package cors
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -322,12 +323,12 @@ func (w wildcard) matches(o []byte) bool {
 func (p *Policy) headersAllowed(list []byte) bool {
 	for len(list) > 0 {
 		var name []byte
-		if i := indexByte(list, ','); i >= 0 {
+		if i := bytes.IndexByte(list, ','); i >= 0 {
 			name, list = list[:i], list[i+1:]
 		} else {
 			name, list = list, nil
 		}
-		name = trimSpace(name)
+		name = bytes.Trim(name, " \t")
 		if len(name) == 0 {
 			continue
 		}
@@ -359,25 +360,6 @@ func equalFoldLower(b []byte, s string) bool {
 		}
 	}
 	return true
-}
-
-func indexByte(b []byte, c byte) int {
-	for i := range b {
-		if b[i] == c {
-			return i
-		}
-	}
-	return -1
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // isToken reports whether s is an HTTP token (RFC 9110).

@@ -33,6 +33,7 @@
 package ratelimit
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"net/netip"
@@ -262,12 +263,12 @@ func (l *Limiter) clientIP(r middleware.Request) netip.Addr {
 	last := peer
 	for len(xff) > 0 {
 		elem := xff
-		if i := lastIndexByte(xff, ','); i >= 0 {
+		if i := bytes.LastIndexByte(xff, ','); i >= 0 {
 			elem, xff = xff[i+1:], xff[:i]
 		} else {
 			xff = nil
 		}
-		elem = trimSpace(elem)
+		elem = bytes.Trim(elem, " \t")
 		if len(elem) == 0 {
 			continue
 		}
@@ -299,12 +300,12 @@ func parseForwarded(b []byte) (netip.Addr, bool) {
 		return a, true
 	}
 	if b[0] == '[' {
-		i := indexByte(b, ']')
+		i := bytes.IndexByte(b, ']')
 		if i < 0 {
 			return netip.Addr{}, false
 		}
 		b = b[1:i]
-	} else if i := indexByte(b, ':'); i >= 0 && lastIndexByte(b, ':') == i {
+	} else if i := bytes.IndexByte(b, ':'); i >= 0 && bytes.LastIndexByte(b, ':') == i {
 		// IPv4 with a port.
 		return parseIPv4(b[:i])
 	}
@@ -349,34 +350,6 @@ func parseIPv4(b []byte) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return netip.AddrFrom4(ip), true
-}
-
-func indexByte(b []byte, c byte) int {
-	for i := range b {
-		if b[i] == c {
-			return i
-		}
-	}
-	return -1
-}
-
-func lastIndexByte(b []byte, c byte) int {
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] == c {
-			return i
-		}
-	}
-	return -1
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // ceilSeconds rounds d up to whole seconds.
