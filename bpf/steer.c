@@ -7,6 +7,8 @@
 // socket in rg_steer_sock, whatever port they asked for. The SOCKMAP is
 // pinned: a new process takes over new connections by putting its own
 // listener there, while the old one drains the connections it has.
+// Family 0 steers both families, whatever the address: a wildcard range
+// served by a dual-stack socket.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -17,7 +19,8 @@
 
 // rg_steer_cfg is set before load (read-only data). Addresses and masks
 // are in network byte order, the address already masked; ports in host
-// byte order.
+// byte order. family is AF_INET, AF_INET6, or 0 for both (no address
+// check).
 struct rg_steer_cfg {
 	__u32 family;
 	__u32 addr[4];
@@ -39,15 +42,17 @@ struct {
 SEC("sk_lookup")
 int rg_steer(struct bpf_sk_lookup *ctx)
 {
-	if (ctx->protocol != IPPROTO_TCP || ctx->family != rg_steer_cfg.family)
+	if (ctx->protocol != IPPROTO_TCP)
+		return SK_PASS;
+	if (rg_steer_cfg.family && ctx->family != rg_steer_cfg.family)
 		return SK_PASS;
 	__u16 port = ctx->local_port;
 	if (port < rg_steer_cfg.port_lo || port > rg_steer_cfg.port_hi)
 		return SK_PASS;
-	if (ctx->family == AF_INET) {
+	if (rg_steer_cfg.family == AF_INET) {
 		if ((ctx->local_ip4 & rg_steer_cfg.mask[0]) != rg_steer_cfg.addr[0])
 			return SK_PASS;
-	} else {
+	} else if (rg_steer_cfg.family == AF_INET6) {
 		if ((ctx->local_ip6[0] & rg_steer_cfg.mask[0]) != rg_steer_cfg.addr[0] ||
 		    (ctx->local_ip6[1] & rg_steer_cfg.mask[1]) != rg_steer_cfg.addr[1] ||
 		    (ctx->local_ip6[2] & rg_steer_cfg.mask[2]) != rg_steer_cfg.addr[2] ||

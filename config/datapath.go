@@ -36,6 +36,9 @@ const (
 	maxMaxSources = 1 << 24
 	// maxIfaceName is IFNAMSIZ minus the terminating NUL.
 	maxIfaceName = 15
+	// maxGuardedPorts is the size of the kernel's port map (rg_ports);
+	// the userspace twin keeps the same bound.
+	maxGuardedPorts = 1024
 )
 
 // datapathDefaults fills the datapath section's defaults. burst defaults
@@ -108,6 +111,9 @@ func validateDatapath(c *Config, st *vstate) {
 			seenPorts[port] = i
 		}
 	}
+	if n := guardedPorts(c); n > maxGuardedPorts {
+		st.add(kp+".ports", "guards %d ports, more than the %d the limiter holds (auto stands for the listeners' ports, every port of an l4 port range included): list the ports to guard", n, maxGuardedPorts)
+	}
 	checkCIDRs(st, kp+".allow", k.Allow)
 	checkCIDRs(st, kp+".deny", k.Deny)
 
@@ -175,4 +181,20 @@ func validIfaceName(name string) bool {
 		}
 	}
 	return true
+}
+
+// guardedPorts counts the distinct ports kernel_rate_limit.ports stands
+// for, auto expanded to the listeners' ports.
+func guardedPorts(c *Config) int {
+	set := make(map[int]bool)
+	for _, port := range c.Datapath.KernelRateLimit.Ports {
+		if port == PortsAuto {
+			for _, p := range c.ListenPorts() {
+				set[p] = true
+			}
+		} else if n, ok := parsePort(port); ok {
+			set[n] = true
+		}
+	}
+	return len(set)
 }

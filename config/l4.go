@@ -1,8 +1,11 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -47,20 +50,10 @@ func validateL4(c *Config, st *vstate) {
 		} else {
 			names[l.Name] = i
 		}
-		if msg := checkListen(l.Listen); msg != "" {
+		if msg := checkL4Listen(l.Listen); msg != "" {
 			st.add(p+".listen", "%s", msg)
 		} else {
-			if checkListen(c.Server.Listen) == "" && sameListener(l.Listen, c.Server.Listen) {
-				st.add(p+".listen", "must differ from server.listen")
-			}
-			if c.Admin.Listen != AdminOff && checkListen(c.Admin.Listen) == "" && sameListener(l.Listen, c.Admin.Listen) {
-				st.add(p+".listen", "must differ from admin.listen")
-			}
-			for j := 0; j < i; j++ {
-				if checkListen(c.L4[j].Listen) == "" && sameListener(l.Listen, c.L4[j].Listen) {
-					st.add(p+".listen", "same address as l4[%d]", j)
-				}
-			}
+			checkL4Overlaps(c, i, st)
 		}
 		if len(l.Backends) == 0 {
 			st.add(p+".backends", "at least one backend is required")
@@ -113,4 +106,160 @@ func validateL4(c *Config, st *vstate) {
 			}
 		}
 	}
+}
+
+// ListenRange is an l4 listen address with a range of ports,
+// "HOST:LO-HI" (e.g. "0.0.0.0:9000-9099" or "[::1]:9000-9010"): the
+// listener serves every port from Lo to Hi.
+type ListenRange struct {
+	// Host is an IP address, or "" for every address ("0.0.0.0" and "::"
+	// too listen on every address of both families).
+	Host   string
+	Lo, Hi uint16
+}
+
+// IsListenRange reports whether an l4 listen address gives a range of
+// ports rather than one.
+func IsListenRange(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return err == nil && strings.Contains(port, "-")
+}
+
+// ParseListenRange parses a port range listen address, "HOST:LO-HI".
+func ParseListenRange(addr string) (ListenRange, error) {
+	if !IsListenRange(addr) {
+		return ListenRange{}, fmt.Errorf("%q is not a port range (want host:LO-HI)", addr)
+	}
+	if msg := checkListenRange(addr); msg != "" {
+		return ListenRange{}, errors.New(msg)
+	}
+	host, lo, hi := listenSpan(addr)
+	return ListenRange{Host: host, Lo: uint16(lo), Hi: uint16(hi)}, nil
+}
+
+// Addr is the listen address of one port of the range.
+func (r ListenRange) Addr(port uint16) string {
+	return net.JoinHostPort(r.Host, strconv.Itoa(int(port)))
+}
+
+// Wildcard reports whether the range is on every address.
+func (r ListenRange) Wildcard() bool { return isWildcardHost(r.Host) }
+
+// checkL4Listen checks an l4 listen address: host:port like the other
+// listeners, or a port range.
+func checkL4Listen(addr string) string {
+	if IsListenRange(addr) {
+		return checkListenRange(addr)
+	}
+	return checkListen(addr)
+}
+
+// checkListenRange checks a port range listen address, "HOST:LO-HI":
+// both ports 1-65535, LO <= HI, and an IP address or no host (a range is
+// steered by address prefix, so a host name will not do).
+func checkListenRange(addr string) string {
+	host, port, _ := net.SplitHostPort(addr)
+	l, h, _ := strings.Cut(port, "-")
+	lo, ok1 := parsePort(l)
+	hi, ok2 := parsePort(h)
+	switch {
+	case !ok1 || !ok2:
+		return fmt.Sprintf("invalid port range %q in %q (want LO-HI, both ports 1-65535)", port, addr)
+	case lo > hi:
+		return fmt.Sprintf("invalid port range %q in %q (the first port is above the last)", port, addr)
+	case host != "" && !validIP(host):
+		return fmt.Sprintf("invalid host %q in %q (a port range needs an IP address, or no host for every address)", host, addr)
+	}
+	return ""
+}
+
+// checkL4Overlaps reports an l4[i].listen that shares a port with
+// server.listen, admin.listen or an earlier l4 listener (on the same host,
+// or where either host is a wildcard). i's address is valid.
+func checkL4Overlaps(c *Config, i int, st *vstate) {
+	p := fmt.Sprintf("l4[%d].listen", i)
+	addr := c.L4[i].Listen
+	ranged := IsListenRange(addr)
+	for _, other := range []struct{ field, addr string }{{"server.listen", c.Server.Listen}, {"admin.listen", c.Admin.Listen}} {
+		if other.addr == AdminOff || checkListen(other.addr) != "" {
+			continue
+		}
+		lo, hi := overlap(addr, other.addr)
+		switch {
+		case lo > hi:
+		case ranged:
+			st.add(p, "must differ from %s (both use %s)", other.field, portsString(lo, hi))
+		default:
+			st.add(p, "must differ from %s", other.field)
+		}
+	}
+	for j := 0; j < i; j++ {
+		o := c.L4[j].Listen
+		if checkL4Listen(o) != "" {
+			continue
+		}
+		lo, hi := overlap(addr, o)
+		switch {
+		case lo > hi:
+		case ranged || IsListenRange(o):
+			st.add(p, "overlaps l4[%d].listen (both use %s)", j, portsString(lo, hi))
+		default:
+			st.add(p, "same address as l4[%d]", j)
+		}
+	}
+}
+
+// listenSpan returns the host and the ports of a valid listen address:
+// lo == hi for one port, 0 for port 0 (any free port).
+func listenSpan(addr string) (host string, lo, hi int) {
+	host, port, _ := net.SplitHostPort(addr)
+	if l, h, ok := strings.Cut(port, "-"); ok {
+		lo, _ = parsePort(l)
+		hi, _ = parsePort(h)
+		return host, lo, hi
+	}
+	n, _ := parsePort(port)
+	return host, n, n
+}
+
+// overlap returns the ports [lo, hi] two valid listen addresses would
+// both listen on: same host or a wildcard host, and ports in common. lo >
+// hi when there are none (port 0 shares nothing).
+func overlap(a, b string) (lo, hi int) {
+	ha, loA, hiA := listenSpan(a)
+	hb, loB, hiB := listenSpan(b)
+	lo, hi = max(loA, loB), min(hiA, hiB)
+	if lo == 0 || lo > hi || (ha != hb && !isWildcardHost(ha) && !isWildcardHost(hb)) {
+		return 1, 0
+	}
+	return lo, hi
+}
+
+func portsString(lo, hi int) string {
+	if lo == hi {
+		return fmt.Sprintf("port %d", lo)
+	}
+	return fmt.Sprintf("ports %d-%d", lo, hi)
+}
+
+// ListenPorts are the ports the gateway serves traffic on: server.listen's
+// and every l4[].listen's, each port of a range included (port 0, any free
+// port, is left out). datapath.kernel_rate_limit.ports: auto stands for
+// them. Invalid addresses are skipped.
+func (c *Config) ListenPorts() []int {
+	var ports []int
+	add := func(addr string, check func(string) string) {
+		if check(addr) != "" {
+			return
+		}
+		_, lo, hi := listenSpan(addr)
+		for p := lo; p > 0 && p <= hi; p++ {
+			ports = append(ports, p)
+		}
+	}
+	add(c.Server.Listen, checkListen)
+	for _, l := range c.L4 {
+		add(l.Listen, checkL4Listen)
+	}
+	return ports
 }

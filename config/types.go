@@ -53,7 +53,8 @@ type Server struct {
 type L4Listener struct {
 	// Name identifies the listener in logs and metrics (required).
 	Name string `yaml:"name"`
-	// Listen is host:port.
+	// Listen is host:port, or host:LO-HI for a range of ports served by
+	// the one listener (see ListenRange).
 	Listen string `yaml:"listen"`
 	// Backends are host:port addresses.
 	Backends []L4Backend `yaml:"backends"`

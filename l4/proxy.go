@@ -33,20 +33,28 @@ type listenerState struct {
 	pool *upstream.Pool
 }
 
-// Listener proxies the connections of one `l4:` entry.
+// Listener proxies the connections of one `l4:` entry. It accepts on one
+// socket, or for a port range on one socket per port or on one socket the
+// kernel steers the whole range to (see steer.go).
 type Listener struct {
 	name    string
-	ln      net.Listener
 	log     *slog.Logger
 	metrics *observe.L4Metrics
 	state   atomic.Pointer[listenerState]
 
+	// listen, socks and steer are what the listener listens with (see
+	// sockets); the manager sets them under its lock.
+	listen string
+	socks  []*socket
+	steer  *loader.Steering
+
 	active atomic.Int64
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
-	wg     sync.WaitGroup
-	closed atomic.Bool
-	done   chan struct{}
+	// wg counts the connections, accepting the accept loops.
+	wg        sync.WaitGroup
+	accepting sync.WaitGroup
+	closed    atomic.Bool
 
 	// splicer is the manager's, shared by its listeners.
 	splicer *atomic.Pointer[loader.Splicer]
@@ -74,8 +82,13 @@ type Manager struct {
 
 	mu        sync.Mutex
 	listeners map[string]*Listener
-	stopSweep chan struct{}
-	sweepDone chan struct{}
+	// steerMode (datapath.mode) and bpffs say how port ranges are served
+	// (SetSteering); steerNoted is set once the choice was logged.
+	steerMode, bpffs string
+	steerNoted       atomic.Bool
+	shutdown         atomic.Bool
+	stopSweep        chan struct{}
+	sweepDone        chan struct{}
 }
 
 // NewManager returns a manager with no listeners. listen opens sockets
@@ -86,6 +99,7 @@ func NewManager(log *slog.Logger, metrics *observe.Metrics, listen func(addr str
 		metrics:   metrics.L4(),
 		listen:    listen,
 		listeners: map[string]*Listener{},
+		steerMode: config.DatapathUserspace,
 		stopSweep: make(chan struct{}),
 		sweepDone: make(chan struct{}),
 	}
@@ -104,7 +118,9 @@ func NewManager(log *slog.Logger, metrics *observe.Metrics, listen func(addr str
 // Apply makes cfgs the running set of listeners: new ones are opened,
 // removed ones stop accepting (their connections go on), and changed ones
 // get their new pool and settings for new connections. A listener whose
-// address changed is reopened. On error nothing changed.
+// address (or port range) changed gets sockets for the new one, keeping
+// those it has on addresses it still needs, then closes the others; its
+// connections go on. On error nothing changed.
 func (m *Manager) Apply(cfgs []config.L4Listener) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -118,35 +134,36 @@ func (m *Manager) Apply(cfgs []config.L4Listener) error {
 		states[i] = st
 		pools = append(pools, st.pool)
 	}
-	opened := map[string]net.Listener{}
+	opened := map[string]*sockets{}
 	for _, c := range cfgs {
-		if old := m.listeners[c.Name]; old != nil && old.listensOn(c.Listen) {
+		old := m.listeners[c.Name]
+		if old != nil && old.listensOn(c.Listen) {
 			continue
 		}
-		ln, err := m.listen(c.Listen)
+		p, err := m.open(c, old)
 		if err != nil {
 			for _, o := range opened {
-				o.Close()
+				m.abort(o)
 			}
 			return fmt.Errorf("l4 %s: listen %s: %w", c.Name, c.Listen, err)
 		}
-		opened[c.Name] = ln
+		opened[c.Name] = p
 	}
 	keep := map[string]bool{}
 	for i, c := range cfgs {
 		keep[c.Name] = true
-		if ln := opened[c.Name]; ln != nil {
-			if old := m.listeners[c.Name]; old != nil {
-				old.stopAccepting()
-			}
-			l := &Listener{name: c.Name, ln: ln, log: m.log, metrics: m.metrics, conns: map[*conn]struct{}{}, done: make(chan struct{}), splicer: &m.splicer}
-			l.state.Store(states[i])
+		l := m.listeners[c.Name]
+		if l == nil {
+			l = &Listener{name: c.Name, log: m.log, metrics: m.metrics, conns: map[*conn]struct{}{}, splicer: &m.splicer}
 			m.listeners[c.Name] = l
-			go l.serve()
-			m.log.Info("l4 listener started", "listener", c.Name, "listen", ln.Addr().String(), "backends", len(c.Backends))
-			continue
 		}
-		m.listeners[c.Name].state.Store(states[i])
+		l.state.Store(states[i])
+		if p := opened[c.Name]; p != nil {
+			m.use(l, p)
+			m.log.Info("l4 listener started", p.logArgs(c)...)
+		} else {
+			l.rekey(c.Listen)
+		}
 	}
 	for name, l := range m.listeners {
 		if !keep[name] {
@@ -159,15 +176,17 @@ func (m *Manager) Apply(cfgs []config.L4Listener) error {
 	return nil
 }
 
-// listensOn reports whether the listener already serves addr: the same
-// configured address, or the address it was actually bound to.
+// listensOn reports whether the listener already serves addr as it
+// should: the same configured address, or for one port the address its
+// socket was actually bound to.
 func (l *Listener) listensOn(addr string) bool {
-	if l.state.Load().cfg.Listen == addr {
+	if l.listen == addr {
 		return true
 	}
-	want, err := netip.ParseAddrPort(addr)
-	bound := addrPort(l.ln.Addr())
-	return err == nil && want.Port() == bound.Port() && want.Addr().Unmap() == bound.Addr()
+	if config.IsListenRange(addr) || config.IsListenRange(l.listen) || len(l.socks) != 1 {
+		return false
+	}
+	return l.socks[0].serves(addr)
 }
 
 func (m *Manager) build(c config.L4Listener) (*listenerState, error) {
@@ -196,32 +215,39 @@ func (m *Manager) build(c config.L4Listener) (*listenerState, error) {
 	return &listenerState{cfg: c, pool: pool}, nil
 }
 
-// Sockets returns the listening sockets by configured address, for a
-// binary upgrade to hand them to the new process.
+// Sockets returns the listening sockets by the address each was opened
+// for (a listener's configured address; for a port range, HOST:PORT of
+// each port with a socket), for a binary upgrade to hand them to the new
+// process, which asks for them by the same addresses.
 func (m *Manager) Sockets() map[string]net.Listener {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make(map[string]net.Listener, len(m.listeners))
 	for _, l := range m.listeners {
-		out[l.state.Load().cfg.Listen] = l.ln
+		for _, s := range l.socks {
+			out[s.addr] = s.ln
+		}
 	}
 	return out
 }
 
 // Addr returns the bound address of a listener by name (for tests and
-// logs), or nil.
+// logs; for a port range, its first socket's), or nil.
 func (m *Manager) Addr(name string) net.Addr {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if l := m.listeners[name]; l != nil {
-		return l.ln.Addr()
+	if l := m.listeners[name]; l != nil && len(l.socks) > 0 {
+		return l.socks[0].ln.Addr()
 	}
 	return nil
 }
 
 // Shutdown stops accepting everywhere, waits for connections to end until
-// ctx is done, then closes the rest.
+// ctx is done, then closes the rest. Calls after the first return at once.
 func (m *Manager) Shutdown(ctx context.Context) error {
+	if m.shutdown.Swap(true) {
+		return nil
+	}
 	m.mu.Lock()
 	ls := make([]*Listener, 0, len(m.listeners))
 	for _, l := range m.listeners {
@@ -242,15 +268,20 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// stopAccepting detaches the listener's steering and closes its sockets;
+// its connections go on.
 func (l *Listener) stopAccepting() {
 	if l.closed.CompareAndSwap(false, true) {
-		l.ln.Close()
+		closeSteering(l.log, l.name, l.steer)
+		for _, s := range l.socks {
+			s.close()
+		}
 	}
 }
 
 // wait waits for the listener's connections, closing them when ctx ends.
 func (l *Listener) wait(ctx context.Context) error {
-	<-l.done
+	l.accepting.Wait()
 	all := make(chan struct{})
 	go func() { l.wg.Wait(); close(all) }()
 	select {
@@ -270,13 +301,14 @@ func (l *Listener) wait(ctx context.Context) error {
 	}
 }
 
-func (l *Listener) serve() {
-	defer close(l.done)
+// serve accepts on one of the listener's sockets until it is closed.
+func (l *Listener) serve(s *socket) {
+	defer l.accepting.Done()
 	var delay time.Duration
 	for {
-		c, err := l.ln.Accept()
+		c, err := s.ln.Accept()
 		if err != nil {
-			if l.closed.Load() || errors.Is(err, net.ErrClosed) {
+			if s.closed.Load() || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			delay = max(5*time.Millisecond, min(2*delay, time.Second))

@@ -17,7 +17,8 @@
 // lost; Linux 6.2+, with a startup self-test and per-connection fallback to
 // splice(2)), and a Steering attaches an sk_lookup program that sends the
 // new connections of an address and port range to one listening socket
-// held in a pinned SOCKMAP.
+// held in a pinned SOCKMAP (an l4 port range listener's, pinned under
+// bpffs/steer/NAME; the pinned program marks which process owns them).
 //
 // loader must not grow request-path policy: it filters connections by
 // source address and nothing else. Other packages ask it for handles and

@@ -16,6 +16,22 @@ type Status struct {
 	Maps     []MapStatus
 	// Counters are the limiter's, when its counter map is pinned.
 	Counters *Counters
+	// Steering is the connection steering of the l4 port range
+	// listeners, pinned under Dir/steer; Mode and Programs do not count it.
+	Steering []SteerStatus
+}
+
+// SteerStatus is the connection steering of one l4 listener.
+type SteerStatus struct {
+	// Listener is the listener's name, from its directory's.
+	Listener string
+	Dir      string
+	// Socket is the cookie of the listening socket in the SOCKMAP, 0 when
+	// it holds none (no process serves the range).
+	Socket uint64
+	// Program is the pinned sk_lookup program with its links, nil when
+	// none is pinned.
+	Program *ProgramStatus
 }
 
 // ProgramStatus is one pinned program.
@@ -31,8 +47,8 @@ type ProgramStatus struct {
 // AttachStatus is one link of a program.
 type AttachStatus struct {
 	LinkID uint32
-	// Hook is "xdp/native", "xdp/generic", "xdp" (mode unknown) or
-	// "tcx/ingress".
+	// Hook is "xdp/native", "xdp/generic", "xdp" (mode unknown),
+	// "tcx/ingress" or, for steering, "sk_lookup".
 	Hook    string
 	Ifindex int
 	// Interface is the interface's name in this network namespace, "" when

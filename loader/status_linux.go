@@ -5,6 +5,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -32,6 +33,14 @@ func ReadStatus(dir string) (Status, error) {
 	byProg := make(map[ebpf.ProgramID]*ProgramStatus)
 	for _, e := range entries {
 		path := filepath.Join(dir, e.Name())
+		if e.IsDir() {
+			if e.Name() == SteerSubdir {
+				if st.Steering, err = readSteering(path); err != nil {
+					return st, err
+				}
+			}
+			continue
+		}
 		if m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true}); err == nil {
 			ms, err := mapStatus(e.Name(), path, m)
 			if err == nil && e.Name() == bpf.LimiterMapRgCounters {
@@ -62,6 +71,11 @@ func ReadStatus(dir string) (Status, error) {
 	for i := range st.Programs {
 		byProg[ebpf.ProgramID(st.Programs[i].ID)] = &st.Programs[i]
 	}
+	for _, s := range st.Steering {
+		if s.Program != nil {
+			byProg[ebpf.ProgramID(s.Program.ID)] = s.Program
+		}
+	}
 	if len(byProg) > 0 {
 		if err := findLinks(byProg); err != nil {
 			return st, err
@@ -73,6 +87,49 @@ func ReadStatus(dir string) (Status, error) {
 		}
 	}
 	return st, nil
+}
+
+// readSteering reads the steering pins of each listener under dir
+// (bpffs/steer/NAME).
+func readSteering(dir string) ([]SteerStatus, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []SteerStatus
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		name, err := url.PathUnescape(e.Name())
+		if err != nil {
+			name = e.Name()
+		}
+		s := SteerStatus{Listener: name, Dir: filepath.Join(dir, e.Name())}
+		if m, err := ebpf.LoadPinnedMap(filepath.Join(s.Dir, SteerMapName), &ebpf.LoadPinOptions{ReadOnly: true}); err == nil {
+			var cookie uint64
+			if m.Lookup(uint32(0), &cookie) == nil {
+				s.Socket = cookie
+			}
+			m.Close()
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		path := filepath.Join(s.Dir, SteerProgName)
+		if p, err := ebpf.LoadPinnedProgram(path, nil); err == nil {
+			info, err := p.Info()
+			p.Close()
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
+			id, _ := info.ID()
+			s.Program = &ProgramStatus{Name: SteerProgName, Path: path, ID: uint32(id), Type: info.Type.String()}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 func mapStatus(name, path string, m *ebpf.Map) (MapStatus, error) {
@@ -141,6 +198,8 @@ func findLinks(progs map[ebpf.ProgramID]*ProgramStatus) error {
 			if ebpf.AttachType(info.TCX().AttachType) == ebpf.AttachTCXEgress {
 				a.Hook = "tcx/egress"
 			}
+		case info.NetNs() != nil:
+			a.Hook = "sk_lookup"
 		default:
 			a.Hook = fmt.Sprint(info.Type)
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 )
 
@@ -283,5 +284,145 @@ func TestSteeringTakeover(t *testing.T) {
 	old.Write([]byte("drain\n"))
 	if got, err := bufio.NewReader(old).ReadString('\n'); err != nil || got != "drain\n" {
 		t.Fatalf("the old process's connection: %q %v", got, err)
+	}
+}
+
+// TestSteeringDualStack: ::/0 steers both families to one dual-stack
+// socket.
+func TestSteeringDualStack(t *testing.T) {
+	requireSteering(t)
+	ns := newNamedNS(t, "rgdual"+strconv.Itoa(os.Getpid()))
+	dir := filepath.Join(bpffsRoot, "rgdual-test-"+strconv.Itoa(os.Getpid()))
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	lc := net.ListenConfig{}
+	lc.SetMultipathTCP(false)
+	var ln net.Listener
+	var st *Steering
+	err := inNetns(ns, func() error {
+		l, err := netlink.LinkByName("lo")
+		if err == nil {
+			err = netlink.LinkSetUp(l)
+		}
+		if err != nil {
+			return err
+		}
+		if ln, err = lc.Listen(context.Background(), "tcp", "[::]:0"); err != nil {
+			return err
+		}
+		st, err = NewSteering(dir, netip.MustParsePrefix("::/0"), 7100, 7109, nil)
+		return err
+	})
+	t.Cleanup(func() {
+		if st != nil {
+			st.Close()
+		}
+		if ln != nil {
+			ln.Close()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tagServer(t, ln, "dual")
+	if err := st.SetListener(ln.(*net.TCPListener)); err != nil {
+		t.Fatal(err)
+	}
+	if err := inNetns(ns, func() error {
+		for _, addr := range []string{"127.0.0.1:7100", "127.0.0.1:7109", "[::1]:7100", "[::1]:7105"} {
+			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				return fmt.Errorf("%s: %w", addr, err)
+			}
+			tag, err := steerGreet(c)
+			c.Close()
+			if err != nil || tag != "dual" {
+				return fmt.Errorf("%s: greeted %q (%v)", addr, tag, err)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSteeringUnpin: Unpin leaves the pins to a newer Steering on the same
+// directory, and the last one's Unpin removes them and the directories
+// left empty; Close detaches (the links are gone). ReadStatus shows the
+// steering while it runs.
+func TestSteeringUnpin(t *testing.T) {
+	requireSteering(t)
+	ns := newNamedNS(t, "rgunpin"+strconv.Itoa(os.Getpid()))
+	base := filepath.Join(bpffsRoot, "rgunpin-test-"+strconv.Itoa(os.Getpid()))
+	t.Cleanup(func() { os.RemoveAll(base) })
+	dir := SteerPinDir(base, "games/eu")
+	lc := net.ListenConfig{}
+	lc.SetMultipathTCP(false)
+	prefix := netip.MustParsePrefix("127.0.0.1/32")
+	var ln net.Listener
+	var st1, st2 *Steering
+	err := inNetns(ns, func() error {
+		var err error
+		if ln, err = lc.Listen(context.Background(), "tcp4", "127.0.0.1:0"); err != nil {
+			return err
+		}
+		if st1, err = NewSteering(dir, prefix, 7200, 7209, nil); err != nil {
+			return err
+		}
+		st2, err = NewSteering(dir, prefix, 7200, 7219, nil)
+		return err
+	})
+	t.Cleanup(func() {
+		for _, s := range []*Steering{st1, st2} {
+			if s != nil {
+				s.Close()
+			}
+		}
+		if ln != nil {
+			ln.Close()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st2.SetListener(ln.(*net.TCPListener)); err != nil {
+		t.Fatal(err)
+	}
+
+	status, err := ReadStatus(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(status.Steering) != 1 {
+		t.Fatalf("status.Steering = %+v, want one listener", status.Steering)
+	}
+	s := status.Steering[0]
+	if s.Listener != "games/eu" || s.Socket == 0 || s.Program == nil || len(s.Program.Attached) != 1 || s.Program.Attached[0].Hook != "sk_lookup" {
+		t.Fatalf("steering status %+v (program %+v): want games/eu, a socket, the second program attached by sk_lookup", s, s.Program)
+	}
+	if status.Mode != ModeUserspace || len(status.Programs) != 0 {
+		t.Errorf("steering counted as the limiter: mode %s, programs %+v", status.Mode, status.Programs)
+	}
+	linkID := link.ID(s.Program.Attached[0].LinkID)
+
+	if err := errors.Join(st1.Close(), st1.Unpin()); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{SteerMapName, SteerProgName} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("the older steering's Unpin removed the newer one's %s: %v", name, err)
+		}
+	}
+	if err := st2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := link.NewFromID(linkID); err == nil {
+		l.Close()
+		t.Errorf("link %d still exists after Close", linkID)
+	}
+	if err := st2.Unpin(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(base); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s after the last Unpin: %v, want it removed with everything in it", base, err)
 	}
 }

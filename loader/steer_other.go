@@ -29,3 +29,6 @@ func (*Steering) SetListener(*net.TCPListener) error {
 
 // Close does nothing.
 func (*Steering) Close() error { return nil }
+
+// Unpin does nothing.
+func (*Steering) Unpin() error { return nil }

@@ -15,7 +15,8 @@ import (
 const bpfUsage = `Usage:
   rustygate bpf status [-c FILE] [--bpffs DIR]
       print the kernel datapath's mode, its attached programs and its pinned
-      maps with their entry counts, read from the pins under DIR (default:
+      maps with their entry counts, and the connection steering of the l4
+      port range listeners, read from the pins under DIR (default:
       datapath.bpffs of FILE when -c or $RUSTYGATE_CONFIG names one, else
       /sys/fs/bpf/rustygate). It loads and attaches nothing. Needs root.
 `
@@ -75,12 +76,18 @@ func printBPFStatus(w io.Writer, st loader.Status) {
 	switch {
 	case st.Mode == loader.ModeKernel:
 		fmt.Fprintf(w, "mode:  kernel (%d attachment(s))\n", attached)
+	case len(st.Programs) == 0 && len(st.Maps) == 0:
+		fmt.Fprintf(w, "mode:  %s (no limiter pinned: the gateway limits in userspace or is stopped)\n", st.Mode)
 	case len(st.Programs) == 0:
 		fmt.Fprintf(w, "mode:  %s (maps persisted, no program pinned: the gateway is stopped or limits in userspace)\n", st.Mode)
 	default:
 		fmt.Fprintf(w, "mode:  %s (programs pinned but attached nowhere)\n", st.Mode)
 	}
 	fmt.Fprintf(w, "bpffs: %s\n", st.Dir)
+	if len(st.Programs) == 0 && len(st.Maps) == 0 {
+		printSteering(w, st.Steering)
+		return
+	}
 
 	fmt.Fprintln(w, "\nprograms:")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -112,4 +119,33 @@ func printBPFStatus(w io.Writer, st loader.Status) {
 	if c := st.Counters; c != nil {
 		fmt.Fprintf(w, "\ncounters: passed %d, limited %d, denied %d, banned %d\n", c.Passed, c.Limited, c.Denied, c.Banned)
 	}
+	printSteering(w, st.Steering)
+}
+
+// printSteering lists the connection steering of the l4 port ranges.
+func printSteering(w io.Writer, steering []loader.SteerStatus) {
+	if len(steering) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nsteering (l4 port ranges, sk_lookup):")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  LISTENER\tSOCKET\tPROGRAM\tATTACHED")
+	for _, s := range steering {
+		sock := "none"
+		if s.Socket != 0 {
+			sock = fmt.Sprintf("cookie %d", s.Socket)
+		}
+		prog, at := "-", []string{"-"}
+		if p := s.Program; p != nil {
+			prog = fmt.Sprint(p.ID)
+			if len(p.Attached) > 0 {
+				at = at[:0]
+			}
+			for _, a := range p.Attached {
+				at = append(at, fmt.Sprintf("%s (link %d)", a.Hook, a.LinkID))
+			}
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", s.Listener, sock, prog, strings.Join(at, "; "))
+	}
+	tw.Flush()
 }

@@ -197,6 +197,9 @@ func (g *gateway) run(cfg *config.Config) int {
 		}
 		return dp.WrapListener(ln), nil
 	})
+	// Port range listeners follow datapath.mode; like the mode itself, a
+	// change applies at the next start.
+	g.l4.SetSteering(cfg.Datapath.Mode, cfg.Datapath.BPFFS)
 	if wantsKernelSplice(cfg) {
 		sp, err := loader.NewSplicer(log)
 		if err != nil {
@@ -476,23 +479,10 @@ func portOf(addr string) int {
 }
 
 // listenPorts are the ports the kernel limiter guards when
-// kernel_rate_limit.ports is auto: the proxy's and the l4 listeners'.
+// kernel_rate_limit.ports is auto: the proxy's and the l4 listeners',
+// every port of a range included.
 func listenPorts(cfg *config.Config) []int {
-	var ports []int
-	for _, addr := range append([]string{cfg.Server.Listen}, l4Addrs(cfg)...) {
-		if p := portOf(addr); p > 0 {
-			ports = append(ports, p)
-		}
-	}
-	return ports
-}
-
-func l4Addrs(cfg *config.Config) []string {
-	addrs := make([]string, len(cfg.L4))
-	for i, l := range cfg.L4 {
-		addrs[i] = l.Listen
-	}
-	return addrs
+	return cfg.ListenPorts()
 }
 
 // pluginDirs are the directories of the configured WASM plugins, watched
