@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -231,6 +232,16 @@ routes:
 			name: "unknown engine",
 			yaml: "server:\n\tengine: turbo\n",
 			want: []string{`bad.yaml:2: server.engine: unknown engine "turbo" (supported: fast, standard)`},
+		},
+		{
+			name: "event loops not a number",
+			yaml: "server:\n\tevent_loops: many\n",
+			want: []string{`bad.yaml:2: server.event_loops: invalid value "many" (want auto, off or a number of loops from 1 to 256)`},
+		},
+		{
+			name: "event loops zero",
+			yaml: "server:\n\tevent_loops: 0\n",
+			want: []string{`bad.yaml:2: server.event_loops: invalid value "0" (want auto, off or a number of loops from 1 to 256)`},
 		},
 		{
 			name: "max header bytes too small",
@@ -569,6 +580,7 @@ func TestLoadDefaultYAML(t *testing.T) {
 		Server: Server{
 			Listen:            ":8080",
 			Engine:            "fast",
+			EventLoops:        "auto",
 			H2C:               ptr(true),
 			ReadHeaderTimeout: Duration(10 * time.Second),
 			IdleTimeout:       Duration(60 * time.Second),
@@ -727,6 +739,7 @@ routes:
 					Server: Server{
 						Listen:            "127.0.0.1:9000",
 						Engine:            "standard",
+						EventLoops:        "auto",
 						H2C:               ptr(false),
 						ReadHeaderTimeout: Duration(2 * time.Second),
 						IdleTimeout:       Duration(30 * time.Second),
@@ -1073,4 +1086,24 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("ApplyDefaults changed a parsed config\ninput:\n%s", data)
 		}
 	})
+}
+
+// TestEventLoopCount: auto follows GOMAXPROCS, off is none, a number is
+// that many loops.
+func TestEventLoopCount(t *testing.T) {
+	for _, tc := range []struct {
+		v    string
+		want int
+	}{
+		{"auto", runtime.GOMAXPROCS(0)},
+		{"", runtime.GOMAXPROCS(0)},
+		{"off", 0},
+		{"1", 1},
+		{"12", 12},
+		{"bogus", 0},
+	} {
+		if got := (&Server{EventLoops: tc.v}).EventLoopCount(); got != tc.want {
+			t.Errorf("event_loops %q: %d loops, want %d", tc.v, got, tc.want)
+		}
+	}
 }

@@ -2,7 +2,9 @@ package config
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -34,6 +36,9 @@ const (
 const (
 	EngineFast         = "fast"
 	EngineStandard     = "standard"
+	EventLoopsAuto     = "auto"
+	EventLoopsOff      = "off"
+	maxEventLoops      = 256
 	StrategyRoundRobin = "round_robin"
 )
 
@@ -51,6 +56,7 @@ func applyDefaults(c *Config, set map[string]bool) []bool {
 	s := &c.Server
 	setString(&s.Listen, defaultListen)
 	setString(&s.Engine, defaultEngine)
+	setString(&s.EventLoops, EventLoopsAuto)
 	if s.H2C == nil {
 		s.H2C = ptr(true)
 	}
@@ -196,4 +202,33 @@ func mapASCII(s string, lo, hi byte, delta int) string {
 		return s
 	}
 	return string(b)
+}
+
+// parseEventLoops reads server.event_loops: -1 for auto, 0 for off, or a
+// count.
+func parseEventLoops(v string) (int, error) {
+	switch v {
+	case EventLoopsAuto, "":
+		return -1, nil
+	case EventLoopsOff:
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxEventLoops {
+		return 0, fmt.Errorf("invalid value %q (want %s, %s or a number of loops from 1 to %d)", v, EventLoopsAuto, EventLoopsOff, maxEventLoops)
+	}
+	return n, nil
+}
+
+// EventLoopCount is the number of event loops the fast engine runs: 0
+// for a goroutine per connection.
+func (s *Server) EventLoopCount() int {
+	n, err := parseEventLoops(s.EventLoops)
+	switch {
+	case err != nil:
+		return 0
+	case n < 0:
+		return runtime.GOMAXPROCS(0)
+	}
+	return n
 }

@@ -34,6 +34,11 @@ type Server struct {
 	// purpose-built HTTP/1.1 engine, or "standard", net/http. Both speak
 	// HTTP/2 cleartext with prior knowledge when H2C is on.
 	Engine string `yaml:"engine"`
+	// EventLoops is how the fast engine waits on its connections: "auto"
+	// (default), one epoll loop per CPU the process may use; a number of
+	// loops; or "off", a goroutine per connection. Linux only; elsewhere
+	// it is always off.
+	EventLoops string `yaml:"event_loops"`
 	// H2C accepts HTTP/2 with prior knowledge on the same port. Default true.
 	H2C *bool `yaml:"h2c"`
 	// ReadHeaderTimeout bounds the time to read one request head. Default 10s.

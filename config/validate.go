@@ -96,6 +96,9 @@ func validate(c *Config, st *vstate) []FieldError {
 	if s.Engine != EngineFast && s.Engine != EngineStandard {
 		st.add("server.engine", "unknown engine %q (supported: %s, %s)", s.Engine, EngineFast, EngineStandard)
 	}
+	if _, err := parseEventLoops(s.EventLoops); err != nil {
+		st.add("server.event_loops", "%s", err.Error())
+	}
 	checkPositive(st, "server.read_header_timeout", s.ReadHeaderTimeout)
 	checkPositive(st, "server.idle_timeout", s.IdleTimeout)
 	checkPositive(st, "server.write_timeout", s.WriteTimeout)

@@ -51,25 +51,47 @@ func newConnPool(b *upstream.Backend, connect, idle time.Duration, maxIdle int) 
 
 // get returns an idle connection or dials a new one.
 func (p *connPool) get(ctx context.Context) (*backendConn, error) {
+	if bc := p.getIdle(nil); bc != nil {
+		return bc, nil
+	}
+	return p.dial(ctx)
+}
+
+// getIdle returns an idle connection, or nil. Among the most recently
+// used few it prefers one registered with the caller's event loop (lp;
+// nil without one), which then needs no epoll change.
+func (p *connPool) getIdle(lp *loop) *backendConn {
 	now := time.Now()
 	p.mu.Lock()
 	for len(p.idle) > 0 {
 		n := len(p.idle) - 1
+		if lp != nil {
+			for i := n; i >= 0 && i > n-loopAffinityScan; i-- {
+				if p.idle[i].regLoop == lp {
+					p.idle[i], p.idle[n] = p.idle[n], p.idle[i]
+					break
+				}
+			}
+		}
 		bc := p.idle[n]
 		p.idle[n] = nil
 		p.idle = p.idle[:n]
 		if now.Sub(bc.idleFrom) < p.idleTimeout {
 			p.mu.Unlock()
 			bc.reused = true
-			return bc, nil
+			return bc
 		}
 		p.mu.Unlock()
 		bc.close()
 		p.mu.Lock()
 	}
 	p.mu.Unlock()
-	return p.dial(ctx)
+	return nil
 }
+
+// loopAffinityScan bounds getIdle's search for a connection of the
+// caller's loop.
+const loopAffinityScan = 8
 
 func (p *connPool) dial(ctx context.Context) (*backendConn, error) {
 	c, err := p.dialer.DialContext(ctx, "tcp", p.backend.Addr)
@@ -77,11 +99,14 @@ func (p *connPool) dial(ctx context.Context) (*backendConn, error) {
 		return nil, err
 	}
 	p.open.Add(1)
-	return &backendConn{bufConn: newBufConn(c, &backendBufPool, backendReadBuf), pool: p}, nil
+	bc := &backendConn{bufConn: newBufConn(c, &backendBufPool, backendReadBuf), pool: p}
+	bc.useLoop()
+	return bc, nil
 }
 
 // put returns a connection whose exchange completed cleanly.
 func (p *connPool) put(bc *backendConn) {
+	bc.wt = nil
 	if len(bc.buffered()) > 0 {
 		// Bytes after the response: the backend is not speaking HTTP/1.1
 		// correctly; never reuse.
@@ -137,6 +162,7 @@ func (p *connPool) reapIdle(now time.Time) {
 }
 
 func (bc *backendConn) close() {
+	bc.wt = nil
 	bc.pool.open.Add(-1)
 	bc.c.Close()
 	bc.release()

@@ -74,6 +74,23 @@ func buildChain(entries []config.Middleware, rt *Route, prev *Route, tr *Transpo
 	return chain, nil
 }
 
+// chainMayBlock reports whether a policy may wait on something other than
+// the request (a WASM plugin, a JWKS fetch): such routes do not run on an
+// event loop.
+func chainMayBlock(chain []middleware.Handler) bool {
+	for _, h := range chain {
+		switch v := h.(type) {
+		case *plugins.Handler:
+			return true
+		case interface{ MayBlock() bool }:
+			if v.MayBlock() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func closeChain(chain []middleware.Handler) {
 	for _, h := range chain {
 		if c, ok := h.(middleware.Closer); ok {

@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -67,10 +69,49 @@ type bufConn struct {
 	rdl, wdl lazyDeadline
 	// readErr is the first read error; once set, no more reads happen.
 	readErr error
+
+	// fd is the connection's descriptor when it may be used on an event
+	// loop, else -1; wt is set while the connection belongs to a
+	// coroutine on a loop (see loop_linux.go).
+	fd int
+	wt *waiter
+	// regLoop is the loop whose epoll set holds fd (regWrite: for
+	// writing too); rready is cleared when a read drained the socket and
+	// set again by the loop's next event for it.
+	regLoop  *loop
+	regWrite bool
+	rready   atomic.Bool
+	// raw and the io fields carry a loop's system calls (see sys).
+	raw     syscall.RawConn
+	ioFn    func(uintptr)
+	ioBuf   []byte
+	ioWrite bool
+	ioN     int
+	ioErr   error
+}
+
+// onLoop reports whether I/O goes through the event loop.
+func (b *bufConn) onLoop() bool { return b.wt != nil && b.wt.attached }
+
+// read reads from the connection, on the loop when attached to one.
+func (b *bufConn) read(p []byte) (int, error) {
+	if b.onLoop() {
+		return b.loopRead(p)
+	}
+	return b.c.Read(p)
+}
+
+// writeConn writes p to the connection, on the loop when attached to one.
+func (b *bufConn) writeConn(p []byte) (int, error) {
+	if b.onLoop() {
+		return b.loopWrite(p)
+	}
+	return b.c.Write(p)
 }
 
 func newBufConn(c net.Conn, pool *sync.Pool, maxBuf int) *bufConn {
-	b := &bufConn{c: c, pool: pool, maxBuf: maxBuf}
+	b := &bufConn{c: c, pool: pool, maxBuf: maxBuf, fd: -1}
+	b.rready.Store(true)
 	b.pooled = pool.Get().(*[]byte)
 	b.rbuf = *b.pooled
 	b.wpooled = writeBufPool.Get().(*[]byte)
@@ -132,7 +173,7 @@ func (b *bufConn) fill() error {
 		}
 		b.rbuf = nb
 	}
-	n, err := b.c.Read(b.rbuf[b.w:])
+	n, err := b.read(b.rbuf[b.w:])
 	b.w += n
 	if err != nil {
 		if n > 0 && !isTimeout(err) {
@@ -152,7 +193,7 @@ func (b *bufConn) flush() error {
 	if len(b.wbuf) == 0 {
 		return nil
 	}
-	_, err := b.c.Write(b.wbuf)
+	_, err := b.writeConn(b.wbuf)
 	b.wbuf = b.wbuf[:0]
 	return err
 }
@@ -173,7 +214,7 @@ func (b *bufConn) write(p []byte) error {
 			return err
 		}
 	}
-	_, err := b.c.Write(p)
+	_, err := b.writeConn(p)
 	return err
 }
 
@@ -187,7 +228,7 @@ func (b *bufConn) Read(p []byte) (int, error) {
 	if b.readErr != nil {
 		return 0, b.readErr
 	}
-	return b.c.Read(p)
+	return b.read(p)
 }
 
 func isTimeout(err error) bool {

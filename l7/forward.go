@@ -162,22 +162,43 @@ func (x *exchange) forward() {
 // when a pooled one turns out closed.
 func (x *exchange) tryBackend(b *upstream.Backend, rt *Route) (*proxyError, string) {
 	cp := rt.conns[b]
-	bc, err := cp.get(context.Background())
-	if err != nil {
-		return x.dialError(err)
+	bc := cp.getIdle(x.wt.loop())
+	if bc == nil {
+		// Dialing blocks: not on an event loop.
+		x.wt.detach()
+		var err error
+		if bc, err = cp.dial(context.Background()); err != nil {
+			return x.dialError(err)
+		}
 	}
+	x.useConn(bc)
 	perr, stale, reason := x.roundTrip(bc, rt)
 	if stale && x.replayable {
 		// The pooled connection was dead. The backend may still have read
 		// the request before closing, so only a request that may be
 		// repeated (RFC 9110 9.2.2) is sent again.
-		bc, err = cp.dial(context.Background())
+		x.wt.detach()
+		bc, err := cp.dial(context.Background())
 		if err != nil {
 			return x.dialError(err)
 		}
 		perr, _, reason = x.roundTrip(bc, rt)
 	}
 	return perr, reason
+}
+
+// useConn puts a backend connection on the exchange's event loop, if it
+// has one; a connection without a descriptor takes the exchange off the
+// loop.
+func (x *exchange) useConn(bc *backendConn) {
+	if x.wt == nil || !x.wt.attached {
+		return
+	}
+	if bc.fd < 0 {
+		x.wt.detach()
+		return
+	}
+	bc.wt = x.wt
 }
 
 func (x *exchange) dialError(err error) (*proxyError, string) {

@@ -32,7 +32,7 @@ func startGateway(t testing.TB, engine, routes string) *testGateway {
 // startGatewayMetrics is startGateway recording into metrics (nil: none).
 func startGatewayMetrics(t testing.TB, engine, routes string, metrics *observe.Metrics) *testGateway {
 	t.Helper()
-	yaml := fmt.Sprintf("server: { listen: \"127.0.0.1:0\", engine: %s }\nadmin: { listen: \"127.0.0.1:0\" }\nlog: { access: false }\nroutes:\n%s", engine, routes)
+	yaml := fmt.Sprintf("server: { listen: \"127.0.0.1:0\", %s }\nadmin: { listen: \"127.0.0.1:0\" }\nlog: { access: false }\nroutes:\n%s", engineYAML(engine), routes)
 	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
@@ -112,4 +112,16 @@ func statusOf(raw string) int {
 	return resp.StatusCode
 }
 
-var engines = []string{"fast", "standard"}
+// engines are the configurations behaviour tests run on: the fast engine
+// on event loops (the default), the fast engine with a goroutine per
+// connection, and net/http.
+var engines = []string{"fast", "fast-goroutines", "standard"}
+
+// engineYAML is the server settings (inside a flow mapping) of an entry
+// of engines.
+func engineYAML(engine string) string {
+	if engine == "fast-goroutines" {
+		return `engine: fast, event_loops: "off"`
+	}
+	return "engine: " + engine
+}

@@ -37,7 +37,9 @@ type bodySource interface {
 
 // exchange is one request/response through the proxy.
 type exchange struct {
-	srv      *Server
+	srv *Server
+	// wt is the client connection's event loop handle (nil: none).
+	wt       *waiter
 	snap     *Snapshot
 	req      *request
 	start    time.Time
@@ -140,6 +142,9 @@ func (x *exchange) serve() {
 			x.route = rt
 			x.rm = rt.metrics
 			x.rm.Start()
+			if rt.mayBlock {
+				x.wt.detachToStay()
+			}
 			if !x.runPolicies(rt.chain) {
 				return
 			}
@@ -160,6 +165,9 @@ func (x *exchange) serve() {
 	x.route = rt
 	x.rm = rt.metrics
 	x.rm.Start()
+	if rt.mayBlock {
+		x.wt.detachToStay()
+	}
 	if len(rt.chain) > 0 && !x.runPolicies(rt.chain) {
 		return
 	}

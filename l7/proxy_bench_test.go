@@ -75,16 +75,17 @@ func rawBackend(tb testing.TB) string {
 // per operation, client and backend on loopback; allocs/op is the
 // gateway's allocation per request (expected 0).
 func BenchmarkProxy(b *testing.B) {
-	b.Run("metrics=off", func(b *testing.B) { benchmarkProxy(b, nil) })
-	b.Run("metrics=on", func(b *testing.B) { benchmarkProxy(b, observe.NewMetrics()) })
+	b.Run("metrics=off", func(b *testing.B) { benchmarkProxy(b, "fast", nil) })
+	b.Run("metrics=on", func(b *testing.B) { benchmarkProxy(b, "fast", observe.NewMetrics()) })
+	b.Run("goroutines", func(b *testing.B) { benchmarkProxy(b, "fast-goroutines", observe.NewMetrics()) })
 }
 
 // keepAliveClient returns a function that sends one request on a
 // keep-alive connection to a gateway in front of rawBackend and reads the
 // 64-byte answer, allocating nothing.
-func keepAliveClient(b testing.TB, metrics *observe.Metrics) func() {
+func keepAliveClient(b testing.TB, engine string, metrics *observe.Metrics) func() {
 	be := rawBackend(b)
-	gw := startGatewayMetrics(b, "fast", fmt.Sprintf("  - { path: \"/\", backend: \"http://%s\" }\n", be), metrics)
+	gw := startGatewayMetrics(b, engine, fmt.Sprintf("  - { path: \"/\", backend: \"http://%s\" }\n", be), metrics)
 	c, err := net.Dial("tcp", gw.addr)
 	if err != nil {
 		b.Fatal(err)
@@ -114,8 +115,8 @@ func keepAliveClient(b testing.TB, metrics *observe.Metrics) func() {
 	return roundTrip
 }
 
-func benchmarkProxy(b *testing.B, metrics *observe.Metrics) {
-	roundTrip := keepAliveClient(b, metrics)
+func benchmarkProxy(b *testing.B, engine string, metrics *observe.Metrics) {
+	roundTrip := keepAliveClient(b, engine, metrics)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
@@ -129,8 +130,10 @@ func TestProxyAllocations(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are meaningless under -race (sync.Pool drops items)")
 	}
-	roundTrip := keepAliveClient(t, observe.NewMetrics())
-	if n := testing.AllocsPerRun(200, roundTrip); n > 0 {
-		t.Fatalf("%.1f allocations per proxied request, want 0", n)
+	for _, engine := range []string{"fast", "fast-goroutines"} {
+		roundTrip := keepAliveClient(t, engine, observe.NewMetrics())
+		if n := testing.AllocsPerRun(200, roundTrip); n > 0 {
+			t.Fatalf("%s: %.1f allocations per proxied request, want 0", engine, n)
+		}
 	}
 }

@@ -22,10 +22,13 @@ type Route struct {
 
 	// chain is the route's policies in order (cors, rate_limit, jwt,
 	// plugins).
-	chain   []middleware.Handler
-	metrics *observe.RouteMetrics
-	retry   retryPolicy
-	hashBy  hashSource
+	chain []middleware.Handler
+	// mayBlock is set when a policy may wait on something other than
+	// the request (see chainMayBlock).
+	mayBlock bool
+	metrics  *observe.RouteMetrics
+	retry    retryPolicy
+	hashBy   hashSource
 
 	conns          map[*upstream.Backend]*connPool
 	responseHeader time.Duration

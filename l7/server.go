@@ -51,6 +51,20 @@ type Server struct {
 	wg       sync.WaitGroup
 	// h2Conns counts connections handed to the HTTP/2 server.
 	h2wg sync.WaitGroup
+
+	// loops are the event loops of the fast engine (nil: a goroutine per
+	// connection); loopsOnce starts them with the first listener.
+	loops     []*loop
+	loopsOnce sync.Once
+	loopNext  atomic.Uint32
+	loopStats loopStats
+}
+
+// loopStats counts what the event loops did.
+type loopStats struct {
+	// conns were handed to a loop; detaches and rejoins count moves off
+	// and back onto one.
+	conns, detaches, rejoins atomic.Int64
 }
 
 // NewServer builds a server around an initial snapshot. metrics may be
@@ -140,8 +154,36 @@ func (s *Server) Serve(ln net.Listener) error {
 			c.Close()
 			continue
 		}
-		go cc.serve()
+		if !s.toLoop(cc) {
+			go cc.serve()
+		}
 	}
+}
+
+// startLoops starts the event loops the configuration asks for.
+func (s *Server) startLoops() {
+	s.loopsOnce.Do(func() {
+		if n := s.snap.Load().Config.Server.EventLoopCount(); n > 0 {
+			s.loops = newLoops(s, n)
+		}
+	})
+}
+
+// toLoop hands a new connection to an event loop. It reports false when
+// the connection gets its own goroutine instead.
+func (s *Server) toLoop(cc *clientConn) bool {
+	s.startLoops()
+	if len(s.loops) == 0 {
+		return false
+	}
+	lp := s.loops[int(s.loopNext.Add(1))%len(s.loops)]
+	cc.bc = newBufConn(cc.c, &clientBufPool, s.snap.Load().Config.Server.MaxHeaderBytes)
+	if lp.add(cc) {
+		return true
+	}
+	cc.bc.release()
+	cc.bc, cc.wt = nil, nil
+	return false
 }
 
 func (s *Server) serving(ln net.Listener) bool {
@@ -214,6 +256,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.mu.Unlock()
 		select {
 		case <-done:
+			s.stopLoops()
 			return <-stdDone
 		case <-ctx.Done():
 			s.mu.Lock()
@@ -221,11 +264,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				cc.c.Close()
 			}
 			s.mu.Unlock()
+			for _, lp := range s.loops {
+				lp.closeAll()
+			}
 			s.std.Close()
 			<-done
+			s.stopLoops()
 			return ctx.Err()
 		case <-tick.C:
 		}
+	}
+}
+
+// stopLoops ends the event loops once no connection is left on them.
+func (s *Server) stopLoops() {
+	s.loopsOnce.Do(func() {}) // no loop starts after this
+	for _, lp := range s.loops {
+		lp.shutdown()
 	}
 }
 
@@ -241,6 +296,8 @@ type clientConn struct {
 	// busy is 1 while an exchange runs; an idle connection is woken by
 	// Shutdown.
 	busy atomic.Int32
+	// wt is the connection's event loop handle (nil: its own goroutine).
+	wt *waiter
 
 	req        request
 	x          exchange
@@ -278,8 +335,9 @@ func (cc *clientConn) serve() {
 		s.mu.Unlock()
 		s.wg.Done()
 	}()
-	sc := s.snap.Load().Config.Server
-	cc.bc = newBufConn(cc.c, &clientBufPool, sc.MaxHeaderBytes)
+	if cc.bc == nil {
+		cc.bc = newBufConn(cc.c, &clientBufPool, s.snap.Load().Config.Server.MaxHeaderBytes)
+	}
 	handedOff := false
 	defer func() {
 		if !handedOff {
@@ -288,9 +346,11 @@ func (cc *clientConn) serve() {
 		cc.bc.release()
 	}()
 	for {
+		cc.wt.rejoin()
 		ok, h2 := cc.readRequest()
 		if h2 {
 			handedOff = true
+			cc.wt.detach()
 			cc.serveH2()
 			return
 		}
@@ -388,7 +448,8 @@ func (cc *clientConn) writeSimpleError(status int, msg string) {
 	w = append(w, "\r\n\r\n"...)
 	w = append(w, body...)
 	cc.bc.wbuf = w
-	cc.c.SetWriteDeadline(time.Now().Add(time.Second))
+	cc.bc.wdl.cur = time.Now().Add(time.Second)
+	cc.c.SetWriteDeadline(cc.bc.wdl.cur)
 	cc.bc.flush()
 }
 
@@ -413,6 +474,7 @@ func (cc *clientConn) exchange() bool {
 	x.resp.fields = respFields
 	x.addReq, x.addResp, x.delResp, x.values = addReq, addResp, delResp, values
 	x.peer, x.peerPort = cc.peer, cc.peerPort
+	x.wt = cc.wt
 	if req.proto == 10 {
 		x.proto = "HTTP/1.0"
 	} else {
@@ -430,11 +492,16 @@ func (cc *clientConn) exchange() bool {
 			if req.chunked {
 				kind = bodyChunked
 			}
+			// The body streams while the response is read: not on a loop.
+			cc.wt.detach()
 			cc.reqBody.init(cc.bc, kind, req.contentLength)
 			cc.reqBody.inactivity = x.snap.Config.Server.IdleTimeout.D()
 			cc.reqBody.conn = cc.c
 			x.body = &cc.reqBody
 		}
+	}
+	if req.upgrade != nil {
+		cc.wt.detach()
 	}
 	x.serve()
 	x.done()

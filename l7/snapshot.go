@@ -159,6 +159,7 @@ func NewSnapshot(cfg *config.Config, tr *Transport, metrics *observe.Metrics, pr
 		rt, pool, err := buildRoute(rc, tr, metrics)
 		if err == nil {
 			rt.chain, err = buildChain(cfg.RouteMiddlewares(i), rt, prevRoutes[rt.Name], tr, metrics)
+			rt.mayBlock = chainMayBlock(rt.chain)
 		}
 		if err != nil {
 			s.Close()

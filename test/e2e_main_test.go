@@ -31,8 +31,19 @@ import (
 // gatewayBin is the rustygate binary built once by TestMain.
 var gatewayBin string
 
-// engines are the HTTP/1.1 implementations every behaviour test runs on.
-var engines = []string{"fast", "standard"}
+// engines are the configurations every behaviour test runs on: the fast
+// engine on event loops (the default), the fast engine with a goroutine
+// per connection, and net/http.
+var engines = []string{"fast", "fast-goroutines", "standard"}
+
+// engineYAML is the server settings (block style, under server:) of an
+// entry of engines.
+func engineYAML(engine string) string {
+	if engine == "fast-goroutines" {
+		return "engine: fast\n  event_loops: \"off\""
+	}
+	return "engine: " + engine
+}
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "rustygate-e2e-")
@@ -123,7 +134,7 @@ type gateway struct {
 func gatewayConfig(engine, routes string) string {
 	return fmt.Sprintf(`server:
   listen: %s
-  engine: %s
+  %s
 admin:
   listen: "off"
 log:
@@ -131,7 +142,7 @@ log:
   level: info
   access: true
 routes:
-%s`, anyPort, engine, routes)
+%s`, anyPort, engineYAML(engine), routes)
 }
 
 // simpleRoutes routes /api/test to backend.

@@ -50,7 +50,7 @@ func policyConfig(engine, middlewares, routes string) string {
 	}
 	return fmt.Sprintf(`server:
   listen: %s
-  engine: %s
+  %s
 admin:
   listen: %s
 log:
@@ -58,7 +58,7 @@ log:
   level: info
   access: true
 %sroutes:
-%s`, anyPort, engine, anyPort, mw, routes)
+%s`, anyPort, engineYAML(engine), anyPort, mw, routes)
 }
 
 // startPolicyGateway starts a gateway on yaml and returns it with the

@@ -36,7 +36,7 @@ func TestPrometheusScrape(t *testing.T) {
 	for _, engine := range engines {
 		g := startGateway(t, engine, fmt.Sprintf(`server:
   listen: %s
-  engine: %s
+  %s
 admin:
   listen: %s
 log:
@@ -47,7 +47,7 @@ routes:
   - name: api
     path: "/api/test"
     backend: %q
-`, anyPort, engine, anyPort, backend.URL))
+`, anyPort, engineYAML(engine), anyPort, backend.URL))
 		admin := adminAddr(t, g)
 		instances[admin] = engine
 

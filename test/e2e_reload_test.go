@@ -64,7 +64,7 @@ func (c hrCfg) yaml() string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# e2e reload test, version %s\n", c.version)
-	fmt.Fprintf(&b, "server:\n  listen: %q\n  engine: %s\n  shutdown_timeout: 5s\n", listen, c.engine)
+	fmt.Fprintf(&b, "server:\n  listen: %q\n  %s\n  shutdown_timeout: 5s\n", listen, engineYAML(c.engine))
 	fmt.Fprintf(&b, "admin:\n  listen: %q\n", admin)
 	if c.token != "" {
 		fmt.Fprintf(&b, "  token: %q\n", c.token)

@@ -180,7 +180,7 @@ func upChecksum(w http.ResponseWriter, r *http.Request) {
 func upConfig(engine string, access bool, routes string) string {
 	return fmt.Sprintf(`server:
   listen: %s
-  engine: %s
+  %s
 admin:
   listen: %s
 log:
@@ -188,7 +188,7 @@ log:
   level: info
   access: %t
 routes:
-%s`, anyPort, engine, anyPort, access, routes)
+%s`, anyPort, engineYAML(engine), anyPort, access, routes)
 }
 
 // upBackendList is a YAML flow list of backends with the given URLs.

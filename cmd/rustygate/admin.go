@@ -85,6 +85,9 @@ func diffConfigs(old, cfg *config.Config) reloadResult {
 	if old.Server.Engine != cfg.Server.Engine {
 		res.Restart = append(res.Restart, "server.engine")
 	}
+	if old.Server.EventLoopCount() != cfg.Server.EventLoopCount() {
+		res.Restart = append(res.Restart, "server.event_loops")
+	}
 	if *old.Server.H2C != *cfg.Server.H2C {
 		res.Restart = append(res.Restart, "server.h2c")
 	}

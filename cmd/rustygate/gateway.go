@@ -233,7 +233,7 @@ func (g *gateway) run(cfg *config.Config) int {
 	log.Info("RustyGate started",
 		"version", version, "config", g.path, "pid", os.Getpid(),
 		"listen", ln.Addr().String(), "admin", adminAddr,
-		"engine", cfg.Server.Engine, "routes", len(cfg.Routes), "l4", len(cfg.L4),
+		"engine", cfg.Server.Engine, "event_loops", eventLoops(cfg), "routes", len(cfg.Routes), "l4", len(cfg.L4),
 		"datapath", dp.Mode(), "datapath_reason", dp.Reason())
 	g.inherit.ready()
 
@@ -516,4 +516,15 @@ func wantsKernelSplice(cfg *config.Config) bool {
 		}
 	}
 	return false
+}
+
+// eventLoops describes the fast engine's event loops for the start line.
+func eventLoops(cfg *config.Config) string {
+	if cfg.Server.Engine != config.EngineFast || !l7.EventLoopsSupported {
+		return "off"
+	}
+	if n := cfg.Server.EventLoopCount(); n > 0 {
+		return strconv.Itoa(n)
+	}
+	return "off"
 }

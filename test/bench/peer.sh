@@ -15,6 +15,9 @@
 #              backend of rg_2backends)
 #   nginx      nginx reverse proxy on 127.0.0.1:18002 (access log off)
 #   rustygate  RustyGate on 127.0.0.1:18080 (access log on, to a file)
+#   rg_1cpu    RustyGate on 127.0.0.1:18087 started with GOMAXPROCS=1: one
+#              CPU and one event loop, the nginx proxy's budget (one worker)
+#              (rustygate-1cpu.yaml)
 #   haproxy    HAProxy on 127.0.0.1:18003 (only when haproxy is installed)
 # RustyGate feature variants (default only with FULL=1), each its own
 # RustyGate process with the access log on, like rustygate, and no admin
@@ -48,7 +51,7 @@
 #   FULL          1 adds the RustyGate variants to the default targets
 #                                                          (default 0)
 #   TARGETS       targets to run, space separated
-#                   (default "direct nginx rustygate haproxy"; with FULL=1
+#                   (default "direct nginx rustygate rg_1cpu haproxy"; with FULL=1
 #                   also "rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm")
 #   KEEP_TMP      1 keeps the temporary directory (logs, nginx prefixes)
 #
@@ -75,7 +78,7 @@ BAR_DURATION=${BAR_DURATION:-10}
 RG_BIN=${RG_BIN:-$ROOT/bin/rustygate}
 OUT=${OUT:-$ROOT/test/bench/out}
 FULL=${FULL:-0}
-BASE_TARGETS="direct nginx rustygate haproxy"
+BASE_TARGETS="direct nginx rustygate rg_1cpu haproxy"
 RG_VARIANTS="rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm"
 if [[ $FULL == 1 ]]; then
 	TARGETS=${TARGETS:-$BASE_TARGETS $RG_VARIANTS}
@@ -98,6 +101,7 @@ case $OUT in /*) ;; *) OUT=$ROOT/$OUT ;; esac
 declare -A PORT=(
 	[direct]=18001 [nginx]=18002 [haproxy]=18003 [rustygate]=18080
 	[rg_2backends]=18082 [rg_policies]=18083 [rg_tracing]=18084 [rg_tracing0]=18085 [rg_wasm]=18086
+	[rg_1cpu]=18087
 )
 declare -A LABEL=(
 	[direct]="direct (nginx backend)"
@@ -109,6 +113,7 @@ declare -A LABEL=(
 	[rg_tracing]="rg_tracing: RustyGate + tracing ratio 1.0 (export fails)"
 	[rg_tracing0]="rg_tracing0: RustyGate + tracing ratio 0"
 	[rg_wasm]="rg_wasm: RustyGate + wasm add_header"
+	[rg_1cpu]="rg_1cpu: RustyGate on 1 CPU (GOMAXPROCS=1, one event loop)"
 )
 # RustyGate configuration of each RustyGate target.
 declare -A RG_CONF=(
@@ -118,6 +123,11 @@ declare -A RG_CONF=(
 	[rg_tracing]=rustygate-tracing.yaml
 	[rg_tracing0]=rustygate-tracing0.yaml
 	[rg_wasm]=rustygate-wasm.yaml
+	[rg_1cpu]=rustygate-1cpu.yaml
+)
+# Environment of RustyGate targets that need one.
+declare -A RG_ENV=(
+	[rg_1cpu]=GOMAXPROCS=1
 )
 declare -A PID=()
 
@@ -301,7 +311,7 @@ start_rustygate() {
 	fi
 	"$RG_BIN" validate "$conf" >"$TMP/$name-validate.log" 2>&1 ||
 		{ cat "$TMP/$name-validate.log" >&2; die "RustyGate rejects $conf"; }
-	"$RG_BIN" run -c "$conf" 2>"$log" >/dev/null &
+	env ${RG_ENV[$name]:-} "$RG_BIN" run -c "$conf" 2>"$log" >/dev/null &
 	PID[$name]=$!
 	wait_ready "$name" "$log"
 }
@@ -518,6 +528,14 @@ if want rustygate; then
 		"$BAR_THREADS" "$BAR_CONNS" "$BAR_DURATION" "$RPS" "$P99_MS" "$ERRS" "$verdict" "$BAR_MIN_RPS" "$BAR_MAX_P99_MS")
 	BAR_REQS=$REQS BAR_TICKS=$CPU_TICKS
 fi
+if want rg_1cpu; then
+	note "bar run: wrk -t$BAR_THREADS -c$BAR_CONNS -d${BAR_DURATION}s against RustyGate on 1 CPU"
+	run_wrk rg_1cpu "$BAR_THREADS" "$BAR_CONNS" "$BAR_DURATION" "$RUN_DIR/raw/rg_1cpu-bar.txt"
+	verdict=$(awk -v rps="$RPS" -v p99="$P99_MS" -v minr="$BAR_MIN_RPS" -v maxp="$BAR_MAX_P99_MS" \
+		'BEGIN { print (rps != "nan" && p99 != "nan" && rps + 0 > minr && p99 + 0 < maxp) ? "PASS" : "FAIL" }')
+	BAR=$BAR${BAR:+$'\n\n'}$(printf 'Bar (wrk -t%d -c%d -d%ss against RustyGate on 1 CPU): %.0f req/s, p99 %s ms, errors %s -> %s (needs > %d req/s and p99 < %s ms)' \
+		"$BAR_THREADS" "$BAR_CONNS" "$BAR_DURATION" "$RPS" "$P99_MS" "$ERRS" "$verdict" "$BAR_MIN_RPS" "$BAR_MAX_P99_MS")
+fi
 
 # Stop RustyGate now so that its access log is complete, then count lines.
 LOG_LINE=""
@@ -609,6 +627,7 @@ done
 			rg_tracing) echo "- rg_tracing: tracing on, ratio 1.0, OTLP endpoint 127.0.0.1:$OTLP_CLOSED_PORT where nothing listens: every request creates and batches its spans, the exports fail and the spans are dropped. This measures span creation, not export." ;;
 			rg_tracing0) echo "- rg_tracing0: tracing on with ratio 0: no trace is sampled (wrk sends no traceparent), spans are non-recording; the cost of tracing enabled but not sampling." ;;
 			rg_wasm) echo "- rg_wasm: WASM plugin plugins/examples/add_header.wasm on the route (handle_request + handle_response per request); checked before measuring: X-RustyGate-Plugin: executed." ;;
+			rg_1cpu) echo "- rg_1cpu: the RustyGate row's configuration with GOMAXPROCS=1, so event_loops auto runs one loop on one CPU: the same CPU budget as the nginx proxy's single worker (the RustyGate row uses both CPUs, two loops)." ;;
 			esac
 		done
 	fi

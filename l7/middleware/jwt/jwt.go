@@ -255,6 +255,10 @@ func (v *Verifier) Close() error {
 }
 
 // Handle implements middleware.Handler.
+// MayBlock reports whether a verification may wait for a key set fetch
+// (a JWKS URL is configured).
+func (v *Verifier) MayBlock() bool { return v.jwks != nil }
+
 func (v *Verifier) Handle(r middleware.Request) *middleware.Reply {
 	raw, ok := bearerToken(r.Header("Authorization"))
 	if !ok {

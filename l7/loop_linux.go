@@ -1,0 +1,619 @@
+//go:build linux
+
+package l7
+
+import (
+	"io"
+	"iter"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Event loops: the fast engine's connections wait on epoll loops instead
+// of each parking its own goroutine on the runtime's poller.
+//
+// Each connection still runs the ordinary blocking code (clientConn.serve),
+// but as a coroutine (iter.Pull) driven by one loop. When a read or write
+// would block, the connection registers what it waits for and yields; the
+// loop's epoll_wait wakes it, on the loop's thread, without a trip through
+// the scheduler's run queues or a wake-up of another thread. With a
+// goroutine per connection a request costs two such wake-ups (the client's
+// request, the backend's answer) and a read that only returns EAGAIN
+// before each; with loops it costs two epoll events handled in arrival
+// order, as in nginx or HAProxy. That keeps the tail latency down when the
+// CPUs are busy.
+//
+// What may block on something other than the connection's own sockets
+// (dialing a backend, a request body streamed while the response is read,
+// a WebSocket tunnel, HTTP/2, WASM plugins, a JWKS fetch) must not run on
+// a loop: the connection first detaches (waiter.detach) and goes on as a
+// plain goroutine, then rejoins its loop at the next request
+// (waiter.rejoin).
+
+// loopTick bounds how late a timeout fires.
+const loopTick = 100 * time.Millisecond
+
+// loopState is what a connection's coroutine did when it last yielded.
+type loopState uint8
+
+const (
+	stWait loopState = iota + 1
+	stDetach
+	stRejoin
+)
+
+// errLoopClosed ends a wait when the server closes its connections.
+var errLoopClosed = &net.OpError{Op: "read", Net: "tcp", Err: net.ErrClosed}
+
+// errLoopTimeout ends a wait whose deadline passed.
+var errLoopTimeout = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+
+// waiter is one connection's handle on its loop.
+type waiter struct {
+	lp       *loop
+	cc       *clientConn
+	next     func() (struct{}, bool)
+	yield    func(struct{}) bool
+	attached bool
+	// stay keeps a detached connection off the loop (detachToStay).
+	stay  bool
+	state loopState
+
+	// The current wait.
+	fd       int
+	write    bool
+	deadline time.Time
+	err      error
+}
+
+// wait parks the coroutine until fd is ready for reading (or writing),
+// the deadline passes (errLoopTimeout) or the server closes it
+// (errLoopClosed). b owns fd.
+func (w *waiter) wait(b *bufConn, write bool, deadline time.Time) error {
+	lp := w.lp
+	if err := lp.register(b, write); err != nil {
+		return err
+	}
+	w.fd, w.write, w.deadline, w.err = b.fd, write, deadline, nil
+	w.state = stWait
+	lp.waiting[b.fd] = w
+	ok := w.yield(struct{}{})
+	if write {
+		// Back to read events only: a writable socket would otherwise
+		// wake the loop at every acknowledgement.
+		lp.register(b, false)
+	}
+	if !ok {
+		return errLoopClosed
+	}
+	return w.err
+}
+
+// detach moves the connection off its loop: from here until rejoin it
+// runs as an ordinary goroutine and may block on anything.
+func (w *waiter) detach() {
+	if w == nil || !w.attached {
+		return
+	}
+	w.attached = false
+	w.state = stDetach
+	w.yield(struct{}{})
+}
+
+// detachToStay detaches for good: the connection's requests go to a
+// route whose policies may block, and its next ones likely will too.
+func (w *waiter) detachToStay() {
+	if w == nil {
+		return
+	}
+	w.stay = true
+	w.detach()
+}
+
+// rejoin puts a detached connection back on its loop.
+func (w *waiter) rejoin() {
+	if w == nil || w.attached || w.stay {
+		return
+	}
+	w.attached = true
+	w.state = stRejoin
+	w.yield(struct{}{})
+	// Reads while detached did not track readiness.
+	w.cc.bc.rready.Store(true)
+}
+
+// loop returns the loop w is attached to, or nil.
+func (w *waiter) loop() *loop {
+	if w == nil || !w.attached {
+		return nil
+	}
+	return w.lp
+}
+
+// loop is one epoll loop.
+type loop struct {
+	srv  *Server
+	ep   int
+	wake int // eventfd
+
+	mu       sync.Mutex
+	incoming []*waiter
+	stop     bool
+	abort    bool
+	closed   bool // ep and wake are closed
+
+	// Used only on the loop's goroutine (or a coroutine it runs).
+	waiting   map[int]*waiter
+	regs      map[int]*bufConn
+	live      map[*waiter]struct{}
+	stopSince time.Time
+	done      chan struct{}
+	events    []unix.EpollEvent
+	pollFn    func(uintptr) bool
+	nextTick  time.Time
+	exit      bool
+	epFile    *os.File
+	armed     bool // epFile's deadline is set for nextTick
+}
+
+// newLoops starts n loops; it returns nil when epoll is not available.
+func newLoops(s *Server, n int) []*loop {
+	var loops []*loop
+	for range n {
+		lp, err := newLoop(s)
+		if err != nil {
+			s.slog.Warn("event loops unavailable; a goroutine per connection", "error", err.Error())
+			for _, l := range loops {
+				l.shutdown()
+			}
+			return nil
+		}
+		loops = append(loops, lp)
+		go lp.run()
+	}
+	return loops
+}
+
+func newLoop(s *Server) (*loop, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	if err := unix.SetNonblock(ep, true); err != nil {
+		unix.Close(ep)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(ep)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}); err != nil {
+		unix.Close(ep)
+		unix.Close(wake)
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	lp := &loop{
+		srv: s, ep: ep, wake: wake,
+		waiting: map[int]*waiter{},
+		regs:    map[int]*bufConn{},
+		live:    map[*waiter]struct{}{},
+		done:    make(chan struct{}),
+		events:  make([]unix.EpollEvent, 256),
+	}
+	lp.pollFn = lp.poll
+	return lp, nil
+}
+
+// useLoop prepares b for I/O on a loop: its descriptor, and the raw
+// connection its system calls go through. It reports false for a
+// connection without a descriptor.
+func (b *bufConn) useLoop() bool {
+	sc, ok := b.c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	fd := -1
+	if raw.Control(func(f uintptr) { fd = int(f) }) != nil || fd < 0 {
+		return false
+	}
+	b.fd, b.raw = fd, raw
+	b.ioFn = b.rawIO
+	return true
+}
+
+// sys reads into p (or writes p) with one system call. It goes through
+// the connection's RawConn, which holds the descriptor open for the call,
+// so a Close from another goroutine cannot hand the number to a new file
+// in between.
+func (b *bufConn) sys(write bool, p []byte) (int, error) {
+	b.ioWrite, b.ioBuf = write, p
+	err := b.raw.Control(b.ioFn)
+	b.ioBuf = nil
+	if err != nil {
+		return 0, err
+	}
+	return b.ioN, b.ioErr
+}
+
+func (b *bufConn) rawIO(fd uintptr) {
+	if b.ioWrite {
+		b.ioN, b.ioErr = syscall.Write(int(fd), b.ioBuf)
+	} else {
+		b.ioN, b.ioErr = syscall.Read(int(fd), b.ioBuf)
+	}
+}
+
+// add hands a new connection to the loop. It reports false when the
+// connection cannot use loops (no descriptor, or the loop is stopping).
+func (lp *loop) add(cc *clientConn) bool {
+	if !cc.bc.useLoop() {
+		return false
+	}
+	w := &waiter{lp: lp, cc: cc, attached: true}
+	cc.wt = w
+	cc.bc.wt = w
+	next, stop := iter.Pull(func(yield func(struct{}) bool) {
+		w.yield = yield
+		cc.serve()
+	})
+	w.next = next
+	if !lp.enqueue(w) {
+		stop() // never started
+		return false
+	}
+	lp.srv.loopStats.conns.Add(1)
+	return true
+}
+
+func (lp *loop) enqueue(w *waiter) bool {
+	lp.mu.Lock()
+	if lp.stop {
+		lp.mu.Unlock()
+		return false
+	}
+	lp.incoming = append(lp.incoming, w)
+	lp.pokeLocked()
+	lp.mu.Unlock()
+	return true
+}
+
+// pokeLocked wakes the loop; lp.mu is held.
+func (lp *loop) pokeLocked() {
+	if !lp.closed {
+		one := [8]byte{1}
+		unix.Write(lp.wake, one[:])
+	}
+}
+
+// register puts b's descriptor in the loop's epoll set, edge-triggered,
+// for reading and, with write, writing; a descriptor registered with
+// another loop moves here.
+func (lp *loop) register(b *bufConn, write bool) error {
+	if b.regLoop == lp && b.regWrite == write {
+		return nil
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(b.fd)}
+	if write {
+		ev.Events |= unix.EPOLLOUT
+	}
+	var err error
+	switch {
+	case b.regLoop == lp:
+		err = unix.EpollCtl(lp.ep, unix.EPOLL_CTL_MOD, b.fd, &ev)
+	default:
+		if b.regLoop != nil {
+			unix.EpollCtl(b.regLoop.ep, unix.EPOLL_CTL_DEL, b.fd, nil)
+			b.regLoop = nil
+		}
+		err = unix.EpollCtl(lp.ep, unix.EPOLL_CTL_ADD, b.fd, &ev)
+		if err == unix.EEXIST {
+			err = unix.EpollCtl(lp.ep, unix.EPOLL_CTL_MOD, b.fd, &ev)
+		}
+	}
+	if err != nil {
+		return &net.OpError{Op: "epoll_ctl", Net: "tcp", Err: os.NewSyscallError("epoll_ctl", err)}
+	}
+	b.regLoop, b.regWrite = lp, write
+	lp.regs[b.fd] = b
+	return nil
+}
+
+func (lp *loop) unregister(b *bufConn) {
+	if b.regLoop == lp {
+		unix.EpollCtl(lp.ep, unix.EPOLL_CTL_DEL, b.fd, nil)
+		b.regLoop = nil
+	}
+	if lp.regs[b.fd] == b {
+		delete(lp.regs, b.fd)
+	}
+}
+
+// resume runs w's coroutine until it yields or ends, then acts on what it
+// asked for.
+func (lp *loop) resume(w *waiter) {
+	if _, ok := w.next(); !ok {
+		lp.finished(w)
+		return
+	}
+	switch w.state {
+	case stDetach:
+		lp.srv.loopStats.detaches.Add(1)
+		delete(lp.live, w)
+		lp.unregister(w.cc.bc)
+		go w.drive()
+	case stRejoin, stWait:
+	}
+}
+
+// drive runs a detached connection's coroutine on its own goroutine until
+// it ends or rejoins the loop.
+func (w *waiter) drive() {
+	if _, ok := w.next(); !ok {
+		return
+	}
+	// Rejoining: the loop resumes it. If the loop is stopping, go on here.
+	for !w.lp.enqueue(w) {
+		w.attached = false
+		if _, ok := w.next(); !ok {
+			return
+		}
+	}
+}
+
+func (lp *loop) finished(w *waiter) {
+	delete(lp.live, w)
+	if b := w.cc.bc; b != nil && lp.regs[b.fd] == b {
+		delete(lp.regs, b.fd)
+	}
+}
+
+// run is the loop's goroutine. It does not block in epoll_wait itself:
+// the loop's epoll descriptor is waited on through the runtime's poller
+// (an epoll set is readable when it has events), so an idle loop parks
+// like any goroutine and no thread sits in a blocking system call. Each
+// wake drains the set with non-blocking epoll_wait calls.
+func (lp *loop) run() {
+	defer close(lp.done)
+	ep := os.NewFile(uintptr(lp.ep), "epoll")
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		lp.srv.slog.Error("event loop: cannot poll its epoll set", "error", err.Error())
+		return
+	}
+	lp.epFile = ep
+	lp.nextTick = time.Now().Add(loopTick)
+	for !lp.exit {
+		lp.armed = false
+		ep.SetReadDeadline(time.Time{})
+		rc.Read(lp.pollFn)
+		if now := time.Now(); !now.Before(lp.nextTick) {
+			lp.nextTick = now.Add(loopTick)
+			lp.sweep(now)
+		}
+	}
+	lp.mu.Lock()
+	lp.closed = true
+	ep.Close()
+	unix.Close(lp.wake)
+	lp.mu.Unlock()
+}
+
+// poll handles the ready events until there are none; it reports true to
+// stop waiting (the loop ends, or a sweep is due).
+func (lp *loop) poll(fd uintptr) bool {
+	for {
+		n, err := unix.EpollWait(int(fd), lp.events, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			lp.srv.slog.Error("event loop: epoll_wait failed", "error", err.Error())
+			return true
+		}
+		for i := 0; i < n; i++ {
+			lp.event(int(lp.events[i].Fd), lp.events[i].Events)
+		}
+		if lp.exit {
+			return true
+		}
+		if n == len(lp.events) {
+			// More may be ready. Let the other loops sharing this CPU
+			// have their turn first: the scheduler would otherwise leave
+			// them waiting until it preempts this one (10 ms).
+			runtime.Gosched()
+			continue
+		}
+		// The set was drained when epoll_wait returned; anything ready
+		// since makes it readable again and ends the wait at once.
+		if len(lp.waiting) > 0 {
+			if !time.Now().Before(lp.nextTick) {
+				return true // sweep
+			}
+			if !lp.armed {
+				// Wake for the next sweep even if no event comes.
+				lp.armed = true
+				lp.epFile.SetReadDeadline(lp.nextTick)
+			}
+		}
+		return false
+	}
+}
+
+// event handles one epoll event.
+func (lp *loop) event(fd int, ev uint32) {
+	if fd == lp.wake {
+		lp.exit = lp.takeIncoming()
+		return
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		if b := lp.regs[fd]; b != nil {
+			b.rready.Store(true)
+		}
+	}
+	w := lp.waiting[fd]
+	if w == nil {
+		return
+	}
+	ready := ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0
+	if w.write {
+		ready = ready || ev&unix.EPOLLOUT != 0
+	} else {
+		ready = ready || ev&(unix.EPOLLIN|unix.EPOLLRDHUP) != 0
+	}
+	if ready {
+		delete(lp.waiting, fd)
+		lp.resume(w)
+	}
+}
+
+// takeIncoming starts the connections handed to the loop. It reports
+// whether the loop should end (stopped with no connection left).
+func (lp *loop) takeIncoming() bool {
+	var buf [8]byte
+	unix.Read(lp.wake, buf[:])
+	lp.mu.Lock()
+	in := lp.incoming
+	lp.incoming = nil
+	stop, abort := lp.stop, lp.abort
+	lp.mu.Unlock()
+	for _, w := range in {
+		if w.state == stRejoin {
+			lp.srv.loopStats.rejoins.Add(1)
+		}
+		lp.live[w] = struct{}{}
+		lp.resume(w)
+	}
+	if abort {
+		lp.expire(func(*waiter) error { return errLoopClosed })
+	}
+	if stop && len(lp.live) == 0 {
+		return true
+	}
+	if stop {
+		lp.sweep(time.Now())
+	}
+	return false
+}
+
+// sweep ends the waits whose deadline passed, and on shutdown the waits
+// of idle keep-alive connections.
+func (lp *loop) sweep(now time.Time) {
+	stopping := lp.srv.stopping.Load()
+	if stopping && lp.stopSince.IsZero() {
+		lp.stopSince = now
+	}
+	lp.expire(func(w *waiter) error {
+		if !w.deadline.IsZero() && !now.Before(w.deadline) {
+			return errLoopTimeout
+		}
+		if stopping && w.fd == w.cc.bc.fd && !w.write && w.cc.busy.Load() == 0 {
+			// Idle between requests: close now; one that has not sent
+			// its first request yet gets a second to do so.
+			if w.cc.served.Load() > 0 || now.Sub(lp.stopSince) >= time.Second {
+				return errLoopTimeout
+			}
+		}
+		return nil
+	})
+}
+
+// expire resumes every waiter for which why returns an error, with that
+// error.
+func (lp *loop) expire(why func(*waiter) error) {
+	var due []*waiter
+	for _, w := range lp.waiting {
+		if err := why(w); err != nil {
+			w.err = err
+			due = append(due, w)
+		}
+	}
+	for _, w := range due {
+		delete(lp.waiting, w.fd)
+		lp.resume(w)
+	}
+}
+
+// closeAll ends every wait with errLoopClosed (the shutdown deadline
+// passed and the connections are being closed).
+func (lp *loop) closeAll() {
+	lp.mu.Lock()
+	lp.abort = true
+	lp.pokeLocked()
+	lp.mu.Unlock()
+}
+
+// shutdown stops the loop once its connections are done and waits for it.
+func (lp *loop) shutdown() {
+	lp.mu.Lock()
+	lp.stop = true
+	lp.pokeLocked()
+	lp.mu.Unlock()
+	<-lp.done
+}
+
+// loopRead reads into p on the loop, waiting for readiness. A read that
+// did not fill p drained the socket, so the next one waits for an event
+// first instead of trying a read that would return EAGAIN.
+func (b *bufConn) loopRead(p []byte) (int, error) {
+	for {
+		if !b.rready.Load() || b.regLoop != b.wt.lp {
+			// Not known readable, or events go to another loop (the
+			// connection moved): wait here. Registering reports data
+			// already queued, so nothing is missed.
+			if werr := b.wt.wait(b, false, b.rdl.cur); werr != nil {
+				return 0, werr
+			}
+		}
+		n, err := b.sys(false, p)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			b.rready.Store(false)
+			continue
+		case err != nil:
+			return 0, &net.OpError{Op: "read", Net: "tcp", Source: b.c.LocalAddr(), Addr: b.c.RemoteAddr(), Err: os.NewSyscallError("read", err)}
+		case n == 0:
+			return 0, io.EOF
+		}
+		if n < len(p) {
+			b.rready.Store(false)
+		}
+		return n, nil
+	}
+}
+
+// loopWrite writes p on the loop, waiting for room.
+func (b *bufConn) loopWrite(p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		n, err := b.sys(true, p[done:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			if werr := b.wt.wait(b, true, b.wdl.cur); werr != nil {
+				if werr == errLoopTimeout {
+					werr = &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
+				}
+				return done, werr
+			}
+			continue
+		case err != nil:
+			return done, &net.OpError{Op: "write", Net: "tcp", Source: b.c.LocalAddr(), Addr: b.c.RemoteAddr(), Err: os.NewSyscallError("write", err)}
+		}
+		done += n
+	}
+	return done, nil
+}

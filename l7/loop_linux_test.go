@@ -1,0 +1,248 @@
+//go:build linux
+
+package l7
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// loopGateway starts the fast engine on n event loops in front of be.
+func loopGateway(t *testing.T, n int, be string) *testGateway {
+	t.Helper()
+	return startGateway(t, fmt.Sprintf(`fast, event_loops: "%d"`, n), fmt.Sprintf("  - { path: \"/\", backend: %q }\n", be))
+}
+
+// TestEventLoopConnectionLife: one keep-alive connection goes through
+// every way on and off its loop: a first request that dials the backend
+// (detach), plain requests (on the loop), a streamed request body
+// (detach), pipelined requests, a large response to a slow reader (write
+// waits), then rejoins each time.
+func TestEventLoopConnectionLife(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 4<<20/16) // 4 MiB
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/sum":
+			h := sha256.New()
+			n, _ := io.Copy(h, r.Body)
+			fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
+		case "/big":
+			w.Write(big)
+		default:
+			io.WriteString(w, "hello "+r.URL.Path)
+		}
+	})
+	gw := loopGateway(t, 2, be.URL)
+
+	c, err := net.Dial("tcp", gw.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	roundTrip := func(raw string) *http.Response {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, raw); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	body := func(resp *http.Response) string {
+		t.Helper()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+
+	for i := range 3 {
+		resp := roundTrip(fmt.Sprintf("GET /a%d HTTP/1.1\r\nHost: x\r\n\r\n", i))
+		if got := body(resp); got != fmt.Sprintf("hello /a%d", i) {
+			t.Fatalf("request %d: %q", i, got)
+		}
+	}
+	if n := gw.srv.loopStats.conns.Load(); n != 1 {
+		t.Fatalf("connections on loops: %d, want 1", n)
+	}
+	if n := gw.srv.loopStats.detaches.Load(); n != 1 {
+		t.Errorf("detaches after the first requests: %d, want 1 (the first dial)", n)
+	}
+
+	// A 1 MiB body streamed in pieces.
+	payload := bytes.Repeat([]byte("x"), 1<<20)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "POST /sum HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", len(payload))
+	for off := 0; off < len(payload); off += 64 << 10 {
+		c.Write(payload[off : off+64<<10])
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := body(resp), fmt.Sprintf("%d %x", len(payload), sha256.Sum256(payload)); got != want {
+		t.Fatalf("streamed body: backend saw %q, want %q", got, want)
+	}
+
+	// Two pipelined requests in one write.
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /p1 HTTP/1.1\r\nHost: x\r\n\r\nGET /p2 HTTP/1.1\r\nHost: x\r\n\r\n")
+	for _, want := range []string{"hello /p1", "hello /p2"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := body(resp); got != want {
+			t.Fatalf("pipelined: %q, want %q", got, want)
+		}
+	}
+
+	// A large response read slowly: the gateway's writes wait for room.
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(300 * time.Millisecond) // let the socket buffers fill
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	buf := make([]byte, 32<<10)
+	var n int
+	for {
+		m, err := resp.Body.Read(buf)
+		h.Write(buf[:m])
+		n += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < 1<<20 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if sum := sha256.Sum256(big); n != len(big) || !bytes.Equal(h.Sum(nil), sum[:]) {
+		t.Fatalf("large response: %d bytes, want %d with the backend's checksum", n, len(big))
+	}
+
+	resp = roundTrip("GET /last HTTP/1.1\r\nHost: x\r\n\r\n")
+	if got := body(resp); got != "hello /last" {
+		t.Fatalf("last request: %q", got)
+	}
+	st := &gw.srv.loopStats
+	if d, r := st.detaches.Load(), st.rejoins.Load(); d < 2 || r != d {
+		t.Errorf("detaches %d, rejoins %d: want at least 2 (first dial, streamed body), each followed by a rejoin", d, r)
+	}
+}
+
+// TestEventLoopConcurrent: many connections over two loops share the
+// backend connections (which move between loops) and every response
+// matches its request.
+func TestEventLoopConcurrent(t *testing.T) {
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Query().Get("v"))
+	})
+	gw := loopGateway(t, 2, be.URL)
+	const clients, each = 32, 50
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", gw.addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			br := bufio.NewReader(c)
+			for j := range each {
+				v := strconv.Itoa(i*1000 + j)
+				fmt.Fprintf(c, "GET /?v=%s HTTP/1.1\r\nHost: x\r\n\r\n", v)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || string(b) != v {
+					errs <- fmt.Errorf("client %d request %d: %d %q, want 200 %q", i, j, resp.StatusCode, b, v)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := gw.srv.loopStats.conns.Load(); n != clients {
+		t.Errorf("connections on loops: %d, want %d", n, clients)
+	}
+}
+
+// TestEventLoopTimeouts: on a loop, a request head that never ends gets
+// 408 after read_header_timeout, and a backend that does not answer gets
+// 504 after response_header.
+func TestEventLoopTimeouts(t *testing.T) {
+	hang := make(chan struct{})
+	defer close(hang)
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	gw := startGateway(t, `fast, event_loops: "1", read_header_timeout: 300ms`,
+		fmt.Sprintf("  - { path: \"/\", backend: %q, timeouts: { response_header: 300ms } }\n", be.URL))
+
+	c, err := net.Dial("tcp", gw.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 408 {
+		t.Errorf("unfinished head: status %d, want 408", resp.StatusCode)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
+		t.Errorf("408 after %v, want about 300ms", d)
+	}
+
+	raw, _ := rawExchange(t, gw.addr, "GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	if got := statusOf(raw); got != 504 {
+		t.Errorf("slow backend: status %d, want 504\n%s", got, raw)
+	}
+	if !strings.Contains(raw, "backend timeout") && !strings.Contains(raw, "timeout") {
+		t.Errorf("504 body does not say timeout: %s", raw)
+	}
+}
