@@ -46,6 +46,7 @@ const (
 	stWait loopState = iota + 1
 	stDetach
 	stRejoin
+	stTurn
 )
 
 // errLoopClosed ends a wait when the server closes its connections.
@@ -64,6 +65,8 @@ type waiter struct {
 	// stay keeps a detached connection off the loop (detachToStay).
 	stay  bool
 	state loopState
+	// run counts the requests served since the connection last waited.
+	run int
 
 	// The current wait.
 	fd       int
@@ -82,6 +85,7 @@ func (w *waiter) wait(b *bufConn, write bool, deadline time.Time) error {
 	}
 	w.fd, w.write, w.deadline, w.err = b.fd, write, deadline, nil
 	w.state = stWait
+	w.run = 0
 	lp.waiting[b.fd] = w
 	ok := w.yield(struct{}{})
 	if write {
@@ -128,6 +132,25 @@ func (w *waiter) rejoin() {
 	w.cc.bc.rready.Store(true)
 }
 
+// maxRun is how many requests a connection may serve on its loop without
+// waiting (pipelined requests answered without a backend, say) before it
+// lets the loop's other connections have a turn.
+const maxRun = 16
+
+// turn is called after each request: a connection that has not waited
+// for maxRun requests goes to the back of its loop's queue.
+func (w *waiter) turn() {
+	if w == nil || !w.attached {
+		return
+	}
+	if w.run++; w.run < maxRun {
+		return
+	}
+	w.run = 0
+	w.state = stTurn
+	w.yield(struct{}{})
+}
+
 // loop returns the loop w is attached to, or nil.
 func (w *waiter) loop() *loop {
 	if w == nil || !w.attached {
@@ -160,6 +183,8 @@ type loop struct {
 	exit      bool
 	epFile    *os.File
 	armed     bool // epFile's deadline is set for nextTick
+	// turns are connections waiting for their next turn (waiter.turn).
+	turns, turnsNext []*waiter
 }
 
 // newLoops starts n loops; it returns nil when epoll is not available.
@@ -352,6 +377,9 @@ func (lp *loop) resume(w *waiter) {
 		delete(lp.live, w)
 		lp.unregister(w.cc.bc)
 		go w.drive()
+	case stTurn:
+		lp.srv.loopStats.turns.Add(1)
+		lp.turns = append(lp.turns, w)
 	case stRejoin, stWait:
 	}
 }
@@ -426,6 +454,20 @@ func (lp *loop) poll(fd uintptr) bool {
 		}
 		if lp.exit {
 			return true
+		}
+		if len(lp.turns) > 0 {
+			// Connections that yielded their turn go on, after the
+			// events that were ready.
+			lp.turns, lp.turnsNext = lp.turnsNext[:0], lp.turns
+			for i, w := range lp.turnsNext {
+				lp.turnsNext[i] = nil
+				lp.resume(w)
+			}
+			if lp.exit {
+				return true
+			}
+			runtime.Gosched()
+			continue
 		}
 		if n == len(lp.events) {
 			// More may be ready. Let the other loops sharing this CPU

@@ -246,3 +246,73 @@ func TestEventLoopTimeouts(t *testing.T) {
 		t.Errorf("504 body does not say timeout: %s", raw)
 	}
 }
+
+// TestEventLoopTurns: a connection pipelining requests that need no
+// backend lets the loop's other connections go every few requests, and
+// every response arrives in order.
+func TestEventLoopTurns(t *testing.T) {
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	gw := startGateway(t, `fast, event_loops: "1"`, fmt.Sprintf("  - { path: \"/api\", backend: %q }\n", be.URL))
+	c, err := net.Dial("tcp", gw.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	const n = 100
+	var req strings.Builder
+	for i := range n {
+		fmt.Fprintf(&req, "GET /nothing/%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+	}
+	go io.WriteString(c, req.String())
+	br := bufio.NewReader(c)
+	for i := range n {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != 404 {
+			t.Fatalf("response %d: status %d, want 404", i, resp.StatusCode)
+		}
+	}
+	if got := gw.srv.loopStats.turns.Load(); got < 2 {
+		t.Errorf("turns after %d pipelined local answers: %d, want several (one per %d)", n, got, maxRun)
+	}
+}
+
+// TestPinHead: once pinned, a request's fields survive the read buffer
+// being overwritten by its streamed body.
+func TestPinHead(t *testing.T) {
+	raw := "POST /up/load?x=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: ua/1\r\nX-Request-Id: abc\r\nTransfer-Encoding: chunked\r\nX-Other: v\r\n\r\n"
+	buf := make([]byte, 4096)
+	copy(buf, raw)
+	cc := &clientConn{}
+	n, err := parseRequest(buf[:len(raw)], &cc.req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.reqHead = buf[:n]
+	cc.pinHead()
+	for i := range buf {
+		buf[i] = '#'
+	}
+	r := &cc.req
+	for _, c := range []struct{ name, got, want string }{
+		{"method", string(r.method), "POST"},
+		{"target", string(r.target), "/up/load?x=1"},
+		{"path", string(r.path), "/up/load"},
+		{"host", string(r.host), "example.com"},
+		{"user agent", string(r.userAgent), "ua/1"},
+		{"request id", string(r.requestID), "abc"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s after the buffer was reused: %q, want %q", c.name, c.got, c.want)
+		}
+	}
+	for _, f := range r.fields {
+		if bytes.Contains(f.name, []byte("#")) || bytes.Contains(f.value, []byte("#")) {
+			t.Errorf("field %q: %q still points into the reused buffer", f.name, f.value)
+		}
+	}
+}

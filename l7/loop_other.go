@@ -18,6 +18,7 @@ func (*loop) shutdown()            {}
 func (w *waiter) detach()       {}
 func (w *waiter) rejoin()       {}
 func (w *waiter) detachToStay() {}
+func (w *waiter) turn()         {}
 func (w *waiter) loop() *loop   { return nil }
 
 func (b *bufConn) useLoop() bool { return false }

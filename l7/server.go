@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/http2"
 
@@ -63,8 +64,8 @@ type Server struct {
 // loopStats counts what the event loops did.
 type loopStats struct {
 	// conns were handed to a loop; detaches and rejoins count moves off
-	// and back onto one.
-	conns, detaches, rejoins atomic.Int64
+	// and back onto one; turns, connections that let the others go first.
+	conns, detaches, rejoins, turns atomic.Int64
 }
 
 // NewServer builds a server around an initial snapshot. metrics may be
@@ -308,6 +309,37 @@ type clientConn struct {
 	graceSet atomic.Bool
 	// replay holds a request body read ahead so it can be resent.
 	replay []byte
+	// reqHead is the current request's head in the read buffer; headCopy
+	// keeps it while a streamed body reuses that buffer (pinHead).
+	reqHead, headCopy []byte
+}
+
+// pinHead moves the request head out of the read buffer, which reading a
+// streamed body overwrites, and points the request's fields at the copy.
+func (cc *clientConn) pinHead() {
+	cc.headCopy = append(cc.headCopy[:0], cc.reqHead...)
+	old, nb := cc.reqHead, cc.headCopy
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(old)))
+	move := func(p *[]byte) {
+		if len(*p) == 0 {
+			return
+		}
+		at := uintptr(unsafe.Pointer(unsafe.SliceData(*p)))
+		if at < base || at-base+uintptr(len(*p)) > uintptr(len(old)) {
+			return // not in the head (set by the proxy)
+		}
+		off := int(at - base)
+		*p = nb[off : off+len(*p)]
+	}
+	r := &cc.req
+	for _, p := range []*[]byte{&r.method, &r.target, &r.path, &r.query, &r.host, &r.upgrade, &r.xff, &r.via, &r.requestID, &r.userAgent} {
+		move(p)
+	}
+	for i := range r.fields {
+		move(&r.fields[i].name)
+		move(&r.fields[i].value)
+	}
+	cc.reqHead = nb
 }
 
 // wakeIfIdle closes a keep-alive connection waiting between requests. A
@@ -363,6 +395,7 @@ func (cc *clientConn) serve() {
 		if !keep || s.stopping.Load() {
 			return
 		}
+		cc.wt.turn()
 	}
 }
 
@@ -384,6 +417,7 @@ func (cc *clientConn) readRequest() (ok, h2 bool) {
 			} else {
 				n, err := parseRequest(buf, &cc.req)
 				if err == nil {
+					cc.reqHead = buf[:n]
 					bc.consume(n)
 					return true, false
 				}
@@ -493,7 +527,9 @@ func (cc *clientConn) exchange() bool {
 				kind = bodyChunked
 			}
 			// The body streams while the response is read: not on a loop.
+			// Reading it reuses the buffer the head is in.
 			cc.wt.detach()
+			cc.pinHead()
 			cc.reqBody.init(cc.bc, kind, req.contentLength)
 			cc.reqBody.inactivity = x.snap.Config.Server.IdleTimeout.D()
 			cc.reqBody.conn = cc.c
