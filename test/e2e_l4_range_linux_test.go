@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -30,45 +29,17 @@ import (
 
 	"github.com/cilium/ebpf/link"
 
+	"github.com/rustygate/rustygate/internal/testnet"
 	"github.com/rustygate/rustygate/loader"
 )
 
 // rangePorts is the size of the tested range.
 const rangePorts = 50
 
-// freePortRange returns the first of n consecutive ports nothing listens
-// on at 127.0.0.1, from a random start outside the ephemeral port range
-// (where the test's own client connections, in TIME_WAIT, could hold a
-// port).
+// freePortRange returns the first of n free consecutive ports at
+// 127.0.0.1.
 func freePortRange(t *testing.T, n int) int {
-	t.Helper()
-	ephLo, ephHi := 32768, 60999
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		fmt.Sscan(string(b), &ephLo, &ephHi)
-	}
-	first, last := ephHi+1, 65535
-	if last-first < 4*n {
-		first, last = 10000, ephLo-1
-	}
-	for range 50 {
-		lo := first + rand.IntN(last-first-n+2)
-		var held []net.Listener
-		for p := lo; p < lo+n; p++ {
-			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-			if err != nil {
-				break
-			}
-			held = append(held, ln)
-		}
-		for _, ln := range held {
-			ln.Close()
-		}
-		if len(held) == n {
-			return lo
-		}
-	}
-	t.Fatalf("no %d free consecutive ports on 127.0.0.1", n)
-	return 0
+	return testnet.FreePortRange(t, "127.0.0.1", n)
 }
 
 // rangeEcho dials 127.0.0.1:port and checks a round trip through the
