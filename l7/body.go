@@ -100,6 +100,9 @@ func (br *bodyReader) next() ([]byte, error) {
 	return nil, io.EOF
 }
 
+// finished reports whether the whole body has been read.
+func (br *bodyReader) finished() bool { return br.done }
+
 // pending reports whether next can make progress without reading from
 // the connection. The proxy flushes what it relayed before a read would
 // block, so streamed responses reach the client as they are produced.

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rustygate/rustygate/observe"
@@ -30,9 +31,20 @@ type responseSink interface {
 	tunnel(x *exchange, resp *response, bc *backendConn) error
 }
 
+// bodyFinishGrace is how long a complete response waits for the request
+// body sender's last write before the backend connection is given up.
+const bodyFinishGrace = 250 * time.Millisecond
+
 // bodySource yields the client's request body.
 type bodySource interface {
 	next() ([]byte, error)
+}
+
+// bodyFinished reports whether b has read its whole body from the client
+// (when it can tell).
+func bodyFinished(b bodySource) bool {
+	f, ok := b.(interface{ finished() bool })
+	return ok && f.finished()
 }
 
 // exchange is one request/response through the proxy.
@@ -72,6 +84,10 @@ type exchange struct {
 	body         bodySource
 	bodyBuffered []byte
 	bodyDone     bool // the whole request body was read
+	// bodyRead is set by the body sender once it has taken the last
+	// byte of the body from the client (only the write to the backend
+	// may be left).
+	bodyRead atomic.Bool
 	// closeClient is set when the client connection cannot be reused.
 	closeClient bool
 
@@ -386,15 +402,32 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 	if ok && bodyErr != nil {
 		// The response is complete; the request body must be too before
 		// the backend connection can be reused.
-		select {
-		case err := <-bodyErr:
-			bodyErr = nil
-			if err != nil {
+		if x.bodyRead.Load() {
+			// Only the sender's last write may be pending: give it a
+			// moment (a backend that stopped reading would block it).
+			t := time.NewTimer(bodyFinishGrace)
+			select {
+			case err := <-bodyErr:
+				bodyErr = nil
+				if err != nil {
+					ok = false
+					x.closeClient = true
+				}
+			case <-t.C:
 				ok = false
-				x.closeClient = true
 			}
-		default:
-			ok = false
+			t.Stop()
+		} else {
+			select {
+			case err := <-bodyErr:
+				bodyErr = nil
+				if err != nil {
+					ok = false
+					x.closeClient = true
+				}
+			default:
+				ok = false
+			}
 		}
 	}
 	if ok && !resp.closeConn && !x.closeClient {
@@ -415,6 +448,15 @@ func (x *exchange) waitBody(bodyErr chan error) {
 		return
 	}
 	var err error
+	if x.bodyRead.Load() {
+		// The client sent the whole body; the sender is finishing its
+		// write to the backend.
+		err = <-bodyErr
+		if err != nil || !x.bodyDone {
+			x.closeClient = true
+		}
+		return
+	}
 	select {
 	case err = <-bodyErr:
 	default:
@@ -476,6 +518,9 @@ func (x *exchange) sendBody(bc *backendConn) error {
 	var buf []byte
 	for {
 		p, err := x.body.next()
+		if err == io.EOF || err == nil && bodyFinished(x.body) {
+			x.bodyRead.Store(true)
+		}
 		if len(p) > 0 {
 			x.bytesIn += int64(len(p))
 			if req.chunked {
