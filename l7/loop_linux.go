@@ -36,6 +36,10 @@ import (
 // plain goroutine, then rejoins its loop at the next request
 // (waiter.rejoin).
 
+// EventLoopsSupported reports whether the fast engine can run event loops
+// on this platform.
+const EventLoopsSupported = true
+
 // loopTick bounds how late a timeout fires.
 const loopTick = 100 * time.Millisecond
 
@@ -380,7 +384,6 @@ func (lp *loop) resume(w *waiter) {
 	case stTurn:
 		lp.srv.loopStats.turns.Add(1)
 		lp.turns = append(lp.turns, w)
-	case stRejoin, stWait:
 	}
 }
 

@@ -5,6 +5,10 @@ package l7
 // Event loops are Linux only; elsewhere every connection has its own
 // goroutine and these are never reached with a waiter set.
 
+// EventLoopsSupported reports whether the fast engine can run event loops
+// on this platform.
+const EventLoopsSupported = false
+
 type waiter struct{ attached bool }
 
 type loop struct{}

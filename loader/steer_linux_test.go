@@ -94,11 +94,8 @@ func TestSteeringOneSocketManyPorts(t *testing.T) {
 	var ln1, ln2 net.Listener
 	var st *Steering
 	if err := inNetns(ns, func() error {
-		l, err := netlink.LinkByName("lo")
+		err := loUp()
 		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(l); err != nil {
 			return err
 		}
 		if ln1, err = lc.Listen(context.Background(), "tcp4", "127.0.0.1:9000"); err != nil {
@@ -208,10 +205,7 @@ func TestSteeringTakeover(t *testing.T) {
 	var ln1, ln2 net.Listener
 	var st1, st2 *Steering
 	err := inNetns(ns, func() error {
-		l, err := netlink.LinkByName("lo")
-		if err == nil {
-			err = netlink.LinkSetUp(l)
-		}
+		err := loUp()
 		if err != nil {
 			return err
 		}
@@ -299,10 +293,7 @@ func TestSteeringDualStack(t *testing.T) {
 	var ln net.Listener
 	var st *Steering
 	err := inNetns(ns, func() error {
-		l, err := netlink.LinkByName("lo")
-		if err == nil {
-			err = netlink.LinkSetUp(l)
-		}
+		err := loUp()
 		if err != nil {
 			return err
 		}
@@ -425,4 +416,13 @@ func TestSteeringUnpin(t *testing.T) {
 	if _, err := os.Stat(base); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("%s after the last Unpin: %v, want it removed with everything in it", base, err)
 	}
+}
+
+// loUp brings the loopback interface of the current network namespace up.
+func loUp() error {
+	l, err := netlink.LinkByName("lo")
+	if err == nil {
+		err = netlink.LinkSetUp(l)
+	}
+	return err
 }
