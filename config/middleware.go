@@ -71,6 +71,7 @@ var middlewareFields = map[string]string{
 	"public_key_file": MiddlewareJWT, "jwks_url": MiddlewareJWT, "jwks_refresh": MiddlewareJWT,
 	"jwks_min_refetch": MiddlewareJWT, "issuer": MiddlewareJWT, "audience": MiddlewareJWT,
 	"leeway": MiddlewareJWT, "claims_to_headers": MiddlewareJWT, "forward_authorization": MiddlewareJWT,
+	"require_exp": MiddlewareJWT,
 
 	"path": MiddlewareWASM, "config": MiddlewareWASM, "fail_open": MiddlewareWASM,
 }
@@ -172,6 +173,9 @@ func kindDefaults(m *Middleware, path string, unset func(string) bool) {
 		setDuration(&m.JWKSMinRefetch, defaultJWKSMinRefetch, unset(path+".jwks_min_refetch"))
 		if m.ForwardAuthorization == nil {
 			m.ForwardAuthorization = ptr(true)
+		}
+		if m.RequireExp == nil {
+			m.RequireExp = ptr(true)
 		}
 	}
 }

@@ -30,12 +30,14 @@ middlewares:
 		path: /p.wasm
 		key: ip
 		allow_credentials: false
+		require_exp: true
 `,
 			want: []string{
 				`bad.yaml:4: middlewares[0].allow_origins: not a field of rate_limit`,
 				`bad.yaml:5: middlewares[0].algorithms: not a field of rate_limit`,
 				`bad.yaml:8: middlewares[1].key: not a field of wasm`,
 				`bad.yaml:9: middlewares[1].allow_credentials: not a field of wasm`,
+				`bad.yaml:10: middlewares[1].require_exp: not a field of wasm`,
 			},
 		},
 		{
@@ -513,7 +515,7 @@ routes:
 	wantGlobal := []Middleware{
 		{Name: "rate_limit", Limit: 100, Window: Duration(time.Minute), Key: "ip", MaxKeys: 1000000},
 		{Name: "cors", AllowOrigins: []string{"https://app.example.com", "https://*.example.org"}, AllowMethods: []string{"GET", "PUT"}},
-		{Name: "jwt", Secret: secret32, JWKSRefresh: Duration(time.Hour), JWKSMinRefetch: Duration(5 * time.Minute), ForwardAuthorization: ptr(true)},
+		{Name: "jwt", Secret: secret32, JWKSRefresh: Duration(time.Hour), JWKSMinRefetch: Duration(5 * time.Minute), ForwardAuthorization: ptr(true), RequireExp: ptr(true)},
 	}
 	if !reflect.DeepEqual(c.Middlewares, wantGlobal) {
 		t.Errorf("global entries:\n got %+v\nwant %+v", c.Middlewares, wantGlobal)
@@ -544,7 +546,7 @@ routes:
 	}
 	c.ApplyDefaults()
 	wantCode := []Middleware{
-		{Name: "jwt", Secret: secret32, Leeway: Duration(30 * time.Second), JWKSRefresh: Duration(time.Hour), JWKSMinRefetch: Duration(5 * time.Minute), ForwardAuthorization: ptr(true)},
+		{Name: "jwt", Secret: secret32, Leeway: Duration(30 * time.Second), JWKSRefresh: Duration(time.Hour), JWKSMinRefetch: Duration(5 * time.Minute), ForwardAuthorization: ptr(true), RequireExp: ptr(true)},
 		{Name: "cors", AllowOrigins: []string{"*"}, AllowMethods: []string{"GET", "HEAD", "POST"}},
 	}
 	wantCodeRoute := []Middleware{{Name: "jwt", Issuer: "x"}, {Name: "rate_limit", Limit: 1, Window: Duration(time.Minute), Key: "ip", MaxKeys: 1000000}}
@@ -575,7 +577,7 @@ routes:
 	got := c.RouteMiddlewares(0)
 	want := []Middleware{
 		{Name: "cors", AllowOrigins: []string{"*"}, AllowMethods: []string{"GET", "HEAD", "POST"}},
-		{Name: "jwt", PublicKeyFile: "/k.pem", Algorithms: []string{"RS256", "ES256"}, Leeway: Duration(30 * time.Second), JWKSRefresh: Duration(time.Hour), JWKSMinRefetch: Duration(5 * time.Minute), ForwardAuthorization: ptr(true)},
+		{Name: "jwt", PublicKeyFile: "/k.pem", Algorithms: []string{"RS256", "ES256"}, Leeway: Duration(30 * time.Second), JWKSRefresh: Duration(time.Hour), JWKSMinRefetch: Duration(5 * time.Minute), ForwardAuthorization: ptr(true), RequireExp: ptr(true)},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("RouteMiddlewares:\n got %+v\nwant %+v", got, want)
@@ -590,7 +592,11 @@ func describeEntry(m Middleware) string {
 	case MiddlewareCORS:
 		return fmt.Sprintf("cors %v credentials=%v max_age=%s", m.AllowOrigins, m.AllowCredentials, m.MaxAge)
 	case MiddlewareJWT:
-		return fmt.Sprintf("jwt %v iss=%s leeway=%s forward=%v", m.Algorithms, m.Issuer, m.Leeway, *m.ForwardAuthorization)
+		s := fmt.Sprintf("jwt %v iss=%s leeway=%s forward=%v", m.Algorithms, m.Issuer, m.Leeway, *m.ForwardAuthorization)
+		if m.RequireExp != nil && !*m.RequireExp {
+			s += " require_exp=false"
+		}
+		return s
 	case MiddlewareWASM:
 		return fmt.Sprintf("wasm %s fail_open=%v", m.Path, m.FailOpen)
 	}
@@ -635,6 +641,7 @@ routes:
 			- name: jwt
 				leeway: 5s
 				forward_authorization: false
+				require_exp: false
 	- path: /off
 		backend: http://a
 		middlewares:
@@ -668,7 +675,7 @@ routes:
 		{1, []string{
 			"cors [https://b.com https://c.com] credentials=true max_age=10m0s",
 			"rate_limit 5/1s burst 5 key ip",
-			"jwt [HS256] iss=https://idp leeway=5s forward=false",
+			"jwt [HS256] iss=https://idp leeway=5s forward=false require_exp=false",
 			"wasm /g2.wasm fail_open=true",
 			"wasm /r1.wasm fail_open=false",
 		}},

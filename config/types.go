@@ -308,6 +308,7 @@ type Middleware struct {
 	Leeway               Duration          `yaml:"leeway"`
 	ClaimsToHeaders      map[string]string `yaml:"claims_to_headers"`
 	ForwardAuthorization *bool             `yaml:"forward_authorization"`
+	RequireExp           *bool             `yaml:"require_exp"`
 
 	// wasm
 	Path     string         `yaml:"path"`
