@@ -22,6 +22,11 @@ type Request interface {
 	// Header returns the first value of the named header, or nil.
 	// name is matched case-insensitively.
 	Header(name string) []byte
+	// RequestHeaderValues appends every value of the named header (one
+	// per field line, received or set by a policy, matched
+	// case-insensitively) to dst: a policy that needs a header to occur
+	// once can tell.
+	RequestHeaderValues(name string, dst [][]byte) [][]byte
 	// PeerIP is the address of the TCP peer.
 	PeerIP() netip.Addr
 	// SetHeader sets a header on the request forwarded to the backend,

@@ -32,6 +32,15 @@ func (r *request) Method() []byte {
 }
 func (r *request) Path() []byte { return []byte("/") }
 func (r *request) Host() []byte { return []byte("api.example.com") }
+func (r *request) RequestHeaderValues(name string, dst [][]byte) [][]byte {
+	for _, h := range r.headers {
+		if strings.EqualFold(h[0], name) {
+			dst = append(dst, []byte(h[1]))
+		}
+	}
+	return dst
+}
+
 func (r *request) Header(name string) []byte {
 	for i, h := range r.headers {
 		if strings.EqualFold(h[0], name) {

@@ -2,7 +2,9 @@
 // with a valid `Authorization: Bearer <token>` JSON Web Token.
 //
 // A token is valid when its algorithm is in the configured list, its
-// signature verifies with a configured key, and its time claims (exp,
+// signature verifies with a configured key, its header has no crit
+// parameter (RFC 7515 4.1.11: the policy understands no extension), it
+// has an exp claim (unless require_exp is off), and its time claims (exp,
 // nbf, iat, with the configured leeway), its issuer and its audience
 // (one of the configured ones) are accepted. The HS* algorithms verify
 // with the secret only, every other algorithm with the public keys only,
@@ -17,12 +19,15 @@
 //
 // A rejected request gets 401 with a WWW-Authenticate header (RFC 6750)
 // and a JSON body naming the reason, which is also reported: missing,
-// malformed, bad_signature, expired, not_yet_valid, bad_issuer,
-// bad_audience, bad_algorithm or unknown_key. An accepted request gets
-// its claims stored as the request value "jwt.claims" (a
-// map[string]any), the claims_to_headers headers set from them (a
-// client-sent header of the same name is always removed first), and,
-// unless forward_authorization is on, its Authorization header removed.
+// malformed, bad_signature, expired, no_exp, not_yet_valid, bad_issuer,
+// bad_audience, bad_algorithm, unknown_key or crit. A request with more
+// than one Authorization header gets 400 (invalid_request), reason
+// multiple_authorization: none of its tokens is verified. An accepted
+// request gets its claims stored as the request value "jwt.claims" (a
+// map[string]any), and every claims_to_headers header removed from what
+// the client sent, in any spelling of its case and however often it was
+// sent, then set from its claim when the token has it; unless
+// forward_authorization is on, its Authorization header is removed.
 package jwt
 
 import (
@@ -81,6 +86,7 @@ type Verifier struct {
 
 	headers     []claimHeader
 	forwardAuth bool
+	requireExp  bool
 
 	closeOnce sync.Once
 }
@@ -133,7 +139,11 @@ func NewVerifier(cfg config.Middleware, route string, rep middleware.Reporter, o
 	if opts.FetchTimeout <= 0 {
 		opts.FetchTimeout = 5 * time.Second
 	}
-	v := &Verifier{route: route, rep: rep, issuer: cfg.Issuer, forwardAuth: cfg.ForwardAuthorization == nil || *cfg.ForwardAuthorization}
+	v := &Verifier{
+		route: route, rep: rep, issuer: cfg.Issuer,
+		forwardAuth: cfg.ForwardAuthorization == nil || *cfg.ForwardAuthorization,
+		requireExp:  cfg.RequireExp == nil || *cfg.RequireExp,
+	}
 
 	v.algs = slices.Clone(cfg.Algorithms)
 	if len(v.algs) == 0 {
@@ -232,6 +242,9 @@ func NewVerifier(cfg config.Middleware, route string, rep middleware.Reporter, o
 	if len(cfg.Audience) > 0 {
 		popts = append(popts, gojwt.WithAudience(cfg.Audience...))
 	}
+	if v.requireExp {
+		popts = append(popts, gojwt.WithExpirationRequired())
+	}
 	v.parser = gojwt.NewParser(popts...)
 
 	if cfg.JWKSURL != "" {
@@ -254,17 +267,28 @@ func (v *Verifier) Close() error {
 	return nil
 }
 
-// Handle implements middleware.Handler.
 // MayBlock reports whether a verification may wait for a key set fetch
 // (a JWKS URL is configured).
 func (v *Verifier) MayBlock() bool { return v.jwks != nil }
 
+// Handle implements middleware.Handler.
 func (v *Verifier) Handle(r middleware.Request) *middleware.Reply {
-	raw, ok := bearerToken(r.Header("Authorization"))
+	var buf [2][]byte
+	auth := r.RequestHeaderValues("Authorization", buf[:0])
+	if len(auth) > 1 {
+		// Verifying one of several credentials would forward the others
+		// unverified to a backend that may read another one.
+		return v.reject(r.PeerIP(), reasonMultipleAuth)
+	}
+	var first []byte
+	if len(auth) == 1 {
+		first = auth[0]
+	}
+	raw, ok := bearerToken(first)
 	if !ok {
 		return v.reject(r.PeerIP(), reasonMissing)
 	}
-	if len(raw) == 0 || len(raw) > maxTokenBytes {
+	if len(raw) == 0 || len(raw) > maxTokenBytes || !isCompactJWS(raw) {
 		return v.reject(r.PeerIP(), reasonMalformed)
 	}
 	claims := gojwt.MapClaims{}
@@ -316,10 +340,28 @@ func bearerToken(h []byte) ([]byte, bool) {
 	return rest, true
 }
 
+// isCompactJWS reports whether a token has only the characters of the
+// JWS compact serialization: base64url and dots. Anything else, such as
+// the ", " of two Authorization lines combined into one, is malformed.
+func isCompactJWS(tok []byte) bool {
+	for _, c := range tok {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 // keyFor is the key lookup of the parser, which has already checked that
-// the token's algorithm is allowed. HS* tokens get the secret and
+// the token's algorithm is allowed. A token whose header has crit is
+// refused before any key is looked up: crit lists extensions the
+// verifier must understand (RFC 7515 4.1.11), and it understands none,
+// while golang-jwt ignores the parameter. HS* tokens get the secret and
 // nothing else; the others get public keys that fit their algorithm.
 func (v *Verifier) keyFor(t *gojwt.Token) (any, error) {
+	if _, ok := t.Header["crit"]; ok {
+		return nil, errCrit
+	}
 	alg := t.Method.Alg()
 	if config.IsHMAC(alg) {
 		if v.secretKey == nil {
@@ -364,7 +406,10 @@ func (v *Verifier) keyFor(t *gojwt.Token) (any, error) {
 	return nil, errBadAlgorithm
 }
 
-var errMalformedKID = errors.New("kid is not a string")
+var (
+	errMalformedKID = errors.New("kid is not a string")
+	errCrit         = errors.New("crit header parameter")
+)
 
 // Reasons.
 const (
@@ -377,11 +422,16 @@ const (
 	reasonBadAudience  = "bad_audience"
 	reasonBadAlgorithm = "bad_algorithm"
 	reasonUnknownKey   = "unknown_key"
+	reasonNoExp        = "no_exp"
+	reasonCrit         = "crit"
+	reasonMultipleAuth = "multiple_authorization"
 )
 
 // classify maps a parse error to a reason.
 func (v *Verifier) classify(err error, tok *gojwt.Token, claims gojwt.MapClaims) string {
 	switch {
+	case errors.Is(err, errCrit):
+		return reasonCrit
 	case errors.Is(err, errUnknownKey):
 		return reasonUnknownKey
 	case errors.Is(err, errBadAlgorithm), errors.Is(err, gojwt.ErrInvalidKeyType):
@@ -405,6 +455,9 @@ func (v *Verifier) classify(err error, tok *gojwt.Token, claims gojwt.MapClaims)
 	case errors.Is(err, gojwt.ErrTokenInvalidAudience):
 		return reasonBadAudience
 	case errors.Is(err, gojwt.ErrTokenRequiredClaimMissing):
+		if _, ok := claims["exp"]; v.requireExp && !ok {
+			return reasonNoExp
+		}
 		if iss, _ := claims["iss"].(string); v.issuer != "" && iss == "" {
 			return reasonBadIssuer
 		}
@@ -464,6 +517,7 @@ func isToken(s string) bool {
 // rejection is the prepared answer for one reason; the proxy only reads
 // reply headers and bodies.
 type rejection struct {
+	status  int
 	headers [][2]string
 	body    []byte
 }
@@ -478,20 +532,31 @@ var rejections = func() map[string]rejection {
 		reasonBadAudience:  "the token audience is not accepted",
 		reasonBadAlgorithm: "the token algorithm is not accepted",
 		reasonUnknownKey:   "the token signing key is unknown",
+		reasonNoExp:        "the token has no expiration time",
+		reasonCrit:         "the token has critical header parameters that are not supported",
 	}
 	m := map[string]rejection{}
 	body := func(reason string) []byte {
 		return []byte(`{"error":"unauthorized","reason":"` + reason + `"}` + "\n")
 	}
 	m[reasonMissing] = rejection{
+		status:  401,
 		headers: [][2]string{{"WWW-Authenticate", `Bearer realm="rustygate"`}, {"Content-Type", "application/json"}},
 		body:    body(reasonMissing),
 	}
 	for reason, desc := range descriptions {
 		m[reason] = rejection{
+			status:  401,
 			headers: [][2]string{{"WWW-Authenticate", `Bearer error="invalid_token", error_description="` + desc + `"`}, {"Content-Type", "application/json"}},
 			body:    body(reason),
 		}
+	}
+	// RFC 6750 3.1: more than one method of sending a token is an
+	// invalid request (400), not an invalid token.
+	m[reasonMultipleAuth] = rejection{
+		status:  400,
+		headers: [][2]string{{"WWW-Authenticate", `Bearer error="invalid_request", error_description="more than one Authorization header"`}, {"Content-Type", "application/json"}},
+		body:    []byte(`{"error":"bad_request","reason":"` + reasonMultipleAuth + `"}` + "\n"),
 	}
 	return m
 }()
@@ -499,5 +564,5 @@ var rejections = func() map[string]rejection {
 func (v *Verifier) reject(client netip.Addr, reason string) *middleware.Reply {
 	v.rep.Rejected("jwt", v.route, reason, client)
 	rj := rejections[reason]
-	return &middleware.Reply{Status: 401, Headers: rj.headers, Body: rj.body}
+	return &middleware.Reply{Status: rj.status, Headers: rj.headers, Body: rj.body}
 }

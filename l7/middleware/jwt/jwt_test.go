@@ -37,6 +37,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // request is the test double of middleware.Request.
 type request struct {
 	headers  map[string]string // lower-case names
+	more     [][2]string       // further field lines, lower-case names
 	hbufs    map[string][]byte
 	set      map[string]string
 	deleted  []string
@@ -69,6 +70,18 @@ func (r *request) Header(name string) []byte {
 	}
 	r.hbufs[name] = []byte(v)
 	return r.hbufs[name]
+}
+func (r *request) RequestHeaderValues(name string, dst [][]byte) [][]byte {
+	name = strings.ToLower(name)
+	if v, ok := r.headers[name]; ok {
+		dst = append(dst, []byte(v))
+	}
+	for _, h := range r.more {
+		if h[0] == name {
+			dst = append(dst, []byte(h[1]))
+		}
+	}
+	return dst
 }
 func (r *request) PeerIP() netip.Addr { return netip.MustParseAddr("192.0.2.10") }
 func (r *request) SetHeader(name, value string) {
@@ -302,8 +315,17 @@ func TestRejections(t *testing.T) {
 		return "Bearer " + sign(t, gojwt.SigningMethodHS256, []byte(testSecret), c, nil)
 	}
 	rs := func(c gojwt.MapClaims) string { return "Bearer " + sign(t, gojwt.SigningMethodRS256, rsaKey, c, nil) }
+	// hsh and rsh sign valid claims with extra header parameters.
+	hsh := func(h map[string]any) string {
+		return "Bearer " + sign(t, gojwt.SigningMethodHS256, []byte(testSecret), validClaims(), h)
+	}
+	rsh := func(h map[string]any) string {
+		return "Bearer " + sign(t, gojwt.SigningMethodRS256, rsaKey, validClaims(), h)
+	}
 	hsCfg := baseCfg()
 	hsCfg.Secret = testSecret
+	noExpCfg := hsCfg
+	noExpCfg.RequireExp = new(bool)
 	rsCfg := baseCfg()
 	rsCfg.PublicKeyFile = rsaFile
 	rsCfg.Algorithms = []string{"RS256"}
@@ -342,8 +364,31 @@ func TestRejections(t *testing.T) {
 		{"other secret", hsCfg, "Bearer " + sign(t, gojwt.SigningMethodHS256, []byte(strings.Repeat("x", 40)), validClaims(), nil), "bad_signature"},
 		{"expired", hsCfg, hs(with(validClaims(), "exp", now.Add(-31*time.Second).Unix())), "expired"},
 		{"expired within leeway", hsCfg, hs(with(validClaims(), "exp", now.Add(-29*time.Second).Unix())), ""},
-		{"not yet valid", hsCfg, hs(with(validClaims(), "nbf", now.Add(time.Minute).Unix())), "not_yet_valid"},
-		{"issued in the future", hsCfg, hs(with(validClaims(), "iat", now.Add(time.Minute).Unix())), "not_yet_valid"},
+		{"not yet valid", hsCfg, hs(with(validClaims(), "nbf", now.Add(31*time.Second).Unix())), "not_yet_valid"},
+		{"not yet valid within leeway", hsCfg, hs(with(validClaims(), "nbf", now.Add(29*time.Second).Unix())), ""},
+		{"issued in the future", hsCfg, hs(with(validClaims(), "iat", now.Add(31*time.Second).Unix())), "not_yet_valid"},
+		{"issued in the future within leeway", hsCfg, hs(with(validClaims(), "iat", now.Add(29*time.Second).Unix())), ""},
+		{"no exp", hsCfg, hs(with(validClaims(), "exp", nil)), "no_exp"},
+		{"no exp nor any other claim", hsCfg, hs(gojwt.MapClaims{}), "no_exp"},
+		{"no exp, exp not required", noExpCfg, hs(with(validClaims(), "exp", nil)), ""},
+		{"expired, exp not required", noExpCfg, hs(with(validClaims(), "exp", now.Add(-31*time.Second).Unix())), "expired"},
+		{"null exp", hsCfg, hs(with(validClaims(), "exp", json.RawMessage("null"))), "malformed"},
+		// RFC 7515 4.1.11: every crit is refused, the policy understands
+		// no extension; a crit that is empty, not a list of strings or
+		// names a registered parameter is invalid anyway.
+		{"crit extension", hsCfg, hsh(map[string]any{"crit": []string{"b64"}, "b64": false}), "crit"},
+		{"crit unknown extension", hsCfg, hsh(map[string]any{"crit": []string{"exp"}, "exp": 1}), "crit"},
+		{"crit naming a registered parameter", hsCfg, hsh(map[string]any{"crit": []string{"kid"}, "kid": "k1"}), "crit"},
+		{"empty crit", hsCfg, hsh(map[string]any{"crit": []string{}}), "crit"},
+		{"crit not a list", hsCfg, hsh(map[string]any{"crit": "b64"}), "crit"},
+		{"crit of numbers", hsCfg, hsh(map[string]any{"crit": []int{1}}), "crit"},
+		{"null crit", hsCfg, hsh(map[string]any{"crit": nil}), "crit"},
+		{"crit with a bad signature", hsCfg, tamper(hsh(map[string]any{"crit": []string{"b64"}})), "crit"},
+		{"crit on RS256", rsCfg, rsh(map[string]any{"crit": []string{"x5c"}}), "crit"},
+		// Header parameter names are case-sensitive: Crit is an unknown,
+		// ignorable parameter.
+		{"Crit is not crit", hsCfg, hsh(map[string]any{"Crit": []string{"b64"}}), ""},
+		{"token with a space", hsCfg, hs(validClaims()) + " x", "malformed"},
 		{"wrong audience", hsCfg, hs(with(validClaims(), "aud", "someone-else")), "bad_audience"},
 		{"no audience", hsCfg, hs(with(validClaims(), "aud", nil)), "bad_audience"},
 		{"wrong issuer", hsCfg, hs(with(validClaims(), "iss", "https://evil.example.com")), "bad_issuer"},
@@ -406,6 +451,86 @@ func TestRejections(t *testing.T) {
 				t.Errorf("report %q, want %q", rep.last(), want)
 			}
 		})
+	}
+}
+
+// TestMultipleAuthorization: a request with two Authorization lines is
+// refused whatever they hold, none of its tokens verified; two tokens on
+// one line are malformed.
+func TestMultipleAuthorization(t *testing.T) {
+	cfg := baseCfg()
+	cfg.Secret = testSecret
+	valid := "Bearer " + sign(t, gojwt.SigningMethodHS256, []byte(testSecret), validClaims(), nil)
+	none := "Bearer " + sign(t, gojwt.SigningMethodNone, gojwt.UnsafeAllowNoneSignatureType, with(validClaims(), "sub", "admin"), nil)
+	for _, tt := range []struct {
+		name   string
+		lines  []string
+		status int
+		reason string
+	}{
+		{"valid then alg none", []string{valid, none}, 400, "multiple_authorization"},
+		{"alg none then valid", []string{none, valid}, 400, "multiple_authorization"},
+		{"the same valid token twice", []string{valid, valid}, 400, "multiple_authorization"},
+		{"valid and Basic", []string{valid, "Basic dXNlcjpwYXNz"}, 400, "multiple_authorization"},
+		{"both on one line", []string{valid + ", " + none}, 401, "malformed"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rep := &reporter{}
+			v := newVerifier(t, cfg, rep)
+			r := newRequest(tt.lines[0])
+			for _, l := range tt.lines[1:] {
+				r.more = append(r.more, [2]string{"authorization", l})
+			}
+			reply := v.Handle(r)
+			if reply == nil {
+				t.Fatal("accepted")
+			}
+			if reply.Status != tt.status || reasonOf(reply.Body) != tt.reason {
+				t.Errorf("%d %s, want %d with reason %s", reply.Status, reply.Body, tt.status, tt.reason)
+			}
+			if want := "jwt api " + tt.reason + " 192.0.2.10"; rep.last() != want {
+				t.Errorf("report %q, want %q", rep.last(), want)
+			}
+			if r.values != nil || r.set != nil {
+				t.Errorf("claims %v and headers %v set on a refused request", r.values, r.set)
+			}
+			if tt.status == 400 {
+				want := `Bearer error="invalid_request", error_description="more than one Authorization header"`
+				if h := reply.Headers[0]; h[0] != "WWW-Authenticate" || h[1] != want {
+					t.Errorf("header %q, want WWW-Authenticate: %s", h, want)
+				}
+			}
+		})
+	}
+}
+
+// reasonOf decodes the reason of a rejection body.
+func reasonOf(body []byte) string {
+	var b struct {
+		Reason string `json:"reason"`
+	}
+	json.Unmarshal(body, &b)
+	return b.Reason
+}
+
+// TestCritBeforeKeyLookup: a token with crit is refused before its kid
+// can make the key set fetched again.
+func TestCritBeforeKeyLookup(t *testing.T) {
+	srv := newJWKSServer(t)
+	srv.serve(t, map[string]any{"k1": &rsaKey.PublicKey})
+	v, err := NewVerifier(jwksCfg(srv.URL, time.Hour, time.Nanosecond), "api", nil, Options{Now: fixedNow, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	for _, kid := range []string{"k1", "k2"} {
+		tok := "Bearer " + sign(t, gojwt.SigningMethodRS256, rsaKey, validClaims(), map[string]any{"kid": kid, "crit": []string{"b64"}, "b64": false})
+		if reply := v.Handle(newRequest(tok)); reply == nil || reasonOf(reply.Body) != "crit" {
+			t.Errorf("kid %s: %+v, want rejected with crit", kid, reply)
+		}
+	}
+	if n := srv.fetches.Load(); n != 1 {
+		t.Errorf("%d fetches, want 1 (at start only)", n)
 	}
 }
 
