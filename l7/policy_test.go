@@ -81,3 +81,27 @@ func TestPolicyChain(t *testing.T) {
 		})
 	}
 }
+
+// TestPolicyHeaderSpellings: a header a policy sets or removes is gone
+// from the forwarded request in every spelling of its case and every
+// line the client sent it on; the value a policy sets is the only one.
+func TestPolicyHeaderSpellings(t *testing.T) {
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "tag=%q secret=%q", r.Header.Values("X-Tag"), r.Header.Values("X-Secret"))
+	})
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			gw := startGateway(t, engine, fmt.Sprintf("  - { path: \"/\", backend: %q }\n", be.URL))
+			for _, rt := range gw.srv.Snapshot().Routes {
+				rt.chain = []middleware.Handler{tagPolicy{}}
+			}
+			out, _ := rawExchange(t, gw.addr, "GET /x HTTP/1.1\r\nHost: a\r\n"+
+				"X-Tag: t1\r\nx-tag: t2\r\nX-TAG: t3\r\n"+
+				"X-Secret: s1\r\nx-secret: s2\r\nx-SeCrEt: s3\r\n"+
+				"Connection: close\r\n\r\n")
+			if want := `tag=["tagged:GET"] secret=[]`; statusOf(out) != 200 || !strings.HasSuffix(out, want) {
+				t.Fatalf("forwarded:\n%s\nwant a body %s", out, want)
+			}
+		})
+	}
+}

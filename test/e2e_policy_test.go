@@ -321,10 +321,11 @@ func polReason(body []byte) string {
 	return b.Reason
 }
 
-// TestPolicyJWT: the jwt policy rejects missing and invalid tokens with
-// 401 and an RFC 6750 challenge, lets valid HS256, RS256 (key file) and
-// RS256 (JWKS) tokens through with the sub claim as X-User, and counts
-// every rejection by route and reason.
+// TestPolicyJWT: the jwt policy rejects missing and invalid tokens
+// (tokens without exp or with crit among them) with 401 and an RFC 6750
+// challenge, lets valid HS256, RS256 (key file) and RS256 (JWKS) tokens
+// through with the sub claim as X-User, a token without exp only where
+// require_exp is off, and counts every rejection by route and reason.
 func TestPolicyJWT(t *testing.T) {
 	t.Setenv("JWT_SECRET", polSecret)
 	fileKey, jwksKey := polRSAKey(t), polRSAKey(t)
@@ -363,6 +364,10 @@ func TestPolicyJWT(t *testing.T) {
     path: "/jwks"
     backend: %[1]q
     middlewares: [ { name: jwt, enabled: true, jwks_url: %[3]q } ]
+  - name: noexp
+    path: "/noexp"
+    backend: %[1]q
+    middlewares: [ { name: jwt, enabled: true, secret: "${JWT_SECRET}", require_exp: false } ]
 `, be, pubFile, jwksSrv.URL+"/.well-known/jwks.json")))
 		c := newClient(t)
 
@@ -386,6 +391,12 @@ func TestPolicyJWT(t *testing.T) {
 			{"RS to HS confusion", "/rs/x", polSignHS(t, pubPEM, polClaims("alice")), "bad_algorithm"},
 			{"RS256 other key", "/rs/x", polSignRS(t, jwksKey, "", polClaims("alice")), "bad_signature"},
 			{"JWKS unknown kid", "/jwks/x", polSignRS(t, fileKey, "no-such-kid", polClaims("alice")), "unknown_key"},
+			{"no exp", "/hs/x", polSignHS(t, []byte(polSecret), polClaims("alice", func(c gojwt.MapClaims) { delete(c, "exp") })), "no_exp"},
+			{"crit", "/hs/x", polSignHSHeader(t, []byte(polSecret), polClaims("alice"), map[string]any{"crit": []string{"b64"}, "b64": false}), "crit"},
+			{"expired, exp not required", "/noexp/x", polSignHS(t, []byte(polSecret), polClaims("alice", func(c gojwt.MapClaims) {
+				c["iat"] = time.Now().Add(-2 * time.Hour).Unix()
+				c["exp"] = time.Now().Add(-time.Hour).Unix()
+			})), "expired"},
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
@@ -419,6 +430,7 @@ func TestPolicyJWT(t *testing.T) {
 			{"RS256 JWKS", "/jwks/ok", "carol", polSignRS(t, jwksKey, kid, polClaims("carol"))},
 			// No sub claim: no X-User at all, whatever the client sent.
 			{"HS256 without sub", "/hs/nosub", "", polSignHS(t, []byte(polSecret), polClaims("", func(c gojwt.MapClaims) { delete(c, "sub") }))},
+			{"HS256 without exp, exp not required", "/noexp/ok", "dave", polSignHS(t, []byte(polSecret), polClaims("dave", func(c gojwt.MapClaims) { delete(c, "exp") }))},
 		}
 		for _, tc := range valid {
 			t.Run("valid "+tc.name, func(t *testing.T) {
