@@ -30,9 +30,10 @@ type Request interface {
 	// PeerIP is the address of the TCP peer.
 	PeerIP() netip.Addr
 	// SetHeader sets a header on the request forwarded to the backend,
-	// replacing any received with that name.
+	// replacing every line received with that name (in any case).
 	SetHeader(name, value string)
-	// DelHeader removes a header from the forwarded request.
+	// DelHeader removes a header from the forwarded request: every line
+	// of that name, matched case-insensitively.
 	DelHeader(name string)
 	// AddResponseHeader adds a header to whatever response the client
 	// gets: the backend's, or a Reply.

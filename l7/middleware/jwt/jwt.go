@@ -301,7 +301,9 @@ func (v *Verifier) Handle(r middleware.Request) *middleware.Reply {
 		if s, ok := claimText(claims[h.claim]); ok {
 			r.SetHeader(h.header, s)
 		} else {
-			// A client must not pass its own value off as a claim.
+			// A client must not pass its own value off as a claim:
+			// SetHeader and DelHeader both remove every line it sent
+			// under the name, in any case.
 			r.DelHeader(h.header)
 		}
 	}
