@@ -1,0 +1,168 @@
+package l7
+
+import (
+	"bytes"
+	"testing"
+)
+
+var (
+	optDefault = pathOptions{mergeSlashes: true, escapedSlashes: slashesReject}
+	optKeep    = pathOptions{mergeSlashes: true, escapedSlashes: slashesKeep}
+	optDecode  = pathOptions{mergeSlashes: true, escapedSlashes: slashesDecode}
+	optNoMerge = pathOptions{mergeSlashes: false, escapedSlashes: slashesReject}
+)
+
+func TestNormalizePath(t *testing.T) {
+	cases := []struct {
+		in   string
+		opt  pathOptions
+		want string // "" with err
+		err  error
+	}{
+		{"/", optDefault, "/", nil},
+		{"/admin-api", optDefault, "/admin-api", nil},
+		{"/%61dmin-api", optDefault, "/admin-api", nil},
+		{"/admin%2dapi", optDefault, "/admin-api", nil},
+		{"/%61%64%6D%69%6e%2D%61%70%69/x", optDefault, "/admin-api/x", nil},
+		{"/%7e%5F%2E%30", optDefault, "/~_.0", nil},
+		{"//admin-api", optDefault, "/admin-api", nil},
+		{"//admin-api//x///", optDefault, "/admin-api/x/", nil},
+		{"//admin-api", optNoMerge, "//admin-api", nil},
+		{"/a/b/", optDefault, "/a/b/", nil},
+		{"/caf%c3%a9", optDefault, "/caf%C3%A9", nil},
+		{"/caf%C3%A9", optDefault, "/caf%C3%A9", nil},
+		{"/a%20b%3f%23%25", optDefault, "/a%20b%3F%23%25", nil},
+		{"/%2561", optDefault, "/%2561", nil},
+		{"/admin-api%2f", optDefault, "", errEncodedSlash},
+		{"/%2Fadmin-api", optDefault, "", errEncodedSlash},
+		{"/a%5cb", optDefault, "", errEncodedSlash},
+		{"/admin-api%2f", optKeep, "/admin-api%2F", nil},
+		{"/a%5cb", optKeep, "/a%5Cb", nil},
+		{"/admin-api%2fx", optDecode, "/admin-api/x", nil},
+		{"/%2fadmin-api", optDecode, "/admin-api", nil},
+		{"/%2F%2f/admin-api", optDecode, "/admin-api", nil},
+		{"/a%5Cb", optDecode, "/a/b", nil},
+		{"/%2fadmin-api", pathOptions{escapedSlashes: slashesDecode}, "//admin-api", nil},
+		{"/a\\b", optKeep, "", errBackslash},
+		{"/a%00b", optKeep, "", errEncodedNUL},
+		{"/a%2", optDefault, "", errBadPath},
+		{"/a%zz", optDefault, "", errBadPath},
+		// Dot segments, however spelled, are refused.
+		{"/a/../b", optDefault, "", errBadPath},
+		{"/a/.", optDefault, "", errBadPath},
+		{"/%2e%2E/x", optDefault, "", errBadPath},
+		{"/.%2e", optDefault, "", errBadPath},
+		{"/a%2F..%2Fb", optDecode, "", errBadPath},
+		{"/a%2F..%2Fb", optKeep, "", errBadPath},
+		{"/x%5C.%5Cadmin", optKeep, "", errBadPath},
+		{"/a/...", optDefault, "/a/...", nil},
+		{"/a/.b/..c", optDefault, "/a/.b/..c", nil},
+		{"*", optDefault, "*", nil},
+	}
+	for _, tc := range cases {
+		got, err := normalizePath(nil, []byte(tc.in), tc.opt)
+		if err != tc.err || err == nil && string(got) != tc.want {
+			t.Errorf("normalizePath(%q, %+v) = %q, %v; want %q, %v", tc.in, tc.opt, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+// TestNormalizePathNoCopy: a path already in normal form is returned as
+// is, and a changed one is built in the scratch buffer without touching
+// the input.
+func TestNormalizePathNoCopy(t *testing.T) {
+	in := []byte("/api/v1/users%20x")
+	got, err := normalizePath(nil, in, optDefault)
+	if err != nil || &got[0] != &in[0] || len(got) != len(in) {
+		t.Fatalf("normalized path was copied: %q %v", got, err)
+	}
+	in = []byte("//%61pi")
+	scratch := make([]byte, 0, 64)
+	got, err = normalizePath(scratch, in, optDefault)
+	if err != nil || string(got) != "/api" || &got[:1][0] != &scratch[:1][0] {
+		t.Fatalf("got %q, %v; want \"/api\" in the scratch buffer", got, err)
+	}
+	if string(in) != "//%61pi" {
+		t.Fatalf("input modified: %q", in)
+	}
+	if n := testing.AllocsPerRun(100, func() { normalizePath(scratch, in, optDefault) }); n != 0 {
+		t.Fatalf("normalizePath allocates %v times with a large enough buffer", n)
+	}
+}
+
+func TestNormalizeTarget(t *testing.T) {
+	cases := []struct{ raw, path, query, target string }{
+		{"GET /%61dmin-api?%61=1 HTTP/1.1\r\nHost: h\r\n\r\n", "/admin-api", "?%61=1", "/admin-api?%61=1"},
+		{"GET //x HTTP/1.1\r\nHost: h\r\n\r\n", "/x", "", "/x"},
+		{"GET http://h//x?q HTTP/1.1\r\nHost: h\r\n\r\n", "/x", "?q", "/x?q"},
+		{"GET /plain?q HTTP/1.1\r\nHost: h\r\n\r\n", "/plain", "?q", "/plain?q"},
+		{"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", "*", "", "*"},
+	}
+	var r request
+	for _, tc := range cases {
+		buf := []byte(tc.raw)
+		if _, err := parseRequest(buf, &r); err != nil {
+			t.Fatalf("%q: %v", tc.raw, err)
+		}
+		if err := r.normalizeTarget(optDefault); err != nil {
+			t.Fatalf("%q: %v", tc.raw, err)
+		}
+		if string(r.path) != tc.path || string(r.query) != tc.query || string(r.target) != tc.target {
+			t.Errorf("%q: path %q query %q target %q; want %q %q %q", tc.raw, r.path, r.query, r.target, tc.path, tc.query, tc.target)
+		}
+		if string(buf) != tc.raw {
+			t.Errorf("%q: head modified to %q", tc.raw, buf)
+		}
+	}
+}
+
+// FuzzNormalizePath checks the normalizer's invariants on any input and
+// settings: the result is a fixed point, and it contains no encoded slash
+// (unless kept), no dot segment and no "//" (when merging).
+func FuzzNormalizePath(f *testing.F) {
+	for _, s := range []string{"/", "/%61dmin-api", "//admin-api/x", "/admin-api%2f", "/%2fadmin-api",
+		"/a%5c..%5Cb", "/%2e%2E/", "/caf%c3%a9", "/a\\b", "/%252F", "/a/./b", "/x%2F%2f/y//"} {
+		for opt := range 6 {
+			f.Add(s, uint8(opt))
+		}
+	}
+	f.Fuzz(func(t *testing.T, in string, opt uint8) {
+		o := pathOptions{mergeSlashes: opt&1 == 0, escapedSlashes: int(opt>>1) % 3}
+		out, err := normalizePath(nil, []byte(in), o)
+		if err != nil {
+			return
+		}
+		again, err := normalizePath(nil, out, o)
+		if err != nil || !bytes.Equal(again, out) {
+			t.Fatalf("not idempotent: %q -> %q -> %q, %v", in, out, again, err)
+		}
+		upper := bytes.ToUpper(out)
+		if o.escapedSlashes != slashesKeep && (bytes.Contains(upper, []byte("%2F")) || bytes.Contains(upper, []byte("%5C"))) {
+			t.Fatalf("%q -> %q: encoded slash left", in, out)
+		}
+		if bytes.IndexByte(out, '\\') >= 0 || bytes.Contains(out, []byte("%00")) {
+			t.Fatalf("%q -> %q: backslash or NUL left", in, out)
+		}
+		if o.mergeSlashes && bytes.Contains(out, []byte("//")) {
+			t.Fatalf("%q -> %q: repeated slash left", in, out)
+		}
+		if !validEscapes(out) || hasDotSegment(out) {
+			t.Fatalf("%q -> %q: the parser would refuse it", in, out)
+		}
+		for i := 0; i < len(out); i++ {
+			if out[i] != '%' {
+				continue
+			}
+			if v := unhex(out[i+1])<<4 | unhex(out[i+2]); unreservedByte[v] || bytes.ContainsAny(out[i+1:i+3], "abcdef") {
+				t.Fatalf("%q -> %q: escape %q not normalized", in, out, out[i:i+3])
+			}
+		}
+		// A backend that decodes a kept %2F or %5C sees a separator.
+		split := bytes.ReplaceAll(bytes.ReplaceAll(out, []byte("%2F"), []byte("/")), []byte("%5C"), []byte("/"))
+		for _, seg := range bytes.Split(split, []byte("/")) {
+			if string(seg) == "." || string(seg) == ".." {
+				t.Fatalf("%q -> %q: dot segment", in, out)
+			}
+		}
+	})
+}
