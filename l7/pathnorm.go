@@ -170,7 +170,6 @@ var unreservedByte = func() (t [256]bool) {
 // segments: a backend that decodes it resolves "/a%2F..%2Fb" to "/b".
 func hasDotSegmentSep(p []byte, escapedSep bool) bool {
 	dots := 0 // dots since the last separator; -1: the segment is not dots only
-	atStart := false
 	for i := 0; i <= len(p); i++ {
 		sep := i == len(p) || p[i] == '/'
 		n := 1
@@ -179,10 +178,10 @@ func hasDotSegmentSep(p []byte, escapedSep bool) bool {
 			sep, n = true, 3
 		}
 		if sep {
-			if atStart && (dots == 1 || dots == 2) {
+			if dots == 1 || dots == 2 {
 				return true
 			}
-			atStart, dots = true, 0
+			dots = 0
 			i += n - 1
 			continue
 		}

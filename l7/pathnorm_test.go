@@ -2,7 +2,19 @@ package l7
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
 )
 
 var (
@@ -165,4 +177,168 @@ func FuzzNormalizePath(f *testing.F) {
 			}
 		}
 	})
+}
+
+// uriRecorder is a backend that records the request-target and Host it
+// received, and answers "name".
+type uriRecorder struct {
+	name string
+	mu   sync.Mutex
+	seen []string
+}
+
+func (u *uriRecorder) start(t *testing.T) string {
+	return backend(t, func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.seen = append(u.seen, r.Host+" "+r.RequestURI)
+		u.mu.Unlock()
+		io.WriteString(w, u.name)
+	}).URL
+}
+
+func (u *uriRecorder) last() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.seen) == 0 {
+		return ""
+	}
+	return u.seen[len(u.seen)-1]
+}
+
+// normRoutes: a guarded-looking /admin-api, a stripped /strip with a base
+// path, and an open /.
+func normRoutes(t *testing.T) (routes string, admin, strip, open *uriRecorder) {
+	admin, strip, open = &uriRecorder{name: "admin"}, &uriRecorder{name: "strip"}, &uriRecorder{name: "open"}
+	routes = fmt.Sprintf("  - { path: /admin-api, backend: %q }\n  - { path: /strip, strip_prefix: true, backend: \"%s/v2\" }\n  - { path: /, backend: %q }\n",
+		admin.start(t), strip.start(t), open.start(t))
+	return routes, admin, strip, open
+}
+
+// TestPathNormalizationForwarded: the route is chosen on the normalized
+// path and the backend receives exactly that path, on every engine.
+func TestPathNormalizationForwarded(t *testing.T) {
+	type tc struct {
+		server, target string
+		status         int
+		to, seen       string // backend name and the request-target it saw
+	}
+	cases := []tc{
+		{"", "/%61dmin-api/x?%61=1", 200, "admin", "/admin-api/x?%61=1"},
+		{"", "//admin-api", 200, "admin", "/admin-api"},
+		{"", "/admin%2Dapi", 200, "admin", "/admin-api"},
+		{"", "/strip//%61/b", 200, "strip", "/v2/a/b"},
+		{"", "/caf%c3%a9?x", 200, "open", "/caf%C3%A9?x"},
+		{"", "http://h.example//%61dmin-api?q", 200, "admin", "/admin-api?q"},
+		{"", "/admin-api%2f", 400, "", ""},
+		{"", "/%2Fadmin-api", 400, "", ""},
+		{"", "/admin-api%5Cx", 400, "", ""},
+		{"", "/admin-api\\x", 400, "", ""},
+		{"", "/x%00", 400, "", ""},
+		{"path: { escaped_slashes: decode }", "/%2fadmin-api%2Fx", 200, "admin", "/admin-api/x"},
+		{"path: { escaped_slashes: decode }", "/a%2F..%2Fadmin-api", 400, "", ""},
+		{"path: { escaped_slashes: keep }", "/admin-api%2fx", 200, "open", "/admin-api%2Fx"},
+		{"path: { escaped_slashes: keep }", "/x%2F..%2Fadmin-api", 400, "", ""},
+		{"path: { merge_slashes: false }", "//admin-api", 200, "open", "//admin-api"},
+	}
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			gws := map[string]*testGateway{}
+			routes, admin, strip, open := normRoutes(t)
+			recs := map[string]*uriRecorder{"admin": admin, "strip": strip, "open": open}
+			for _, c := range cases {
+				gw := gws[c.server]
+				if gw == nil {
+					gw = startGatewayServer(t, engine, c.server, routes, nil)
+					gws[c.server] = gw
+				}
+				out, _ := rawExchange(t, gw.addr, "GET "+c.target+" HTTP/1.1\r\nHost: h.example\r\nConnection: close\r\n\r\n")
+				if got := statusOf(out); got != c.status {
+					t.Errorf("%s %q: status %d, want %d\n%s", c.server, c.target, got, c.status, out)
+					continue
+				}
+				if c.to == "" {
+					continue
+				}
+				if !strings.HasSuffix(out, c.to) {
+					t.Errorf("%s %q: reached %q, want %s", c.server, c.target, out[strings.LastIndexByte(out, '\n')+1:], c.to)
+				}
+				if got := recs[c.to].last(); got != "h.example "+c.seen {
+					t.Errorf("%s %q: backend saw %q, want %q", c.server, c.target, got, "h.example "+c.seen)
+				}
+			}
+		})
+	}
+}
+
+// h2cClient is an HTTP/2 client with prior knowledge over cleartext.
+func h2cClient(t *testing.T) *http.Client {
+	tr := &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 5 * time.Second}
+}
+
+// rawPathRequest builds a request whose request-target (":path" on
+// HTTP/2) is exactly target.
+func rawPathRequest(t *testing.T, base, target string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest("GET", base, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, query, _ := strings.Cut(target, "?")
+	if strings.HasPrefix(path, "//") {
+		req.URL.Path, _ = url.PathUnescape(path)
+		req.URL.RawPath = path
+	} else {
+		req.URL.Opaque = path
+	}
+	req.URL.RawQuery = query
+	if got := req.URL.RequestURI(); got != target {
+		t.Fatalf("cannot send %q: the client sends %q", target, got)
+	}
+	return req
+}
+
+// TestPathNormalizationH2: the same normalization applies to ":path".
+func TestPathNormalizationH2(t *testing.T) {
+	for _, engine := range []string{"fast", "standard"} {
+		t.Run(engine, func(t *testing.T) {
+			routes, admin, _, open := normRoutes(t)
+			gw := startGateway(t, engine, routes)
+			c := h2cClient(t)
+			for _, tcase := range []struct {
+				target string
+				status int
+				rec    *uriRecorder
+				seen   string
+			}{
+				{"/%61dmin-api/x", 200, admin, "/admin-api/x"},
+				{"//admin-api?q=%61", 200, admin, "/admin-api?q=%61"},
+				{"/caf%c3%a9", 200, open, "/caf%C3%A9"},
+				{"/admin-api%2f", 400, nil, ""},
+				{"/%2fadmin-api", 400, nil, ""},
+				{"/a\\b", 400, nil, ""},
+			} {
+				resp, err := c.Do(rawPathRequest(t, "http://"+gw.addr, tcase.target))
+				if err != nil {
+					t.Fatalf("%q: %v", tcase.target, err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.ProtoMajor != 2 || resp.StatusCode != tcase.status {
+					t.Errorf("%q: %s %d, want HTTP/2 %d", tcase.target, resp.Proto, resp.StatusCode, tcase.status)
+					continue
+				}
+				if tcase.rec != nil && tcase.rec.last() != gw.addr+" "+tcase.seen {
+					t.Errorf("%q: backend saw %q, want %q", tcase.target, tcase.rec.last(), gw.addr+" "+tcase.seen)
+				}
+			}
+		})
+	}
 }
