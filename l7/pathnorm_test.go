@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/rustygate/rustygate/upstream"
 )
 
 var (
@@ -340,5 +342,33 @@ func TestPathNormalizationH2(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNormalizedRequestHead: plugins see the normalized URI, a plugin's
+// rewrite still replaces it, and the forwarded request line and Host are
+// the normalized path and the validated authority.
+func TestNormalizedRequestHead(t *testing.T) {
+	var r request
+	raw := "GET http://secure.example//%61pi/x?q HTTP/1.1\r\nHost: other.example\r\nX-A: 1\r\n\r\n"
+	if _, err := parseRequest([]byte(raw), &r); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.applyRules(&requestRules{path: optDefault}); err != nil {
+		t.Fatal(err)
+	}
+	x := &exchange{req: &r, clientIP: "127.0.0.1", scheme: "http", reqID: []byte("id")}
+	if string(x.URI()) != "/api/x?q" {
+		t.Fatalf("URI() = %q, want /api/x?q", x.URI())
+	}
+	rt, be := &Route{Path: "/"}, &upstream.Backend{Addr: "b:1"}
+	head := string(appendRequestHead(nil, x, rt, be))
+	if !strings.HasPrefix(head, "GET /api/x?q HTTP/1.1\r\n") || !strings.Contains(head, "\r\nHost: secure.example\r\n") || strings.Contains(head, "other.example\r\n") {
+		t.Fatalf("forwarded head:\n%s", head)
+	}
+	x.SetURI("/rewritten/%2e?z")
+	head = string(appendRequestHead(nil, x, rt, be))
+	if !strings.HasPrefix(head, "GET /rewritten/%2e?z HTTP/1.1\r\n") {
+		t.Fatalf("after a plugin's rewrite:\n%s", head)
 	}
 }
