@@ -195,9 +195,10 @@ func hasDotSegmentSep(p []byte, escapedSep bool) bool {
 }
 
 // normalizeTarget puts the request's path in normalized form. When it
-// changes, the path and query are rebuilt in the request's scratch buffer
-// (never over the received bytes) and the target becomes that origin-form
-// path and query, so the access log and plugins see what was routed.
+// changes, or the target was in absolute-form, the path and query are
+// rebuilt in the request's scratch buffer (never over the received bytes)
+// and the target becomes that origin-form path and query, so the access
+// log, the trace and plugins see what was routed.
 func (r *request) normalizeTarget(o pathOptions) error {
 	if len(r.path) == 0 || r.path[0] != '/' {
 		return nil // "*"
@@ -206,8 +207,11 @@ func (r *request) normalizeTarget(o pathOptions) error {
 	if err != nil {
 		return err
 	}
-	if len(p) == len(r.path) && (len(p) == 0 || &p[0] == &r.path[0]) {
-		return nil
+	if len(p) == len(r.path) && &p[0] == &r.path[0] {
+		if !r.absolute {
+			return nil
+		}
+		p = append(r.pathBuf[:0], p...)
 	}
 	n := len(p)
 	buf := append(p, r.query...)

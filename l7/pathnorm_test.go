@@ -110,6 +110,9 @@ func TestNormalizeTarget(t *testing.T) {
 		{"GET //x HTTP/1.1\r\nHost: h\r\n\r\n", "/x", "", "/x"},
 		{"GET http://h//x?q HTTP/1.1\r\nHost: h\r\n\r\n", "/x", "?q", "/x?q"},
 		{"GET /plain?q HTTP/1.1\r\nHost: h\r\n\r\n", "/plain", "?q", "/plain?q"},
+		{"GET https://h/plain?q HTTP/1.1\r\nHost: h\r\n\r\n", "/plain", "?q", "/plain?q"},
+		{"GET http://h?q HTTP/1.1\r\nHost: h\r\n\r\n", "/", "?q", "/?q"},
+		{"GET http://h HTTP/1.1\r\nHost: h\r\n\r\n", "/", "", "/"},
 		{"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", "*", "", "*"},
 	}
 	var r request

@@ -48,8 +48,8 @@ func TestAbsoluteFormAuthority(t *testing.T) {
 		if got.Host != "secure.example" || got.RequestURI != "/x?y" {
 			t.Errorf("backend saw Host %q target %q, want secure.example /x?y", got.Host, got.RequestURI)
 		}
-		if line := g.accessLine(t, got.Header.Get("X-Request-Id")); line["route"] != "secure" {
-			t.Errorf("routed to %v, want secure", line["route"])
+		if line := g.accessLine(t, got.Header.Get("X-Request-Id")); line["route"] != "secure" || line["path"] != "/x?y" || line["host"] != "secure.example" {
+			t.Errorf("access line route %v path %v host %v, want secure /x?y secure.example", line["route"], line["path"], line["host"])
 		}
 
 		before := rec.count()
