@@ -57,63 +57,13 @@ var (
 // already normalized it is returned as is, without a copy; otherwise the
 // result is built in dst (reused from its start) and returned.
 func normalizePath(dst, p []byte, o pathOptions) ([]byte, error) {
-	var out []byte
-	copied := false
-	for i := 0; i < len(p); {
-		c, n := p[i], 1
-		var emit []byte // replacement of p[i:i+n]; nil with drop: nothing
-		drop := false
-		var esc [3]byte
-		switch c {
-		case '\\':
-			return nil, errBackslash
-		case '/':
-			drop = o.mergeSlashes && endsWithSlash(p, i, out, copied)
-		case '%':
-			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
-				return nil, errBadPath
-			}
-			n = 3
-			v := unhex(p[i+1])<<4 | unhex(p[i+2])
-			switch {
-			case v == 0:
-				return nil, errEncodedNUL
-			case v == '/' || v == '\\':
-				if o.escapedSlashes == slashesReject {
-					return nil, errEncodedSlash
-				}
-				if o.escapedSlashes == slashesDecode {
-					drop = o.mergeSlashes && endsWithSlash(p, i, out, copied)
-					emit = slashByte[:]
-					break
-				}
-				emit = appendEscape(esc[:0], v)
-			case unreservedByte[v]:
-				esc[0] = v
-				emit = esc[:1]
-			default:
-				emit = appendEscape(esc[:0], v)
-			}
+	out := p
+	if bytes.IndexByte(p, '%') >= 0 || bytes.IndexByte(p, '\\') >= 0 ||
+		o.mergeSlashes && bytes.Index(p, doubleSlash) >= 0 {
+		var err error
+		if out, err = rewritePath(dst, p, o); err != nil {
+			return nil, err
 		}
-		if !copied {
-			if !drop && (emit == nil || bytes.Equal(emit, p[i:i+n])) {
-				i += n
-				continue
-			}
-			out = append(dst[:0], p[:i]...)
-			copied = true
-		}
-		switch {
-		case drop:
-		case emit != nil:
-			out = append(out, emit...)
-		default:
-			out = append(out, p[i:i+n]...)
-		}
-		i += n
-	}
-	if !copied {
-		out = p
 	}
 	if hasDotSegmentSep(out, o.escapedSlashes == slashesKeep) {
 		return nil, errBadPath
@@ -121,15 +71,68 @@ func normalizePath(dst, p []byte, o pathOptions) ([]byte, error) {
 	return out, nil
 }
 
-var slashByte = [1]byte{'/'}
+var doubleSlash = []byte("//")
 
-// endsWithSlash reports whether the output so far (p[:i] when nothing was
-// copied yet, else out) ends with '/'.
-func endsWithSlash(p []byte, i int, out []byte, copied bool) bool {
-	if copied {
-		return len(out) > 0 && out[len(out)-1] == '/'
+// rewritePath is normalizePath for a path that has an escape, a backslash
+// or (when merging) repeated slashes. The result is built in dst; when it
+// equals p (escapes already in normal form), p itself is returned.
+func rewritePath(dst, p []byte, o pathOptions) ([]byte, error) {
+	out := dst[:0]
+	for i := 0; i < len(p); {
+		switch c := p[i]; c {
+		case '\\':
+			return nil, errBackslash
+		case '/':
+			out = appendSlash(out, o.mergeSlashes)
+			i++
+		case '%':
+			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+				return nil, errBadPath
+			}
+			var err error
+			if out, err = appendUnescaped(out, unhex(p[i+1])<<4|unhex(p[i+2]), o); err != nil {
+				return nil, err
+			}
+			i += 3
+		default:
+			j := i + 1
+			for j < len(p) && p[j] != '/' && p[j] != '%' && p[j] != '\\' {
+				j++
+			}
+			out = append(out, p[i:j]...)
+			i = j
+		}
 	}
-	return i > 0 && p[i-1] == '/'
+	if bytes.Equal(out, p) {
+		return p, nil
+	}
+	return out, nil
+}
+
+// appendSlash appends '/' unless merging and out already ends with one.
+func appendSlash(out []byte, merge bool) []byte {
+	if merge && len(out) > 0 && out[len(out)-1] == '/' {
+		return out
+	}
+	return append(out, '/')
+}
+
+// appendUnescaped appends the normal form of the escaped byte v.
+func appendUnescaped(out []byte, v byte, o pathOptions) ([]byte, error) {
+	switch {
+	case v == 0:
+		return nil, errEncodedNUL
+	case v == '/' || v == '\\':
+		switch o.escapedSlashes {
+		case slashesReject:
+			return nil, errEncodedSlash
+		case slashesDecode:
+			return appendSlash(out, o.mergeSlashes), nil
+		}
+	case unreservedByte[v]:
+		return append(out, v), nil
+	}
+	return append(out, '%', upperHex[v>>4], upperHex[v&15]), nil
 }
 
 func unhex(c byte) byte {
@@ -143,10 +146,6 @@ func unhex(c byte) byte {
 }
 
 const upperHex = "0123456789ABCDEF"
-
-func appendEscape(dst []byte, v byte) []byte {
-	return append(dst, '%', upperHex[v>>4], upperHex[v&15])
-}
 
 // unreservedByte marks RFC 3986's unreserved characters.
 var unreservedByte = func() (t [256]bool) {
@@ -169,6 +168,9 @@ var unreservedByte = func() (t [256]bool) {
 // ".." segment. With escapedSep, a kept %2F or %5C also separates
 // segments: a backend that decodes it resolves "/a%2F..%2Fb" to "/b".
 func hasDotSegmentSep(p []byte, escapedSep bool) bool {
+	if bytes.IndexByte(p, '.') < 0 {
+		return false
+	}
 	dots := 0 // dots since the last separator; -1: the segment is not dots only
 	for i := 0; i <= len(p); i++ {
 		sep := i == len(p) || p[i] == '/'
