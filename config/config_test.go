@@ -598,15 +598,16 @@ func TestLoadDefaultYAML(t *testing.T) {
 	}
 	want := &Config{
 		Server: Server{
-			Listen:                 ":8080",
-			Engine:                 "fast",
-			EventLoops:             "auto",
-			H2C:                    ptr(true),
-			ReadHeaderTimeout:      Duration(10 * time.Second),
-			IdleTimeout:            Duration(60 * time.Second),
-			WriteTimeout:           Duration(60 * time.Second),
-			MaxHeaderBytes:         65536,
-			ShutdownTimeout:        Duration(30 * time.Second),
+			Listen:            ":8080",
+			Engine:            "fast",
+			EventLoops:        "auto",
+			H2C:               ptr(true),
+			ReadHeaderTimeout: Duration(10 * time.Second),
+			IdleTimeout:       Duration(60 * time.Second),
+			WriteTimeout:      Duration(60 * time.Second),
+			MaxHeaderBytes:    65536,
+			ShutdownTimeout:   Duration(30 * time.Second),
+
 			Path:                   PathNormalization{MergeSlashes: ptr(true), EscapedSlashes: "reject"},
 			HeadersWithUnderscores: "drop",
 		},
@@ -761,15 +762,16 @@ routes:
 			check: func(t *testing.T, c *Config) {
 				want := &Config{
 					Server: Server{
-						Listen:                 "127.0.0.1:9000",
-						Engine:                 "standard",
-						EventLoops:             "auto",
-						H2C:                    ptr(false),
-						ReadHeaderTimeout:      Duration(2 * time.Second),
-						IdleTimeout:            Duration(30 * time.Second),
-						WriteTimeout:           Duration(time.Minute),
-						MaxHeaderBytes:         1024,
-						ShutdownTimeout:        Duration(500 * time.Millisecond),
+						Listen:            "127.0.0.1:9000",
+						Engine:            "standard",
+						EventLoops:        "auto",
+						H2C:               ptr(false),
+						ReadHeaderTimeout: Duration(2 * time.Second),
+						IdleTimeout:       Duration(30 * time.Second),
+						WriteTimeout:      Duration(time.Minute),
+						MaxHeaderBytes:    1024,
+						ShutdownTimeout:   Duration(500 * time.Millisecond),
+
 						Path:                   PathNormalization{MergeSlashes: ptr(false), EscapedSlashes: "decode"},
 						HeadersWithUnderscores: "allow",
 					},
