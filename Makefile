@@ -34,7 +34,8 @@ FUZZTIME     ?= 30s
 FUZZ_TARGETS ?= \
 	./config:FuzzParse \
 	./l7:FuzzRouter \
-	./l7:FuzzParseRequest
+	./l7:FuzzParseRequest \
+	./l7:FuzzNormalizePath
 
 # Extra flags for the soak program (see test/soak/main.go), e.g.
 #   make soak SOAK_FLAGS='-requests 200000 -concurrency 32'

@@ -23,3 +23,9 @@ func (s *Server) H2CEnabled() bool {
 func (a *Admin) Enabled() bool {
 	return a != nil && a.Listen != AdminOff
 }
+
+// MergeSlashesEnabled reports whether repeated slashes are merged
+// (default true).
+func (p *PathNormalization) MergeSlashesEnabled() bool {
+	return p == nil || p.MergeSlashes == nil || *p.MergeSlashes
+}

@@ -234,6 +234,26 @@ routes:
 			want: []string{`bad.yaml:2: server.engine: unknown engine "turbo" (supported: fast, standard)`},
 		},
 		{
+			name: "unknown escaped-slash action",
+			yaml: "server:\n\tpath:\n\t\tescaped_slashes: unescape\n",
+			want: []string{`bad.yaml:3: server.path.escaped_slashes: unknown action "unescape" (supported: reject, keep, decode)`},
+		},
+		{
+			name: "unknown path key",
+			yaml: "server:\n\tpath: { merge: true }\n",
+			want: []string{`bad.yaml:2: unknown key "merge" at server.path (known: merge_slashes, escaped_slashes)`},
+		},
+		{
+			name: "unknown underscore action",
+			yaml: "server:\n\theaders_with_underscores: keep\n",
+			want: []string{`bad.yaml:2: server.headers_with_underscores: unknown action "keep" (supported: drop, reject, allow)`},
+		},
+		{
+			name: "route path with an escaped unreserved character",
+			yaml: "routes:\n\t- { path: \"/%61pi/caf%c3%a9\", backend: \"http://b:1\" }\n",
+			want: []string{`bad.yaml:2: routes[0].path: not normalised: want "/api/caf%C3%A9" (unreserved characters unescaped, escapes in upper case)`},
+		},
+		{
 			name: "event loops not a number",
 			yaml: "server:\n\tevent_loops: many\n",
 			want: []string{`bad.yaml:2: server.event_loops: invalid value "many" (want auto, off or a number of loops from 1 to 256)`},
@@ -587,6 +607,9 @@ func TestLoadDefaultYAML(t *testing.T) {
 			WriteTimeout:      Duration(60 * time.Second),
 			MaxHeaderBytes:    65536,
 			ShutdownTimeout:   Duration(30 * time.Second),
+
+			Path:                   PathNormalization{MergeSlashes: ptr(true), EscapedSlashes: "reject"},
+			HeadersWithUnderscores: "drop",
 		},
 		Admin: Admin{Listen: ":8081"},
 		Log:   Log{Format: "json", Level: "info", Access: ptr(true)},
@@ -711,6 +734,8 @@ server:
 	write_timeout: 1m
 	max_header_bytes: 1024
 	shutdown_timeout: 500ms
+	path: { merge_slashes: false, escaped_slashes: decode }
+	headers_with_underscores: allow
 admin:
 	listen: "off"
 	token: s3cret
@@ -746,6 +771,9 @@ routes:
 						WriteTimeout:      Duration(time.Minute),
 						MaxHeaderBytes:    1024,
 						ShutdownTimeout:   Duration(500 * time.Millisecond),
+
+						Path:                   PathNormalization{MergeSlashes: ptr(false), EscapedSlashes: "decode"},
+						HeadersWithUnderscores: "allow",
 					},
 					Admin: Admin{Listen: "off", Token: "s3cret"},
 					Log:   Log{Format: "text", Level: "debug", Access: ptr(false)},

@@ -42,6 +42,16 @@ const (
 	StrategyRoundRobin = "round_robin"
 )
 
+// Values of server.path.escaped_slashes and server.headers_with_underscores.
+const (
+	EscapedSlashesReject    = "reject"
+	EscapedSlashesKeep      = "keep"
+	EscapedSlashesDecode    = "decode"
+	UnderscoreHeadersDrop   = "drop"
+	UnderscoreHeadersReject = "reject"
+	UnderscoreHeadersAllow  = "allow"
+)
+
 // applyDefaults puts c in canonical form and fills unset fields. set
 // holds the key paths the file gave a non-null value (nil when c was
 // built in code): a number or duration written explicitly as 0 is kept
@@ -65,6 +75,11 @@ func applyDefaults(c *Config, set map[string]bool) []bool {
 	setDuration(&s.WriteTimeout, defaultWriteTimeout, unset("server.write_timeout"))
 	setInt(&s.MaxHeaderBytes, defaultMaxHeaderBytes, unset("server.max_header_bytes"))
 	setDuration(&s.ShutdownTimeout, defaultShutdownTimeout, unset("server.shutdown_timeout"))
+	if s.Path.MergeSlashes == nil {
+		s.Path.MergeSlashes = ptr(true)
+	}
+	setString(&s.Path.EscapedSlashes, EscapedSlashesReject)
+	setString(&s.HeadersWithUnderscores, UnderscoreHeadersDrop)
 
 	setString(&c.Admin.Listen, defaultAdminListen)
 

@@ -51,6 +51,25 @@ type Server struct {
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 	// ShutdownTimeout is how long a stop waits for in-flight requests. Default 30s.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// Path is how request paths are normalized before routing; the
+	// backend receives the normalized path.
+	Path PathNormalization `yaml:"path"`
+	// HeadersWithUnderscores is what happens to a request header whose
+	// name contains "_": "drop" (default: not forwarded, not seen by
+	// middlewares), "reject" (400) or "allow".
+	HeadersWithUnderscores string `yaml:"headers_with_underscores"`
+}
+
+// PathNormalization configures request path normalization. Escapes of
+// unreserved characters are always decoded, escape hex digits upper-cased
+// and dot segments refused.
+type PathNormalization struct {
+	// MergeSlashes merges repeated slashes ("//a///b" -> "/a/b"). Default true.
+	MergeSlashes *bool `yaml:"merge_slashes"`
+	// EscapedSlashes is the action for %2F and %5C: "reject" (default, 400),
+	// "keep" (forwarded encoded, not a separator for routing) or "decode"
+	// (both become "/", then slashes are merged).
+	EscapedSlashes string `yaml:"escaped_slashes"`
 }
 
 // L4Listener is a TCP proxy: every connection accepted on Listen is

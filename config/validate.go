@@ -106,6 +106,12 @@ func validate(c *Config, st *vstate) []FieldError {
 	if s.MaxHeaderBytes < minMaxHeaderBytes || s.MaxHeaderBytes > maxMaxHeaderBytes {
 		st.add("server.max_header_bytes", "must be between %d and %d (got %d)", minMaxHeaderBytes, maxMaxHeaderBytes, s.MaxHeaderBytes)
 	}
+	if !oneOf(s.Path.EscapedSlashes, EscapedSlashesReject, EscapedSlashesKeep, EscapedSlashesDecode) {
+		st.add("server.path.escaped_slashes", "unknown action %q (supported: reject, keep, decode)", s.Path.EscapedSlashes)
+	}
+	if !oneOf(s.HeadersWithUnderscores, UnderscoreHeadersDrop, UnderscoreHeadersReject, UnderscoreHeadersAllow) {
+		st.add("server.headers_with_underscores", "unknown action %q (supported: drop, reject, allow)", s.HeadersWithUnderscores)
+	}
 
 	if a := c.Admin.Listen; a != AdminOff {
 		if msg := checkListen(a); msg != "" {
@@ -366,6 +372,10 @@ func checkPath(p string) string {
 	if msg := checkPathChars(p); msg != "" {
 		return msg
 	}
+	if n := normalEscapes(p); n != p {
+		// Request paths are matched in this form.
+		return fmt.Sprintf("not normalised: want %q (unreserved characters unescaped, escapes in upper case)", n)
+	}
 	if len(p) > 1 && strings.HasSuffix(p, "/") {
 		return fmt.Sprintf("not normalised: want %q", strings.TrimSuffix(p, "/"))
 	}
@@ -401,6 +411,30 @@ func checkPathChars(p string) string {
 		}
 	}
 	return ""
+}
+
+// normalEscapes decodes the escapes of unreserved characters in p and
+// upper-cases the hex digits of the others, as the proxy does to request
+// paths. p's escapes are valid.
+func normalEscapes(p string) string {
+	if !strings.Contains(p, "%") {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] != '%' {
+			b.WriteByte(p[i])
+			continue
+		}
+		v, _ := strconv.ParseUint(p[i+1:i+3], 16, 8)
+		if c := byte(v); isAlnum(c) || strings.IndexByte("-._~", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			b.WriteString(strings.ToUpper(p[i : i+3]))
+		}
+		i += 2
+	}
+	return b.String()
 }
 
 // checkHost checks a route host.

@@ -11,6 +11,15 @@
 // the same Router and talk to backends through the same HTTP/1.1 client
 // with keep-alive pools.
 //
+// Before routing, every request (HTTP/1.1 and HTTP/2 alike) goes through
+// the server's request rules (request.applyRules): header names with
+// underscores are dropped or refused, and the path is normalized
+// (pathnorm.go). The normalized path is the one the Router matches, the
+// access log shows and the backend receives; the gateway never forwards a
+// spelling of the path that it did not route. An absolute-form target's
+// authority, validated as host[:port], is the request's Host for routing
+// and forwarding.
+//
 // l7 does not own configuration files, logs or backend health: it reads an
 // immutable Snapshot built from a validated config.Config, writes access
 // entries to observe.Logger, and asks upstream for backends.

@@ -32,7 +32,17 @@ func startGateway(t testing.TB, engine, routes string) *testGateway {
 // startGatewayMetrics is startGateway recording into metrics (nil: none).
 func startGatewayMetrics(t testing.TB, engine, routes string, metrics *observe.Metrics) *testGateway {
 	t.Helper()
-	yaml := fmt.Sprintf("server: { listen: \"127.0.0.1:0\", %s }\nadmin: { listen: \"127.0.0.1:0\" }\nlog: { access: false }\nroutes:\n%s", engineYAML(engine), routes)
+	return startGatewayServer(t, engine, "", routes, metrics)
+}
+
+// startGatewayServer is startGatewayMetrics with more server settings
+// (flow-mapping entries, e.g. "headers_with_underscores: allow").
+func startGatewayServer(t testing.TB, engine, server, routes string, metrics *observe.Metrics) *testGateway {
+	t.Helper()
+	if server != "" {
+		server = ", " + server
+	}
+	yaml := fmt.Sprintf("server: { listen: \"127.0.0.1:0\", %s%s }\nadmin: { listen: \"127.0.0.1:0\" }\nlog: { access: false }\nroutes:\n%s", engineYAML(engine), server, routes)
 	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)

@@ -29,6 +29,9 @@ var (
 	errBadStatusLine    = errors.New("malformed status line")
 	errHeadTooLarge     = errors.New("head too large")
 	errBadPath          = errors.New("invalid path")
+	errUserinfo         = errors.New("userinfo in request target")
+	errBadAuthority     = errors.New("invalid authority in request target")
+	errDupAuthorization = errors.New("more than one Authorization header")
 )
 
 // maxHeaderFields bounds the number of header lines in one head.
@@ -102,6 +105,7 @@ const (
 	hVia
 	hProxyAuthenticate
 	hProxyAuthorization
+	hAuthorization
 )
 
 // classify returns the class of a header name, case-insensitively.
@@ -140,6 +144,10 @@ func classify(name []byte) int {
 	case 12:
 		if eqFold(name, "x-request-id") {
 			return hXRequestID
+		}
+	case 13:
+		if eqFold(name, "authorization") {
+			return hAuthorization
 		}
 	case 14:
 		if eqFold(name, "content-length") {

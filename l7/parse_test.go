@@ -108,6 +108,62 @@ func TestHasDotSegment(t *testing.T) {
 	}
 }
 
+func TestValidHost(t *testing.T) {
+	for h, want := range map[string]bool{
+		"": true, "a": true, "example.com": true, "example.com:8080": true, "127.0.0.1:80": true,
+		"[::1]": true, "[::1]:8080": true, "[2001:db8::ffff:1.2.3.4]": true, "xn--nxa.example": true,
+		"a_b.example": true, "a%41b": true, "example.com:": true,
+		"a:b": false, "a:1:2": false, ":80": false, "a:123456": false, "user@a": false, "a b": false,
+		"a/b": false, "a\"b": false, "<a>": false, "a{b}": false, "a|b": false, "a^b": false,
+		"[::1": false, "[a.b]": false, "[::1]x": false, "[]": false, "[fe80::1%25eth0]": false,
+		"a]": false, "a[": false, "a%4": false, "a%zz": false,
+	} {
+		if got := validHost([]byte(h)); got != want {
+			t.Errorf("validHost(%q) = %v, want %v", h, got, want)
+		}
+	}
+}
+
+func TestParseAbsoluteForm(t *testing.T) {
+	cases := []struct {
+		target, host, path, query string
+		err                       error
+	}{
+		{"http://Example.com:8080/p?q=1", "Example.com:8080", "/p", "?q=1", nil},
+		{"https://a.example", "a.example", "/", "", nil},
+		{"http://a.example?x", "a.example", "/", "?x", nil},
+		{"http://[::1]:9/x", "[::1]:9", "/x", "", nil},
+		{"http://user@secure.example/", "", "", "", errUserinfo},
+		{"http://@a/", "", "", "", errUserinfo},
+		{"http://a\"b/", "", "", "", errBadAuthority},
+		{"http://a:x/", "", "", "", errBadAuthority},
+		{"http:///x", "", "", "", errBadAuthority},
+		{"ftp://a/", "", "", "", errBadTarget},
+	}
+	for _, tc := range cases {
+		var r request
+		_, err := parseRequest([]byte("GET "+tc.target+" HTTP/1.1\r\nHost: other\r\n\r\n"), &r)
+		if err != tc.err {
+			t.Errorf("%q: err %v, want %v", tc.target, err, tc.err)
+			continue
+		}
+		if err == nil && (string(r.host) != tc.host || !r.absolute || string(r.path) != tc.path || string(r.query) != tc.query) {
+			t.Errorf("%q: host %q absolute %v path %q query %q", tc.target, r.host, r.absolute, r.path, r.query)
+		}
+	}
+}
+
+func TestParseDuplicateAuthorization(t *testing.T) {
+	var r request
+	if _, err := parseRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x\r\n\r\n"), &r); err != nil {
+		t.Fatalf("one Authorization: %v", err)
+	}
+	_, err := parseRequest([]byte("GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x\r\nAUTHORIZATION: Basic eQ==\r\n\r\n"), &r)
+	if err != errDupAuthorization {
+		t.Fatalf("two Authorization: err %v, want %v", err, errDupAuthorization)
+	}
+}
+
 func BenchmarkParseRequest(b *testing.B) {
 	raw := []byte("GET /api/test?x=1 HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\nAccept-Encoding: gzip\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n")
 	var r request

@@ -147,6 +147,11 @@ func (x *exchange) ensureRequestID() {
 func (x *exchange) serve() {
 	x.ensureRequestID()
 	req := x.req
+	if err := req.applyRules(&x.snap.rules); err != nil {
+		x.drainOrClose()
+		x.fail(&proxyError{400, err.Error()}, "")
+		return
+	}
 	rt, ok := x.snap.Router.Match(req.host, req.path, req.method)
 	if x.srv.tracer != nil {
 		x.startSpan(rt)
@@ -631,7 +636,6 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 	}
 	dst = append(dst, req.query...)
 	dst = append(dst, " HTTP/1.1\r\n"...)
-	absolute := len(req.target) > 0 && req.target[0] != '/' && req.target[0] != '*'
 	hostWritten := false
 	for i := range req.fields {
 		f := &req.fields[i]
@@ -639,8 +643,8 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 			continue
 		}
 		if len(f.name) == 4 && eqFold(f.name, "host") {
-			if absolute {
-				continue
+			if req.absolute {
+				continue // the validated authority is written below
 			}
 			hostWritten = true
 		}

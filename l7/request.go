@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bytes"
+	"net/netip"
 )
 
 // request is the proxy's view of one client request head, shared by both
@@ -10,11 +11,16 @@ import (
 // until the next one on the same connection.
 type request struct {
 	method []byte
-	target []byte // request-target as received
+	target []byte // request-target as received; origin-form once normalized
 	path   []byte // path part of target (origin-form)
 	query  []byte // "?..." or empty
-	proto  int    // 10 or 11; HTTP/2 requests are 20
-	fields []hfield
+	// absolute: the target was in absolute-form; host is its authority.
+	absolute bool
+	// pathBuf holds the normalized path and query when normalization
+	// changed them (see normalizeTarget); kept across requests.
+	pathBuf []byte
+	proto   int // 10 or 11; HTTP/2 requests are 20
+	fields  []hfield
 
 	host          []byte // Host header (or absolute-form authority), port included
 	contentLength int64  // -1 when absent
@@ -32,12 +38,22 @@ type request struct {
 }
 
 func (r *request) reset() {
-	fields := r.fields[:0]
-	*r = request{fields: fields, contentLength: -1}
+	fields, pathBuf := r.fields[:0], r.pathBuf[:0]
+	*r = request{fields: fields, pathBuf: pathBuf, contentLength: -1}
 }
 
 // hasBody reports whether a body follows the head.
 func (r *request) hasBody() bool { return r.chunked || r.contentLength > 0 }
+
+// applyRules applies the server's request rules, which need the
+// configuration and so run once the head is parsed, before routing:
+// header names with underscores, then path normalization.
+func (r *request) applyRules(rules *requestRules) error {
+	if err := r.applyUnderscoreRule(rules.underscores); err != nil {
+		return err
+	}
+	return r.normalizeTarget(rules.path)
+}
 
 // parseRequest parses a complete request head at the start of buf. It
 // returns the head length, errNeedMore when the head is incomplete, or a
@@ -126,14 +142,17 @@ func splitTarget(r *request) error {
 			return errBadTarget
 		}
 		slash := bytes.IndexAny(rest, "/?")
-		if slash == 0 {
-			return errBadTarget
+		authority := rest
+		if slash >= 0 {
+			authority = rest[:slash]
 		}
+		if err := checkAuthority(authority); err != nil {
+			return err
+		}
+		r.host, r.absolute = authority, true
 		if slash < 0 {
-			r.host = rest
 			t = []byte("/")
 		} else {
-			r.host = rest[:slash]
 			t = rest[slash:]
 			if t[0] == '?' {
 				// "http://h?q": path is "/"; keep the query.
@@ -214,6 +233,7 @@ func hasDotSegment(p []byte) bool {
 func (r *request) interpretFields() error {
 	hostSeen := r.host != nil
 	hostHeaders := 0
+	authorizations := 0
 	clSeen := false
 	teSeen := false
 	for i := range r.fields {
@@ -289,6 +309,12 @@ func (r *request) interpretFields() error {
 		case hVia:
 			f.skip = true
 			r.via = f.value
+		case hAuthorization:
+			// Two credentials invite an authenticator to check one and
+			// a backend to use the other.
+			if authorizations++; authorizations > 1 {
+				return errDupAuthorization
+			}
 		case hOther:
 			if len(f.name) == 10 && eqFold(f.name, "user-agent") {
 				r.userAgent = f.value
@@ -334,32 +360,94 @@ func (r *request) markConnectionTokens() {
 	}
 }
 
-// validHost accepts reg-name, IPv4 and bracketed IPv6 with an optional
-// port, as net/http's httpguts.ValidHostHeader does.
+// validHost reports whether h is a Host value shaped as host[:port]: a
+// reg-name or IPv4 address (unreserved characters, sub-delims and valid
+// percent escapes) or a bracketed IPv6 address, then an optional port of
+// at most five digits. An empty value is allowed (RFC 9112 3.2); an empty
+// host before a port is not.
 func validHost(h []byte) bool {
-	for _, c := range h {
-		if !validHostByte[c] {
+	if len(h) == 0 {
+		return true
+	}
+	var port []byte
+	hasPort := false
+	if h[0] == '[' {
+		end := bytes.IndexByte(h, ']')
+		if end < 0 || !validIPv6Literal(h[1:end]) {
+			return false
+		}
+		if rest := h[end+1:]; len(rest) > 0 {
+			if rest[0] != ':' {
+				return false
+			}
+			port, hasPort = rest[1:], true
+		}
+	} else {
+		host := h
+		if i := bytes.IndexByte(h, ':'); i >= 0 {
+			host, port, hasPort = h[:i], h[i+1:], true
+		}
+		if len(host) == 0 || !validRegName(host) {
+			return false
+		}
+	}
+	if hasPort && len(port) > 5 {
+		return false
+	}
+	for _, c := range port {
+		if !isDigit(c) {
 			return false
 		}
 	}
 	return true
 }
 
-var validHostByte = func() (t [256]bool) {
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
+// validRegName accepts RFC 3986's reg-name (which includes IPv4
+// addresses): unreserved characters, sub-delims and percent escapes.
+func validRegName(h []byte) bool {
+	for _, c := range h {
+		if !regNameByte[c] {
+			return false
+		}
 	}
-	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = true
-	}
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for _, c := range "!$%&'()*+,-.:;=[]_~" {
+	return bytes.IndexByte(h, '%') < 0 || validEscapes(h)
+}
+
+var regNameByte = func() (t [256]bool) {
+	t = unreservedByte
+	for _, c := range "!$&'()*+,;=%" {
 		t[c] = true
 	}
 	return
 }()
+
+// validIPv6Literal checks the inside of "[...]": an IPv6 address without
+// a zone.
+func validIPv6Literal(b []byte) bool {
+	if len(b) < 2 {
+		return false
+	}
+	for _, c := range b {
+		if !isHex(c) && c != ':' && c != '.' {
+			return false
+		}
+	}
+	a, err := netip.ParseAddr(string(b))
+	return err == nil && a.Is6()
+}
+
+// checkAuthority validates the authority of an absolute-form target: it
+// becomes the request's Host, so it must be a plain host[:port], without
+// userinfo.
+func checkAuthority(a []byte) error {
+	if bytes.IndexByte(a, '@') >= 0 {
+		return errUserinfo
+	}
+	if len(a) == 0 || !validHost(a) {
+		return errBadAuthority
+	}
+	return nil
+}
 
 // validRequestID accepts a client-supplied X-Request-Id that is short and
 // printable, so it is safe to log and echo.

@@ -54,6 +54,15 @@ var smugglingVectors = []struct {
 	{"dot-dot segment", "GET /a/../b HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 	{"encoded dot-dot", "GET /a/%2e%2E/b HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 	{"fragment", "GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+	{"absolute-form userinfo", "GET http://user@secure.example/ HTTP/1.1\r\nHost: secure.example\r\n\r\n", 400},
+	{"absolute-form userinfo no path", "GET http://user:pw@a HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+	{"absolute-form bad authority", "GET http://a\"<>{|}^b/ HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+	{"absolute-form empty host", "GET http://:80/ HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+	{"absolute-form bad port", "GET http://a:8o/ HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+	{"Host with two ports", "GET / HTTP/1.1\r\nHost: a:1:2\r\n\r\n", 400},
+	{"Host unclosed bracket", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400},
+	{"Host bracketed name", "GET / HTTP/1.1\r\nHost: [a.b]\r\n\r\n", 400},
+	{"two Authorization headers", "GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x\r\nauthorization: Bearer y\r\n\r\n", 400},
 }
 
 func TestSmugglingVectors(t *testing.T) {

@@ -22,6 +22,8 @@ type Snapshot struct {
 	Router *Router
 	Routes []*Route
 	pools  []*upstream.Pool
+	// rules are the server's request normalization settings.
+	rules requestRules
 }
 
 // Transport owns what outlives snapshots: keep-alive connections to
@@ -147,7 +149,7 @@ func (t *Transport) Activate(s *Snapshot) {
 // prev, the snapshot being replaced (nil at start), lends the state that
 // survives reloads, such as rate-limit counters of unchanged routes.
 func NewSnapshot(cfg *config.Config, tr *Transport, metrics *observe.Metrics, prev *Snapshot) (*Snapshot, error) {
-	s := &Snapshot{Config: cfg}
+	s := &Snapshot{Config: cfg, rules: requestRulesOf(&cfg.Server)}
 	prevRoutes := map[string]*Route{}
 	if prev != nil {
 		for _, rt := range prev.Routes {

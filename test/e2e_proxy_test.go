@@ -128,7 +128,7 @@ func TestRequestResponseIntegrity(t *testing.T) {
 			"/api/test",
 			"/api/test?x=1",
 			"/api/test/a/b/c?x=1&y=two%20words&x=3&empty=&flag",
-			"/api/test/a%2Fb/c%20d?q=%41%42+plus&utf=%E2%9C%93",
+			"/api/test/a%3Fb/c%20d%C3%A9?q=%41%42+plus&utf=%E2%9C%93",
 			"/api/test/~user/semi;colon/x,y?a[]=1&a[]=2",
 		}
 		methods := []string{"GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "PURGE"}
