@@ -5,8 +5,13 @@
 // kernel.go); half-closes are forwarded both ways, and an optional PROXY
 // protocol header tells the backend who the client is.
 //
-// l4 does not parse what it relays and does not touch BPF: the kernel
-// datapath, when it splices sockets itself, is asked for through loader.
+// A listener with SNI routes reads the client's TLS ClientHello, and only
+// that, to choose the backend group (sni.go, clienthello.go), then relays
+// the hello's bytes and the rest of the stream unchanged; a listener with
+// tls terminates TLS and relays the plaintext in userspace. Beyond the
+// hello, l4 does not parse what it relays, and it does not touch BPF: the
+// kernel datapath, when it splices sockets itself, is asked for through
+// loader.
 package l4
 
 import (
