@@ -429,7 +429,28 @@ func TestTLSTermination(t *testing.T) {
 			conn = line
 		}
 	}
+	if started := logs.lines("l4 listener started"); len(started) != 1 || started[0]["tls"] != true {
+		t.Errorf("started line %v", started)
+	}
 	if fallback["datapath_fallback"] != fallbackTLSTermination || conn["datapath"] != "userspace" || conn["tls"] != true {
 		t.Fatalf("fallback line %v, connection line %v", fallback, conn)
 	}
+}
+
+func TestSNIRouteFailsOver(t *testing.T) {
+	ca := newTestCA(t)
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	live := tlsEcho(t, "live", ca.issue(t, "db.example.com"), nil)
+	m, metrics := startManager(t, sniCfg("edge", route("db", []string{"db.example.com"}, deadAddr, live)))
+	for range 3 {
+		if tag, _ := tlsExchange(t, m.Addr("edge").String(), "db.example.com", ca.pool, randomPayload(1024), nil); tag != "live" {
+			t.Fatalf("reached %q", tag)
+		}
+	}
+	waitMetrics(t, metrics, []string{
+		`rustygate_backend_failures_total{backend="tcp://` + deadAddr + `",reason="connect_failure",route="edge"}`,
+		`rustygate_l4_route_connections_total{listener="edge",route="db"} 3`,
+	})
 }
