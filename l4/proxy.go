@@ -403,14 +403,13 @@ func (l *Listener) handle(cn *conn, st *listenerState) {
 		return
 	}
 	datapath := "splice"
+	if f.tls {
+		datapath = "userspace" // crypto/tls reads and writes the client's bytes
+	}
 	toBackend, toClient, reason, ok := l.kernelRelay(st, f.conn, backend)
-	switch {
-	case ok:
+	if ok {
 		datapath = "kernel"
-	case f.tls:
-		datapath = "userspace"
-		fallthrough
-	default:
+	} else {
 		toBackend, toClient, reason = relay(f.conn, backend)
 	}
 	toBackend += int64(len(f.peeked))
