@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // L4Route is a backend group of an l4 listener chosen by the server name
@@ -123,8 +124,8 @@ func notHostChar(r rune) bool {
 	return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_')
 }
 
-// validateL4TLS checks an l4 listener's tls: both files given and
-// loadable as a matching certificate and key.
+// validateL4TLS checks an l4 listener's tls: both files given, loadable
+// as a matching certificate and key, the certificate not expired.
 func validateL4TLS(l *L4Listener, p string, st *vstate) {
 	if l.TLS == nil {
 		return
@@ -139,7 +140,11 @@ func validateL4TLS(l *L4Listener, p string, st *vstate) {
 	if l.TLS.CertFile == "" || l.TLS.KeyFile == "" {
 		return
 	}
-	if _, err := tls.LoadX509KeyPair(l.TLS.CertFile, l.TLS.KeyFile); err != nil {
+	cert, err := tls.LoadX509KeyPair(l.TLS.CertFile, l.TLS.KeyFile)
+	switch {
+	case err != nil:
 		st.add(tp+".cert_file", "cannot load the certificate %q with the key %q: %v", l.TLS.CertFile, l.TLS.KeyFile, err)
+	case time.Now().After(cert.Leaf.NotAfter):
+		st.add(tp+".cert_file", "the certificate %q expired on %s", l.TLS.CertFile, cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 }

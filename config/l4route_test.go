@@ -116,12 +116,17 @@ func TestL4RouteErrors(t *testing.T) {
 // files and returns their paths.
 func writePair(t *testing.T, dir, name string) (certFile, keyFile string) {
 	t.Helper()
+	return writePairUntil(t, dir, name, time.Now().Add(time.Hour))
+}
+
+func writePairUntil(t *testing.T, dir, name string, notAfter time.Time) (certFile, keyFile string) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		NotBefore: notAfter.Add(-2 * time.Hour), NotAfter: notAfter}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
@@ -166,5 +171,11 @@ func TestL4TLSFiles(t *testing.T) {
 				t.Fatalf("error %v, want %s...%s", err, prefix, tt.want)
 			}
 		})
+	}
+	expiry := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	old, oldKey := writePairUntil(t, dir, "old.example.com", expiry)
+	_, err = Parse("bad.yaml", yaml(old, oldKey))
+	if want := `bad.yaml:6: l4[0].tls.cert_file: the certificate "` + old + `" expired on 2024-05-01T12:00:00Z`; err == nil || err.Error() != want {
+		t.Fatalf("expired: %v, want %s", err, want)
 	}
 }
