@@ -184,7 +184,9 @@ func TestL4SNIPassthrough(t *testing.T) {
 
 // TestL4TLSTermination: an l4 listener with tls terminates TLS with its
 // certificate and relays the plaintext to a plain TCP backend; a client
-// speaking plain HTTP to it is closed at once.
+// speaking plain HTTP to it is closed at once; a reload after the
+// certificate file was replaced by garbage fails and the listener goes on
+// with the pair it has.
 func TestL4TLSTermination(t *testing.T) {
 	ca := newSNICA(t)
 	_, certFile, keyFile := ca.issue(t, t.TempDir(), "tcp.example.com")
@@ -195,8 +197,10 @@ func TestL4TLSTermination(t *testing.T) {
 	})
 	l4 := l4Listener("term", []string{plain.ln.Addr().String()},
 		"tls: { cert_file: "+certFile+", key_file: "+keyFile+" }")
-	g := startGateway(t, hrEngine, l4Config(l4))
-	addr := l4Addr(t, g.lines, "term")
+	path := hrConfigFile(t, hrCfg{engine: hrEngine, version: "1", routes: "  []\n", extra: "l4:\n" + l4})
+	p := hrStart(t, path)
+	lines := func() []map[string]any { return p.lines(0) }
+	addr := l4Addr(t, lines, "term")
 	tag, peer, _ := sniExchange(t, addr, "tcp.example.com", ca.pool)
 	if tag != "plain" || peer.Subject.CommonName != "tcp.example.com" {
 		t.Fatalf("got %q with the certificate of %s", tag, peer.Subject.CommonName)
@@ -208,7 +212,18 @@ func TestL4TLSTermination(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("plain HTTP closed after %s", d)
 	}
-	if l := l4ConnLine(t, g.lines, "term", c); l["result"] != "hello_failed" || l["reason"] != "not_tls" {
+	if l := l4ConnLine(t, lines, "term", c); l["result"] != "hello_failed" || l["reason"] != "not_tls" {
 		t.Errorf("plain HTTP: connection line %v", l)
+	}
+
+	if err := os.WriteFile(certFile, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l := p.sighup(t)
+	if l["msg"] != hrMsgFailed || !strings.Contains(fmt.Sprint(l), "l4[0].tls.cert_file") {
+		t.Fatalf("reload with a broken certificate: %v", l)
+	}
+	if tag, _, _ := sniExchange(t, addr, "tcp.example.com", ca.pool); tag != "plain" {
+		t.Fatalf("after the failed reload got %q", tag)
 	}
 }
