@@ -186,7 +186,7 @@ func TestL4SNIPassthrough(t *testing.T) {
 // certificate and relays the plaintext to a plain TCP backend; a client
 // speaking plain HTTP to it is closed at once; a reload after the
 // certificate file was replaced by garbage fails and the listener goes on
-// with the pair it has.
+// with the pair it has; a renewed pair is served after a reload.
 func TestL4TLSTermination(t *testing.T) {
 	ca := newSNICA(t)
 	_, certFile, keyFile := ca.issue(t, t.TempDir(), "tcp.example.com")
@@ -223,7 +223,21 @@ func TestL4TLSTermination(t *testing.T) {
 	if l["msg"] != hrMsgFailed || !strings.Contains(fmt.Sprint(l), "l4[0].tls.cert_file") {
 		t.Fatalf("reload with a broken certificate: %v", l)
 	}
-	if tag, _, _ := sniExchange(t, addr, "tcp.example.com", ca.pool); tag != "plain" {
-		t.Fatalf("after the failed reload got %q", tag)
+	if tag, got, _ := sniExchange(t, addr, "tcp.example.com", ca.pool); tag != "plain" || !got.Equal(peer) {
+		t.Fatalf("after the failed reload got %q with serial %v", tag, got.SerialNumber)
+	}
+
+	// A renewed pair is served after the next reload.
+	renewed, newCert, newKey := ca.issue(t, t.TempDir(), "tcp.example.com")
+	for _, f := range [][2]string{{newCert, certFile}, {newKey, keyFile}} {
+		if err := os.Rename(f[0], f[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l := p.sighup(t); l["msg"] != hrMsgReloaded {
+		t.Fatalf("reload with the renewed certificate: %v", l)
+	}
+	if _, got, _ := sniExchange(t, addr, "tcp.example.com", ca.pool); !got.Equal(renewed.Leaf) {
+		t.Fatalf("after the reload the old certificate (serial %v) is served", got.SerialNumber)
 	}
 }
