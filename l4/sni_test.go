@@ -454,3 +454,24 @@ func TestSNIRouteFailsOver(t *testing.T) {
 		`rustygate_l4_route_connections_total{listener="edge",route="db"} 3`,
 	})
 }
+
+func TestTLSTerminationRoutesByHandshakeName(t *testing.T) {
+	ca := newTestCA(t)
+	certFile, keyFile := ca.writePair(t, "a.example.com", "b.example.com")
+	tagged := func(tag string) string {
+		return tcpBackend(t, func(c net.Conn) { io.WriteString(c, tag+"\n"); echo(c) })
+	}
+	l := sniCfg("term", route("a", []string{"a.example.com"}, tagged("a")), route("b", []string{"B.example.com"}, tagged("b")))
+	l.TLS = &config.L4TLS{CertFile: certFile, KeyFile: keyFile}
+	m, metrics := startManager(t, l)
+	for _, name := range []string{"a.example.com", "b.example.com", "A.EXAMPLE.COM"} {
+		tag, _ := tlsExchange(t, m.Addr("term").String(), name, ca.pool, randomPayload(4096), nil)
+		if want := strings.ToLower(name[:1]); tag != want {
+			t.Errorf("%s reached %q, want %q", name, tag, want)
+		}
+	}
+	waitMetrics(t, metrics, []string{
+		`rustygate_l4_route_connections_total{listener="term",route="a"} 2`,
+		`rustygate_l4_route_connections_total{listener="term",route="b"} 1`,
+	})
+}
