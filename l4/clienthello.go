@@ -68,8 +68,17 @@ func readClientHello(r io.Reader) (raw []byte, sni string, err error) {
 		if start > maxHelloBytes {
 			return raw, "", helloErr(HelloTooLarge, "ClientHello records over %d bytes", maxHelloBytes)
 		}
-		raw, err = readFullAppend(r, raw, 5)
-		if err != nil {
+		if start == 0 {
+			// A client that speaks something else is told apart by its
+			// first byte, whatever it sends after it.
+			if raw, err = readFullAppend(r, raw, 1); err != nil {
+				return raw, "", readErr(err)
+			}
+			if raw[0] != recordTypeHandshake {
+				return raw, "", helloErr(HelloNotTLS, "first byte %q is not a TLS handshake record", raw)
+			}
+		}
+		if raw, err = readFullAppend(r, raw, 5-(len(raw)-start)); err != nil {
 			return raw, "", readErr(err)
 		}
 		hdr := raw[start:]

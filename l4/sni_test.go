@@ -296,6 +296,13 @@ func TestSNIRefusals(t *testing.T) {
 			t.Fatalf("closed after %s: waited for the handshake timeout", d)
 		}
 	})
+	t.Run("one byte of something else", func(t *testing.T) {
+		c := dialAddr(t, addr)
+		io.WriteString(c, "\n")
+		if d := closedWithin(t, c, 5*time.Second); d > 800*time.Millisecond {
+			t.Fatalf("closed after %s: waited for the handshake timeout", d)
+		}
+	})
 	t.Run("silent client", func(t *testing.T) {
 		c := dialAddr(t, addr)
 		if d := closedWithin(t, c, 5*time.Second); d < 900*time.Millisecond {
@@ -309,11 +316,11 @@ func TestSNIRefusals(t *testing.T) {
 		closedWithin(t, c, 5*time.Second)
 	})
 	want := []string{
-		`rustygate_l4_tls_hello_failures_total{listener="edge",reason="not_tls"} 1`,
+		`rustygate_l4_tls_hello_failures_total{listener="edge",reason="not_tls"} 2`,
 		`rustygate_l4_tls_hello_failures_total{listener="edge",reason="timeout"} 1`,
 		`rustygate_l4_tls_hello_failures_total{listener="edge",reason="client_closed"} 1`,
 		`rustygate_l4_connections_total{listener="edge",result="no_route"} 1`,
-		`rustygate_l4_connections_total{listener="edge",result="hello_failed"} 3`,
+		`rustygate_l4_connections_total{listener="edge",result="hello_failed"} 4`,
 	}
 	waitMetrics(t, metrics, want)
 }
