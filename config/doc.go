@@ -27,7 +27,8 @@
 //
 // # What this package must not do
 //
-// Apart from reading the one file given to Load and looking up
+// Apart from reading the one file given to Load, the certificate and key
+// files it names (to check that they load and match), and looking up
 // environment variables, config performs no I/O: it opens no sockets,
 // resolves no host names, dials no backends and starts no goroutines.
 // Checks that need the network (is the port free, does the backend

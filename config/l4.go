@@ -12,6 +12,9 @@ import (
 const (
 	defaultL4ConnectTimeout = Duration(5 * time.Second)
 	defaultL4IdleTimeout    = Duration(time.Hour)
+	// defaultL4HandshakeTimeout bounds the ClientHello read and the TLS
+	// handshake, like server.read_header_timeout bounds a request head.
+	defaultL4HandshakeTimeout = Duration(10 * time.Second)
 )
 
 // l4Defaults fills the defaults of the TCP listeners.
@@ -29,6 +32,8 @@ func l4Defaults(c *Config, unset func(string) bool) {
 		for j := range l.Backends {
 			setInt(&l.Backends[j].Weight, defaultWeight, unset(fmt.Sprintf("%s.backends[%d].weight", p, j)))
 		}
+		setDuration(&l.HandshakeTimeout, defaultL4HandshakeTimeout, unset(p+".handshake_timeout"))
+		l4RouteDefaults(l, p, unset)
 		if hc := &l.HealthCheck; hc.Interval > 0 {
 			setDuration(&hc.Timeout, Duration(time.Second), unset(p+".health_check.timeout"))
 			setInt(&hc.HealthyThreshold, 2, unset(p+".health_check.healthy_threshold"))
@@ -55,29 +60,14 @@ func validateL4(c *Config, st *vstate) {
 		} else {
 			checkL4Overlaps(c, i, st)
 		}
-		if len(l.Backends) == 0 {
+		if len(l.Backends) == 0 && len(l.Routes) == 0 {
 			st.add(p+".backends", "at least one backend is required")
 		}
-		seen := map[string]int{}
-		for j, b := range l.Backends {
-			bp := fmt.Sprintf("%s.backends[%d]", p, j)
-			host, port, err := net.SplitHostPort(b.Addr)
-			if err != nil || host == "" {
-				st.add(bp+".addr", "invalid address %q (want host:port)", b.Addr)
-			} else if n, ok := parsePort(port); !ok || n == 0 {
-				st.add(bp+".addr", "invalid port %q in %q (want 1-65535)", port, b.Addr)
-			}
-			if k, dup := seen[b.Addr]; dup {
-				st.add(bp+".addr", "duplicate backend (also backends[%d])", k)
-			}
-			seen[b.Addr] = j
-			if b.Weight < minWeight || b.Weight > maxWeight {
-				st.add(bp+".weight", "must be between %d and %d (got %d)", minWeight, maxWeight, b.Weight)
-			}
-		}
-		if !oneOf(l.Strategy, "round_robin", "weighted_round_robin", "least_connections", "random_two_choices", "consistent_hash") {
-			st.add(p+".strategy", "unknown strategy %q (supported: round_robin, weighted_round_robin, least_connections, random_two_choices, consistent_hash)", l.Strategy)
-		}
+		checkL4Backends(st, p+".backends", l.Backends)
+		checkL4Strategy(st, p+".strategy", l.Strategy)
+		validateL4Routes(l, p, st)
+		validateL4TLS(l, p, st)
+		checkPositive(st, p+".handshake_timeout", l.HandshakeTimeout)
 		if !oneOf(l.ProxyProtocol, "", "v1", "v2") {
 			st.add(p+".proxy_protocol", "unknown version %q (supported: v1, v2)", l.ProxyProtocol)
 		}
@@ -105,6 +95,33 @@ func validateL4(c *Config, st *vstate) {
 				st.add(p+".health_check.unhealthy_threshold", "must be between 1 and 100")
 			}
 		}
+	}
+}
+
+// checkL4Backends checks a list of TCP backends at path.
+func checkL4Backends(st *vstate, path string, backends []L4Backend) {
+	seen := map[string]int{}
+	for j, b := range backends {
+		bp := fmt.Sprintf("%s[%d]", path, j)
+		host, port, err := net.SplitHostPort(b.Addr)
+		if err != nil || host == "" {
+			st.add(bp+".addr", "invalid address %q (want host:port)", b.Addr)
+		} else if n, ok := parsePort(port); !ok || n == 0 {
+			st.add(bp+".addr", "invalid port %q in %q (want 1-65535)", port, b.Addr)
+		}
+		if k, dup := seen[b.Addr]; dup {
+			st.add(bp+".addr", "duplicate backend (also backends[%d])", k)
+		}
+		seen[b.Addr] = j
+		if b.Weight < minWeight || b.Weight > maxWeight {
+			st.add(bp+".weight", "must be between %d and %d (got %d)", minWeight, maxWeight, b.Weight)
+		}
+	}
+}
+
+func checkL4Strategy(st *vstate, path, s string) {
+	if !oneOf(s, "round_robin", "weighted_round_robin", "least_connections", "random_two_choices", "consistent_hash") {
+		st.add(path, "unknown strategy %q (supported: round_robin, weighted_round_robin, least_connections, random_two_choices, consistent_hash)", s)
 	}
 }
 

@@ -106,6 +106,16 @@ type L4Listener struct {
 	// Datapath moves the bytes: "auto" (default: splice(2)), "splice" or
 	// "kernel" (sockmap splicing, opt-in).
 	Datapath string `yaml:"datapath"`
+	// Routes pick a backend group by the server name (SNI) of the
+	// client's TLS ClientHello, which is read but not terminated (see
+	// L4Route). Backends is then the group for a hello without SNI or with
+	// a name no route lists; without Backends those are closed.
+	Routes []L4Route `yaml:"routes"`
+	// TLS terminates TLS on the listener and relays the plaintext.
+	TLS *L4TLS `yaml:"tls"`
+	// HandshakeTimeout bounds reading the ClientHello (Routes) or the TLS
+	// handshake (TLS). Default 10s.
+	HandshakeTimeout Duration `yaml:"handshake_timeout"`
 }
 
 // L4Backend is one TCP backend.

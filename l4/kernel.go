@@ -1,6 +1,7 @@
 package l4
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 
@@ -9,6 +10,18 @@ import (
 
 // datapathKernel is the listener's `datapath: kernel`.
 const datapathKernel = "kernel"
+
+// Why a `datapath: kernel` listener relays without kernel splicing:
+// stable values of the datapath_fallback field of the warning each
+// listener logs once.
+const (
+	// fallbackNoSplicer: no splicer, or it failed its self-test; splice(2)
+	// relays.
+	fallbackNoSplicer = "no_splicer"
+	// fallbackTLSTermination: the listener terminates TLS, so the bytes
+	// it relays are decrypted in the process and can be spliced nowhere.
+	fallbackTLSTermination = "tls_termination"
+)
 
 // SetSplicer gives the listeners with `datapath: kernel` a kernel
 // splicer. It runs the splicer's self-test (once) and keeps the splicer
@@ -51,11 +64,18 @@ func (l *Listener) kernelRelay(st *listenerState, client, backend net.Conn) (toB
 	if st.cfg.Datapath != datapathKernel {
 		return 0, 0, "", false
 	}
+	if _, terminated := client.(*tls.Conn); terminated {
+		if !l.kernelWarned.Swap(true) {
+			l.log.Warn("l4: datapath kernel requested, but the listener terminates TLS: its plaintext is relayed in userspace",
+				"listener", l.name, "datapath_fallback", fallbackTLSTermination)
+		}
+		return 0, 0, "", false
+	}
 	s := l.splicer.Load()
 	if s == nil {
 		if !l.kernelWarned.Swap(true) {
 			l.log.Warn("l4: datapath kernel requested, but kernel splicing is not available (not loaded, or its self-test failed): using splice(2)",
-				"listener", l.name)
+				"listener", l.name, "datapath_fallback", fallbackNoSplicer)
 		}
 		return 0, 0, "", false
 	}

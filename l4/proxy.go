@@ -5,12 +5,18 @@
 // kernel.go); half-closes are forwarded both ways, and an optional PROXY
 // protocol header tells the backend who the client is.
 //
-// l4 does not parse what it relays and does not touch BPF: the kernel
-// datapath, when it splices sockets itself, is asked for through loader.
+// A listener with SNI routes reads the client's TLS ClientHello, and only
+// that, to choose the backend group (sni.go, clienthello.go), then relays
+// the hello's bytes and the rest of the stream unchanged; a listener with
+// tls terminates TLS and relays the plaintext in userspace. Beyond the
+// hello, l4 does not parse what it relays, and it does not touch BPF: the
+// kernel datapath, when it splices sockets itself, is asked for through
+// loader.
 package l4
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -29,8 +35,16 @@ import (
 
 // listenerState is what a reload may replace for one listener.
 type listenerState struct {
-	cfg  config.L4Listener
-	pool *upstream.Pool
+	cfg config.L4Listener
+	// def is the group of the listener's own backends; nil on an SNI
+	// listener without them.
+	def *group
+	// routes choose a group by server name; nil without `routes:`.
+	routes *sniRoutes
+	// tls terminates TLS; nil without `tls:`.
+	tls *tls.Config
+	// pools are every group's, for the registry.
+	pools []*upstream.Pool
 }
 
 // Listener proxies the connections of one `l4:` entry. It accepts on one
@@ -132,7 +146,7 @@ func (m *Manager) Apply(cfgs []config.L4Listener) error {
 			return fmt.Errorf("l4[%d] (%s): %w", i, c.Name, err)
 		}
 		states[i] = st
-		pools = append(pools, st.pool)
+		pools = append(pools, st.pools...)
 	}
 	opened := map[string]*sockets{}
 	for _, c := range cfgs {
@@ -190,16 +204,38 @@ func (l *Listener) listensOn(addr string) bool {
 }
 
 func (m *Manager) build(c config.L4Listener) (*listenerState, error) {
+	st := &listenerState{cfg: c}
+	var err error
+	if st.tls, err = loadTLS(c.TLS); err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	if st.routes, st.pools, err = m.buildRoutes(c); err != nil {
+		return nil, err
+	}
+	if len(c.Backends) > 0 {
+		pool, err := m.buildPool(c.Name, c.Backends, c.Strategy, c.HealthCheck)
+		if err != nil {
+			return nil, err
+		}
+		st.def = &group{name: config.DefaultL4Route, pool: pool}
+		st.pools = append(st.pools, pool)
+	}
+	return st, nil
+}
+
+// buildPool builds the pool of one backend group, its backends known to
+// the registry under scope.
+func (m *Manager) buildPool(scope string, list []config.L4Backend, strategy string, hc config.L4HealthCheck) (*upstream.Pool, error) {
 	var backends []*upstream.Backend
-	for _, b := range c.Backends {
-		be, err := m.registry.Backend(c.Name, "tcp://"+b.Addr, b.Weight)
+	for _, b := range list {
+		be, err := m.registry.Backend(scope, "tcp://"+b.Addr, b.Weight)
 		if err != nil {
 			return nil, err
 		}
 		backends = append(backends, be)
 	}
-	opt := upstream.PoolOptions{Strategy: c.Strategy}
-	if hc := c.HealthCheck; hc.Interval > 0 {
+	opt := upstream.PoolOptions{Strategy: strategy}
+	if hc.Interval > 0 {
 		opt.Health = &upstream.HealthOptions{
 			Prober:             upstream.TCPProber{},
 			Interval:           hc.Interval.D(),
@@ -208,11 +244,7 @@ func (m *Manager) build(c config.L4Listener) (*listenerState, error) {
 			UnhealthyThreshold: hc.UnhealthyThreshold,
 		}
 	}
-	pool, err := upstream.NewPool(backends, opt)
-	if err != nil {
-		return nil, err
-	}
-	return &listenerState{cfg: c, pool: pool}, nil
+	return upstream.NewPool(backends, opt)
 }
 
 // Sockets returns the listening sockets by the address each was opened
@@ -333,8 +365,9 @@ func (l *Listener) serve(s *socket) {
 	}
 }
 
-// handle connects the client to a backend and relays until both sides
-// are done.
+// handle reads what the listener needs of the client (its ClientHello on
+// an SNI listener, the handshake on a TLS one), connects it to a backend
+// of the group chosen and relays until both sides are done.
 func (l *Listener) handle(cn *conn, st *listenerState) {
 	start := time.Now()
 	defer func() {
@@ -346,12 +379,16 @@ func (l *Listener) handle(cn *conn, st *listenerState) {
 	}()
 	client := cn.client
 	clientAddr := addrPort(client.RemoteAddr())
-	backend, b, err := l.connect(st, clientAddr)
+	f, ok := l.front(st, client, clientAddr, start)
+	if !ok {
+		return
+	}
+	backend, b, err := l.connect(st, f.group.pool, clientAddr)
 	if err != nil {
-		client.Close()
+		f.conn.Close()
 		l.metrics.ConnClosed(l.name, "backend_failed", 0, 0, false)
-		l.log.Warn("l4 connection", "listener", l.name, "client", clientAddr.String(), "result", "backend_failed",
-			"error", err.Error(), "duration_ms", float64(time.Since(start).Microseconds())/1000)
+		l.log.Warn("l4 connection", append(l.logArgs(st, clientAddr, f), "result", "backend_failed",
+			"error", err.Error(), "duration_ms", msSince(start))...)
 		return
 	}
 	defer b.Release()
@@ -359,33 +396,95 @@ func (l *Listener) handle(cn *conn, st *listenerState) {
 	cn.backend = backend
 	l.mu.Unlock()
 	l.metrics.ConnOpened(l.name)
-	if st.cfg.ProxyProtocol != "" {
-		hdr := proxyHeader(st.cfg.ProxyProtocol, clientAddr, addrPort(client.LocalAddr()))
-		if _, err := backend.Write(hdr); err != nil {
-			client.Close()
-			backend.Close()
-			l.metrics.ConnClosed(l.name, "backend_failed", 0, 0, true)
-			return
-		}
+	if err := sendFirst(st, f, backend, clientAddr, addrPort(client.LocalAddr())); err != nil {
+		f.conn.Close()
+		backend.Close()
+		l.metrics.ConnClosed(l.name, "backend_failed", 0, 0, true)
+		return
 	}
 	datapath := "splice"
-	toBackend, toClient, reason, ok := l.kernelRelay(st, client, backend)
+	if f.tls {
+		datapath = "userspace" // crypto/tls reads and writes the client's bytes
+	}
+	toBackend, toClient, reason, ok := l.kernelRelay(st, f.conn, backend)
 	if ok {
 		datapath = "kernel"
 	} else {
-		toBackend, toClient, reason = relay(client, backend)
+		toBackend, toClient, reason = relay(f.conn, backend)
 	}
+	toBackend += int64(len(f.peeked))
 	b.ReportSuccess()
 	l.metrics.ConnClosed(l.name, "proxied", toBackend, toClient, true)
-	l.log.Info("l4 connection", "listener", l.name, "client", clientAddr.String(), "backend", b.Addr,
-		"duration_ms", float64(time.Since(start).Microseconds())/1000,
-		"bytes_to_backend", toBackend, "bytes_to_client", toClient, "close", reason, "datapath", datapath)
+	l.log.Info("l4 connection", append(l.logArgs(st, clientAddr, f), "backend", b.Addr,
+		"duration_ms", msSince(start), "bytes_to_backend", toBackend, "bytes_to_client", toClient,
+		"close", reason, "datapath", datapath)...)
 }
 
+// front reads the ClientHello or the TLS handshake and picks the group.
+// false means the connection ended there: a failed hello, or no route for
+// its server name.
+func (l *Listener) front(st *listenerState, client net.Conn, clientAddr netip.AddrPort, start time.Time) (front, bool) {
+	f, failed, err := st.accept(client)
+	switch {
+	case failed != "":
+		client.Close()
+		l.metrics.HelloFailure(l.name, failed)
+		l.metrics.ConnClosed(l.name, resultHelloFailed, 0, 0, false)
+		l.log.Info("l4 connection", "listener", l.name, "client", clientAddr.String(), "result", resultHelloFailed,
+			"reason", failed, "error", err.Error(), "duration_ms", msSince(start))
+		return f, false
+	case f.group == nil:
+		f.conn.Close()
+		l.metrics.ConnClosed(l.name, resultNoRoute, 0, 0, false)
+		l.log.Info("l4 connection", append(l.logArgs(st, clientAddr, f), "result", resultNoRoute, "duration_ms", msSince(start))...)
+		return f, false
+	}
+	if st.routes != nil {
+		l.metrics.RouteConnection(l.name, f.group.name)
+	}
+	return f, true
+}
+
+// sendFirst writes to the backend what precedes the client's bytes: the
+// PROXY protocol header, then the ClientHello read to choose the route.
+// Written before any relay starts, they are ahead of every other byte
+// whichever datapath relays.
+func sendFirst(st *listenerState, f front, backend net.Conn, src, dst netip.AddrPort) error {
+	first := f.peeked
+	if st.cfg.ProxyProtocol != "" {
+		first = append(proxyHeader(st.cfg.ProxyProtocol, src, dst), f.peeked...)
+	}
+	if len(first) == 0 {
+		return nil
+	}
+	backend.SetWriteDeadline(time.Now().Add(st.cfg.ConnectTimeout.D()))
+	defer backend.SetWriteDeadline(time.Time{})
+	_, err := backend.Write(first)
+	return err
+}
+
+// logArgs are the leading fields of a connection's log line.
+func (l *Listener) logArgs(st *listenerState, client netip.AddrPort, f front) []any {
+	args := []any{"listener", l.name, "client", client.String()}
+	if st.routes != nil {
+		route := ""
+		if f.group != nil {
+			route = f.group.name
+		}
+		args = append(args, "route", route, "sni", loggedSNI(f.sni))
+	}
+	if f.tls {
+		args = append(args, "tls", true)
+	}
+	return args
+}
+
+func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }
+
 // connect dials a backend, trying others on failure.
-func (l *Listener) connect(st *listenerState, client netip.AddrPort) (net.Conn, *upstream.Backend, error) {
+func (l *Listener) connect(st *listenerState, pool *upstream.Pool, client netip.AddrPort) (net.Conn, *upstream.Backend, error) {
 	var hash uint64
-	if st.pool.NeedsHash() {
+	if pool.NeedsHash() {
 		hash = upstream.HashString(client.Addr().String())
 	}
 	var tried []*upstream.Backend
@@ -393,9 +492,9 @@ func (l *Listener) connect(st *listenerState, client netip.AddrPort) (net.Conn, 
 	for attempt := 0; attempt <= *st.cfg.Retries; attempt++ {
 		var b *upstream.Backend
 		if attempt == 0 {
-			b = st.pool.Pick(hash)
+			b = pool.Pick(hash)
 		} else {
-			b = st.pool.PickExcluding(hash, tried)
+			b = pool.PickExcluding(hash, tried)
 		}
 		if b == nil {
 			if lastErr == nil {
@@ -478,6 +577,9 @@ func relay(client, backend net.Conn) (toBackend, toClient int64, reason string) 
 // abort closes c with a reset (SO_LINGER 0), so its peer sees the
 // transfer fail instead of end.
 func abort(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetLinger(0)
 	}

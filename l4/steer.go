@@ -292,6 +292,12 @@ func closeSteering(log *slog.Logger, listener string, st *loader.Steering) {
 // logArgs are the fields of the "l4 listener started" line.
 func (p *sockets) logArgs(c config.L4Listener) []any {
 	args := []any{"listener", c.Name, "listen", p.socks[0].ln.Addr().String(), "backends", len(c.Backends)}
+	if len(c.Routes) > 0 {
+		args = append(args, "sni_routes", len(c.Routes))
+	}
+	if c.TLS != nil {
+		args = append(args, "tls", true)
+	}
 	if !config.IsListenRange(c.Listen) {
 		return args
 	}
