@@ -281,10 +281,27 @@ func TestDockerfile(t *testing.T) {
 	if user == "" || uid == "root" || uid == "0" {
 		t.Errorf("final USER %q: the image must run as a non-root user by default", user)
 	}
-	for _, p := range []string{"8080", "8081"} {
-		if !slices.Contains(exposed, p) {
-			t.Errorf("EXPOSE lacks %s (got %v)", p, exposed)
-		}
+	if !slices.Contains(exposed, "8080") {
+		t.Errorf("EXPOSE lacks 8080 (got %v)", exposed)
+	}
+	// The admin port is published only on purpose (docker run -P publishes
+	// every exposed port on every host address).
+	if slices.Contains(exposed, "8081") {
+		t.Errorf("EXPOSE %v publishes the admin port with docker run -P", exposed)
+	}
+	// The image's configuration is config/container.yaml: no backend to
+	// wait for, the admin listener on the container's address.
+	if !strings.Contains(src, "cp config/container.yaml /out/etc/rustygate/config.yaml") {
+		t.Error("the image's /etc/rustygate/config.yaml is not config/container.yaml")
+	}
+	t.Setenv("RUSTYGATE_ADMIN_TOKEN", "")
+	cc, err := config.Load(filepath.Join("..", "config", "container.yaml"))
+	if err != nil {
+		t.Fatalf("config/container.yaml: %v", err)
+	}
+	if cc.Server.Listen != ":8080" || cc.Admin.Listen != "0.0.0.0:8081" || len(cc.Routes) != 0 {
+		t.Errorf("config/container.yaml: server.listen %q, admin.listen %q, %d routes; want :8080, 0.0.0.0:8081 and no route to a backend the image lacks",
+			cc.Server.Listen, cc.Admin.Listen, len(cc.Routes))
 	}
 
 	// The binary is built as `make build` builds it: either by that target
@@ -317,7 +334,7 @@ func TestDockerfile(t *testing.T) {
 	}
 
 	// The kernel-mode recipe is documented in the file itself.
-	for _, want := range []string{"--cap-add BPF", "--cap-add NET_ADMIN", "--cap-add PERFMON", "/sys/fs/bpf:/sys/fs/bpf", "/healthz", "--user 0"} {
+	for _, want := range []string{"--cap-add BPF", "--cap-add NET_ADMIN", "--cap-add PERFMON", "/sys/fs/bpf:/sys/fs/bpf", "/livez", "/readyz", "--user 0"} {
 		if !strings.Contains(src, want) {
 			t.Errorf("Dockerfile comments do not mention %q", want)
 		}
@@ -397,7 +414,7 @@ func TestDockerignore(t *testing.T) {
 			t.Errorf(".dockerignore keeps %s in the build context", p)
 		}
 	}
-	need := []string{"Makefile", "go.mod", "go.sum"}
+	need := []string{"Makefile", "go.mod", "go.sum", "config/container.yaml"}
 	abs, err := filepath.Abs(repoRoot)
 	if err != nil {
 		t.Fatal(err)
@@ -653,6 +670,13 @@ func helmFuncs(tpl **template.Template) template.FuncMap {
 			return reflect.ValueOf(v).Kind().String() == kind
 		},
 		"fail":     func(msg string) (string, error) { return "", helmFailure{msg} },
+		"add": func(v ...any) int64 {
+			var sum int64
+			for _, e := range v {
+				sum += int64(toInt(e))
+			}
+			return sum
+		},
 		"int":      toInt,
 		"toString": toStr,
 		"join": func(sep string, v any) string {
@@ -857,6 +881,9 @@ func TestHelmChart(t *testing.T) {
 			docs := manifests(t, rendered)
 			kinds := byKind(docs)
 			want := []string{"ConfigMap", "Service", tc.workload}
+			if tc.workload == "Deployment" {
+				want = append(want, "PodDisruptionBudget") // 2 replicas
+			}
 			got := slices.Sorted(maps.Keys(kinds))
 			slices.Sort(want)
 			if !slices.Equal(got, want) {
@@ -898,9 +925,22 @@ func TestHelmChart(t *testing.T) {
 			if ports["http"] != 8080 || ports["admin"] != 8081 {
 				t.Errorf("container ports %v, want http 8080 and admin 8081", ports)
 			}
-			for _, probe := range []string{"livenessProbe", "readinessProbe"} {
-				if dig(c, probe, "httpGet", "path") != "/healthz" || dig(c, probe, "httpGet", "port") != "admin" {
-					t.Errorf("%s = %v, want GET /healthz on the admin port", probe, dig(c, probe))
+			for probe, path := range map[string]string{"livenessProbe": "/livez", "readinessProbe": "/readyz"} {
+				if dig(c, probe, "httpGet", "path") != path || dig(c, probe, "httpGet", "port") != "admin" {
+					t.Errorf("%s = %v, want GET %s on the admin port", probe, dig(c, probe), path)
+				}
+			}
+			// SIGTERM: /readyz 503 and 5 s of drain delay, then 30 s for
+			// requests in flight, within the grace period.
+			if g := dig(pod, "terminationGracePeriodSeconds"); g != 40 {
+				t.Errorf("terminationGracePeriodSeconds %v, want 5 + 30 + 5 = 40", g)
+			}
+			if dig(c, "lifecycle") != nil {
+				t.Errorf("lifecycle %v: the default drain is the gateway's drain_delay, no preStop hook", dig(c, "lifecycle"))
+			}
+			if pdb := kinds["PodDisruptionBudget"]; pdb != nil {
+				if dig(pdb, "spec", "maxUnavailable") != 1 || !reflect.DeepEqual(dig(pdb, "spec", "selector", "matchLabels"), any(sel)) {
+					t.Errorf("PodDisruptionBudget spec %v, want maxUnavailable 1 and the workload's selector", dig(pdb, "spec"))
 				}
 			}
 			if env := findNamed(dig(c, "env"), "POD_NAME"); env == nil {
@@ -973,8 +1013,13 @@ func TestHelmChart(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the ConfigMap's config.yaml does not parse:\n%v\n%s", err, data)
 			}
-			if cfg.Server.Listen != ":8080" || cfg.Admin.Listen != ":8081" || cfg.Admin.Token != "" {
+			// The gateway's default admin address is loopback: the pod
+			// listens on its own addresses for the kubelet and Prometheus.
+			if cfg.Server.Listen != ":8080" || cfg.Admin.Listen != "0.0.0.0:8081" || cfg.Admin.Token != "" {
 				t.Errorf("server.listen %q, admin.listen %q, admin.token %q", cfg.Server.Listen, cfg.Admin.Listen, cfg.Admin.Token)
+			}
+			if cfg.Server.DrainDelay.D() != 5*time.Second || cfg.Server.ShutdownTimeout.D() != 30*time.Second {
+				t.Errorf("server.drain_delay %v, shutdown_timeout %v; want 5s and 30s", cfg.Server.DrainDelay, cfg.Server.ShutdownTimeout)
 			}
 			wantMode := config.DatapathUserspace
 			if tc.kernel {
@@ -1055,11 +1100,56 @@ func TestHelmChart(t *testing.T) {
 		}
 	})
 
+	t.Run("drain-and-disruption-budget", func(t *testing.T) {
+		for _, tc := range []struct {
+			name      string
+			overrides map[string]any
+			grace     int
+			preStop   any
+			pdb       map[string]any // nil: none
+		}{
+			{"one-replica", map[string]any{"replicaCount": 1}, 40, nil, nil},
+			{"prestop-sleep", map[string]any{"preStopSleepSeconds": 3, "drainDelaySeconds": 0, "shutdownTimeoutSeconds": 60}, 68, 3, map[string]any{"maxUnavailable": 1}},
+			{"explicit-grace-and-min-available", map[string]any{"terminationGracePeriodSeconds": 120, "replicaCount": 3,
+				"podDisruptionBudget": map[string]any{"minAvailable": 2}}, 120, nil, map[string]any{"minAvailable": 2}},
+			{"pdb-off", map[string]any{"podDisruptionBudget": map[string]any{"enabled": false}}, 40, nil, nil},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				rendered, err := renderChart(t, tc.overrides)
+				if err != nil {
+					t.Fatal(err)
+				}
+				kinds := byKind(manifests(t, rendered))
+				pod := dig(kinds["Deployment"], "spec", "template", "spec")
+				if g := dig(pod, "terminationGracePeriodSeconds"); g != tc.grace {
+					t.Errorf("terminationGracePeriodSeconds %v, want %d", g, tc.grace)
+				}
+				if s := dig(pod, "containers", 0, "lifecycle", "preStop", "sleep", "seconds"); s != tc.preStop {
+					t.Errorf("preStop sleep %v, want %v", s, tc.preStop)
+				}
+				pdb := kinds["PodDisruptionBudget"]
+				if (pdb == nil) != (tc.pdb == nil) {
+					t.Fatalf("PodDisruptionBudget %v, want spec %v", pdb, tc.pdb)
+				}
+				for k, v := range tc.pdb {
+					if dig(pdb, "spec", k) != v {
+						t.Errorf("PodDisruptionBudget spec %v, want %s: %v", dig(pdb, "spec"), k, v)
+					}
+				}
+				if pdb != nil && len(dig(pdb, "spec").(map[string]any)) != 2 {
+					t.Errorf("PodDisruptionBudget spec %v: want one of minAvailable and maxUnavailable, and the selector", dig(pdb, "spec"))
+				}
+			})
+		}
+	})
+
 	for _, bad := range []struct {
 		name      string
 		overrides map[string]any
 		want      string
 	}{
+		{"grace-too-short", map[string]any{"terminationGracePeriodSeconds": 20}, "terminationGracePeriodSeconds (20) is shorter"},
+		{"drain-in-config", map[string]any{"config": map[string]any{"server": map[string]any{"drain_delay": "3s"}}}, "drainDelaySeconds"},
 		{"kernel-mode-without-privileges", map[string]any{"config": map[string]any{"datapath": map[string]any{"mode": "kernel"}}}, "kernelDatapath.enabled"},
 		{"admin-off", map[string]any{"config": map[string]any{"admin": map[string]any{"listen": "off"}}}, "admin.listen"},
 		{"unknown-mode", map[string]any{"mode": "statefulset"}, "mode must be"},
