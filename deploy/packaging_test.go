@@ -669,7 +669,7 @@ func helmFuncs(tpl **template.Template) template.FuncMap {
 			}
 			return reflect.ValueOf(v).Kind().String() == kind
 		},
-		"fail":     func(msg string) (string, error) { return "", helmFailure{msg} },
+		"fail": func(msg string) (string, error) { return "", helmFailure{msg} },
 		"add": func(v ...any) int64 {
 			var sum int64
 			for _, e := range v {
