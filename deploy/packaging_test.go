@@ -1207,18 +1207,59 @@ func TestSystemdUnit(t *testing.T) {
 	if r := one("ExecReload"); r != "/bin/kill -HUP $MAINPID" {
 		t.Errorf("ExecReload=%s, want /bin/kill -HUP $MAINPID", r)
 	}
+	// The userspace datapath needs only to bind ports below 1024.
 	for _, k := range []string{"AmbientCapabilities", "CapabilityBoundingSet"} {
-		caps := strings.Fields(one(k))
+		if caps := strings.Join(s[k], " "); caps != "CAP_NET_BIND_SERVICE" {
+			t.Errorf("%s=%s, want CAP_NET_BIND_SERVICE only (the kernel datapath's capabilities are in its drop-in)", k, caps)
+		}
+	}
+	for _, pre := range s["ExecStartPre"] {
+		if strings.Contains(pre, "bpf") {
+			t.Errorf("ExecStartPre=%s: a userspace configuration must not need bpffs", pre)
+		}
+	}
+	for k, want := range map[string]string{
+		"NoNewPrivileges": "yes", "UMask": "0077", "ProtectSystem": "strict", "ProtectHome": "yes",
+		"PrivateTmp": "yes", "PrivateDevices": "yes", "ProtectClock": "yes", "ProtectHostname": "yes",
+		"ProtectKernelTunables": "yes", "ProtectKernelModules": "yes", "ProtectKernelLogs": "yes",
+		"ProtectControlGroups": "yes", "ProtectProc": "invisible", "RestrictNamespaces": "yes",
+		"RestrictSUIDSGID": "yes", "LockPersonality": "yes", "SystemCallArchitectures": "native",
+		"SystemCallErrorNumber": "EPERM",
+	} {
+		if got := one(k); got != want {
+			t.Errorf("%s=%s, want %s", k, got, want)
+		}
+	}
+	if f := strings.Join(s["SystemCallFilter"], " | "); f != "@system-service | ~@privileged @resources" {
+		t.Errorf("SystemCallFilter= %s, want @system-service, then ~@privileged @resources", f)
+	}
+
+	// The kernel datapath's drop-in adds what BPF needs, and only that.
+	k := parseUnit(pkgRead(t, "deploy/systemd/rustygate.service.d/kernel-datapath.conf"))["Service"]
+	for _, key := range []string{"AmbientCapabilities", "CapabilityBoundingSet"} {
+		caps := strings.Fields(strings.Join(k[key], " "))
 		for _, c := range []string{"CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"} {
 			if !slices.Contains(caps, c) {
-				t.Errorf("%s=%v lacks %s", k, caps, c)
+				t.Errorf("kernel-datapath.conf: %s=%v lacks %s", key, caps, c)
 			}
 		}
 		// bpffs is mounted before the service starts, so CAP_SYS_ADMIN
 		// (needed only to mount it) is not granted.
 		if slices.Contains(caps, "CAP_SYS_ADMIN") {
-			t.Errorf("%s=%v grants CAP_SYS_ADMIN; the kernel datapath needs only CAP_BPF CAP_NET_ADMIN CAP_PERFMON", k, caps)
+			t.Errorf("kernel-datapath.conf: %s=%v grants CAP_SYS_ADMIN; the kernel datapath needs only CAP_BPF CAP_NET_ADMIN CAP_PERFMON", key, caps)
 		}
+	}
+	for key, want := range map[string]string{
+		"LimitMEMLOCK": "infinity", "SystemCallFilter": "bpf", "ReadWritePaths": "/sys/fs/bpf",
+		"RestrictAddressFamilies": "AF_NETLINK",
+		"ExecStartPre":            "+/usr/bin/install -d -o rustygate -g rustygate -m 0700 /sys/fs/bpf/rustygate",
+	} {
+		if got := strings.Join(k[key], " | "); got != want {
+			t.Errorf("kernel-datapath.conf: %s=%s, want %s", key, got, want)
+		}
+	}
+	if a := parseUnit(pkgRead(t, "deploy/systemd/rustygate.service.d/kernel-datapath.conf"))["Unit"]["AssertPathIsMountPoint"]; !slices.Equal(a, []string{"/sys/fs/bpf"}) {
+		t.Errorf("kernel-datapath.conf: AssertPathIsMountPoint=%v, want /sys/fs/bpf (fail clearly without bpffs)", a)
 	}
 	if user := one("User"); user == "" || user == "root" || user == "0" {
 		t.Errorf("User=%q, want a non-root user", user)
@@ -1230,8 +1271,61 @@ func TestSystemdUnit(t *testing.T) {
 	if err != nil || stop <= 30*time.Second {
 		t.Errorf("TimeoutStopSec=%s: want longer than server.shutdown_timeout (30s)", one("TimeoutStopSec"))
 	}
-	if one("LimitMEMLOCK") != "infinity" {
-		t.Errorf("LimitMEMLOCK=%s, want infinity (kernels before 5.11 charge BPF maps to it)", one("LimitMEMLOCK"))
+	systemdAnalyze(t)
+}
+
+// systemdAnalyze runs `systemd-analyze verify` on the unit, alone and with
+// the kernel datapath's drop-in, and scores both with `systemd-analyze
+// security --offline=true` (systemd 252 or later). CI installs systemd;
+// elsewhere the check is skipped when the tool is missing.
+func systemdAnalyze(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("systemd-analyze is not installed (Debian package systemd); CI must check the unit with it")
+		}
+		t.Skip("systemd-analyze not installed (Debian package systemd)")
+	}
+	src := pkgRead(t, "deploy/systemd/rustygate.service")
+	dropIn := pkgRead(t, "deploy/systemd/rustygate.service.d/kernel-datapath.conf")
+	for _, tc := range []struct {
+		name     string
+		dropIn   bool
+		maxScore float64
+	}{{"userspace", false, 1.5}, {"kernel-datapath", true, 2.0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			// verify wants the executables to exist: the test binary
+			// stands in for /usr/local/bin/rustygate.
+			exe, err := os.Executable()
+			if err != nil {
+				t.Fatal(err)
+			}
+			unit := filepath.Join(dir, "rustygate.service")
+			if err := os.WriteFile(unit, []byte(strings.ReplaceAll(src, "/usr/local/bin/rustygate", exe)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if tc.dropIn {
+				if err := os.MkdirAll(unit+".d", 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(unit+".d", "kernel-datapath.conf"), []byte(dropIn), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if out, err := exec.Command("systemd-analyze", "verify", unit).CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+				t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+			}
+			out, err := exec.Command("systemd-analyze", "security", "--offline=true", "--no-pager", unit).CombinedOutput()
+			m := regexp.MustCompile(`Overall exposure level for rustygate\.service: (\d+\.\d+)`).FindSubmatch(out)
+			if m == nil {
+				t.Fatalf("systemd-analyze security: %v\n%s", err, out)
+			}
+			score, _ := strconv.ParseFloat(string(m[1]), 64)
+			t.Logf("systemd-analyze security: exposure %.1f", score)
+			if score > tc.maxScore {
+				t.Errorf("exposure %.1f, want at most %.1f (docs/deployment.md gives the figure):\n%s", score, tc.maxScore, out)
+			}
+		})
 	}
 }
 
