@@ -1084,6 +1084,26 @@ func TestHelmChart(t *testing.T) {
 		}
 	})
 
+	t.Run("token-file", func(t *testing.T) {
+		tok := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(tok, []byte("from-a-file\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		rendered, err := renderChart(t, map[string]any{"config": map[string]any{"admin": map[string]any{"token_file": tok}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := dig(byKind(manifests(t, rendered))["ConfigMap"], "data", "config.yaml").(string)
+		t.Setenv("RUSTYGATE_ADMIN_TOKEN", "")
+		cfg, err := config.Parse("config.yaml", []byte(data))
+		if err != nil {
+			t.Fatalf("admin.token_file in config: %v\n%s", err, data)
+		}
+		if cfg.Admin.Token != "from-a-file" {
+			t.Errorf("admin.token %q, want the file's", cfg.Admin.Token)
+		}
+	})
+
 	t.Run("existing-secret", func(t *testing.T) {
 		rendered, err := renderChart(t, map[string]any{"adminToken": map[string]any{"existingSecret": "gw-admin", "secretKey": "tok"}})
 		if err != nil {

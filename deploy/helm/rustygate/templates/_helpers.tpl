@@ -91,7 +91,7 @@ configuration leaves them unset.
 {{- if eq (toString (get $admin "listen")) "off" }}
 {{- fail "config.admin.listen must not be off: the probes and the ServiceMonitor use the admin listener" }}
 {{- end }}
-{{- if not (hasKey $admin "token") }}
+{{- if not (or (hasKey $admin "token") (hasKey $admin "token_file")) }}
 {{- $_ := set $admin "token" "${RUSTYGATE_ADMIN_TOKEN:-}" }}
 {{- end }}
 {{- $_ := set $cfg "admin" $admin }}
