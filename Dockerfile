@@ -5,7 +5,8 @@
 #
 #   docker build -t rustygate --build-arg VERSION=$(git describe --tags --always --dirty) \
 #       --build-arg COMMIT=$(git rev-parse --short HEAD) .
-#   docker run --rm -p 8080:8080 -p 8081:8081 \
+#   docker run --rm -p 8080:8080 rustygate             # curl localhost:8080/
+#   docker run --rm -p 8080:8080 -p 127.0.0.1:8081:8081 \
 #       -v "$PWD/conf:/etc/rustygate:ro" rustygate     # conf/config.yaml
 #
 # Needs BuildKit (the default builder since Docker 23; on older Docker set
@@ -20,14 +21,20 @@
 # checks that this stays so.
 #
 # Configuration: /etc/rustygate/config.yaml ($RUSTYGATE_CONFIG), a copy of
-# config/default.yaml. Mount a directory over /etc/rustygate (not a single
-# file) when you want edits to be hot-reloaded: the gateway watches the
+# config/container.yaml: no backend needed (GET / answers "RustyGate is
+# running", other paths 404), the admin listener on 0.0.0.0:8081 because
+# the gateway's own default, 127.0.0.1:8081, is unreachable from outside a
+# container. Mount a directory over /etc/rustygate (not a single file) with
+# your config.yaml; edits are hot-reloaded: the gateway watches the
 # directory and picks up renames and Kubernetes ConfigMap symlink swaps.
+# Your file must set admin.listen too (e.g. "0.0.0.0:8081") for probes and
+# metrics from outside the container.
 #
 # Health: distroless has no shell and no curl, so there is no HEALTHCHECK
 # instruction. Probe the admin listener from outside instead:
-#   curl -fsS http://HOST:8081/healthz        -> 200 "ok"
-# (Kubernetes: an httpGet probe on /healthz, port 8081; see deploy/helm.)
+#   curl -fsS http://HOST:8081/livez          -> 200 "ok" (alive; /healthz too)
+#   curl -fsS http://HOST:8081/readyz         -> 200 "ready", 503 while starting or draining
+# (Kubernetes: httpGet probes on /livez and /readyz, port 8081; see deploy/helm.)
 #
 # Kernel datapath (XDP/TCX connection limiter, bans; docs/kernel-datapath.md).
 # The default user has no capabilities, so the gateway runs the userspace
@@ -75,7 +82,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
     make build BIN=/out/rustygate VERSION=${VERSION} COMMIT=${COMMIT} \
     && mkdir -p /out/etc/rustygate \
-    && cp config/default.yaml /out/etc/rustygate/config.yaml
+    && cp config/container.yaml /out/etc/rustygate/config.yaml
 
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=dev
@@ -88,9 +95,12 @@ LABEL org.opencontainers.image.title="RustyGate" \
 COPY --from=builder /out/rustygate /usr/local/bin/rustygate
 COPY --from=builder /out/etc/rustygate /etc/rustygate
 ENV RUSTYGATE_CONFIG=/etc/rustygate/config.yaml
-# 8080: the proxy listener (server.listen); 8081: the admin listener
-# (admin.listen: /healthz, /metrics, /admin/*).
-EXPOSE 8080 8081
+# 8080: the proxy listener (server.listen). The admin listener (8081:
+# /livez, /readyz, /metrics, /admin/*) is not exposed, so that `docker run
+# -P` does not publish it on every host address: publish it explicitly,
+# on loopback (-p 127.0.0.1:8081:8081) or to the network your probes and
+# Prometheus use.
+EXPOSE 8080
 USER nonroot:nonroot
 ENTRYPOINT ["/usr/local/bin/rustygate"]
 CMD ["run"]

@@ -611,7 +611,7 @@ func TestLoadDefaultYAML(t *testing.T) {
 			Path:                   PathNormalization{MergeSlashes: ptr(true), EscapedSlashes: "reject"},
 			HeadersWithUnderscores: "drop",
 		},
-		Admin: Admin{Listen: ":8081"},
+		Admin: Admin{Listen: "127.0.0.1:8081"},
 		Log:   Log{Format: "json", Level: "info", Access: ptr(true)},
 		Routes: []Route{{
 			Name:     "/api/test",
@@ -690,7 +690,7 @@ func TestParseGood(t *testing.T) {
 			name: "empty file",
 			yaml: "",
 			check: func(t *testing.T, c *Config) {
-				if c.Server.Listen != ":8080" || c.Admin.Listen != ":8081" || len(c.Routes) != 0 {
+				if c.Server.Listen != ":8080" || c.Admin.Listen != "127.0.0.1:8081" || len(c.Routes) != 0 {
 					t.Errorf("got %+v", c)
 				}
 			},

@@ -21,7 +21,7 @@ const (
 	defaultWriteTimeout      = Duration(60 * time.Second)
 	defaultMaxHeaderBytes    = 65536
 	defaultShutdownTimeout   = Duration(30 * time.Second)
-	defaultAdminListen       = ":8081"
+	defaultAdminListen       = "127.0.0.1:8081"
 	defaultLogFormat         = "json"
 	defaultLogLevel          = "info"
 	defaultStrategy          = StrategyRoundRobin
@@ -80,6 +80,7 @@ func applyDefaults(c *Config, set map[string]bool) []bool {
 	}
 	setString(&s.Path.EscapedSlashes, EscapedSlashesReject)
 	setString(&s.HeadersWithUnderscores, UnderscoreHeadersDrop)
+	// DrainDelay defaults to 0, its zero value.
 
 	setString(&c.Admin.Listen, defaultAdminListen)
 

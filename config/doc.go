@@ -19,7 +19,9 @@
 //     lower-cased, methods upper-cased, backend URLs spelled
 //     http://host:port[/base]). A number or duration written explicitly
 //     as 0 is kept, so that validation can reject it.
-//  4. Validate: every field is checked.
+//  4. Validate: every field is checked. Before that, admin.token_file is
+//     read into admin.token (at every load, so a reload sees a rotated
+//     token).
 //
 // All problems found by steps 2 and 4 are collected and returned together
 // as one *Errors value, one FieldError per problem, each naming the file,
@@ -28,8 +30,9 @@
 // # What this package must not do
 //
 // Apart from reading the one file given to Load, the certificate and key
-// files it names (to check that they load and match), and looking up
-// environment variables, config performs no I/O: it opens no sockets,
+// files it names (to check that they load and match), the admin token
+// file it names, and looking up environment variables, config performs
+// no I/O: it opens no sockets,
 // resolves no host names, dials no backends and starts no goroutines.
 // Checks that need the network (is the port free, does the backend
 // answer) belong to the packages that own those resources.

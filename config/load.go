@@ -38,7 +38,7 @@ func Parse(name string, data []byte) (*Config, error) {
 }
 
 // Default returns the built-in default configuration (default.yaml in
-// this package): the proxy on :8080, the admin listener on :8081 and one
+// this package): the proxy on :8080, the admin listener on 127.0.0.1:8081 and one
 // example route.
 func Default() (*Config, error) {
 	return Parse("default.yaml", defaultYAML)
@@ -74,6 +74,7 @@ func parse(name string, data []byte, lookup func(string) (string, bool)) (*Confi
 	if !w.aborted {
 		st := &vstate{file: name, lines: w.lines, bad: w.bad, shapes: routeShapesOf(c)}
 		st.defaultedNames = applyDefaults(c, w.set)
+		readTokenFile(&c.Admin, st)
 		errs = append(errs, validate(c, st)...)
 	}
 	if err := newErrors(errs); err != nil {

@@ -58,6 +58,11 @@ type Server struct {
 	// name contains "_": "drop" (default: not forwarded, not seen by
 	// middlewares), "reject" (400) or "allow".
 	HeadersWithUnderscores string `yaml:"headers_with_underscores"`
+	// DrainDelay is how long the listeners keep accepting after SIGTERM
+	// or SIGINT while /readyz already answers 503, so that load balancers
+	// and Kubernetes endpoints stop sending new connections before the
+	// listeners close. The shutdown_timeout drain starts after it. Default 0.
+	DrainDelay Duration `yaml:"drain_delay"`
 }
 
 // PathNormalization configures request path normalization. Escapes of
@@ -184,12 +189,26 @@ type Bans struct {
 	Duration Duration `yaml:"duration"`
 }
 
-// Admin is the operator listener (/metrics, /healthz, /admin/*).
+// Admin is the operator listener (/livez, /readyz, /metrics, /admin/*,
+// /debug/pprof/).
 type Admin struct {
-	// Listen is the admin address. Default ":8081"; "off" disables it.
+	// Listen is the admin address. Default "127.0.0.1:8081" (loopback
+	// only); "off" disables it.
 	Listen string `yaml:"listen"`
-	// Token protects /admin/* endpoints (Authorization: Bearer TOKEN).
+	// Token protects /admin/* endpoints (Authorization: Bearer TOKEN), and
+	// /debug/pprof/ and /metrics when those ask for it.
 	Token string `yaml:"token"`
+	// TokenFile names a file holding the token (a Kubernetes Secret or a
+	// systemd credential), read at load and at every reload; trailing
+	// newlines are trimmed. Exclusive with Token. Once loaded, Token holds
+	// the file's token.
+	TokenFile string `yaml:"token_file"`
+	// PProf serves Go's profiler under /debug/pprof/, behind the token.
+	// Default false (404).
+	PProf bool `yaml:"pprof"`
+	// MetricsAuth makes /metrics ask for the token. Default false, so
+	// that Prometheus scrapes without credentials.
+	MetricsAuth bool `yaml:"metrics_auth"`
 }
 
 // Log configures the process log and the access log.

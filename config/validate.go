@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Limits.
@@ -15,6 +16,7 @@ const (
 	maxMaxHeaderBytes = 16 << 20
 	minWeight         = 1
 	maxWeight         = 1000000
+	maxDrainDelay     = 10 * time.Minute
 )
 
 // vstate is what validation knows beyond the Config itself.
@@ -103,6 +105,9 @@ func validate(c *Config, st *vstate) []FieldError {
 	checkPositive(st, "server.idle_timeout", s.IdleTimeout)
 	checkPositive(st, "server.write_timeout", s.WriteTimeout)
 	checkPositive(st, "server.shutdown_timeout", s.ShutdownTimeout)
+	if s.DrainDelay < 0 || s.DrainDelay.D() > maxDrainDelay {
+		st.add("server.drain_delay", "must be between 0 and %s (got %s)", maxDrainDelay, s.DrainDelay)
+	}
 	if s.MaxHeaderBytes < minMaxHeaderBytes || s.MaxHeaderBytes > maxMaxHeaderBytes {
 		st.add("server.max_header_bytes", "must be between %d and %d (got %d)", minMaxHeaderBytes, maxMaxHeaderBytes, s.MaxHeaderBytes)
 	}
@@ -121,9 +126,7 @@ func validate(c *Config, st *vstate) []FieldError {
 			st.add("admin.listen", "must differ from server.listen (both use port %s)", port)
 		}
 	}
-	if strings.ContainsFunc(c.Admin.Token, isSpaceOrControl) {
-		st.add("admin.token", "must not contain spaces or control characters")
-	}
+	validateAdmin(&c.Admin, st)
 
 	if !oneOf(c.Log.Format, "json", "text") {
 		st.add("log.format", "unknown format %q (supported: json, text)", c.Log.Format)

@@ -281,10 +281,27 @@ func TestDockerfile(t *testing.T) {
 	if user == "" || uid == "root" || uid == "0" {
 		t.Errorf("final USER %q: the image must run as a non-root user by default", user)
 	}
-	for _, p := range []string{"8080", "8081"} {
-		if !slices.Contains(exposed, p) {
-			t.Errorf("EXPOSE lacks %s (got %v)", p, exposed)
-		}
+	if !slices.Contains(exposed, "8080") {
+		t.Errorf("EXPOSE lacks 8080 (got %v)", exposed)
+	}
+	// The admin port is published only on purpose (docker run -P publishes
+	// every exposed port on every host address).
+	if slices.Contains(exposed, "8081") {
+		t.Errorf("EXPOSE %v publishes the admin port with docker run -P", exposed)
+	}
+	// The image's configuration is config/container.yaml: no backend to
+	// wait for, the admin listener on the container's address.
+	if !strings.Contains(src, "cp config/container.yaml /out/etc/rustygate/config.yaml") {
+		t.Error("the image's /etc/rustygate/config.yaml is not config/container.yaml")
+	}
+	t.Setenv("RUSTYGATE_ADMIN_TOKEN", "")
+	cc, err := config.Load(filepath.Join("..", "config", "container.yaml"))
+	if err != nil {
+		t.Fatalf("config/container.yaml: %v", err)
+	}
+	if cc.Server.Listen != ":8080" || cc.Admin.Listen != "0.0.0.0:8081" || len(cc.Routes) != 0 {
+		t.Errorf("config/container.yaml: server.listen %q, admin.listen %q, %d routes; want :8080, 0.0.0.0:8081 and no route to a backend the image lacks",
+			cc.Server.Listen, cc.Admin.Listen, len(cc.Routes))
 	}
 
 	// The binary is built as `make build` builds it: either by that target
@@ -317,7 +334,7 @@ func TestDockerfile(t *testing.T) {
 	}
 
 	// The kernel-mode recipe is documented in the file itself.
-	for _, want := range []string{"--cap-add BPF", "--cap-add NET_ADMIN", "--cap-add PERFMON", "/sys/fs/bpf:/sys/fs/bpf", "/healthz", "--user 0"} {
+	for _, want := range []string{"--cap-add BPF", "--cap-add NET_ADMIN", "--cap-add PERFMON", "/sys/fs/bpf:/sys/fs/bpf", "/livez", "/readyz", "--user 0"} {
 		if !strings.Contains(src, want) {
 			t.Errorf("Dockerfile comments do not mention %q", want)
 		}
@@ -397,7 +414,7 @@ func TestDockerignore(t *testing.T) {
 			t.Errorf(".dockerignore keeps %s in the build context", p)
 		}
 	}
-	need := []string{"Makefile", "go.mod", "go.sum"}
+	need := []string{"Makefile", "go.mod", "go.sum", "config/container.yaml"}
 	abs, err := filepath.Abs(repoRoot)
 	if err != nil {
 		t.Fatal(err)
@@ -652,7 +669,14 @@ func helmFuncs(tpl **template.Template) template.FuncMap {
 			}
 			return reflect.ValueOf(v).Kind().String() == kind
 		},
-		"fail":     func(msg string) (string, error) { return "", helmFailure{msg} },
+		"fail": func(msg string) (string, error) { return "", helmFailure{msg} },
+		"add": func(v ...any) int64 {
+			var sum int64
+			for _, e := range v {
+				sum += int64(toInt(e))
+			}
+			return sum
+		},
 		"int":      toInt,
 		"toString": toStr,
 		"join": func(sep string, v any) string {
@@ -857,6 +881,9 @@ func TestHelmChart(t *testing.T) {
 			docs := manifests(t, rendered)
 			kinds := byKind(docs)
 			want := []string{"ConfigMap", "Service", tc.workload}
+			if tc.workload == "Deployment" {
+				want = append(want, "PodDisruptionBudget") // 2 replicas
+			}
 			got := slices.Sorted(maps.Keys(kinds))
 			slices.Sort(want)
 			if !slices.Equal(got, want) {
@@ -898,9 +925,22 @@ func TestHelmChart(t *testing.T) {
 			if ports["http"] != 8080 || ports["admin"] != 8081 {
 				t.Errorf("container ports %v, want http 8080 and admin 8081", ports)
 			}
-			for _, probe := range []string{"livenessProbe", "readinessProbe"} {
-				if dig(c, probe, "httpGet", "path") != "/healthz" || dig(c, probe, "httpGet", "port") != "admin" {
-					t.Errorf("%s = %v, want GET /healthz on the admin port", probe, dig(c, probe))
+			for probe, path := range map[string]string{"livenessProbe": "/livez", "readinessProbe": "/readyz"} {
+				if dig(c, probe, "httpGet", "path") != path || dig(c, probe, "httpGet", "port") != "admin" {
+					t.Errorf("%s = %v, want GET %s on the admin port", probe, dig(c, probe), path)
+				}
+			}
+			// SIGTERM: /readyz 503 and 5 s of drain delay, then 30 s for
+			// requests in flight, within the grace period.
+			if g := dig(pod, "terminationGracePeriodSeconds"); g != 40 {
+				t.Errorf("terminationGracePeriodSeconds %v, want 5 + 30 + 5 = 40", g)
+			}
+			if dig(c, "lifecycle") != nil {
+				t.Errorf("lifecycle %v: the default drain is the gateway's drain_delay, no preStop hook", dig(c, "lifecycle"))
+			}
+			if pdb := kinds["PodDisruptionBudget"]; pdb != nil {
+				if dig(pdb, "spec", "maxUnavailable") != 1 || !reflect.DeepEqual(dig(pdb, "spec", "selector", "matchLabels"), any(sel)) {
+					t.Errorf("PodDisruptionBudget spec %v, want maxUnavailable 1 and the workload's selector", dig(pdb, "spec"))
 				}
 			}
 			if env := findNamed(dig(c, "env"), "POD_NAME"); env == nil {
@@ -973,8 +1013,13 @@ func TestHelmChart(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the ConfigMap's config.yaml does not parse:\n%v\n%s", err, data)
 			}
-			if cfg.Server.Listen != ":8080" || cfg.Admin.Listen != ":8081" || cfg.Admin.Token != "" {
+			// The gateway's default admin address is loopback: the pod
+			// listens on its own addresses for the kubelet and Prometheus.
+			if cfg.Server.Listen != ":8080" || cfg.Admin.Listen != "0.0.0.0:8081" || cfg.Admin.Token != "" {
 				t.Errorf("server.listen %q, admin.listen %q, admin.token %q", cfg.Server.Listen, cfg.Admin.Listen, cfg.Admin.Token)
+			}
+			if cfg.Server.DrainDelay.D() != 5*time.Second || cfg.Server.ShutdownTimeout.D() != 30*time.Second {
+				t.Errorf("server.drain_delay %v, shutdown_timeout %v; want 5s and 30s", cfg.Server.DrainDelay, cfg.Server.ShutdownTimeout)
 			}
 			wantMode := config.DatapathUserspace
 			if tc.kernel {
@@ -1039,6 +1084,26 @@ func TestHelmChart(t *testing.T) {
 		}
 	})
 
+	t.Run("token-file", func(t *testing.T) {
+		tok := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(tok, []byte("from-a-file\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		rendered, err := renderChart(t, map[string]any{"config": map[string]any{"admin": map[string]any{"token_file": tok}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := dig(byKind(manifests(t, rendered))["ConfigMap"], "data", "config.yaml").(string)
+		t.Setenv("RUSTYGATE_ADMIN_TOKEN", "")
+		cfg, err := config.Parse("config.yaml", []byte(data))
+		if err != nil {
+			t.Fatalf("admin.token_file in config: %v\n%s", err, data)
+		}
+		if cfg.Admin.Token != "from-a-file" {
+			t.Errorf("admin.token %q, want the file's", cfg.Admin.Token)
+		}
+	})
+
 	t.Run("existing-secret", func(t *testing.T) {
 		rendered, err := renderChart(t, map[string]any{"adminToken": map[string]any{"existingSecret": "gw-admin", "secretKey": "tok"}})
 		if err != nil {
@@ -1055,11 +1120,56 @@ func TestHelmChart(t *testing.T) {
 		}
 	})
 
+	t.Run("drain-and-disruption-budget", func(t *testing.T) {
+		for _, tc := range []struct {
+			name      string
+			overrides map[string]any
+			grace     int
+			preStop   any
+			pdb       map[string]any // nil: none
+		}{
+			{"one-replica", map[string]any{"replicaCount": 1}, 40, nil, nil},
+			{"prestop-sleep", map[string]any{"preStopSleepSeconds": 3, "drainDelaySeconds": 0, "shutdownTimeoutSeconds": 60}, 68, 3, map[string]any{"maxUnavailable": 1}},
+			{"explicit-grace-and-min-available", map[string]any{"terminationGracePeriodSeconds": 120, "replicaCount": 3,
+				"podDisruptionBudget": map[string]any{"minAvailable": 2}}, 120, nil, map[string]any{"minAvailable": 2}},
+			{"pdb-off", map[string]any{"podDisruptionBudget": map[string]any{"enabled": false}}, 40, nil, nil},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				rendered, err := renderChart(t, tc.overrides)
+				if err != nil {
+					t.Fatal(err)
+				}
+				kinds := byKind(manifests(t, rendered))
+				pod := dig(kinds["Deployment"], "spec", "template", "spec")
+				if g := dig(pod, "terminationGracePeriodSeconds"); g != tc.grace {
+					t.Errorf("terminationGracePeriodSeconds %v, want %d", g, tc.grace)
+				}
+				if s := dig(pod, "containers", 0, "lifecycle", "preStop", "sleep", "seconds"); s != tc.preStop {
+					t.Errorf("preStop sleep %v, want %v", s, tc.preStop)
+				}
+				pdb := kinds["PodDisruptionBudget"]
+				if (pdb == nil) != (tc.pdb == nil) {
+					t.Fatalf("PodDisruptionBudget %v, want spec %v", pdb, tc.pdb)
+				}
+				for k, v := range tc.pdb {
+					if dig(pdb, "spec", k) != v {
+						t.Errorf("PodDisruptionBudget spec %v, want %s: %v", dig(pdb, "spec"), k, v)
+					}
+				}
+				if pdb != nil && len(dig(pdb, "spec").(map[string]any)) != 2 {
+					t.Errorf("PodDisruptionBudget spec %v: want one of minAvailable and maxUnavailable, and the selector", dig(pdb, "spec"))
+				}
+			})
+		}
+	})
+
 	for _, bad := range []struct {
 		name      string
 		overrides map[string]any
 		want      string
 	}{
+		{"grace-too-short", map[string]any{"terminationGracePeriodSeconds": 20}, "terminationGracePeriodSeconds (20) is shorter"},
+		{"drain-in-config", map[string]any{"config": map[string]any{"server": map[string]any{"drain_delay": "3s"}}}, "drainDelaySeconds"},
 		{"kernel-mode-without-privileges", map[string]any{"config": map[string]any{"datapath": map[string]any{"mode": "kernel"}}}, "kernelDatapath.enabled"},
 		{"admin-off", map[string]any{"config": map[string]any{"admin": map[string]any{"listen": "off"}}}, "admin.listen"},
 		{"unknown-mode", map[string]any{"mode": "statefulset"}, "mode must be"},
@@ -1117,18 +1227,59 @@ func TestSystemdUnit(t *testing.T) {
 	if r := one("ExecReload"); r != "/bin/kill -HUP $MAINPID" {
 		t.Errorf("ExecReload=%s, want /bin/kill -HUP $MAINPID", r)
 	}
+	// The userspace datapath needs only to bind ports below 1024.
 	for _, k := range []string{"AmbientCapabilities", "CapabilityBoundingSet"} {
-		caps := strings.Fields(one(k))
+		if caps := strings.Join(s[k], " "); caps != "CAP_NET_BIND_SERVICE" {
+			t.Errorf("%s=%s, want CAP_NET_BIND_SERVICE only (the kernel datapath's capabilities are in its drop-in)", k, caps)
+		}
+	}
+	for _, pre := range s["ExecStartPre"] {
+		if strings.Contains(pre, "bpf") {
+			t.Errorf("ExecStartPre=%s: a userspace configuration must not need bpffs", pre)
+		}
+	}
+	for k, want := range map[string]string{
+		"NoNewPrivileges": "yes", "UMask": "0077", "ProtectSystem": "strict", "ProtectHome": "yes",
+		"PrivateTmp": "yes", "PrivateDevices": "yes", "ProtectClock": "yes", "ProtectHostname": "yes",
+		"ProtectKernelTunables": "yes", "ProtectKernelModules": "yes", "ProtectKernelLogs": "yes",
+		"ProtectControlGroups": "yes", "ProtectProc": "invisible", "RestrictNamespaces": "yes",
+		"RestrictSUIDSGID": "yes", "LockPersonality": "yes", "SystemCallArchitectures": "native",
+		"SystemCallErrorNumber": "EPERM",
+	} {
+		if got := one(k); got != want {
+			t.Errorf("%s=%s, want %s", k, got, want)
+		}
+	}
+	if f := strings.Join(s["SystemCallFilter"], " | "); f != "@system-service | ~@privileged @resources" {
+		t.Errorf("SystemCallFilter= %s, want @system-service, then ~@privileged @resources", f)
+	}
+
+	// The kernel datapath's drop-in adds what BPF needs, and only that.
+	k := parseUnit(pkgRead(t, "deploy/systemd/rustygate.service.d/kernel-datapath.conf"))["Service"]
+	for _, key := range []string{"AmbientCapabilities", "CapabilityBoundingSet"} {
+		caps := strings.Fields(strings.Join(k[key], " "))
 		for _, c := range []string{"CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"} {
 			if !slices.Contains(caps, c) {
-				t.Errorf("%s=%v lacks %s", k, caps, c)
+				t.Errorf("kernel-datapath.conf: %s=%v lacks %s", key, caps, c)
 			}
 		}
 		// bpffs is mounted before the service starts, so CAP_SYS_ADMIN
 		// (needed only to mount it) is not granted.
 		if slices.Contains(caps, "CAP_SYS_ADMIN") {
-			t.Errorf("%s=%v grants CAP_SYS_ADMIN; the kernel datapath needs only CAP_BPF CAP_NET_ADMIN CAP_PERFMON", k, caps)
+			t.Errorf("kernel-datapath.conf: %s=%v grants CAP_SYS_ADMIN; the kernel datapath needs only CAP_BPF CAP_NET_ADMIN CAP_PERFMON", key, caps)
 		}
+	}
+	for key, want := range map[string]string{
+		"LimitMEMLOCK": "infinity", "SystemCallFilter": "bpf", "ReadWritePaths": "/sys/fs/bpf",
+		"RestrictAddressFamilies": "AF_NETLINK",
+		"ExecStartPre":            "+/usr/bin/install -d -o rustygate -g rustygate -m 0700 /sys/fs/bpf/rustygate",
+	} {
+		if got := strings.Join(k[key], " | "); got != want {
+			t.Errorf("kernel-datapath.conf: %s=%s, want %s", key, got, want)
+		}
+	}
+	if a := parseUnit(pkgRead(t, "deploy/systemd/rustygate.service.d/kernel-datapath.conf"))["Unit"]["AssertPathIsMountPoint"]; !slices.Equal(a, []string{"/sys/fs/bpf"}) {
+		t.Errorf("kernel-datapath.conf: AssertPathIsMountPoint=%v, want /sys/fs/bpf (fail clearly without bpffs)", a)
 	}
 	if user := one("User"); user == "" || user == "root" || user == "0" {
 		t.Errorf("User=%q, want a non-root user", user)
@@ -1140,8 +1291,61 @@ func TestSystemdUnit(t *testing.T) {
 	if err != nil || stop <= 30*time.Second {
 		t.Errorf("TimeoutStopSec=%s: want longer than server.shutdown_timeout (30s)", one("TimeoutStopSec"))
 	}
-	if one("LimitMEMLOCK") != "infinity" {
-		t.Errorf("LimitMEMLOCK=%s, want infinity (kernels before 5.11 charge BPF maps to it)", one("LimitMEMLOCK"))
+	systemdAnalyze(t)
+}
+
+// systemdAnalyze runs `systemd-analyze verify` on the unit, alone and with
+// the kernel datapath's drop-in, and scores both with `systemd-analyze
+// security --offline=true` (systemd 252 or later). CI installs systemd;
+// elsewhere the check is skipped when the tool is missing.
+func systemdAnalyze(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("systemd-analyze is not installed (Debian package systemd); CI must check the unit with it")
+		}
+		t.Skip("systemd-analyze not installed (Debian package systemd)")
+	}
+	src := pkgRead(t, "deploy/systemd/rustygate.service")
+	dropIn := pkgRead(t, "deploy/systemd/rustygate.service.d/kernel-datapath.conf")
+	for _, tc := range []struct {
+		name     string
+		dropIn   bool
+		maxScore float64
+	}{{"userspace", false, 1.5}, {"kernel-datapath", true, 2.0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			// verify wants the executables to exist: the test binary
+			// stands in for /usr/local/bin/rustygate.
+			exe, err := os.Executable()
+			if err != nil {
+				t.Fatal(err)
+			}
+			unit := filepath.Join(dir, "rustygate.service")
+			if err := os.WriteFile(unit, []byte(strings.ReplaceAll(src, "/usr/local/bin/rustygate", exe)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if tc.dropIn {
+				if err := os.MkdirAll(unit+".d", 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(unit+".d", "kernel-datapath.conf"), []byte(dropIn), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if out, err := exec.Command("systemd-analyze", "verify", unit).CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+				t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+			}
+			out, err := exec.Command("systemd-analyze", "security", "--offline=true", "--no-pager", unit).CombinedOutput()
+			m := regexp.MustCompile(`Overall exposure level for rustygate\.service: (\d+\.\d+)`).FindSubmatch(out)
+			if m == nil {
+				t.Fatalf("systemd-analyze security: %v\n%s", err, out)
+			}
+			score, _ := strconv.ParseFloat(string(m[1]), 64)
+			t.Logf("systemd-analyze security: exposure %.1f", score)
+			if score > tc.maxScore {
+				t.Errorf("exposure %.1f, want at most %.1f (docs/deployment.md gives the figure):\n%s", score, tc.maxScore, out)
+			}
+		})
 	}
 }
 

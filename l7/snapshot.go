@@ -85,10 +85,19 @@ func (t *Transport) reap() {
 				pools = append(pools, p)
 			}
 			t.mu.Unlock()
+			// Pools of one backend with different timeouts add up: the
+			// gauges are per backend, labelled with its URL like every
+			// backend metric.
+			type conns struct{ active, idle int }
+			byURL := map[string]conns{}
 			for _, p := range pools {
 				p.reapIdle(now)
 				open, idle := p.counts()
-				t.metrics.PoolConns(p.backend.Addr, open-idle, idle)
+				c := byURL[p.backend.URL]
+				byURL[p.backend.URL] = conns{c.active + open - idle, c.idle + idle}
+			}
+			for url, c := range byURL {
+				t.metrics.PoolConns(url, c.active, c.idle)
 			}
 		}
 	}
@@ -115,7 +124,9 @@ func (t *Transport) Close() {
 }
 
 func (t *Transport) pool(b *upstream.Backend, to config.Timeouts) *connPool {
-	key := fmt.Sprintf("%s|%d|%d|%d", b.Addr, to.Connect, to.Idle, to.MaxIdleConns)
+	// By URL, not address, so that a pool's connections are reported
+	// under the backend label the other backend metrics use.
+	key := fmt.Sprintf("%s|%d|%d|%d", b.URL, to.Connect, to.Idle, to.MaxIdleConns)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if p, ok := t.pools[key]; ok {

@@ -190,7 +190,7 @@ func NewMetrics() *Metrics {
 	}, []string{"route", "backend"})
 	m.backendConns = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "rustygate_backend_connections",
-		Help: "Connections to a backend in the pool, by state (active or idle).",
+		Help: "Connections to a backend (labelled with its URL, as in the other backend metrics), by state (active or idle).",
 	}, []string{"backend", "state"})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rustygate_config_reloads_total",

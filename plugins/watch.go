@@ -14,12 +14,29 @@ import (
 // DefaultDir is the plugin directory the task list names.
 const DefaultDir = "./plugins/"
 
+const (
+	// watchMaxDelay caps the debounce of a file from its first event, so
+	// that a file written again and again is still reloaded: a change is
+	// in effect within a second.
+	watchMaxDelay = 750 * time.Millisecond
+	// k8sDataLink is the symlink a Kubernetes ConfigMap volume swaps to
+	// publish new versions of its files.
+	k8sDataLink = "..data"
+)
+
+// dueAt is when a changed file is reloaded, and when its burst of events
+// began.
+type dueAt struct{ first, at time.Time }
+
 // Watch watches dir (DefaultDir if empty) and its subdirectories for .wasm
 // files that appear or change. Once a file has been quiet for
-// Options.Debounce it is recompiled (Reload): handlers using it switch to
+// Options.Debounce, or at the latest watchMaxDelay after its first event,
+// it is recompiled (Reload): handlers using it switch to
 // the new version; a new file is compiled ahead so that a snapshot using it
 // builds quickly. A file that fails keeps the previous version and is
-// logged. Removing a file changes nothing: handlers keep the code they run.
+// logged. Events on other files do not delay it. A Kubernetes ConfigMap
+// update (its ..data link swapped) reloads the loaded plugins of that
+// directory. Removing a file changes nothing: handlers keep the code they run.
 // Watch may be called for several directories; Close stops it.
 func (m *Manager) Watch(dir string) error {
 	if dir == "" {
@@ -85,7 +102,7 @@ func (m *Manager) addTreeLocked(dir string) error {
 // have been quiet long enough. It runs until Close.
 func (m *Manager) watchLoop(w *fsnotify.Watcher) {
 	defer m.wg.Done()
-	due := map[string]time.Time{}
+	due := map[string]dueAt{}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -94,9 +111,9 @@ func (m *Manager) watchLoop(w *fsnotify.Watcher) {
 			return
 		}
 		var next time.Time
-		for _, t := range due {
-			if next.IsZero() || t.Before(next) {
-				next = t
+		for _, d := range due {
+			if next.IsZero() || d.at.Before(next) {
+				next = d.at
 			}
 		}
 		timer.Reset(max(time.Until(next), time.Millisecond))
@@ -118,8 +135,8 @@ func (m *Manager) watchLoop(w *fsnotify.Watcher) {
 			m.log.Warn("wasm plugin watcher", "error", err)
 		case <-timer.C:
 			now := time.Now()
-			for p, t := range due {
-				if now.Before(t) {
+			for p, d := range due {
+				if now.Before(d.at) {
 					continue
 				}
 				delete(due, p)
@@ -136,21 +153,55 @@ func (m *Manager) watchLoop(w *fsnotify.Watcher) {
 	}
 }
 
-func (m *Manager) event(ev fsnotify.Event, due map[string]time.Time) {
-	if ev.Has(fsnotify.Create) {
-		if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
+func (m *Manager) event(ev fsnotify.Event, due map[string]dueAt) {
+	if !ev.Has(fsnotify.Create) && !ev.Has(fsnotify.Write) {
+		return
+	}
+	now := time.Now()
+	base := filepath.Base(ev.Name)
+	switch {
+	case base == k8sDataLink:
+		for _, p := range m.loadedIn(filepath.Dir(ev.Name)) {
+			m.schedule(due, p, now)
+		}
+	case strings.HasSuffix(base, ".wasm"):
+		m.schedule(due, ev.Name, now)
+	case ev.Has(fsnotify.Create) && !strings.HasPrefix(base, "."):
+		// A new subdirectory (hidden ones, such as a ConfigMap's
+		// versions, are reached through their links).
+		if fi, err := os.Lstat(ev.Name); err == nil && fi.IsDir() {
 			m.mu.Lock()
 			if !m.closed {
 				_ = m.addTreeLocked(ev.Name)
 			}
 			m.mu.Unlock()
-			return
 		}
 	}
-	if !strings.HasSuffix(ev.Name, ".wasm") {
-		return
+}
+
+// schedule (re)arms the reload of path: Options.Debounce after this
+// event, but no later than watchMaxDelay after the first one.
+func (m *Manager) schedule(due map[string]dueAt, path string, now time.Time) {
+	d := due[path]
+	if d.first.IsZero() {
+		d.first = now
 	}
-	if ev.Has(fsnotify.Create) || ev.Has(fsnotify.Write) {
-		due[ev.Name] = time.Now().Add(m.opts.Debounce)
+	d.at = now.Add(m.opts.Debounce)
+	if limit := d.first.Add(watchMaxDelay); d.at.After(limit) {
+		d.at = limit
 	}
+	due[path] = d
+}
+
+// loadedIn lists the loaded plugins whose files are in dir.
+func (m *Manager) loadedIn(dir string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for p := range m.current {
+		if filepath.Dir(p) == dir {
+			out = append(out, p)
+		}
+	}
+	return out
 }

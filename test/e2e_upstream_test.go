@@ -1381,7 +1381,7 @@ func TestUpstreamReadmeMultiBackend(t *testing.T) {
 	single := newUpBackend(t, "single", upOK)
 	for _, r := range []struct{ old, new string }{
 		{`listen: ":8080"`, `listen: "127.0.0.1:0"`},
-		{`listen: ":8081"`, `listen: "127.0.0.1:0"`},
+		{`listen: "127.0.0.1:8081"`, `listen: "127.0.0.1:0"`},
 		{`"http://localhost:8001"`, strconv.Quote(single.URL())},
 		{`"http://users1:8001"`, strconv.Quote(u1.URL())},
 		{`"http://users2:8001"`, strconv.Quote(u2.URL())},

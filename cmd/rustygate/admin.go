@@ -4,12 +4,101 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
+	"io"
 	"net/http"
+	"net/http/pprof"
 	"reflect"
 	"strings"
+	"sync/atomic"
 
 	"github.com/rustygate/rustygate/config"
 )
+
+// Readiness of the process, as /readyz reports it.
+const (
+	// stateStarting: the listeners are not serving yet.
+	stateStarting int32 = iota
+	// stateReady: the gateway serves and takes new traffic.
+	stateReady
+	// stateDraining: a stop or a binary upgrade began; the process
+	// finishes the work in flight and wants no new traffic.
+	stateDraining
+)
+
+var stateNames = [...]string{stateStarting: "starting", stateReady: "ready", stateDraining: "draining"}
+
+// readiness is the process state /readyz reports.
+type readiness struct{ v atomic.Int32 }
+
+func (r *readiness) set(s int32) { r.v.Store(s) }
+func (r *readiness) get() int32  { return r.v.Load() }
+
+// adminMux routes the operator endpoints. /livez, /healthz (its older
+// name) and /readyz are open; /metrics is open unless admin.metrics_auth;
+// /admin/* and /debug/pprof/ (only with admin.pprof) need the token.
+// Every check reads the running configuration, so a reload applies.
+func (g *gateway) adminMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", g.metricsAuth(g.metrics.Handler()))
+	mux.HandleFunc("GET /livez", handleLive)
+	mux.HandleFunc("GET /healthz", handleLive)
+	mux.HandleFunc("GET /readyz", g.handleReady)
+	mux.Handle("POST /admin/reload", g.requireToken(http.HandlerFunc(g.handleReload)))
+	bans := g.requireToken(bansHandler(g.dp))
+	mux.Handle("/admin/bans", bans)
+	mux.Handle("/admin/bans/", bans)
+	mux.Handle("/debug/pprof/", g.pprofGate(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/cmdline", g.pprofGate(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("/debug/pprof/profile", g.pprofGate(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/symbol", g.pprofGate(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("/debug/pprof/trace", g.pprofGate(http.HandlerFunc(pprof.Trace)))
+	return mux
+}
+
+// handleLive answers while the process runs: a liveness probe that fails
+// only when the process is hung or gone.
+func handleLive(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ok\n")
+}
+
+// handleReady answers 200 while the gateway takes new traffic, and 503
+// before it serves and from the moment a drain starts.
+func (g *gateway) handleReady(w http.ResponseWriter, r *http.Request) {
+	st := g.ready.get()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if st != stateReady {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	io.WriteString(w, stateNames[st]+"\n")
+}
+
+// metricsAuth asks for the token when admin.metrics_auth is on.
+func (g *gateway) metricsAuth(next http.Handler) http.Handler {
+	guarded := g.requireToken(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if g.srv.Snapshot().Config.Admin.MetricsAuth {
+			guarded.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// pprofGate serves the profiler only with admin.pprof, and then behind
+// the token: profiles, traces and the command line are not for anyone
+// who reaches the port.
+func (g *gateway) pprofGate(next http.Handler) http.Handler {
+	guarded := g.requireToken(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !g.srv.Snapshot().Config.Admin.PProf {
+			http.NotFound(w, r)
+			return
+		}
+		guarded.ServeHTTP(w, r)
+	})
+}
 
 // requireToken protects an admin endpoint with `Authorization: Bearer
 // <admin.token>`. Without a configured token the endpoint is disabled.

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -80,6 +79,8 @@ type gateway struct {
 	lastFailed []byte
 
 	serveErr chan error
+	// ready is what /readyz reports.
+	ready readiness
 }
 
 func cmdRun(args []string, stderr io.Writer) int {
@@ -230,6 +231,7 @@ func (g *gateway) run(cfg *config.Config) int {
 	}
 	g.metrics.ConfigReload(true, time.Now())
 	go g.serve(ln)
+	g.ready.set(stateReady)
 	log.Info("RustyGate started",
 		"version", version, "config", g.path, "pid", os.Getpid(),
 		"listen", ln.Addr().String(), "admin", adminAddr,
@@ -250,8 +252,16 @@ func (g *gateway) run(cfg *config.Config) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, append([]os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}, upgradeSignals...)...)
 	defer signal.Stop(sigs)
-	code := 0
-wait:
+	code, upgraded := g.awaitStop(sigs)
+	g.shutdown(sigs, upgraded)
+	return code
+}
+
+// awaitStop serves signals until one stops the process: SIGINT or
+// SIGTERM, a binary upgrade that succeeded (upgraded), or a listener
+// failure (code 1).
+func (g *gateway) awaitStop(sigs <-chan os.Signal) (code int, upgraded bool) {
+	timeout := func() string { return g.srv.Snapshot().Config.Server.ShutdownTimeout.D().String() }
 	for {
 		select {
 		case sig := <-sigs:
@@ -261,56 +271,79 @@ wait:
 				continue
 			case isUpgradeSignal(sig):
 				if err := g.upgrade(); err != nil {
-					log.Error("binary upgrade failed; this process keeps serving", "error", err.Error())
+					g.log.Error("binary upgrade failed; this process keeps serving", "error", err.Error())
 					continue
 				}
-				log.Info("shutting down gracefully", "reason", "upgraded", "timeout", g.srv.Snapshot().Config.Server.ShutdownTimeout.D().String())
-				break wait
+				g.log.Info("shutting down gracefully", "reason", "upgraded", "timeout", timeout())
+				return 0, true
 			}
-			log.Info("shutting down gracefully", "signal", sig.String(), "timeout", g.srv.Snapshot().Config.Server.ShutdownTimeout.D().String())
-			break wait
+			g.log.Info("shutting down gracefully", "signal", sig.String(), "timeout", timeout(),
+				"drain_delay", g.srv.Snapshot().Config.Server.DrainDelay.D().String())
+			return 0, false
 		case err := <-g.serveErr:
 			if err != nil {
-				log.Error("listener failed", "error", err.Error())
-				code = 1
+				g.log.Error("listener failed", "error", err.Error())
+				return 1, false
 			}
-			break wait
+			return 0, false
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), g.srv.Snapshot().Config.Server.ShutdownTimeout.D())
+}
+
+// shutdown drains the process. /readyz turns 503 at once. On a stop, the
+// listeners keep accepting for server.drain_delay, so that load balancers
+// see the 503 and stop sending new connections before the ports close;
+// after an upgrade the new process already accepts on the same sockets,
+// so there is no delay, and the admin listener stops accepting at once so
+// that probes reach the new process. Then the listeners close and the
+// work in flight gets server.shutdown_timeout.
+func (g *gateway) shutdown(sigs <-chan os.Signal, upgraded bool) {
+	g.ready.set(stateDraining)
+	done := make(chan struct{})
+	defer close(done)
+	go g.forceExitOnSignal(sigs, done)
+	cfg := g.srv.Snapshot().Config
+	if upgraded && g.admin != nil {
+		go g.admin.Shutdown(context.Background())
+	}
+	if d := cfg.Server.DrainDelay.D(); d > 0 && !upgraded {
+		g.log.Info("draining: /readyz answers 503; listeners close after drain_delay", "drain_delay", d.String())
+		time.Sleep(d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.D())
 	defer cancel()
-	go func() {
-		// A second SIGINT or SIGTERM forces the exit; a late SIGHUP or a
-		// repeated upgrade request is ignored while draining.
-		for {
-			select {
-			case sig := <-sigs:
-				if sig != syscall.SIGINT && sig != syscall.SIGTERM {
-					log.Info("signal ignored while shutting down", "signal", sig.String())
-					continue
-				}
-				log.Warn("forced exit", "signal", sig.String())
-				g.lg.Close()
-				os.Exit(1)
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
 	l4Done := make(chan error, 1)
 	go func() { l4Done <- g.l4.Shutdown(ctx) }()
 	if err := g.srv.Shutdown(ctx); err != nil {
-		log.Warn("shutdown timed out; remaining connections closed", "error", err.Error())
+		g.log.Warn("shutdown timed out; remaining connections closed", "error", err.Error())
 	}
 	if err := <-l4Done; err != nil {
-		log.Warn("shutdown timed out; remaining l4 connections closed", "error", err.Error())
+		g.log.Warn("shutdown timed out; remaining l4 connections closed", "error", err.Error())
 	}
 	if g.admin != nil {
 		g.admin.Shutdown(ctx)
 	}
 	g.srv.Snapshot().Close()
-	log.Info("shutdown complete")
-	return code
+	g.log.Info("shutdown complete")
+}
+
+// forceExitOnSignal exits at once on a second SIGINT or SIGTERM; a late
+// SIGHUP or a repeated upgrade request is ignored while draining.
+func (g *gateway) forceExitOnSignal(sigs <-chan os.Signal, done <-chan struct{}) {
+	for {
+		select {
+		case sig := <-sigs:
+			if sig != syscall.SIGINT && sig != syscall.SIGTERM {
+				g.log.Info("signal ignored while shutting down", "signal", sig.String())
+				continue
+			}
+			g.log.Warn("forced exit", "signal", sig.String())
+			g.lg.Close()
+			os.Exit(1)
+		case <-done:
+			return
+		}
+	}
 }
 
 func (g *gateway) serve(ln net.Listener) {
@@ -427,26 +460,6 @@ func errorLines(err error) []string {
 		return out
 	}
 	return []string{err.Error()}
-}
-
-// adminMux routes the operator endpoints.
-func (g *gateway) adminMux() *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", g.metrics.Handler())
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "ok\n")
-	})
-	mux.Handle("POST /admin/reload", g.requireToken(http.HandlerFunc(g.handleReload)))
-	bans := g.requireToken(bansHandler(g.dp))
-	mux.Handle("/admin/bans", bans)
-	mux.Handle("/admin/bans/", bans)
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
 }
 
 // boundPorts are the ports of the listeners as bound: the proxy's and

@@ -78,15 +78,20 @@ configuration leaves them unset.
 {{- if not (hasKey $server "listen") }}
 {{- $_ := set $server "listen" (printf ":%d" (int .Values.ports.http)) }}
 {{- end }}
+{{- if or (hasKey $server "drain_delay") (hasKey $server "shutdown_timeout") }}
+{{- fail "set drainDelaySeconds and shutdownTimeoutSeconds instead of config.server.drain_delay and config.server.shutdown_timeout: terminationGracePeriodSeconds is computed from them" }}
+{{- end }}
+{{- $_ := set $server "drain_delay" (printf "%ds" (int .Values.drainDelaySeconds)) }}
+{{- $_ := set $server "shutdown_timeout" (printf "%ds" (int .Values.shutdownTimeoutSeconds)) }}
 {{- $_ := set $cfg "server" $server }}
 {{- $admin := get $cfg "admin" | default dict }}
 {{- if not (hasKey $admin "listen") }}
-{{- $_ := set $admin "listen" (printf ":%d" (int .Values.ports.admin)) }}
+{{- $_ := set $admin "listen" (printf "0.0.0.0:%d" (int .Values.ports.admin)) }}
 {{- end }}
 {{- if eq (toString (get $admin "listen")) "off" }}
 {{- fail "config.admin.listen must not be off: the probes and the ServiceMonitor use the admin listener" }}
 {{- end }}
-{{- if not (hasKey $admin "token") }}
+{{- if not (or (hasKey $admin "token") (hasKey $admin "token_file")) }}
 {{- $_ := set $admin "token" "${RUSTYGATE_ADMIN_TOKEN:-}" }}
 {{- end }}
 {{- $_ := set $cfg "admin" $admin }}
@@ -102,6 +107,34 @@ configuration leaves them unset.
 {{- end }}
 {{- $_ := set $cfg "datapath" $dp }}
 {{- toYaml $cfg }}
+{{- end }}
+
+{{/*
+The pod's grace period: terminationGracePeriodSeconds, or the preStop
+sleep, the drain delay and the shutdown timeout with 5 s to spare.
+*/}}
+{{- define "rustygate.gracePeriod" -}}
+{{- $need := add (int .Values.preStopSleepSeconds) (int .Values.drainDelaySeconds) (int .Values.shutdownTimeoutSeconds) }}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- add $need 5 }}
+{{- else if lt (int .Values.terminationGracePeriodSeconds) $need }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) is shorter than preStopSleepSeconds + drainDelaySeconds + shutdownTimeoutSeconds (%d): requests in flight would be killed" (int .Values.terminationGracePeriodSeconds) $need) }}
+{{- else }}
+{{- int .Values.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the chart creates a PodDisruptionBudget: podDisruptionBudget.enabled
+when it is a boolean, else deployment mode with more than one replica.
+*/}}
+{{- define "rustygate.pdbEnabled" -}}
+{{- $on := .Values.podDisruptionBudget.enabled }}
+{{- if kindIs "bool" $on }}
+{{- ternary "true" "false" $on }}
+{{- else }}
+{{- ternary "true" "false" (and (eq .Values.mode "deployment") (gt (int .Values.replicaCount) 1)) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -133,7 +166,7 @@ spec:
   {{- with .Values.priorityClassName }}
   priorityClassName: {{ . }}
   {{- end }}
-  terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+  terminationGracePeriodSeconds: {{ include "rustygate.gracePeriod" . }}
   securityContext:
     {{- if $kernel }}
     # The kernel datapath: uid 0 with only the capabilities below (Kubernetes
@@ -184,14 +217,16 @@ spec:
         {{- with .Values.ports.extra }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+      # /livez: the process runs. /readyz: it takes traffic; 503 while it
+      # starts and from SIGTERM on, during the drain.
       livenessProbe:
         httpGet:
-          path: /healthz
+          path: /livez
           port: admin
         {{- toYaml .Values.probes.liveness | nindent 8 }}
       readinessProbe:
         httpGet:
-          path: /healthz
+          path: /readyz
           port: admin
         {{- toYaml .Values.probes.readiness | nindent 8 }}
       {{- if .Values.preStopSleepSeconds }}
