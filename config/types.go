@@ -51,6 +51,10 @@ type Server struct {
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 	// ShutdownTimeout is how long a stop waits for in-flight requests. Default 30s.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// TLS terminates TLS on the listener (see tls.go); nil: plain HTTP.
+	TLS *TLSConfig `yaml:"tls"`
+	// RedirectHTTPS answers plain-HTTP requests with a 308 to https://.
+	RedirectHTTPS bool `yaml:"redirect_https"`
 }
 
 // L4Listener is a TCP proxy: every connection accepted on Listen is
