@@ -1,0 +1,354 @@
+package certs
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// PairFiles names one certificate and its key.
+type PairFiles struct {
+	CertFile, KeyFile string
+}
+
+// Options configures a Manager.
+type Options struct {
+	// Certificates are the pairs served, at least one. When several name
+	// the same host, the first listed wins.
+	Certificates []PairFiles
+	// Default is the pair for handshakes whose SNI matches no
+	// certificate, or that send none: a CertFile of Certificates, or a
+	// host name one of them covers. Empty: the first pair, unless
+	// StrictSNI.
+	Default string
+	// StrictSNI fails those handshakes instead (Default must be empty).
+	StrictSNI bool
+	// MinVersion is tls.VersionTLS12 (default) or tls.VersionTLS13.
+	MinVersion uint16
+	// TicketKeyRotation is how often a new session ticket key is made
+	// (default DefaultTicketKeyRotation).
+	TicketKeyRotation time.Duration
+	// OCSPStapling fetches and staples OCSP responses for certificates
+	// that name a responder.
+	OCSPStapling bool
+	// OCSPTimeout bounds one OCSP request (default 10s).
+	OCSPTimeout time.Duration
+	// ClientAuth, when set, asks clients for certificates.
+	ClientAuth *ClientAuth
+	// Watch reloads a pair when its files change.
+	Watch bool
+	// OnChange is called after the served certificates changed (a pair
+	// was reloaded), e.g. to republish expiry metrics. It must not block.
+	OnChange func()
+	// Logger receives reload, OCSP and handshake failure lines (default
+	// slog.Default()).
+	Logger *slog.Logger
+
+	// Test knobs: OCSP refresh floor and first retry delay, watch
+	// debounce.
+	ocspMinRefresh, ocspRetry, debounce time.Duration
+}
+
+// Manager serves a set of certificate pairs to TLS handshakes.
+type Manager struct {
+	log        *slog.Logger
+	opts       Options
+	minVersion uint16
+	clientAuth tls.ClientAuthType
+	clientCAs  *x509.CertPool
+	rotation   time.Duration
+	tickets    *ticketKeys
+	ocspClient *http.Client
+	def        int
+
+	tab atomic.Pointer[table]
+
+	// mu serialises writers: reloads, staples, configs.
+	mu      sync.Mutex
+	pairs   []*pairState
+	configs []*serverConfig
+
+	lastStrictLog atomic.Int64
+
+	stop       chan struct{}
+	ticketWake chan struct{}
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+}
+
+// pairState is one configured pair and what it serves now.
+type pairState struct {
+	files  PairFiles
+	pair   *Pair            // the pair loaded last
+	served *tls.Certificate // pair.Certificate, or a copy with a staple
+	// stopStaple ends the OCSP stapler of pair (nil without one).
+	stopStaple context.CancelFunc
+	// failedCert, failedKey and failedErr are the contents refused last
+	// and why, so a burst of events for one bad file logs once.
+	failedCert, failedKey []byte
+	failedErr             string
+}
+
+// New loads every pair and starts the background work (ticket key
+// rotation, OCSP stapling, file watching) that Close stops. It fails,
+// naming each file and reason, when any pair is invalid.
+func New(opts Options) (*Manager, error) {
+	m, err := newManager(opts)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	m.publish()
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go m.rotateTickets()
+	if opts.OCSPStapling {
+		for _, ps := range m.pairs {
+			m.startStapler(ps)
+		}
+	}
+	if opts.Watch {
+		w, err := m.newWatcher()
+		if err != nil {
+			m.Close()
+			return nil, err
+		}
+		m.wg.Add(1)
+		go m.watch(w)
+	}
+	return m, nil
+}
+
+func newManager(opts Options) (*Manager, error) {
+	if len(opts.Certificates) == 0 {
+		return nil, errors.New("certs: no certificate configured")
+	}
+	m := &Manager{
+		log:        opts.Logger,
+		opts:       opts,
+		minVersion: opts.MinVersion,
+		rotation:   opts.TicketKeyRotation,
+		stop:       make(chan struct{}),
+		ticketWake: make(chan struct{}, 1),
+	}
+	if m.log == nil {
+		m.log = slog.Default()
+	}
+	if m.minVersion == 0 {
+		m.minVersion = tls.VersionTLS12
+	}
+	if m.minVersion != tls.VersionTLS12 && m.minVersion != tls.VersionTLS13 {
+		return nil, fmt.Errorf("certs: unsupported minimum TLS version %#x", m.minVersion)
+	}
+	if m.rotation <= 0 {
+		m.rotation = DefaultTicketKeyRotation
+	}
+	if err := m.loadPairs(); err != nil {
+		return nil, err
+	}
+	def, err := resolveDefault(opts, m.pairs)
+	if err != nil {
+		return nil, err
+	}
+	m.def = def
+	if err := m.setClientAuth(opts.ClientAuth); err != nil {
+		return nil, err
+	}
+	m.tickets = newTicketKeys(time.Now())
+	timeout := opts.OCSPTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	m.ocspClient = &http.Client{
+		Timeout:   timeout,
+		Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, DisableKeepAlives: true},
+	}
+	return m, nil
+}
+
+// loadPairs loads every configured pair, collecting every failure.
+func (m *Manager) loadPairs() error {
+	var errs []error
+	now := time.Now()
+	for _, f := range m.opts.Certificates {
+		p, err := LoadPair(f.CertFile, f.KeyFile, now)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		m.pairs = append(m.pairs, &pairState{files: f, pair: p, served: p.Certificate})
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) setClientAuth(ca *ClientAuth) error {
+	if ca == nil {
+		return nil
+	}
+	mode, err := tlsClientAuth(ca.Mode)
+	if err != nil {
+		return err
+	}
+	pool, err := LoadClientCAs(ca.CAFile)
+	if err != nil {
+		return err
+	}
+	m.clientAuth, m.clientCAs = mode, pool
+	return nil
+}
+
+// resolveDefault returns the index of the default pair, -1 for strict
+// SNI.
+func resolveDefault(opts Options, pairs []*pairState) (int, error) {
+	switch {
+	case opts.StrictSNI && opts.Default != "":
+		return 0, errors.New("certs: a default certificate and strict SNI exclude each other")
+	case opts.StrictSNI:
+		return -1, nil
+	case opts.Default == "":
+		return 0, nil
+	}
+	if i := DefaultIndex(opts.Default, pairs2(pairs)); i >= 0 {
+		return i, nil
+	}
+	return 0, fmt.Errorf("certs: default certificate %q is neither a configured cert_file nor a name one of them covers", opts.Default)
+}
+
+func pairs2(ps []*pairState) []*Pair {
+	out := make([]*Pair, len(ps))
+	for i, p := range ps {
+		out[i] = p.pair
+	}
+	return out
+}
+
+// DefaultIndex returns the index of the pair a default_certificate value
+// designates: the pair loaded from that cert file, else the first pair
+// whose SANs cover that name (exactly, else by wildcard); -1 for none.
+func DefaultIndex(def string, pairs []*Pair) int {
+	for i, p := range pairs {
+		if filepath.Clean(p.CertFile) == filepath.Clean(def) {
+			return i
+		}
+	}
+	t := buildTable(pairs, nil, -1)
+	return t.lookup(def, nil)
+}
+
+// publish builds and swaps in the table of what is served now. m.mu is
+// held.
+func (m *Manager) publish() {
+	pairs := make([]*Pair, len(m.pairs))
+	served := make([]*tls.Certificate, len(m.pairs))
+	for i, ps := range m.pairs {
+		pairs[i], served[i] = ps.pair, ps.served
+	}
+	m.tab.Store(buildTable(pairs, served, m.def))
+}
+
+// GetCertificate selects the certificate for a handshake: the pair that
+// names the SNI exactly, else one whose "*." SAN covers it, else (no SNI)
+// one whose IP SAN is the address the client dialled, else the default.
+// With strict SNI and no match it fails the handshake, logging the name
+// (at most once a second). It takes no lock and allocates nothing on
+// success; it is tls.Config.GetCertificate.
+func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	t := m.tab.Load()
+	i := t.lookup(hello.ServerName, localAddr(hello))
+	if i < 0 {
+		i = t.def
+	}
+	if i < 0 {
+		return nil, m.noCertificate(hello)
+	}
+	return t.certs[i], nil
+}
+
+// ErrNoCertificate is returned (wrapped) for a handshake refused by
+// strict SNI.
+var ErrNoCertificate = errors.New("no certificate for this server name (strict_sni)")
+
+func (m *Manager) noCertificate(hello *tls.ClientHelloInfo) error {
+	now := time.Now().Unix()
+	if last := m.lastStrictLog.Load(); now > last && m.lastStrictLog.CompareAndSwap(last, now) {
+		attrs := []any{"sni", hello.ServerName, "reason", "no certificate for this name and strict_sni is on"}
+		if hello.Conn != nil {
+			attrs = append(attrs, "client", hello.Conn.RemoteAddr().String())
+		}
+		m.log.Warn("tls handshake refused", attrs...)
+	}
+	return fmt.Errorf("certs: %q: %w", hello.ServerName, ErrNoCertificate)
+}
+
+// CertInfo describes one served certificate, e.g. for the
+// rustygate_tls_certificate_expiry_timestamp_seconds gauge.
+type CertInfo struct {
+	CertFile, KeyFile string
+	// Name is the first DNS SAN, else the first IP SAN.
+	Name string
+	// Names are all the DNS and IP SANs.
+	Names []string
+	// Serial is the leaf's serial number in hex.
+	Serial    string
+	NotBefore time.Time
+	NotAfter  time.Time
+	// OCSPStapled reports whether a good OCSP response is stapled now.
+	OCSPStapled bool
+}
+
+// Certificates describes the certificates served now, in configuration
+// order.
+func (m *Manager) Certificates() []CertInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.tab.Load()
+	out := make([]CertInfo, len(m.pairs))
+	for i, ps := range m.pairs {
+		p := ps.pair
+		names := slices.Clone(p.DNSNames)
+		for _, a := range p.IPs {
+			names = append(names, a.String())
+		}
+		out[i] = CertInfo{
+			CertFile: p.CertFile, KeyFile: p.KeyFile,
+			Name: names[0], Names: names,
+			Serial:      p.Leaf().SerialNumber.Text(16),
+			NotBefore:   p.Leaf().NotBefore,
+			NotAfter:    p.Leaf().NotAfter,
+			OCSPStapled: len(t.certs[i].OCSPStaple) > 0,
+		}
+	}
+	return out
+}
+
+// Close stops the background work (rotation, stapling, watching). The
+// configs handed out keep serving the last certificates.
+func (m *Manager) Close() error {
+	m.closeOnce.Do(func() {
+		m.mu.Lock()
+		close(m.stop)
+		for _, ps := range m.pairs {
+			m.stopStapler(ps)
+		}
+		m.mu.Unlock()
+		m.wg.Wait()
+	})
+	return nil
+}
+
+// kick wakes a background goroutine without blocking.
+func (m *Manager) kick(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
