@@ -61,28 +61,36 @@ type Options struct {
 // Manager serves a set of certificate pairs to TLS handshakes.
 type Manager struct {
 	log        *slog.Logger
-	opts       Options
-	minVersion uint16
-	clientAuth tls.ClientAuthType
-	clientCAs  *x509.CertPool
-	rotation   time.Duration
 	tickets    *ticketKeys
 	ocspClient *http.Client
-	def        int
+	// rotation is the ticket key rotation period (nanoseconds).
+	rotation atomic.Int64
 
 	tab atomic.Pointer[table]
 
-	// mu serialises writers: reloads, staples, configs.
-	mu      sync.Mutex
-	pairs   []*pairState
+	// mu serialises writers (reloads, updates, staples, configs) and
+	// guards the fields below.
+	mu sync.Mutex
+	settings
 	configs []*serverConfig
 
 	lastStrictLog atomic.Int64
 
 	stop       chan struct{}
 	ticketWake chan struct{}
+	watchWake  chan struct{}
 	wg         sync.WaitGroup
 	closeOnce  sync.Once
+}
+
+// settings is what Options turn into; Update replaces it whole.
+type settings struct {
+	opts       Options
+	pairs      []*pairState
+	def        int // the default pair, -1 for strict SNI
+	minVersion uint16
+	clientAuth tls.ClientAuthType
+	clientCAs  *x509.CertPool
 }
 
 // pairState is one configured pair and what it serves now.
@@ -102,20 +110,29 @@ type pairState struct {
 // rotation, OCSP stapling, file watching) that Close stops. It fails,
 // naming each file and reason, when any pair is invalid.
 func New(opts Options) (*Manager, error) {
-	m, err := newManager(opts)
+	s, err := prepare(opts)
 	if err != nil {
 		return nil, err
 	}
+	m := &Manager{
+		log:        opts.Logger,
+		tickets:    newTicketKeys(time.Now()),
+		stop:       make(chan struct{}),
+		ticketWake: make(chan struct{}, 1),
+		watchWake:  make(chan struct{}, 1),
+	}
+	if m.log == nil {
+		m.log = slog.Default()
+	}
+	m.ocspClient = &http.Client{
+		Timeout:   orDefault(opts.OCSPTimeout, 10*time.Second),
+		Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, DisableKeepAlives: true},
+	}
 	m.mu.Lock()
-	m.publish()
+	m.apply(s)
 	m.mu.Unlock()
 	m.wg.Add(1)
 	go m.rotateTickets()
-	if opts.OCSPStapling {
-		for _, ps := range m.pairs {
-			m.startStapler(ps)
-		}
-	}
 	if opts.Watch {
 		w, err := m.newWatcher()
 		if err != nil {
@@ -123,87 +140,98 @@ func New(opts Options) (*Manager, error) {
 			return nil, err
 		}
 		m.wg.Add(1)
-		go m.watch(w)
+		go m.watch(w, orDefault(opts.debounce, watchDebounce))
 	}
 	return m, nil
 }
 
-func newManager(opts Options) (*Manager, error) {
+// Update replaces the served pairs and the policy (default, strict SNI,
+// minimum version, client certificates, OCSP) with those of opts, for a
+// configuration reload: the configs handed out by TLSConfig serve the new
+// settings from the next handshake on, and keep their session ticket
+// keys. Nothing changes when a pair of opts is invalid. Watch, Logger and
+// OnChange keep the values New was given.
+func (m *Manager) Update(opts Options) error {
+	s, err := prepare(opts)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	select {
+	case <-m.stop:
+		m.mu.Unlock()
+		return errors.New("certs: manager closed")
+	default:
+	}
+	for _, ps := range m.pairs {
+		m.stopStapler(ps)
+	}
+	s.opts.Watch, s.opts.Logger, s.opts.OnChange = m.opts.Watch, m.opts.Logger, m.opts.OnChange
+	m.apply(s)
+	for _, sc := range m.configs {
+		sc.live.Store(m.buildConfig(sc.nextProtos))
+	}
+	onChange := m.opts.OnChange
+	m.mu.Unlock()
+	m.kick(m.ticketWake)
+	m.kick(m.watchWake)
+	if onChange != nil {
+		onChange()
+	}
+	return nil
+}
+
+// prepare loads and checks everything opts name.
+func prepare(opts Options) (*settings, error) {
 	if len(opts.Certificates) == 0 {
 		return nil, errors.New("certs: no certificate configured")
 	}
-	m := &Manager{
-		log:        opts.Logger,
-		opts:       opts,
-		minVersion: opts.MinVersion,
-		rotation:   opts.TicketKeyRotation,
-		stop:       make(chan struct{}),
-		ticketWake: make(chan struct{}, 1),
+	s := &settings{opts: opts, minVersion: opts.MinVersion}
+	if s.minVersion == 0 {
+		s.minVersion = tls.VersionTLS12
 	}
-	if m.log == nil {
-		m.log = slog.Default()
+	if s.minVersion != tls.VersionTLS12 && s.minVersion != tls.VersionTLS13 {
+		return nil, fmt.Errorf("certs: unsupported minimum TLS version %#x", s.minVersion)
 	}
-	if m.minVersion == 0 {
-		m.minVersion = tls.VersionTLS12
-	}
-	if m.minVersion != tls.VersionTLS12 && m.minVersion != tls.VersionTLS13 {
-		return nil, fmt.Errorf("certs: unsupported minimum TLS version %#x", m.minVersion)
-	}
-	if m.rotation <= 0 {
-		m.rotation = DefaultTicketKeyRotation
-	}
-	if err := m.loadPairs(); err != nil {
-		return nil, err
-	}
-	def, err := resolveDefault(opts, m.pairs)
-	if err != nil {
-		return nil, err
-	}
-	m.def = def
-	if err := m.setClientAuth(opts.ClientAuth); err != nil {
-		return nil, err
-	}
-	m.tickets = newTicketKeys(time.Now())
-	timeout := opts.OCSPTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	m.ocspClient = &http.Client{
-		Timeout:   timeout,
-		Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, DisableKeepAlives: true},
-	}
-	return m, nil
-}
-
-// loadPairs loads every configured pair, collecting every failure.
-func (m *Manager) loadPairs() error {
 	var errs []error
 	now := time.Now()
-	for _, f := range m.opts.Certificates {
+	for _, f := range opts.Certificates {
 		p, err := LoadPair(f.CertFile, f.KeyFile, now)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		m.pairs = append(m.pairs, &pairState{files: f, pair: p, served: p.Certificate})
+		s.pairs = append(s.pairs, &pairState{files: f, pair: p, served: p.Certificate})
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	var err error
+	if s.def, err = resolveDefault(opts, s.pairs); err != nil {
+		return nil, err
+	}
+	if ca := opts.ClientAuth; ca != nil {
+		if s.clientAuth, err = tlsClientAuth(ca.Mode); err != nil {
+			return nil, err
+		}
+		if s.clientCAs, err = LoadClientCAs(ca.CAFile); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
-func (m *Manager) setClientAuth(ca *ClientAuth) error {
-	if ca == nil {
-		return nil
+// apply makes s current: it publishes the table and starts the OCSP
+// staplers. m.mu is held.
+func (m *Manager) apply(s *settings) {
+	m.settings = *s
+	m.rotation.Store(int64(orDefault(s.opts.TicketKeyRotation, DefaultTicketKeyRotation)))
+	m.publish()
+	if s.opts.OCSPStapling {
+		for _, ps := range m.pairs {
+			m.startStapler(ps)
+		}
 	}
-	mode, err := tlsClientAuth(ca.Mode)
-	if err != nil {
-		return err
-	}
-	pool, err := LoadClientCAs(ca.CAFile)
-	if err != nil {
-		return err
-	}
-	m.clientAuth, m.clientCAs = mode, pool
-	return nil
 }
 
 // resolveDefault returns the index of the default pair, -1 for strict
@@ -217,13 +245,13 @@ func resolveDefault(opts Options, pairs []*pairState) (int, error) {
 	case opts.Default == "":
 		return 0, nil
 	}
-	if i := DefaultIndex(opts.Default, pairs2(pairs)); i >= 0 {
+	if i := DefaultIndex(opts.Default, loadedPairs(pairs)); i >= 0 {
 		return i, nil
 	}
 	return 0, fmt.Errorf("certs: default certificate %q is neither a configured cert_file nor a name one of them covers", opts.Default)
 }
 
-func pairs2(ps []*pairState) []*Pair {
+func loadedPairs(ps []*pairState) []*Pair {
 	out := make([]*Pair, len(ps))
 	for i, p := range ps {
 		out[i] = p.pair

@@ -58,9 +58,16 @@ func (m *Manager) startStapler(ps *pairState) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ps.stopStaple = cancel
+	timing := ocspTiming{
+		minRefresh: orDefault(m.opts.ocspMinRefresh, defaultOCSPMinRefresh),
+		firstRetry: orDefault(m.opts.ocspRetry, defaultOCSPRetry),
+	}
 	m.wg.Add(1)
-	go m.staple(ctx, p, issuer)
+	go m.staple(ctx, p, issuer, timing)
 }
+
+// ocspTiming is a stapler's refresh floor and first retry delay.
+type ocspTiming struct{ minRefresh, firstRetry time.Duration }
 
 // stopStapler ends the stapler of ps, if any. m.mu is held.
 func (m *Manager) stopStapler(ps *pairState) {
@@ -74,10 +81,9 @@ func (m *Manager) stopStapler(ps *pairState) {
 // it, refreshes it halfway to its nextUpdate, retries failures with a
 // growing delay, and unstaples a response that expired or a certificate
 // found revoked. It never blocks a handshake.
-func (m *Manager) staple(ctx context.Context, p *Pair, issuer *x509.Certificate) {
+func (m *Manager) staple(ctx context.Context, p *Pair, issuer *x509.Certificate, timing ocspTiming) {
 	defer m.wg.Done()
-	minRefresh := orDefault(m.opts.ocspMinRefresh, defaultOCSPMinRefresh)
-	firstRetry := orDefault(m.opts.ocspRetry, defaultOCSPRetry)
+	minRefresh, firstRetry := timing.minRefresh, timing.firstRetry
 	retry := firstRetry
 	var cur *ocsp.Response
 	responder := p.Leaf().OCSPServer[0]

@@ -26,9 +26,10 @@ func (m *Manager) Reload() error {
 	if changed {
 		m.publish()
 	}
+	onChange := m.opts.OnChange
 	m.mu.Unlock()
-	if changed && m.opts.OnChange != nil {
-		m.opts.OnChange()
+	if changed && onChange != nil {
+		onChange()
 	}
 	return errors.Join(errs...)
 }

@@ -133,7 +133,7 @@ func (m *Manager) ImportTicketKeys(b []byte) error {
 // rotateTickets rotates the ticket keys on schedule until stop.
 func (m *Manager) rotateTickets() {
 	defer m.wg.Done()
-	timer := time.NewTimer(time.Until(m.tickets.nextRotation(m.rotation)))
+	timer := time.NewTimer(time.Until(m.tickets.nextRotation(time.Duration(m.rotation.Load()))))
 	defer timer.Stop()
 	for {
 		select {
@@ -141,13 +141,13 @@ func (m *Manager) rotateTickets() {
 			return
 		case <-m.ticketWake:
 		case <-timer.C:
-			if time.Until(m.tickets.nextRotation(m.rotation)) <= 0 {
+			if time.Until(m.tickets.nextRotation(time.Duration(m.rotation.Load()))) <= 0 {
 				m.tickets.rotate(time.Now())
 				m.mu.Lock()
 				m.setTicketKeys(m.tickets.current())
 				m.mu.Unlock()
 			}
 		}
-		timer.Reset(max(time.Until(m.tickets.nextRotation(m.rotation)), time.Millisecond))
+		timer.Reset(max(time.Until(m.tickets.nextRotation(time.Duration(m.rotation.Load()))), time.Millisecond))
 	}
 }

@@ -41,7 +41,7 @@ func (m *Manager) newWatcher() (*fileWatch, error) {
 		return nil, err
 	}
 	fw := &fileWatch{w: w, dirs: make(map[string]bool)}
-	fw.refresh(m.opts.Certificates, m)
+	fw.refresh(m.watchedFiles(), m)
 	return fw, nil
 }
 
@@ -91,10 +91,9 @@ func (fw *fileWatch) relevant(ev fsnotify.Event) bool {
 }
 
 // watch reloads the pairs when their files change, until Close.
-func (m *Manager) watch(fw *fileWatch) {
+func (m *Manager) watch(fw *fileWatch, debounce time.Duration) {
 	defer m.wg.Done()
 	defer fw.w.Close()
-	debounce := orDefault(m.opts.debounce, watchDebounce)
 	var quiet, deadline *time.Timer
 	var fire <-chan time.Time
 	var hard <-chan time.Time
@@ -124,6 +123,10 @@ func (m *Manager) watch(fw *fileWatch) {
 				}
 			}
 			continue
+		case <-m.watchWake:
+			// Update changed the files: watch the new ones.
+			fw.refresh(m.watchedFiles(), m)
+			continue
 		case err, ok := <-fw.w.Errors:
 			if !ok {
 				return
@@ -135,8 +138,15 @@ func (m *Manager) watch(fw *fileWatch) {
 		}
 		stopTimers()
 		m.Reload() // it logs the refusals
-		fw.refresh(m.opts.Certificates, m)
+		fw.refresh(m.watchedFiles(), m)
 	}
+}
+
+// watchedFiles returns the configured pairs.
+func (m *Manager) watchedFiles() []PairFiles {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]PairFiles(nil), m.opts.Certificates...)
 }
 
 func resetTimer(t *time.Timer, d time.Duration) *time.Timer {
