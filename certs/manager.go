@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -269,6 +270,12 @@ func DefaultIndex(def string, pairs []*Pair) int {
 		}
 	}
 	t := buildTable(pairs, nil, -1)
+	if a, err := netip.ParseAddr(def); err == nil {
+		if i, ok := t.ips[a.Unmap()]; ok {
+			return i
+		}
+		return -1
+	}
 	return t.lookup(def, nil)
 }
 

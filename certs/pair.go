@@ -124,8 +124,8 @@ func ParsePair(certFile string, certPEM []byte, keyFile string, keyPEM []byte, n
 	if err != nil {
 		return nil, err
 	}
-	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(leaf.PublicKey) {
-		return nil, &PairError{File: keyFile, Reason: ReasonKeyMismatch, Detail: "certificate " + certFile}
+	if !keyMatches(key, leaf) {
+		return nil, mismatch(certFile, keyFile, key, chain)
 	}
 	if err := checkValidity(certFile, leaf, now); err != nil {
 		return nil, err
@@ -149,6 +149,23 @@ func ParsePair(certFile string, certPEM []byte, keyFile string, keyPEM []byte, n
 		return nil, &PairError{File: certFile, Reason: ReasonNoSANs, Detail: "clients ignore the common name; add DNS or IP SANs"}
 	}
 	return p, nil
+}
+
+func keyMatches(key crypto.Signer, c *x509.Certificate) bool {
+	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	return ok && pub.Equal(c.PublicKey)
+}
+
+// mismatch explains a key that does not match the leaf, pointing out a
+// chain written in the wrong order (the key matches a later certificate).
+func mismatch(certFile, keyFile string, key crypto.Signer, chain [][]byte) error {
+	e := &PairError{File: keyFile, Reason: ReasonKeyMismatch, Detail: "certificate " + certFile}
+	for i, der := range chain[1:] {
+		if c, err := x509.ParseCertificate(der); err == nil && keyMatches(key, c) {
+			e.Detail = fmt.Sprintf("the key matches certificate %d of %s: the leaf must come first", i+2, certFile)
+		}
+	}
+	return e
 }
 
 // parseChain returns the DER certificates of a PEM file, leaf first.

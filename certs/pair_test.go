@@ -82,6 +82,12 @@ func TestLoadPairRefusals(t *testing.T) {
 			}
 		})
 	}
+	// A chain written CA first: the key matches the second certificate.
+	reversed := write("reversed.crt", append(append([]byte{}, ca.pem...), good.chainPEM[:len(good.chainPEM)-len(ca.pem)]...))
+	if _, err := LoadPair(reversed, goodKey, time.Now()); pairErr(t, err).Reason != ReasonKeyMismatch ||
+		!strings.Contains(err.Error(), "the key matches certificate 2 of "+reversed+": the leaf must come first") {
+		t.Errorf("reversed chain: %v", err)
+	}
 	// A combined file (certificate and key in one) loads.
 	combined := write("combined.pem", append(append([]byte{}, good.chainPEM...), good.keyPEM...))
 	if _, err := LoadPair(combined, combined, time.Now()); err != nil {

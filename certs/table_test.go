@@ -101,6 +101,10 @@ func TestDefaultByName(t *testing.T) {
 	if got := servedSerial(t, addr, cfg); got != f.wild.serialHex {
 		t.Errorf("unknown SNI served %s, want the default by name %s", got, f.wild.serialHex)
 	}
+	// So does an IP SAN.
+	if i := DefaultIndex("127.0.0.1", []*Pair{m.pairs[0].pair, m.pairs[1].pair, m.pairs[2].pair}); i != 2 {
+		t.Errorf("DefaultIndex(127.0.0.1) = %d, want the IP SAN pair 2", i)
+	}
 	if _, err := New(Options{Certificates: f.files, Default: "nowhere.example.org"}); err == nil ||
 		!strings.Contains(err.Error(), "nowhere.example.org") {
 		t.Errorf("a default that designates nothing: err = %v", err)
@@ -122,9 +126,12 @@ func TestStrictSNI(t *testing.T) {
 		t.Fatal("unknown SNI handshake succeeded under strict_sni")
 	}
 	logs.waitLog(t, "tls handshake refused", "sni=unknown.example.org", "strict_sni")
-	_, err := m.GetCertificate(&tls.ClientHelloInfo{ServerName: "other.example.org"})
-	if !errors.Is(err, ErrNoCertificate) {
-		t.Errorf("GetCertificate error %v, want ErrNoCertificate", err)
+	// The listener's Handshake returns an error it can count by reason.
+	client, server := net.Pipe()
+	t.Cleanup(func() { client.Close(); server.Close() })
+	go tls.Client(client, clientFor(f.ca, "other.example.org")).Handshake()
+	if err := tls.Server(server, m.TLSConfig(nil)).Handshake(); !errors.Is(err, ErrNoCertificate) {
+		t.Errorf("server handshake error %v, want ErrNoCertificate", err)
 	}
 }
 

@@ -46,10 +46,13 @@ func (m *Manager) newWatcher() (*fileWatch, error) {
 }
 
 // refresh recomputes the watched files (symlink targets change when a
-// link is re-pointed) and watches any new directory.
+// link is re-pointed) and the watched directories: new ones are added,
+// and those no longer needed (a Kubernetes volume's previous timestamped
+// directory) dropped.
 func (fw *fileWatch) refresh(pairs []PairFiles, m *Manager) {
 	fw.files = make(map[string]bool)
 	fw.linkDirs = make(map[string]bool)
+	want := make(map[string]bool)
 	for _, p := range pairs {
 		for _, f := range []string{p.CertFile, p.KeyFile} {
 			abs, err := filepath.Abs(f)
@@ -58,24 +61,29 @@ func (fw *fileWatch) refresh(pairs []PairFiles, m *Manager) {
 			}
 			fw.files[abs] = true
 			fw.linkDirs[filepath.Dir(abs)] = true
+			want[filepath.Dir(abs)] = true
 			if target, err := filepath.EvalSymlinks(abs); err == nil && target != abs {
 				fw.files[target] = true
-				fw.addDir(filepath.Dir(target), m)
+				want[filepath.Dir(target)] = true
 			}
-			fw.addDir(filepath.Dir(abs), m)
 		}
 	}
-}
-
-func (fw *fileWatch) addDir(dir string, m *Manager) {
-	if fw.dirs[dir] {
-		return
+	for dir := range fw.dirs {
+		if !want[dir] {
+			fw.w.Remove(dir) // fails harmlessly for a removed directory
+			delete(fw.dirs, dir)
+		}
 	}
-	if err := fw.w.Add(dir); err != nil {
-		m.log.Warn("certificate watch: cannot watch directory", "dir", dir, "error", err.Error())
-		return
+	for dir := range want {
+		if fw.dirs[dir] {
+			continue
+		}
+		if err := fw.w.Add(dir); err != nil {
+			m.log.Warn("certificate watch: cannot watch directory", "dir", dir, "error", err.Error())
+			continue
+		}
+		fw.dirs[dir] = true
 	}
-	fw.dirs[dir] = true
 }
 
 // relevant reports whether an event concerns a watched file.
