@@ -3,6 +3,7 @@ package certs
 import (
 	"crypto/tls"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -58,5 +59,42 @@ func TestUpdateSwapsPairsAndPolicyOnLiveConfigs(t *testing.T) {
 	cfg.Certificates = []tls.Certificate{clientCA.issue(t, leafSpec{cn: "c", client: true}).tlsCert}
 	if _, err := dial(addr, cfg); err != nil {
 		t.Errorf("a good client certificate after the update: %v", err)
+	}
+}
+
+// TestReloadOnDemand is the SIGHUP path: no watcher, Reload called.
+func TestReloadOnDemand(t *testing.T) {
+	ca := newCA(t, "CA")
+	dir := t.TempDir()
+	first := ca.issue(t, leafSpec{names: []string{"a.example.com"}})
+	files := writePair(t, dir, "a", first)
+	var logs logBuffer
+	m := startManager(t, Options{Certificates: []PairFiles{files}, Logger: logs.logger()})
+	addr := serveTLS(t, m.TLSConfig(nil))
+	if err := m.Reload(); err != nil {
+		t.Fatalf("reload of unchanged files: %v", err)
+	}
+
+	writeFile(t, files.KeyFile, ca.issue(t, leafSpec{names: []string{"a.example.com"}}).keyPEM)
+	err := m.Reload()
+	if pe := pairErr(t, err); pe.File != files.KeyFile || pe.Reason != ReasonKeyMismatch {
+		t.Errorf("reload of a mismatched pair: %v", err)
+	}
+	if got := servedSerial(t, addr, clientFor(ca, "a.example.com")); got != first.serialHex {
+		t.Errorf("after a refused reload serving %s, want %s", got, first.serialHex)
+	}
+	// A second Reload of the same bad files logs nothing new.
+	m.Reload()
+	if n := strings.Count(logs.String(), "certificate reload refused"); n != 1 {
+		t.Errorf("%d refusal lines for one bad pair, want 1", n)
+	}
+
+	next := ca.issue(t, leafSpec{names: []string{"a.example.com"}, keyType: "ed25519"})
+	writePair(t, dir, "a", next)
+	if err := m.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := servedSerial(t, addr, clientFor(ca, "a.example.com")); got != next.serialHex {
+		t.Errorf("after the reload serving %s, want %s", got, next.serialHex)
 	}
 }
