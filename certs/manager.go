@@ -54,9 +54,8 @@ type Options struct {
 	// slog.Default()).
 	Logger *slog.Logger
 
-	// Test knobs: OCSP refresh floor and first retry delay, watch
-	// debounce.
-	ocspMinRefresh, ocspRetry, debounce time.Duration
+	// Test knobs: OCSP refresh floor and first retry delay.
+	ocspMinRefresh, ocspRetry time.Duration
 }
 
 // Manager serves a set of certificate pairs to TLS handshakes.
@@ -141,7 +140,7 @@ func New(opts Options) (*Manager, error) {
 			return nil, err
 		}
 		m.wg.Add(1)
-		go m.watch(w, orDefault(opts.debounce, watchDebounce))
+		go m.watch(w)
 	}
 	return m, nil
 }
@@ -150,8 +149,9 @@ func New(opts Options) (*Manager, error) {
 // minimum version, client certificates, OCSP) with those of opts, for a
 // configuration reload: the configs handed out by TLSConfig serve the new
 // settings from the next handshake on, and keep their session ticket
-// keys. Nothing changes when a pair of opts is invalid. Watch, Logger and
-// OnChange keep the values New was given.
+// keys; pairs whose files did not change keep their OCSP staples. Nothing
+// changes when a pair of opts is invalid. Watch, Logger, OnChange and
+// OCSPTimeout keep the values New was given.
 func (m *Manager) Update(opts Options) error {
 	s, err := prepare(opts)
 	if err != nil {
@@ -164,10 +164,8 @@ func (m *Manager) Update(opts Options) error {
 		return errors.New("certs: manager closed")
 	default:
 	}
-	for _, ps := range m.pairs {
-		m.stopStapler(ps)
-	}
 	s.opts.Watch, s.opts.Logger, s.opts.OnChange = m.opts.Watch, m.opts.Logger, m.opts.OnChange
+	m.carryOver(s)
 	m.apply(s)
 	for _, sc := range m.configs {
 		sc.live.Store(m.buildConfig(sc.nextProtos))
@@ -180,6 +178,27 @@ func (m *Manager) Update(opts Options) error {
 		onChange()
 	}
 	return nil
+}
+
+// carryOver keeps the state of the pairs s loads unchanged (same files,
+// same contents, same stapling setting): their OCSP staple and stapler go
+// on, so a configuration reload neither drops staples nor queries the
+// responders again. The staplers of the other pairs stop. m.mu is held.
+func (m *Manager) carryOver(s *settings) {
+	old := make(map[PairFiles]*pairState, len(m.pairs))
+	for _, ps := range m.pairs {
+		old[ps.files] = ps
+	}
+	for i, ps := range s.pairs {
+		o := old[ps.files]
+		if o != nil && o.pair.sameFiles(ps.pair.certPEM, ps.pair.keyPEM) && s.opts.OCSPStapling == m.opts.OCSPStapling {
+			s.pairs[i] = o
+			delete(old, ps.files)
+		}
+	}
+	for _, o := range old {
+		m.stopStapler(o)
+	}
 }
 
 // prepare loads and checks everything opts name.

@@ -44,6 +44,9 @@ func (m *Manager) startStapler(ps *pairState) {
 		return
 	default:
 	}
+	if ps.stopStaple != nil {
+		return // running already (a pair carried over by Update)
+	}
 	p := ps.pair
 	if len(p.Leaf().OCSPServer) == 0 {
 		return

@@ -190,3 +190,29 @@ func TestOCSPSkippedWithoutResponderOrIssuer(t *testing.T) {
 		t.Errorf("%d OCSP requests for certificates that cannot be stapled", n)
 	}
 }
+
+func TestOCSPStapleKeptAcrossUpdate(t *testing.T) {
+	f := newOCSPFixture(t, ocsp.Good, Options{})
+	if !waitFor(5*time.Second, func() bool { return f.stapled(t) != nil }) {
+		t.Fatalf("no OCSP response stapled after 5s; log:\n%s", f.logs.String())
+	}
+	before := f.resp.requests.Load()
+	opts := Options{Certificates: f.m.watchedFiles(), OCSPStapling: true, MinVersion: tls.VersionTLS13}
+	if err := f.m.Update(opts); err != nil {
+		t.Fatal(err)
+	}
+	if f.stapled(t) == nil {
+		t.Error("an update that kept the pair dropped its staple")
+	}
+	// Turning stapling off stops it at once.
+	opts.OCSPStapling = false
+	if err := f.m.Update(opts); err != nil {
+		t.Fatal(err)
+	}
+	if f.stapled(t) != nil {
+		t.Error("ocsp_stapling: false still staples")
+	}
+	if n := f.resp.requests.Load() - before; n != 0 {
+		t.Errorf("%d OCSP requests caused by the updates, want 0", n)
+	}
+}

@@ -99,7 +99,7 @@ func (fw *fileWatch) relevant(ev fsnotify.Event) bool {
 }
 
 // watch reloads the pairs when their files change, until Close.
-func (m *Manager) watch(fw *fileWatch, debounce time.Duration) {
+func (m *Manager) watch(fw *fileWatch) {
 	defer m.wg.Done()
 	defer fw.w.Close()
 	var quiet, deadline *time.Timer
@@ -123,7 +123,7 @@ func (m *Manager) watch(fw *fileWatch, debounce time.Duration) {
 				return
 			}
 			if fw.relevant(ev) {
-				quiet = resetTimer(quiet, debounce)
+				quiet = resetTimer(quiet, watchDebounce)
 				fire = quiet.C
 				if hard == nil {
 					deadline = resetTimer(deadline, watchMaxDelay)
