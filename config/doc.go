@@ -28,12 +28,12 @@
 // # What this package must not do
 //
 // Apart from reading the one file given to Load and looking up
-// environment variables, config performs no I/O itself: it opens no sockets,
+// environment variables, config performs no I/O: it opens no sockets,
 // resolves no host names, dials no backends and starts no goroutines.
 // Checks that need the network (is the port free, does the backend
-// answer) belong to the packages that own those resources. The one
-// exception is server.tls: the certificate, key and CA files it names are
-// checked (readable, matching, valid now, with SANs) by a TLSFileChecker
-// that the certs package registers, so config imports no TLS code and
-// `rustygate validate` still reports a bad pair at its line.
+// answer) belong to the packages that own those resources. The
+// certificate, key and CA files of server.tls are checked (readable,
+// matching, valid now, with SANs) by the TLSFileChecker that the certs
+// package registers, so that TLS code stays in certs and `rustygate
+// validate` still reports a bad pair at the line that names it.
 package config
