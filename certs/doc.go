@@ -8,12 +8,18 @@
 // # Contract
 //
 // [New] loads every pair or fails naming the file and the reason
-// ([PairError]). The selection table is immutable and published through
-// an atomic.Pointer: [Manager.GetCertificate] takes no lock and allocates
-// nothing. A renewed file is loaded off the handshake path; a broken,
-// mismatched or expired replacement is refused with a log line and the
-// previous pair keeps serving. OCSP responses are fetched in the
-// background with a bounded timeout; a handshake never waits for one.
+// ([PairError]); [OptionsFromConfig] turns server.tls into [Options]. A
+// listener takes [Manager.TLSConfig] once and keeps it: [Manager.Update]
+// (a configuration reload) and [Manager.Reload] (files changed) act on
+// the configs already handed out. The selection table is immutable and
+// published through an atomic.Pointer: [Manager.GetCertificate] takes no
+// lock and allocates nothing. A renewed file is loaded off the handshake
+// path; a broken, mismatched or expired replacement is refused with a log
+// line and the previous pair keeps serving. OCSP responses are fetched in
+// the background with a bounded timeout; a handshake never waits for
+// one. [Manager.Certificates] lists what is served, with expiry dates,
+// for metrics; [Manager.ExportTicketKeys] and [Manager.ImportTicketKeys]
+// carry session resumption across a binary upgrade.
 //
 // # What this package must not do
 //
