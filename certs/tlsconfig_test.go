@@ -1,9 +1,15 @@
 package certs
 
 import (
+	"context"
 	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"slices"
 	"testing"
+	"time"
 )
 
 func TestTLSConfigVersionsAndSuites(t *testing.T) {
@@ -81,5 +87,60 @@ func TestTLSConfigALPN(t *testing.T) {
 	cfg.NextProtos = []string{"spdy/3"}
 	if _, err := dial(addr, cfg); err == nil {
 		t.Error("an ALPN mismatch was accepted")
+	}
+}
+
+// TestTLSConfigWithNetHTTP serves HTTP/2 and HTTP/1.1 with net/http,
+// which clones the config (ServeTLS): the clone still selects by SNI.
+func TestTLSConfigWithNetHTTP(t *testing.T) {
+	f := newSNIFixture(t)
+	m := startManager(t, Options{Certificates: f.files})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, r.Proto+" "+r.TLS.ServerName)
+		}),
+		TLSConfig: m.TLSConfig([]string{"h2", "http/1.1"}),
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.ServeTLS(ln, "", "")
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	port := ln.Addr().(*net.TCPAddr).Port
+	for _, tc := range []struct {
+		host  string
+		alpn  []string
+		proto string
+		want  *issued
+	}{
+		{"a.example.com", nil, "HTTP/2.0", f.a},
+		{"x.wild.example.com", []string{"http/1.1"}, "HTTP/1.1", f.wild},
+	} {
+		tr := &http.Transport{
+			TLSClientConfig:   &tls.Config{RootCAs: f.ca.pool, NextProtos: tc.alpn},
+			ForceAttemptHTTP2: tc.alpn == nil,
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, ln.Addr().String())
+			},
+		}
+		res, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get(fmt.Sprintf("https://%s:%d/", tc.host, port))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.host, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		tr.CloseIdleConnections()
+		if string(body) != tc.proto+" "+tc.host || res.TLS.PeerCertificates[0].SerialNumber.Text(16) != tc.want.serialHex {
+			t.Errorf("%s: got %q from serial %s, want %q from %s", tc.host, body,
+				res.TLS.PeerCertificates[0].SerialNumber.Text(16), tc.proto+" "+tc.host, tc.want.serialHex)
+		}
 	}
 }
