@@ -50,6 +50,11 @@ type Options struct {
 	// OnChange is called after the served certificates changed (a pair
 	// was reloaded), e.g. to republish expiry metrics. It must not block.
 	OnChange func()
+	// OnHandshake is called for every handshake that succeeded (resumed
+	// or not), e.g. to count handshakes by version; failures are the
+	// listener's Handshake errors (ErrNoCertificate for strict SNI). It
+	// runs on the handshake path and must be cheap.
+	OnHandshake func(tls.ConnectionState)
 	// Logger receives reload, OCSP and handshake failure lines (default
 	// slog.Default()).
 	Logger *slog.Logger
@@ -150,8 +155,8 @@ func New(opts Options) (*Manager, error) {
 // configuration reload: the configs handed out by TLSConfig serve the new
 // settings from the next handshake on, and keep their session ticket
 // keys; pairs whose files did not change keep their OCSP staples. Nothing
-// changes when a pair of opts is invalid. Watch, Logger, OnChange and
-// OCSPTimeout keep the values New was given.
+// changes when a pair of opts is invalid. Watch, Logger, OnChange,
+// OnHandshake and OCSPTimeout keep the values New was given.
 func (m *Manager) Update(opts Options) error {
 	s, err := prepare(opts)
 	if err != nil {
@@ -164,7 +169,7 @@ func (m *Manager) Update(opts Options) error {
 		return errors.New("certs: manager closed")
 	default:
 	}
-	s.opts.Watch, s.opts.Logger, s.opts.OnChange = m.opts.Watch, m.opts.Logger, m.opts.OnChange
+	s.opts.Watch, s.opts.Logger, s.opts.OnChange, s.opts.OnHandshake = m.opts.Watch, m.opts.Logger, m.opts.OnChange, m.opts.OnHandshake
 	m.carryOver(s)
 	m.apply(s)
 	for _, sc := range m.configs {

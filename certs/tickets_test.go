@@ -3,6 +3,9 @@ package certs
 import (
 	"bytes"
 	"crypto/tls"
+	"fmt"
+	"reflect"
+	"sync"
 	"testing"
 	"time"
 )
@@ -49,6 +52,37 @@ func TestSessionTicketsSurviveTwoRotations(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestOnHandshakeSeesVersionsAndResumption(t *testing.T) {
+	f := newSNIFixture(t)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	m := startManager(t, Options{Certificates: f.files, OnHandshake: func(cs tls.ConnectionState) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[fmt.Sprintf("%s resumed=%v sni=%s", tls.VersionName(cs.Version), cs.DidResume, cs.ServerName)]++
+	}})
+	addr := serveTLS(t, m.TLSConfig(nil))
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		cfg := clientFor(f.ca, "a.example.com")
+		cfg.MaxVersion = v
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+		resumes(t, addr, cfg)
+		resumes(t, addr, cfg)
+	}
+	old := clientFor(f.ca, "a.example.com")
+	old.MaxVersion = tls.VersionTLS11
+	dial(addr, old)
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[string]int{
+		"TLS 1.2 resumed=false sni=a.example.com": 1, "TLS 1.2 resumed=true sni=a.example.com": 1,
+		"TLS 1.3 resumed=false sni=a.example.com": 1, "TLS 1.3 resumed=true sni=a.example.com": 1,
+	}
+	if !reflect.DeepEqual(seen, want) {
+		t.Errorf("handshakes seen %v, want %v", seen, want)
 	}
 }
 

@@ -70,6 +70,12 @@ func (m *Manager) buildConfig(nextProtos []string) *tls.Config {
 		ClientAuth:     m.clientAuth,
 		ClientCAs:      m.clientCAs,
 	}
+	if f := m.opts.OnHandshake; f != nil {
+		c.VerifyConnection = func(cs tls.ConnectionState) error {
+			f(cs)
+			return nil
+		}
+	}
 	c.SetSessionTicketKeys(m.tickets.current())
 	return c
 }
