@@ -124,6 +124,7 @@ func applyDefaults(c *Config, set map[string]bool) []bool {
 	middlewareDefaults(c, unset)
 	datapathDefaults(c, unset)
 	tracingDefaults(c, unset)
+	tlsDefaults(c, unset)
 	l4Defaults(c, unset)
 	return defaultNames(c.Routes)
 }

@@ -35,5 +35,9 @@
 // no I/O: it opens no sockets,
 // resolves no host names, dials no backends and starts no goroutines.
 // Checks that need the network (is the port free, does the backend
-// answer) belong to the packages that own those resources.
+// answer) belong to the packages that own those resources. The
+// certificate, key and CA files of server.tls are checked (readable,
+// matching, valid now, with SANs) by the TLSFileChecker that the certs
+// package registers, so that TLS code stays in certs and `rustygate
+// validate` still reports a bad pair at the line that names it.
 package config

@@ -41,6 +41,10 @@ type Server struct {
 	EventLoops string `yaml:"event_loops"`
 	// H2C accepts HTTP/2 with prior knowledge on the same port. Default true.
 	H2C *bool `yaml:"h2c"`
+	// TLS terminates TLS on the listener (see tls.go); nil: plain HTTP.
+	TLS *TLSConfig `yaml:"tls"`
+	// RedirectHTTPS answers plain-HTTP requests with a 308 to https://.
+	RedirectHTTPS bool `yaml:"redirect_https"`
 	// ReadHeaderTimeout bounds the time to read one request head. Default 10s.
 	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
 	// IdleTimeout closes a keep-alive client connection idle that long. Default 60s.

@@ -142,6 +142,7 @@ func validate(c *Config, st *vstate) []FieldError {
 	validateMiddlewares(c, st)
 	validateDatapath(c, st)
 	validateTracing(c, st)
+	validateTLS(c, st)
 	validateL4(c, st)
 	return st.errs
 }
