@@ -41,7 +41,8 @@ type Server struct {
 	EventLoops string `yaml:"event_loops"`
 	// H2C accepts HTTP/2 with prior knowledge on the same port. Default true.
 	H2C *bool `yaml:"h2c"`
-	// ReadHeaderTimeout bounds the time to read one request head. Default 10s.
+	// ReadHeaderTimeout bounds the time to read one request head, from its
+	// first byte (a connection's first head: from the accept). Default 10s.
 	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
 	// IdleTimeout closes a keep-alive client connection idle that long. Default 60s.
 	IdleTimeout Duration `yaml:"idle_timeout"`

@@ -28,12 +28,25 @@ var (
 	writeBufPool   = sync.Pool{New: func() any { b := make([]byte, 0, writeBufSize); return &b }}
 )
 
-// deadlineSlack lets a deadline be re-armed lazily: a connection's deadline
+// lazyDeadline lets a deadline be re-armed lazily: a connection's deadline
 // is moved only when it falls outside [target, target+slack], so a busy
 // keep-alive connection touches its timer about once per slack instead of
 // once per request.
 type lazyDeadline struct {
 	cur time.Time
+}
+
+// maxDeadlineSlack caps the slack of a lazily-armed deadline. With the
+// event loops' sweep (loopTick) it keeps every timeout within 200 ms of
+// its value.
+const maxDeadlineSlack = 100 * time.Millisecond
+
+// deadlineSlack is the slack allowed for a timeout of d: 5% of it, at
+// most maxDeadlineSlack, so a timeout fires within 10% or 200 ms of its
+// value while a busy connection still re-arms its timer only every few
+// requests.
+func deadlineSlack(d time.Duration) time.Duration {
+	return min(d/20, maxDeadlineSlack)
 }
 
 func (d *lazyDeadline) ensureRead(c net.Conn, target time.Time, slack time.Duration) error {

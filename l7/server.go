@@ -127,7 +127,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Unlock()
 	defer s.acceptWG.Done()
 	if s.snap.Load().Config.Server.Engine == "standard" {
-		err := s.std.Serve(strictListener{Listener: ln, maxHead: s.snap.Load().Config.Server.MaxHeaderBytes})
+		sc := s.snap.Load().Config.Server
+		err := s.std.Serve(strictListener{Listener: ln, maxHead: sc.MaxHeaderBytes, headTimeout: sc.ReadHeaderTimeout.D()})
 		if errors.Is(err, http.ErrServerClosed) || !s.serving(ln) {
 			return nil
 		}
@@ -204,7 +205,7 @@ func (s *Server) StopListener(ln net.Listener) {
 }
 
 func (s *Server) newClientConn(c net.Conn) *clientConn {
-	cc := &clientConn{srv: s, c: c}
+	cc := &clientConn{srv: s, c: c, accepted: time.Now()}
 	if ap, err := netipAddrPort(c.RemoteAddr()); err == nil {
 		cc.clientIP = ap
 		cc.peer, _ = netip.ParseAddr(ap)
@@ -293,6 +294,9 @@ type clientConn struct {
 	clientIP string
 	peer     netip.Addr
 	peerPort uint16
+	// accepted is when the connection was accepted: its first request
+	// head must be complete read_header_timeout later.
+	accepted time.Time
 
 	// busy is 1 while an exchange runs; an idle connection is woken by
 	// Shutdown.
@@ -408,6 +412,8 @@ func (cc *clientConn) readRequest() (ok, h2 bool) {
 	s := cc.srv
 	sc := s.snap.Load().Config.Server
 	bc := cc.bc
+	// headStart is when the head's first byte was seen (zero: not yet).
+	var headStart time.Time
 	for {
 		if buf := bc.buffered(); len(buf) > 0 {
 			if cc.served.Load() == 0 && sc.H2CEnabled() && bytes.HasPrefix(buf, h2Preface[:min(len(buf), len(h2Preface))]) {
@@ -431,11 +437,10 @@ func (cc *clientConn) readRequest() (ok, h2 bool) {
 			return false, false
 		}
 		now := time.Now()
-		if len(bc.buffered()) == 0 {
-			bc.rdl.ensureRead(cc.c, now.Add(sc.IdleTimeout.D()), time.Second)
-		} else if cc.served.Load() == 0 || !bc.rdl.cur.Before(now.Add(sc.ReadHeaderTimeout.D())) {
-			bc.rdl.ensureRead(cc.c, now.Add(sc.ReadHeaderTimeout.D()), time.Second)
+		if len(bc.buffered()) > 0 && headStart.IsZero() {
+			headStart = now
 		}
+		cc.armHeadDeadline(sc.ReadHeaderTimeout.D(), sc.IdleTimeout.D(), headStart, now)
 		if err := bc.fill(); err != nil {
 			switch {
 			case err == errHeadTooLarge:
@@ -445,6 +450,23 @@ func (cc *clientConn) readRequest() (ok, h2 bool) {
 			}
 			return false, false
 		}
+	}
+}
+
+// armHeadDeadline sets the read deadline while a request head is read.
+// read_header_timeout bounds a new connection's first head from the
+// accept, and a keep-alive connection's next head from its first byte
+// (nginx's client_header_timeout and net/http's ReadHeaderTimeout do the
+// same), so a head dripped a byte at a time is cut; before that first
+// byte, idle_timeout applies.
+func (cc *clientConn) armHeadDeadline(rht, idle time.Duration, headStart, now time.Time) {
+	switch {
+	case cc.served.Load() == 0:
+		cc.bc.rdl.ensureRead(cc.c, cc.accepted.Add(rht), deadlineSlack(rht))
+	case !headStart.IsZero():
+		cc.bc.rdl.ensureRead(cc.c, headStart.Add(rht), deadlineSlack(rht))
+	default:
+		cc.bc.rdl.ensureRead(cc.c, now.Add(idle), deadlineSlack(idle))
 	}
 }
 

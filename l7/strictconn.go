@@ -3,6 +3,8 @@ package l7
 import (
 	"io"
 	"net"
+	"sync"
+	"time"
 )
 
 // strictListener hands net/http connections whose HTTP/1.x framing was
@@ -12,6 +14,9 @@ import (
 type strictListener struct {
 	net.Listener
 	maxHead int
+	// headTimeout is read_header_timeout, enforced here from a keep-alive
+	// head's first byte (see strictConn.headDeadline).
+	headTimeout time.Duration
 }
 
 func (l strictListener) Accept() (net.Conn, error) {
@@ -19,7 +24,7 @@ func (l strictListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &strictConn{Conn: c, maxHead: l.maxHead}, nil
+	return &strictConn{Conn: c, maxHead: l.maxHead, headTimeout: l.headTimeout}, nil
 }
 
 const (
@@ -49,6 +54,46 @@ type strictConn struct {
 	req     request
 	br      bodyReader
 	upgrade bool
+
+	// net/http arms read_header_timeout only once it has the first bytes
+	// of a keep-alive head, which this connection passes on only when the
+	// head is complete: the head's deadline is kept here instead, from its
+	// first byte, and bounds whatever deadline net/http sets meanwhile.
+	headTimeout  time.Duration
+	dlMu         sync.Mutex
+	want         time.Time // the read deadline net/http set
+	headDeadline time.Time // zero: no keep-alive head in progress
+	headStarted  bool      // the reader's view of headDeadline != zero
+}
+
+func (s *strictConn) SetReadDeadline(t time.Time) error {
+	s.dlMu.Lock()
+	defer s.dlMu.Unlock()
+	s.want = t
+	return s.Conn.SetReadDeadline(s.effectiveLocked())
+}
+
+func (s *strictConn) SetDeadline(t time.Time) error {
+	if err := s.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return s.SetReadDeadline(t)
+}
+
+// effectiveLocked is the earlier of net/http's deadline and the head's.
+func (s *strictConn) effectiveLocked() time.Time {
+	if s.headDeadline.IsZero() || !s.want.IsZero() && s.want.Before(s.headDeadline) {
+		return s.want
+	}
+	return s.headDeadline
+}
+
+// setHeadDeadline starts (d non-zero) or ends a keep-alive head's deadline.
+func (s *strictConn) setHeadDeadline(d time.Time) {
+	s.dlMu.Lock()
+	defer s.dlMu.Unlock()
+	s.headDeadline = d
+	s.Conn.SetReadDeadline(s.effectiveLocked())
 }
 
 func (s *strictConn) Read(p []byte) (int, error) {
@@ -131,6 +176,10 @@ func (s *strictConn) produce() error {
 			n, err := parseRequest(buf, &s.req)
 			switch {
 			case err == nil:
+				if s.headStarted {
+					s.headStarted = false
+					s.setHeadDeadline(time.Time{})
+				}
 				s.out = append(s.out, buf[:n]...)
 				bc.consume(n)
 				s.served++
@@ -150,6 +199,10 @@ func (s *strictConn) produce() error {
 				s.out = append(s.out, invalidRequest...)
 				s.state = strictFailed
 				return nil
+			}
+			if s.served > 0 && !s.headStarted && s.headTimeout > 0 {
+				s.headStarted = true
+				s.setHeadDeadline(time.Now().Add(s.headTimeout))
 			}
 		}
 	more:
