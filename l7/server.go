@@ -573,7 +573,7 @@ func (cc *clientConn) exchange() bool {
 
 func (cc *clientConn) ensureWriteDeadline() {
 	sc := cc.x.snap.Config.Server
-	cc.bc.wdl.ensureWrite(cc.c, time.Now().Add(sc.WriteTimeout.D()), time.Second)
+	cc.bc.wdl.ensureWrite(cc.c, time.Now().Add(sc.WriteTimeout.D()), deadlineSlack(sc.WriteTimeout.D()))
 }
 
 func (cc *clientConn) informational(resp *response) error {
@@ -713,7 +713,7 @@ func (cc *clientConn) local(x *exchange, status int, ctype string, body []byte, 
 }
 
 func (cc *clientConn) abortRead() {
-	cc.c.SetReadDeadline(time.Unix(1, 0))
+	cc.reqBody.abort(cc.c)
 }
 
 // appendUpgradeHead writes a 101 response head: the backend's fields plus
@@ -833,7 +833,8 @@ func (cc *clientConn) readBody(x *exchange, n int64) ([]byte, error) {
 	buf := cc.replay[:0]
 	for int64(len(buf)) < n {
 		if len(cc.bc.buffered()) == 0 {
-			cc.bc.rdl.ensureRead(cc.c, time.Now().Add(x.snap.Config.Server.IdleTimeout.D()), time.Second)
+			idle := x.snap.Config.Server.IdleTimeout.D()
+			cc.bc.rdl.ensureRead(cc.c, time.Now().Add(idle), deadlineSlack(idle))
 			if err := cc.bc.fill(); err != nil {
 				x.closeClient = true
 				return nil, err

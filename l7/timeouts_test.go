@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -128,4 +130,154 @@ func dial(t *testing.T, addr string) net.Conn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// hungBackend is a TCP listener that accepts connections and never
+// answers. It returns its URL and the number of connections accepted.
+func hungBackend(t *testing.T) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int64
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return "http://" + ln.Addr().String(), &accepted
+}
+
+// timedGet sends a GET on a new connection and returns the status and
+// how long the answer took.
+func timedGet(t *testing.T, addr, path string) (int, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	raw, _ := rawExchangeWithin(t, addr, "GET "+path+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 20*time.Second)
+	return statusOf(raw), time.Since(start)
+}
+
+// rawExchangeWithin is rawExchange with a longer deadline.
+func rawExchangeWithin(t *testing.T, addr, raw string, within time.Duration) (string, error) {
+	t.Helper()
+	c := dial(t, addr)
+	c.SetDeadline(time.Now().Add(within))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+// TestResponseHeaderTimeoutHungBackends: a backend that accepts and never
+// answers gets 504 after response_header (2s), not after its retries: a
+// timeout is retried only when `retries.on` lists it. When it does,
+// timeouts.total still bounds the whole: the retry's wait is cut to what
+// remains, and no retry starts after it.
+func TestResponseHeaderTimeoutHungBackends(t *testing.T) {
+	h1, n1 := hungBackend(t)
+	h2, n2 := hungBackend(t)
+	h3, n3 := hungBackend(t)
+	routes := fmt.Sprintf(`  - { path: "/plain", backends: [ { url: %q }, { url: %q } ], timeouts: { response_header: 2s } }
+  - path: "/retried"
+    backends: [ { url: %q } ]
+    timeouts: { response_header: 2s, total: 3s }
+    retries: { on: [timeout], attempts: 5, budget: 1 }
+`, h1, h2, h3)
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			gw := startGateway(t, engine, routes)
+			before := n1.Load() + n2.Load()
+			status, d := timedGet(t, gw.addr, "/plain")
+			if status != 504 || d < 1900*time.Millisecond || d > 2300*time.Millisecond {
+				t.Errorf("hung backends, response_header 2s: %d after %v, want 504 after 2s (within 200ms)", status, d)
+			}
+			if got := n1.Load() + n2.Load() - before; got != 1 {
+				t.Errorf("hung backends received %d connections, want 1 (no retry on timeout by default)", got)
+			}
+
+			before = n3.Load()
+			status, d = timedGet(t, gw.addr, "/retried")
+			if status != 504 || d < 2900*time.Millisecond || d > 3300*time.Millisecond {
+				t.Errorf("retried on timeout, total 3s: %d after %v, want 504 after 3s (within 200ms)", status, d)
+			}
+			if got := n3.Load() - before; got != 2 {
+				t.Errorf("hung backend received %d attempts, want 2 (2s, then the 1s left of total)", got)
+			}
+		})
+	}
+}
+
+// TestReadTimeoutAccuracy: a backend that stops in the middle of a body
+// is cut timeouts.read (3s) after the last data, within 200 ms, on every
+// engine; data that keeps coming more often than that is not cut.
+func TestReadTimeoutAccuracy(t *testing.T) {
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		for range 3 {
+			// Steady data: each wait stays under the bound.
+			time.Sleep(time.Second)
+			io.WriteString(w, "0123456789")
+			w.(http.Flusher).Flush()
+		}
+		<-r.Context().Done() // then nothing more
+	})
+	routes := fmt.Sprintf("  - { path: \"/\", backend: %q, timeouts: { read: 3s, response_header: 1s } }\n", be.URL)
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			t.Parallel()
+			gw := startGateway(t, engine, routes)
+			c := dial(t, gw.addr)
+			c.SetDeadline(time.Now().Add(15 * time.Second))
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got int
+			var last time.Time
+			buf := make([]byte, 100)
+			for {
+				n, err := resp.Body.Read(buf)
+				if n > 0 {
+					got += n
+					last = time.Now()
+				}
+				if err != nil {
+					break
+				}
+			}
+			d := time.Since(last)
+			if got != 30 {
+				t.Errorf("body: %d bytes before the cut, want 30", got)
+			}
+			if d < 2900*time.Millisecond || d > 3300*time.Millisecond {
+				t.Errorf("stalled body cut %v after the last data, want 3s (within 200ms)", d)
+			}
+		})
+	}
 }
