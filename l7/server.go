@@ -499,7 +499,9 @@ func (cc *clientConn) writeSimpleError(status int, msg string) {
 	w = strconv.AppendInt(w, int64(status), 10)
 	w = append(w, ' ')
 	w = append(w, statusText(status)...)
-	w = append(w, "\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "...)
+	w = append(w, '\r', '\n')
+	w = appendDate(w)
+	w = append(w, "Content-Type: application/json\r\nConnection: close\r\nContent-Length: "...)
 	w = strconv.AppendInt(w, int64(len(body)), 10)
 	w = append(w, "\r\n\r\n"...)
 	w = append(w, body...)
@@ -619,6 +621,9 @@ func (cc *clientConn) head(x *exchange, resp *response) error {
 	req := &cc.req
 	w := appendStatusLine(cc.bc.wbuf, resp)
 	w = appendFields(w, resp.fields)
+	if !resp.hasDate {
+		w = appendDate(w)
+	}
 	if resp.kind == bodyChunked || resp.kind == bodyUntilClose {
 		if req.proto >= 11 {
 			w = append(w, "Transfer-Encoding: chunked\r\n"...)
@@ -681,6 +686,7 @@ func (cc *clientConn) local(x *exchange, status int, ctype string, body []byte, 
 	w = append(w, ' ')
 	w = append(w, statusText(status)...)
 	w = append(w, '\r', '\n')
+	w = appendDate(w)
 	noBody := status == 204 || status == 304 || status < 200
 	if ctype != "" && ctype != "-" {
 		w = append(w, "Content-Type: "...)
@@ -721,6 +727,9 @@ func (cc *clientConn) abortRead() {
 func appendUpgradeHead(w []byte, resp *response) []byte {
 	w = appendStatusLine(w, resp)
 	w = appendFields(w, resp.fields)
+	if !resp.hasDate {
+		w = appendDate(w)
+	}
 	w = append(w, "Connection: Upgrade\r\n"...)
 	for i := range resp.fields {
 		if classify(resp.fields[i].name) == hUpgrade {

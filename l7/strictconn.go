@@ -1,9 +1,11 @@
 package l7
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -64,6 +66,28 @@ type strictConn struct {
 	want         time.Time // the read deadline net/http set
 	headDeadline time.Time // zero: no keep-alive head in progress
 	headStarted  bool      // the reader's view of headDeadline != zero
+
+	// refused is set once net/http is handed a head it will refuse with
+	// one of its canned answers (see Write).
+	refused atomic.Bool
+}
+
+// Write adds a Date header to net/http's canned answers to requests it
+// cannot read (400, 431), which have none, as every other response has.
+func (s *strictConn) Write(p []byte) (int, error) {
+	if !s.refused.Load() || !bytes.HasPrefix(p, []byte("HTTP/1.1 ")) {
+		return s.Conn.Write(p)
+	}
+	end := bytes.Index(p, []byte("\r\n\r\n"))
+	line := bytes.Index(p, crlf)
+	if end < 0 || bytes.Contains(p[:end+2], []byte("\r\nDate: ")) {
+		return s.Conn.Write(p)
+	}
+	w := append(appendDate(append([]byte(nil), p[:line+2]...)), p[line+2:]...)
+	if _, err := s.Conn.Write(w); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func (s *strictConn) SetReadDeadline(t time.Time) error {
@@ -198,6 +222,7 @@ func (s *strictConn) produce() error {
 			case err != errNeedMore:
 				s.out = append(s.out, invalidRequest...)
 				s.state = strictFailed
+				s.refused.Store(true)
 				return nil
 			}
 			if s.served > 0 && !s.headStarted && s.headTimeout > 0 {
@@ -211,6 +236,7 @@ func (s *strictConn) produce() error {
 				// Let net/http answer 431 from its own limit.
 				s.out = append(s.out, bc.buffered()...)
 				s.state = strictPassthrough
+				s.refused.Store(true)
 				bc.consume(len(bc.buffered()))
 				return nil
 			}
