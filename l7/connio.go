@@ -82,6 +82,9 @@ type bufConn struct {
 	rdl, wdl lazyDeadline
 	// readErr is the first read error; once set, no more reads happen.
 	readErr error
+	// parkable says a read that must wait may end in errPark instead: the
+	// connection is idle between requests (see loop.park).
+	parkable bool
 
 	// fd is the connection's descriptor when it may be used on an event
 	// loop, else -1; wt is set while the connection belongs to a
@@ -135,8 +138,17 @@ func newBufConn(c net.Conn, pool *sync.Pool, maxBuf int) *bufConn {
 	return b
 }
 
+// acquire takes buffers again after release.
+func (b *bufConn) acquire() {
+	b.pooled = b.pool.Get().(*[]byte)
+	b.rbuf = *b.pooled
+	b.wpooled = writeBufPool.Get().(*[]byte)
+	b.wbuf = (*b.wpooled)[:0]
+	b.r, b.w = 0, 0
+}
+
 // release returns the buffers to their pools. The bufConn must not be
-// used afterwards.
+// used afterwards, unless acquire takes buffers again.
 func (b *bufConn) release() {
 	if b.pooled != nil {
 		b.pool.Put(b.pooled)
@@ -148,6 +160,7 @@ func (b *bufConn) release() {
 	}
 	b.wpooled = nil
 	b.rbuf, b.wbuf = nil, nil
+	b.r, b.w = 0, 0
 }
 
 func (b *bufConn) buffered() []byte { return b.rbuf[b.r:b.w] }
@@ -193,7 +206,7 @@ func (b *bufConn) fill() error {
 			b.readErr = err
 			return nil
 		}
-		if !isTimeout(err) {
+		if !isTimeout(err) && err != errPark {
 			b.readErr = err
 		}
 		return err
@@ -243,6 +256,10 @@ func (b *bufConn) Read(p []byte) (int, error) {
 	}
 	return b.read(p)
 }
+
+// errPark ends an idle connection's wait on an event loop: it goes on
+// waiting without a coroutine (see loop.park).
+var errPark = errors.New("parked")
 
 func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded)

@@ -66,6 +66,9 @@ type loopStats struct {
 	// conns were handed to a loop; detaches and rejoins count moves off
 	// and back onto one; turns, connections that let the others go first.
 	conns, detaches, rejoins, turns atomic.Int64
+	// parks and unparks count idle connections leaving their coroutine
+	// and getting a new one.
+	parks, unparks atomic.Int64
 }
 
 // NewServer builds a server around an initial snapshot. metrics may be
@@ -304,18 +307,59 @@ type clientConn struct {
 	// wt is the connection's event loop handle (nil: its own goroutine).
 	wt *waiter
 
+	// connWork is held only while the connection reads or serves a
+	// request: an idle connection on an event loop gives it back.
+	*connWork
+	// parking is set when the connection leaves its loop's coroutine to
+	// wait, idle, without one (see loop_linux.go).
+	parking bool
+	// served counts requests; read by Shutdown.
+	served   atomic.Int64
+	graceSet atomic.Bool
+}
+
+// connWork is the state of a connection's current request.
+type connWork struct {
 	req        request
 	x          exchange
 	reqBody    bodyReader
 	chunkedOut bool
-	// served counts requests; read by Shutdown.
-	served   atomic.Int64
-	graceSet atomic.Bool
 	// replay holds a request body read ahead so it can be resent.
 	replay []byte
 	// reqHead is the current request's head in the read buffer; headCopy
 	// keeps it while a streamed body reuses that buffer (pinHead).
 	reqHead, headCopy []byte
+}
+
+var connWorkPool = sync.Pool{New: func() any { return new(connWork) }}
+
+// maxPooledReplay bounds the replay buffer a pooled connWork keeps.
+const maxPooledReplay = 64 << 10
+
+// takeWork gives the connection its request state.
+func (cc *clientConn) takeWork() {
+	if cc.connWork == nil {
+		cc.connWork = connWorkPool.Get().(*connWork)
+	}
+}
+
+// releaseWork returns the request state to its pool, keeping its slices'
+// storage but nothing that points into the connection's buffers, its
+// snapshot or its route.
+func (cc *clientConn) releaseWork() {
+	w := cc.connWork
+	if w == nil {
+		return
+	}
+	cc.connWork = nil
+	w.x.reset()
+	w.reqBody.init(nil, bodyNone, 0)
+	w.reqBody.conn = nil
+	w.reqHead = nil
+	if cap(w.replay) > maxPooledReplay {
+		w.replay = nil
+	}
+	connWorkPool.Put(w)
 }
 
 // pinHead moves the request head out of the read buffer, which reading a
@@ -362,24 +406,29 @@ func (cc *clientConn) wakeIfIdle() {
 
 func (cc *clientConn) serve() {
 	s := cc.srv
+	cc.parking = false
 	defer func() {
 		if v := recover(); v != nil {
+			cc.parking = false
 			s.slog.Error("panic serving connection", "client_ip", cc.clientIP, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		}
-		s.mu.Lock()
-		delete(s.conns, cc)
-		s.mu.Unlock()
-		s.wg.Done()
+		if !cc.parking {
+			cc.forget()
+		}
 	}()
 	if cc.bc == nil {
 		cc.bc = newBufConn(cc.c, &clientBufPool, s.snap.Load().Config.Server.MaxHeaderBytes)
+	} else if cc.bc.rbuf == nil {
+		cc.bc.acquire()
 	}
+	cc.takeWork()
 	handedOff := false
 	defer func() {
-		if !handedOff {
+		if !handedOff && !cc.parking {
 			cc.c.Close()
 		}
 		cc.bc.release()
+		cc.releaseWork()
 	}()
 	for {
 		cc.wt.rejoin()
@@ -401,6 +450,15 @@ func (cc *clientConn) serve() {
 		}
 		cc.wt.turn()
 	}
+}
+
+// forget removes a connection that has ended from the server.
+func (cc *clientConn) forget() {
+	s := cc.srv
+	s.mu.Lock()
+	delete(s.conns, cc)
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
@@ -441,7 +499,16 @@ func (cc *clientConn) readRequest() (ok, h2 bool) {
 			headStart = now
 		}
 		cc.armHeadDeadline(sc.ReadHeaderTimeout.D(), sc.IdleTimeout.D(), headStart, now)
-		if err := bc.fill(); err != nil {
+		// Waiting for a head's first byte, nothing is lost by waiting
+		// without a coroutine and buffers (see loop.park).
+		bc.parkable = len(bc.buffered()) == 0
+		err := bc.fill()
+		bc.parkable = false
+		if err == errPark {
+			cc.parking = true
+			return false, false
+		}
+		if err != nil {
 			switch {
 			case err == errHeadTooLarge:
 				cc.badRequest(errHeadTooLarge)
@@ -511,26 +578,25 @@ func (cc *clientConn) writeSimpleError(status int, msg string) {
 	cc.bc.flush()
 }
 
+// reset zeroes x, keeping the storage of its slices for reuse.
+func (x *exchange) reset() {
+	trailers, respFields := x.br.trailers, x.resp.fields
+	addReq, addResp, delResp, values := x.addReq[:0], x.addResp[:0], x.delResp[:0], x.values[:0]
+	clear(x.values)
+	*x = exchange{}
+	x.br.trailers = trailers
+	x.resp.fields = respFields
+	x.addReq, x.addResp, x.delResp, x.values = addReq, addResp, delResp, values
+}
+
 // exchange runs one request; it reports whether the connection stays open.
 func (cc *clientConn) exchange() bool {
 	s := cc.srv
 	req := &cc.req
 	x := &cc.x
-	trailers, respFields := x.br.trailers, x.resp.fields
-	addReq, addResp, delResp, values := x.addReq[:0], x.addResp[:0], x.delResp[:0], x.values[:0]
-	clear(x.values)
-	*x = exchange{
-		srv:      s,
-		snap:     s.snap.Load(),
-		req:      req,
-		start:    time.Now(),
-		clientIP: cc.clientIP,
-		scheme:   "http",
-		sink:     cc,
-	}
-	x.br.trailers = trailers
-	x.resp.fields = respFields
-	x.addReq, x.addResp, x.delResp, x.values = addReq, addResp, delResp, values
+	x.reset()
+	x.srv, x.snap, x.req = s, s.snap.Load(), req
+	x.start, x.clientIP, x.scheme, x.sink = time.Now(), cc.clientIP, "http", cc
 	x.peer, x.peerPort = cc.peer, cc.peerPort
 	x.wt = cc.wt
 	if req.proto == 10 {
