@@ -336,7 +336,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // head timeout, and at a shutdown at once.
 func TestEventLoopIdleParks(t *testing.T) {
 	be := backend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok "+r.URL.Path) })
-	gw := startGateway(t, `fast, event_loops: "2", idle_timeout: 1500ms, read_header_timeout: 1s`, fmt.Sprintf("  - { path: \"/\", backend: %q }\n", be.URL))
+	gw := startGateway(t, `fast, event_loops: "2", idle_timeout: 1500ms, read_header_timeout: 2s`, fmt.Sprintf("  - { path: \"/\", backend: %q }\n", be.URL))
 	st := &gw.srv.loopStats
 	get := func(c net.Conn, br *bufio.Reader, path string) {
 		t.Helper()
@@ -360,8 +360,8 @@ func TestEventLoopIdleParks(t *testing.T) {
 		get(conns[i], brs[i], fmt.Sprintf("/first/%d", i))
 	}
 	silent := dial(t, gw.addr) // sends nothing yet
-	waitFor(t, 900*time.Millisecond, "idle connections not parked", func() bool { return st.parks.Load() >= n+1 })
-	// Within its read_header_timeout (1s from the accept).
+	waitFor(t, 1500*time.Millisecond, "idle connections not parked", func() bool { return st.parks.Load() >= n+1 })
+	// Within its read_header_timeout (2s from the accept).
 	get(silent, bufio.NewReader(silent), "/late")
 	// Served again from a new coroutine, twice.
 	for round := range 2 {
@@ -384,15 +384,15 @@ func TestEventLoopIdleParks(t *testing.T) {
 	if d := time.Since(start); d < 1400*time.Millisecond || d > 1800*time.Millisecond {
 		t.Errorf("parked idle connection closed after %v, want 1.5s", d)
 	}
-	// ... and a new one that sends nothing at read_header_timeout (1s).
+	// ... and a new one that sends nothing at read_header_timeout (2s).
 	quiet := dial(t, gw.addr)
 	start = time.Now()
 	quiet.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := quiet.Read(make([]byte, 1)); err == nil {
 		t.Fatal("silent connection answered something")
 	}
-	if d := time.Since(start); d < 900*time.Millisecond || d > 1300*time.Millisecond {
-		t.Errorf("silent connection closed after %v, want 1s", d)
+	if d := time.Since(start); d < 1900*time.Millisecond || d > 2300*time.Millisecond {
+		t.Errorf("silent connection closed after %v, want 2s", d)
 	}
 
 	// A shutdown closes the parked connections at once.
