@@ -114,6 +114,7 @@ func TestHeadTimeoutDrip(t *testing.T) {
 
 func checkCut(t *testing.T, got string, d time.Duration) {
 	t.Helper()
+	t.Logf("dripped head cut after %v", d.Round(time.Millisecond))
 	if d < 3500*time.Millisecond || d > 6*time.Second {
 		t.Errorf("dripped head cut after %v, want about 4s (before 6s)", d)
 	}
@@ -210,6 +211,7 @@ func TestResponseHeaderTimeoutHungBackends(t *testing.T) {
 			gw := startGateway(t, engine, routes)
 			before := n1.Load() + n2.Load()
 			status, d := timedGet(t, gw.addr, "/plain")
+			t.Logf("hung backends: %d after %v", status, d.Round(time.Millisecond))
 			if status != 504 || d < 1900*time.Millisecond || d > 2300*time.Millisecond {
 				t.Errorf("hung backends, response_header 2s: %d after %v, want 504 after 2s (within 200ms)", status, d)
 			}
@@ -219,6 +221,7 @@ func TestResponseHeaderTimeoutHungBackends(t *testing.T) {
 
 			before = n3.Load()
 			status, d = timedGet(t, gw.addr, "/retried")
+			t.Logf("retried on timeout, total 3s: %d after %v", status, d.Round(time.Millisecond))
 			if status != 504 || d < 2900*time.Millisecond || d > 3300*time.Millisecond {
 				t.Errorf("retried on timeout, total 3s: %d after %v, want 504 after 3s (within 200ms)", status, d)
 			}
@@ -272,6 +275,7 @@ func TestReadTimeoutAccuracy(t *testing.T) {
 				}
 			}
 			d := time.Since(last)
+			t.Logf("stalled body cut %v after the last data", d.Round(time.Millisecond))
 			if got != 30 {
 				t.Errorf("body: %d bytes before the cut, want 30", got)
 			}
