@@ -23,7 +23,7 @@ func TestMain(m *testing.M) {
 // keep-alive connections add no goroutine to the gateway, and they are
 // still served afterwards (Run checks a sample).
 func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
-	res, err := Run(Options{Levels: []int{0, 300}, Loops: "2", Timeout: time.Minute})
+	res, err := Run(Options{Levels: []int{0, 300}, Loops: "2", Timeout: time.Minute, Settle: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 	var rss, freed, goMem [2]float64
 	for range b.N {
 		for i, loops := range []string{"off", "auto"} {
-			res, err := Run(Options{Levels: []int{0, n}, Loops: loops, Timeout: 2 * time.Minute})
+			res, err := Run(Options{Levels: []int{0, n}, Loops: loops, Timeout: 2 * time.Minute, Settle: 5 * time.Second})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -37,6 +37,7 @@ func main() {
 	conns := flag.String("conns", "0,10000,50000", "numbers of idle connections to measure at, in increasing order")
 	loops := flag.String("loops", "auto", "server.event_loops of the gateway: auto, N or off")
 	timeout := flag.Duration("timeout", 3*time.Minute, "bound on the whole run")
+	settle := flag.Duration("settle", 5*time.Second, "pause after each step before measuring")
 	flag.Parse()
 	var levels []int
 	for _, f := range strings.Split(*conns, ",") {
@@ -47,7 +48,7 @@ func main() {
 		}
 		levels = append(levels, n)
 	}
-	res, err := Run(Options{Levels: levels, Loops: *loops, Timeout: *timeout, Log: os.Stdout})
+	res, err := Run(Options{Levels: levels, Loops: *loops, Timeout: *timeout, Settle: *settle, Log: os.Stdout})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "idlemem:", err)
 		os.Exit(1)

@@ -24,7 +24,9 @@ type Options struct {
 	Levels  []int  // idle connections to measure at, increasing
 	Loops   string // server.event_loops
 	Timeout time.Duration
-	Log     io.Writer // progress lines; nil: none
+	// Settle is the pause after each step before measuring.
+	Settle time.Duration
+	Log    io.Writer // progress lines; nil: none
 	// Exe is the program to start with serveArg (default: this one).
 	Exe string
 }
@@ -106,7 +108,7 @@ func Run(opt Options) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("opening %d connections: %w", n, err)
 		}
-		time.Sleep(time.Second) // let the last requests finish
+		time.Sleep(opt.Settle) // let the last requests finish, the runtime return pages
 		m, err := ch.mem()
 		if err != nil {
 			return nil, err
