@@ -214,6 +214,27 @@ func (b *bufConn) fill() error {
 	return nil
 }
 
+// fillIdle is fill for a connection waiting for a request's first byte.
+// On an event loop, when the socket is not known readable, the buffers go
+// back to their pools until it is, and the wait may end in errPark (see
+// loop.park); after an error they stay released.
+func (b *bufConn) fillIdle() error {
+	if b.onLoop() && !b.rready.Load() && b.r == b.w && len(b.wbuf) == 0 && b.readErr == nil {
+		b.release()
+		b.parkable = true
+		err := b.waitReadable()
+		b.parkable = false
+		if err != nil {
+			return err
+		}
+		b.acquire()
+	}
+	b.parkable = true
+	err := b.fill()
+	b.parkable = false
+	return err
+}
+
 // flush writes the write buffer out.
 func (b *bufConn) flush() error {
 	if len(b.wbuf) == 0 {

@@ -723,6 +723,11 @@ func (b *bufConn) loopRead(p []byte) (int, error) {
 	}
 }
 
+// waitReadable waits on the loop until the socket is readable.
+func (b *bufConn) waitReadable() error {
+	return b.wt.wait(b, false, b.rdl.cur)
+}
+
 // loopWrite writes p on the loop, waiting for room.
 func (b *bufConn) loopWrite(p []byte) (int, error) {
 	done := 0

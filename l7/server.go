@@ -499,11 +499,14 @@ func (cc *clientConn) readRequest() (ok, h2 bool) {
 			headStart = now
 		}
 		cc.armHeadDeadline(sc.ReadHeaderTimeout.D(), sc.IdleTimeout.D(), headStart, now)
-		// Waiting for a head's first byte, nothing is lost by waiting
-		// without a coroutine and buffers (see loop.park).
-		bc.parkable = len(bc.buffered()) == 0
-		err := bc.fill()
-		bc.parkable = false
+		var err error
+		if len(bc.buffered()) == 0 {
+			// Waiting for a head's first byte, nothing is lost by
+			// waiting without buffers or a coroutine.
+			err = bc.fillIdle()
+		} else {
+			err = bc.fill()
+		}
 		if err == errPark {
 			cc.parking = true
 			return false, false
