@@ -8,6 +8,7 @@
 #   make bench     Go micro-benchmarks, then the peer comparison
 #                  (test/bench/peer.sh: nginx, RustyGate, HAProxy)
 #   make soak      bounded soak run checking RSS and goroutines stay flat
+#   make idlemem   memory per idle keep-alive connection (0, 10k, 50k)
 #   make fuzz      each fuzz target in FUZZ_TARGETS for FUZZTIME
 #   make clean     remove build and benchmark output
 #
@@ -41,7 +42,7 @@ FUZZ_TARGETS ?= \
 #   make soak SOAK_FLAGS='-requests 200000 -concurrency 32'
 SOAK_FLAGS ?=
 
-.PHONY: all build run test lint bench soak fuzz clean
+.PHONY: all build run test lint bench soak idlemem fuzz clean
 
 all: build
 
@@ -114,6 +115,9 @@ bench: build
 
 soak: build
 	RG_BIN=$(BIN) $(GO) run ./test/soak -spawn $(SOAK_FLAGS)
+
+idlemem:
+	$(GO) run ./test/idlemem
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \

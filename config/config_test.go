@@ -625,9 +625,10 @@ func TestLoadDefaultYAML(t *testing.T) {
 				Idle:           Duration(90 * time.Second),
 				MaxIdleConns:   256,
 				Read:           Duration(60 * time.Second),
+				Total:          Duration(15 * time.Second),
 			},
 			Outlier: Outlier{Consecutive: 5, BaseEjection: Duration(30 * time.Second), MaxEjection: Duration(300 * time.Second), Statuses: []int{502, 503, 504}},
-			Retries: Retries{Attempts: ptr(2), On: []string{"connect_failure", "timeout", "reset"}, Budget: ptr(0.2), MaxBodyBytes: 65536},
+			Retries: Retries{Attempts: ptr(2), On: []string{"connect_failure", "reset"}, Budget: ptr(0.2), MaxBodyBytes: 65536},
 		}},
 		Datapath: defaultDatapath(),
 		Tracing:  defaultedTracing(Tracing{}),
@@ -791,9 +792,10 @@ routes:
 							Idle:           Duration(3 * time.Second),
 							MaxIdleConns:   4,
 							Read:           Duration(60 * time.Second),
+							Total:          Duration(15 * time.Second),
 						},
 						Outlier: Outlier{Consecutive: 5, BaseEjection: Duration(30 * time.Second), MaxEjection: Duration(300 * time.Second), Statuses: []int{502, 503, 504}},
-						Retries: Retries{Attempts: ptr(2), On: []string{"connect_failure", "timeout", "reset"}, Budget: ptr(0.2), MaxBodyBytes: 65536},
+						Retries: Retries{Attempts: ptr(2), On: []string{"connect_failure", "reset"}, Budget: ptr(0.2), MaxBodyBytes: 65536},
 					}},
 					Datapath: defaultDatapath(),
 					Tracing:  defaultedTracing(Tracing{}),
@@ -895,9 +897,32 @@ routes:
 `,
 			check: func(t *testing.T, c *Config) {
 				got := c.Routes[1].Timeouts
-				want := Timeouts{Connect: Duration(10 * time.Second), ResponseHeader: Duration(5 * time.Second), Idle: Duration(time.Second), MaxIdleConns: 256, Read: Duration(60 * time.Second)}
+				want := Timeouts{Connect: Duration(10 * time.Second), ResponseHeader: Duration(5 * time.Second), Idle: Duration(time.Second), MaxIdleConns: 256, Read: Duration(60 * time.Second), Total: Duration(15 * time.Second)}
 				if got != want {
 					t.Errorf("timeouts = %+v, want %+v", got, want)
+				}
+			},
+		},
+		{
+			name: "timeouts.total default and off",
+			yaml: `
+routes:
+	- path: /a
+		backend: http://a
+		timeouts: { response_header: 60s }
+	- path: /b
+		backend: http://b
+		timeouts: { total: 0s }
+	- path: /c
+		backend: http://c
+		timeouts: { total: 2s }
+`,
+			check: func(t *testing.T, c *Config) {
+				// One attempt's connect and response_header always fit.
+				for i, want := range []Duration{Duration(65 * time.Second), 0, Duration(2 * time.Second)} {
+					if got := c.Routes[i].Timeouts.Total; got != want {
+						t.Errorf("routes[%d].timeouts.total = %s, want %s", i, got, want)
+					}
 				}
 			},
 		},

@@ -60,6 +60,13 @@ const (
 // defaultReadTimeout bounds the wait between two reads of a response body.
 const defaultReadTimeout = Duration(60 * time.Second)
 
+// defaultTotalTimeout bounds a request with its retries until the
+// response head, as Envoy's route timeout (15s) does. The default is
+// never less than one attempt's connect plus response_header, so raising
+// those alone still gives a first attempt its whole time; retries get
+// what is left.
+const defaultTotalTimeout = Duration(15 * time.Second)
+
 func applyDefaults(c *Config, set map[string]bool) []bool {
 	unset := func(path string) bool { return !set[path] }
 
@@ -119,6 +126,7 @@ func applyDefaults(c *Config, set map[string]bool) []bool {
 		setDuration(&t.Idle, defaultBackendIdle, unset(p+".timeouts.idle"))
 		setInt(&t.MaxIdleConns, defaultMaxIdleConns, unset(p+".timeouts.max_idle_conns"))
 		setDuration(&t.Read, defaultReadTimeout, unset(p+".timeouts.read"))
+		setDuration(&t.Total, max(defaultTotalTimeout, t.Connect+t.ResponseHeader), unset(p+".timeouts.total"))
 		upstreamDefaults(r, p, unset)
 	}
 	middlewareDefaults(c, unset)

@@ -45,7 +45,8 @@ type Server struct {
 	TLS *TLSConfig `yaml:"tls"`
 	// RedirectHTTPS answers plain-HTTP requests with a 308 to https://.
 	RedirectHTTPS bool `yaml:"redirect_https"`
-	// ReadHeaderTimeout bounds the time to read one request head. Default 10s.
+	// ReadHeaderTimeout bounds the time to read one request head, from its
+	// first byte (a connection's first head: from the accept). Default 10s.
 	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
 	// IdleTimeout closes a keep-alive client connection idle that long. Default 60s.
 	IdleTimeout Duration `yaml:"idle_timeout"`
@@ -309,7 +310,7 @@ type Retries struct {
 	Attempts *int `yaml:"attempts"`
 	// On lists the conditions that trigger a retry: "connect_failure",
 	// "timeout", "reset" and status codes such as "503". Default
-	// [connect_failure, timeout, reset].
+	// [connect_failure, reset]: a timeout is retried only when listed.
 	On []string `yaml:"on"`
 	// Budget bounds retries to this fraction of requests, so a failing
 	// cluster is not hammered. Default 0.2.
@@ -392,8 +393,10 @@ type Timeouts struct {
 	MaxIdleConns int `yaml:"max_idle_conns"`
 	// Read bounds the wait between two reads of a response body. Default 60s.
 	Read Duration `yaml:"read"`
-	// Total bounds a whole exchange including retries (0: none). On expiry
-	// before the response head the client gets 504.
+	// Total bounds a request with its retries until the response head:
+	// no retry starts after it, a retry's response_header wait is cut to
+	// what remains, and the client gets 504. Default 15s, or connect plus
+	// response_header when that is longer; 0 turns it off.
 	Total Duration `yaml:"total"`
 }
 

@@ -53,7 +53,10 @@ const (
 func defaultExpectStatus() []string { return []string{"2xx", "3xx"} }
 func defaultOutlierStatuses() []int { return []int{502, 503, 504} }
 func defaultRetryConditions() []string {
-	return []string{RetryOnConnectFailure, RetryOnTimeout, RetryOnReset}
+	// Not timeout: a backend that is slow because it is overloaded would
+	// get each request 1+attempts times (Envoy and HAProxy do not retry
+	// timeouts unless told to either).
+	return []string{RetryOnConnectFailure, RetryOnReset}
 }
 
 // upstreamDefaults fills the defaults of a route's pool settings:

@@ -24,7 +24,7 @@ func TestUpstreamDefaults(t *testing.T) {
 	}
 	rt := r.Retries
 	if *rt.Attempts != 2 || *rt.Budget != 0.2 || rt.MaxBodyBytes != 65536 || rt.NonIdempotent ||
-		!reflect.DeepEqual(rt.On, []string{"connect_failure", "timeout", "reset"}) {
+		!reflect.DeepEqual(rt.On, []string{"connect_failure", "reset"}) {
 		t.Errorf("retries = %+v (attempts %d, budget %g)", rt, *rt.Attempts, *rt.Budget)
 	}
 	// Health checks stay off without a path; no hash key without

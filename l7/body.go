@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,12 +30,12 @@ type bodyReader struct {
 	n      int64 // body bytes delivered
 	done   bool
 
-	// inactivity bounds the wait between two reads; on a lazily-armed
-	// deadline expiring early, the read is retried until this much time
-	// has passed without data.
+	// inactivity bounds the wait between two reads of conn (0: the
+	// caller keeps the deadline); aborted ends a wait for good (see
+	// abort).
 	inactivity time.Duration
 	conn       net.Conn
-	lastData   time.Time
+	aborted    atomic.Bool
 
 	trailers []hfield
 }
@@ -54,33 +55,32 @@ func (br *bodyReader) init(src *bufConn, kind bodyKind, length int64) {
 	}
 }
 
-// fill reads more into the source, turning a lazily-armed deadline that
-// fired before the real inactivity bound into a retry.
+// fill reads more into the source. With an inactivity bound, the
+// deadline is re-armed (lazily, see lazyDeadline) before each read, so it
+// fires that long after the last data, within the slack.
 func (br *bodyReader) fill() error {
-	for {
-		err := br.src.fill()
-		if err == nil {
-			br.lastData = time.Time{}
-			return nil
-		}
-		if !isTimeout(err) || br.conn == nil || br.inactivity <= 0 {
-			if isTimeout(err) {
-				return errBodyTimeout
-			}
+	if br.conn != nil && br.inactivity > 0 {
+		if err := br.src.rdl.ensureRead(br.conn, time.Now().Add(br.inactivity), deadlineSlack(br.inactivity)); err != nil {
 			return err
 		}
-		now := time.Now()
-		if br.lastData.IsZero() {
-			br.lastData = now
-		}
-		if now.Sub(br.lastData) >= br.inactivity {
+		// Checked after arming: an abort's past deadline is either seen
+		// here or set after the re-arm above.
+		if br.aborted.Load() {
 			return errBodyTimeout
 		}
-		br.src.rdl.cur = br.lastData.Add(br.inactivity)
-		if err := br.conn.SetReadDeadline(br.src.rdl.cur); err != nil {
-			return err
-		}
 	}
+	err := br.src.fill()
+	if isTimeout(err) {
+		return errBodyTimeout
+	}
+	return err
+}
+
+// abort makes the reader's current and later reads fail: conn's deadline
+// is put in the past and no longer re-armed.
+func (br *bodyReader) abort(conn net.Conn) {
+	br.aborted.Store(true)
+	conn.SetReadDeadline(time.Unix(1, 0))
 }
 
 // next returns the next piece of body data, or io.EOF after the last.

@@ -28,12 +28,25 @@ var (
 	writeBufPool   = sync.Pool{New: func() any { b := make([]byte, 0, writeBufSize); return &b }}
 )
 
-// deadlineSlack lets a deadline be re-armed lazily: a connection's deadline
+// lazyDeadline lets a deadline be re-armed lazily: a connection's deadline
 // is moved only when it falls outside [target, target+slack], so a busy
 // keep-alive connection touches its timer about once per slack instead of
 // once per request.
 type lazyDeadline struct {
 	cur time.Time
+}
+
+// maxDeadlineSlack caps the slack of a lazily-armed deadline. With the
+// event loops' sweep (loopTick) it keeps every timeout within 200 ms of
+// its value.
+const maxDeadlineSlack = 100 * time.Millisecond
+
+// deadlineSlack is the slack allowed for a timeout of d: 5% of it, at
+// most maxDeadlineSlack, so a timeout fires within 10% or 200 ms of its
+// value while a busy connection still re-arms its timer only every few
+// requests.
+func deadlineSlack(d time.Duration) time.Duration {
+	return min(d/20, maxDeadlineSlack)
 }
 
 func (d *lazyDeadline) ensureRead(c net.Conn, target time.Time, slack time.Duration) error {
@@ -69,6 +82,9 @@ type bufConn struct {
 	rdl, wdl lazyDeadline
 	// readErr is the first read error; once set, no more reads happen.
 	readErr error
+	// parkable says a read that must wait may end in errPark instead: the
+	// connection is idle between requests (see loop.park).
+	parkable bool
 
 	// fd is the connection's descriptor when it may be used on an event
 	// loop, else -1; wt is set while the connection belongs to a
@@ -122,8 +138,17 @@ func newBufConn(c net.Conn, pool *sync.Pool, maxBuf int) *bufConn {
 	return b
 }
 
+// acquire takes buffers again after release.
+func (b *bufConn) acquire() {
+	b.pooled = b.pool.Get().(*[]byte)
+	b.rbuf = *b.pooled
+	b.wpooled = writeBufPool.Get().(*[]byte)
+	b.wbuf = (*b.wpooled)[:0]
+	b.r, b.w = 0, 0
+}
+
 // release returns the buffers to their pools. The bufConn must not be
-// used afterwards.
+// used afterwards, unless acquire takes buffers again.
 func (b *bufConn) release() {
 	if b.pooled != nil {
 		b.pool.Put(b.pooled)
@@ -135,6 +160,7 @@ func (b *bufConn) release() {
 	}
 	b.wpooled = nil
 	b.rbuf, b.wbuf = nil, nil
+	b.r, b.w = 0, 0
 }
 
 func (b *bufConn) buffered() []byte { return b.rbuf[b.r:b.w] }
@@ -180,12 +206,33 @@ func (b *bufConn) fill() error {
 			b.readErr = err
 			return nil
 		}
-		if !isTimeout(err) {
+		if !isTimeout(err) && err != errPark {
 			b.readErr = err
 		}
 		return err
 	}
 	return nil
+}
+
+// fillIdle is fill for a connection waiting for a request's first byte.
+// On an event loop, when the socket is not known readable, the buffers go
+// back to their pools until it is, and the wait may end in errPark (see
+// loop.park); after an error they stay released.
+func (b *bufConn) fillIdle() error {
+	if b.onLoop() && !b.rready.Load() && b.r == b.w && len(b.wbuf) == 0 && b.readErr == nil {
+		b.release()
+		b.parkable = true
+		err := b.waitReadable()
+		b.parkable = false
+		if err != nil {
+			return err
+		}
+		b.acquire()
+	}
+	b.parkable = true
+	err := b.fill()
+	b.parkable = false
+	return err
 }
 
 // flush writes the write buffer out.
@@ -230,6 +277,10 @@ func (b *bufConn) Read(p []byte) (int, error) {
 	}
 	return b.read(p)
 }
+
+// errPark ends an idle connection's wait on an event loop: it goes on
+// waiting without a coroutine (see loop.park).
+var errPark = errors.New("parked")
 
 func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded)

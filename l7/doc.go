@@ -2,8 +2,10 @@
 // router and the forwarding engine.
 //
 // Two front ends share one proxy core. The fast engine is a purpose-built
-// HTTP/1.1 server (one goroutine per connection, pooled buffers, no
-// allocation per request on the common path); the standard engine is
+// HTTP/1.1 server (connections run as coroutines on epoll event loops, or
+// one goroutine each with `event_loops: off`; pooled buffers; no allocation
+// per request on the common path; an idle keep-alive connection on a loop
+// holds neither a coroutine nor buffers); the standard engine is
 // net/http, used for HTTP/2 (cleartext with prior knowledge, detected on the
 // fast engine's connections too) and selectable for HTTP/1.1 with
 // `server.engine: standard`. Both parse requests with the same strictness

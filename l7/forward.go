@@ -100,6 +100,12 @@ func (x *exchange) forward() {
 	}
 	x.replayable = x.prepareReplay(rt)
 	for {
+		if x.ntried > 0 && x.totalSpent(time.Now()) {
+			x.drainOrClose()
+			x.errMsg = "request timeout (timeouts.total)"
+			x.fail(errBackendTimeout, "")
+			return
+		}
 		var b *upstream.Backend
 		if x.ntried == 0 {
 			b = rt.Pool.Pick(x.hash)
@@ -152,10 +158,51 @@ func (x *exchange) forward() {
 			x.errMsg = ""
 			continue
 		}
+		if reason != "" && x.totalSpent(time.Now()) {
+			// A retry was left out for lack of time: the request as a
+			// whole timed out.
+			perr = errBackendTimeout
+			x.errMsg = "request timeout (timeouts.total)"
+		}
 		x.drainOrClose()
 		x.fail(perr, "")
 		return
 	}
+}
+
+// totalSpent reports whether timeouts.total has run out.
+func (x *exchange) totalSpent(now time.Time) bool {
+	return !x.deadline.IsZero() && !now.Before(x.deadline)
+}
+
+// headWait is how long an attempt waits for the response head:
+// response_header, cut to what remains of timeouts.total.
+func (x *exchange) headWait(rt *Route, now time.Time) time.Duration {
+	wait := rt.responseHeader
+	x.cutByTotal = false
+	if !x.deadline.IsZero() {
+		if left := x.deadline.Sub(now); left < wait {
+			wait = max(left, time.Millisecond)
+			x.cutByTotal = true
+		}
+	}
+	return wait
+}
+
+// dialContext bounds a dial by what remains of timeouts.total.
+func (x *exchange) dialContext() (context.Context, context.CancelFunc) {
+	if x.deadline.IsZero() {
+		return context.Background(), func() {}
+	}
+	return context.WithDeadline(context.Background(), x.deadline)
+}
+
+// dial opens a new connection to the backend of cp, off the event loop.
+func (x *exchange) dial(cp *connPool) (*backendConn, error) {
+	x.wt.detach()
+	ctx, cancel := x.dialContext()
+	defer cancel()
+	return cp.dial(ctx)
 }
 
 // tryBackend runs one attempt on b, resending once on a fresh connection
@@ -164,10 +211,8 @@ func (x *exchange) tryBackend(b *upstream.Backend, rt *Route) (*proxyError, stri
 	cp := rt.conns[b]
 	bc := cp.getIdle(x.wt.loop())
 	if bc == nil {
-		// Dialing blocks: not on an event loop.
-		x.wt.detach()
 		var err error
-		if bc, err = cp.dial(context.Background()); err != nil {
+		if bc, err = x.dial(cp); err != nil {
 			return x.dialError(err)
 		}
 	}
@@ -177,8 +222,7 @@ func (x *exchange) tryBackend(b *upstream.Backend, rt *Route) (*proxyError, stri
 		// The pooled connection was dead. The backend may still have read
 		// the request before closing, so only a request that may be
 		// repeated (RFC 9110 9.2.2) is sent again.
-		x.wt.detach()
-		bc, err := cp.dial(context.Background())
+		bc, err := x.dial(cp)
 		if err != nil {
 			return x.dialError(err)
 		}

@@ -71,6 +71,10 @@ type waiter struct {
 	state loopState
 	// run counts the requests served since the connection last waited.
 	run int
+	// waits counts the waits; parkSeen is the wait a sweep last saw
+	// parkable (one still the same at the next sweep is parked).
+	waits, parkSeen uint32
+	parkable        bool
 
 	// The current wait.
 	fd       int
@@ -90,6 +94,8 @@ func (w *waiter) wait(b *bufConn, write bool, deadline time.Time) error {
 	w.fd, w.write, w.deadline, w.err = b.fd, write, deadline, nil
 	w.state = stWait
 	w.run = 0
+	w.waits++
+	w.parkable = b.parkable && !write
 	lp.waiting[b.fd] = w
 	ok := w.yield(struct{}{})
 	if write {
@@ -176,7 +182,10 @@ type loop struct {
 	closed   bool // ep and wake are closed
 
 	// Used only on the loop's goroutine (or a coroutine it runs).
-	waiting   map[int]*waiter
+	waiting map[int]*waiter
+	// parked are idle connections waiting without a coroutine, by
+	// descriptor (see park).
+	parked    map[int]*waiter
 	regs      map[int]*bufConn
 	live      map[*waiter]struct{}
 	stopSince time.Time
@@ -231,6 +240,7 @@ func newLoop(s *Server) (*loop, error) {
 	lp := &loop{
 		srv: s, ep: ep, wake: wake,
 		waiting: map[int]*waiter{},
+		parked:  map[int]*waiter{},
 		regs:    map[int]*bufConn{},
 		live:    map[*waiter]struct{}{},
 		done:    make(chan struct{}),
@@ -292,11 +302,7 @@ func (lp *loop) add(cc *clientConn) bool {
 	w := &waiter{lp: lp, cc: cc, attached: true}
 	cc.wt = w
 	cc.bc.wt = w
-	next, stop := iter.Pull(func(yield func(struct{}) bool) {
-		w.yield = yield
-		cc.serve()
-	})
-	w.next = next
+	stop := w.start()
 	if !lp.enqueue(w) {
 		stop() // never started
 		return false
@@ -368,10 +374,26 @@ func (lp *loop) unregister(b *bufConn) {
 	}
 }
 
+// start gives the connection a new coroutine running clientConn.serve,
+// to be resumed first; it returns the coroutine's stop.
+func (w *waiter) start() func() {
+	cc := w.cc
+	next, stop := iter.Pull(func(yield func(struct{}) bool) {
+		w.yield = yield
+		cc.serve()
+	})
+	w.next = next
+	return stop
+}
+
 // resume runs w's coroutine until it yields or ends, then acts on what it
 // asked for.
 func (lp *loop) resume(w *waiter) {
 	if _, ok := w.next(); !ok {
+		if w.cc.parking {
+			lp.park(w)
+			return
+		}
 		lp.finished(w)
 		return
 	}
@@ -400,6 +422,50 @@ func (w *waiter) drive() {
 			return
 		}
 	}
+}
+
+// Parking: a keep-alive connection idle between requests (or a new one
+// that has not sent its first byte) holds a coroutine, with its stack,
+// and buffers while it waits. One that stays idle from one sweep to the
+// next (loopTick) is parked instead: its coroutine ends (clientConn.serve
+// returns, giving its buffers and request state back to their pools), and
+// only its descriptor stays in the epoll set, with the deadline of the
+// wait. The next event for it starts a new coroutine (unpark); the
+// deadline, or a shutdown, closes it from the loop (closeParked).
+
+// park keeps w, whose coroutine has just ended, waiting without one.
+func (lp *loop) park(w *waiter) {
+	delete(lp.live, w)
+	w.next, w.yield = nil, nil
+	lp.parked[w.cc.bc.fd] = w
+	lp.srv.loopStats.parks.Add(1)
+}
+
+// unpark starts a new coroutine for a parked connection with an event.
+func (lp *loop) unpark(w *waiter) {
+	delete(lp.parked, w.cc.bc.fd)
+	w.start()
+	lp.live[w] = struct{}{}
+	lp.srv.loopStats.unparks.Add(1)
+	lp.resume(w)
+}
+
+// closeParked closes a parked connection (its deadline passed, or the
+// server stops).
+func (lp *loop) closeParked(w *waiter) {
+	b := w.cc.bc
+	delete(lp.parked, b.fd)
+	if lp.regs[b.fd] == b {
+		delete(lp.regs, b.fd)
+	}
+	if b.regLoop == lp {
+		// Through the RawConn: the descriptor may have been closed (a
+		// shutdown's deadline), and its number taken by another file.
+		b.raw.Control(func(fd uintptr) { unix.EpollCtl(lp.ep, unix.EPOLL_CTL_DEL, int(fd), nil) })
+		b.regLoop = nil
+	}
+	w.cc.c.Close()
+	w.cc.forget()
 }
 
 func (lp *loop) finished(w *waiter) {
@@ -481,7 +547,7 @@ func (lp *loop) poll(fd uintptr) bool {
 		}
 		// The set was drained when epoll_wait returned; anything ready
 		// since makes it readable again and ends the wait at once.
-		if len(lp.waiting) > 0 {
+		if len(lp.waiting) > 0 || len(lp.parked) > 0 {
 			if !time.Now().Before(lp.nextTick) {
 				return true // sweep
 			}
@@ -508,6 +574,9 @@ func (lp *loop) event(fd int, ev uint32) {
 	}
 	w := lp.waiting[fd]
 	if w == nil {
+		if w = lp.parked[fd]; w != nil {
+			lp.unpark(w)
+		}
 		return
 	}
 	ready := ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0
@@ -541,8 +610,11 @@ func (lp *loop) takeIncoming() bool {
 	}
 	if abort {
 		lp.expire(func(*waiter) error { return errLoopClosed })
+		for _, w := range lp.parked {
+			lp.closeParked(w)
+		}
 	}
-	if stop && len(lp.live) == 0 {
+	if stop && len(lp.live) == 0 && len(lp.parked) == 0 {
 		return true
 	}
 	if stop {
@@ -569,8 +641,20 @@ func (lp *loop) sweep(now time.Time) {
 				return errLoopTimeout
 			}
 		}
+		if w.parkable && !stopping {
+			if w.parkSeen == w.waits {
+				return errPark // idle since the last sweep
+			}
+			w.parkSeen = w.waits
+		}
 		return nil
 	})
+	for _, w := range lp.parked {
+		if !w.deadline.IsZero() && !now.Before(w.deadline) ||
+			stopping && (w.cc.served.Load() > 0 || now.Sub(lp.stopSince) >= time.Second) {
+			lp.closeParked(w)
+		}
+	}
 }
 
 // expire resumes every waiter for which why returns an error, with that
@@ -637,6 +721,11 @@ func (b *bufConn) loopRead(p []byte) (int, error) {
 		}
 		return n, nil
 	}
+}
+
+// waitReadable waits on the loop until the socket is readable.
+func (b *bufConn) waitReadable() error {
+	return b.wt.wait(b, false, b.rdl.cur)
 }
 
 // loopWrite writes p on the loop, waiting for room.

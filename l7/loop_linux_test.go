@@ -5,6 +5,7 @@ package l7
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -287,7 +288,7 @@ func TestPinHead(t *testing.T) {
 	raw := "POST /up/load?x=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: ua/1\r\nX-Request-Id: abc\r\nTransfer-Encoding: chunked\r\nX-Other: v\r\n\r\n"
 	buf := make([]byte, 4096)
 	copy(buf, raw)
-	cc := &clientConn{}
+	cc := &clientConn{connWork: new(connWork)}
 	n, err := parseRequest(buf[:len(raw)], &cc.req)
 	if err != nil {
 		t.Fatal(err)
@@ -313,6 +314,108 @@ func TestPinHead(t *testing.T) {
 	for _, f := range r.fields {
 		if bytes.Contains(f.name, []byte("#")) || bytes.Contains(f.value, []byte("#")) {
 			t.Errorf("field %q: %q still points into the reused buffer", f.name, f.value)
+		}
+	}
+}
+
+// waitFor polls cond every 10ms until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestEventLoopIdleParks: idle keep-alive connections, and new ones that
+// have sent nothing yet, leave their coroutine (parked) and are served
+// again when they send; a parked connection still closes at its idle or
+// head timeout, and at a shutdown at once.
+func TestEventLoopIdleParks(t *testing.T) {
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok "+r.URL.Path) })
+	gw := startGateway(t, `fast, event_loops: "2", idle_timeout: 1500ms, read_header_timeout: 2s`, fmt.Sprintf("  - { path: \"/\", backend: %q }\n", be.URL))
+	st := &gw.srv.loopStats
+	get := func(c net.Conn, br *bufio.Reader, path string) {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(b) != "ok "+path {
+			t.Fatalf("%s: %d %q", path, resp.StatusCode, b)
+		}
+	}
+	const n = 10
+	conns := make([]net.Conn, n)
+	brs := make([]*bufio.Reader, n)
+	for i := range n {
+		conns[i] = dial(t, gw.addr)
+		brs[i] = bufio.NewReader(conns[i])
+		get(conns[i], brs[i], fmt.Sprintf("/first/%d", i))
+	}
+	silent := dial(t, gw.addr) // sends nothing yet
+	waitFor(t, 1500*time.Millisecond, "idle connections not parked", func() bool { return st.parks.Load() >= n+1 })
+	// Within its read_header_timeout (2s from the accept).
+	get(silent, bufio.NewReader(silent), "/late")
+	// Served again from a new coroutine, twice.
+	for round := range 2 {
+		for i := range n {
+			get(conns[i], brs[i], fmt.Sprintf("/again/%d/%d", round, i))
+		}
+	}
+	if st.unparks.Load() < n {
+		t.Errorf("unparks %d, want >= %d", st.unparks.Load(), n)
+	}
+
+	// A parked connection closes at its idle timeout (1.5s) ...
+	c := conns[0]
+	get(c, brs[0], "/before-idle")
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := brs[0].ReadByte(); err == nil {
+		t.Fatal("idle connection answered something")
+	}
+	if d := time.Since(start); d < 1400*time.Millisecond || d > 1800*time.Millisecond {
+		t.Errorf("parked idle connection closed after %v, want 1.5s", d)
+	}
+	// ... and a new one that sends nothing at read_header_timeout (2s).
+	quiet := dial(t, gw.addr)
+	start = time.Now()
+	quiet.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := quiet.Read(make([]byte, 1)); err == nil {
+		t.Fatal("silent connection answered something")
+	}
+	if d := time.Since(start); d < 1900*time.Millisecond || d > 2300*time.Millisecond {
+		t.Errorf("silent connection closed after %v, want 2s", d)
+	}
+
+	// A shutdown closes the parked connections at once.
+	parks := st.parks.Load()
+	for i := 1; i < n; i++ {
+		conns[i] = dial(t, gw.addr)
+		brs[i] = bufio.NewReader(conns[i])
+		get(conns[i], brs[i], "/before-shutdown")
+	}
+	waitFor(t, 2*time.Second, "connections not parked again", func() bool { return st.parks.Load() >= parks+n-1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start = time.Now()
+	if err := gw.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("shutdown with %d parked connections took %v", n-1, d)
+	}
+	for i := 1; i < n; i++ {
+		conns[i].SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := brs[i].ReadByte(); err != io.EOF {
+			t.Errorf("connection %d after the shutdown: %v, want EOF", i, err)
 		}
 	}
 }

@@ -27,5 +27,6 @@ func (w *waiter) loop() *loop   { return nil }
 
 func (b *bufConn) useLoop() bool { return false }
 
+func (b *bufConn) waitReadable() error             { return nil }
 func (b *bufConn) loopRead(p []byte) (int, error)  { return b.c.Read(p) }
 func (b *bufConn) loopWrite(p []byte) (int, error) { return b.c.Write(p) }

@@ -97,7 +97,10 @@ type exchange struct {
 	ntried        int
 	replayable    bool
 	retryApproved bool
-	deadline      time.Time
+	// deadline is when timeouts.total ends (zero: never); cutByTotal
+	// says it shortened the current attempt's response_header wait.
+	deadline   time.Time
+	cutByTotal bool
 
 	// Policy state: headers added to the forwarded request and to the
 	// response, per-request values, and the headers of a policy's reply.
@@ -258,7 +261,7 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 	req := x.req
 	bc.wbuf = appendRequestHead(bc.wbuf[:0], x, rt, x.backend)
 	now := time.Now()
-	bc.wdl.ensureWrite(bc.c, now.Add(rt.readTimeout), time.Second)
+	bc.wdl.ensureWrite(bc.c, now.Add(rt.readTimeout), deadlineSlack(rt.readTimeout))
 
 	var bodyErr chan error
 	switch {
@@ -317,6 +320,10 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 			x.closeClient = true
 		}
 		switch {
+		case isTimeout(err) && x.cutByTotal:
+			// timeouts.total ended the wait, not the backend's own bound.
+			x.errMsg = "request timeout (timeouts.total)"
+			return errBackendTimeout, false, ""
 		case isTimeout(err):
 			x.errMsg = "backend timeout"
 			return errBackendTimeout, false, reasonTimeout
@@ -578,13 +585,8 @@ func writeAll(w io.Writer, parts ...[]byte) error {
 func (x *exchange) readResponseHead(bc *backendConn, rt *Route) error {
 	head := string(x.req.method) == "HEAD"
 	now := time.Now()
-	wait := rt.responseHeader
-	if !x.deadline.IsZero() {
-		wait = min(wait, max(x.deadline.Sub(now), time.Millisecond))
-	}
-	target := now.Add(wait)
-	slack := min(wait/10, 250*time.Millisecond)
-	bc.rdl.ensureRead(bc.c, target, slack)
+	wait := x.headWait(rt, now)
+	bc.rdl.ensureRead(bc.c, now.Add(wait), deadlineSlack(wait))
 	for {
 		if buf := bc.buffered(); len(buf) > 0 {
 			n, err := parseResponse(buf, &x.resp, head)

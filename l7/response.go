@@ -23,6 +23,8 @@ type response struct {
 	kind          bodyKind
 	closeConn     bool
 	upgrade       bool
+	// hasDate says the backend sent a Date header.
+	hasDate bool
 }
 
 // parseResponse parses a complete response head at the start of buf for a
@@ -125,6 +127,10 @@ func (resp *response) interpret(head bool) error {
 			})
 		case hXRequestID:
 			f.skip = true // the proxy writes its own
+		case hOther:
+			if len(f.name) == 4 && eqFold(f.name, "date") {
+				resp.hasDate = true
+			}
 		}
 	}
 	if connTokens {

@@ -66,6 +66,9 @@ type loopStats struct {
 	// conns were handed to a loop; detaches and rejoins count moves off
 	// and back onto one; turns, connections that let the others go first.
 	conns, detaches, rejoins, turns atomic.Int64
+	// parks and unparks count idle connections leaving their coroutine
+	// and getting a new one.
+	parks, unparks atomic.Int64
 }
 
 // NewServer builds a server around an initial snapshot. metrics may be
@@ -127,7 +130,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Unlock()
 	defer s.acceptWG.Done()
 	if s.snap.Load().Config.Server.Engine == "standard" {
-		err := s.std.Serve(strictListener{Listener: ln, maxHead: s.snap.Load().Config.Server.MaxHeaderBytes})
+		sc := s.snap.Load().Config.Server
+		err := s.std.Serve(strictListener{Listener: ln, maxHead: sc.MaxHeaderBytes, headTimeout: sc.ReadHeaderTimeout.D()})
 		if errors.Is(err, http.ErrServerClosed) || !s.serving(ln) {
 			return nil
 		}
@@ -204,7 +208,7 @@ func (s *Server) StopListener(ln net.Listener) {
 }
 
 func (s *Server) newClientConn(c net.Conn) *clientConn {
-	cc := &clientConn{srv: s, c: c}
+	cc := &clientConn{srv: s, c: c, accepted: time.Now()}
 	if ap, err := netipAddrPort(c.RemoteAddr()); err == nil {
 		cc.clientIP = ap
 		cc.peer, _ = netip.ParseAddr(ap)
@@ -293,6 +297,9 @@ type clientConn struct {
 	clientIP string
 	peer     netip.Addr
 	peerPort uint16
+	// accepted is when the connection was accepted: its first request
+	// head must be complete read_header_timeout later.
+	accepted time.Time
 
 	// busy is 1 while an exchange runs; an idle connection is woken by
 	// Shutdown.
@@ -300,18 +307,59 @@ type clientConn struct {
 	// wt is the connection's event loop handle (nil: its own goroutine).
 	wt *waiter
 
+	// connWork is held only while the connection reads or serves a
+	// request: an idle connection on an event loop gives it back.
+	*connWork
+	// parking is set when the connection leaves its loop's coroutine to
+	// wait, idle, without one (see loop_linux.go).
+	parking bool
+	// served counts requests; read by Shutdown.
+	served   atomic.Int64
+	graceSet atomic.Bool
+}
+
+// connWork is the state of a connection's current request.
+type connWork struct {
 	req        request
 	x          exchange
 	reqBody    bodyReader
 	chunkedOut bool
-	// served counts requests; read by Shutdown.
-	served   atomic.Int64
-	graceSet atomic.Bool
 	// replay holds a request body read ahead so it can be resent.
 	replay []byte
 	// reqHead is the current request's head in the read buffer; headCopy
 	// keeps it while a streamed body reuses that buffer (pinHead).
 	reqHead, headCopy []byte
+}
+
+var connWorkPool = sync.Pool{New: func() any { return new(connWork) }}
+
+// maxPooledReplay bounds the replay buffer a pooled connWork keeps.
+const maxPooledReplay = 64 << 10
+
+// takeWork gives the connection its request state.
+func (cc *clientConn) takeWork() {
+	if cc.connWork == nil {
+		cc.connWork = connWorkPool.Get().(*connWork)
+	}
+}
+
+// releaseWork returns the request state to its pool, keeping its slices'
+// storage but nothing that points into the connection's buffers, its
+// snapshot or its route.
+func (cc *clientConn) releaseWork() {
+	w := cc.connWork
+	if w == nil {
+		return
+	}
+	cc.connWork = nil
+	w.x.reset()
+	w.reqBody.init(nil, bodyNone, 0)
+	w.reqBody.conn = nil
+	w.reqHead = nil
+	if cap(w.replay) > maxPooledReplay {
+		w.replay = nil
+	}
+	connWorkPool.Put(w)
 }
 
 // pinHead moves the request head out of the read buffer, which reading a
@@ -358,24 +406,29 @@ func (cc *clientConn) wakeIfIdle() {
 
 func (cc *clientConn) serve() {
 	s := cc.srv
+	cc.parking = false
 	defer func() {
 		if v := recover(); v != nil {
+			cc.parking = false
 			s.slog.Error("panic serving connection", "client_ip", cc.clientIP, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		}
-		s.mu.Lock()
-		delete(s.conns, cc)
-		s.mu.Unlock()
-		s.wg.Done()
+		if !cc.parking {
+			cc.forget()
+		}
 	}()
 	if cc.bc == nil {
 		cc.bc = newBufConn(cc.c, &clientBufPool, s.snap.Load().Config.Server.MaxHeaderBytes)
+	} else if cc.bc.rbuf == nil {
+		cc.bc.acquire()
 	}
+	cc.takeWork()
 	handedOff := false
 	defer func() {
-		if !handedOff {
+		if !handedOff && !cc.parking {
 			cc.c.Close()
 		}
 		cc.bc.release()
+		cc.releaseWork()
 	}()
 	for {
 		cc.wt.rejoin()
@@ -399,6 +452,15 @@ func (cc *clientConn) serve() {
 	}
 }
 
+// forget removes a connection that has ended from the server.
+func (cc *clientConn) forget() {
+	s := cc.srv
+	s.mu.Lock()
+	delete(s.conns, cc)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
 var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
 // readRequest reads and parses the next request head into cc.req. It
@@ -408,6 +470,8 @@ func (cc *clientConn) readRequest() (ok, h2 bool) {
 	s := cc.srv
 	sc := s.snap.Load().Config.Server
 	bc := cc.bc
+	// headStart is when the head's first byte was seen (zero: not yet).
+	var headStart time.Time
 	for {
 		if buf := bc.buffered(); len(buf) > 0 {
 			if cc.served.Load() == 0 && sc.H2CEnabled() && bytes.HasPrefix(buf, h2Preface[:min(len(buf), len(h2Preface))]) {
@@ -431,12 +495,23 @@ func (cc *clientConn) readRequest() (ok, h2 bool) {
 			return false, false
 		}
 		now := time.Now()
-		if len(bc.buffered()) == 0 {
-			bc.rdl.ensureRead(cc.c, now.Add(sc.IdleTimeout.D()), time.Second)
-		} else if cc.served.Load() == 0 || !bc.rdl.cur.Before(now.Add(sc.ReadHeaderTimeout.D())) {
-			bc.rdl.ensureRead(cc.c, now.Add(sc.ReadHeaderTimeout.D()), time.Second)
+		if len(bc.buffered()) > 0 && headStart.IsZero() {
+			headStart = now
 		}
-		if err := bc.fill(); err != nil {
+		cc.armHeadDeadline(sc.ReadHeaderTimeout.D(), sc.IdleTimeout.D(), headStart, now)
+		var err error
+		if len(bc.buffered()) == 0 {
+			// Waiting for a head's first byte, nothing is lost by
+			// waiting without buffers or a coroutine.
+			err = bc.fillIdle()
+		} else {
+			err = bc.fill()
+		}
+		if err == errPark {
+			cc.parking = true
+			return false, false
+		}
+		if err != nil {
 			switch {
 			case err == errHeadTooLarge:
 				cc.badRequest(errHeadTooLarge)
@@ -445,6 +520,23 @@ func (cc *clientConn) readRequest() (ok, h2 bool) {
 			}
 			return false, false
 		}
+	}
+}
+
+// armHeadDeadline sets the read deadline while a request head is read.
+// read_header_timeout bounds a new connection's first head from the
+// accept, and a keep-alive connection's next head from its first byte
+// (nginx's client_header_timeout and net/http's ReadHeaderTimeout do the
+// same), so a head dripped a byte at a time is cut; before that first
+// byte, idle_timeout applies.
+func (cc *clientConn) armHeadDeadline(rht, idle time.Duration, headStart, now time.Time) {
+	switch {
+	case cc.served.Load() == 0:
+		cc.bc.rdl.ensureRead(cc.c, cc.accepted.Add(rht), deadlineSlack(rht))
+	case !headStart.IsZero():
+		cc.bc.rdl.ensureRead(cc.c, headStart.Add(rht), deadlineSlack(rht))
+	default:
+		cc.bc.rdl.ensureRead(cc.c, now.Add(idle), deadlineSlack(idle))
 	}
 }
 
@@ -477,7 +569,9 @@ func (cc *clientConn) writeSimpleError(status int, msg string) {
 	w = strconv.AppendInt(w, int64(status), 10)
 	w = append(w, ' ')
 	w = append(w, statusText(status)...)
-	w = append(w, "\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "...)
+	w = append(w, '\r', '\n')
+	w = appendDate(w)
+	w = append(w, "Content-Type: application/json\r\nConnection: close\r\nContent-Length: "...)
 	w = strconv.AppendInt(w, int64(len(body)), 10)
 	w = append(w, "\r\n\r\n"...)
 	w = append(w, body...)
@@ -487,26 +581,25 @@ func (cc *clientConn) writeSimpleError(status int, msg string) {
 	cc.bc.flush()
 }
 
+// reset zeroes x, keeping the storage of its slices for reuse.
+func (x *exchange) reset() {
+	trailers, respFields := x.br.trailers, x.resp.fields
+	addReq, addResp, delResp, values := x.addReq[:0], x.addResp[:0], x.delResp[:0], x.values[:0]
+	clear(x.values)
+	*x = exchange{}
+	x.br.trailers = trailers
+	x.resp.fields = respFields
+	x.addReq, x.addResp, x.delResp, x.values = addReq, addResp, delResp, values
+}
+
 // exchange runs one request; it reports whether the connection stays open.
 func (cc *clientConn) exchange() bool {
 	s := cc.srv
 	req := &cc.req
 	x := &cc.x
-	trailers, respFields := x.br.trailers, x.resp.fields
-	addReq, addResp, delResp, values := x.addReq[:0], x.addResp[:0], x.delResp[:0], x.values[:0]
-	clear(x.values)
-	*x = exchange{
-		srv:      s,
-		snap:     s.snap.Load(),
-		req:      req,
-		start:    time.Now(),
-		clientIP: cc.clientIP,
-		scheme:   "http",
-		sink:     cc,
-	}
-	x.br.trailers = trailers
-	x.resp.fields = respFields
-	x.addReq, x.addResp, x.delResp, x.values = addReq, addResp, delResp, values
+	x.reset()
+	x.srv, x.snap, x.req = s, s.snap.Load(), req
+	x.start, x.clientIP, x.scheme, x.sink = time.Now(), cc.clientIP, "http", cc
 	x.peer, x.peerPort = cc.peer, cc.peerPort
 	x.wt = cc.wt
 	if req.proto == 10 {
@@ -551,7 +644,7 @@ func (cc *clientConn) exchange() bool {
 
 func (cc *clientConn) ensureWriteDeadline() {
 	sc := cc.x.snap.Config.Server
-	cc.bc.wdl.ensureWrite(cc.c, time.Now().Add(sc.WriteTimeout.D()), time.Second)
+	cc.bc.wdl.ensureWrite(cc.c, time.Now().Add(sc.WriteTimeout.D()), deadlineSlack(sc.WriteTimeout.D()))
 }
 
 func (cc *clientConn) informational(resp *response) error {
@@ -597,6 +690,9 @@ func (cc *clientConn) head(x *exchange, resp *response) error {
 	req := &cc.req
 	w := appendStatusLine(cc.bc.wbuf, resp)
 	w = appendFields(w, resp.fields)
+	if !resp.hasDate {
+		w = appendDate(w)
+	}
 	if resp.kind == bodyChunked || resp.kind == bodyUntilClose {
 		if req.proto >= 11 {
 			w = append(w, "Transfer-Encoding: chunked\r\n"...)
@@ -659,6 +755,7 @@ func (cc *clientConn) local(x *exchange, status int, ctype string, body []byte, 
 	w = append(w, ' ')
 	w = append(w, statusText(status)...)
 	w = append(w, '\r', '\n')
+	w = appendDate(w)
 	noBody := status == 204 || status == 304 || status < 200
 	if ctype != "" && ctype != "-" {
 		w = append(w, "Content-Type: "...)
@@ -691,7 +788,7 @@ func (cc *clientConn) local(x *exchange, status int, ctype string, body []byte, 
 }
 
 func (cc *clientConn) abortRead() {
-	cc.c.SetReadDeadline(time.Unix(1, 0))
+	cc.reqBody.abort(cc.c)
 }
 
 // appendUpgradeHead writes a 101 response head: the backend's fields plus
@@ -699,6 +796,9 @@ func (cc *clientConn) abortRead() {
 func appendUpgradeHead(w []byte, resp *response) []byte {
 	w = appendStatusLine(w, resp)
 	w = appendFields(w, resp.fields)
+	if !resp.hasDate {
+		w = appendDate(w)
+	}
 	w = append(w, "Connection: Upgrade\r\n"...)
 	for i := range resp.fields {
 		if classify(resp.fields[i].name) == hUpgrade {
@@ -811,7 +911,8 @@ func (cc *clientConn) readBody(x *exchange, n int64) ([]byte, error) {
 	buf := cc.replay[:0]
 	for int64(len(buf)) < n {
 		if len(cc.bc.buffered()) == 0 {
-			cc.bc.rdl.ensureRead(cc.c, time.Now().Add(x.snap.Config.Server.IdleTimeout.D()), time.Second)
+			idle := x.snap.Config.Server.IdleTimeout.D()
+			cc.bc.rdl.ensureRead(cc.c, time.Now().Add(idle), deadlineSlack(idle))
 			if err := cc.bc.fill(); err != nil {
 				x.closeClient = true
 				return nil, err

@@ -1,8 +1,12 @@
 package l7
 
 import (
+	"bytes"
 	"io"
 	"net"
+	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // strictListener hands net/http connections whose HTTP/1.x framing was
@@ -12,6 +16,9 @@ import (
 type strictListener struct {
 	net.Listener
 	maxHead int
+	// headTimeout is read_header_timeout, enforced here from a keep-alive
+	// head's first byte (see strictConn.headDeadline).
+	headTimeout time.Duration
 }
 
 func (l strictListener) Accept() (net.Conn, error) {
@@ -19,7 +26,7 @@ func (l strictListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &strictConn{Conn: c, maxHead: l.maxHead}, nil
+	return &strictConn{Conn: c, maxHead: l.maxHead, headTimeout: l.headTimeout}, nil
 }
 
 const (
@@ -49,6 +56,68 @@ type strictConn struct {
 	req     request
 	br      bodyReader
 	upgrade bool
+
+	// net/http arms read_header_timeout only once it has the first bytes
+	// of a keep-alive head, which this connection passes on only when the
+	// head is complete: the head's deadline is kept here instead, from its
+	// first byte, and bounds whatever deadline net/http sets meanwhile.
+	headTimeout  time.Duration
+	dlMu         sync.Mutex
+	want         time.Time // the read deadline net/http set
+	headDeadline time.Time // zero: no keep-alive head in progress
+	headStarted  bool      // the reader's view of headDeadline != zero
+
+	// refused is set once net/http is handed a head it will refuse with
+	// one of its canned answers (see Write).
+	refused atomic.Bool
+}
+
+// Write adds a Date header to net/http's canned answers to requests it
+// cannot read (400, 431), which have none, as every other response has.
+func (s *strictConn) Write(p []byte) (int, error) {
+	if !s.refused.Load() || !bytes.HasPrefix(p, []byte("HTTP/1.1 ")) {
+		return s.Conn.Write(p)
+	}
+	end := bytes.Index(p, []byte("\r\n\r\n"))
+	line := bytes.Index(p, crlf)
+	if end < 0 || bytes.Contains(p[:end+2], []byte("\r\nDate: ")) {
+		return s.Conn.Write(p)
+	}
+	w := append(appendDate(append([]byte(nil), p[:line+2]...)), p[line+2:]...)
+	if _, err := s.Conn.Write(w); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (s *strictConn) SetReadDeadline(t time.Time) error {
+	s.dlMu.Lock()
+	defer s.dlMu.Unlock()
+	s.want = t
+	return s.Conn.SetReadDeadline(s.effectiveLocked())
+}
+
+func (s *strictConn) SetDeadline(t time.Time) error {
+	if err := s.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return s.SetReadDeadline(t)
+}
+
+// effectiveLocked is the earlier of net/http's deadline and the head's.
+func (s *strictConn) effectiveLocked() time.Time {
+	if s.headDeadline.IsZero() || !s.want.IsZero() && s.want.Before(s.headDeadline) {
+		return s.want
+	}
+	return s.headDeadline
+}
+
+// setHeadDeadline starts (d non-zero) or ends a keep-alive head's deadline.
+func (s *strictConn) setHeadDeadline(d time.Time) {
+	s.dlMu.Lock()
+	defer s.dlMu.Unlock()
+	s.headDeadline = d
+	s.Conn.SetReadDeadline(s.effectiveLocked())
 }
 
 func (s *strictConn) Read(p []byte) (int, error) {
@@ -131,6 +200,10 @@ func (s *strictConn) produce() error {
 			n, err := parseRequest(buf, &s.req)
 			switch {
 			case err == nil:
+				if s.headStarted {
+					s.headStarted = false
+					s.setHeadDeadline(time.Time{})
+				}
 				s.out = append(s.out, buf[:n]...)
 				bc.consume(n)
 				s.served++
@@ -149,7 +222,12 @@ func (s *strictConn) produce() error {
 			case err != errNeedMore:
 				s.out = append(s.out, invalidRequest...)
 				s.state = strictFailed
+				s.refused.Store(true)
 				return nil
+			}
+			if s.served > 0 && !s.headStarted && s.headTimeout > 0 {
+				s.headStarted = true
+				s.setHeadDeadline(time.Now().Add(s.headTimeout))
 			}
 		}
 	more:
@@ -158,6 +236,7 @@ func (s *strictConn) produce() error {
 				// Let net/http answer 431 from its own limit.
 				s.out = append(s.out, bc.buffered()...)
 				s.state = strictPassthrough
+				s.refused.Store(true)
 				bc.consume(len(bc.buffered()))
 				return nil
 			}

@@ -466,6 +466,7 @@ func TestUpstreamTimeoutRetry(t *testing.T) {
     backends: %s
     strategy: round_robin
     timeouts: { response_header: 200ms }
+    retries: { on: [connect_failure, timeout, reset] }
 `, upBackendList(slow.URL(), fast.URL()))
 		g := startGateway(t, engine, upConfig(engine, true, routes))
 		admin := adminAddr(t, g)
@@ -623,7 +624,7 @@ func TestUpstreamPostRetry(t *testing.T) {
     backends: %[1]s
     timeouts: { response_header: 200ms }
     outlier_detection: { consecutive_failures: 0 }
-    retries: { non_idempotent: true }
+    retries: { non_idempotent: true, on: [connect_failure, timeout, reset] }
   - name: postdead
     path: "/postdead"
     backends: %[2]s

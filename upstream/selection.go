@@ -23,7 +23,15 @@ type roundRobin struct {
 
 func (s *roundRobin) pick(_ uint64, f filter) *Backend {
 	n := uint64(len(s.backends))
-	i := (s.next.Add(1) - 1) % n
+	var i uint64
+	if len(f.tried) > 0 {
+		// A retry takes the backend after the one that failed and leaves
+		// the counter alone: taking a turn here too would have every
+		// request of a pool of two start at the same backend.
+		i = (uint64(indexIn(s.backends, f.tried[len(f.tried)-1])) + 1) % n
+	} else {
+		i = (s.next.Add(1) - 1) % n
+	}
 	for range n {
 		if b := s.backends[i]; f.ok(b) {
 			return b
@@ -90,7 +98,22 @@ func newWeightedRoundRobin(backends []*Backend) *weightedRoundRobin {
 	return s
 }
 
+// retryScan bounds how far a retry looks ahead in the weighted schedule
+// before running the algorithm live.
+const retryScan = 64
+
 func (s *weightedRoundRobin) pick(_ uint64, f filter) *Backend {
+	if s.schedule != nil && len(f.tried) > 0 {
+		// A retry takes the next acceptable slot without consuming it,
+		// so the schedule's order holds for the requests' first picks.
+		n := s.next.Load()
+		for k := range uint64(min(len(s.schedule), retryScan)) {
+			if b := s.backends[s.schedule[(n+k)%uint64(len(s.schedule))]]; f.ok(b) {
+				return b
+			}
+		}
+		return s.live(f)
+	}
 	if s.schedule != nil {
 		n := s.next.Add(1) - 1
 		if b := s.backends[s.schedule[n%uint64(len(s.schedule))]]; f.ok(b) {
@@ -122,6 +145,16 @@ func (s *weightedRoundRobin) live(f filter) *Backend {
 	}
 	s.current[best] -= total
 	return s.backends[best]
+}
+
+// indexIn returns b's position in backends, or -1.
+func indexIn(backends []*Backend, b *Backend) int {
+	for i, x := range backends {
+		if x == b {
+			return i
+		}
+	}
+	return -1
 }
 
 func gcd(a, b int) int {

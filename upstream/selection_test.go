@@ -3,6 +3,7 @@ package upstream
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -310,6 +311,44 @@ func TestPickExcluding(t *testing.T) {
 			setDown(bs[2], true)
 			if b := p.PickExcluding(0, bs[:1]); b != bs[0] {
 				t.Errorf("picked %v, want the tried available backend", b)
+			}
+		})
+	}
+}
+
+// TestRoundRobinAlternatesWithRetries: over [dead, live], requests whose
+// first pick fails and is retried still start on alternating backends
+// (the retry's pick does not take a turn of the shared counter), and
+// passive health still ejects the dead one after its failures.
+func TestRoundRobinAlternatesWithRetries(t *testing.T) {
+	for _, s := range []string{StrategyRoundRobin, StrategyWeightedRoundRobin} {
+		t.Run(s, func(t *testing.T) {
+			bs := backends(t, 2)
+			dead, live := bs[0], bs[1]
+			p := pool(t, bs, PoolOptions{Strategy: s, Outlier: OutlierOptions{Consecutive: 5, BaseEjection: time.Minute, MaxEjection: time.Minute}})
+			var firsts []int
+			now := time.Now()
+			for range 10 {
+				b := p.Pick(0)
+				firsts = append(firsts, indexOf(bs, b))
+				if b == dead {
+					dead.ReportFailure("connect_failure", now)
+					if r := p.PickExcluding(0, []*Backend{b}); r != live {
+						t.Fatalf("retry after the dead backend picked %v", r)
+					}
+				}
+				live.ReportSuccess()
+			}
+			// 5 failures of the dead backend (on every other request)
+			// eject it; from then on only the live one is picked.
+			want := []int{0, 1, 0, 1, 0, 1, 0, 1, 0, 1}
+			if !slices.Equal(firsts, want) {
+				t.Errorf("first picks %v, want %v", firsts, want)
+			}
+			for range 4 {
+				if b := p.Pick(0); b != live {
+					t.Fatalf("after 5 failures picked %s, want the dead backend ejected", b.URL)
+				}
 			}
 		})
 	}
