@@ -36,6 +36,9 @@ const (
 	maxJWTLeeway      = Duration(5 * time.Minute)
 	minJWKSInterval   = Duration(time.Second)
 	minJWTSecretBytes = 32
+
+	maxPluginConcurrency = 1024
+	maxPluginQueue       = 1000000
 )
 
 var (
@@ -73,6 +76,7 @@ var middlewareFields = map[string]string{
 	"leeway": MiddlewareJWT, "claims_to_headers": MiddlewareJWT, "forward_authorization": MiddlewareJWT,
 
 	"path": MiddlewareWASM, "config": MiddlewareWASM, "fail_open": MiddlewareWASM,
+	"max_concurrency": MiddlewareWASM, "max_queue": MiddlewareWASM,
 }
 
 // mwField is one field of Middleware, by struct index and yaml key.
@@ -461,13 +465,23 @@ func validateEntryFields(m *Middleware, p string, override bool, st *vstate) boo
 	case MiddlewareJWT:
 		jwtFields(m, p, st, written)
 	case MiddlewareWASM:
-		if m.Path == "" {
-			st.add(p+".path", "is required")
-		} else if strings.ContainsFunc(m.Path, isControl) {
-			st.add(p+".path", "must not contain control characters")
-		}
+		wasmFields(m, p, st, written)
 	}
 	return true
+}
+
+func wasmFields(m *Middleware, p string, st *vstate, written func(string) bool) {
+	if m.Path == "" {
+		st.add(p+".path", "is required")
+	} else if strings.ContainsFunc(m.Path, isControl) {
+		st.add(p+".path", "must not contain control characters")
+	}
+	if written("max_concurrency") && (m.MaxConcurrency < 1 || m.MaxConcurrency > maxPluginConcurrency) {
+		st.add(p+".max_concurrency", "must be between 1 and %d (got %d)", maxPluginConcurrency, m.MaxConcurrency)
+	}
+	if written("max_queue") && (m.MaxQueue < 1 || m.MaxQueue > maxPluginQueue) {
+		st.add(p+".max_queue", "must be between 1 and %d (got %d)", maxPluginQueue, m.MaxQueue)
+	}
 }
 
 func rateLimitFields(m *Middleware, p string, st *vstate, written func(string) bool) {
