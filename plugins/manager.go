@@ -46,11 +46,12 @@ type Options struct {
 	// guest calls of one entry running at once. Default: GOMAXPROCS (as
 	// it was before the workers raised it).
 	MaxConcurrency int
-	// Workers is the number of dedicated guest threads (see workerPool),
-	// started with the first handler. Default 2*GOMAXPROCS, so that one
-	// entry at its concurrency limit leaves workers to the others; a
-	// negative value runs guests on the requests' goroutines. Only on
-	// Linux; elsewhere guests always run on the requests' goroutines.
+	// Workers is the number of dedicated guest threads (see workerPool)
+	// started with the first handler. Default 2*GOMAXPROCS (at most 64),
+	// so that one suspect entry at its default max_concurrency leaves
+	// workers to the others. A negative
+	// value runs every guest on the requests' goroutines. Only on Linux;
+	// elsewhere guests always run on the requests' goroutines.
 	Workers int
 	// MaxBodyBytes bounds a body a guest writes in one call. Default 8 MiB.
 	MaxBodyBytes int
@@ -457,7 +458,7 @@ func (m *Manager) Close() error {
 // process without plugins keeps its GOMAXPROCS.
 func (m *Manager) startWorkersLocked() {
 	if m.pool == nil && m.opts.Workers > 0 {
-		m.pool = startWorkers(m.opts.Workers, demoteAfter(m.opts.Timeout))
+		m.pool = startWorkers(m.opts.Workers, baseProcs(), demoteAfter(m.opts.Timeout))
 	}
 }
 

@@ -80,6 +80,11 @@ type module struct {
 	shut  atomic.Bool    // Close was called
 	fin   sync.Once      // releases c once shut and live == 0
 	once  sync.Once      // Close
+	// suspect: a call once ran longer than the pool's demoteAfter; calls
+	// then go to the workers (see workerPool). good counts the calls
+	// within it, up to probation.
+	suspect atomic.Bool
+	good    atomic.Int64
 	// created counts the instances made, for the Manager's statistics.
 	created *atomic.Int64
 }
@@ -147,7 +152,7 @@ func newModule(c *compiled, rt wazero.Runtime, lim *limiter, pool *workerPool, o
 // prewarm creates one instance, so that a guest that cannot start is
 // reported when the handler is built, not on the first request.
 func (m *module) prewarm() error {
-	inst, err := m.acquire(nil)
+	inst, err := m.acquire(nil, time.Time{})
 	if err != nil {
 		return err
 	}
@@ -156,11 +161,13 @@ func (m *module) prewarm() error {
 }
 
 // acquire returns an idle instance, a new one while the pool is under
-// MaxInstances, or waits up to QueueTimeout for one to come back. held
+// MaxInstances, or waits up to QueueTimeout (and at most until deadline,
+// unless it is zero) for one to come back; a new instance must start by
+// then too. held
 // points to whether the caller holds a concurrency slot (nil: none); a
 // new instance's start takes it along, and leaves it false when the
 // worker took the slot over (see instantiate).
-func (m *module) acquire(held *bool) (*instance, error) {
+func (m *module) acquire(held *bool, deadline time.Time) (*instance, error) {
 	if m.shut.Load() {
 		return nil, errClosed
 	}
@@ -173,16 +180,20 @@ func (m *module) acquire(held *bool) (*instance, error) {
 	case inst := <-m.idle:
 		return inst, nil
 	case m.slots <- struct{}{}:
-		return m.instantiate(held)
+		return m.instantiate(held, deadline)
 	default:
 	}
-	t := time.NewTimer(m.opts.QueueTimeout)
+	wait := m.opts.QueueTimeout
+	if !deadline.IsZero() {
+		wait = min(wait, time.Until(deadline))
+	}
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case inst := <-m.idle:
 		return inst, nil
 	case m.slots <- struct{}{}:
-		return m.instantiate(held)
+		return m.instantiate(held, deadline)
 	case <-m.done:
 		return nil, errClosed
 	case <-t.C:
@@ -192,7 +203,7 @@ func (m *module) acquire(held *bool) (*instance, error) {
 
 // instantiate creates an instance in a slot the caller took. The guest's
 // start functions run like a call: on a worker, within InitTimeout.
-func (m *module) instantiate(held *bool) (*instance, error) {
+func (m *module) instantiate(held *bool, deadline time.Time) (*instance, error) {
 	// live before shut: Close then either sees this instance, or this
 	// sees Close and gives up before touching the compiled module.
 	m.live.Add(1)
@@ -204,7 +215,11 @@ func (m *module) instantiate(held *bool) (*instance, error) {
 	inst.st.mod = m
 	inst.ctx = newCallCtx(&inst.st)
 	inst.st.phase = phaseInit
-	inst.ctx.arm(m.opts.InitTimeout)
+	limit := m.opts.InitTimeout
+	if !deadline.IsZero() {
+		limit = min(limit, max(time.Until(deadline), time.Millisecond))
+	}
+	inst.ctx.arm(limit)
 	inst.slot = held != nil && *held
 	if m.pool.exec(inst) {
 		if held != nil {
@@ -281,7 +296,16 @@ func (m *module) discard(inst *instance) {
 func (m *module) abandoned(inst *instance) {
 	slot := inst.slot
 	inst.slot = false
-	m.discard(inst)
+	// The caller may still be fencing the state off (callState.abandon).
+	inst.st.mu.Lock()
+	inst.st.gone = true
+	inst.st.end()
+	inst.st.mu.Unlock()
+	inst.ctx.stop()
+	if inst.mod != nil {
+		_ = inst.mod.Close(context.Background())
+	}
+	m.dropSlot()
 	if slot {
 		m.lim.release()
 	}
@@ -322,15 +346,19 @@ func (m *module) Close() error {
 	return nil
 }
 
-// call runs fn on inst with the call deadline. abandoned reports that the
+// call runs fn on inst until deadline. abandoned reports that the
 // caller left at the deadline while the guest was still running: the
 // instance and its slot are the worker's now (see exec). Otherwise
 // timedOut reports that the deadline fired, in which case the instance
 // must be discarded even if the call returned.
-func (inst *instance) call(fn api.Function, n int) (abandoned, timedOut bool, err error) {
+func (inst *instance) call(fn api.Function, n int, deadline time.Time) (abandoned, timedOut bool, err error) {
+	left := time.Until(deadline)
+	if left <= 0 {
+		return false, true, errTimeout // the wait took the whole budget
+	}
 	inst.fn, inst.n, inst.err = fn, n, nil
 	inst.job.op = opCall
-	inst.ctx.arm(inst.owner.opts.Timeout)
+	inst.ctx.arm(left)
 	if inst.owner.pool.exec(inst) {
 		return true, true, errTimeout
 	}
@@ -362,6 +390,7 @@ func callError(phase string, timedOut bool, err error) *Error {
 
 // OnRequest implements Plugin.
 func (m *module) OnRequest(ex Exchange) (*middleware.Reply, error) {
+	deadline := time.Now().Add(m.opts.Timeout)
 	if err := m.lim.acquire(); err != nil {
 		return nil, err
 	}
@@ -371,14 +400,14 @@ func (m *module) OnRequest(ex Exchange) (*middleware.Reply, error) {
 			m.lim.release()
 		}
 	}()
-	inst, err := m.acquire(&held)
+	inst, err := m.acquire(&held, deadline)
 	if err != nil {
 		return nil, err
 	}
 	st := &inst.st
 	st.begin(ex, phaseRequest)
 	inst.slot = true
-	abandoned, timedOut, err := inst.call(inst.handleReq, 1)
+	abandoned, timedOut, err := inst.call(inst.handleReq, 1, deadline)
 	if abandoned {
 		held = false
 		return nil, callError("handle_request", true, err)
@@ -445,6 +474,7 @@ func (m *module) OnResponse(ex Exchange) error {
 	if p == nil {
 		return nil
 	}
+	deadline := time.Now().Add(m.opts.Timeout)
 	if err := m.lim.acquire(); err != nil {
 		if p.inst != nil {
 			// Its guest keeps state for this request: not reusable.
@@ -466,7 +496,7 @@ func (m *module) OnResponse(ex Exchange) error {
 		// Any instance will do. On failure the pending state stays for a
 		// retry on the module swapped in meanwhile.
 		var err error
-		if inst, err = m.acquire(&held); err != nil {
+		if inst, err = m.acquire(&held, deadline); err != nil {
 			return err
 		}
 	}
@@ -486,7 +516,7 @@ func (m *module) OnResponse(ex Exchange) error {
 		inst.stack[1] = 1
 	}
 	inst.slot = true
-	abandoned, timedOut, err := inst.call(inst.handleResp, 2)
+	abandoned, timedOut, err := inst.call(inst.handleResp, 2, deadline)
 	if abandoned {
 		held = false
 		return callError("handle_response", true, err)

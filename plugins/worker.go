@@ -10,33 +10,45 @@ import (
 
 // Guest code compiled by wazero cannot be preempted by the Go scheduler: a
 // guest that loops holds its goroutine's P (and the OS thread under it)
-// until wazero notices the deadline. Run on the request's goroutine, a few
+// until wazero notices the deadline. Run on the requests' goroutines, a few
 // such guests take every P and stall the whole process, including the
 // timers and the goroutine that would stop them.
 //
-// So guests run on a workerPool: a fixed set of goroutines, each locked to
-// an OS thread of its own, with GOMAXPROCS raised by the pool's size while
-// the pool runs. Guests then occupy Ps of their own, and the Ps the rest of
-// the process had stay free. A request hands its call to a worker and waits
-// for the result or the deadline, whichever comes first: it returns at the
-// deadline even if the guest has not stopped yet (the worker cleans up once
-// it has). A worker whose call runs longer than demoteAfter lowers its OS
-// thread to the lowest scheduling priority (nice 19), so that a guest
-// spinning on a CPU yields it to the threads serving other routes; that
-// thread ends when the call does (its priority cannot be raised again
-// without privileges) and a fresh worker takes its place.
+// So a workerPool raises GOMAXPROCS, while it runs, by the Ps guests may
+// hold, and keeps guests to those:
 //
-// Where threads cannot be deprioritised (see worker_other.go), there are no
-// workers and guests run on the calling goroutine, as before.
+//   - workers: the calls of a new guest (on probation), and of a guest
+//     that once ran longer than demoteAfter (a suspect: looping, or
+//     hogging the CPU), are handed to a fixed set of goroutines, each
+//     locked to an OS thread of its own;
+//   - inline: once a guest has passed its probation, up to cap(inline) of
+//     its calls (and instantiations) run on the request's goroutine,
+//     which costs nothing more than before; others wait for a token
+//     (microseconds). A trusted guest that overruns keeps its caller
+//     until it stops, once: it is a suspect from then on. The request waits for the result or its deadline,
+//     whichever comes first: it returns at the deadline even if the guest
+//     has not stopped yet (the worker cleans up once it has). A worker
+//     whose call runs longer than demoteAfter lowers its thread to the
+//     lowest scheduling priority (nice 19), so that a spinning guest
+//     yields its CPU to the threads serving other routes; that thread ends
+//     with the call (its priority cannot be raised again without
+//     privileges) and a fresh worker takes its place.
+//
+// Where threads cannot be deprioritised (see worker_other.go), there is no
+// pool: guests run on the calling goroutine, as before.
 
 // workerPool runs guest calls on dedicated, locked OS threads.
 type workerPool struct {
 	size        int
+	busy        atomic.Int64 // operations handed over and not finished
 	demoteAfter time.Duration
-	jobs        chan *instance
-	quit        chan struct{}
-	wg          sync.WaitGroup
-	stopOnce    sync.Once
+	// inline holds a token per guest call running on a request's
+	// goroutine.
+	inline   chan struct{}
+	jobs     chan *instance
+	quit     chan struct{}
+	wg       sync.WaitGroup
+	stopOnce sync.Once
 	// demoted counts the calls that overran demoteAfter (and the worker
 	// threads replaced after them).
 	demoted atomic.Int64
@@ -52,15 +64,19 @@ type worker struct {
 	demoteDone chan struct{}
 }
 
-// startWorkers starts n workers and raises GOMAXPROCS by n.
-func startWorkers(n int, demoteAfter time.Duration) *workerPool {
+// startWorkers starts n workers, allows inline calls on the requests'
+// goroutines, and raises GOMAXPROCS by the workers and the inline calls.
+// GOMAXPROCS is not changed later: that stops the world, which waits for
+// every running guest.
+func startWorkers(n, inline int, demoteAfter time.Duration) *workerPool {
 	p := &workerPool{
 		size:        n,
 		demoteAfter: demoteAfter,
+		inline:      make(chan struct{}, inline),
 		jobs:        make(chan *instance),
 		quit:        make(chan struct{}),
 	}
-	addProcs(n)
+	addProcs(n + inline)
 	for range n {
 		p.spawn()
 	}
@@ -79,7 +95,7 @@ func (p *workerPool) stop() {
 	p.stopOnce.Do(func() {
 		close(p.quit)
 		p.wg.Wait()
-		addProcs(-p.size)
+		addProcs(-p.size - cap(p.inline))
 	})
 }
 
@@ -88,8 +104,7 @@ func (p *workerPool) stop() {
 // deprioritised thread never serves other goroutines.
 func (p *workerPool) work() {
 	defer p.wg.Done()
-	runtime.LockOSThread()
-	w := &worker{pool: p, tid: threadID(), demoteDone: make(chan struct{}, 1)}
+	w := &worker{pool: p, tid: lockThread(), demoteDone: make(chan struct{}, 1)}
 	w.demote = time.AfterFunc(time.Hour, w.lower)
 	w.demote.Stop()
 	defer w.demote.Stop()
@@ -110,6 +125,23 @@ func (p *workerPool) work() {
 	}
 }
 
+// lockThread locks the goroutine to a thread other than the process's
+// main thread, whose priority is what tools show for the whole process
+// (and which the runtime never ends), and returns the thread's ID.
+func lockThread() int {
+	for range 100 {
+		runtime.LockOSThread()
+		tid := threadID()
+		if tid != os.Getpid() {
+			return tid
+		}
+		runtime.UnlockOSThread()
+		runtime.Gosched()
+	}
+	runtime.LockOSThread()
+	return threadID()
+}
+
 // lower deprioritises the worker's thread (the demote timer's function).
 func (w *worker) lower() {
 	w.pool.demoted.Add(1)
@@ -120,14 +152,23 @@ func (w *worker) lower() {
 // run runs inst's operation. It reports false when the thread was
 // deprioritised and must end.
 func (w *worker) run(inst *instance) bool {
+	defer w.pool.busy.Add(-1)
 	if !inst.job.start() {
 		// The caller gave up before the call started.
 		inst.owner.abandoned(inst)
 		return true
 	}
-	w.demote.Reset(w.pool.demoteAfter)
+	// Instantiation is bounded by the start deadline and, but for a
+	// suspect guest, not demoted: a language runtime's start takes
+	// milliseconds of CPU.
+	calling := inst.st.phase != phaseInit || inst.owner.suspect.Load()
+	if calling {
+		w.demote.Reset(w.pool.demoteAfter)
+	}
+	start := time.Now()
 	inst.job.op(inst)
-	fired := !w.demote.Stop()
+	fired := calling && !w.demote.Stop()
+	inst.owner.judge(inst, time.Since(start) > w.pool.demoteAfter)
 	inst.job.finish(inst)
 	if fired {
 		<-w.demoteDone
@@ -194,14 +235,20 @@ func (p *workerPool) exec(inst *instance) (abandoned bool) {
 		inst.job.op(inst)
 		return false
 	}
+	if p.tryInline(inst) {
+		return false
+	}
 	j := &inst.job
 	j.state.Store(jobQueued)
+	p.busy.Add(1)
 	select {
 	case p.jobs <- inst:
 	case <-inst.ctx.done:
+		p.busy.Add(-1)
 		j.state.Store(jobIdle)
 		return false // never started: the caller sees the timeout
 	case <-p.quit:
+		p.busy.Add(-1)
 		j.state.Store(jobIdle)
 		inst.ctx.fire()
 		return false
@@ -216,6 +263,49 @@ func (p *workerPool) exec(inst *instance) (abandoned bool) {
 		}
 		inst.st.abandon()
 		return true
+	}
+}
+
+// probation is the number of calls a guest makes on the workers, each
+// within demoteAfter, before its calls run inline.
+const probation = 32
+
+// tryInline runs the operation of a trusted guest (one that made its
+// probation calls on the workers, all within demoteAfter, and never
+// overran since) on the calling goroutine, once an inline token is free
+// (they are held for microseconds by well-behaved guests). A call that
+// overruns demoteAfter, or an instantiation that runs out of time, makes
+// the guest a suspect for good: its later operations go to the workers.
+// It reports false when the operation must go to a worker, and true with
+// the deadline fired when no token came in time.
+func (p *workerPool) tryInline(inst *instance) bool {
+	m := inst.owner
+	if m.suspect.Load() || m.good.Load() < probation {
+		return false
+	}
+	select {
+	case p.inline <- struct{}{}:
+	case <-inst.ctx.done:
+		return true
+	}
+	start := time.Now()
+	inst.job.op(inst)
+	<-p.inline
+	m.judge(inst, time.Since(start) > p.demoteAfter)
+	return true
+}
+
+// judge records how an operation of the guest went: an overrun makes it a
+// suspect, a call within demoteAfter counts towards its probation.
+func (m *module) judge(inst *instance, overran bool) {
+	if inst.st.phase == phaseInit {
+		overran = inst.ctx.fired.Load()
+	}
+	switch {
+	case overran:
+		m.suspect.Store(true)
+	case inst.st.phase != phaseInit && m.good.Load() < probation:
+		m.good.Add(1)
 	}
 }
 

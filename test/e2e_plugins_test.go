@@ -15,7 +15,7 @@ import (
 
 // buildPlugin compiles an example plugin (GOOS=wasip1 GOARCH=wasm) into
 // dir/name.wasm.
-func buildPlugin(t *testing.T, name, out string) {
+func buildPlugin(t testing.TB, name, out string) {
 	t.Helper()
 	cmd := exec.Command(goTool(), "build", "-trimpath", "-buildmode=c-shared", "-o", out, "./plugins/examples/"+name)
 	cmd.Dir = ".."
