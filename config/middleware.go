@@ -1,9 +1,12 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"net/url"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -468,6 +471,53 @@ func validateEntryFields(m *Middleware, p string, override bool, st *vstate) boo
 		wasmFields(m, p, st, written)
 	}
 	return true
+}
+
+// checkPluginFiles reports the enabled wasm entries whose file is
+// missing or not a regular file (or fails st.pluginCheck), once per path,
+// at the first entry naming it. The path is relative to the working
+// directory, as the gateway opens it.
+func checkPluginFiles(c *Config, st *vstate) {
+	seen := map[string]bool{}
+	check := func(m *Middleware, p string) {
+		path := p + ".path"
+		if m.Name != MiddlewareWASM || !m.IsEnabled() || m.Path == "" || seen[m.Path] || st.suppressed(path) ||
+			slices.ContainsFunc(st.errs, func(e FieldError) bool { return e.Path == path }) {
+			return
+		}
+		seen[m.Path] = true
+		if msg := pluginFileProblem(m.Path, st.pluginCheck); msg != "" {
+			st.add(path, "%s", msg)
+		}
+	}
+	for i := range c.Middlewares {
+		check(&c.Middlewares[i], fmt.Sprintf("middlewares[%d]", i))
+	}
+	for ri := range c.Routes {
+		for j := range c.Routes[ri].Middlewares {
+			check(&c.Routes[ri].Middlewares[j], fmt.Sprintf("routes[%d].middlewares[%d]", ri, j))
+		}
+	}
+}
+
+// pluginFileProblem describes what is wrong with a plugin file, or "".
+func pluginFileProblem(path string, check func(string) error) string {
+	fi, err := os.Stat(path)
+	var pe *fs.PathError
+	switch {
+	case errors.As(err, &pe):
+		return fmt.Sprintf("%s: %v", path, pe.Err)
+	case err != nil:
+		return fmt.Sprintf("%s: %v", path, err)
+	case !fi.Mode().IsRegular():
+		return fmt.Sprintf("%s: not a regular file", path)
+	}
+	if check != nil {
+		if err := check(path); err != nil {
+			return fmt.Sprintf("%s: %v", path, err)
+		}
+	}
+	return ""
 }
 
 func wasmFields(m *Middleware, p string, st *vstate, written func(string) bool) {

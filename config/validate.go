@@ -30,6 +30,11 @@ type vstate struct {
 	// defaultedNames marks the routes whose name was defaulted (nil for
 	// a Config built in code).
 	defaultedNames []bool
+	// files: check the files the configuration names (set when it comes
+	// from a file or bytes, not for a Config built in code); pluginCheck
+	// checks a plugin file further (see LoadChecked).
+	files       bool
+	pluginCheck func(path string) error
 
 	errs []FieldError
 }
@@ -131,6 +136,9 @@ func validate(c *Config, st *vstate) []FieldError {
 		validateUpstream(&c.Routes[i], fmt.Sprintf("routes[%d]", i), st)
 	}
 	validateMiddlewares(c, st)
+	if st.files {
+		checkPluginFiles(c, st)
+	}
 	validateDatapath(c, st)
 	validateTracing(c, st)
 	validateL4(c, st)
