@@ -168,7 +168,7 @@ func (w *worker) run(inst *instance) bool {
 	start := time.Now()
 	inst.job.op(inst)
 	fired := calling && !w.demote.Stop()
-	inst.owner.judge(inst, time.Since(start) > w.pool.demoteAfter)
+	inst.owner.judge(inst, time.Since(start), w.pool.demoteAfter)
 	inst.job.finish(inst)
 	if fired {
 		<-w.demoteDone
@@ -291,20 +291,25 @@ func (p *workerPool) tryInline(inst *instance) bool {
 	start := time.Now()
 	inst.job.op(inst)
 	<-p.inline
-	m.judge(inst, time.Since(start) > p.demoteAfter)
+	m.judge(inst, time.Since(start), p.demoteAfter)
 	return true
 }
 
-// judge records how an operation of the guest went: an overrun makes it a
-// suspect, a call within demoteAfter counts towards its probation.
-func (m *module) judge(inst *instance, overran bool) {
+// judge records how an operation of the guest went: a call that took
+// longer than demoteAfter, or an instantiation longer than a quarter of
+// the start deadline, makes the guest a suspect; a call within
+// demoteAfter counts towards its probation.
+func (m *module) judge(inst *instance, took, demoteAfter time.Duration) {
 	if inst.st.phase == phaseInit {
-		overran = inst.ctx.fired.Load()
+		if took > m.opts.InitTimeout/4 {
+			m.suspect.Store(true)
+		}
+		return
 	}
 	switch {
-	case overran:
+	case took > demoteAfter:
 		m.suspect.Store(true)
-	case inst.st.phase != phaseInit && m.good.Load() < probation:
+	case m.good.Load() < probation:
 		m.good.Add(1)
 	}
 }
