@@ -80,9 +80,9 @@ type module struct {
 	shut  atomic.Bool    // Close was called
 	fin   sync.Once      // releases c once shut and live == 0
 	once  sync.Once      // Close
-	// suspect: a call once ran longer than the pool's demoteAfter; calls
-	// then go to the workers (see workerPool). good counts the calls
-	// within it, up to probation.
+	// suspect: a call ran longer than the pool's demoteAfter; calls then
+	// go to the workers (see workerPool). good counts the calls within it
+	// since the guest started or last overran, up to probation.
 	suspect atomic.Bool
 	good    atomic.Int64
 	// created counts the instances made, for the Manager's statistics.
@@ -388,13 +388,30 @@ func callError(phase string, timedOut bool, err error) *Error {
 	return &Error{Reason: reason, Err: fmt.Errorf("%s: %w", phase, err)}
 }
 
+// enter takes a concurrency slot for a call, unless the guest is trusted
+// to run inline (see workerPool.tryInline): such calls are bounded by the
+// pool's inline tokens instead, and never outlive their deadline by more
+// than the guest takes to notice it, once. held reports a slot taken.
+func (m *module) enter() (held bool, err error) {
+	if m.pool != nil && m.trusted() {
+		return false, nil
+	}
+	if err := m.lim.acquire(); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// trusted: the guest passed its probation and did not overrun since.
+func (m *module) trusted() bool { return !m.suspect.Load() && m.good.Load() >= probation }
+
 // OnRequest implements Plugin.
 func (m *module) OnRequest(ex Exchange) (*middleware.Reply, error) {
 	deadline := time.Now().Add(m.opts.Timeout)
-	if err := m.lim.acquire(); err != nil {
+	held, err := m.enter()
+	if err != nil {
 		return nil, err
 	}
-	held := true
 	defer func() {
 		if held {
 			m.lim.release()
@@ -406,7 +423,7 @@ func (m *module) OnRequest(ex Exchange) (*middleware.Reply, error) {
 	}
 	st := &inst.st
 	st.begin(ex, phaseRequest)
-	inst.slot = true
+	inst.slot = held
 	abandoned, timedOut, err := inst.call(inst.handleReq, 1, deadline)
 	if abandoned {
 		held = false
@@ -475,7 +492,8 @@ func (m *module) OnResponse(ex Exchange) error {
 		return nil
 	}
 	deadline := time.Now().Add(m.opts.Timeout)
-	if err := m.lim.acquire(); err != nil {
+	held, err := m.enter()
+	if err != nil {
 		if p.inst != nil {
 			// Its guest keeps state for this request: not reusable.
 			p.inst.owner.discard(p.inst)
@@ -485,7 +503,6 @@ func (m *module) OnResponse(ex Exchange) error {
 		pendingPool.Put(p)
 		return err
 	}
-	held := true
 	defer func() {
 		if held {
 			m.lim.release()
@@ -495,7 +512,6 @@ func (m *module) OnResponse(ex Exchange) error {
 	if inst == nil {
 		// Any instance will do. On failure the pending state stays for a
 		// retry on the module swapped in meanwhile.
-		var err error
 		if inst, err = m.acquire(&held, deadline); err != nil {
 			return err
 		}
@@ -515,7 +531,7 @@ func (m *module) OnResponse(ex Exchange) error {
 	if ex.ResponseIsError() {
 		inst.stack[1] = 1
 	}
-	inst.slot = true
+	inst.slot = held
 	abandoned, timedOut, err := inst.call(inst.handleResp, 2, deadline)
 	if abandoned {
 		held = false

@@ -18,14 +18,19 @@ import (
 // hold, and keeps guests to those:
 //
 //   - workers: the calls of a new guest (on probation), and of a guest
-//     that once ran longer than demoteAfter (a suspect: looping, or
-//     hogging the CPU), are handed to a fixed set of goroutines, each
-//     locked to an OS thread of its own;
-//   - inline: once a guest has passed its probation, up to cap(inline) of
-//     its calls (and instantiations) run on the request's goroutine,
-//     which costs nothing more than before; others wait for a token
-//     (microseconds). A trusted guest that overruns keeps its caller
-//     until it stops, once: it is a suspect from then on. The request waits for the result or its deadline,
+//     whose last call that ran longer than demoteAfter (a suspect:
+//     looping, or hogging the CPU) is less than `probation` calls ago,
+//     are handed to a fixed set of goroutines, each locked to an OS
+//     thread of its own;
+//   - inline: once a guest has passed its probation, its calls (and
+//     instantiations) run on the request's goroutine, which costs nothing
+//     more than before, as long as fewer than inlineMax do (the others go
+//     to the workers). A trusted guest that overruns keeps its caller
+//     until it stops, once: it is a suspect from then on.
+//
+// A suspect is trusted again after `probation` quick calls in a row: a
+// call may be slow because the machine is busy, a looping guest never
+// passes. The request waits for the result or its deadline,
 //     whichever comes first: it returns at the deadline even if the guest
 //     has not stopped yet (the worker cleans up once it has). A worker
 //     whose call runs longer than demoteAfter lowers its thread to the
@@ -42,13 +47,14 @@ type workerPool struct {
 	size        int
 	busy        atomic.Int64 // operations handed over and not finished
 	demoteAfter time.Duration
-	// inline holds a token per guest call running on a request's
-	// goroutine.
-	inline   chan struct{}
-	jobs     chan *instance
-	quit     chan struct{}
-	wg       sync.WaitGroup
-	stopOnce sync.Once
+	// inline counts the guest calls running on requests' goroutines, at
+	// most inlineMax.
+	inline    atomic.Int64
+	inlineMax int64
+	jobs      chan *instance
+	quit      chan struct{}
+	wg        sync.WaitGroup
+	stopOnce  sync.Once
 	// demoted counts the calls that overran demoteAfter (and the worker
 	// threads replaced after them).
 	demoted atomic.Int64
@@ -72,7 +78,7 @@ func startWorkers(n, inline int, demoteAfter time.Duration) *workerPool {
 	p := &workerPool{
 		size:        n,
 		demoteAfter: demoteAfter,
-		inline:      make(chan struct{}, inline),
+		inlineMax:   int64(inline),
 		jobs:        make(chan *instance),
 		quit:        make(chan struct{}),
 	}
@@ -95,7 +101,7 @@ func (p *workerPool) stop() {
 	p.stopOnce.Do(func() {
 		close(p.quit)
 		p.wg.Wait()
-		addProcs(-p.size - cap(p.inline))
+		addProcs(-p.size - int(p.inlineMax))
 	})
 }
 
@@ -271,46 +277,51 @@ func (p *workerPool) exec(inst *instance) (abandoned bool) {
 const probation = 32
 
 // tryInline runs the operation of a trusted guest (one that made its
-// probation calls on the workers, all within demoteAfter, and never
-// overran since) on the calling goroutine, once an inline token is free
-// (they are held for microseconds by well-behaved guests). A call that
-// overruns demoteAfter, or an instantiation that runs out of time, makes
-// the guest a suspect for good: its later operations go to the workers.
-// It reports false when the operation must go to a worker, and true with
-// the deadline fired when no token came in time.
+// probation calls on the workers, all within demoteAfter, and did not
+// overrun since) on the calling goroutine, if fewer than inlineMax run so
+// already; otherwise the operation goes to a worker (waiting for an inline
+// call to end would convoy the requests behind it). A call that overruns
+// demoteAfter, or a long instantiation, makes the guest a suspect: its
+// later operations go to the workers, until it passes its probation again
+// (see judge). It reports whether it ran the operation.
 func (p *workerPool) tryInline(inst *instance) bool {
 	m := inst.owner
-	if m.suspect.Load() || m.good.Load() < probation {
+	if !m.trusted() {
 		return false
 	}
-	select {
-	case p.inline <- struct{}{}:
-	case <-inst.ctx.done:
-		return true
+	if p.inline.Add(1) > p.inlineMax {
+		p.inline.Add(-1)
+		return false
 	}
 	start := time.Now()
 	inst.job.op(inst)
-	<-p.inline
+	p.inline.Add(-1)
 	m.judge(inst, time.Since(start), p.demoteAfter)
 	return true
 }
 
-// judge records how an operation of the guest went: a call that took
+// judge records how an operation of the guest went. A call that took
 // longer than demoteAfter, or an instantiation longer than a quarter of
-// the start deadline, makes the guest a suspect; a call within
-// demoteAfter counts towards its probation.
+// the start deadline, makes the guest a suspect and restarts its
+// probation; probation calls count the calls within demoteAfter. A
+// suspect that makes its probation calls (on the workers) is trusted
+// again: a call can take long because the machine is busy, while a
+// looping guest never passes.
 func (m *module) judge(inst *instance, took, demoteAfter time.Duration) {
 	if inst.st.phase == phaseInit {
 		if took > m.opts.InitTimeout/4 {
 			m.suspect.Store(true)
+			m.good.Store(0)
 		}
 		return
 	}
-	switch {
-	case took > demoteAfter:
+	if took > demoteAfter {
 		m.suspect.Store(true)
-	case m.good.Load() < probation:
-		m.good.Add(1)
+		m.good.Store(0)
+		return
+	}
+	if m.good.Load() < probation && m.good.Add(1) >= probation {
+		m.suspect.Store(false)
 	}
 }
 
