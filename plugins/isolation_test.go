@@ -1,9 +1,12 @@
 package plugins
 
 import (
+	"bytes"
 	"errors"
+	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -215,5 +218,15 @@ func TestOverrunDemotesTheGuest(t *testing.T) {
 	waitFor(t, "a worker demoted", func() bool { return m.Stats().Demoted >= 1 })
 	if st := m.Stats(); st.Workers < 1 {
 		t.Fatalf("stats %+v, want workers", st)
+	}
+	// The main thread, whose priority tools show for the process, is
+	// never a worker.
+	stat, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if nice := fields[16]; nice != "0" {
+		t.Errorf("main thread nice %s, want 0", nice)
 	}
 }

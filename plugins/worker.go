@@ -107,10 +107,31 @@ func (p *workerPool) stop() {
 
 // work is a worker goroutine. It never unlocks its thread: when the
 // goroutine returns, the runtime ends the thread with it, so a
-// deprioritised thread never serves other goroutines.
+// deprioritised thread never serves other goroutines. It keeps off the
+// process's main thread, whose priority tools show for the whole process
+// and which the runtime never ends: a goroutine started while this one
+// holds the main thread takes over.
 func (p *workerPool) work() {
+	runtime.LockOSThread()
+	if threadID() == os.Getpid() {
+		started := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(started)
+			p.serve(threadID())
+		}()
+		<-started
+		runtime.UnlockOSThread()
+		return
+	}
+	p.serve(threadID())
+}
+
+// serve runs jobs on the locked thread tid until quit, or until a call
+// that overran leaves the thread deprioritised.
+func (p *workerPool) serve(tid int) {
 	defer p.wg.Done()
-	w := &worker{pool: p, tid: lockThread(), demoteDone: make(chan struct{}, 1)}
+	w := &worker{pool: p, tid: tid, demoteDone: make(chan struct{}, 1)}
 	w.demote = time.AfterFunc(time.Hour, w.lower)
 	w.demote.Stop()
 	defer w.demote.Stop()
@@ -129,23 +150,6 @@ func (p *workerPool) work() {
 			return
 		}
 	}
-}
-
-// lockThread locks the goroutine to a thread other than the process's
-// main thread, whose priority is what tools show for the whole process
-// (and which the runtime never ends), and returns the thread's ID.
-func lockThread() int {
-	for range 100 {
-		runtime.LockOSThread()
-		tid := threadID()
-		if tid != os.Getpid() {
-			return tid
-		}
-		runtime.UnlockOSThread()
-		runtime.Gosched()
-	}
-	runtime.LockOSThread()
-	return threadID()
 }
 
 // lower deprioritises the worker's thread (the demote timer's function).
