@@ -15,9 +15,9 @@
 // never reused.
 //
 // Guests are isolated from the rest of the process (see worker.go): each
-// Handler bounds its guest calls running at once (max_concurrency, a call
-// past its deadline counting until its guest has stopped) and those waiting
-// for a slot (max_queue); a request spends at most the call deadline in a
+// Handler bounds its guest calls running at once on workers (max_concurrency,
+// a call past its deadline counting until its guest has stopped) and those
+// waiting for a slot (max_queue); a request spends at most the call deadline in a
 // call, waiting included, and returns at the deadline even if its guest still
 // runs. Guests run on Ps added to GOMAXPROCS for them, new and misbehaving
 // ones on dedicated, deprioritised worker threads, so that a looping guest
