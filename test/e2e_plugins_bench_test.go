@@ -44,7 +44,7 @@ routes:
     middlewares: [ { name: wasm, path: %q } ]
 `, be.URL, be.URL, loop))
 
-	const rounds, phase = 3, time.Second
+	const rounds, phase = 5, time.Second
 	var base, loaded []float64
 	var lat []time.Duration
 	for b.Loop() {
