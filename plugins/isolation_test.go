@@ -17,12 +17,12 @@ import (
 )
 
 // isolationDeadline is the call deadline of the isolation tests, and
-// deadlineSlack how late most looping guests' callers may return: the
-// target is 10 ms, the bound is generous for -race on a loaded machine,
-// and the bug it catches (a caller held until its guest stops, which for
-// a deprioritised thread on a busy machine takes seconds) overruns by far
-// more. A caller may also wait for a timer on a machine short of CPU:
-// the slowest one is held to 3 deadlines.
+// deadlineSlack how late the median looping guest's caller may return: the
+// target is 10 ms, the bound is generous for -race on a loaded machine.
+// The slowest caller is held to 5 deadlines: a timer can fire late on a
+// machine short of CPU, while the bugs these tests catch (callers held
+// until their guests stop, Ps taken by guests so that the timers that stop
+// them cannot run) overrun by seconds.
 const (
 	isolationDeadline = 100 * time.Millisecond
 	deadlineSlack     = 50 * time.Millisecond
@@ -70,11 +70,11 @@ func TestLoopingCallersReturnAtTheDeadline(t *testing.T) {
 	wg.Wait()
 	slices.Sort(took)
 	t.Logf("%d calls: statuses %v; p50 %v, p90 %v, max %v", len(took), statuses, took[len(took)/2], took[len(took)*9/10], took[len(took)-1])
-	if p90 := took[len(took)*9/10]; p90 > isolationDeadline+deadlineSlack {
-		t.Errorf("90%% of the callers returned within %v, want within %v", p90, isolationDeadline+deadlineSlack)
+	if p50 := took[len(took)/2]; p50 > isolationDeadline+deadlineSlack {
+		t.Errorf("half the callers returned after %v, want within %v", p50, isolationDeadline+deadlineSlack)
 	}
-	if worst := took[len(took)-1]; worst > 3*isolationDeadline {
-		t.Errorf("slowest caller returned after %v, want within %v", worst, 3*isolationDeadline)
+	if worst := took[len(took)-1]; worst > 5*isolationDeadline {
+		t.Errorf("slowest caller returned after %v, want within %v", worst, 5*isolationDeadline)
 	}
 	if statuses[504] == 0 || statuses[504]+statuses[503] != len(took) {
 		t.Errorf("statuses %v, want 504 (and 503 for callers that found no slot)", statuses)
