@@ -172,6 +172,7 @@ func (h *Handler) newModule(c *compiled) *module {
 	h.mgr.cacheMu.Unlock()
 	mod := newModule(c, h.mgr.rt, h.lim, h.mgr.pool, &h.mgr.opts, h.log, h.config, h.path, h.route, h.key)
 	mod.created = &h.mgr.created
+	mod.mem = h.mgr.mem
 	return mod
 }
 

@@ -184,6 +184,8 @@ type Manager struct {
 	// pool runs the guests (nil until the first handler, or without
 	// workers).
 	pool *workerPool
+	// mem allocates guests' linear memories.
+	mem *guestMemory
 
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -221,6 +223,7 @@ func NewManager(opts Options) (*Manager, error) {
 		handlers: map[string]map[*Handler]struct{}{},
 		watched:  map[string]bool{},
 		stop:     make(chan struct{}),
+		mem:      &guestMemory{},
 	}
 	if err := instantiateHost(ctx, rt); err != nil {
 		m.closeRuntime()
@@ -446,7 +449,9 @@ func (m *Manager) Close() error {
 		}
 	}
 	// Closing the runtime closes every module, which stops the guests
-	// still running; then the workers can end.
+	// still running (their memories stay mapped); then the workers can
+	// end.
+	m.mem.closing.Store(true)
 	m.closeRuntime()
 	if m.pool != nil {
 		m.pool.stop()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/rustygate/rustygate/l7/middleware"
@@ -87,6 +88,8 @@ type module struct {
 	good    atomic.Int64
 	// created counts the instances made, for the Manager's statistics.
 	created *atomic.Int64
+	// mem allocates the instances' linear memories (nil: wazero's).
+	mem *guestMemory
 }
 
 // instance is one instantiated guest.
@@ -260,7 +263,11 @@ func (m *module) instantiate(held *bool, deadline time.Time) (*instance, error) 
 // opInstantiate is the worker's part of instantiate.
 func opInstantiate(inst *instance) {
 	m := inst.owner
-	inst.mod, inst.err = m.rt.InstantiateModule(inst.ctx, m.c.mod, m.modCfg)
+	ctx := context.Context(inst.ctx)
+	if m.mem != nil {
+		ctx = experimental.WithMemoryAllocator(ctx, m.mem)
+	}
+	inst.mod, inst.err = m.rt.InstantiateModule(ctx, m.c.mod, m.modCfg)
 }
 
 // opCall is the worker's part of call.
