@@ -166,10 +166,9 @@ func (m *module) prewarm() error {
 // acquire returns an idle instance, a new one while the pool is under
 // MaxInstances, or waits up to QueueTimeout (and at most until deadline,
 // unless it is zero) for one to come back; a new instance must start by
-// then too. held
-// points to whether the caller holds a concurrency slot (nil: none); a
-// new instance's start takes it along, and leaves it false when the
-// worker took the slot over (see instantiate).
+// then too. held points to whether the caller holds a concurrency slot
+// (nil: none); a new instance's start takes it along, and leaves it false
+// when the worker took the slot over (see instantiate).
 func (m *module) acquire(held *bool, deadline time.Time) (*instance, error) {
 	if m.shut.Load() {
 		return nil, errClosed
