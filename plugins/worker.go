@@ -17,27 +17,25 @@ import (
 // So a workerPool raises GOMAXPROCS, while it runs, by the Ps guests may
 // hold, and keeps guests to those:
 //
-//   - workers: the calls of a new guest (on probation), and of a guest
-//     whose last call that ran longer than demoteAfter (a suspect:
-//     looping, or hogging the CPU) is less than `probation` calls ago,
-//     are handed to a fixed set of goroutines, each locked to an OS
-//     thread of its own;
-//   - inline: once a guest has passed its probation, its calls (and
-//     instantiations) run on the request's goroutine, which costs nothing
-//     more than before, as long as fewer than inlineMax do (the others go
-//     to the workers). A trusted guest that overruns keeps its caller
-//     until it stops, once: it is a suspect from then on.
-//
-// A suspect is trusted again after `probation` quick calls in a row: a
-// call may be slow because the machine is busy, a looping guest never
-// passes. The request waits for the result or its deadline,
-//     whichever comes first: it returns at the deadline even if the guest
-//     has not stopped yet (the worker cleans up once it has). A worker
-//     whose call runs longer than demoteAfter lowers its thread to the
-//     lowest scheduling priority (nice 19), so that a spinning guest
+//   - workers: the calls of a new guest (on probation), and of a suspect
+//     (a guest whose call ran longer than demoteAfter: looping, or hogging
+//     the CPU), are handed to a fixed set of goroutines, each locked to an
+//     OS thread of its own. The request waits for the result or its
+//     deadline, whichever comes first: it returns at the deadline even if
+//     the guest has not stopped yet (the worker cleans up once it has). A
+//     worker whose call runs longer than demoteAfter lowers its thread to
+//     the lowest scheduling priority (nice 19), so that a spinning guest
 //     yields its CPU to the threads serving other routes; that thread ends
 //     with the call (its priority cannot be raised again without
 //     privileges) and a fresh worker takes its place.
+//   - inline: the calls (and instantiations) of a trusted guest, one that
+//     made `probation` calls in a row within demoteAfter, run on the
+//     request's goroutine, which costs nothing more than before, as long
+//     as fewer than inlineMax do (the others go to the workers). A trusted
+//     guest that overruns keeps its caller until it stops, once: it is a
+//     suspect from then on, until it passes its probation again (a call
+//     may be slow because the machine is busy; a looping guest never
+//     passes).
 //
 // Where threads cannot be deprioritised (see worker_other.go), there is no
 // pool: guests run on the calling goroutine, as before.
@@ -72,8 +70,7 @@ type worker struct {
 
 // startWorkers starts n workers, allows inline calls on the requests'
 // goroutines, and raises GOMAXPROCS by the workers and the inline calls.
-// GOMAXPROCS is not changed later: that stops the world, which waits for
-// every running guest.
+// GOMAXPROCS is set once, not while guests run: a change stops the world.
 func startWorkers(n, inline int, demoteAfter time.Duration) *workerPool {
 	p := &workerPool{
 		size:        n,
