@@ -315,7 +315,7 @@ type Middleware struct {
 	FailOpen bool           `yaml:"fail_open"`
 	// MaxConcurrency bounds the guest calls of the entry running at once
 	// on the plugin host's workers (0: the number of CPUs the process may
-	// use).
+	// use, at most 16).
 	MaxConcurrency int `yaml:"max_concurrency"`
 	// MaxQueue bounds the calls waiting for a free slot, each for at most
 	// the call deadline (0: 1024); the others are refused at once.

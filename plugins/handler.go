@@ -83,7 +83,7 @@ func FailureReplyFor(reason string) *middleware.Reply {
 // cache) and one instance started, so that a broken plugin fails the
 // snapshot build rather than requests. cfg.MaxConcurrency bounds the
 // guest calls running at once on the workers (default: the CPUs the
-// process may use; see workerPool) and
+// process may use, at most 16; see workerPool) and
 // cfg.MaxQueue the calls waiting for one of them (default 1024), each for
 // at most the call deadline: others are refused (reason "overloaded").
 // The dynamic type of the result is *Handler.

@@ -43,11 +43,11 @@ type Options struct {
 	// Default max(16, 4*GOMAXPROCS).
 	MaxInstances int
 	// MaxConcurrency is the default of a wasm entry's max_concurrency: the
-	// guest calls of one entry running at once. Default: GOMAXPROCS (as
-	// it was before the workers raised it).
+	// guest calls of one entry running at once on the workers. Default:
+	// GOMAXPROCS (as it was before the workers raised it), at most 16.
 	MaxConcurrency int
 	// Workers is the number of dedicated guest threads (see workerPool)
-	// started with the first handler. Default 2*GOMAXPROCS (at most 64),
+	// started with the first handler. Default 2*GOMAXPROCS (at most 32),
 	// so that one suspect entry at its default max_concurrency leaves
 	// workers to the others. A negative
 	// value runs every guest on the requests' goroutines. Only on Linux;
@@ -86,7 +86,7 @@ func (o Options) withDefaults() Options {
 		o.MaxInstances = max(16, 4*procs)
 	}
 	if o.MaxConcurrency <= 0 {
-		o.MaxConcurrency = procs
+		o.MaxConcurrency = min(procs, maxWorkers/2)
 	}
 	switch {
 	case !workersSupported || o.Workers < 0:
@@ -109,8 +109,13 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// maxWorkers bounds the default number of guest threads.
-const maxWorkers = 64
+// maxWorkers bounds the default number of guest threads, and maxInline
+// the calls of trusted guests on requests' goroutines (see workerPool):
+// each is a P added to GOMAXPROCS, and many idle Ps cost the scheduler.
+const (
+	maxWorkers = 32
+	maxInline  = 8
+)
 
 // defaultMaxQueue is the default of max_queue: enough for a burst of
 // requests on a healthy plugin, whose calls take microseconds.
@@ -463,7 +468,7 @@ func (m *Manager) Close() error {
 // process without plugins keeps its GOMAXPROCS.
 func (m *Manager) startWorkersLocked() {
 	if m.pool == nil && m.opts.Workers > 0 {
-		m.pool = startWorkers(m.opts.Workers, baseProcs(), demoteAfter(m.opts.Timeout))
+		m.pool = startWorkers(m.opts.Workers, min(baseProcs(), maxInline), demoteAfter(m.opts.Timeout))
 	}
 }
 
