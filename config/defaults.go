@@ -245,6 +245,11 @@ func parseEventLoops(v string) (int, error) {
 	return n, nil
 }
 
+// startProcs is GOMAXPROCS when the process started (the CPUs it may
+// use, or the user's GOMAXPROCS): the WASM plugin host raises GOMAXPROCS
+// for its guest threads, which must not add event loops.
+var startProcs = runtime.GOMAXPROCS(0)
+
 // EventLoopCount is the number of event loops the fast engine runs: 0
 // for a goroutine per connection.
 func (s *Server) EventLoopCount() int {
@@ -253,7 +258,7 @@ func (s *Server) EventLoopCount() int {
 	case err != nil:
 		return 0
 	case n < 0:
-		return runtime.GOMAXPROCS(0)
+		return startProcs
 	}
 	return n
 }

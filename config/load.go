@@ -32,9 +32,21 @@ func Load(path string) (*Config, error) {
 
 // Parse parses, defaults and validates a configuration held in memory.
 // name is the file name used in error messages and stored in
-// Config.Source. On failure the error is a *Errors.
+// Config.Source. The files it names (WASM plugins) must exist. On failure
+// the error is a *Errors.
 func Parse(name string, data []byte) (*Config, error) {
-	return parse(name, data, os.LookupEnv)
+	return parse(name, data, os.LookupEnv, nil)
+}
+
+// LoadChecked is Load, then check on each WASM plugin file the
+// configuration uses (once per path): `rustygate validate` compiles them.
+// A failure is reported like any other problem, at the entry's path key.
+func LoadChecked(path string, check func(pluginPath string) error) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parse(path, data, os.LookupEnv, check)
 }
 
 // Default returns the built-in default configuration (default.yaml in
@@ -60,7 +72,7 @@ func (c *Config) ApplyDefaults() {
 	applyDefaults(c, nil)
 }
 
-func parse(name string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
+func parse(name string, data []byte, lookup func(string) (string, bool), check func(string) error) (*Config, error) {
 	doc, fe := parseYAML(name, data)
 	if fe != nil {
 		return nil, &Errors{List: []FieldError{*fe}}
@@ -72,7 +84,7 @@ func parse(name string, data []byte, lookup func(string) (string, bool)) (*Confi
 	}
 	errs := w.errs
 	if !w.aborted {
-		st := &vstate{file: name, lines: w.lines, bad: w.bad, shapes: routeShapesOf(c)}
+		st := &vstate{file: name, lines: w.lines, bad: w.bad, shapes: routeShapesOf(c), files: true, pluginCheck: check}
 		st.defaultedNames = applyDefaults(c, w.set)
 		readTokenFile(&c.Admin, st)
 		errs = append(errs, validate(c, st)...)

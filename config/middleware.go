@@ -1,9 +1,12 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"net/url"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -36,6 +39,9 @@ const (
 	maxJWTLeeway      = Duration(5 * time.Minute)
 	minJWKSInterval   = Duration(time.Second)
 	minJWTSecretBytes = 32
+
+	maxPluginConcurrency = 1024
+	maxPluginQueue       = 1000000
 )
 
 var (
@@ -74,6 +80,7 @@ var middlewareFields = map[string]string{
 	"require_exp": MiddlewareJWT,
 
 	"path": MiddlewareWASM, "config": MiddlewareWASM, "fail_open": MiddlewareWASM,
+	"max_concurrency": MiddlewareWASM, "max_queue": MiddlewareWASM,
 }
 
 // mwField is one field of Middleware, by struct index and yaml key.
@@ -465,13 +472,70 @@ func validateEntryFields(m *Middleware, p string, override bool, st *vstate) boo
 	case MiddlewareJWT:
 		jwtFields(m, p, st, written)
 	case MiddlewareWASM:
-		if m.Path == "" {
-			st.add(p+".path", "is required")
-		} else if strings.ContainsFunc(m.Path, isControl) {
-			st.add(p+".path", "must not contain control characters")
-		}
+		wasmFields(m, p, st, written)
 	}
 	return true
+}
+
+// checkPluginFiles reports the enabled wasm entries whose file is
+// missing or not a regular file (or fails st.pluginCheck), once per path,
+// at the first entry naming it. The path is relative to the working
+// directory, as the gateway opens it.
+func checkPluginFiles(c *Config, st *vstate) {
+	seen := map[string]bool{}
+	check := func(m *Middleware, p string) {
+		path := p + ".path"
+		if m.Name != MiddlewareWASM || !m.IsEnabled() || m.Path == "" || seen[m.Path] || st.suppressed(path) ||
+			slices.ContainsFunc(st.errs, func(e FieldError) bool { return e.Path == path }) {
+			return
+		}
+		seen[m.Path] = true
+		if msg := pluginFileProblem(m.Path, st.pluginCheck); msg != "" {
+			st.add(path, "%s", msg)
+		}
+	}
+	for i := range c.Middlewares {
+		check(&c.Middlewares[i], fmt.Sprintf("middlewares[%d]", i))
+	}
+	for ri := range c.Routes {
+		for j := range c.Routes[ri].Middlewares {
+			check(&c.Routes[ri].Middlewares[j], fmt.Sprintf("routes[%d].middlewares[%d]", ri, j))
+		}
+	}
+}
+
+// pluginFileProblem describes what is wrong with a plugin file, or "".
+func pluginFileProblem(path string, check func(string) error) string {
+	fi, err := os.Stat(path)
+	var pe *fs.PathError
+	switch {
+	case errors.As(err, &pe):
+		return fmt.Sprintf("%s: %v", path, pe.Err)
+	case err != nil:
+		return fmt.Sprintf("%s: %v", path, err)
+	case !fi.Mode().IsRegular():
+		return fmt.Sprintf("%s: not a regular file", path)
+	}
+	if check != nil {
+		if err := check(path); err != nil {
+			return fmt.Sprintf("%s: %v", path, err)
+		}
+	}
+	return ""
+}
+
+func wasmFields(m *Middleware, p string, st *vstate, written func(string) bool) {
+	if m.Path == "" {
+		st.add(p+".path", "is required")
+	} else if strings.ContainsFunc(m.Path, isControl) {
+		st.add(p+".path", "must not contain control characters")
+	}
+	if written("max_concurrency") && (m.MaxConcurrency < 1 || m.MaxConcurrency > maxPluginConcurrency) {
+		st.add(p+".max_concurrency", "must be between 1 and %d (got %d)", maxPluginConcurrency, m.MaxConcurrency)
+	}
+	if written("max_queue") && (m.MaxQueue < 1 || m.MaxQueue > maxPluginQueue) {
+		st.add(p+".max_queue", "must be between 1 and %d (got %d)", maxPluginQueue, m.MaxQueue)
+	}
 }
 
 func rateLimitFields(m *Middleware, p string, st *vstate, written func(string) bool) {

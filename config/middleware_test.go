@@ -3,7 +3,10 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 const secret32 = "0123456789abcdef0123456789abcdef"
 
 func TestMiddlewareErrors(t *testing.T) {
+	withPluginFiles(t)
 	tests := []struct {
 		name string
 		yaml string
@@ -27,7 +31,7 @@ middlewares:
 		allow_origins: ["https://a.com"]
 		algorithms: [HS256]
 	- name: wasm
-		path: /p.wasm
+		path: p.wasm
 		key: ip
 		allow_credentials: false
 		require_exp: true
@@ -51,17 +55,17 @@ middlewares:
 	- name: cors
 		allow_origins: ["*"]
 	- name: wasm
-		path: /a.wasm
+		path: a.wasm
 	- name: wasm
-		path: /b.wasm
+		path: b.wasm
 	- name: wasm
-		path: /a.wasm
+		path: a.wasm
 `,
 			want: []string{
 				`bad.yaml:2: middlewares[0].name: is required`,
 				`bad.yaml:3: middlewares[1].name: unknown middleware "ratelimit" (supported: cors, rate_limit, jwt, wasm)`,
 				`bad.yaml:6: middlewares[3].name: duplicate middleware "cors" (also middlewares[2])`,
-				`bad.yaml:13: middlewares[6].path: duplicate wasm plugin "/a.wasm" (also middlewares[4])`,
+				`bad.yaml:13: middlewares[6].path: duplicate wasm plugin "a.wasm" (also middlewares[4])`,
 			},
 		},
 		{
@@ -287,7 +291,7 @@ middlewares:
 		allow_origins: ["https://a.com"]
 		allow_credentials: true
 	- name: wasm
-		path: /g.wasm
+		path: g.wasm
 routes:
 	- path: /a
 		backend: http://a
@@ -302,12 +306,12 @@ routes:
 			- name: cors
 			- name: wasm
 			- name: wasm
-				path: /x.wasm
+				path: x.wasm
 			- name: wasm
-				path: /x.wasm
+				path: x.wasm
 				fail_open: true
 			- name: wasm
-				path: /g.wasm
+				path: g.wasm
 				enabled: false
 	- path: /b
 		backend: http://b
@@ -324,7 +328,7 @@ routes:
 				`bad.yaml:21: routes[0].middlewares[2].allow_credentials: cannot be true when allow_origins is "*" (list the origins instead)`,
 				`bad.yaml:23: routes[0].middlewares[3].name: duplicate middleware "cors" (also middlewares[2])`,
 				`bad.yaml:24: routes[0].middlewares[4].path: is required`,
-				`bad.yaml:28: routes[0].middlewares[6].path: duplicate wasm plugin "/x.wasm" (also middlewares[5])`,
+				`bad.yaml:28: routes[0].middlewares[6].path: duplicate wasm plugin "x.wasm" (also middlewares[5])`,
 				`bad.yaml:37: routes[1].middlewares[0].allow_credentials: not a field of rate_limit`,
 				`bad.yaml:39: routes[1].middlewares[1].allow_credentials: false does not override middlewares[2].allow_credentials (true): a zero value in a route entry inherits the global one`,
 			},
@@ -429,7 +433,7 @@ func TestMiddlewareValidateInCode(t *testing.T) {
 			},
 		},
 		{Name: "cors", AllowOrigins: []string{"HTTPS://A.COM"}, AllowMethods: []string{"get"}},
-		{Name: "wasm", Path: "/a.wasm", Config: map[string]any{"x": 1}},
+		{Name: "wasm", Path: "a.wasm", Config: map[string]any{"x": 1}},
 	}}
 	c.ApplyDefaults()
 	c.Middlewares[1].AllowOrigins[0] = "HTTPS://A.COM"
@@ -449,6 +453,7 @@ func TestMiddlewareValidateInCode(t *testing.T) {
 }
 
 func TestMiddlewareDefaults(t *testing.T) {
+	withPluginFiles(t)
 	t.Setenv("RG_TEST_JWT_SECRET", secret32)
 	c, err := Parse("good.yaml", src(`
 middlewares:
@@ -471,7 +476,7 @@ routes:
 			- name: cors
 				max_age: 60
 			- name: wasm
-				path: /p.wasm
+				path: p.wasm
 			- name: jwt
 				enabled: true
 `))
@@ -497,7 +502,7 @@ routes:
 			- name: cors
 				max_age: 60
 			- name: wasm
-				path: /p.wasm
+				path: p.wasm
 	- path: /b
 		backend: http://b
 		middlewares:
@@ -525,7 +530,7 @@ routes:
 	wantRoute := []Middleware{
 		{Name: "rate_limit", Limit: 5},
 		{Name: "cors", MaxAge: Duration(time.Minute)},
-		{Name: "wasm", Path: "/p.wasm"},
+		{Name: "wasm", Path: "p.wasm"},
 	}
 	if !reflect.DeepEqual(c.Routes[0].Middlewares, wantRoute) {
 		t.Errorf("route entries:\n got %+v\nwant %+v", c.Routes[0].Middlewares, wantRoute)
@@ -604,20 +609,21 @@ func describeEntry(m Middleware) string {
 }
 
 func TestRouteMiddlewares(t *testing.T) {
+	withPluginFiles(t)
 	c, err := Parse("good.yaml", src(`
 middlewares:
 	- name: jwt
 		secret: `+secret32+`
 		issuer: https://idp
 	- name: wasm
-		path: /g1.wasm
+		path: g1.wasm
 	- name: rate_limit
 		limit: 100
 	- name: cors
 		allow_origins: ["https://a.com"]
 		allow_credentials: true
 	- name: wasm
-		path: /g2.wasm
+		path: g2.wasm
 routes:
 	- path: /plain
 		backend: http://a
@@ -625,7 +631,7 @@ routes:
 		backend: http://a
 		middlewares:
 			- name: wasm
-				path: /r1.wasm
+				path: r1.wasm
 			- name: rate_limit
 				limit: 5
 				window: 1s
@@ -633,10 +639,10 @@ routes:
 				allow_origins: ["https://b.com", "https://c.com"]
 				max_age: 10m
 			- name: wasm
-				path: /g1.wasm
+				path: g1.wasm
 				enabled: false
 			- name: wasm
-				path: /g2.wasm
+				path: g2.wasm
 				fail_open: true
 			- name: jwt
 				leeway: 5s
@@ -669,27 +675,27 @@ routes:
 			"cors [https://a.com] credentials=true max_age=0s",
 			"rate_limit 100/1m0s burst 100 key ip",
 			"jwt [HS256] iss=https://idp leeway=30s forward=true",
-			"wasm /g1.wasm fail_open=false",
-			"wasm /g2.wasm fail_open=false",
+			"wasm g1.wasm fail_open=false",
+			"wasm g2.wasm fail_open=false",
 		}},
 		{1, []string{
 			"cors [https://b.com https://c.com] credentials=true max_age=10m0s",
 			"rate_limit 5/1s burst 5 key ip",
 			"jwt [HS256] iss=https://idp leeway=5s forward=false require_exp=false",
-			"wasm /g2.wasm fail_open=true",
-			"wasm /r1.wasm fail_open=false",
+			"wasm g2.wasm fail_open=true",
+			"wasm r1.wasm fail_open=false",
 		}},
 		{2, []string{
-			"wasm /g1.wasm fail_open=false",
-			"wasm /g2.wasm fail_open=false",
+			"wasm g1.wasm fail_open=false",
+			"wasm g2.wasm fail_open=false",
 		}},
 		// A limit keyed on a claim runs after jwt.
 		{3, []string{
 			"cors [https://a.com] credentials=true max_age=0s",
 			"jwt [HS256] iss=https://idp leeway=30s forward=true",
 			"rate_limit 100/1m0s burst 7 key jwt:sub",
-			"wasm /g1.wasm fail_open=false",
-			"wasm /g2.wasm fail_open=false",
+			"wasm g1.wasm fail_open=false",
+			"wasm g2.wasm fail_open=false",
 		}},
 	}
 	for _, tt := range tests {
@@ -741,13 +747,13 @@ func TestRouteMiddlewaresInCode(t *testing.T) {
 		},
 		{
 			name:   "claim-keyed limit without jwt keeps its place",
-			global: []Middleware{{Name: "wasm", Path: "/a.wasm"}, {Name: "rate_limit", Limit: 3, Key: "jwt:sub"}},
-			want:   []string{"rate_limit 3/0s burst 3 key jwt:sub", "wasm /a.wasm fail_open=false"},
+			global: []Middleware{{Name: "wasm", Path: "a.wasm"}, {Name: "rate_limit", Limit: 3, Key: "jwt:sub"}},
+			want:   []string{"rate_limit 3/0s burst 3 key jwt:sub", "wasm a.wasm fail_open=false"},
 		},
 		{
 			name:  "route only",
-			route: []Middleware{{Name: "wasm", Path: "/b.wasm"}, {Name: "wasm", Path: "/a.wasm", Enabled: off}, {Name: "cors", AllowOrigins: []string{"*"}}},
-			want:  []string{"cors [*] credentials=false max_age=0s", "wasm /b.wasm fail_open=false"},
+			route: []Middleware{{Name: "wasm", Path: "b.wasm"}, {Name: "wasm", Path: "a.wasm", Enabled: off}, {Name: "cors", AllowOrigins: []string{"*"}}},
+			want:  []string{"cors [*] credentials=false max_age=0s", "wasm b.wasm fail_open=false"},
 		},
 	}
 	for _, tt := range tests {
@@ -761,5 +767,77 @@ func TestRouteMiddlewaresInCode(t *testing.T) {
 				t.Errorf("got %s\nwant %s", indent(strings.Join(got, "\n")), indent(strings.Join(tt.want, "\n")))
 			}
 		})
+	}
+}
+
+// withPluginFiles runs the test in a directory holding the plugin files
+// its configurations name (Parse checks that they exist).
+func withPluginFiles(t *testing.T) {
+	t.Helper()
+	t.Chdir(t.TempDir())
+	for _, name := range []string{"p.wasm", "a.wasm", "b.wasm", "g.wasm", "x.wasm", "g1.wasm", "g2.wasm", "r1.wasm"} {
+		if err := os.WriteFile(name, []byte("\x00asm\x01\x00\x00\x00"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestPluginFiles: a wasm entry in use whose file is missing or is not a
+// regular file is refused at its path key, with the file's line; a
+// disabled entry's file is not looked at; LoadChecked reports what its
+// check says about a file the same way.
+func TestPluginFiles(t *testing.T) {
+	withPluginFiles(t)
+	if err := os.Mkdir("dir.wasm", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	text := `routes:
+  - path: /a
+    backend: "http://127.0.0.1:9"
+    middlewares:
+      - name: wasm
+        path: missing.wasm
+      - { name: wasm, path: dir.wasm }
+      - { name: wasm, path: off.wasm, enabled: false }
+      - { name: wasm, path: p.wasm }
+`
+	_, err := Parse("bad.yaml", []byte(text))
+	want := []string{
+		"bad.yaml:6: routes[0].middlewares[0].path: missing.wasm: no such file or directory",
+		"bad.yaml:7: routes[0].middlewares[1].path: dir.wasm: not a regular file",
+	}
+	if err == nil || err.Error() != strings.Join(want, "\n") {
+		t.Fatalf("got:\n%v\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+
+	good := strings.Replace(strings.Replace(text, "missing.wasm", "a.wasm", 1), "dir.wasm", "b.wasm", 1)
+	if err := os.WriteFile("good.yaml", []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var checked []string
+	_, err = LoadChecked("good.yaml", func(path string) error {
+		checked = append(checked, path)
+		if path == "b.wasm" {
+			return errors.New("corrupt")
+		}
+		return nil
+	})
+	if err == nil || err.Error() != "good.yaml:7: routes[0].middlewares[1].path: b.wasm: corrupt" {
+		t.Fatalf("LoadChecked: %v", err)
+	}
+	if !slices.Equal(checked, []string{"a.wasm", "b.wasm", "p.wasm"}) {
+		t.Errorf("checked %q, want the three enabled plugins", checked)
+	}
+}
+
+// TestEventLoopCountIgnoresRaisedProcs: the plugin host raises GOMAXPROCS
+// for its guest threads; the automatic loop count stays at the value the
+// process started with.
+func TestEventLoopCountIgnoresRaisedProcs(t *testing.T) {
+	before := runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(before + 3)
+	defer runtime.GOMAXPROCS(before)
+	if got := (&Server{EventLoops: "auto"}).EventLoopCount(); got != before {
+		t.Errorf("auto: %d loops with GOMAXPROCS raised to %d, want %d", got, before+3, before)
 	}
 }

@@ -367,6 +367,13 @@ type Middleware struct {
 	Path     string         `yaml:"path"`
 	Config   map[string]any `yaml:"config"`
 	FailOpen bool           `yaml:"fail_open"`
+	// MaxConcurrency bounds the guest calls of the entry running at once
+	// on the plugin host's workers (0: the number of CPUs the process may
+	// use, at most 16).
+	MaxConcurrency int `yaml:"max_concurrency"`
+	// MaxQueue bounds the calls waiting for a free slot, each for at most
+	// the call deadline (0: 1024); the others are refused at once.
+	MaxQueue int `yaml:"max_queue"`
 }
 
 // IsEnabled reports whether the entry is on (default true).

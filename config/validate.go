@@ -32,6 +32,11 @@ type vstate struct {
 	// defaultedNames marks the routes whose name was defaulted (nil for
 	// a Config built in code).
 	defaultedNames []bool
+	// files: check the files the configuration names (set when it comes
+	// from a file or bytes, not for a Config built in code); pluginCheck
+	// checks a plugin file further (see LoadChecked).
+	files       bool
+	pluginCheck func(path string) error
 
 	errs []FieldError
 }
@@ -140,6 +145,9 @@ func validate(c *Config, st *vstate) []FieldError {
 		validateUpstream(&c.Routes[i], fmt.Sprintf("routes[%d]", i), st)
 	}
 	validateMiddlewares(c, st)
+	if st.files {
+		checkPluginFiles(c, st)
+	}
 	validateDatapath(c, st)
 	validateTracing(c, st)
 	validateTLS(c, st)

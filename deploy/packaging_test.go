@@ -1682,8 +1682,16 @@ func TestConfigurationDoc(t *testing.T) {
 		}
 	}
 
-	// The defaults in the tables are the ones the code fills in.
-	cfg, err := config.Parse("defaults.yaml", []byte(docDefaultsConfig))
+	// The defaults in the tables are the ones the code fills in. The
+	// plugin file must exist.
+	t.Chdir(t.TempDir())
+	if err := os.MkdirAll("etc/rustygate/plugins", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("etc/rustygate/plugins/p.wasm", []byte("\x00asm\x01\x00\x00\x00"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse("defaults.yaml", []byte(strings.Replace(docDefaultsConfig, "/etc/rustygate/plugins/p.wasm", "etc/rustygate/plugins/p.wasm", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,18 +1,3 @@
-// Package plugins runs request policies written as WebAssembly guests that
-// follow the http-wasm HTTP handler ABI (https://http-wasm.io/http-handler-abi/).
-//
-// A Manager owns one wazero runtime: it compiles .wasm files off the request
-// path (caching compiled code by path and content hash), and, when asked to
-// Watch a directory, recompiles changed files and swaps them into the
-// handlers that use them. A Handler is the middleware.Handler for one
-// `name: wasm` entry of a route: it runs the guest's handle_request on each
-// request and, when the request was forwarded, its handle_response once the
-// proxy has the response.
-//
-// A guest instance is not safe for concurrent use, so each Handler keeps a
-// bounded pool of instances, created on demand. Every call into a guest has a
-// deadline and every instance a memory cap; an instance that trapped, timed
-// out or returned nonsense is closed and never reused.
 package plugins
 
 import (

@@ -30,6 +30,7 @@ type Handler struct {
 	log      *slog.Logger
 	config   []byte
 	key      string
+	lim      *limiter
 
 	cur    atomic.Pointer[module]
 	closed atomic.Bool
@@ -53,13 +54,39 @@ func FailureReply() *middleware.Reply {
 	}
 }
 
+// FailureReplyFor is the answer to a request whose plugin failed with
+// reason (Error.Reason) and fails closed: 504 when the guest ran out of
+// time, 503 (with Retry-After) when the entry was at its concurrency limit
+// or had no instance free in time, FailureReply otherwise.
+func FailureReplyFor(reason string) *middleware.Reply {
+	switch reason {
+	case "timeout":
+		return &middleware.Reply{
+			Status:  504,
+			Headers: [][2]string{{"Content-Type", "application/json"}},
+			Body:    []byte(`{"error":"plugin timed out"}`),
+		}
+	case "overloaded", "busy":
+		return &middleware.Reply{
+			Status:  503,
+			Headers: [][2]string{{"Content-Type", "application/json"}, {"Retry-After", "1"}},
+			Body:    []byte(`{"error":"plugin overloaded"}`),
+		}
+	}
+	return FailureReply()
+}
+
 // NewHandler builds the policy of a `name: wasm` entry: cfg.Path is the
 // .wasm file (relative to the working directory), cfg.Config is handed to
 // the guest as JSON (get_config) and cfg.FailOpen decides what a failing
 // plugin does to the request. The plugin is compiled (or taken from m's
 // cache) and one instance started, so that a broken plugin fails the
-// snapshot build rather than requests. The dynamic type of the result is
-// *Handler.
+// snapshot build rather than requests. cfg.MaxConcurrency bounds the
+// guest calls running at once on the workers (default: the CPUs the
+// process may use, at most 16; see workerPool) and
+// cfg.MaxQueue the calls waiting for one of them (default 1024), each for
+// at most the call deadline: others are refused (reason "overloaded").
+// The dynamic type of the result is *Handler.
 func NewHandler(m *Manager, cfg config.Middleware, route string, rep middleware.Reporter) (middleware.Handler, error) {
 	h, err := New(m, cfg, route, rep)
 	if err != nil {
@@ -89,6 +116,13 @@ func New(m *Manager, cfg config.Middleware, route string, rep middleware.Reporte
 	if rep == nil {
 		rep = middleware.NopReporter{}
 	}
+	conc, queue := cfg.MaxConcurrency, cfg.MaxQueue
+	if conc <= 0 {
+		conc = m.opts.MaxConcurrency
+	}
+	if queue <= 0 {
+		queue = defaultMaxQueue
+	}
 	h := &Handler{
 		mgr:      m,
 		path:     abs,
@@ -98,6 +132,7 @@ func New(m *Manager, cfg config.Middleware, route string, rep middleware.Reporte
 		log:      m.log,
 		config:   conf,
 		key:      fmt.Sprintf("rustygate.plugins.wasm#%d", handlerSeq.Add(1)),
+		lim:      newLimiter(conc, queue, m.opts.Timeout),
 	}
 
 	m.mu.Lock()
@@ -105,6 +140,7 @@ func New(m *Manager, cfg config.Middleware, route string, rep middleware.Reporte
 	if m.closed {
 		return nil, fmt.Errorf("wasm: %w", errManagerClosed)
 	}
+	m.startWorkersLocked()
 	if m.current[abs] != nil {
 		// A configuration reload picks up a changed file even without
 		// Watch; if the file is now broken, the running version stays
@@ -134,13 +170,18 @@ func (h *Handler) newModule(c *compiled) *module {
 	h.mgr.cacheMu.Lock()
 	c.refs++
 	h.mgr.cacheMu.Unlock()
-	mod := newModule(c, h.mgr.rt, &h.mgr.opts, h.log, h.config, h.path, h.route, h.key)
+	mod := newModule(c, h.mgr.rt, h.lim, h.mgr.pool, &h.mgr.opts, h.log, h.config, h.path, h.route, h.key)
 	mod.created = &h.mgr.created
+	mod.mem = h.mgr.mem
 	return mod
 }
 
 // Path is the absolute path of the plugin file.
 func (h *Handler) Path() string { return h.path }
+
+// Running is the number of guest calls of the handler holding a
+// concurrency slot: running, or past their deadline and not stopped yet.
+func (h *Handler) Running() int { return h.lim.running() }
 
 // Handle implements middleware.Handler. r must implement Exchange. It
 // returns the guest's own answer (next=0), or nil to forward the request;
@@ -223,7 +264,7 @@ func (h *Handler) fail(r middleware.Request, err error) *middleware.Reply {
 	if h.failOpen {
 		return nil
 	}
-	return FailureReply()
+	return FailureReplyFor(reason)
 }
 
 // logFailure logs at most one failure a second per handler, with the

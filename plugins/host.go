@@ -63,7 +63,13 @@ func instantiateHost(ctx context.Context, rt wazero.Runtime) error {
 		fn := f.fn
 		b.NewFunctionBuilder().
 			WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
-				fn(stateOf(ctx), mod.Memory(), stack)
+				st := stateOf(ctx)
+				st.mu.Lock()
+				defer st.mu.Unlock()
+				if st.gone {
+					trap("call abandoned at its deadline")
+				}
+				fn(st, mod.Memory(), stack)
 			}), f.params, f.results).
 			Export(f.name)
 	}

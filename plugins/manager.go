@@ -42,6 +42,17 @@ type Options struct {
 	// plus requests whose guest keeps its instance until handle_response).
 	// Default max(16, 4*GOMAXPROCS).
 	MaxInstances int
+	// MaxConcurrency is the default of a wasm entry's max_concurrency: the
+	// guest calls of one entry running at once on the workers. Default:
+	// GOMAXPROCS (as it was before the workers raised it), at most 16.
+	MaxConcurrency int
+	// Workers is the number of dedicated guest threads (see workerPool)
+	// started with the first handler. Default 2*GOMAXPROCS (at most 32),
+	// so that one suspect entry at its default max_concurrency leaves
+	// workers to the others. A negative
+	// value runs every guest on the requests' goroutines. Only on Linux;
+	// elsewhere guests always run on the requests' goroutines.
+	Workers int
 	// MaxBodyBytes bounds a body a guest writes in one call. Default 8 MiB.
 	MaxBodyBytes int
 	// MaxFileBytes bounds a .wasm file. Default 64 MiB.
@@ -70,8 +81,18 @@ func (o Options) withDefaults() Options {
 	if o.MemoryLimitPages == 0 {
 		o.MemoryLimitPages = 1024
 	}
+	procs := baseProcs()
 	if o.MaxInstances <= 0 {
-		o.MaxInstances = max(16, 4*runtime.GOMAXPROCS(0))
+		o.MaxInstances = max(16, 4*procs)
+	}
+	if o.MaxConcurrency <= 0 {
+		o.MaxConcurrency = min(procs, maxWorkers/2)
+	}
+	switch {
+	case !workersSupported || o.Workers < 0:
+		o.Workers = 0
+	case o.Workers == 0:
+		o.Workers = min(2*procs, maxWorkers)
 	}
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 8 << 20
@@ -86,6 +107,35 @@ func (o Options) withDefaults() Options {
 		o.Logger = slog.Default()
 	}
 	return o
+}
+
+// maxWorkers bounds the default number of guest threads, and maxInline
+// the calls of trusted guests on requests' goroutines (see workerPool):
+// each is a P added to GOMAXPROCS, and many idle Ps cost the scheduler.
+const (
+	maxWorkers = 32
+	maxInline  = 8
+)
+
+// defaultMaxQueue is the default of max_queue: enough for a burst of
+// requests on a healthy plugin, whose calls take microseconds.
+const defaultMaxQueue = 1024
+
+// demoteAfter is how long a guest call runs at normal priority before its
+// thread is deprioritised: far above a well-behaved call (microseconds),
+// far below the deadline.
+func demoteAfter(timeout time.Duration) time.Duration {
+	return min(5*time.Millisecond, timeout/4)
+}
+
+// baseProcs is GOMAXPROCS without what the worker pools added.
+func baseProcs() int {
+	procs.Lock()
+	defer procs.Unlock()
+	if procs.added > 0 {
+		return procs.base
+	}
+	return runtime.GOMAXPROCS(0)
 }
 
 // compiled is the compiled code of one content (a version of a file),
@@ -136,6 +186,12 @@ type Manager struct {
 	cacheMu sync.Mutex
 	cache   map[string]*compiled
 
+	// pool runs the guests (nil until the first handler, or without
+	// workers).
+	pool *workerPool
+	// mem allocates guests' linear memories.
+	mem *guestMemory
+
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	created atomic.Int64
@@ -172,6 +228,7 @@ func NewManager(opts Options) (*Manager, error) {
 		handlers: map[string]map[*Handler]struct{}{},
 		watched:  map[string]bool{},
 		stop:     make(chan struct{}),
+		mem:      &guestMemory{},
 	}
 	if err := instantiateHost(ctx, rt); err != nil {
 		m.closeRuntime()
@@ -396,8 +453,23 @@ func (m *Manager) Close() error {
 			h.shutdown()
 		}
 	}
+	// Closing the runtime closes every module, which stops the guests
+	// still running (their memories stay mapped); then the workers can
+	// end.
+	m.mem.closing.Store(true)
 	m.closeRuntime()
+	if m.pool != nil {
+		m.pool.stop()
+	}
 	return err
+}
+
+// startWorkersLocked starts the guest threads on first use, so that a
+// process without plugins keeps its GOMAXPROCS.
+func (m *Manager) startWorkersLocked() {
+	if m.pool == nil && m.opts.Workers > 0 {
+		m.pool = startWorkers(m.opts.Workers, min(baseProcs(), maxInline), demoteAfter(m.opts.Timeout))
+	}
 }
 
 // Stats are counters for tests and metrics.
@@ -408,6 +480,12 @@ type Stats struct {
 	Swaps int64
 	// Compiled is the number of compiled modules held.
 	Compiled int
+	// Workers is the number of guest threads (0 before the first handler,
+	// or when guests run on the requests' goroutines).
+	Workers int
+	// Demoted is the number of guest calls that overran the normal
+	// priority budget, after which their threads were deprioritised.
+	Demoted int64
 }
 
 // Stats returns the Manager's counters.
@@ -415,7 +493,13 @@ func (m *Manager) Stats() Stats {
 	m.cacheMu.Lock()
 	n := len(m.cache)
 	m.cacheMu.Unlock()
-	return Stats{Instances: m.created.Load(), Swaps: m.swaps.Load(), Compiled: n}
+	st := Stats{Instances: m.created.Load(), Swaps: m.swaps.Load(), Compiled: n}
+	m.mu.Lock()
+	if p := m.pool; p != nil {
+		st.Workers, st.Demoted = p.size, p.demoted.Load()
+	}
+	m.mu.Unlock()
+	return st
 }
 
 // logWriter turns a guest's stdout/stderr (e.g. a Go panic message) into

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/rustygate/rustygate/l7/middleware"
@@ -41,7 +42,8 @@ var (
 // Error is the error of a failed guest call.
 type Error struct {
 	// Reason is short and bounded, usable as a metric label: "timeout",
-	// "trap", "exit", "bad_return", "busy", "instantiate" or "closed".
+	// "trap", "exit", "bad_return", "busy", "overloaded", "instantiate" or
+	// "closed".
 	Reason string
 	Err    error
 }
@@ -60,6 +62,8 @@ var (
 type module struct {
 	c      *compiled
 	rt     wazero.Runtime
+	lim    *limiter    // shared by the versions of one Handler
+	pool   *workerPool // nil: guests run on the calling goroutine
 	modCfg wazero.ModuleConfig
 	config []byte
 	opts   *Options
@@ -77,8 +81,15 @@ type module struct {
 	shut  atomic.Bool    // Close was called
 	fin   sync.Once      // releases c once shut and live == 0
 	once  sync.Once      // Close
+	// suspect: a call ran longer than the pool's demoteAfter; calls then
+	// go to the workers (see workerPool). good counts the calls within it
+	// since the guest started or last overran, up to probation.
+	suspect atomic.Bool
+	good    atomic.Int64
 	// created counts the instances made, for the Manager's statistics.
 	created *atomic.Int64
+	// mem allocates the instances' linear memories (nil: wazero's).
+	mem *guestMemory
 }
 
 // instance is one instantiated guest.
@@ -90,6 +101,15 @@ type instance struct {
 	st         callState
 	ctx        *callCtx
 	stack      [2]uint64
+	// job is the operation handed to a worker; fn, n and err are the
+	// guest call it makes and its error.
+	job job
+	fn  api.Function
+	n   int
+	err error
+	// slot: the current operation holds a slot of the owner's limiter,
+	// released by whoever finishes with the instance.
+	slot bool
 }
 
 // pending is what OnRequest leaves in the Exchange for OnResponse.
@@ -101,10 +121,12 @@ type pending struct {
 
 var pendingPool = sync.Pool{New: func() any { return new(pending) }}
 
-func newModule(c *compiled, rt wazero.Runtime, opts *Options, log *slog.Logger, config []byte, path, route, key string) *module {
+func newModule(c *compiled, rt wazero.Runtime, lim *limiter, pool *workerPool, opts *Options, log *slog.Logger, config []byte, path, route, key string) *module {
 	m := &module{
 		c:      c,
 		rt:     rt,
+		lim:    lim,
+		pool:   pool,
 		config: config,
 		opts:   opts,
 		log:    log,
@@ -133,7 +155,7 @@ func newModule(c *compiled, rt wazero.Runtime, opts *Options, log *slog.Logger, 
 // prewarm creates one instance, so that a guest that cannot start is
 // reported when the handler is built, not on the first request.
 func (m *module) prewarm() error {
-	inst, err := m.acquire()
+	inst, err := m.acquire(nil, time.Time{})
 	if err != nil {
 		return err
 	}
@@ -142,8 +164,12 @@ func (m *module) prewarm() error {
 }
 
 // acquire returns an idle instance, a new one while the pool is under
-// MaxInstances, or waits up to QueueTimeout for one to come back.
-func (m *module) acquire() (*instance, error) {
+// MaxInstances, or waits up to QueueTimeout (and at most until deadline,
+// unless it is zero) for one to come back; a new instance must start by
+// then too. held points to whether the caller holds a concurrency slot
+// (nil: none); a new instance's start takes it along, and leaves it false
+// when the worker took the slot over (see instantiate).
+func (m *module) acquire(held *bool, deadline time.Time) (*instance, error) {
 	if m.shut.Load() {
 		return nil, errClosed
 	}
@@ -156,16 +182,20 @@ func (m *module) acquire() (*instance, error) {
 	case inst := <-m.idle:
 		return inst, nil
 	case m.slots <- struct{}{}:
-		return m.instantiate()
+		return m.instantiate(held, deadline)
 	default:
 	}
-	t := time.NewTimer(m.opts.QueueTimeout)
+	wait := m.opts.QueueTimeout
+	if !deadline.IsZero() {
+		wait = min(wait, time.Until(deadline))
+	}
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case inst := <-m.idle:
 		return inst, nil
 	case m.slots <- struct{}{}:
-		return m.instantiate()
+		return m.instantiate(held, deadline)
 	case <-m.done:
 		return nil, errClosed
 	case <-t.C:
@@ -173,8 +203,9 @@ func (m *module) acquire() (*instance, error) {
 	}
 }
 
-// instantiate creates an instance in a slot the caller took.
-func (m *module) instantiate() (*instance, error) {
+// instantiate creates an instance in a slot the caller took. The guest's
+// start functions run like a call: on a worker, within InitTimeout.
+func (m *module) instantiate(held *bool, deadline time.Time) (*instance, error) {
 	// live before shut: Close then either sees this instance, or this
 	// sees Close and gives up before touching the compiled module.
 	m.live.Add(1)
@@ -182,16 +213,30 @@ func (m *module) instantiate() (*instance, error) {
 		m.dropSlot()
 		return nil, errClosed
 	}
-	inst := &instance{owner: m}
+	inst := &instance{owner: m, job: job{op: opInstantiate, finished: make(chan struct{}, 1)}}
 	inst.st.mod = m
 	inst.ctx = newCallCtx(&inst.st)
 	inst.st.phase = phaseInit
-	inst.ctx.arm(m.opts.InitTimeout)
-	mod, err := m.rt.InstantiateModule(inst.ctx, m.c.mod, m.modCfg)
+	limit := m.opts.InitTimeout
+	if !deadline.IsZero() {
+		limit = min(limit, max(time.Until(deadline), time.Millisecond))
+	}
+	inst.ctx.arm(limit)
+	inst.slot = held != nil && *held
+	if m.pool.exec(inst) {
+		if held != nil {
+			*held = false
+		}
+		return nil, &Error{Reason: "timeout", Err: fmt.Errorf("instantiating %s: %w", m.path, errTimeout)}
+	}
 	ok := inst.ctx.disarm()
 	inst.st.phase = phaseIdle
+	inst.slot = false
+	err := inst.err
 	if err == nil && !ok {
-		_ = mod.Close(context.Background())
+		if inst.mod != nil {
+			_ = inst.mod.Close(context.Background())
+		}
 		err = errTimeout
 	}
 	if err != nil {
@@ -203,15 +248,30 @@ func (m *module) instantiate() (*instance, error) {
 		}
 		return nil, &Error{Reason: reason, Err: fmt.Errorf("instantiating %s: %w", m.path, err)}
 	}
-	inst.mod = mod
-	inst.handleReq = mod.ExportedFunction("handle_request")
+	inst.err = nil
+	inst.handleReq = inst.mod.ExportedFunction("handle_request")
 	if m.c.hasResponse {
-		inst.handleResp = mod.ExportedFunction("handle_response")
+		inst.handleResp = inst.mod.ExportedFunction("handle_response")
 	}
 	if m.created != nil {
 		m.created.Add(1)
 	}
 	return inst, nil
+}
+
+// opInstantiate is the worker's part of instantiate.
+func opInstantiate(inst *instance) {
+	m := inst.owner
+	ctx := context.Context(inst.ctx)
+	if m.mem != nil {
+		ctx = experimental.WithMemoryAllocator(ctx, m.mem)
+	}
+	inst.mod, inst.err = m.rt.InstantiateModule(ctx, m.c.mod, m.modCfg)
+}
+
+// opCall is the worker's part of call.
+func opCall(inst *instance) {
+	inst.err = inst.fn.CallWithStack(inst.ctx, inst.stack[:inst.n])
 }
 
 // release puts a healthy instance back in the pool.
@@ -230,8 +290,31 @@ func (m *module) release(inst *instance) {
 func (m *module) discard(inst *instance) {
 	inst.ctx.stop()
 	inst.st.end()
-	_ = inst.mod.Close(context.Background())
+	if inst.mod != nil {
+		_ = inst.mod.Close(context.Background())
+	}
 	m.dropSlot()
+}
+
+// abandoned is the worker finishing an operation whose caller left at the
+// deadline: the guest has stopped now, so its instance is closed and the
+// call's concurrency slot freed.
+func (m *module) abandoned(inst *instance) {
+	slot := inst.slot
+	inst.slot = false
+	// The caller may still be fencing the state off (callState.abandon).
+	inst.st.mu.Lock()
+	inst.st.gone = true
+	inst.st.end()
+	inst.st.mu.Unlock()
+	inst.ctx.stop()
+	if inst.mod != nil {
+		_ = inst.mod.Close(context.Background())
+	}
+	m.dropSlot()
+	if slot {
+		m.lim.release()
+	}
 }
 
 func (m *module) dropSlot() {
@@ -269,13 +352,25 @@ func (m *module) Close() error {
 	return nil
 }
 
-// call runs fn on inst with the call deadline. timedOut reports that the
-// deadline fired, in which case the instance must be discarded even if
-// the call returned.
-func (inst *instance) call(fn api.Function, n int) (timedOut bool, err error) {
-	inst.ctx.arm(inst.owner.opts.Timeout)
-	err = fn.CallWithStack(inst.ctx, inst.stack[:n])
-	return !inst.ctx.disarm(), err
+// call runs fn on inst until deadline. abandoned reports that the
+// caller left at the deadline while the guest was still running: the
+// instance and its slot are the worker's now (see exec). Otherwise
+// timedOut reports that the deadline fired, in which case the instance
+// must be discarded even if the call returned.
+func (inst *instance) call(fn api.Function, n int, deadline time.Time) (abandoned, timedOut bool, err error) {
+	left := time.Until(deadline)
+	if left <= 0 {
+		return false, true, errTimeout // the wait took the whole budget
+	}
+	inst.fn, inst.n, inst.err = fn, n, nil
+	inst.job.op = opCall
+	inst.ctx.arm(left)
+	if inst.owner.pool.exec(inst) {
+		return true, true, errTimeout
+	}
+	timedOut = !inst.ctx.disarm()
+	err, inst.err = inst.err, nil
+	return false, timedOut, err
 }
 
 // callError classifies the error of a guest call.
@@ -299,19 +394,58 @@ func callError(phase string, timedOut bool, err error) *Error {
 	return &Error{Reason: reason, Err: fmt.Errorf("%s: %w", phase, err)}
 }
 
+// enter takes a concurrency slot for a call, unless the guest is trusted
+// to run inline (see workerPool.tryInline): such calls are bounded by the
+// pool's inline tokens instead, and never outlive their deadline by more
+// than the guest takes to notice it, once. held reports a slot taken.
+func (m *module) enter() (held bool, err error) {
+	if m.pool != nil && m.trusted() {
+		return false, nil
+	}
+	if err := m.lim.acquire(); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// trusted: the guest passed its probation and did not overrun since.
+func (m *module) trusted() bool { return !m.suspect.Load() && m.good.Load() >= probation }
+
 // OnRequest implements Plugin.
 func (m *module) OnRequest(ex Exchange) (*middleware.Reply, error) {
-	inst, err := m.acquire()
+	deadline := time.Now().Add(m.opts.Timeout)
+	held, err := m.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if held {
+			m.lim.release()
+		}
+	}()
+	inst, err := m.acquire(&held, deadline)
 	if err != nil {
 		return nil, err
 	}
 	st := &inst.st
 	st.begin(ex, phaseRequest)
-	timedOut, err := inst.call(inst.handleReq, 1)
+	inst.slot = held
+	abandoned, timedOut, err := inst.call(inst.handleReq, 1, deadline)
+	if abandoned {
+		held = false
+		return nil, callError("handle_request", true, err)
+	}
+	inst.slot = false
 	if err != nil || timedOut {
 		m.discard(inst)
 		return nil, callError("handle_request", timedOut, err)
 	}
+	return m.afterRequest(ex, inst)
+}
+
+// afterRequest turns what handle_request did into OnRequest's result.
+func (m *module) afterRequest(ex Exchange, inst *instance) (*middleware.Reply, error) {
+	st := &inst.st
 	ctxNext := inst.stack[0]
 	switch uint32(ctxNext) {
 	case 0:
@@ -363,12 +497,28 @@ func (m *module) OnResponse(ex Exchange) error {
 	if p == nil {
 		return nil
 	}
+	deadline := time.Now().Add(m.opts.Timeout)
+	held, err := m.enter()
+	if err != nil {
+		if p.inst != nil {
+			// Its guest keeps state for this request: not reusable.
+			p.inst.owner.discard(p.inst)
+		}
+		ex.SetValue(m.key, nil)
+		*p = pending{}
+		pendingPool.Put(p)
+		return err
+	}
+	defer func() {
+		if held {
+			m.lim.release()
+		}
+	}()
 	inst := p.inst
 	if inst == nil {
 		// Any instance will do. On failure the pending state stays for a
 		// retry on the module swapped in meanwhile.
-		var err error
-		if inst, err = m.acquire(); err != nil {
+		if inst, err = m.acquire(&held, deadline); err != nil {
 			return err
 		}
 	}
@@ -387,7 +537,13 @@ func (m *module) OnResponse(ex Exchange) error {
 	if ex.ResponseIsError() {
 		inst.stack[1] = 1
 	}
-	timedOut, err := inst.call(inst.handleResp, 2)
+	inst.slot = held
+	abandoned, timedOut, err := inst.call(inst.handleResp, 2, deadline)
+	if abandoned {
+		held = false
+		return callError("handle_response", true, err)
+	}
+	inst.slot = false
 	if err != nil || timedOut {
 		owner.discard(inst)
 		return callError("handle_response", timedOut, err)

@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -67,7 +68,17 @@ func TestDeny(t *testing.T) {
 }
 
 func TestLoopIsCutByTheDeadline(t *testing.T) {
-	m, logs := newManager(t, Options{Timeout: 100 * time.Millisecond})
+	for _, workers := range []int{0, -1} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+			testLoopIsCut(t, Options{Timeout: 100 * time.Millisecond, Workers: workers})
+		})
+	}
+}
+
+// testLoopIsCut: a guest that never returns fails its call with a timeout
+// at the deadline; its instance is discarded, and Handle answers 504.
+func testLoopIsCut(t *testing.T, opts Options) {
+	m, logs := newManager(t, opts)
 	rep := &reporter{}
 	h, err := New(m, config.Middleware{Name: "wasm", Path: example(t, "loop")}, "r1", rep)
 	if err != nil {
@@ -85,13 +96,14 @@ func TestLoopIsCutByTheDeadline(t *testing.T) {
 	if elapsed < 100*time.Millisecond || elapsed > 5*time.Second {
 		t.Fatalf("stopped after %v, want about 100ms", elapsed)
 	}
-	// The instance that overran was discarded, not pooled.
-	if live := h.cur.Load().live.Load(); live != 0 {
-		t.Fatalf("%d live instances after the timeout, want 0", live)
-	}
-	// Through Handle: fail closed with the 500.
+	// The instance that overran is discarded, not pooled, and its slot
+	// freed, once the guest has stopped.
+	waitFor(t, "the overrun instance discarded", func() bool {
+		return h.cur.Load().live.Load() == 0 && h.Running() == 0
+	})
+	// Through Handle: fail closed with the 504.
 	r := roundTrip(h, newEx("GET", "/"))
-	if r.forwarded || r.status != 500 || r.body != `{"error":"plugin failed"}` {
+	if r.forwarded || r.status != 504 || r.body != `{"error":"plugin timed out"}` {
 		t.Fatalf("fail closed: %+v", r)
 	}
 	if got := rep.got(); !slices.Equal(got, []string{"wasm/r1/timeout"}) {
@@ -99,6 +111,18 @@ func TestLoopIsCutByTheDeadline(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "wasm plugin failed") {
 		t.Fatalf("failure not logged:\n%s", logs)
+	}
+}
+
+// waitFor polls cond until it holds, failing after 10 s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -134,7 +158,11 @@ func TestTrap(t *testing.T) {
 func TestConcurrentCalls(t *testing.T) {
 	// Generous deadlines: this checks pooling, not speed, on a shared CPU.
 	m, _ := newManager(t, Options{Timeout: 5 * time.Second, QueueTimeout: 30 * time.Second})
-	h := newHandler(t, m, example(t, "add_header"), false, nil)
+	h, err := New(m, config.Middleware{Name: "wasm", Path: example(t, "add_header"), MaxConcurrency: 64, MaxQueue: 1000}, "r1", &reporter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
 
 	const n = 1000
 	var wg sync.WaitGroup

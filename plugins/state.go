@@ -29,6 +29,13 @@ type callState struct {
 	ex    Exchange
 	phase phase
 
+	// mu is held by every host function while it runs; gone is set (under
+	// mu) when the caller left at the deadline while the guest still ran
+	// on a worker: the request has moved on, and the host functions trap
+	// instead of touching it.
+	mu   sync.Mutex
+	gone bool
+
 	// initFeatures were enabled outside of any request (at instantiation)
 	// and hold for every request of the instance; features is the set of
 	// the current request.
@@ -101,6 +108,18 @@ func (st *callState) begin(ex Exchange, ph phase) {
 	st.reqBodyWritten = false
 	st.reqBodyIn, st.reqBodyLoaded, st.reqBodyRead = nil, false, 0
 	st.respBodyIn, st.respBodyLoaded, st.respBodyRead = nil, false, 0
+}
+
+// abandon fences the state off the caller that leaves at the deadline:
+// once it returns, no host function touches the exchange any more. It
+// waits for a host function in progress (they are short, except a
+// read_body that waits for the client, bounded by the read timeout).
+func (st *callState) abandon() {
+	st.mu.Lock()
+	st.gone = true
+	st.ex = nil
+	st.reqBodyIn, st.respBodyIn = nil, nil
+	st.mu.Unlock()
 }
 
 // end drops the references to the exchange so that a pooled instance does

@@ -116,7 +116,7 @@ func (b *logBuffer) String() string {
 
 // gateway is one running rustygate process.
 type gateway struct {
-	t      *testing.T
+	t      testing.TB
 	addr   string // proxy listener, host:port
 	cfg    string // config file path
 	cmd    *exec.Cmd
@@ -157,7 +157,7 @@ const anyPort = `"127.0.0.1:0"`
 // startGateway writes yaml to a file, runs the gateway on it and waits
 // for the startup line, which gives the real address of a "127.0.0.1:0"
 // listener. The process is stopped with SIGTERM at cleanup.
-func startGateway(t *testing.T, engine, yaml string) *gateway {
+func startGateway(t testing.TB, engine, yaml string) *gateway {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "rustygate.yaml")
 	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
@@ -282,7 +282,7 @@ func (g *gateway) accessLine(t *testing.T, id string) map[string]any {
 }
 
 // newBackend starts an httptest server on 127.0.0.1, closed at cleanup.
-func newBackend(t *testing.T, h http.HandlerFunc) *httptest.Server {
+func newBackend(t testing.TB, h http.HandlerFunc) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

@@ -1,12 +1,14 @@
 package e2e_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,7 +17,7 @@ import (
 
 // buildPlugin compiles an example plugin (GOOS=wasip1 GOARCH=wasm) into
 // dir/name.wasm.
-func buildPlugin(t *testing.T, name, out string) {
+func buildPlugin(t testing.TB, name, out string) {
 	t.Helper()
 	cmd := exec.Command(goTool(), "build", "-trimpath", "-buildmode=c-shared", "-o", out, "./plugins/examples/"+name)
 	cmd.Dir = ".."
@@ -131,5 +133,66 @@ routes:
 	resp, body = get(t, c, g.URL()+"/deny/x")
 	if resp.StatusCode != 200 || string(body) != "backend" {
 		t.Fatalf("deny plugin without X-Deny: %d %q", resp.StatusCode, body)
+	}
+}
+
+// TestValidatePlugins: `rustygate validate` refuses a configuration whose
+// plugin file is missing, is not WebAssembly, or is not an http-wasm
+// guest, naming file, line and key; it accepts a real plugin; `run`
+// refuses a missing plugin file the same way.
+func TestValidatePlugins(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "deny.wasm")
+	buildPlugin(t, "deny", good)
+	corrupt := filepath.Join(dir, "corrupt.wasm")
+	noABI := filepath.Join(dir, "noabi.wasm")
+	os.WriteFile(corrupt, []byte("this is not WebAssembly"), 0o644)
+	os.WriteFile(noABI, []byte("\x00asm\x01\x00\x00\x00"), 0o644) // an empty module
+	missing := filepath.Join(dir, "missing.wasm")
+
+	config := func(plugin string) string {
+		return fmt.Sprintf(`server: { listen: "127.0.0.1:0" }
+admin: { listen: "off" }
+routes:
+  - path: "/p"
+    backend: "http://127.0.0.1:9"
+    middlewares:
+      - name: wasm
+        path: %q
+`, plugin)
+	}
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	if code, stdout, stderr := runValidate(t, write("good.yaml", config(good))); code != 0 || !strings.Contains(stdout, "ok") {
+		t.Fatalf("a real plugin: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	for _, tc := range []struct{ name, plugin, want string }{
+		{"missing", missing, missing + ": no such file or directory"},
+		{"corrupt", corrupt, corrupt + ": not a WebAssembly binary"},
+		{"not a guest", noABI, noABI + `: not an http-wasm guest: guest does not export "handle_request"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := write(strings.ReplaceAll(tc.name, " ", "-")+".yaml", config(tc.plugin))
+			want := cfg + ":8: routes[0].middlewares[0].path: " + tc.want
+			code, stdout, stderr := runValidate(t, cfg)
+			if code == 0 || !strings.Contains(stderr, want) {
+				t.Fatalf("validate: exit %d, stdout %q, stderr %q; want %q", code, stdout, stderr, want)
+			}
+		})
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg := filepath.Join(dir, "missing.yaml")
+	out, err := exec.CommandContext(ctx, gatewayBin, "run", "-c", cfg).CombinedOutput()
+	want := cfg + ":8: routes[0].middlewares[0].path: " + missing + ": no such file or directory"
+	if err == nil || !strings.Contains(string(out), want) {
+		t.Fatalf("run: %v, output %q; want a refusal with %q", err, out, want)
 	}
 }

@@ -42,7 +42,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	path := configPath(fs.Arg(0))
-	cfg, err := config.Load(path)
+	cfg, err := config.LoadChecked(path, plugins.Check)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -1,0 +1,26 @@
+// Package plugins runs request policies written as WebAssembly guests that
+// follow the http-wasm HTTP handler ABI (https://http-wasm.io/http-handler-abi/).
+//
+// A Manager owns one wazero runtime: it compiles .wasm files off the request
+// path (caching compiled code by path and content hash), and, when asked to
+// Watch a directory, recompiles changed files and swaps them into the
+// handlers that use them. A Handler is the middleware.Handler for one
+// `name: wasm` entry of a route: it runs the guest's handle_request on each
+// request and, when the request was forwarded, its handle_response once the
+// proxy has the response. Check validates a plugin file without a Manager.
+//
+// A guest instance is not safe for concurrent use, so each Handler keeps a
+// bounded pool of instances, created on demand. Every instance has a memory
+// cap; an instance that trapped, timed out or returned nonsense is closed and
+// never reused.
+//
+// Guests are isolated from the rest of the process (see worker.go): each
+// Handler bounds its guest calls running at once on workers (max_concurrency,
+// a call past its deadline counting until its guest has stopped) and those
+// waiting for a slot (max_queue); a request spends at most the call deadline in a
+// call, waiting included, and returns at the deadline even if its guest still
+// runs. Guests run on Ps added to GOMAXPROCS for them, new and misbehaving
+// ones on dedicated, deprioritised worker threads, so that a looping guest
+// cannot take the CPU or the Ps of other routes. The package must not hold a
+// request past its deadline, nor let a guest touch a request it has left.
+package plugins
