@@ -42,6 +42,9 @@ FUZZ_TARGETS ?= \
 #   make soak SOAK_FLAGS='-requests 200000 -concurrency 32'
 SOAK_FLAGS ?=
 
+# Flags for test/idlemem, e.g. IDLEMEM_FLAGS='-conns 0,10000 -loops off'.
+IDLEMEM_FLAGS ?=
+
 .PHONY: all build run test lint bench soak idlemem fuzz clean
 
 all: build
@@ -117,7 +120,7 @@ soak: build
 	RG_BIN=$(BIN) $(GO) run ./test/soak -spawn $(SOAK_FLAGS)
 
 idlemem:
-	$(GO) run ./test/idlemem
+	$(GO) run ./test/idlemem $(IDLEMEM_FLAGS)
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
