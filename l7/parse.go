@@ -38,7 +38,10 @@ var (
 const maxHeaderFields = 256
 
 // tokenTable marks the bytes allowed in an RFC 9110 token.
-var tokenTable = func() (t [256]bool) {
+var tokenTable = alnumAnd("!#$%&'*+-.^_`|~")
+
+// alnumAnd returns the set of ASCII letters and digits plus extra.
+func alnumAnd(extra string) (t [256]bool) {
 	for c := 'a'; c <= 'z'; c++ {
 		t[c] = true
 	}
@@ -48,11 +51,11 @@ var tokenTable = func() (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
+	for _, c := range extra {
 		t[c] = true
 	}
-	return
-}()
+	return t
+}
 
 // fieldValueOK reports whether b may appear in a field value: visible
 // ASCII, SP, HTAB and obs-text; never CTLs (so never CR, LF or NUL).

@@ -148,21 +148,7 @@ func unhex(c byte) byte {
 const upperHex = "0123456789ABCDEF"
 
 // unreservedByte marks RFC 3986's unreserved characters.
-var unreservedByte = func() (t [256]bool) {
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-	}
-	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = true
-	}
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for _, c := range "-._~" {
-		t[c] = true
-	}
-	return
-}()
+var unreservedByte = alnumAnd("-._~")
 
 // hasDotSegmentSep reports whether the normalized path p has a "." or
 // ".." segment. With escapedSep, a kept %2F or %5C also separates

@@ -413,13 +413,8 @@ func validRegName(h []byte) bool {
 	return bytes.IndexByte(h, '%') < 0 || validEscapes(h)
 }
 
-var regNameByte = func() (t [256]bool) {
-	t = unreservedByte
-	for _, c := range "!$&'()*+,;=%" {
-		t[c] = true
-	}
-	return
-}()
+// regNameByte adds sub-delims and "%" to the unreserved characters.
+var regNameByte = alnumAnd("-._~!$&'()*+,;=%")
 
 // validIPv6Literal checks the inside of "[...]": an IPv6 address without
 // a zone.
