@@ -4,11 +4,16 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rustygate/rustygate/config"
 )
 
 const acmeHost = "app.test"
@@ -188,4 +193,42 @@ func newTestLog(t testing.TB) *logBuffer {
 		}
 	})
 	return b
+}
+
+// TestACMEOptionsFromConfig maps server.tls.acme onto Options, with the
+// Let's Encrypt shortcuts resolved, and a Manager refuses ACME settings
+// that cannot work before starting anything.
+func TestACMEOptionsFromConfig(t *testing.T) {
+	dir := t.TempDir()
+	c, err := config.Parse("acme.yaml", []byte("server:\n  tls:\n    acme: {email: ops@example.com, ca: staging, storage: "+dir+", challenges: [tls-alpn-01]}\nroutes:\n  - {path: /, host: www.example.com, backend: http://a}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := OptionsFromConfig(c.Server.TLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &ACME{Hosts: []string{"www.example.com"}, Email: "ops@example.com", CA: LetsEncryptStaging, Storage: dir, Challenges: []string{ChallengeTLSALPN01}}
+	if !reflect.DeepEqual(o.ACME, want) || len(o.Certificates) != 0 {
+		t.Fatalf("acme options %+v, want %+v", o.ACME, want)
+	}
+	if ACMEDirectory("production") != LetsEncryptProduction || ACMEDirectory("https://ca.test/dir") != "https://ca.test/dir" {
+		t.Error("ACMEDirectory")
+	}
+	for _, bad := range []ACME{
+		{Storage: dir},
+		{Hosts: []string{"a.test"}},
+		{Hosts: []string{"a.test"}, Storage: dir, Challenges: []string{"dns-01"}},
+		{Hosts: []string{"a.test"}, Storage: dir, CARootFile: filepath.Join(dir, "missing.pem")},
+	} {
+		if m, err := New(Options{ACME: &bad, Logger: slog.New(slog.DiscardHandler)}); err == nil {
+			m.Close()
+			t.Errorf("New accepted %+v", bad)
+		}
+	}
+	m := startManager(t, Options{Certificates: []PairFiles{writePair(t, dir, "a", newCA(t, "ca").issue(t, leafSpec{names: []string{"a.test"}}))}})
+	req, _ := http.NewRequest("GET", "http://a.test/.well-known/acme-challenge/token", nil)
+	if m.HandleHTTPChallenge(nil, req) {
+		t.Error("a manager without acme answered a challenge")
+	}
 }
