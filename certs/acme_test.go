@@ -124,7 +124,9 @@ func checkChallengeRouting(t testing.TB, front *acmeFront) {
 // TestACMETLSALPN01 obtains a certificate validated by tls-alpn-01 on
 // the HTTPS listener itself, beside a certificate file: the file serves
 // its name, ACME the other, and a name neither covers fails the
-// handshake without an order reaching the CA.
+// handshake without an order reaching the CA. The first request comes
+// before the certificate: its handshake waits for it, and the storage
+// lock keeps that wait from placing a second order.
 func TestACMETLSALPN01(t *testing.T) {
 	front := newACMEFront(t)
 	p := startPebble(t, pebbleOpts{httpPort: front.httpPort(), tlsPort: front.httpsPort(), validity: time.Hour})
@@ -135,10 +137,14 @@ func TestACMETLSALPN01(t *testing.T) {
 	o.Hosts = append(o.Hosts, "file.test") // covered by the file: never ordered
 	m := startManager(t, Options{Certificates: []PairFiles{files}, StrictSNI: true, ACME: o, Logger: logs.logger()})
 	front.serve(t, m)
+	roots := p.issuerRoots(t)
+	leaf, body := getHTTPS(t, front, acmeHost, roots)
 	got := waitACMECert(t, m, 20*time.Second, "")
 	logs.waitLog(t, "served key authentication", "tls-alpn-01", acmeHost)
 	logs.waitLog(t, "acme host covered by a certificate file", "file.test")
-	leaf, body := getHTTPS(t, front, acmeHost, p.issuerRoots(t))
+	if n := strings.Count(p.log.String(), "Added order"); n != 1 {
+		t.Fatalf("%d orders, want 1", n)
+	}
 	if leaf.SerialNumber.Text(16) != got.Serial || body != "hello over HTTP/2.0" {
 		t.Fatalf("served %s %q, want %s over h2", leaf.SerialNumber.Text(16), body, got.Serial)
 	}
@@ -173,8 +179,9 @@ func TestACMESharedStorage(t *testing.T) {
 	b.serve(t, mb)
 	ca := waitACMECert(t, ma, 20*time.Second, "")
 	cb := waitACMECert(t, mb, 20*time.Second, "")
-	if ca.Serial != cb.Serial || p.issued() != 1 {
-		t.Fatalf("serials %s and %s, pebble issued %d certificates, want one shared", ca.Serial, cb.Serial, p.issued())
+	orders := strings.Count(p.log.String(), "Added order")
+	if ca.Serial != cb.Serial || p.issued() != 1 || orders != 1 {
+		t.Fatalf("serials %s and %s, pebble took %d orders and issued %d certificates, want one shared", ca.Serial, cb.Serial, orders, p.issued())
 	}
 	roots := p.issuerRoots(t)
 	la, _ := getHTTPS(t, a, acmeHost, roots)
@@ -230,5 +237,43 @@ func TestACMEOptionsFromConfig(t *testing.T) {
 	req, _ := http.NewRequest("GET", "http://a.test/.well-known/acme-challenge/token", nil)
 	if m.HandleHTTPChallenge(nil, req) {
 		t.Error("a manager without acme answered a challenge")
+	}
+}
+
+// TestACMEUpdate changes the ACME hosts in a configuration reload: the
+// new host gets its certificate, the old one keeps serving the one in
+// storage without a new order, and dropping acme stops serving it.
+func TestACMEUpdate(t *testing.T) {
+	front := newACMEFront(t)
+	p := startPebble(t, pebbleOpts{httpPort: front.httpPort(), tlsPort: front.httpsPort(), validity: time.Hour})
+	o := acmeOptions(p, front, t.TempDir(), ChallengeHTTP01)
+	m := startManager(t, Options{ACME: o})
+	front.serve(t, m)
+	first := waitACMECert(t, m, 20*time.Second, "")
+	two := *o
+	two.Hosts = []string{acmeHost, "two.test"}
+	if err := m.Update(Options{ACME: &two}); err != nil {
+		t.Fatal(err)
+	}
+	roots := p.issuerRoots(t)
+	if leaf, _ := getHTTPS(t, front, "two.test", roots); leaf.DNSNames[0] != "two.test" {
+		t.Fatalf("two.test served %v", leaf.DNSNames)
+	}
+	if leaf, _ := getHTTPS(t, front, acmeHost, roots); leaf.SerialNumber.Text(16) != first.Serial {
+		t.Fatalf("%s served %s after the reload, want %s", acmeHost, leaf.SerialNumber.Text(16), first.Serial)
+	}
+	if n := strings.Count(p.log.String(), "Added order"); n != 2 {
+		t.Fatalf("%d orders, want 2", n)
+	}
+	ca := newCA(t, "files CA")
+	files := writePair(t, t.TempDir(), "other", ca.issue(t, leafSpec{names: []string{"other.test"}}))
+	if err := m.Update(Options{Certificates: []PairFiles{files}, StrictSNI: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dial(front.httpsAddr(), &tls.Config{RootCAs: roots, ServerName: acmeHost}); err == nil {
+		t.Fatal("acme host still served after acme was removed")
+	}
+	if c := m.Certificates(); len(c) != 1 || c[0].ACME {
+		t.Fatalf("certificates %+v", c)
 	}
 }
