@@ -75,19 +75,22 @@ type ACME struct {
 // validations.
 var acmeRetry = []time.Duration{time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute, 30 * time.Minute, time.Hour}
 
+// acmeHandshakeWait bounds how long a handshake for an ACME host waits
+// for the first attempt to get its certificate.
+const acmeHandshakeWait = 30 * time.Second
+
 func (a *ACME) challenge(c string) bool { return slices.Contains(a.Challenges, c) }
 
 // acmeSource obtains, renews and serves the ACME certificates.
 type acmeSource struct {
-	opts  ACME
-	hosts map[string]struct{}
-	log   *slog.Logger
-	cache *certmagic.Cache
-	// managed obtains at start and renews; onDemand serves handshakes and
-	// obtains, for a configured host only, when the first handshake comes
-	// before the certificate.
-	managed, onDemand *certmagic.Config
-	issuer            *certmagic.ACMEIssuer
+	opts ACME
+	// hosts maps each host to a channel closed when the first attempt to
+	// get its certificate (from storage or the CA) has ended.
+	hosts   map[string]chan struct{}
+	log     *slog.Logger
+	cache   *certmagic.Cache
+	managed *certmagic.Config
+	issuer  *certmagic.ACMEIssuer
 	// alpn answers tls-alpn-01 handshakes (nil when that challenge is off).
 	alpn *tls.Config
 
@@ -147,9 +150,9 @@ func newACMESource(o ACME, log *slog.Logger, onChange func()) (*acmeSource, erro
 			return nil, fmt.Errorf("certs: acme: ca_root: %w", err)
 		}
 	}
-	s := &acmeSource{opts: o, hosts: make(map[string]struct{}, len(o.Hosts)), log: log}
+	s := &acmeSource{opts: o, hosts: make(map[string]chan struct{}, len(o.Hosts)), log: log}
 	for _, h := range o.Hosts {
-		s.hosts[strings.ToLower(h)] = struct{}{}
+		s.hosts[strings.ToLower(h)] = make(chan struct{})
 	}
 	zl := newZapLogger(log)
 	s.cache = certmagic.NewCache(certmagic.CacheOptions{
@@ -179,9 +182,6 @@ func newACMESource(o ACME, log *slog.Logger, onChange func()) (*acmeSource, erro
 	s.managed = certmagic.New(s.cache, base)
 	s.issuer = certmagic.NewACMEIssuer(s.managed, tmpl)
 	s.managed.Issuers = []certmagic.Issuer{s.issuer}
-	base.OnDemand = &certmagic.OnDemandConfig{DecisionFunc: s.allow}
-	s.onDemand = certmagic.New(s.cache, base)
-	s.onDemand.Issuers = []certmagic.Issuer{certmagic.NewACMEIssuer(s.onDemand, tmpl)}
 	if o.challenge(ChallengeTLSALPN01) {
 		s.alpn = &tls.Config{
 			MinVersion:     tls.VersionTLS12,
@@ -192,30 +192,23 @@ func newACMESource(o ACME, log *slog.Logger, onChange func()) (*acmeSource, erro
 	return s, nil
 }
 
-// allow is the on-demand decision: only the configured hosts, never a
-// name a client made up.
-func (s *acmeSource) allow(_ context.Context, name string) error {
-	if _, ok := s.hosts[strings.ToLower(name)]; ok {
-		return nil
-	}
-	return fmt.Errorf("%q is not an acme host", name)
-}
-
 // start obtains (or loads from storage) the certificate of every host in
 // the background and keeps it renewed until close.
 func (s *acmeSource) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	for _, h := range s.opts.Hosts {
+	for h, first := range s.hosts {
 		s.wg.Add(1)
-		go s.manage(ctx, h)
+		go s.manage(ctx, h, first)
 	}
 }
 
 // manage obtains host's certificate, retrying after failures, and hands
-// it to the cache's renewal.
-func (s *acmeSource) manage(ctx context.Context, host string) {
+// it to the cache's renewal. It closes first after the first attempt.
+func (s *acmeSource) manage(ctx context.Context, host string, first chan struct{}) {
 	defer s.wg.Done()
+	var once sync.Once
+	defer once.Do(func() { close(first) })
 	retry := s.opts.retry
 	if retry == nil {
 		retry = acmeRetry
@@ -223,6 +216,7 @@ func (s *acmeSource) manage(ctx context.Context, host string) {
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
 		err := s.managed.ManageSync(ctx, []string{host})
+		once.Do(func() { close(first) })
 		if err == nil {
 			s.log.Info("acme certificate ready", "host", host, "took", time.Since(start).Round(time.Millisecond).String())
 			return
@@ -249,10 +243,25 @@ func (s *acmeSource) covers(name string) bool {
 	return ok
 }
 
-// getCertificate serves an ACME host, waiting for its certificate when
-// the first handshake comes before it.
+// getCertificate serves an ACME host. A handshake that comes before the
+// first attempt to get the certificate has ended waits for it (at most
+// acmeHandshakeWait); it never starts an order of its own, so clients
+// cannot multiply orders, failed ones included.
 func (s *acmeSource) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return s.onDemand.GetCertificate(hello)
+	first := s.hosts[strings.ToLower(hello.ServerName)]
+	select {
+	case <-first:
+	default:
+		t := time.NewTimer(acmeHandshakeWait)
+		defer t.Stop()
+		select {
+		case <-first:
+		case <-t.C:
+		case <-done(hello.Context()):
+			return nil, hello.Context().Err()
+		}
+	}
+	return s.managed.GetCertificate(hello)
 }
 
 // isChallenge reports whether hello is a tls-alpn-01 validation.
@@ -362,4 +371,12 @@ func sameACME(a, b *ACME) bool {
 func (m *Manager) HandleHTTPChallenge(w http.ResponseWriter, r *http.Request) bool {
 	a := m.acme.Load()
 	return a != nil && a.handleHTTP(w, r)
+}
+
+// done is ctx.Done(), nil (never ready) for a nil ctx.
+func done(ctx context.Context) <-chan struct{} {
+	if ctx == nil {
+		return nil
+	}
+	return ctx.Done()
 }

@@ -345,8 +345,8 @@ func (m *Manager) publish() {
 // GetCertificate selects the certificate for a handshake: the pair that
 // names the SNI exactly, else one whose "*." SAN covers it, else (no SNI)
 // one whose IP SAN is the address the client dialled, else the ACME
-// certificate of an ACME host (waiting for it to be obtained when it is
-// not yet), else the default.
+// certificate of an ACME host (waiting, at start, for the first attempt
+// to get it), else the default.
 // With strict SNI and no match it fails the handshake, logging the name
 // (at most once a second). It takes no lock and allocates nothing on
 // success; it is tls.Config.GetCertificate.
