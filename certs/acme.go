@@ -83,7 +83,8 @@ func (a *ACME) challenge(c string) bool { return slices.Contains(a.Challenges, c
 
 // acmeSource obtains, renews and serves the ACME certificates.
 type acmeSource struct {
-	opts ACME
+	opts     ACME
+	onChange func()
 	// hosts maps each host to a channel closed when the first attempt to
 	// get its certificate (from storage or the CA) has ended.
 	hosts   map[string]chan struct{}
@@ -150,7 +151,7 @@ func newACMESource(o ACME, log *slog.Logger, onChange func()) (*acmeSource, erro
 			return nil, fmt.Errorf("certs: acme: ca_root: %w", err)
 		}
 	}
-	s := &acmeSource{opts: o, hosts: make(map[string]chan struct{}, len(o.Hosts)), log: log}
+	s := &acmeSource{opts: o, hosts: make(map[string]chan struct{}, len(o.Hosts)), log: log, onChange: onChange}
 	for _, h := range o.Hosts {
 		s.hosts[strings.ToLower(h)] = make(chan struct{})
 	}
@@ -160,16 +161,7 @@ func newACMESource(o ACME, log *slog.Logger, onChange func()) (*acmeSource, erro
 		RenewCheckInterval: o.renewCheck,
 		Logger:             zl,
 	})
-	base := certmagic.Config{
-		Storage: &certmagic.FileStorage{Path: o.Storage},
-		Logger:  zl,
-		OnEvent: func(_ context.Context, event string, _ map[string]any) error {
-			if event == "cert_obtained" && onChange != nil {
-				onChange()
-			}
-			return nil
-		},
-	}
+	base := certmagic.Config{Storage: &certmagic.FileStorage{Path: o.Storage}, Logger: zl}
 	tmpl := certmagic.ACMEIssuer{
 		CA: o.CA, TestCA: o.CA, Email: o.Email, Agreed: true,
 		DisableHTTPChallenge:    !o.challenge(ChallengeHTTP01),
@@ -201,6 +193,46 @@ func (s *acmeSource) start() {
 		s.wg.Add(1)
 		go s.manage(ctx, h, first)
 	}
+	if s.onChange != nil {
+		s.wg.Add(1)
+		go s.watchCache(ctx)
+	}
+}
+
+// watchCache calls onChange when the certificates served change: one
+// obtained, renewed here, or renewed by another process on the storage
+// (certmagic has no hook for all three). A look at the cache costs a map
+// lookup per host.
+func (s *acmeSource) watchCache(ctx context.Context) {
+	defer s.wg.Done()
+	every := min(orDefault(s.opts.renewCheck, time.Second), time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var last []string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := s.servedHashes()
+		if !slices.Equal(now, last) {
+			last = now
+			s.onChange()
+		}
+	}
+}
+
+// servedHashes lists the hashes of the certificates cached per host.
+func (s *acmeSource) servedHashes() []string {
+	var out []string
+	for h := range s.hosts {
+		for _, c := range s.cache.AllMatchingCertificates(h) {
+			out = append(out, c.Hash())
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // manage obtains host's certificate, retrying after failures, and hands

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,7 +77,9 @@ func TestACMEHTTP01ObtainAndRenew(t *testing.T) {
 	p := startPebble(t, pebbleOpts{httpPort: front.httpPort(), tlsPort: front.httpsPort(), validity: 12 * time.Second})
 	logs := newTestLog(t)
 	start := time.Now()
-	m := startManager(t, Options{ACME: acmeOptions(p, front, t.TempDir(), ChallengeHTTP01), Logger: logs.logger()})
+	var changes atomic.Int32
+	m := startManager(t, Options{ACME: acmeOptions(p, front, t.TempDir(), ChallengeHTTP01), Logger: logs.logger(),
+		OnChange: func() { changes.Add(1) }})
 	front.serve(t, m)
 	first := waitACMECert(t, m, 20*time.Second, "")
 	t.Logf("certificate obtained from pebble in %s", time.Since(start).Round(time.Millisecond))
@@ -97,6 +100,9 @@ func TestACMEHTTP01ObtainAndRenew(t *testing.T) {
 	})
 	if !ok || p.issued() < 2 {
 		t.Fatalf("renewed certificate %s not served (pebble issued %d)", renewed.Serial, p.issued())
+	}
+	if !waitFor(2*time.Second, func() bool { return changes.Load() >= 2 }) {
+		t.Fatalf("OnChange called %d times, want once for the certificate and once for its renewal", changes.Load())
 	}
 	checkChallengeRouting(t, front)
 }

@@ -51,7 +51,9 @@ type Options struct {
 	// Watch reloads a pair when its files change.
 	Watch bool
 	// OnChange is called after the served certificates changed (a pair
-	// was reloaded), e.g. to republish expiry metrics. It must not block.
+	// was reloaded; an ACME certificate was obtained or renewed, by this
+	// process or another on the storage, seen within a second), e.g. to
+	// republish expiry metrics. It must not block.
 	OnChange func()
 	// OnHandshake is called for every handshake that succeeded (resumed
 	// or not), e.g. to count handshakes by version; failures are the
