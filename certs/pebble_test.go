@@ -100,7 +100,7 @@ func startPebble(t testing.TB, o pebbleOpts) *pebbleServer {
 		"httpPort":                o.httpPort,
 		"tlsPort":                 o.tlsPort,
 		"ocspResponderURL":        "",
-		"retryAfter":              map[string]int{"authz": 1, "order": 1},
+		"retryAfter":              map[string]int{"authz": 0, "order": 0},
 		"keyAlgorithm":            "ecdsa",
 		"profiles": map[string]any{"default": map[string]any{
 			"description": "test", "validityPeriod": int(o.validity / time.Second),
