@@ -124,7 +124,8 @@ func checkACME(o *ACME) error {
 	return nil
 }
 
-// checkACMEOptions checks o without starting anything.
+// checkACMEOptions checks o (creating the storage directory) without
+// starting anything.
 func checkACMEOptions(o ACME) error {
 	if err := checkACME(&o); err != nil {
 		return err
@@ -163,6 +164,8 @@ func newACMESource(o ACME, log *slog.Logger, onChange func()) (*acmeSource, erro
 	})
 	base := certmagic.Config{Storage: &certmagic.FileStorage{Path: o.Storage}, Logger: zl}
 	tmpl := certmagic.ACMEIssuer{
+		// TestCA: o.CA keeps certmagic from falling back to Let's
+		// Encrypt's staging directory after failures.
 		CA: o.CA, TestCA: o.CA, Email: o.Email, Agreed: true,
 		DisableHTTPChallenge:    !o.challenge(ChallengeHTTP01),
 		DisableTLSALPNChallenge: !o.challenge(ChallengeTLSALPN01),
