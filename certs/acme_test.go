@@ -55,16 +55,25 @@ func waitACMECert(t testing.TB, m *Manager, limit time.Duration, not string) Cer
 // roots, and returns the leaf served and the body.
 func getHTTPS(t testing.TB, front *acmeFront, host string, roots *x509.CertPool) (*x509.Certificate, string) {
 	t.Helper()
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: host}, ForceAttemptHTTP2: true}
+	leaf, body, err := tryHTTPS(front, &tls.Config{RootCAs: roots, ServerName: host})
+	if err != nil {
+		t.Fatalf("https %s: %v", host, err)
+	}
+	return leaf, body
+}
+
+// tryHTTPS requests / from front with the client config cfg.
+func tryHTTPS(front *acmeFront, cfg *tls.Config) (*x509.Certificate, string, error) {
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	resp, err := c.Get("https://" + front.httpsAddr() + "/")
 	if err != nil {
-		t.Fatalf("https %s: %v", host, err)
+		return nil, "", err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	return resp.TLS.PeerCertificates[0], string(body)
+	return resp.TLS.PeerCertificates[0], string(body), nil
 }
 
 // TestACMEHTTP01ObtainAndRenew obtains a certificate from Pebble, which
@@ -159,8 +168,8 @@ func TestACMETLSALPN01(t *testing.T) {
 	}
 	orders := strings.Count(p.log.String(), "Added order")
 	_, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", front.httpsAddr(), &tls.Config{ServerName: "evil.test", InsecureSkipVerify: true})
-	if err == nil {
-		t.Fatal("handshake for a name no certificate covers succeeded")
+	if err == nil || !strings.Contains(err.Error(), "remote error: tls") {
+		t.Fatalf("handshake for a name no certificate covers: %v, want it refused", err)
 	}
 	time.Sleep(200 * time.Millisecond) // an order would have reached the CA by now
 	if n := strings.Count(p.log.String(), "Added order"); n != orders || len(m.Certificates()) != 2 {
@@ -276,10 +285,34 @@ func TestACMEUpdate(t *testing.T) {
 	if err := m.Update(Options{Certificates: []PairFiles{files}, StrictSNI: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dial(front.httpsAddr(), &tls.Config{RootCAs: roots, ServerName: acmeHost}); err == nil {
-		t.Fatal("acme host still served after acme was removed")
+	if _, _, err := tryHTTPS(front, &tls.Config{RootCAs: roots, ServerName: acmeHost}); err == nil || !strings.Contains(err.Error(), "remote error: tls") {
+		t.Fatalf("acme host after acme was removed: %v, want the handshake refused", err)
 	}
 	if c := m.Certificates(); len(c) != 1 || c[0].ACME {
 		t.Fatalf("certificates %+v", c)
+	}
+}
+
+// TestACMETLSALPN01WithClientAuth validates tls-alpn-01 on a listener
+// that requires client certificates: the CA's validation handshake
+// carries none and must still succeed, while a client without one is
+// refused the ACME certificate.
+func TestACMETLSALPN01WithClientAuth(t *testing.T) {
+	front := newACMEFront(t)
+	p := startPebble(t, pebbleOpts{httpPort: front.httpPort(), tlsPort: front.httpsPort(), validity: time.Hour})
+	clients := newCA(t, "client CA")
+	caFile := filepath.Join(t.TempDir(), "clients.pem")
+	writeFile(t, caFile, clients.pem)
+	m := startManager(t, Options{ClientAuth: &ClientAuth{CAFile: caFile}, ACME: acmeOptions(p, front, t.TempDir(), ChallengeTLSALPN01)})
+	front.serve(t, m)
+	got := waitACMECert(t, m, 20*time.Second, "")
+	roots := p.issuerRoots(t)
+	if _, _, err := tryHTTPS(front, &tls.Config{RootCAs: roots, ServerName: acmeHost}); err == nil || !strings.Contains(err.Error(), "certificate required") {
+		t.Fatalf("client without a certificate: %v, want the handshake refused", err)
+	}
+	c := clients.issue(t, leafSpec{cn: "alice", client: true})
+	leaf, body, err := tryHTTPS(front, &tls.Config{RootCAs: roots, ServerName: acmeHost, Certificates: []tls.Certificate{c.tlsCert}})
+	if err != nil || leaf.SerialNumber.Text(16) != got.Serial || body != "hello over HTTP/2.0" {
+		t.Fatalf("client with a certificate: %v %q", err, body)
 	}
 }
