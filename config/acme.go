@@ -173,6 +173,9 @@ func dirCreatable(dir string) error {
 				if errors.As(err, &pe) {
 					err = pe.Err
 				}
+				if d != filepath.Clean(dir) {
+					return errors.New("cannot create " + dir + " in " + d + ": " + err.Error())
+				}
 				return errors.New(d + " is not writable: " + err.Error())
 			}
 			f.Close()
