@@ -82,6 +82,17 @@ test-kernels:
 test-browser:
 	$(GO) test -race -count=1 -run TestBrowser ./test/
 
+# test-acme runs the automatic HTTPS tests (certs/acme_test.go) against
+# Pebble, Let's Encrypt's test CA, a tool of the module (go.mod's tool
+# directive), which the tests build and start on loopback; `make test`
+# runs them too. `make pebble` builds it into bin/pebble for manual use.
+.PHONY: test-acme pebble
+test-acme:
+	$(GO) test -race -count=1 -run 'TestACME' ./certs/
+
+pebble:
+	$(GO) build -o bin/pebble github.com/letsencrypt/pebble/v2/cmd/pebble
+
 # jaeger builds the Jaeger all-in-one binary (module tools/jaeger, pinned
 # there) into bin/jaeger unless it is already there: a cold build takes
 # minutes and gives a binary of about 120 MB.

@@ -34,7 +34,9 @@ func (Checker) CheckCAFile(file string) error {
 }
 
 // OptionsFromConfig turns a validated server.tls section into Options,
-// with the files watched. The caller adds Logger and OnChange.
+// with the files watched. The caller adds Logger and OnChange, and the
+// ports the CA validates on (ACME.HTTPPort, ACME.TLSALPNPort) when the
+// listeners are not on 80 and 443 themselves.
 func OptionsFromConfig(t *config.TLSConfig) (Options, error) {
 	v, err := ParseVersion(t.MinVersion)
 	if err != nil {
@@ -54,5 +56,23 @@ func OptionsFromConfig(t *config.TLSConfig) (Options, error) {
 	if ca := t.ClientAuth; ca != nil {
 		o.ClientAuth = &ClientAuth{CAFile: ca.CAFile, Mode: ca.Mode}
 	}
+	if a := t.ACME; a != nil {
+		o.ACME = &ACME{
+			Hosts: a.Hosts, Email: a.Email, CA: ACMEDirectory(a.CA),
+			Storage: a.Storage, Challenges: a.Challenges, CARootFile: a.CARoot,
+		}
+	}
 	return o, nil
+}
+
+// ACMEDirectory resolves a server.tls.acme.ca value: "production" and
+// "staging" name Let's Encrypt's directories, anything else is a URL.
+func ACMEDirectory(ca string) string {
+	switch ca {
+	case "", config.ACMEProduction:
+		return LetsEncryptProduction
+	case config.ACMEStaging:
+		return LetsEncryptStaging
+	}
+	return ca
 }

@@ -21,10 +21,20 @@
 // for metrics; [Manager.ExportTicketKeys] and [Manager.ImportTicketKeys]
 // carry session resumption across a binary upgrade.
 //
+// With [Options.ACME], certificates for the configured hosts that no pair
+// covers are obtained from an ACME CA (certmagic) in the background,
+// renewed before expiry and kept in a file storage whose locks several
+// processes may share; GetCertificate serves them after the pairs, and
+// only for those hosts. The CA's validations are answered by the configs
+// TLSConfig hands out (tls-alpn-01) and by [Manager.HandleHTTPChallenge],
+// which the plain-HTTP listener calls before routing (http-01).
+//
 // # What this package must not do
 //
 // It does not listen, accept connections or speak HTTP to clients: the
-// listeners (l7, l4) own their sockets and call [Manager.TLSConfig]. Its
-// only network traffic is the OCSP requests to the responders named in
-// the certificates.
+// listeners (l7, l4) own their sockets and call [Manager.TLSConfig] and
+// [Manager.HandleHTTPChallenge]. Its only network traffic is the OCSP
+// requests to the responders named in the certificates and, with ACME,
+// the requests to the CA (and, while a challenge is pending and nothing
+// listens on the challenge port, certmagic's own solver listener).
 package certs

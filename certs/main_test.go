@@ -1,11 +1,21 @@
 package certs
 
 import (
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m,
+		// certmagic's package-level goroutines: one rate limiter per ACME
+		// account for the life of the process, and the refreshers of
+		// storage lock files, which end within 5s of the lock's release.
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.(*RingBufferRateLimiter).loop"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
+		goleak.Cleanup(func(code int) {
+			removePebble()
+			os.Exit(code)
+		}))
 }

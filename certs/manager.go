@@ -23,9 +23,12 @@ type PairFiles struct {
 
 // Options configures a Manager.
 type Options struct {
-	// Certificates are the pairs served, at least one. When several name
-	// the same host, the first listed wins.
+	// Certificates are the pairs served, at least one unless ACME is
+	// set. When several name the same host, the first listed wins.
 	Certificates []PairFiles
+	// ACME, when set, obtains and renews certificates for the hosts no
+	// pair covers.
+	ACME *ACME
 	// Default is the pair for handshakes whose SNI matches no
 	// certificate, or that send none: a CertFile of Certificates, or a
 	// host name one of them covers. Empty: the first pair, unless
@@ -48,7 +51,9 @@ type Options struct {
 	// Watch reloads a pair when its files change.
 	Watch bool
 	// OnChange is called after the served certificates changed (a pair
-	// was reloaded), e.g. to republish expiry metrics. It must not block.
+	// was reloaded; an ACME certificate was obtained or renewed, by this
+	// process or another on the storage, seen within a second), e.g. to
+	// republish expiry metrics. It must not block.
 	OnChange func()
 	// OnHandshake is called for every handshake that succeeded (resumed
 	// or not), e.g. to count handshakes by version; failures are the
@@ -72,6 +77,8 @@ type Manager struct {
 	rotation atomic.Int64
 
 	tab atomic.Pointer[table]
+	// acme serves the ACME hosts (nil without ACME).
+	acme atomic.Pointer[acmeSource]
 
 	// mu serialises writers (reloads, updates, staples, configs) and
 	// guards the fields below.
@@ -136,6 +143,10 @@ func New(opts Options) (*Manager, error) {
 	m.mu.Lock()
 	m.apply(s)
 	m.mu.Unlock()
+	if err := m.startACME(opts.ACME); err != nil {
+		m.Close()
+		return nil, err
+	}
 	m.wg.Add(1)
 	go m.rotateTickets()
 	if opts.Watch {
@@ -170,13 +181,25 @@ func (m *Manager) Update(opts Options) error {
 	default:
 	}
 	s.opts.Watch, s.opts.Logger, s.opts.OnChange, s.opts.OnHandshake = m.opts.Watch, m.opts.Logger, m.opts.OnChange, m.opts.OnHandshake
+	var old *acmeSource
+	restart := !sameACME(m.opts.ACME, s.opts.ACME)
 	m.carryOver(s)
 	m.apply(s)
+	if restart {
+		old = m.acme.Load()
+		if err := m.startACME(s.opts.ACME); err != nil {
+			m.log.Error("acme settings not applied", "err", err.Error())
+			old = nil
+		}
+	}
 	for _, sc := range m.configs {
 		sc.live.Store(m.buildConfig(sc.nextProtos))
 	}
 	onChange := m.opts.OnChange
 	m.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
 	m.kick(m.ticketWake)
 	m.kick(m.watchWake)
 	if onChange != nil {
@@ -208,7 +231,7 @@ func (m *Manager) carryOver(s *settings) {
 
 // prepare loads and checks everything opts name.
 func prepare(opts Options) (*settings, error) {
-	if len(opts.Certificates) == 0 {
+	if len(opts.Certificates) == 0 && opts.ACME == nil {
 		return nil, errors.New("certs: no certificate configured")
 	}
 	s := &settings{opts: opts, minVersion: opts.MinVersion}
@@ -227,6 +250,11 @@ func prepare(opts Options) (*settings, error) {
 			continue
 		}
 		s.pairs = append(s.pairs, &pairState{files: f, pair: p, served: p.Certificate})
+	}
+	if opts.ACME != nil {
+		if err := checkACMEOptions(*opts.ACME); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -266,6 +294,8 @@ func resolveDefault(opts Options, pairs []*pairState) (int, error) {
 	case opts.StrictSNI && opts.Default != "":
 		return 0, errors.New("certs: a default certificate and strict SNI exclude each other")
 	case opts.StrictSNI:
+		return -1, nil
+	case opts.Default == "" && len(pairs) == 0:
 		return -1, nil
 	case opts.Default == "":
 		return 0, nil
@@ -316,7 +346,9 @@ func (m *Manager) publish() {
 
 // GetCertificate selects the certificate for a handshake: the pair that
 // names the SNI exactly, else one whose "*." SAN covers it, else (no SNI)
-// one whose IP SAN is the address the client dialled, else the default.
+// one whose IP SAN is the address the client dialled, else the ACME
+// certificate of an ACME host (waiting, at start, for the first attempt
+// to get it), else the default.
 // With strict SNI and no match it fails the handshake, logging the name
 // (at most once a second). It takes no lock and allocates nothing on
 // success; it is tls.Config.GetCertificate.
@@ -324,6 +356,9 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	t := m.tab.Load()
 	i := t.lookup(hello.ServerName, localAddr(hello))
 	if i < 0 {
+		if a := m.acme.Load(); a != nil && a.covers(hello.ServerName) {
+			return a.getCertificate(hello)
+		}
 		i = t.def
 	}
 	if i < 0 {
@@ -351,7 +386,10 @@ func (m *Manager) noCertificate(hello *tls.ClientHelloInfo) error {
 // CertInfo describes one served certificate, e.g. for the
 // rustygate_tls_certificate_expiry_timestamp_seconds gauge.
 type CertInfo struct {
+	// CertFile and KeyFile name the pair's files (empty for ACME).
 	CertFile, KeyFile string
+	// ACME marks a certificate obtained from the ACME CA.
+	ACME bool
 	// Name is the first DNS SAN, else the first IP SAN.
 	Name string
 	// Names are all the DNS and IP SANs.
@@ -364,8 +402,8 @@ type CertInfo struct {
 	OCSPStapled bool
 }
 
-// Certificates describes the certificates served now, in configuration
-// order.
+// Certificates describes the certificates served now: the pairs in
+// configuration order, then the ACME certificates by host.
 func (m *Manager) Certificates() []CertInfo {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -386,6 +424,9 @@ func (m *Manager) Certificates() []CertInfo {
 			OCSPStapled: len(t.certs[i].OCSPStaple) > 0,
 		}
 	}
+	if a := m.acme.Load(); a != nil {
+		out = append(out, a.certificates()...)
+	}
 	return out
 }
 
@@ -398,7 +439,11 @@ func (m *Manager) Close() error {
 		for _, ps := range m.pairs {
 			m.stopStapler(ps)
 		}
+		a := m.acme.Swap(nil)
 		m.mu.Unlock()
+		if a != nil {
+			a.close()
+		}
 		m.wg.Wait()
 	})
 	return nil

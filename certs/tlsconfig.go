@@ -43,7 +43,9 @@ type serverConfig struct {
 // certificates: TLS 1.2 and 1.3 (or 1.3 only), the suites of
 // CipherSuites, ALPN nextProtos in order of preference (e.g. "h2",
 // "http/1.1"), session tickets under the rotated keys, OCSP staples and
-// the client certificate policy. Every listener may have its own; all
+// the client certificate policy. It also answers the CA's tls-alpn-01
+// validations (ALPN "acme-tls/1") when ACME offers that challenge, so
+// nextProtos need not list it. Every listener may have its own; all
 // follow reloads and rotations until Close.
 func (m *Manager) TLSConfig(nextProtos []string) *tls.Config {
 	sc := &serverConfig{nextProtos: append([]string(nil), nextProtos...)}
@@ -53,7 +55,12 @@ func (m *Manager) TLSConfig(nextProtos []string) *tls.Config {
 	sc.live.Store(live)
 	m.configs = append(m.configs, sc)
 	front := live.Clone()
-	front.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	front.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if isChallenge(hello) {
+			if a := m.acme.Load(); a != nil && a.alpn != nil {
+				return a.alpn, nil
+			}
+		}
 		return sc.live.Load(), nil
 	}
 	return front

@@ -31,8 +31,10 @@
 //
 // Apart from reading the one file given to Load, the certificate and key
 // files it names (to check that they load and match), the admin token
-// file it names, and looking up environment variables, config performs
-// no I/O: it opens no sockets,
+// file it names, the ACME storage directory (it, or its nearest existing
+// parent, must be a writable directory: a temporary file is created and
+// removed there; nothing else is created), and looking up environment
+// variables, config performs no I/O: it opens no sockets,
 // resolves no host names, dials no backends and starts no goroutines.
 // Checks that need the network (is the port free, does the backend
 // answer) belong to the packages that own those resources. The

@@ -51,6 +51,9 @@ type TLSConfig struct {
 	OCSPStapling *bool `yaml:"ocsp_stapling"`
 	// ClientAuth asks clients for certificates.
 	ClientAuth *ClientAuth `yaml:"client_auth"`
+	// ACME obtains certificates automatically for the hosts Certificates
+	// do not cover.
+	ACME *ACMEConfig `yaml:"acme"`
 }
 
 // TLSCertificate is one certificate chain and its key.
@@ -120,6 +123,7 @@ func tlsDefaults(c *Config, unset func(string) bool) {
 	if t.ClientAuth != nil {
 		setString(&t.ClientAuth.Mode, defaultClientAuthMode)
 	}
+	acmeDefaults(c)
 }
 
 // validateTLS checks server.tls, including the files it names when a
@@ -142,13 +146,16 @@ func validateTLS(c *Config, st *vstate) {
 	if ca := t.ClientAuth; ca != nil {
 		checkClientAuth(ca, p+".client_auth", checker, st)
 	}
+	if a := t.ACME; a != nil {
+		validateACME(a, p+".acme", checker, st)
+	}
 }
 
 // checkTLSCertificates checks each certificate entry and returns, per
 // entry, the names its certificate covers (nil when unknown).
 func checkTLSCertificates(t *TLSConfig, p string, checker TLSFileChecker, st *vstate) [][]string {
-	if len(t.Certificates) == 0 {
-		st.add(p+".certificates", "at least one certificate is required")
+	if len(t.Certificates) == 0 && t.ACME == nil {
+		st.add(p+".certificates", "at least one certificate is required (or acme)")
 	}
 	names := make([][]string, len(t.Certificates))
 	seen := make(map[string]int)

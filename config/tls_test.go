@@ -107,9 +107,9 @@ func TestTLSErrors(t *testing.T) {
 		want []string
 	}{
 		{"unknown key", "\t\tcertificates: [{cert_file: a.crt, key_file: a.key}]\n\t\tmin_versoin: \"1.3\"\n",
-			[]string{`bad.yaml:4: unknown key "min_versoin" at server.tls (known: certificates, default_certificate, min_version, strict_sni, ticket_key_rotation, ocsp_stapling, client_auth)`}},
+			[]string{`bad.yaml:4: unknown key "min_versoin" at server.tls (known: certificates, default_certificate, min_version, strict_sni, ticket_key_rotation, ocsp_stapling, client_auth, acme)`}},
 		{"no certificates", "\t\tmin_version: \"1.2\"\n",
-			[]string{`bad.yaml:2: server.tls.certificates: at least one certificate is required`}},
+			[]string{`bad.yaml:2: server.tls.certificates: at least one certificate is required (or acme)`}},
 		{"missing key file", "\t\tcertificates:\n\t\t\t- cert_file: a.crt\n",
 			[]string{`bad.yaml:4: server.tls.certificates[0].key_file: is required`}},
 		{"expired certificate", "\t\tcertificates:\n\t\t\t- cert_file: old.crt\n\t\t\t\tkey_file: old.key\n",
