@@ -1,0 +1,357 @@
+package l7
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/rustygate/rustygate/config"
+	"github.com/rustygate/rustygate/internal/testpki"
+	"github.com/rustygate/rustygate/observe"
+)
+
+// tlsBackend is an HTTPS backend that counts its handshakes.
+type tlsBackend struct {
+	*httptest.Server
+	handshakes, resumed atomic.Int64
+	// clientCN is the CN of the last verified client certificate.
+	clientCN atomic.Pointer[string]
+}
+
+// startTLSBackend serves "ok" over TLS with cert; edit may change the
+// server's config (ask for client certificates).
+func startTLSBackend(t testing.TB, cert tls.Certificate, edit func(*tls.Config)) *tlsBackend {
+	t.Helper()
+	b := &tlsBackend{}
+	b.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok "+r.URL.Path)
+	}))
+	b.TLS = &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			b.handshakes.Add(1)
+			if cs.DidResume {
+				b.resumed.Add(1)
+			}
+			if len(cs.PeerCertificates) > 0 {
+				cn := cs.PeerCertificates[0].Subject.CommonName
+				b.clientCN.Store(&cn)
+			}
+			return nil
+		},
+	}
+	if edit != nil {
+		edit(b.TLS)
+	}
+	b.StartTLS()
+	t.Cleanup(b.Close)
+	return b
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// logGateway is a gateway whose process and access logs are kept.
+type logGateway struct {
+	addr    string
+	lg      *observe.Logger
+	logs    *syncBuffer
+	metrics *observe.Metrics
+	tr      *Transport
+}
+
+func startLogGateway(t testing.TB, engine, routes string) *logGateway {
+	t.Helper()
+	yaml := fmt.Sprintf("server: { listen: \"127.0.0.1:0\", %s }\nadmin: { listen: \"127.0.0.1:0\" }\nroutes:\n%s", engineYAML(engine), routes)
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, yaml)
+	}
+	g := &logGateway{logs: &syncBuffer{}, metrics: observe.NewMetrics()}
+	g.lg, err = observe.NewLogger(g.logs, observe.LogOptions{Format: "json", Level: "info", Access: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.tr = NewTransport(g.lg.Slog(), g.metrics)
+	snap, err := NewSnapshot(cfg, g.tr, g.metrics, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(snap, g.tr, g.lg, g.metrics)
+	g.tr.Activate(snap)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+		g.tr.Close()
+		g.lg.Close()
+	})
+	g.addr = ln.Addr().String()
+	return g
+}
+
+// get sends GET path and returns the status and the whole answer.
+func (g *logGateway) get(t testing.TB, path string) (int, string) {
+	t.Helper()
+	raw, _ := rawExchange(t, g.addr, "GET "+path+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	return statusOf(raw), raw
+}
+
+// log returns the log lines so far.
+func (g *logGateway) log() string {
+	g.lg.Flush()
+	return g.logs.String()
+}
+
+// failures returns rustygate_backend_failures_total for a reason.
+func (g *logGateway) failures(t testing.TB, backend, reason string) float64 {
+	t.Helper()
+	mfs, err := g.metrics.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "rustygate_backend_failures_total" {
+			continue
+		}
+		for _, m := range mf.Metric {
+			if label(m, "backend") == backend && label(m, "reason") == reason {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.Label {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+// httpsURL is the https:// URL of a test backend.
+func httpsURL(b *tlsBackend) string { return b.URL }
+
+// testPKI is a CA and a server certificate for 127.0.0.1 and
+// backend.test, written to files.
+type testPKI struct {
+	ca             *testpki.CA
+	caFile         string
+	server         *testpki.Issued
+	dir            string
+	clientCert     string
+	clientKey      string
+	clientCA       *testpki.CA
+	foreignCAFile  string
+	foreignCA      *testpki.CA
+	foreignBackend *testpki.Issued
+}
+
+func newTestPKI(t testing.TB) *testPKI {
+	t.Helper()
+	p := &testPKI{dir: t.TempDir()}
+	p.ca = testpki.NewCA(t, "backend CA")
+	p.caFile = p.ca.WriteCA(t, p.dir, "ca")
+	p.server = p.ca.Issue(t, testpki.Spec{CN: "backend", Hosts: []string{"127.0.0.1", "backend.test"}})
+	p.clientCA = testpki.NewCA(t, "client CA")
+	client := p.clientCA.Issue(t, testpki.Spec{CN: "rustygate", Client: true})
+	p.clientCert, p.clientKey = client.WriteFiles(t, p.dir, "client")
+	p.foreignCA = testpki.NewCA(t, "foreign CA")
+	p.foreignCAFile = p.foreignCA.WriteCA(t, p.dir, "foreign")
+	return p
+}
+
+// TestBackendTLSPrivateCA: an https:// backend whose certificate a
+// private CA issued answers through the gateway, on every engine; the
+// backend connections are pooled, so N requests cost one handshake.
+func TestBackendTLSPrivateCA(t *testing.T) {
+	pki := newTestPKI(t)
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			b := startTLSBackend(t, pki.server.TLS, nil)
+			g := startLogGateway(t, engine, fmt.Sprintf("  - { path: \"/\", backend: %q, tls: { ca_file: %q } }\n", httpsURL(b), pki.caFile))
+			const n = 20
+			for i := range n {
+				code, raw := g.get(t, fmt.Sprintf("/r%d", i))
+				if code != 200 || !strings.HasSuffix(raw, fmt.Sprintf("ok /r%d", i)) {
+					t.Fatalf("request %d: %d\n%s\nlog:\n%s", i, code, raw, g.log())
+				}
+			}
+			if h := b.handshakes.Load(); h != 1 {
+				t.Errorf("%d handshakes with the backend for %d requests, want 1 (pooled connection)", h, n)
+			}
+			t.Logf("%d requests, %d backend handshakes", n, b.handshakes.Load())
+		})
+	}
+}
+
+// TestBackendTLSServerName: server_name is sent as SNI and verified; the
+// URL may then name the backend by address.
+func TestBackendTLSServerName(t *testing.T) {
+	pki := newTestPKI(t)
+	var sni atomic.Pointer[string]
+	b := startTLSBackend(t, pki.server.TLS, func(c *tls.Config) {
+		c.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			sni.Store(&h.ServerName)
+			return nil, nil
+		}
+	})
+	g := startLogGateway(t, "fast", fmt.Sprintf("  - { path: \"/\", backend: %q, tls: { ca_file: %q, server_name: backend.test } }\n", httpsURL(b), pki.caFile))
+	if code, raw := g.get(t, "/"); code != 200 {
+		t.Fatalf("status %d\n%s", code, raw)
+	}
+	if got := sni.Load(); got == nil || *got != "backend.test" {
+		t.Errorf("SNI %v, want backend.test", got)
+	}
+}
+
+// TestBackendTLSFailures: a backend the proxy cannot verify, or that
+// refuses the proxy, gets 502; the access line names the backend and what
+// went wrong, and rustygate_backend_failures_total counts reason "tls".
+func TestBackendTLSFailures(t *testing.T) {
+	pki := newTestPKI(t)
+	requireClient := func(c *tls.Config) {
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+		c.ClientCAs = pki.clientCA.Pool
+	}
+	cases := []struct {
+		name   string
+		server func(*tls.Config)
+		tls    string
+		want   string
+	}{
+		{"wrong server_name", nil, fmt.Sprintf("ca_file: %q, server_name: other.test", pki.caFile), "name mismatch"},
+		{"unknown CA", nil, fmt.Sprintf("ca_file: %q", pki.foreignCAFile), "unknown authority"},
+		{"system roots", nil, "{}", "unknown authority"},
+		{"no client certificate", requireClient, fmt.Sprintf("ca_file: %q", pki.caFile), "refused by the backend"},
+		{"TLS 1.3 only against a TLS 1.2 backend", func(c *tls.Config) { c.MaxVersion = tls.VersionTLS12 },
+			fmt.Sprintf("ca_file: %q, min_version: \"1.3\"", pki.caFile), "refused by the backend"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startTLSBackend(t, pki.server.TLS, tc.server)
+			tlsYAML := tc.tls
+			if tlsYAML != "{}" {
+				tlsYAML = "{ " + tlsYAML + " }"
+			}
+			g := startLogGateway(t, "fast", fmt.Sprintf("  - { path: \"/\", backend: %q, tls: %s, retries: { attempts: 0 } }\n", b.URL, tlsYAML))
+			code, raw := g.get(t, "/")
+			if code != 502 || !strings.Contains(raw, "backend TLS handshake failed") {
+				t.Fatalf("status %d, want 502\n%s", code, raw)
+			}
+			line := accessLine(t, g)
+			if !strings.Contains(line, "TLS to backend "+b.URL+": "+tc.want) {
+				t.Errorf("access line does not say %q:\n%s", tc.want, line)
+			}
+			if v := g.failures(t, b.URL, "tls"); v != 1 {
+				t.Errorf("rustygate_backend_failures_total{reason=tls} = %v, want 1", v)
+			}
+		})
+	}
+}
+
+// accessLine returns the gateway's access line of its only request.
+func accessLine(t testing.TB, g *logGateway) string {
+	t.Helper()
+	for _, l := range strings.Split(g.log(), "\n") {
+		if strings.Contains(l, `"status":`) {
+			return l
+		}
+	}
+	t.Fatalf("no access line in\n%s", g.log())
+	return ""
+}
+
+// TestBackendTLSInsecureSkipVerify: insecure_skip_verify accepts a
+// certificate nothing verifies, and says so in the log at load.
+func TestBackendTLSInsecureSkipVerify(t *testing.T) {
+	pki := newTestPKI(t)
+	b := startTLSBackend(t, pki.server.TLS, nil)
+	g := startLogGateway(t, "fast", fmt.Sprintf("  - { path: \"/\", backend: %q, tls: { insecure_skip_verify: true } }\n", b.URL))
+	if code, raw := g.get(t, "/"); code != 200 {
+		t.Fatalf("status %d\n%s", code, raw)
+	}
+	if log := g.log(); !strings.Contains(log, "insecure_skip_verify") || !strings.Contains(log, `"level":"WARN"`) || !strings.Contains(log, b.URL) {
+		t.Errorf("no warning naming the backend at load:\n%s", log)
+	}
+}
+
+// TestBackendMutualTLS: a backend that requires a client certificate
+// accepts the one client_cert_file names.
+func TestBackendMutualTLS(t *testing.T) {
+	pki := newTestPKI(t)
+	b := startTLSBackend(t, pki.server.TLS, func(c *tls.Config) {
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+		c.ClientCAs = pki.clientCA.Pool
+	})
+	g := startLogGateway(t, "fast", fmt.Sprintf("  - { path: \"/\", backend: %q, tls: { ca_file: %q, client_cert_file: %q, client_key_file: %q } }\n",
+		b.URL, pki.caFile, pki.clientCert, pki.clientKey))
+	if code, raw := g.get(t, "/"); code != 200 {
+		t.Fatalf("status %d\n%s\n%s", code, raw, g.log())
+	}
+	if cn := b.clientCN.Load(); cn == nil || *cn != "rustygate" {
+		t.Errorf("backend saw client certificate %v, want CN rustygate", cn)
+	}
+}
+
+// TestBackendTLSResumption: connections the backend closes after each
+// response are dialled again, and resume the session instead of a full
+// handshake.
+func TestBackendTLSResumption(t *testing.T) {
+	pki := newTestPKI(t)
+	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tls.VersionName(version), func(t *testing.T) {
+			b := startTLSBackend(t, pki.server.TLS, func(c *tls.Config) { c.MaxVersion = version })
+			b.Config.SetKeepAlivesEnabled(false)
+			g := startLogGateway(t, "fast", fmt.Sprintf("  - { path: \"/\", backend: %q, tls: { ca_file: %q } }\n", b.URL, pki.caFile))
+			const n = 10
+			for i := range n {
+				if code, raw := g.get(t, "/"); code != 200 {
+					t.Fatalf("request %d: status %d\n%s", i, code, raw)
+				}
+			}
+			h, r := b.handshakes.Load(), b.resumed.Load()
+			t.Logf("%d requests on connections closed by the backend: %d handshakes, %d resumed", n, h, r)
+			if h != n || r != n-1 {
+				t.Errorf("%d handshakes, %d resumed; want %d and %d (all but the first resumed)", h, r, n, n-1)
+			}
+		})
+	}
+}
