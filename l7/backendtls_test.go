@@ -85,6 +85,7 @@ type logGateway struct {
 	logs    *syncBuffer
 	metrics *observe.Metrics
 	tr      *Transport
+	srv     *Server
 }
 
 func startLogGateway(t testing.TB, engine, routes string) *logGateway {
@@ -105,6 +106,7 @@ func startLogGateway(t testing.TB, engine, routes string) *logGateway {
 		t.Fatal(err)
 	}
 	srv := NewServer(snap, g.tr, g.lg, g.metrics)
+	g.srv = srv
 	g.tr.Activate(snap)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -122,6 +124,24 @@ func startLogGateway(t testing.TB, engine, routes string) *logGateway {
 	})
 	g.addr = ln.Addr().String()
 	return g
+}
+
+// reload swaps in a configuration with these routes, as a reload does.
+func (g *logGateway) reload(t testing.TB, engine, routes string) {
+	t.Helper()
+	yaml := fmt.Sprintf("server: { listen: \"127.0.0.1:0\", %s }\nadmin: { listen: \"127.0.0.1:0\" }\nroutes:\n%s", engineYAML(engine), routes)
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, yaml)
+	}
+	prev := g.srv.Snapshot()
+	snap, err := NewSnapshot(cfg, g.tr, g.metrics, prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.srv.SetSnapshot(snap)
+	g.tr.Activate(snap)
+	prev.Close()
 }
 
 // get sends GET path and returns the status and the whole answer.
@@ -353,5 +373,166 @@ func TestBackendTLSResumption(t *testing.T) {
 				t.Errorf("%d handshakes, %d resumed; want %d and %d (all but the first resumed)", h, r, n, n-1)
 			}
 		})
+	}
+}
+
+// TestBackendTLSHandshakeTimeout: a backend that accepts the connection
+// but never answers the ClientHello gets 504 once timeouts.connect has
+// passed, counted as a TLS failure.
+func TestBackendTLSHandshakeTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c) // read nothing, answer nothing
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	url := "https://" + ln.Addr().String()
+	g := startLogGateway(t, "fast", fmt.Sprintf("  - { path: \"/\", backend: %q, timeouts: { connect: 300ms }, retries: { attempts: 0 } }\n", url))
+	start := time.Now()
+	code, raw := g.get(t, "/")
+	took := time.Since(start)
+	t.Logf("504 after %v (connect timeout 300ms)", took)
+	if code != 504 || !strings.Contains(raw, "backend TLS handshake timeout") {
+		t.Fatalf("status %d, want 504\n%s", code, raw)
+	}
+	if took < 250*time.Millisecond || took > 2*time.Second {
+		t.Errorf("answered after %v, want about the 300ms connect timeout", took)
+	}
+	if line := accessLine(t, g); !strings.Contains(line, "TLS to backend "+url+": handshake timeout") {
+		t.Errorf("access line: %s", line)
+	}
+	if v := g.failures(t, url, "tls"); v != 1 {
+		t.Errorf("failures{reason=tls} = %v, want 1", v)
+	}
+}
+
+// TestBackendTLSRetry: a backend whose certificate does not verify is
+// skipped for one that does: the request never reached it, so it is
+// retried as a connect failure.
+func TestBackendTLSRetry(t *testing.T) {
+	pki := newTestPKI(t)
+	foreign := pki.foreignCA.Issue(t, testpki.Spec{CN: "impostor", Hosts: []string{"127.0.0.1"}})
+	bad := startTLSBackend(t, foreign.TLS, nil)
+	good := startTLSBackend(t, pki.server.TLS, nil)
+	g := startLogGateway(t, "fast", fmt.Sprintf("  - { path: \"/\", backends: [ { url: %q }, { url: %q } ], tls: { ca_file: %q } }\n", bad.URL, good.URL, pki.caFile))
+	for i := range 4 {
+		if code, raw := g.get(t, "/"); code != 200 {
+			t.Fatalf("request %d: status %d\n%s", i, code, raw)
+		}
+	}
+	if v := g.failures(t, bad.URL, "tls"); v != 2 {
+		t.Errorf("failures{backend=bad,reason=tls} = %v, want 2 (every other first attempt)", v)
+	}
+	if !strings.Contains(g.log(), `"reason":"tls"`) {
+		t.Errorf("no retry logged with reason tls:\n%s", g.log())
+	}
+}
+
+// TestBackendTLSReload: a configuration reload reads the client
+// certificate files again: a renewed certificate is presented on the
+// connections made after it, and connections verified before it are not
+// reused.
+func TestBackendTLSReload(t *testing.T) {
+	pki := newTestPKI(t)
+	b := startTLSBackend(t, pki.server.TLS, func(c *tls.Config) {
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+		c.ClientCAs = pki.clientCA.Pool
+	})
+	routes := fmt.Sprintf("  - { path: \"/\", backend: %q, tls: { ca_file: %q, client_cert_file: %q, client_key_file: %q } }\n",
+		b.URL, pki.caFile, pki.clientCert, pki.clientKey)
+	g := startLogGateway(t, "fast", routes)
+	if code, raw := g.get(t, "/"); code != 200 || *b.clientCN.Load() != "rustygate" {
+		t.Fatalf("status %d, client %q\n%s", code, *b.clientCN.Load(), raw)
+	}
+	renewed := pki.clientCA.Issue(t, testpki.Spec{CN: "rustygate-renewed", Client: true})
+	renewed.WriteFiles(t, pki.dir, "client")
+	g.reload(t, "fast", routes)
+	if code, raw := g.get(t, "/"); code != 200 {
+		t.Fatalf("after reload: status %d\n%s", code, raw)
+	}
+	if cn := *b.clientCN.Load(); cn != "rustygate-renewed" {
+		t.Errorf("after reload the backend saw %q, want the renewed certificate", cn)
+	}
+	if h := b.handshakes.Load(); h != 2 {
+		t.Errorf("%d handshakes, want 2 (one per certificate)", h)
+	}
+}
+
+// TestBackendClientCloseKeepsPool: a client that closes its connection
+// after each request does not cost a new backend connection each time.
+func TestBackendClientCloseKeepsPool(t *testing.T) {
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			var conns atomic.Int64
+			b := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+			b.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					conns.Add(1)
+				}
+			}
+			b.Start()
+			t.Cleanup(b.Close)
+			gw := startGateway(t, engine, fmt.Sprintf("  - { path: \"/\", backend: %q }\n", b.URL))
+			for i := range 10 {
+				raw, _ := rawExchange(t, gw.addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+				if statusOf(raw) != 200 {
+					t.Fatalf("request %d:\n%s", i, raw)
+				}
+			}
+			if n := conns.Load(); n != 1 {
+				t.Errorf("%d backend connections for 10 requests of closing clients, want 1", n)
+			}
+		})
+	}
+}
+
+// TestBackendTLSHealthCheck: health checks of an https:// backend use the
+// route's TLS settings: a backend whose certificate does not verify is
+// marked down, with the reason, and requests get 503.
+func TestBackendTLSHealthCheck(t *testing.T) {
+	pki := newTestPKI(t)
+	foreign := pki.foreignCA.Issue(t, testpki.Spec{CN: "impostor", Hosts: []string{"127.0.0.1"}})
+	bad := startTLSBackend(t, foreign.TLS, nil)
+	good := startTLSBackend(t, pki.server.TLS, nil)
+	hc := "health_check: { path: /health, interval: 100ms, timeout: 80ms, unhealthy_threshold: 1 }"
+	g := startLogGateway(t, "fast", fmt.Sprintf("  - { path: \"/bad\", backend: %q, tls: { ca_file: %q }, %s }\n  - { path: \"/good\", backend: %q, tls: { ca_file: %q }, %s }\n",
+		bad.URL, pki.caFile, hc, good.URL, pki.caFile, hc))
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(g.log(), `"msg":"backend down"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("backend not marked down:\n%s", g.log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, l := range strings.Split(g.log(), "\n") {
+		if strings.Contains(l, `"msg":"backend down"`) && (!strings.Contains(l, bad.URL) || !strings.Contains(l, "unknown authority")) {
+			t.Errorf("down line does not name the bad backend and the reason: %s", l)
+		}
+	}
+	if code, raw := g.get(t, "/bad"); code != 503 {
+		t.Errorf("/bad: status %d, want 503\n%s", code, raw)
+	}
+	if code, raw := g.get(t, "/good"); code != 200 {
+		t.Errorf("/good: status %d, want 200\n%s", code, raw)
+	}
+	if n := good.handshakes.Load(); n < 2 {
+		t.Errorf("good backend: %d handshakes, want probes over TLS too", n)
 	}
 }
