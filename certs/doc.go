@@ -21,6 +21,11 @@
 // for metrics; [Manager.ExportTicketKeys] and [Manager.ImportTicketKeys]
 // carry session resumption across a binary upgrade.
 //
+// [LoadClientPair] loads the client certificate the proxy presents to
+// backends (mutual TLS to backends): validated like a served pair, but
+// without the SAN requirement; l7 builds its client configs from it and
+// [LoadClientCAs].
+//
 // # What this package must not do
 //
 // It does not listen, accept connections or speak HTTP to clients: the

@@ -583,3 +583,42 @@ func BenchmarkProxyBackendTLS(b *testing.B) {
 		})
 	}
 }
+
+// TestBackendTLSStalePooledConn: a pooled TLS connection the backend
+// closed while idle (close_notify) is noticed, and the request goes out
+// on a new connection that resumes the session.
+func TestBackendTLSStalePooledConn(t *testing.T) {
+	pki := newTestPKI(t)
+	closed := make(chan struct{}, 4)
+	b := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	b.Config.IdleTimeout = 100 * time.Millisecond
+	b.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	var resumed atomic.Int64
+	b.TLS = &tls.Config{Certificates: []tls.Certificate{pki.server.TLS}, VerifyConnection: func(cs tls.ConnectionState) error {
+		if cs.DidResume {
+			resumed.Add(1)
+		}
+		return nil
+	}}
+	b.StartTLS()
+	t.Cleanup(b.Close)
+	g := startLogGateway(t, "fast", fmt.Sprintf("  - { path: \"/\", backend: %q, tls: { ca_file: %q } }\n", b.URL, pki.caFile))
+	if code, raw := g.get(t, "/"); code != 200 {
+		t.Fatalf("status %d\n%s", code, raw)
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend did not close its idle connection")
+	}
+	if code, raw := g.get(t, "/"); code != 200 {
+		t.Fatalf("after the backend closed the pooled connection: status %d\n%s\n%s", code, raw, g.log())
+	}
+	if resumed.Load() != 1 {
+		t.Errorf("%d resumed handshakes, want 1", resumed.Load())
+	}
+}
