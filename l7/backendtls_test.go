@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -56,6 +57,7 @@ func startTLSBackend(t testing.TB, cert tls.Certificate, edit func(*tls.Config))
 	if edit != nil {
 		edit(b.TLS)
 	}
+	b.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
 	b.StartTLS()
 	t.Cleanup(b.Close)
 	return b

@@ -3,6 +3,8 @@ package e2e_test
 import (
 	"crypto/tls"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -38,6 +40,7 @@ func TestBackendTLS(t *testing.T) {
 			return nil
 		},
 	}
+	b.Config.ErrorLog = log.New(io.Discard, "", 0) // the wrong-name route's refusals
 	b.StartTLS()
 	t.Cleanup(b.Close)
 

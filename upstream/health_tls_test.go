@@ -2,6 +2,8 @@ package upstream
 
 import (
 	"crypto/tls"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -23,6 +25,7 @@ func TestHTTPProberTLS(t *testing.T) {
 		}
 	}))
 	s.TLS = &tls.Config{Certificates: []tls.Certificate{cert.TLS}}
+	s.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
 	s.StartTLS()
 	t.Cleanup(s.Close)
 	b, err := NewBackend(s.URL, 1)
