@@ -36,10 +36,16 @@ type tlsBackend struct {
 // server's config (ask for client certificates).
 func startTLSBackend(t testing.TB, cert tls.Certificate, edit func(*tls.Config)) *tlsBackend {
 	t.Helper()
-	b := &tlsBackend{}
-	b.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return startTLSBackendHandler(t, cert, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok "+r.URL.Path)
-	}))
+	}, edit)
+}
+
+// startTLSBackendHandler is startTLSBackend serving h.
+func startTLSBackendHandler(t testing.TB, cert tls.Certificate, h http.HandlerFunc, edit func(*tls.Config)) *tlsBackend {
+	t.Helper()
+	b := &tlsBackend{}
+	b.Server = httptest.NewUnstartedServer(h)
 	b.TLS = &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		VerifyConnection: func(cs tls.ConnectionState) error {
@@ -622,5 +628,44 @@ func TestBackendTLSStalePooledConn(t *testing.T) {
 	}
 	if resumed.Load() != 1 {
 		t.Errorf("%d resumed handshakes, want 1", resumed.Load())
+	}
+}
+
+// TestBackendTLSUpgrade: an Upgrade exchange with an https:// backend
+// becomes a tunnel whose backend side is the TLS connection.
+func TestBackendTLSUpgrade(t *testing.T) {
+	pki := newTestPKI(t)
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			b := startTLSBackendHandler(t, pki.server.TLS, func(w http.ResponseWriter, r *http.Request) {
+				conn, rw, err := http.NewResponseController(w).Hijack()
+				if err != nil {
+					return
+				}
+				defer conn.Close()
+				rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+				rw.Flush()
+				io.Copy(conn, rw) // echo until the client ends
+			}, nil)
+			g := startLogGateway(t, engine, fmt.Sprintf("  - { path: \"/\", backend: %q, tls: { ca_file: %q } }\n", b.URL, pki.caFile))
+			c, err := net.Dial("tcp", g.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != 101 {
+				t.Fatalf("upgrade: %v %v", resp, err)
+			}
+			for _, msg := range []string{"ping 1\n", "ping 2\n"} {
+				io.WriteString(c, msg)
+				if got, err := br.ReadString('\n'); got != msg {
+					t.Fatalf("echo %q, %v; want %q", got, err, msg)
+				}
+			}
+		})
 	}
 }
