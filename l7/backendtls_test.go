@@ -547,48 +547,57 @@ func TestBackendTLSHealthCheck(t *testing.T) {
 }
 
 // BenchmarkProxyBackendTLS compares a keep-alive request through the fast
-// engine to an HTTPS backend (TLS 1.3, pooled connection) with the same
-// request to a plain HTTP backend, same server, in the same run.
+// engine to an HTTPS backend (TLS 1.3) with the same request to a plain
+// HTTP backend, same server, in the same run: on a pooled backend
+// connection ("pooled"), and on a new backend connection per request
+// ("new-conn": the backend closes after each response; TLS resumes the
+// session).
 func BenchmarkProxyBackendTLS(b *testing.B) {
 	pki := newTestPKI(b)
 	body := strings.Repeat("x", 64)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) })
-	for _, scheme := range []string{"http", "https"} {
-		b.Run(scheme, func(b *testing.B) {
-			be := httptest.NewUnstartedServer(handler)
-			routes := ""
-			if scheme == "https" {
-				be.TLS = &tls.Config{Certificates: []tls.Certificate{pki.server.TLS}}
-				be.StartTLS()
-				routes = fmt.Sprintf("  - { path: \"/\", backend: %q, tls: { ca_file: %q } }\n", be.URL, pki.caFile)
-			} else {
-				be.Start()
-				routes = fmt.Sprintf("  - { path: \"/\", backend: %q }\n", be.URL)
-			}
-			b.Cleanup(be.Close)
-			gw := startGateway(b, "fast", routes)
-			c, err := net.Dial("tcp", gw.addr)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { c.Close() })
-			br := bufio.NewReader(c)
-			req := []byte("GET /bench HTTP/1.1\r\nHost: bench\r\n\r\n")
-			for b.Loop() {
-				if _, err := c.Write(req); err != nil {
-					b.Fatal(err)
+	for _, reuse := range []string{"pooled", "new-conn"} {
+		for _, scheme := range []string{"http", "https"} {
+			b.Run(reuse+"/"+scheme, func(b *testing.B) {
+				be := httptest.NewUnstartedServer(handler)
+				be.Config.SetKeepAlivesEnabled(reuse == "pooled")
+				routes := fmt.Sprintf("  - { path: \"/\", backend: %q }\n", "http://"+be.Listener.Addr().String())
+				if scheme == "https" {
+					be.TLS = &tls.Config{Certificates: []tls.Certificate{pki.server.TLS}}
+					be.StartTLS()
+					routes = fmt.Sprintf("  - { path: \"/\", backend: %q, tls: { ca_file: %q } }\n", be.URL, pki.caFile)
+				} else {
+					be.Start()
 				}
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					b.Fatalf("status %d", resp.StatusCode)
-				}
-			}
-		})
+				b.Cleanup(be.Close)
+				benchmarkGET(b, startGateway(b, "fast", routes).addr)
+			})
+		}
+	}
+}
+
+// benchmarkGET sends GET requests on one keep-alive connection to addr.
+func benchmarkGET(b *testing.B, addr string) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	br := bufio.NewReader(c)
+	req := []byte("GET /bench HTTP/1.1\r\nHost: bench\r\n\r\n")
+	for b.Loop() {
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
 	}
 }
 
