@@ -181,6 +181,17 @@ func (t *Transport) backendTLSOf(rc *config.Route, backends []*upstream.Backend)
 	return out, nil
 }
 
+// probeTLS gives health checks the TLS client config of each https://
+// backend. It looks the backend up by URL: a checker kept across a reload
+// may see the backend of the new snapshot before its new prober.
+func probeTLS(tlsOf map[*upstream.Backend]*backendTLS) func(*upstream.Backend) *tls.Config {
+	byURL := make(map[string]*tls.Config, len(tlsOf))
+	for b, bt := range tlsOf {
+		byURL[b.URL] = bt.config
+	}
+	return func(b *upstream.Backend) *tls.Config { return byURL[b.URL] }
+}
+
 // Activate makes s the configuration whose backends are health-checked,
 // keeping the state of backends it shares with the previous one. Call it
 // once s is published.
@@ -255,16 +266,7 @@ func buildRoute(rc *config.Route, tr *Transport, metrics *observe.Metrics) (*Rou
 	}
 	if hc := rc.HealthCheck; hc.Path != "" {
 		opt.Health = &upstream.HealthOptions{
-			Prober: upstream.HTTPProber{Path: hc.Path, ExpectStatus: hc.ExpectStatus, TLS: func(b *upstream.Backend) *tls.Config {
-				// By URL: a checker kept across a reload may see the
-				// backend of the new snapshot before its new prober.
-				for pb, bt := range tlsOf {
-					if pb.URL == b.URL {
-						return bt.config
-					}
-				}
-				return nil
-			}},
+			Prober:             upstream.HTTPProber{Path: hc.Path, ExpectStatus: hc.ExpectStatus, TLS: probeTLS(tlsOf)},
 			Interval:           hc.Interval.D(),
 			Timeout:            hc.Timeout.D(),
 			HealthyThreshold:   hc.HealthyThreshold,
