@@ -252,7 +252,9 @@ func TestBackendTLSPrivateCA(t *testing.T) {
 }
 
 // TestBackendTLSServerName: server_name is sent as SNI and verified; the
-// URL may then name the backend by address.
+// URL may then name the backend by address. A backend's own server_name
+// replaces the route's (min_version differs so that the second route has
+// a pool of its own and handshakes).
 func TestBackendTLSServerName(t *testing.T) {
 	pki := newTestPKI(t)
 	var sni atomic.Pointer[string]
@@ -262,12 +264,17 @@ func TestBackendTLSServerName(t *testing.T) {
 			return nil, nil
 		}
 	})
-	g := startLogGateway(t, "fast", fmt.Sprintf("  - { path: \"/\", backend: %q, tls: { ca_file: %q, server_name: backend.test } }\n", httpsURL(b), pki.caFile))
-	if code, raw := g.get(t, "/"); code != 200 {
-		t.Fatalf("status %d\n%s", code, raw)
-	}
-	if got := sni.Load(); got == nil || *got != "backend.test" {
-		t.Errorf("SNI %v, want backend.test", got)
+	g := startLogGateway(t, "fast", fmt.Sprintf(`  - { path: "/route", backend: %q, tls: { ca_file: %q, server_name: backend.test } }
+  - { path: "/backend", backends: [ { url: %q, tls: { server_name: backend.test } } ], tls: { ca_file: %q, server_name: wrong.test, min_version: "1.3" } }
+`, httpsURL(b), pki.caFile, httpsURL(b), pki.caFile))
+	for _, path := range []string{"/route", "/backend"} {
+		sni.Store(nil)
+		if code, raw := g.get(t, path); code != 200 {
+			t.Fatalf("%s: status %d\n%s", path, code, raw)
+		}
+		if got := sni.Load(); got == nil || *got != "backend.test" {
+			t.Errorf("%s: SNI %v, want backend.test", path, got)
+		}
 	}
 }
 
