@@ -30,6 +30,8 @@ type tlsBackend struct {
 	handshakes, resumed atomic.Int64
 	// clientCN is the CN of the last verified client certificate.
 	clientCN atomic.Pointer[string]
+	// alpn is the protocol the last handshake negotiated.
+	alpn atomic.Pointer[string]
 }
 
 // startTLSBackend serves "ok" over TLS with cert; edit may change the
@@ -53,6 +55,7 @@ func startTLSBackendHandler(t testing.TB, cert tls.Certificate, h http.HandlerFu
 			if cs.DidResume {
 				b.resumed.Add(1)
 			}
+			b.alpn.Store(&cs.NegotiatedProtocol)
 			if len(cs.PeerCertificates) > 0 {
 				cn := cs.PeerCertificates[0].Subject.CommonName
 				b.clientCN.Store(&cn)
@@ -62,6 +65,10 @@ func startTLSBackendHandler(t testing.TB, cert tls.Certificate, h http.HandlerFu
 	}
 	if edit != nil {
 		edit(b.TLS)
+	}
+	if b.TLS.NextProtos == nil {
+		// h2 offered too, so the tests see the proxy choose HTTP/1.1.
+		b.TLS.NextProtos = []string{"h2", "http/1.1"}
 	}
 	b.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
 	b.StartTLS()
@@ -245,6 +252,9 @@ func TestBackendTLSPrivateCA(t *testing.T) {
 			}
 			if h := b.handshakes.Load(); h != 1 {
 				t.Errorf("%d handshakes with the backend for %d requests, want 1 (pooled connection)", h, n)
+			}
+			if p := b.alpn.Load(); p == nil || *p != "http/1.1" {
+				t.Errorf("ALPN %q, want http/1.1 (the backend offers h2 too)", *p)
 			}
 			t.Logf("%d requests, %d backend handshakes", n, b.handshakes.Load())
 		})
