@@ -29,6 +29,11 @@
 // TLSConfig hands out (tls-alpn-01) and by [Manager.HandleHTTPChallenge],
 // which the plain-HTTP listener calls before routing (http-01).
 //
+// [LoadClientPair] loads the client certificate the proxy presents to
+// backends (mutual TLS to backends): validated like a served pair, but
+// without the SAN requirement; l7 builds its client configs from it and
+// [LoadClientCAs].
+//
 // # What this package must not do
 //
 // It does not listen, accept connections or speak HTTP to clients: the

@@ -27,7 +27,7 @@ routes:
 `
 
 func TestParseErrors(t *testing.T) {
-	known := "(known: name, path, host, methods, strip_prefix, backend, backends, strategy, hash_key, timeouts, health_check, outlier_detection, retries, max_conns, max_conns_wait, fail_open, middlewares)"
+	known := "(known: name, path, host, methods, strip_prefix, backend, backends, strategy, hash_key, tls, timeouts, health_check, outlier_detection, retries, max_conns, max_conns_wait, fail_open, middlewares)"
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -58,7 +58,7 @@ routes:
 			- url: http://a
 				weigth: 2
 `,
-			want: []string{`bad.yaml:5: unknown key "weigth" at routes[0].backends[0] (known: url, weight)`},
+			want: []string{`bad.yaml:5: unknown key "weigth" at routes[0].backends[0] (known: url, weight, tls)`},
 		},
 		{
 			name: "unknown key at top level",
@@ -365,24 +365,14 @@ routes:
 
 		// Backends.
 		{
-			name: "https backend",
-			yaml: "routes:\n\t- path: /a\n\t\tbackend: https://a\n",
-			want: []string{`bad.yaml:3: routes[0].backend: https backends are not supported yet`},
-		},
-		{
-			name: "https backend in a pool",
-			yaml: "routes:\n\t- path: /a\n\t\tbackends:\n\t\t\t- url: HTTPS://a:443\n",
-			want: []string{`bad.yaml:4: routes[0].backends[0].url: https backends are not supported yet`},
-		},
-		{
 			name: "backend without scheme",
 			yaml: "routes:\n\t- path: /a\n\t\tbackend: localhost:8001\n",
-			want: []string{`bad.yaml:3: routes[0].backend: invalid URL "localhost:8001" (want http://host[:port][/path])`},
+			want: []string{`bad.yaml:3: routes[0].backend: invalid URL "localhost:8001" (want http://host[:port][/path] or https://...)`},
 		},
 		{
 			name: "backend with other scheme",
 			yaml: "routes:\n\t- path: /a\n\t\tbackend: ws://a\n",
-			want: []string{`bad.yaml:3: routes[0].backend: unsupported scheme "ws" in "ws://a" (supported: http)`},
+			want: []string{`bad.yaml:3: routes[0].backend: unsupported scheme "ws" in "ws://a" (supported: http, https)`},
 		},
 		{
 			name: "backend without host",
@@ -527,7 +517,7 @@ routes:
 				`bad.yaml:2: server.listen: invalid port "99999" in ":99999" (want 0-65535)`,
 				`bad.yaml:3: server.engine: unknown engine "slow" (supported: fast, standard)`,
 				`bad.yaml:5: admin.listen: invalid address "nowhere" (want host:port, e.g. ":8080" or "127.0.0.1:8080")`,
-				`bad.yaml:8: routes[0].backend: unsupported scheme "ftp" in "ftp://a" (supported: http)`,
+				`bad.yaml:8: routes[0].backend: unsupported scheme "ftp" in "ftp://a" (supported: http, https)`,
 				`bad.yaml:9: routes[0].methods[1]: duplicate method "GET" (also methods[0])`,
 				`bad.yaml:10: routes[1].path: is required`,
 				`bad.yaml:13: routes[1].backends[1].url: duplicate backend "http://b:80" (also backends[0])`,

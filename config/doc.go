@@ -29,17 +29,18 @@
 //
 // # What this package must not do
 //
-// Apart from reading the one file given to Load, the certificate and key
-// files it names (to check that they load and match), the admin token
-// file it names, the ACME storage directory (it, or its nearest existing
-// parent, must be a writable directory: a temporary file is created and
-// removed there; nothing else is created), and looking up environment
-// variables, config performs no I/O: it opens no sockets,
+// Apart from reading the one file given to Load, the certificate, key
+// and CA files it names (to check that they load and match), the admin
+// token file it names, the ACME storage directory (it, or its nearest
+// existing parent, must be a writable directory: a temporary file is
+// created and removed there; nothing else is created), and looking up
+// environment variables, config performs no I/O: it opens no sockets,
 // resolves no host names, dials no backends and starts no goroutines.
 // Checks that need the network (is the port free, does the backend
 // answer) belong to the packages that own those resources. The
 // certificate, key and CA files of server.tls are checked (readable,
 // matching, valid now, with SANs) by the TLSFileChecker that the certs
-// package registers, so that TLS code stays in certs and `rustygate
+// package registers, as are the CA and client certificate files of the
+// routes' backend `tls` sections (client certificates need no SANs), so that TLS code stays in certs and `rustygate
 // validate` still reports a bad pair at the line that names it.
 package config

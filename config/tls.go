@@ -88,6 +88,10 @@ type TLSFileChecker interface {
 	CheckPair(certFile, keyFile string) ([]string, error)
 	// CheckCAFile checks a file of PEM CA certificates.
 	CheckCAFile(file string) error
+	// CheckClientPair loads a client certificate and its key, as a
+	// backend's `tls` names them: readable, matching, valid now (SANs
+	// are not required). An error with FaultyFile() names the file.
+	CheckClientPair(certFile, keyFile string) error
 }
 
 var tlsFileChecker atomic.Pointer[TLSFileChecker]

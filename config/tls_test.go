@@ -35,6 +35,11 @@ func (f fakeFiles) CheckCAFile(file string) error {
 	return nil
 }
 
+func (f fakeFiles) CheckClientPair(certFile, keyFile string) error {
+	_, err := f.CheckPair(certFile, keyFile)
+	return err
+}
+
 // withChecker registers c for the duration of the test.
 func withChecker(t *testing.T, c TLSFileChecker) {
 	prev := currentTLSFileChecker()

@@ -251,6 +251,9 @@ type Route struct {
 	// HashKey is what consistent_hash hashes: "ip" (default),
 	// "header:NAME" or "cookie:NAME".
 	HashKey string `yaml:"hash_key"`
+	// TLS configures TLS to the route's https:// backends (see
+	// BackendTLS); a backend's own `tls` overrides it field by field.
+	TLS *BackendTLS `yaml:"tls"`
 	// Timeouts towards the backends.
 	Timeouts Timeouts `yaml:"timeouts"`
 	// HealthCheck actively probes each backend; off when Path is empty.
@@ -381,10 +384,14 @@ func (m *Middleware) IsEnabled() bool { return m.Enabled == nil || *m.Enabled }
 
 // Backend is one upstream server.
 type Backend struct {
-	// URL is "http://host:port" with an optional base path.
+	// URL is "http://host:port" or "https://host:port" with an
+	// optional base path.
 	URL string `yaml:"url"`
 	// Weight for weighted strategies. Default 1.
 	Weight int `yaml:"weight"`
+	// TLS overrides fields of the route's `tls` for this https://
+	// backend.
+	TLS *BackendTLS `yaml:"tls"`
 }
 
 // Timeouts towards backends.

@@ -106,6 +106,10 @@ func upstreamDefaults(r *Route, path string, unset func(string) bool) {
 	if r.MaxConns > 0 {
 		setDuration(&r.MaxConnsWait, defaultMaxConnsWait, unset(path+".max_conns_wait"))
 	}
+	if r.TLS != nil {
+		// A backend's own tls leaves min_version unset to inherit this.
+		setString(&r.TLS.MinVersion, defaultTLSMinVersion)
+	}
 }
 
 // validateUpstream checks a route's pool settings.
@@ -127,6 +131,7 @@ func validateUpstream(r *Route, path string, st *vstate) {
 	}
 
 	validateHealthCheck(&r.HealthCheck, path+".health_check", st)
+	validateBackendTLS(r, path, st)
 
 	o := &r.Outlier
 	op := path + ".outlier_detection"

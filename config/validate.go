@@ -467,13 +467,10 @@ func checkHost(h string) string {
 }
 
 // canonicalBackendURL checks a backend URL and returns its canonical
-// form, http://host:port[/base], or a description of the problem.
+// form, http(s)://host:port[/base], or a description of the problem.
 func canonicalBackendURL(raw string) (string, string) {
 	if raw == "" {
 		return "", "is required"
-	}
-	if len(raw) >= 8 && strings.EqualFold(raw[:8], "https://") {
-		return "", "https backends are not supported yet"
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -484,11 +481,9 @@ func canonicalBackendURL(raw string) (string, string) {
 	}
 	switch {
 	case u.Scheme == "" || u.Opaque != "" || !strings.Contains(raw, "://"):
-		return "", fmt.Sprintf("invalid URL %q (want http://host[:port][/path])", raw)
-	case u.Scheme == "https":
-		return "", "https backends are not supported yet"
-	case u.Scheme != "http":
-		return "", fmt.Sprintf("unsupported scheme %q in %q (supported: http)", u.Scheme, raw)
+		return "", fmt.Sprintf("invalid URL %q (want http://host[:port][/path] or https://...)", raw)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", fmt.Sprintf("unsupported scheme %q in %q (supported: http, https)", u.Scheme, raw)
 	case u.User != nil:
 		return "", fmt.Sprintf("user info is not allowed in %q", raw)
 	case u.RawQuery != "" || u.ForceQuery:
@@ -502,7 +497,7 @@ func canonicalBackendURL(raw string) (string, string) {
 	}
 	port := u.Port()
 	if port == "" {
-		port = "80"
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
 	} else if _, ok := parsePort(port); !ok {
 		return "", fmt.Sprintf("invalid port %q in %q (want 1-65535)", port, raw)
 	}
@@ -524,7 +519,7 @@ func canonicalBackendURL(raw string) (string, string) {
 		return "", fmt.Sprintf("the path must not contain %q segments in %q", dotSegment(path), raw)
 	}
 	path = strings.TrimSuffix(path, "/")
-	return "http://" + net.JoinHostPort(host, port) + path, ""
+	return u.Scheme + "://" + net.JoinHostPort(host, port) + path, ""
 }
 
 // canonicalOrSelf returns the canonical form of a backend URL, or the

@@ -22,8 +22,11 @@ type backendConn struct {
 // recently used first (LIFO keeps few connections warm and lets the rest
 // time out).
 type connPool struct {
-	backend     *upstream.Backend
-	dialer      net.Dialer
+	backend *upstream.Backend
+	dialer  net.Dialer
+	// tls is set for an https:// backend: every connection handshakes
+	// with it, within the connect timeout.
+	tls         *backendTLS
 	idleTimeout time.Duration
 	maxIdle     int
 
@@ -42,8 +45,8 @@ func (p *connPool) counts() (open, idle int) {
 	return int(p.open.Load()), idle
 }
 
-func newConnPool(b *upstream.Backend, connect, idle time.Duration, maxIdle int) *connPool {
-	p := &connPool{backend: b, idleTimeout: idle, maxIdle: maxIdle}
+func newConnPool(b *upstream.Backend, connect, idle time.Duration, maxIdle int, bt *backendTLS) *connPool {
+	p := &connPool{backend: b, idleTimeout: idle, maxIdle: maxIdle, tls: bt}
 	p.dialer.Timeout = connect
 	p.dialer.KeepAlive = 30 * time.Second
 	return p
@@ -93,10 +96,24 @@ func (p *connPool) getIdle(lp *loop) *backendConn {
 // caller's loop.
 const loopAffinityScan = 8
 
+// dial connects to the backend, and handshakes for an https:// one: the
+// connect timeout bounds the TCP connect and the handshake together, as
+// nginx's proxy_connect_timeout does. A TLS connection has no descriptor
+// for the event loops: its exchanges run off them.
 func (p *connPool) dial(ctx context.Context) (*backendConn, error) {
+	if p.tls != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.dialer.Timeout)
+		defer cancel()
+	}
 	c, err := p.dialer.DialContext(ctx, "tcp", p.backend.Addr)
 	if err != nil {
 		return nil, err
+	}
+	if p.tls != nil {
+		if c, err = handshake(ctx, c, p.tls.config); err != nil {
+			return nil, err
+		}
 	}
 	p.open.Add(1)
 	bc := &backendConn{bufConn: newBufConn(c, &backendBufPool, backendReadBuf), pool: p}

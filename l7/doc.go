@@ -11,7 +11,11 @@
 // `server.engine: standard`. Both parse requests with the same strictness
 // (request-smuggling vectors give 400 and a closed connection), route with
 // the same Router and talk to backends through the same HTTP/1.1 client
-// with keep-alive pools.
+// with keep-alive pools. An https:// backend is spoken to over TLS
+// (backendtls.go): its certificate verified per the route's `tls`, an
+// optional client certificate, pooled connections, a session cache per
+// backend; a failed handshake is a backend failure with reason "tls".
+// Exchanges on TLS backend connections run off the event loops.
 //
 // Before routing, every request (HTTP/1.1 and HTTP/2 alike) goes through
 // the server's request rules (request.applyRules): header names with

@@ -246,6 +246,10 @@ func (x *exchange) useConn(bc *backendConn) {
 }
 
 func (x *exchange) dialError(err error) (*proxyError, string) {
+	var te *tlsDialError
+	if errors.As(err, &te) {
+		return x.tlsDialFailed(te.err)
+	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		x.errMsg = "backend connect timeout"
@@ -270,7 +274,7 @@ func (x *exchange) shouldRetry(rt *Route, reason string) bool {
 		return false
 	}
 	switch reason {
-	case reasonConnect:
+	case reasonConnect, reasonTLS:
 		// The request never reached the backend: always safe to resend.
 		if !p.onConnect {
 			return false

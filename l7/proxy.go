@@ -327,6 +327,11 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 		case isTimeout(err):
 			x.errMsg = "backend timeout"
 			return errBackendTimeout, false, reasonTimeout
+		case isTLSAlert(err):
+			// With TLS 1.3 the client's handshake ends before the
+			// backend checks its certificate: a refusal comes here.
+			perr, reason := x.tlsDialFailed(err)
+			return perr, false, reason
 		case isConnGone(err):
 			if bc.reused && !received && bodyErr == nil {
 				return errBackendClosed, true, reasonReset
@@ -398,6 +403,10 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 			x.setLengthField(len(x.wasm.respBody))
 		}
 	}
+	// What the head adds to closeClient concerns the client alone (it
+	// asked to close, or HTTP/1.0 needs the close to end the body): the
+	// backend connection stays reusable.
+	poisoned := x.closeClient
 	if err := x.sink.head(x, resp); err != nil {
 		x.closeClient = true
 		bc.close()
@@ -442,7 +451,7 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 			}
 		}
 	}
-	if ok && !resp.closeConn && !x.closeClient {
+	if ok && !resp.closeConn && !poisoned {
 		bc.reused = false
 		bc.pool.put(bc)
 	} else {

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -38,8 +39,12 @@ type Transport struct {
 
 	mu    sync.Mutex
 	pools map[string]*connPool
-	stop  chan struct{}
-	done  chan struct{}
+	// sessions are the TLS session caches of https:// backends, by
+	// backendTLS key: a reload that keeps a backend's TLS settings and
+	// files keeps resuming its sessions.
+	sessions map[string]tls.ClientSessionCache
+	stop     chan struct{}
+	done     chan struct{}
 }
 
 // NewTransport starts a transport and its idle-connection reaper. log and
@@ -49,11 +54,12 @@ func NewTransport(log *slog.Logger, metrics *observe.Metrics) *Transport {
 		log = slog.New(slog.DiscardHandler)
 	}
 	t := &Transport{
-		log:     log,
-		metrics: metrics,
-		pools:   map[string]*connPool{},
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		log:      log,
+		metrics:  metrics,
+		pools:    map[string]*connPool{},
+		sessions: map[string]tls.ClientSessionCache{},
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	t.registry = upstream.NewRegistry(t.healthChanged)
 	go t.reap()
@@ -123,18 +129,67 @@ func (t *Transport) Close() {
 	}
 }
 
-func (t *Transport) pool(b *upstream.Backend, to config.Timeouts) *connPool {
+func (t *Transport) pool(b *upstream.Backend, to config.Timeouts, bt *backendTLS) *connPool {
 	// By URL, not address, so that a pool's connections are reported
-	// under the backend label the other backend metrics use.
+	// under the backend label the other backend metrics use. Changed TLS
+	// settings or files make a new pool: no connection verified under
+	// the old ones is reused.
 	key := fmt.Sprintf("%s|%d|%d|%d", b.URL, to.Connect, to.Idle, to.MaxIdleConns)
+	if bt != nil {
+		key += "|" + bt.key
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if p, ok := t.pools[key]; ok {
 		return p
 	}
-	p := newConnPool(b, to.Connect.D(), to.Idle.D(), to.MaxIdleConns)
+	p := newConnPool(b, to.Connect.D(), to.Idle.D(), to.MaxIdleConns, bt)
 	t.pools[key] = p
 	return p
+}
+
+// sessionCache returns the TLS session cache of a backendTLS key.
+func (t *Transport) sessionCache(key string) tls.ClientSessionCache {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, ok := t.sessions[key]
+	if !ok {
+		c = tls.NewLRUClientSessionCache(sessionCacheSize)
+		t.sessions[key] = c
+	}
+	return c
+}
+
+// backendTLSOf builds the TLS client side of each https:// backend of a
+// route, reading the files its settings name.
+func (t *Transport) backendTLSOf(rc *config.Route, backends []*upstream.Backend) (map[*upstream.Backend]*backendTLS, error) {
+	out := map[*upstream.Backend]*backendTLS{}
+	for j, b := range backends {
+		tc := rc.TLSFor(&rc.Backends[j])
+		if tc == nil {
+			continue
+		}
+		bt, err := newBackendTLS(tc, b, t.sessionCache)
+		if err != nil {
+			return nil, fmt.Errorf("backends[%d]: tls: %w", j, err)
+		}
+		if tc.SkipVerify() {
+			t.log.Warn("backend certificate not verified (insecure_skip_verify): the connection can be intercepted", "route", rc.Name, "backend", b.URL)
+		}
+		out[b] = bt
+	}
+	return out, nil
+}
+
+// probeTLS gives health checks the TLS client config of each https://
+// backend. It looks the backend up by URL: a checker kept across a reload
+// may see the backend of the new snapshot before its new prober.
+func probeTLS(tlsOf map[*upstream.Backend]*backendTLS) func(*upstream.Backend) *tls.Config {
+	byURL := make(map[string]*tls.Config, len(tlsOf))
+	for b, bt := range tlsOf {
+		byURL[b.URL] = bt.config
+	}
+	return func(b *upstream.Backend) *tls.Config { return byURL[b.URL] }
 }
 
 // Activate makes s the configuration whose backends are health-checked,
@@ -194,6 +249,10 @@ func buildRoute(rc *config.Route, tr *Transport, metrics *observe.Metrics) (*Rou
 		}
 		backends = append(backends, b)
 	}
+	tlsOf, err := tr.backendTLSOf(rc, backends)
+	if err != nil {
+		return nil, nil, err
+	}
 	opt := upstream.PoolOptions{
 		Strategy:     rc.Strategy,
 		FailOpen:     rc.FailOpen,
@@ -207,7 +266,7 @@ func buildRoute(rc *config.Route, tr *Transport, metrics *observe.Metrics) (*Rou
 	}
 	if hc := rc.HealthCheck; hc.Path != "" {
 		opt.Health = &upstream.HealthOptions{
-			Prober:             upstream.HTTPProber{Path: hc.Path, ExpectStatus: hc.ExpectStatus},
+			Prober:             upstream.HTTPProber{Path: hc.Path, ExpectStatus: hc.ExpectStatus, TLS: probeTLS(tlsOf)},
 			Interval:           hc.Interval.D(),
 			Timeout:            hc.Timeout.D(),
 			HealthyThreshold:   hc.HealthyThreshold,
@@ -241,7 +300,7 @@ func buildRoute(rc *config.Route, tr *Transport, metrics *observe.Metrics) (*Rou
 		rt.allowHeader = strings.Join(rt.Methods, ", ")
 	}
 	for _, b := range backends {
-		rt.conns[b] = tr.pool(b, rc.Timeouts)
+		rt.conns[b] = tr.pool(b, rc.Timeouts, tlsOf[b])
 	}
 	return rt, pool, nil
 }

@@ -7,68 +7,32 @@ package e2e_test
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rustygate/rustygate/internal/testpki"
 )
 
 // sniCA issues the test's certificates.
-type sniCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
+type sniCA struct{ *testpki.CA }
 
-func newSNICA(t *testing.T) *sniCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e l4 CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &sniCA{cert: cert, key: key, pool: pool}
-}
+func newSNICA(t *testing.T) sniCA { return sniCA{testpki.NewCA(t, "e2e l4 CA")} }
 
 // issue returns a certificate for names and writes it and its key as PEM
 // files into dir.
-func (ca *sniCA) issue(t *testing.T, dir string, names ...string) (tls.Certificate, string, string) {
+func (ca sniCA) issue(t *testing.T, dir string, names ...string) (tls.Certificate, string, string) {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	certFile := filepath.Join(dir, strings.ReplaceAll(names[0], "*", "_")+".crt")
-	keyFile := strings.TrimSuffix(certFile, ".crt") + ".key"
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	leaf, _ := x509.ParseCertificate(der)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, certFile, keyFile
+	c := ca.Issue(t, testpki.Spec{CN: names[0], Hosts: names})
+	certFile, keyFile := c.WriteFiles(t, dir, strings.ReplaceAll(names[0], "*", "_"))
+	return c.TLS, certFile, keyFile
 }
 
 // sniBackend is a TLS server with cert that sends tag and a newline, then
@@ -155,7 +119,7 @@ func TestL4SNIPassthrough(t *testing.T) {
 		{"db.example.com", "db", "db", dbCert},
 		{"www.apps.example.com", "apps", "apps", appsCert},
 	} {
-		tag, peer, c := sniExchange(t, addr, tt.sni, ca.pool)
+		tag, peer, c := sniExchange(t, addr, tt.sni, ca.Pool)
 		if tag != tt.tag || !peer.Equal(tt.cert.Leaf) {
 			t.Errorf("%s reached %q with the certificate of %v, want %s", tt.sni, tag, peer.DNSNames, tt.tag)
 		}
@@ -166,7 +130,7 @@ func TestL4SNIPassthrough(t *testing.T) {
 	}
 
 	c := dialRaw(t, addr, 5*time.Second)
-	if err := tls.Client(c, &tls.Config{ServerName: "unknown.example.com", RootCAs: ca.pool}).Handshake(); err == nil {
+	if err := tls.Client(c, &tls.Config{ServerName: "unknown.example.com", RootCAs: ca.Pool}).Handshake(); err == nil {
 		t.Fatal("an unknown name without default backends was proxied")
 	}
 	if l := l4ConnLine(t, lines, "edge", c); l["result"] != "no_route" || l["sni"] != "unknown.example.com" {
@@ -177,7 +141,7 @@ func TestL4SNIPassthrough(t *testing.T) {
 	if l := p.sighup(t); l["msg"] != hrMsgReloaded {
 		t.Fatalf("SIGHUP reload: %v", l)
 	}
-	if tag, peer, _ := sniExchange(t, addr, "db.example.com", ca.pool); tag != "apps" || !peer.Equal(appsCert.Leaf) {
+	if tag, peer, _ := sniExchange(t, addr, "db.example.com", ca.Pool); tag != "apps" || !peer.Equal(appsCert.Leaf) {
 		t.Fatalf("after the reload db.example.com reached %q", tag)
 	}
 }
@@ -201,7 +165,7 @@ func TestL4TLSTermination(t *testing.T) {
 	p := hrStart(t, path)
 	lines := func() []map[string]any { return p.lines(0) }
 	addr := l4Addr(t, lines, "term")
-	tag, peer, _ := sniExchange(t, addr, "tcp.example.com", ca.pool)
+	tag, peer, _ := sniExchange(t, addr, "tcp.example.com", ca.Pool)
 	if tag != "plain" || peer.Subject.CommonName != "tcp.example.com" {
 		t.Fatalf("got %q with the certificate of %s", tag, peer.Subject.CommonName)
 	}
@@ -223,7 +187,7 @@ func TestL4TLSTermination(t *testing.T) {
 	if l["msg"] != hrMsgFailed || !strings.Contains(fmt.Sprint(l), "l4[0].tls.cert_file") {
 		t.Fatalf("reload with a broken certificate: %v", l)
 	}
-	if tag, got, _ := sniExchange(t, addr, "tcp.example.com", ca.pool); tag != "plain" || !got.Equal(peer) {
+	if tag, got, _ := sniExchange(t, addr, "tcp.example.com", ca.Pool); tag != "plain" || !got.Equal(peer) {
 		t.Fatalf("after the failed reload got %q with serial %v", tag, got.SerialNumber)
 	}
 
@@ -237,7 +201,7 @@ func TestL4TLSTermination(t *testing.T) {
 	if l := p.sighup(t); l["msg"] != hrMsgReloaded {
 		t.Fatalf("reload with the renewed certificate: %v", l)
 	}
-	if _, got, _ := sniExchange(t, addr, "tcp.example.com", ca.pool); !got.Equal(renewed.Leaf) {
+	if _, got, _ := sniExchange(t, addr, "tcp.example.com", ca.Pool); !got.Equal(renewed.Leaf) {
 		t.Fatalf("after the reload the old certificate (serial %v) is served", got.SerialNumber)
 	}
 }

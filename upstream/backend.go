@@ -27,6 +27,9 @@ var ErrPoolFull = errors.New("upstream: backend connection limit reached")
 type Backend struct {
 	// URL as configured, e.g. "http://127.0.0.1:8001/base".
 	URL string
+	// Scheme is the URL's scheme: "http", "https" (the proxy speaks TLS
+	// to the backend) or "tcp".
+	Scheme string
 	// Addr is host:port to dial.
 	Addr string
 	// Host is the host part of the URL (no port).
@@ -73,7 +76,8 @@ type backendState struct {
 	wake    chan struct{} // closed by Release when waiters > 0
 }
 
-// NewBackend parses a backend URL ("http://host[:port][/path]"). The
+// NewBackend parses a backend URL ("http://host[:port][/path]",
+// "https://..." or "tcp://host:port"). The
 // backend has state of its own; use a Registry to keep state across
 // configuration reloads.
 func NewBackend(rawURL string, weight int) (*Backend, error) {
@@ -85,7 +89,7 @@ func newBackend(rawURL string, weight int, scope string, st *backendState) (*Bac
 	if err != nil {
 		return nil, fmt.Errorf("backend %q: %w", rawURL, err)
 	}
-	if u.Scheme != "http" && u.Scheme != "tcp" {
+	if u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "tcp" {
 		return nil, fmt.Errorf("backend %q: scheme %q is not supported", rawURL, u.Scheme)
 	}
 	if u.Hostname() == "" {
@@ -97,12 +101,16 @@ func newBackend(rawURL string, weight int, scope string, st *backendState) (*Bac
 			return nil, fmt.Errorf("backend %q: missing port", rawURL)
 		}
 		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
 	}
 	if weight <= 0 {
 		weight = 1
 	}
 	return &Backend{
 		URL:      rawURL,
+		Scheme:   u.Scheme,
 		Addr:     net.JoinHostPort(u.Hostname(), port),
 		Host:     u.Hostname(),
 		BasePath: strings.TrimSuffix(u.EscapedPath(), "/"),

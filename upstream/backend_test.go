@@ -17,6 +17,7 @@ func TestNewBackend(t *testing.T) {
 		{"http://127.0.0.1:8001", "127.0.0.1:8001", "127.0.0.1", "", 3, 3},
 		{"http://users/base/", "users:80", "users", "/base", 0, 1},
 		{"http://[::1]:8002/a%20b", "[::1]:8002", "::1", "/a%20b", 1, 1},
+		{"https://api.internal", "api.internal:443", "api.internal", "", 1, 1},
 	} {
 		b, err := NewBackend(tt.url, tt.weight)
 		if err != nil {
@@ -29,7 +30,7 @@ func TestNewBackend(t *testing.T) {
 			t.Errorf("new backend state: available %v up %v active %d", b.Available(), b.Up(), b.Active())
 		}
 	}
-	for _, bad := range []string{"https://a", "http://", "::"} {
+	for _, bad := range []string{"ftp://a", "http://", "::"} {
 		if _, err := NewBackend(bad, 1); err == nil {
 			t.Errorf("NewBackend(%q) succeeded", bad)
 		}

@@ -5,7 +5,9 @@
 // connection limits. It also provides retry budgets (budget.go) and the
 // Registry that keeps backend state and health checkers across
 // configuration reloads (registry.go). It is shared by the HTTP proxy
-// (l7) and the TCP proxy (l4) and knows nothing of either protocol.
+// (l7) and the TCP proxy (l4) and knows nothing of either protocol,
+// except for active health probes: HTTPProber sends GET over HTTP, or over
+// TLS to an https:// backend with the client configuration l7 gives it.
 //
 // Selection strategies (selection.go, maglev.go) are round_robin,
 // weighted_round_robin, least_connections, random_two_choices and

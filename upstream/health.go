@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -263,6 +264,11 @@ type HTTPProber struct {
 	// Client sends the probe; nil means a client that opens a connection
 	// per probe and does not follow redirects.
 	Client *http.Client
+	// TLS returns the TLS client configuration of an https:// backend
+	// (nil for the others); the probe then goes over TLS with it, so a
+	// backend whose certificate the proxy would refuse is marked down.
+	// It is not used with Client.
+	TLS func(b *Backend) *tls.Config
 }
 
 var defaultProbeClient = &http.Client{
@@ -274,6 +280,21 @@ var defaultProbeClient = &http.Client{
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
+// tlsProbeClient returns a client like defaultProbeClient that speaks
+// TLS with cfg. Without keep-alives it holds nothing between probes; a
+// ClientSessionCache in cfg lets each probe resume the last session.
+func tlsProbeClient(cfg *tls.Config) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:             nil,
+			DisableKeepAlives: true,
+			DialContext:       (&net.Dialer{}).DialContext,
+			TLSClientConfig:   cfg,
+		},
+		CheckRedirect: defaultProbeClient.CheckRedirect,
+	}
+}
+
 // probeBodyLimit is how much of a probe response body is read.
 const probeBodyLimit = 4096
 
@@ -283,15 +304,18 @@ func (p HTTPProber) Probe(ctx context.Context, b *Backend) error {
 	if path == "" {
 		path = "/"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.Addr+path, nil)
+	scheme, client := "http", p.Client
+	if client == nil {
+		client = defaultProbeClient
+		if b.Scheme == "https" && p.TLS != nil {
+			scheme, client = "https", tlsProbeClient(p.TLS(b))
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+b.Addr+path, nil)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("User-Agent", "RustyGate-health-check")
-	client := p.Client
-	if client == nil {
-		client = defaultProbeClient
-	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return err
