@@ -14,9 +14,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/rustygate/rustygate/certs"
 	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l4"
 	"github.com/rustygate/rustygate/l7"
@@ -71,6 +73,11 @@ type gateway struct {
 	listenAddr string
 	adminLn    net.Listener
 	admin      *http.Server
+	// tlsLn is the HTTPS listener (server.tls.listen, nil without TLS),
+	// tlsMgr the certificates it serves.
+	tlsLn   net.Listener
+	tlsAddr string
+	tlsMgr  atomic.Pointer[certs.Manager]
 	// lastLoaded is the content of the file the running config came from,
 	// so watcher events that change nothing do not reload.
 	lastLoaded []byte
@@ -174,6 +181,13 @@ func (g *gateway) run(cfg *config.Config) int {
 	}
 	ln = dp.WrapListener(ln)
 	g.ln, g.listenAddr = ln, cfg.Server.Listen
+	g.metrics.RegisterCertificates(g.certExpiry)
+	if err := g.startTLS(cfg); err != nil {
+		ln.Close()
+		log.Error("cannot start the HTTPS listener", "error", err.Error())
+		return 1
+	}
+	defer g.closeTLS()
 	adminAddr := "off"
 	if cfg.Admin.Enabled() {
 		aln, err := g.inherit.listen("admin", cfg.Admin.Listen)
@@ -234,7 +248,7 @@ func (g *gateway) run(cfg *config.Config) int {
 	g.ready.set(stateReady)
 	log.Info("RustyGate started",
 		"version", version, "config", g.path, "pid", os.Getpid(),
-		"listen", ln.Addr().String(), "admin", adminAddr,
+		"listen", ln.Addr().String(), "tls_listen", g.tlsAddrString(), "admin", adminAddr,
 		"engine", cfg.Server.Engine, "event_loops", eventLoops(cfg), "routes", len(cfg.Routes), "l4", len(cfg.L4),
 		"datapath", dp.Mode(), "datapath_reason", dp.Reason())
 	g.inherit.ready()
@@ -406,21 +420,38 @@ func (g *gateway) reload(source string, onlyIfChanged bool) (reloadResult, error
 		}
 		newLn = g.dp.WrapListener(newLn)
 	}
-	ports := listenPorts(cfg)
-	if newLn == nil {
-		ports = g.boundPorts(cfg)
-	} else if p := portOf(newLn.Addr().String()); p > 0 {
-		ports = append(ports, p)
-	}
-	if err := g.dp.Update(cfg.Datapath, ports); err != nil {
+	tch, err := g.prepareTLS(cfg)
+	if err != nil {
 		snap.Close()
 		if newLn != nil {
 			newLn.Close()
 		}
+		return fail(err)
+	}
+	abort := func() {
+		snap.Close()
+		tch.abort()
+		if newLn != nil {
+			newLn.Close()
+		}
+	}
+	ports := g.boundPorts(cfg)
+	if p := tch.port(); p > 0 {
+		ports = append(ports, p)
+	}
+	if newLn != nil {
+		ports = append(ports, portOf(newLn.Addr().String()))
+	}
+	if err := g.dp.Update(cfg.Datapath, ports); err != nil {
+		abort()
 		return fail(fmt.Errorf("datapath: %w", err))
 	}
 	g.banner.setConfig(cfg.Datapath.Bans)
 	if err := g.l4.Apply(cfg.L4); err != nil {
+		abort()
+		return fail(err)
+	}
+	if err := g.commit(tch); err != nil {
 		snap.Close()
 		if newLn != nil {
 			newLn.Close()
@@ -467,9 +498,11 @@ func errorLines(err error) []string {
 // the configuration).
 func (g *gateway) boundPorts(cfg *config.Config) []int {
 	ports := listenPorts(cfg)
-	if g.ln != nil {
-		if p := portOf(g.ln.Addr().String()); p > 0 {
-			ports = append(ports, p)
+	for _, ln := range []net.Listener{g.ln, g.tlsLn} {
+		if ln != nil {
+			if p := portOf(ln.Addr().String()); p > 0 {
+				ports = append(ports, p)
+			}
 		}
 	}
 	for _, l := range cfg.L4 {
@@ -489,6 +522,14 @@ func portOf(addr string) int {
 	}
 	n, _ := strconv.Atoi(p)
 	return n
+}
+
+// tlsAddrString is the HTTPS listener's address for the start line.
+func (g *gateway) tlsAddrString() string {
+	if g.tlsLn == nil {
+		return "off"
+	}
+	return g.tlsLn.Addr().String()
 }
 
 // listenPorts are the ports the kernel limiter guards when
