@@ -56,7 +56,7 @@ func (x *exchange) edge() bool {
 func (x *exchange) clientCertHeaders(subjectName, sanName string) {
 	for i := range x.req.fields {
 		f := &x.req.fields[i]
-		if eqFold(f.name, subjectName) || eqFold(f.name, sanName) {
+		if len(f.name) == len(subjectName) && eqFoldAny(f.name, subjectName) || len(f.name) == len(sanName) && eqFoldAny(f.name, sanName) {
 			f.skip = true
 		}
 	}
