@@ -446,3 +446,71 @@ func TestTLSResumptionAcrossUpgrade(t *testing.T) {
 		t.Errorf("the connection to the upgraded process did not resume the session")
 	}
 }
+
+// h2specPath finds h2spec on PATH or in GOPATH/bin (go install
+// github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible).
+func h2specPath() string {
+	if p, err := exec.LookPath("h2spec"); err == nil {
+		return p
+	}
+	out, err := exec.Command(goTool(), "env", "GOPATH").Output()
+	if err != nil {
+		return ""
+	}
+	p := filepath.Join(strings.TrimSpace(string(out)), "bin", "h2spec")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+// h2specFailures runs h2spec against port and returns the cases that
+// failed, as "section/case" ("8.1.2.2/1").
+func h2specFailures(t *testing.T, bin, port string, tlsArgs ...string) map[string]bool {
+	t.Helper()
+	args := append([]string{"-h", "127.0.0.1", "-p", port, "-o", "2"}, tlsArgs...)
+	out, _ := exec.Command(bin, args...).CombinedOutput()
+	text := string(out)
+	i := strings.Index(text, "\nFailures:")
+	if !strings.Contains(text, " tests, ") {
+		t.Fatalf("h2spec %v: no summary:\n%s", args, text)
+	}
+	failed := map[string]bool{}
+	if i < 0 {
+		return failed
+	}
+	section := ""
+	for line := range strings.SplitSeq(text[i:], "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 2 && f[0] == "×":
+			failed[section+"/"+strings.TrimSuffix(f[1], ":")] = true
+		case len(f) >= 2 && strings.HasSuffix(f[0], ".") && strings.Trim(f[0], "0123456789.") == "":
+			section = strings.TrimSuffix(f[0], ".")
+		}
+	}
+	return failed
+}
+
+// TestTLSH2Spec: h2spec over TLS (h2 by ALPN) finds nothing that it does
+// not also find over h2c: the HTTP/2 server is the same.
+func TestTLSH2Spec(t *testing.T) {
+	bin := h2specPath()
+	if bin == "" {
+		t.Skip("h2spec not installed (go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible)")
+	}
+	s := newTLSSetup(t)
+	item, _ := s.pair(t, "a.example.com")
+	be, _ := recordingBackend(t)
+	p, addr := startTLSGateway(t, tlsYAML("fast", "    certificates:\n"+item, "", hrRoute("root", "/", be)))
+	_, tlsPort, _ := net.SplitHostPort(addr)
+	_, plainPort, _ := net.SplitHostPort(p.addr)
+	overTLS := h2specFailures(t, bin, tlsPort, "-t", "-k")
+	overH2C := h2specFailures(t, bin, plainPort)
+	t.Logf("h2spec failures: %d over TLS, %d over h2c", len(overTLS), len(overH2C))
+	for c := range overTLS {
+		if !overH2C[c] {
+			t.Errorf("h2spec case %s fails over TLS only", c)
+		}
+	}
+}
