@@ -7,68 +7,40 @@ package e2e_test
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rustygate/rustygate/internal/testpki"
 )
 
 // sniCA issues the test's certificates.
 type sniCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+	*testpki.CA
 	pool *x509.CertPool
 }
 
 func newSNICA(t *testing.T) *sniCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e l4 CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &sniCA{cert: cert, key: key, pool: pool}
+	ca := testpki.NewCA(t, "e2e l4 CA")
+	return &sniCA{CA: ca, pool: ca.Pool}
 }
 
-// issue returns a certificate for names and writes it and its key as PEM
-// files into dir.
+// issue returns a certificate for names and writes it (with the CA after
+// it) and its key as PEM files into dir.
 func (ca *sniCA) issue(t *testing.T, dir string, names ...string) (tls.Certificate, string, string) {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	certFile := filepath.Join(dir, strings.ReplaceAll(names[0], "*", "_")+".crt")
-	keyFile := strings.TrimSuffix(certFile, ".crt") + ".key"
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	leaf, _ := x509.ParseCertificate(der)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, certFile, keyFile
+	l := ca.Issue(t, testpki.Spec{Names: names})
+	certFile, keyFile := l.Write(t, dir, strings.ReplaceAll(names[0], "*", "_"))
+	c := l.TLS
+	c.Leaf = l.Cert
+	return c, certFile, keyFile
 }
 
 // sniBackend is a TLS server with cert that sends tag and a newline, then
