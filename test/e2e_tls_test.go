@@ -514,3 +514,76 @@ func TestTLSH2Spec(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSReload: a reload that adds server.tls opens the HTTPS listener;
+// one that adds a certificate and moves the listener serves the new
+// certificate on the new address and closes the old one; one that
+// removes server.tls closes the listener.
+func TestTLSReload(t *testing.T) {
+	s := newTLSSetup(t)
+	a, la := s.pair(t, "a.example.com")
+	b, lb := s.pair(t, "b.example.com")
+	be, _ := recordingBackend(t)
+	routes := hrRoute("api", "/api", be)
+	withTLS := func(listen, certs string) string {
+		return strings.Replace(tlsYAML("fast", "    certificates:\n"+certs, "", routes),
+			`    listen: "127.0.0.1:0"`, fmt.Sprintf("    listen: %q", listen), 1)
+	}
+	plain := strings.Replace(tlsYAML("fast", "", "", routes), "  tls:\n    listen: \"127.0.0.1:0\"\n", "", 1)
+	cfg := filepath.Join(t.TempDir(), "rustygate.yaml")
+	hrWrite(t, cfg, plain)
+	p := hrStart(t, cfg)
+	if l := p.startLine(p.pid); l["tls_listen"] != "off" {
+		t.Fatalf("tls_listen %v without server.tls", l["tls_listen"])
+	}
+	reload := func(yaml string) {
+		t.Helper()
+		hrWrite(t, cfg, yaml)
+		if l := p.sighup(t); l["msg"] != hrMsgReloaded {
+			t.Fatalf("reload: %v", l)
+		}
+	}
+	refuses := func(addr string) bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	}
+
+	addr1 := closedAddr(t)
+	reload(withTLS(addr1, a))
+	if got := servedLeaf(t, addr1, "a.example.com"); !got.Equal(la.Cert) {
+		t.Errorf("after adding server.tls: served %v", got.DNSNames)
+	}
+	addr2 := closedAddr(t)
+	reload(withTLS(addr2, a+b))
+	if got := servedLeaf(t, addr2, "b.example.com"); !got.Equal(lb.Cert) {
+		t.Errorf("after adding b.example.com: served %v", got.DNSNames)
+	}
+	if !refuses(addr1) {
+		t.Errorf("the previous HTTPS address %s still accepts", addr1)
+	}
+	reload(plain)
+	if !refuses(addr2) {
+		t.Errorf("the HTTPS address %s still accepts after server.tls was removed", addr2)
+	}
+}
+
+// TestTLSValidate: rustygate validate reads the files server.tls names
+// and reports a key that does not match its certificate at its line.
+func TestTLSValidate(t *testing.T) {
+	s := newTLSSetup(t)
+	s.pair(t, "a.example.com")
+	other := s.ca.Issue(t, testpki.Spec{Names: []string{"other.example.com"}})
+	otherKey := filepath.Join(s.dir, "other.key")
+	testpki.WriteFile(t, otherKey, other.KeyPEM)
+	item := fmt.Sprintf("      - { cert_file: %q, key_file: %q }\n", filepath.Join(s.dir, "a.example.com.crt"), otherKey)
+	cfg := filepath.Join(t.TempDir(), "rustygate.yaml")
+	hrWrite(t, cfg, tlsYAML("fast", "    certificates:\n"+item, "", hrRoute("api", "/api", "http://127.0.0.1:9")))
+	out, err := exec.Command(gatewayBin, "validate", cfg).CombinedOutput()
+	want := cfg + ":8: server.tls.certificates[0].key_file: " + otherKey + ": key does not match certificate"
+	if err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("validate: %v\n%s\nwant a line starting %q", err, out, want)
+	}
+}
