@@ -94,3 +94,36 @@ func TestServeTLSShutdown(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPChallengeAndRedirect: on a plain listener with redirect_https,
+// the ACME HTTP-01 hook answers its challenges; everything else gets a
+// 308 to https with the host, the normalized path and the query.
+func TestHTTPChallengeAndRedirect(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "l7 test CA")
+	cf, kf := ca.Issue(t, testpki.Spec{Names: []string{"a.example.com"}}).Write(t, dir, "a")
+	server := fmt.Sprintf("redirect_https: true, tls: { listen: \"127.0.0.1:8443\", certificates: [{ cert_file: %q, key_file: %q }] }", cf, kf)
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			g := startGatewayServer(t, engine, server, "  - { path: /, backend: \"http://127.0.0.1:9\" }\n", nil)
+			g.srv.SetHTTPChallenge(func(w http.ResponseWriter, r *http.Request) bool {
+				if r.URL.Path != acmeChallengePrefix+"tok" || r.Host != "a.example.com" {
+					return false
+				}
+				io.WriteString(w, "tok.keyauth")
+				return true
+			})
+			for _, tc := range []struct{ req, status, want string }{
+				{"GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: a.example.com\r\n\r\n", "200", "\r\n\r\ntok.keyauth"},
+				{"GET /.well-known/acme-challenge/other HTTP/1.1\r\nHost: a.example.com\r\n\r\n", "308", "Location: https://a.example.com:8443/.well-known/acme-challenge/other\r\n"},
+				{"POST /a//b?x=1&y HTTP/1.1\r\nHost: A.Example.COM:80\r\nContent-Length: 2\r\n\r\nhi", "308", "Location: https://a.example.com:8443/a/b?x=1&y\r\n"},
+				{"GET / HTTP/1.1\r\nHost: bad!host\r\n\r\n", "400", ""},
+			} {
+				resp, _ := rawExchange(t, g.addr, tc.req)
+				if !strings.HasPrefix(resp, "HTTP/1.1 "+tc.status) || !strings.Contains(resp, tc.want) {
+					t.Errorf("%q:\n%s\nwant %s with %q", tc.req, resp, tc.status, tc.want)
+				}
+			}
+		})
+	}
+}
