@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -237,7 +238,7 @@ func (g *gateway) run(cfg *config.Config) int {
 	}
 	g.inherit.closeUnused()
 	// Guard the ports actually bound (a configured port 0 is known only now).
-	if err := dp.Update(cfg.Datapath, g.boundPorts(cfg)); err != nil {
+	if err := dp.Update(cfg.Datapath, g.boundPorts(cfg, g.ln, g.tlsLn)); err != nil {
 		log.Error("datapath", "error", err.Error())
 		ln.Close()
 		g.l4.Shutdown(context.Background())
@@ -435,13 +436,7 @@ func (g *gateway) reload(source string, onlyIfChanged bool) (reloadResult, error
 			newLn.Close()
 		}
 	}
-	ports := g.boundPorts(cfg)
-	if p := tch.port(); p > 0 {
-		ports = append(ports, p)
-	}
-	if newLn != nil {
-		ports = append(ports, portOf(newLn.Addr().String()))
-	}
+	ports := g.boundPorts(cfg, cmp.Or(newLn, g.ln), tch.listener(g.tlsLn))
 	if err := g.dp.Update(cfg.Datapath, ports); err != nil {
 		abort()
 		return fail(fmt.Errorf("datapath: %w", err))
@@ -493,12 +488,12 @@ func errorLines(err error) []string {
 	return []string{err.Error()}
 }
 
-// boundPorts are the ports of the listeners as bound: the proxy's and
-// the running l4 listeners' (configured ones not yet open are added from
-// the configuration).
-func (g *gateway) boundPorts(cfg *config.Config) []int {
+// boundPorts are the ports of the listeners as bound: the proxy's (plain
+// and HTTPS, nil for none) and the running l4 listeners' (configured
+// ones not yet open are added from the configuration).
+func (g *gateway) boundPorts(cfg *config.Config, plain, https net.Listener) []int {
 	ports := listenPorts(cfg)
-	for _, ln := range []net.Listener{g.ln, g.tlsLn} {
+	for _, ln := range []net.Listener{plain, https} {
 		if ln != nil {
 			if p := portOf(ln.Addr().String()); p > 0 {
 				ports = append(ports, p)

@@ -126,12 +126,16 @@ func (ch *tlsChange) abort() {
 	}
 }
 
-// port is the port of a newly bound listener (0: none).
-func (ch *tlsChange) port() int {
-	if ch.newLn == nil {
-		return 0
+// listener is the HTTPS listener once the change is committed, given
+// the current one.
+func (ch *tlsChange) listener(current net.Listener) net.Listener {
+	switch {
+	case ch.cfg == nil:
+		return nil
+	case ch.newLn != nil:
+		return ch.newLn
 	}
-	return portOf(ch.newLn.Addr().String())
+	return current
 }
 
 // commit applies a prepared change: the running manager takes the new
