@@ -44,6 +44,10 @@ func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) error {
 	})
 }
 
+// acmeTLSALPN is the ALPN protocol of ACME TLS-ALPN-01 validations (RFC
+// 8737); the certificate configuration answers them.
+const acmeTLSALPN = "acme-tls/1"
+
 // serveTLS runs the handshake, then serves the connection by the
 // protocol ALPN chose.
 func (cc *clientConn) serveTLS(cfg *tls.Config, q *connQueue) {
@@ -57,6 +61,10 @@ func (cc *clientConn) serveTLS(cfg *tls.Config, q *connQueue) {
 	st := tc.ConnectionState()
 	cc.c, cc.tls, cc.accepted = tc, &st, time.Now()
 	switch {
+	case st.NegotiatedProtocol == acmeTLSALPN:
+		// A TLS-ALPN-01 validation ends with the handshake.
+		cc.c.Close()
+		cc.forget()
 	case st.NegotiatedProtocol == http2.NextProtoTLS:
 		defer cc.forget()
 		cc.busy.Store(3) // the HTTP/2 server drains it on shutdown
