@@ -275,6 +275,9 @@ func (c *Config) ListenPorts() []int {
 		}
 	}
 	add(c.Server.Listen, checkListen)
+	if c.Server.TLS != nil {
+		add(c.Server.TLS.Listen, checkListen)
+	}
 	for _, l := range c.L4 {
 		add(l.Listen, checkL4Listen)
 	}

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -27,10 +28,20 @@ const (
 	// longer protects sessions no client may resume anyway.
 	maxTicketKeyRotation  = Duration(7 * 24 * time.Hour)
 	defaultClientAuthMode = ClientAuthRequire
+	// defaultTLSListen is the HTTPS listener's address, beside the plain
+	// server.listen (":8080"), as 443 is beside 80.
+	defaultTLSListen = ":8443"
+	// Default names of the headers that carry a verified client
+	// certificate to the backends.
+	DefaultClientSubjectHeader = "X-Client-Cert-Subject"
+	DefaultClientSANHeader     = "X-Client-Cert-SAN"
 )
 
-// TLSConfig is server.tls: TLS termination on the proxy listener.
+// TLSConfig is server.tls: the HTTPS listener, beside the plain one.
 type TLSConfig struct {
+	// Listen is the address of the HTTPS listener (default ":8443");
+	// server.listen stays the plain HTTP listener.
+	Listen string `yaml:"listen"`
 	// Certificates are the PEM certificate chains and keys served,
 	// selected by SNI from their SANs (exact names, "*." wildcards).
 	Certificates []TLSCertificate `yaml:"certificates"`
@@ -70,6 +81,12 @@ type ClientAuth struct {
 	// Mode is "require" (default: the handshake fails without a valid
 	// certificate) or "optional" (a certificate is verified when given).
 	Mode string `yaml:"mode"`
+	// SubjectHeader and SANHeader name the request headers that carry the
+	// verified certificate's subject and SANs to the backends (defaults
+	// X-Client-Cert-Subject, X-Client-Cert-SAN). Headers of these names
+	// sent by clients are removed on every listener.
+	SubjectHeader string `yaml:"subject_header"`
+	SANHeader     string `yaml:"san_header"`
 }
 
 // OCSPEnabled reports whether OCSP stapling is on (default true).
@@ -115,10 +132,16 @@ func currentTLSFileChecker() TLSFileChecker {
 
 // tlsDefaults fills the defaults of server.tls, when present.
 func tlsDefaults(c *Config, unset func(string) bool) {
+	for i := range c.Routes {
+		if ca := c.Routes[i].ClientAuth; ca != nil {
+			setString(&ca.Mode, ClientAuthRequire)
+		}
+	}
 	t := c.Server.TLS
 	if t == nil {
 		return
 	}
+	setString(&t.Listen, defaultTLSListen)
 	setString(&t.MinVersion, defaultTLSMinVersion)
 	setDuration(&t.TicketKeyRotation, defaultTicketKeyRotation, unset("server.tls.ticket_key_rotation"))
 	if t.OCSPStapling == nil {
@@ -126,6 +149,8 @@ func tlsDefaults(c *Config, unset func(string) bool) {
 	}
 	if t.ClientAuth != nil {
 		setString(&t.ClientAuth.Mode, defaultClientAuthMode)
+		setString(&t.ClientAuth.SubjectHeader, DefaultClientSubjectHeader)
+		setString(&t.ClientAuth.SANHeader, DefaultClientSANHeader)
 	}
 	acmeDefaults(c)
 }
@@ -133,11 +158,16 @@ func tlsDefaults(c *Config, unset func(string) bool) {
 // validateTLS checks server.tls, including the files it names when a
 // TLSFileChecker is registered.
 func validateTLS(c *Config, st *vstate) {
+	validateRouteClientAuth(c, st)
 	t := c.Server.TLS
 	if t == nil {
+		if c.Server.RedirectHTTPS {
+			st.add("server.redirect_https", "needs server.tls: the redirect sends clients to its listener")
+		}
 		return
 	}
 	const p = "server.tls"
+	checkTLSListen(c, st)
 	if !oneOf(t.MinVersion, TLSVersion12, TLSVersion13) {
 		st.add(p+".min_version", "unsupported version %q (supported: %s, %s)", t.MinVersion, TLSVersion12, TLSVersion13)
 	}
@@ -256,10 +286,52 @@ func checkClientAuth(ca *ClientAuth, p string, checker TLSFileChecker, st *vstat
 	if !oneOf(ca.Mode, ClientAuthRequire, ClientAuthOptional) {
 		st.add(p+".mode", "unknown mode %q (supported: %s, %s)", ca.Mode, ClientAuthRequire, ClientAuthOptional)
 	}
+	for _, h := range [][2]string{{".subject_header", ca.SubjectHeader}, {".san_header", ca.SANHeader}} {
+		if !isToken(h[1]) || strings.ContainsRune(h[1], '_') {
+			st.add(p+h[0], "%q is not a header name (letters, digits and '-')", h[1])
+		}
+	}
+	if ca.SubjectHeader != "" && strings.EqualFold(ca.SubjectHeader, ca.SANHeader) {
+		st.add(p+".san_header", "must differ from subject_header")
+	}
 	if !checkFileName(st, p+".ca_file", ca.CAFile) || checker == nil {
 		return
 	}
 	if err := checker.CheckCAFile(ca.CAFile); err != nil {
 		st.add(p+".ca_file", "%s", err.Error())
+	}
+}
+
+// checkTLSListen checks server.tls.listen: a valid address that no other
+// listener of the server section uses.
+func checkTLSListen(c *Config, st *vstate) {
+	a := c.Server.TLS.Listen
+	if msg := checkListen(a); msg != "" {
+		st.add("server.tls.listen", "%s", msg)
+		return
+	}
+	for _, o := range [][2]string{{"server.listen", c.Server.Listen}, {"admin.listen", c.Admin.Listen}} {
+		if o[1] != AdminOff && checkListen(o[1]) == "" && sameListener(a, o[1]) {
+			_, port, _ := net.SplitHostPort(a)
+			st.add("server.tls.listen", "must differ from %s (both use port %s)", o[0], port)
+		}
+	}
+}
+
+// validateRouteClientAuth checks routes[].client_auth: a route can only
+// require the certificates server.tls.client_auth asks clients for.
+func validateRouteClientAuth(c *Config, st *vstate) {
+	for i := range c.Routes {
+		ca := c.Routes[i].ClientAuth
+		if ca == nil {
+			continue
+		}
+		p := fmt.Sprintf("routes[%d].client_auth", i)
+		if ca.Mode != ClientAuthRequire {
+			st.add(p+".mode", "unknown mode %q (supported: %s)", ca.Mode, ClientAuthRequire)
+		}
+		if c.Server.TLS == nil || c.Server.TLS.ClientAuth == nil {
+			st.add(p, "needs server.tls.client_auth (mode optional) so that clients are asked for a certificate")
+		}
 	}
 }

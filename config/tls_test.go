@@ -63,6 +63,7 @@ server:
 		t.Fatal(err)
 	}
 	want := &TLSConfig{
+		Listen: ":8443",
 		Certificates: []TLSCertificate{
 			{CertFile: "/etc/tls/a.crt", KeyFile: "/etc/tls/a.key"},
 			{CertFile: "/etc/tls/b.crt", KeyFile: "/etc/tls/b.key"},
@@ -70,7 +71,8 @@ server:
 		MinVersion:        "1.2",
 		TicketKeyRotation: Duration(12 * time.Hour),
 		OCSPStapling:      ptr(true),
-		ClientAuth:        &ClientAuth{CAFile: "/etc/tls/clients.pem", Mode: "require"},
+		ClientAuth: &ClientAuth{CAFile: "/etc/tls/clients.pem", Mode: "require",
+			SubjectHeader: "X-Client-Cert-Subject", SANHeader: "X-Client-Cert-SAN"},
 	}
 	if !reflect.DeepEqual(c.Server.TLS, want) {
 		t.Errorf("server.tls = %+v, want %+v", c.Server.TLS, want)
@@ -112,7 +114,7 @@ func TestTLSErrors(t *testing.T) {
 		want []string
 	}{
 		{"unknown key", "\t\tcertificates: [{cert_file: a.crt, key_file: a.key}]\n\t\tmin_versoin: \"1.3\"\n",
-			[]string{`bad.yaml:4: unknown key "min_versoin" at server.tls (known: certificates, default_certificate, min_version, strict_sni, ticket_key_rotation, ocsp_stapling, client_auth, acme)`}},
+			[]string{`bad.yaml:4: unknown key "min_versoin" at server.tls (known: listen, certificates, default_certificate, min_version, strict_sni, ticket_key_rotation, ocsp_stapling, client_auth, acme)`}},
 		{"no certificates", "\t\tmin_version: \"1.2\"\n",
 			[]string{`bad.yaml:2: server.tls.certificates: at least one certificate is required (or acme)`}},
 		{"missing key file", "\t\tcertificates:\n\t\t\t- cert_file: a.crt\n",
@@ -137,6 +139,13 @@ func TestTLSErrors(t *testing.T) {
 			[]string{`bad.yaml:4: server.tls.client_auth.ca_file: is required`}},
 		{"redirect not a bool", "\t\tcertificates: [{cert_file: a.crt, key_file: a.key}]\n\tredirect_https: yes please\n",
 			[]string{`bad.yaml:4: server.redirect_https: expected a boolean (true or false), got a string`}},
+		{"listen beside server.listen", "\t\tlisten: \"0.0.0.0:8080\"\n\t\tcertificates: [{cert_file: a.crt, key_file: a.key}]\n",
+			[]string{`bad.yaml:3: server.tls.listen: must differ from server.listen (both use port 8080)`}},
+		{"listen not an address", "\t\tlisten: \"8443\"\n\t\tcertificates: [{cert_file: a.crt, key_file: a.key}]\n",
+			[]string{`bad.yaml:3: server.tls.listen: invalid address "8443" (want host:port, e.g. ":8080" or "127.0.0.1:8080")`}},
+		{"client certificate header names", "\t\tcertificates: [{cert_file: a.crt, key_file: a.key}]\n\t\tclient_auth: {ca_file: c.pem, subject_header: \"X Subject\", san_header: X_San}\n",
+			[]string{`bad.yaml:4: server.tls.client_auth.subject_header: "X Subject" is not a header name (letters, digits and '-')`,
+				`bad.yaml:4: server.tls.client_auth.san_header: "X_San" is not a header name (letters, digits and '-')`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -173,5 +182,27 @@ func TestTLSDefaultCertificate(t *testing.T) {
 	yaml := "server:\n\ttls:\n\t\tcertificates: [{cert_file: /nonexistent.crt, key_file: /nonexistent.key}]\n\t\tdefault_certificate: www.example.org\n" + route
 	if _, err := Parse("ok.yaml", src(yaml)); err != nil {
 		t.Errorf("without a checker: %v", err)
+	}
+}
+
+func TestTLSRedirectAndRouteClientAuth(t *testing.T) {
+	withChecker(t, nil)
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"redirect without tls", "server:\n\tredirect_https: true\n" + route,
+			`bad.yaml:2: server.redirect_https: needs server.tls: the redirect sends clients to its listener`},
+		{"route client_auth without server client_auth", "server:\n\ttls:\n\t\tcertificates: [{cert_file: a.crt, key_file: a.key}]\n" +
+			"routes:\n\t- path: /\n\t\tbackend: http://127.0.0.1:9000\n\t\tclient_auth: {mode: optional}\n",
+			"bad.yaml:7: routes[0].client_auth.mode: unknown mode \"optional\" (supported: require)\n" +
+				"bad.yaml:7: routes[0].client_auth: needs server.tls.client_auth (mode optional) so that clients are asked for a certificate"},
+	} {
+		_, err := Parse("bad.yaml", src(tc.yaml))
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%s: err = %v\nwant %s", tc.name, err, tc.want)
+		}
+	}
+	c, err := Parse("ok.yaml", src("server:\n\ttls:\n\t\tcertificates: [{cert_file: a.crt, key_file: a.key}]\n\t\tclient_auth: {ca_file: c.pem, mode: optional}\n"+
+		"routes:\n\t- path: /\n\t\tbackend: http://127.0.0.1:9000\n\t\tclient_auth: {}\n"))
+	if err != nil || c.Routes[0].ClientAuth == nil || c.Routes[0].ClientAuth.Mode != "require" {
+		t.Errorf("route client_auth default: %+v, %v", c.Routes[0].ClientAuth, err)
 	}
 }

@@ -272,6 +272,16 @@ type Route struct {
 	// Middlewares override the global entries of the same name for this
 	// route (`enabled: false` turns one off) and may add others.
 	Middlewares []Middleware `yaml:"middlewares"`
+	// ClientAuth refuses (403) requests whose connection presented no
+	// verified client certificate (see RouteClientAuth).
+	ClientAuth *RouteClientAuth `yaml:"client_auth"`
+}
+
+// RouteClientAuth is a route's client certificate requirement. The
+// certificates are asked for and verified by server.tls.client_auth.
+type RouteClientAuth struct {
+	// Mode is "require" (the only mode, and the default).
+	Mode string `yaml:"mode"`
 }
 
 // HealthCheck configures active health checks of a pool.

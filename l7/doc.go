@@ -26,6 +26,21 @@
 // authority, validated as host[:port], is the request's Host for routing
 // and forwarding.
 //
+// TLS: [Server.ServeTLS] serves the HTTPS listener with a *tls.Config
+// from the certs package. Each connection's handshake runs on its own
+// goroutine, bounded by read_header_timeout (a client that sends plain
+// HTTP gets a 400, other bytes a close); ALPN "h2" goes to the same
+// HTTP/2 server as h2c, HTTP/1.1 to the fast engine on a goroutine per
+// connection (the event loops read raw descriptors, TLS records need
+// crypto/tls) or to net/http with `engine: standard`. Requests over TLS
+// carry the https scheme (X-Forwarded-Proto, spans, the access line with
+// tls_version and sni). Before routing (edge.go), the plain listener
+// answers ACME HTTP-01 challenges through the hook of
+// [Server.SetHTTPChallenge] and applies redirect_https; with
+// client_auth, client certificate headers sent by clients are removed and
+// the verified subject and SANs added; a route with client_auth answers
+// 403 to a connection without a verified certificate.
+//
 // l7 does not own configuration files, logs or backend health: it reads an
 // immutable Snapshot built from a validated config.Config, writes access
 // entries to observe.Logger, and asks upstream for backends.

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
@@ -60,6 +61,8 @@ type exchange struct {
 	peerPort uint16
 	proto    string // "HTTP/1.1", "HTTP/1.0", "HTTP/2.0"
 	scheme   string
+	// tls is the client connection's TLS state (nil: plain HTTP).
+	tls *tls.ConnectionState
 
 	route    *Route
 	rm       *observe.RouteMetrics
@@ -155,6 +158,9 @@ func (x *exchange) serve() {
 		x.fail(&proxyError{400, err.Error()}, "")
 		return
 	}
+	if x.edge() {
+		return
+	}
 	rt, ok := x.snap.Router.Match(req.host, req.path, req.method)
 	if x.srv.tracer != nil {
 		x.startSpan(rt)
@@ -189,6 +195,10 @@ func (x *exchange) serve() {
 	x.route = rt
 	x.rm = rt.metrics
 	x.rm.Start()
+	if rt.requireClientCert && !x.hasClientCert() {
+		x.refuseNoClientCert()
+		return
+	}
 	if rt.mayBlock {
 		x.wt.detachToStay()
 	}
@@ -829,6 +839,9 @@ func (x *exchange) logAccess(lg *observe.Logger) {
 	}
 	if x.backend != nil {
 		e.Backend = x.backend.URL
+	}
+	if x.tls != nil {
+		e.TLSVersion, e.SNI = tlsVersion(x.tls.Version), x.tls.ServerName
 	}
 	e.TraceID = x.span.AppendTraceID(x.traceBuf[:0])
 	e.SpanID = x.span.AppendSpanID(x.spanBuf[:0])

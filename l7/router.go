@@ -35,6 +35,9 @@ type Route struct {
 	readTimeout    time.Duration
 	// allowHeader is the Allow value for a 405 on this route.
 	allowHeader string
+	// requireClientCert answers 403 to requests whose connection has no
+	// verified client certificate (client_auth.mode: require).
+	requireClientCert bool
 }
 
 func (rt *Route) allows(method []byte) bool {

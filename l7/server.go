@@ -3,6 +3,7 @@ package l7
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -59,6 +60,13 @@ type Server struct {
 	loopsOnce sync.Once
 	loopNext  atomic.Uint32
 	loopStats loopStats
+
+	// httpsPort is the port of the TLS listener, for redirect_https (0:
+	// none yet).
+	httpsPort atomic.Int32
+	// challenge answers ACME HTTP-01 challenges on the plain listener
+	// (see SetHTTPChallenge).
+	challenge atomic.Pointer[ChallengeFunc]
 }
 
 // loopStats counts what the event loops did.
@@ -97,6 +105,7 @@ func NewServer(snap *Snapshot, tr *Transport, lg *observe.Logger, metrics *obser
 		IdleTimeout:       sc.IdleTimeout.D(),
 		MaxHeaderBytes:    sc.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.slog.Handler(), slog.LevelDebug),
+		ConnContext:       connTLSContext,
 	}
 	var protos http.Protocols
 	protos.SetHTTP1(true)
@@ -117,17 +126,12 @@ func (s *Server) Snapshot() *Snapshot { return s.snap.Load() }
 // SetSnapshot publishes a new snapshot; requests in flight keep theirs.
 func (s *Server) SetSnapshot(snap *Snapshot) { s.snap.Store(snap) }
 
-// Serve accepts connections on ln until Shutdown. It returns nil after a
-// shutdown, or the accept error.
+// Serve accepts plain HTTP connections on ln until Shutdown. It returns
+// nil after a shutdown, or the accept error.
 func (s *Server) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.stopping.Load() {
-		s.mu.Unlock()
+	if !s.addListener(ln) {
 		return nil
 	}
-	s.listeners[ln] = struct{}{}
-	s.acceptWG.Add(1)
-	s.mu.Unlock()
 	defer s.acceptWG.Done()
 	if s.snap.Load().Config.Server.Engine == "standard" {
 		sc := s.snap.Load().Config.Server
@@ -137,6 +141,30 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		return err
 	}
+	return s.acceptLoop(ln, func(c net.Conn) {
+		cc := s.newClientConn(c)
+		if !s.toLoop(cc) {
+			go cc.serve()
+		}
+	})
+}
+
+// addListener registers ln; false when the server is stopping. On true
+// the caller owns one count of acceptWG.
+func (s *Server) addListener(ln net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping.Load() {
+		return false
+	}
+	s.listeners[ln] = struct{}{}
+	s.acceptWG.Add(1)
+	return true
+}
+
+// acceptLoop accepts on ln and hands each connection to handle, until
+// the listener is stopped (nil) or fails (the error).
+func (s *Server) acceptLoop(ln net.Listener, handle func(net.Conn)) error {
 	var tempDelay time.Duration
 	for {
 		c, err := ln.Accept()
@@ -154,14 +182,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		tempDelay = 0
-		cc := s.newClientConn(c)
-		if cc == nil {
-			c.Close()
-			continue
-		}
-		if !s.toLoop(cc) {
-			go cc.serve()
-		}
+		handle(c)
 	}
 }
 
@@ -207,6 +228,7 @@ func (s *Server) StopListener(ln net.Listener) {
 	ln.Close()
 }
 
+// newClientConn registers an accepted connection.
 func (s *Server) newClientConn(c net.Conn) *clientConn {
 	cc := &clientConn{srv: s, c: c, accepted: time.Now()}
 	if ap, err := netipAddrPort(c.RemoteAddr()); err == nil {
@@ -297,9 +319,12 @@ type clientConn struct {
 	clientIP string
 	peer     netip.Addr
 	peerPort uint16
-	// accepted is when the connection was accepted: its first request
-	// head must be complete read_header_timeout later.
+	// accepted is when the connection was accepted (over TLS: when the
+	// handshake ended): its first request head must be complete
+	// read_header_timeout later.
 	accepted time.Time
+	// tls is the connection's TLS state (nil: plain HTTP).
+	tls *tls.ConnectionState
 
 	// busy is 1 while an exchange runs; an idle connection is woken by
 	// Shutdown.
@@ -600,6 +625,9 @@ func (cc *clientConn) exchange() bool {
 	x.reset()
 	x.srv, x.snap, x.req = s, s.snap.Load(), req
 	x.start, x.clientIP, x.scheme, x.sink = time.Now(), cc.clientIP, "http", cc
+	if cc.tls != nil {
+		x.scheme, x.tls = "https", cc.tls
+	}
 	x.peer, x.peerPort = cc.peer, cc.peerPort
 	x.wt = cc.wt
 	if req.proto == 10 {

@@ -299,6 +299,7 @@ func buildRoute(rc *config.Route, tr *Transport, metrics *observe.Metrics) (*Rou
 	if len(rt.Methods) > 0 {
 		rt.allowHeader = strings.Join(rt.Methods, ", ")
 	}
+	rt.requireClientCert = rc.ClientAuth != nil
 	for _, b := range backends {
 		rt.conns[b] = tr.pool(b, rc.Timeouts, tlsOf[b])
 	}

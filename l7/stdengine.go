@@ -33,7 +33,7 @@ func (s *Server) serveStd(w http.ResponseWriter, r *http.Request) {
 		scheme: "http",
 		sink:   sink,
 	}
-	if r.TLS != nil {
+	if x.tls = requestTLS(r); x.tls != nil {
 		x.scheme = "https"
 	}
 	x.clientIP, _ = splitHostPortString(r.RemoteAddr)

@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bytes"
+	"crypto/tls"
 	"io"
 	"net"
 	"sync"
@@ -26,7 +27,12 @@ func (l strictListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &strictConn{Conn: c, maxHead: l.maxHead, headTimeout: l.headTimeout}, nil
+	sc := &strictConn{Conn: c, maxHead: l.maxHead, headTimeout: l.headTimeout}
+	if tc, ok := c.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		sc.tlsState = &st
+	}
+	return sc, nil
 }
 
 const (
@@ -70,6 +76,9 @@ type strictConn struct {
 	// refused is set once net/http is handed a head it will refuse with
 	// one of its canned answers (see Write).
 	refused atomic.Bool
+	// tlsState is the state of a TLS connection whose handshake is done
+	// (nil: plain); requests see it through connTLSContext.
+	tlsState *tls.ConnectionState
 }
 
 // Write adds a Date header to net/http's canned answers to requests it

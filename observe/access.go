@@ -27,6 +27,10 @@ type AccessEntry struct {
 	ClientIP  string
 	UserAgent []byte
 	Error     string // short reason when the proxy produced the status (e.g. "backend timeout"), else ""
+	// TLSVersion ("1.2", "1.3") and SNI (the server name the client
+	// sent, possibly empty) are set for requests over TLS only.
+	TLSVersion string
+	SNI        string
 }
 
 const (
@@ -113,6 +117,12 @@ func appendAccessJSON(b []byte, e *AccessEntry) []byte {
 	b = appendJSONString(b, e.ClientIP)
 	b = append(b, `,"user_agent":`...)
 	b = appendJSONString(b, e.UserAgent)
+	if e.TLSVersion != "" {
+		b = append(b, `,"tls_version":`...)
+		b = appendJSONString(b, e.TLSVersion)
+		b = append(b, `,"sni":`...)
+		b = appendJSONString(b, e.SNI)
+	}
 	if e.Error != "" {
 		b = append(b, `,"error":`...)
 		b = appendJSONString(b, e.Error)
@@ -158,6 +168,12 @@ func appendAccessText(b []byte, e *AccessEntry) []byte {
 	b = appendTextValue(b, e.ClientIP)
 	b = append(b, " user_agent="...)
 	b = appendTextValue(b, e.UserAgent)
+	if e.TLSVersion != "" {
+		b = append(b, " tls_version="...)
+		b = appendTextValue(b, e.TLSVersion)
+		b = append(b, " sni="...)
+		b = appendTextValue(b, e.SNI)
+	}
 	if e.Error != "" {
 		b = append(b, " error="...)
 		b = appendTextValue(b, e.Error)

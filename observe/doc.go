@@ -7,5 +7,9 @@
 // each line with hand-written appenders into pooled buffers and allocates
 // nothing.
 //
-// Metrics and tracing will live in this package too.
+// It also holds the Prometheus metrics ([Metrics]: per route, backends,
+// reloads, the datapath, the l4 listeners, and the HTTPS listener's
+// handshakes, client certificate failures and certificate expiry dates,
+// see [Metrics.TLS] and [Metrics.RegisterCertificates]) and tracing
+// ([Tracer]). An access line over TLS carries tls_version and sni.
 package observe

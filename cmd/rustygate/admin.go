@@ -171,6 +171,9 @@ func diffConfigs(old, cfg *config.Config) reloadResult {
 	if !reflect.DeepEqual(old.Middlewares, cfg.Middlewares) {
 		res.Changed = append(res.Changed, "middlewares")
 	}
+	if !reflect.DeepEqual(old.Server.TLS, cfg.Server.TLS) || old.Server.RedirectHTTPS != cfg.Server.RedirectHTTPS {
+		res.Changed = append(res.Changed, "server.tls")
+	}
 	if old.Server.Engine != cfg.Server.Engine {
 		res.Restart = append(res.Restart, "server.engine")
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -14,9 +15,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/rustygate/rustygate/certs"
 	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l4"
 	"github.com/rustygate/rustygate/l7"
@@ -71,6 +74,11 @@ type gateway struct {
 	listenAddr string
 	adminLn    net.Listener
 	admin      *http.Server
+	// tlsLn is the HTTPS listener (server.tls.listen, nil without TLS),
+	// tlsMgr the certificates it serves.
+	tlsLn   net.Listener
+	tlsAddr string
+	tlsMgr  atomic.Pointer[certs.Manager]
 	// lastLoaded is the content of the file the running config came from,
 	// so watcher events that change nothing do not reload.
 	lastLoaded []byte
@@ -174,6 +182,13 @@ func (g *gateway) run(cfg *config.Config) int {
 	}
 	ln = dp.WrapListener(ln)
 	g.ln, g.listenAddr = ln, cfg.Server.Listen
+	g.metrics.RegisterCertificates(g.certExpiry)
+	if err := g.startTLS(cfg); err != nil {
+		ln.Close()
+		log.Error("cannot start the HTTPS listener", "error", err.Error())
+		return 1
+	}
+	defer g.closeTLS()
 	adminAddr := "off"
 	if cfg.Admin.Enabled() {
 		aln, err := g.inherit.listen("admin", cfg.Admin.Listen)
@@ -223,7 +238,7 @@ func (g *gateway) run(cfg *config.Config) int {
 	}
 	g.inherit.closeUnused()
 	// Guard the ports actually bound (a configured port 0 is known only now).
-	if err := dp.Update(cfg.Datapath, g.boundPorts(cfg)); err != nil {
+	if err := dp.Update(cfg.Datapath, g.boundPorts(cfg, g.ln, g.tlsLn)); err != nil {
 		log.Error("datapath", "error", err.Error())
 		ln.Close()
 		g.l4.Shutdown(context.Background())
@@ -234,7 +249,7 @@ func (g *gateway) run(cfg *config.Config) int {
 	g.ready.set(stateReady)
 	log.Info("RustyGate started",
 		"version", version, "config", g.path, "pid", os.Getpid(),
-		"listen", ln.Addr().String(), "admin", adminAddr,
+		"listen", ln.Addr().String(), "tls_listen", g.tlsAddrString(), "admin", adminAddr,
 		"engine", cfg.Server.Engine, "event_loops", eventLoops(cfg), "routes", len(cfg.Routes), "l4", len(cfg.L4),
 		"datapath", dp.Mode(), "datapath_reason", dp.Reason())
 	g.inherit.ready()
@@ -406,21 +421,32 @@ func (g *gateway) reload(source string, onlyIfChanged bool) (reloadResult, error
 		}
 		newLn = g.dp.WrapListener(newLn)
 	}
-	ports := listenPorts(cfg)
-	if newLn == nil {
-		ports = g.boundPorts(cfg)
-	} else if p := portOf(newLn.Addr().String()); p > 0 {
-		ports = append(ports, p)
-	}
-	if err := g.dp.Update(cfg.Datapath, ports); err != nil {
+	tch, err := g.prepareTLS(cfg)
+	if err != nil {
 		snap.Close()
 		if newLn != nil {
 			newLn.Close()
 		}
+		return fail(err)
+	}
+	abort := func() {
+		snap.Close()
+		tch.abort()
+		if newLn != nil {
+			newLn.Close()
+		}
+	}
+	ports := g.boundPorts(cfg, cmp.Or(newLn, g.ln), tch.listener(g.tlsLn))
+	if err := g.dp.Update(cfg.Datapath, ports); err != nil {
+		abort()
 		return fail(fmt.Errorf("datapath: %w", err))
 	}
 	g.banner.setConfig(cfg.Datapath.Bans)
 	if err := g.l4.Apply(cfg.L4); err != nil {
+		abort()
+		return fail(err)
+	}
+	if err := g.commit(tch); err != nil {
 		snap.Close()
 		if newLn != nil {
 			newLn.Close()
@@ -462,14 +488,16 @@ func errorLines(err error) []string {
 	return []string{err.Error()}
 }
 
-// boundPorts are the ports of the listeners as bound: the proxy's and
-// the running l4 listeners' (configured ones not yet open are added from
-// the configuration).
-func (g *gateway) boundPorts(cfg *config.Config) []int {
+// boundPorts are the ports of the listeners as bound: the proxy's (plain
+// and HTTPS, nil for none) and the running l4 listeners' (configured
+// ones not yet open are added from the configuration).
+func (g *gateway) boundPorts(cfg *config.Config, plain, https net.Listener) []int {
 	ports := listenPorts(cfg)
-	if g.ln != nil {
-		if p := portOf(g.ln.Addr().String()); p > 0 {
-			ports = append(ports, p)
+	for _, ln := range []net.Listener{plain, https} {
+		if ln != nil {
+			if p := portOf(ln.Addr().String()); p > 0 {
+				ports = append(ports, p)
+			}
 		}
 	}
 	for _, l := range cfg.L4 {
@@ -489,6 +517,14 @@ func portOf(addr string) int {
 	}
 	n, _ := strconv.Atoi(p)
 	return n
+}
+
+// tlsAddrString is the HTTPS listener's address for the start line.
+func (g *gateway) tlsAddrString() string {
+	if g.tlsLn == nil {
+		return "off"
+	}
+	return g.tlsLn.Addr().String()
 }
 
 // listenPorts are the ports the kernel limiter guards when

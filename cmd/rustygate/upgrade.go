@@ -40,6 +40,8 @@ const upgradeReadyTimeout = 15 * time.Second
 type inherited struct {
 	files     map[string]*os.File
 	readyPipe *os.File
+	// ticketKeys are the parent's TLS session ticket keys.
+	ticketKeys []byte
 }
 
 func inheritedListeners() *inherited {
@@ -55,6 +57,7 @@ func inheritedListeners() *inherited {
 	}
 	os.Unsetenv(envFDs)
 	os.Unsetenv(envReady)
+	in.ticketKeys = readTicketKeys()
 	return in
 }
 
@@ -142,6 +145,9 @@ func (g *gateway) upgrade() error {
 	g.reloadMu.Lock()
 	err = add("server", g.ln)
 	if err == nil {
+		err = add("tls", g.tlsLn)
+	}
+	if err == nil {
 		err = add("admin", g.adminLn)
 	}
 	for addr, ln := range g.l4.Sockets() {
@@ -158,6 +164,15 @@ func (g *gateway) upgrade() error {
 	if err != nil {
 		return err
 	}
+	tickets, err := g.ticketPipe()
+	if err != nil {
+		return err
+	}
+	env := []string{envFDs + "=" + strings.Join(names, ",")}
+	if tickets != nil {
+		files = append(files, tickets)
+		env = append(env, envTickets+"="+strconv.Itoa(2+len(files)))
+	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return err
@@ -168,7 +183,7 @@ func (g *gateway) upgrade() error {
 	cmd := exec.Command(exe, os.Args[1:]...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.ExtraFiles = files
-	cmd.Env = append(os.Environ(), envFDs+"="+strings.Join(names, ","), envReady+"="+strconv.Itoa(readyFD))
+	cmd.Env = append(append(os.Environ(), env...), envReady+"="+strconv.Itoa(readyFD))
 	if err := cmd.Start(); err != nil {
 		pw.Close()
 		return err

@@ -57,6 +57,7 @@ func NewCA(t testing.TB, cn string) *CA {
 type Spec struct {
 	CN    string
 	Hosts []string
+	// CN defaults to the first host.
 	// Client issues a client certificate (ExtKeyUsageClientAuth) instead
 	// of a server one.
 	Client bool
@@ -76,6 +77,9 @@ type Issued struct {
 func (ca *CA) Issue(t testing.TB, s Spec) *Issued {
 	t.Helper()
 	key := newKey(t)
+	if s.CN == "" && len(s.Hosts) > 0 {
+		s.CN = s.Hosts[0]
+	}
 	if s.NotBefore.IsZero() {
 		s.NotBefore = time.Now().Add(-time.Hour)
 	}
