@@ -16,16 +16,17 @@ import (
 	"time"
 
 	"github.com/rustygate/rustygate/config"
+	"github.com/rustygate/rustygate/internal/testacme"
 )
 
 const acmeHost = "app.test"
 
 // acmeOptions are the ACME settings of a gateway served by front,
 // ordering from p.
-func acmeOptions(p *pebbleServer, front *acmeFront, storage string, challenges ...string) *ACME {
+func acmeOptions(p *testacme.Pebble, front *acmeFront, storage string, challenges ...string) *ACME {
 	return &ACME{
-		Hosts: []string{acmeHost}, Email: "ops@example.com", CA: p.dirURL,
-		Storage: storage, Challenges: challenges, CARootFile: p.caFile,
+		Hosts: []string{acmeHost}, Email: "ops@example.com", CA: p.DirURL,
+		Storage: storage, Challenges: challenges, CARootFile: p.CAFile,
 		HTTPPort: front.httpPort(), TLSALPNPort: front.httpsPort(),
 		renewCheck: 250 * time.Millisecond,
 		retry:      []time.Duration{200 * time.Millisecond},
@@ -84,7 +85,7 @@ func tryHTTPS(front *acmeFront, cfg *tls.Config) (*x509.Certificate, string, err
 // lifetime Pebble gives comes near its end.
 func TestACMEHTTP01ObtainAndRenew(t *testing.T) {
 	front := newACMEFront(t)
-	p := startPebble(t, pebbleOpts{httpPort: front.httpPort(), tlsPort: front.httpsPort(), validity: 12 * time.Second})
+	p := testacme.Start(t, testacme.Options{HTTPPort: front.httpPort(), TLSPort: front.httpsPort(), Validity: 12 * time.Second})
 	logs := newTestLog(t)
 	start := time.Now()
 	var changes atomic.Int32
@@ -97,7 +98,7 @@ func TestACMEHTTP01ObtainAndRenew(t *testing.T) {
 		t.Fatalf("acme certificate %+v", first)
 	}
 	logs.waitLog(t, "served key authentication", "http-01", acmeHost)
-	roots := p.issuerRoots(t)
+	roots := p.IssuerRoots(t)
 	leaf, body := getHTTPS(t, front, acmeHost, roots)
 	if leaf.SerialNumber.Text(16) != first.Serial || body != "hello over HTTP/2.0" {
 		t.Fatalf("served serial %s body %q, want %s over h2", leaf.SerialNumber.Text(16), body, first.Serial)
@@ -108,8 +109,8 @@ func TestACMEHTTP01ObtainAndRenew(t *testing.T) {
 		l, _ := getHTTPS(t, front, acmeHost, roots)
 		return l.SerialNumber.Text(16) == renewed.Serial
 	})
-	if !ok || p.issued() < 2 {
-		t.Fatalf("renewed certificate %s not served (pebble issued %d)", renewed.Serial, p.issued())
+	if !ok || p.Issued() < 2 {
+		t.Fatalf("renewed certificate %s not served (pebble issued %d)", renewed.Serial, p.Issued())
 	}
 	if !waitFor(2*time.Second, func() bool { return changes.Load() >= 2 }) {
 		t.Fatalf("OnChange called %d times, want once for the certificate and once for its renewal", changes.Load())
@@ -145,7 +146,7 @@ func checkChallengeRouting(t testing.TB, front *acmeFront) {
 // lock keeps that wait from placing a second order.
 func TestACMETLSALPN01(t *testing.T) {
 	front := newACMEFront(t)
-	p := startPebble(t, pebbleOpts{httpPort: front.httpPort(), tlsPort: front.httpsPort(), validity: time.Hour})
+	p := testacme.Start(t, testacme.Options{HTTPPort: front.httpPort(), TLSPort: front.httpsPort(), Validity: time.Hour})
 	ca := newCA(t, "files CA")
 	files := writePair(t, t.TempDir(), "file", ca.issue(t, leafSpec{names: []string{"file.test"}}))
 	logs := newTestLog(t)
@@ -153,12 +154,12 @@ func TestACMETLSALPN01(t *testing.T) {
 	o.Hosts = append(o.Hosts, "file.test") // covered by the file: never ordered
 	m := startManager(t, Options{Certificates: []PairFiles{files}, StrictSNI: true, ACME: o, Logger: logs.logger()})
 	front.serve(t, m)
-	roots := p.issuerRoots(t)
+	roots := p.IssuerRoots(t)
 	leaf, body := getHTTPS(t, front, acmeHost, roots)
 	got := waitACMECert(t, m, 20*time.Second, "")
 	logs.waitLog(t, "served key authentication", "tls-alpn-01", acmeHost)
 	logs.waitLog(t, "acme host covered by a certificate file", "file.test")
-	if n := strings.Count(p.log.String(), "Added order"); n != 1 {
+	if n := p.Orders(); n != 1 {
 		t.Fatalf("%d orders, want 1", n)
 	}
 	if leaf.SerialNumber.Text(16) != got.Serial || body != "hello over HTTP/2.0" {
@@ -167,13 +168,13 @@ func TestACMETLSALPN01(t *testing.T) {
 	if leaf, _ := getHTTPS(t, front, "file.test", ca.pool); leaf.DNSNames[0] != "file.test" {
 		t.Fatalf("file.test served %v", leaf.DNSNames)
 	}
-	orders := strings.Count(p.log.String(), "Added order")
+	orders := p.Orders()
 	_, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", front.httpsAddr(), &tls.Config{ServerName: "evil.test", InsecureSkipVerify: true})
 	if err == nil || !strings.Contains(err.Error(), "remote error: tls") {
 		t.Fatalf("handshake for a name no certificate covers: %v, want it refused", err)
 	}
 	time.Sleep(200 * time.Millisecond) // an order would have reached the CA by now
-	if n := strings.Count(p.log.String(), "Added order"); n != orders || len(m.Certificates()) != 2 {
+	if n := p.Orders(); n != orders || len(m.Certificates()) != 2 {
 		t.Fatalf("orders %d -> %d, certificates %+v", orders, n, m.Certificates())
 	}
 }
@@ -185,7 +186,7 @@ func TestACMETLSALPN01(t *testing.T) {
 // too, from the shared storage.
 func TestACMESharedStorage(t *testing.T) {
 	a, b := newACMEFront(t), newACMEFront(t)
-	p := startPebble(t, pebbleOpts{httpPort: a.httpPort(), tlsPort: a.httpsPort(), validity: time.Hour})
+	p := testacme.Start(t, testacme.Options{HTTPPort: a.httpPort(), TLSPort: a.httpsPort(), Validity: time.Hour})
 	storage := t.TempDir()
 	oa := acmeOptions(p, a, storage, ChallengeHTTP01)
 	ob := *oa
@@ -195,11 +196,11 @@ func TestACMESharedStorage(t *testing.T) {
 	b.serve(t, mb)
 	ca := waitACMECert(t, ma, 20*time.Second, "")
 	cb := waitACMECert(t, mb, 20*time.Second, "")
-	orders := strings.Count(p.log.String(), "Added order")
-	if ca.Serial != cb.Serial || p.issued() != 1 || orders != 1 {
-		t.Fatalf("serials %s and %s, pebble took %d orders and issued %d certificates, want one shared", ca.Serial, cb.Serial, orders, p.issued())
+	orders := p.Orders()
+	if ca.Serial != cb.Serial || p.Issued() != 1 || orders != 1 {
+		t.Fatalf("serials %s and %s, pebble took %d orders and issued %d certificates, want one shared", ca.Serial, cb.Serial, orders, p.Issued())
 	}
-	roots := p.issuerRoots(t)
+	roots := p.IssuerRoots(t)
 	la, _ := getHTTPS(t, a, acmeHost, roots)
 	lb, _ := getHTTPS(t, b, acmeHost, roots)
 	if la.SerialNumber.Cmp(lb.SerialNumber) != 0 || la.SerialNumber.Text(16) != ca.Serial {
@@ -261,7 +262,7 @@ func TestACMEOptionsFromConfig(t *testing.T) {
 // storage without a new order, and dropping acme stops serving it.
 func TestACMEUpdate(t *testing.T) {
 	front := newACMEFront(t)
-	p := startPebble(t, pebbleOpts{httpPort: front.httpPort(), tlsPort: front.httpsPort(), validity: time.Hour})
+	p := testacme.Start(t, testacme.Options{HTTPPort: front.httpPort(), TLSPort: front.httpsPort(), Validity: time.Hour})
 	o := acmeOptions(p, front, t.TempDir(), ChallengeHTTP01)
 	m := startManager(t, Options{ACME: o})
 	front.serve(t, m)
@@ -271,14 +272,14 @@ func TestACMEUpdate(t *testing.T) {
 	if err := m.Update(Options{ACME: &two}); err != nil {
 		t.Fatal(err)
 	}
-	roots := p.issuerRoots(t)
+	roots := p.IssuerRoots(t)
 	if leaf, _ := getHTTPS(t, front, "two.test", roots); leaf.DNSNames[0] != "two.test" {
 		t.Fatalf("two.test served %v", leaf.DNSNames)
 	}
 	if leaf, _ := getHTTPS(t, front, acmeHost, roots); leaf.SerialNumber.Text(16) != first.Serial {
 		t.Fatalf("%s served %s after the reload, want %s", acmeHost, leaf.SerialNumber.Text(16), first.Serial)
 	}
-	if n := strings.Count(p.log.String(), "Added order"); n != 2 {
+	if n := p.Orders(); n != 2 {
 		t.Fatalf("%d orders, want 2", n)
 	}
 	ca := newCA(t, "files CA")
@@ -300,14 +301,14 @@ func TestACMEUpdate(t *testing.T) {
 // refused the ACME certificate.
 func TestACMETLSALPN01WithClientAuth(t *testing.T) {
 	front := newACMEFront(t)
-	p := startPebble(t, pebbleOpts{httpPort: front.httpPort(), tlsPort: front.httpsPort(), validity: time.Hour})
+	p := testacme.Start(t, testacme.Options{HTTPPort: front.httpPort(), TLSPort: front.httpsPort(), Validity: time.Hour})
 	clients := newCA(t, "client CA")
 	caFile := filepath.Join(t.TempDir(), "clients.pem")
 	writeFile(t, caFile, clients.pem)
 	m := startManager(t, Options{ClientAuth: &ClientAuth{CAFile: caFile}, ACME: acmeOptions(p, front, t.TempDir(), ChallengeTLSALPN01)})
 	front.serve(t, m)
 	got := waitACMECert(t, m, 20*time.Second, "")
-	roots := p.issuerRoots(t)
+	roots := p.IssuerRoots(t)
 	// TLS 1.3 clients learn of the refusal after their Finished: from the
 	// alert, or from the closed connection when they write first.
 	_, _, err := tryHTTPS(front, &tls.Config{RootCAs: roots, ServerName: acmeHost})
