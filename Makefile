@@ -82,13 +82,14 @@ test-kernels:
 test-browser:
 	$(GO) test -race -count=1 -run TestBrowser ./test/
 
-# test-acme runs the automatic HTTPS tests (certs/acme_test.go) against
+# test-acme runs the automatic HTTPS tests (certs/acme_test.go, and
+# test/e2e_acme_test.go through the binary) against
 # Pebble, Let's Encrypt's test CA, a tool of the module (go.mod's tool
 # directive), which the tests build and start on loopback; `make test`
 # runs them too. `make pebble` builds it into bin/pebble for manual use.
 .PHONY: test-acme pebble
 test-acme:
-	$(GO) test -race -count=1 -run 'TestACME' ./certs/
+	$(GO) test -race -count=1 -run 'TestACME' ./certs/ ./test/
 
 pebble:
 	$(GO) build -o bin/pebble github.com/letsencrypt/pebble/v2/cmd/pebble
