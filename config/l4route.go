@@ -1,11 +1,10 @@
 package config
 
 import (
-	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
-	"time"
 )
 
 // L4Route is a backend group of an l4 listener chosen by the server name
@@ -26,12 +25,16 @@ type L4Route struct {
 	Strategy string `yaml:"strategy"`
 }
 
-// L4TLS terminates TLS on an l4 listener with one certificate.
+// L4TLS terminates TLS on an l4 listener with one certificate, served
+// whatever the server name. The files are watched: a renewed pair serves
+// new handshakes without a reload.
 type L4TLS struct {
 	// CertFile is a PEM certificate chain, leaf first.
 	CertFile string `yaml:"cert_file"`
 	// KeyFile is the PEM private key of the leaf.
 	KeyFile string `yaml:"key_file"`
+	// MinVersion is "1.2" (default) or "1.3".
+	MinVersion string `yaml:"min_version"`
 }
 
 // DefaultL4Route is the route label of an SNI listener's connections
@@ -40,8 +43,11 @@ const DefaultL4Route = "default"
 
 // l4RouteDefaults names unnamed routes after their first SNI entry,
 // lower-cases the SNI entries and gives the routes the listener's
-// strategy and backend weights.
+// strategy and backend weights; it also defaults tls.min_version.
 func l4RouteDefaults(l *L4Listener, p string, unset func(string) bool) {
+	if l.TLS != nil {
+		setString(&l.TLS.MinVersion, defaultTLSMinVersion)
+	}
 	for i := range l.Routes {
 		r := &l.Routes[i]
 		rp := fmt.Sprintf("%s.routes[%d]", p, i)
@@ -124,27 +130,35 @@ func notHostChar(r rune) bool {
 	return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_')
 }
 
-// validateL4TLS checks an l4 listener's tls: both files given, loadable
-// as a matching certificate and key, the certificate not expired.
+// validateL4TLS checks an l4 listener's tls: both files named, a known
+// min_version and, when a TLSFileChecker is registered, a pair that can
+// serve (readable, matching, valid now, with SANs), as for server.tls.
 func validateL4TLS(l *L4Listener, p string, st *vstate) {
-	if l.TLS == nil {
+	t := l.TLS
+	if t == nil {
 		return
 	}
 	tp := p + ".tls"
-	if l.TLS.CertFile == "" {
-		st.add(tp+".cert_file", "is required")
+	ok := checkFileName(st, tp+".cert_file", t.CertFile)
+	ok = checkFileName(st, tp+".key_file", t.KeyFile) && ok
+	if !oneOf(t.MinVersion, TLSVersion12, TLSVersion13) {
+		st.add(tp+".min_version", "unsupported version %q (supported: %s, %s)", t.MinVersion, TLSVersion12, TLSVersion13)
 	}
-	if l.TLS.KeyFile == "" {
-		st.add(tp+".key_file", "is required")
-	}
-	if l.TLS.CertFile == "" || l.TLS.KeyFile == "" {
+	checker := currentTLSFileChecker()
+	if !ok || checker == nil {
 		return
 	}
-	cert, err := tls.LoadX509KeyPair(l.TLS.CertFile, l.TLS.KeyFile)
-	switch {
-	case err != nil:
-		st.add(tp+".cert_file", "cannot load the certificate %q with the key %q: %v", l.TLS.CertFile, l.TLS.KeyFile, err)
-	case time.Now().After(cert.Leaf.NotAfter):
-		st.add(tp+".cert_file", "the certificate %q expired on %s", l.TLS.CertFile, cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	if _, err := checker.CheckPair(t.CertFile, t.KeyFile); err != nil {
+		st.add(tp+pairField(err, t.CertFile, t.KeyFile), "%s", err.Error())
 	}
+}
+
+// pairField is the key of a pair entry a CheckPair error points at:
+// ".key_file" when the error names the key file, else ".cert_file".
+func pairField(err error, certFile, keyFile string) string {
+	var ff interface{ FaultyFile() string }
+	if errors.As(err, &ff) && ff.FaultyFile() == keyFile && keyFile != certFile {
+		return ".key_file"
+	}
+	return ".cert_file"
 }

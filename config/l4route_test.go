@@ -1,16 +1,7 @@
 package config
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -112,70 +103,52 @@ func TestL4RouteErrors(t *testing.T) {
 	}
 }
 
-// writePair writes a self-signed ECDSA certificate and its key as PEM
-// files and returns their paths.
-func writePair(t *testing.T, dir, name string) (certFile, keyFile string) {
-	t.Helper()
-	return writePairUntil(t, dir, name, time.Now().Add(time.Hour))
-}
-
-func writePairUntil(t *testing.T, dir, name string, notAfter time.Time) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: notAfter.Add(-2 * time.Hour), NotAfter: notAfter}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
-
 func TestL4TLSFiles(t *testing.T) {
-	dir := t.TempDir()
-	certA, keyA := writePair(t, dir, "a.example.com")
-	_, keyB := writePair(t, dir, "b.example.com")
-	yaml := func(cert, key string) []byte {
+	withChecker(t, fakeFiles{
+		names: map[string][]string{"a.crt": {"a.example.com"}},
+		bad: map[string]string{
+			"old.crt":  "expired (not after 2024-05-01T12:00:00Z)",
+			"none.crt": "unreadable (no such file or directory)",
+			"b.key":    "key does not match certificate",
+		},
+	})
+	yaml := func(cert, key, more string) []byte {
 		return src("l4:\n\t- name: a\n\t\tlisten: \"127.0.0.1:9000\"\n\t\tbackends: [{addr: \"127.0.0.1:1\"}]\n" +
-			"\t\ttls:\n\t\t\tcert_file: " + cert + "\n\t\t\tkey_file: " + key + "\n")
+			"\t\ttls:\n\t\t\tcert_file: " + cert + "\n\t\t\tkey_file: " + key + "\n" + more)
 	}
-	c, err := Parse("good.yaml", yaml(certA, keyA))
+	c, err := Parse("good.yaml", yaml("a.crt", "a.key", ""))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.L4[0].TLS; got == nil || got.CertFile != certA || got.KeyFile != keyA {
-		t.Fatalf("tls = %+v", got)
+	if got, want := c.L4[0].TLS, (&L4TLS{CertFile: "a.crt", KeyFile: "a.key", MinVersion: "1.2"}); got == nil || *got != *want {
+		t.Fatalf("tls = %+v, want %+v", got, want)
 	}
-	for _, tt := range []struct{ name, cert, key, want string }{
-		{"key of another certificate", certA, keyB, "private key does not match public key"},
-		{"missing file", filepath.Join(dir, "none.crt"), keyA, "no such file or directory"},
+	c, err = Parse("good.yaml", yaml("a.crt", "a.key", "\t\t\tmin_version: \"1.3\"\n"))
+	if err != nil || c.L4[0].TLS.MinVersion != "1.3" {
+		t.Fatalf("min_version 1.3: %+v, %v", c.L4[0].TLS, err)
+	}
+	for _, tt := range []struct{ name, cert, key, more, want string }{
+		{"key of another certificate", "a.crt", "b.key", "",
+			`bad.yaml:7: l4[0].tls.key_file: b.key: key does not match certificate`},
+		{"missing file", "none.crt", "a.key", "",
+			`bad.yaml:6: l4[0].tls.cert_file: none.crt: unreadable (no such file or directory)`},
+		{"expired", "old.crt", "old.key", "",
+			`bad.yaml:6: l4[0].tls.cert_file: old.crt: expired (not after 2024-05-01T12:00:00Z)`},
+		{"old version", "a.crt", "a.key", "\t\t\tmin_version: \"1.1\"\n",
+			`bad.yaml:8: l4[0].tls.min_version: unsupported version "1.1" (supported: 1.2, 1.3)`},
+		{"unknown key", "a.crt", "a.key", "\t\t\tciphers: [x]\n",
+			`bad.yaml:8: unknown key "ciphers" at l4[0].tls (known: cert_file, key_file, min_version)`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse("bad.yaml", yaml(tt.cert, tt.key))
-			prefix := `bad.yaml:6: l4[0].tls.cert_file: cannot load the certificate "` + tt.cert + `" with the key "` + tt.key + `": `
-			if err == nil || !strings.HasPrefix(err.Error(), prefix) || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("error %v, want %s...%s", err, prefix, tt.want)
+			_, err := Parse("bad.yaml", yaml(tt.cert, tt.key, tt.more))
+			if err == nil || err.Error() != tt.want {
+				t.Fatalf("error %v, want %s", err, tt.want)
 			}
 		})
 	}
-	expiry := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
-	old, oldKey := writePairUntil(t, dir, "old.example.com", expiry)
-	_, err = Parse("bad.yaml", yaml(old, oldKey))
-	if want := `bad.yaml:6: l4[0].tls.cert_file: the certificate "` + old + `" expired on 2024-05-01T12:00:00Z`; err == nil || err.Error() != want {
-		t.Fatalf("expired: %v, want %s", err, want)
+	// Without a registered checker the files are not read.
+	withChecker(t, nil)
+	if _, err := Parse("good.yaml", yaml("old.crt", "old.key", "")); err != nil {
+		t.Fatalf("without a checker: %v", err)
 	}
 }

@@ -8,7 +8,9 @@
 // A listener with SNI routes reads the client's TLS ClientHello, and only
 // that, to choose the backend group (sni.go, clienthello.go), then relays
 // the hello's bytes and the rest of the stream unchanged; a listener with
-// tls terminates TLS and relays the plaintext in userspace. Beyond the
+// tls terminates TLS and relays the plaintext in userspace, its
+// certificate served by a certs.Manager that watches the files, so a
+// renewed pair is picked up without a reload (certs.go). Beyond the
 // hello, l4 does not parse what it relays, and it does not touch BPF: the
 // kernel datapath, when it splices sockets itself, is asked for through
 // loader.
@@ -27,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rustygate/rustygate/certs"
 	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/loader"
 	"github.com/rustygate/rustygate/observe"
@@ -41,8 +44,10 @@ type listenerState struct {
 	def *group
 	// routes choose a group by server name; nil without `routes:`.
 	routes *sniRoutes
-	// tls terminates TLS; nil without `tls:`.
-	tls *tls.Config
+	// tls terminates TLS with the certificates of certs; both nil
+	// without `tls:`. certs may be the previous state's (see certs.go).
+	tls   *tls.Config
+	certs *certs.Manager
 	// pools are every group's, for the registry.
 	pools []*upstream.Pool
 }
@@ -141,8 +146,9 @@ func (m *Manager) Apply(cfgs []config.L4Listener) error {
 	states := make([]*listenerState, len(cfgs))
 	var pools []*upstream.Pool
 	for i, c := range cfgs {
-		st, err := m.build(c)
+		st, err := m.build(c, m.current(c.Name))
 		if err != nil {
+			m.discard(states)
 			return fmt.Errorf("l4[%d] (%s): %w", i, c.Name, err)
 		}
 		states[i] = st
@@ -159,6 +165,7 @@ func (m *Manager) Apply(cfgs []config.L4Listener) error {
 			for _, o := range opened {
 				m.abort(o)
 			}
+			m.discard(states)
 			return fmt.Errorf("l4 %s: listen %s: %w", c.Name, c.Listen, err)
 		}
 		opened[c.Name] = p
@@ -171,7 +178,7 @@ func (m *Manager) Apply(cfgs []config.L4Listener) error {
 			l = &Listener{name: c.Name, log: m.log, metrics: m.metrics, conns: map[*conn]struct{}{}, splicer: &m.splicer}
 			m.listeners[c.Name] = l
 		}
-		l.state.Store(states[i])
+		commitCerts(l.state.Swap(states[i]), states[i])
 		if p := opened[c.Name]; p != nil {
 			m.use(l, p)
 			m.log.Info("l4 listener started", p.logArgs(c)...)
@@ -182,6 +189,7 @@ func (m *Manager) Apply(cfgs []config.L4Listener) error {
 	for name, l := range m.listeners {
 		if !keep[name] {
 			l.stopAccepting()
+			releaseCerts(l.state.Load(), nil)
 			delete(m.listeners, name)
 			m.log.Info("l4 listener removed", "listener", name)
 		}
@@ -203,12 +211,21 @@ func (l *Listener) listensOn(addr string) bool {
 	return l.socks[0].serves(addr)
 }
 
-func (m *Manager) build(c config.L4Listener) (*listenerState, error) {
+// current returns the state of the listener named name, nil when there
+// is none. m.mu is held.
+func (m *Manager) current(name string) *listenerState {
+	if l := m.listeners[name]; l != nil {
+		return l.state.Load()
+	}
+	return nil
+}
+
+// build builds the state of listener c; prev is its state now (nil for a
+// new listener), whose certificate manager it keeps when its tls did not
+// change. The TLS part comes last: a state that fails holds no manager.
+func (m *Manager) build(c config.L4Listener, prev *listenerState) (*listenerState, error) {
 	st := &listenerState{cfg: c}
 	var err error
-	if st.tls, err = loadTLS(c.TLS); err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
-	}
 	if st.routes, st.pools, err = m.buildRoutes(c); err != nil {
 		return nil, err
 	}
@@ -219,6 +236,9 @@ func (m *Manager) build(c config.L4Listener) (*listenerState, error) {
 		}
 		st.def = &group{name: config.DefaultL4Route, pool: pool}
 		st.pools = append(st.pools, pool)
+	}
+	if err := m.buildTLS(st, prev); err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
 	}
 	return st, nil
 }
@@ -285,6 +305,7 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	for _, l := range m.listeners {
 		ls = append(ls, l)
 		l.stopAccepting()
+		releaseCerts(l.state.Load(), nil)
 	}
 	m.listeners = map[string]*Listener{}
 	m.mu.Unlock()

@@ -98,19 +98,6 @@ func (m *Manager) buildRoutes(c config.L4Listener) (*sniRoutes, []*upstream.Pool
 	return r, pools, nil
 }
 
-// loadTLS returns the server config of a listener's `tls:`. The pair is
-// read at each build, so a reload picks up renewed files.
-func loadTLS(t *config.L4TLS) (*tls.Config, error) {
-	if t == nil {
-		return nil, nil
-	}
-	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
-}
-
 // front is what the listener learned of a connection before choosing its
 // backend.
 type front struct {

@@ -74,16 +74,38 @@ func (ca *testCA) issue(t *testing.T, names ...string) tls.Certificate {
 // writePair writes a certificate for names and its key as PEM files.
 func (ca *testCA) writePair(t *testing.T, names ...string) (certFile, keyFile string) {
 	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	ca.writePairTo(t, certFile, keyFile, names...)
+	return certFile, keyFile
+}
+
+// writePairTo issues a certificate for names and writes it and its key
+// over certFile and keyFile, each replaced at once (renamed into place),
+// as a renewal does.
+func (ca *testCA) writePairTo(t *testing.T, certFile, keyFile string, names ...string) tls.Certificate {
+	t.Helper()
 	c := ca.issue(t, names...)
 	kder, err := x509.MarshalECPrivateKey(c.PrivateKey.(*ecdsa.PrivateKey))
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	return certFile, keyFile
+	replaceFile(t, certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}))
+	replaceFile(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
+	return c
+}
+
+// replaceFile writes data to a temporary file beside path and renames
+// it over path.
+func replaceFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // tlsEcho serves TLS with cert: it sends tag and a newline, echoes what it

@@ -14,6 +14,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -148,9 +150,11 @@ func TestL4SNIPassthrough(t *testing.T) {
 
 // TestL4TLSTermination: an l4 listener with tls terminates TLS with its
 // certificate and relays the plaintext to a plain TCP backend; a client
-// speaking plain HTTP to it is closed at once; a reload after the
-// certificate file was replaced by garbage fails and the listener goes on
-// with the pair it has; a renewed pair is served after a reload.
+// speaking plain HTTP to it is closed at once. The certificate files are
+// watched: garbage written over the certificate is refused with a log
+// line naming the file while the pair loaded keeps serving (and a reload
+// then fails at the config line naming the file); a renewed pair renamed
+// into place is served within 2 s, with no reload.
 func TestL4TLSTermination(t *testing.T) {
 	ca := newSNICA(t)
 	_, certFile, keyFile := ca.issue(t, t.TempDir(), "tcp.example.com")
@@ -180,28 +184,92 @@ func TestL4TLSTermination(t *testing.T) {
 		t.Errorf("plain HTTP: connection line %v", l)
 	}
 
+	l4Garbage(t, p, ca, addr, certFile, peer)
+	l4Renewal(t, p, ca, addr, certFile, keyFile)
+}
+
+// l4Garbage writes garbage over the certificate of the listener at addr,
+// which serves peer: the watcher refuses it with a log line, peer keeps
+// serving, and a reload fails at the line of l4[0].tls.cert_file.
+func l4Garbage(t *testing.T, p *hrProc, ca sniCA, addr, certFile string, peer *x509.Certificate) {
+	t.Helper()
+	from := p.lineCount()
 	if err := os.WriteFile(certFile, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l := p.sighup(t)
-	if l["msg"] != hrMsgFailed || !strings.Contains(fmt.Sprint(l), "l4[0].tls.cert_file") {
-		t.Fatalf("reload with a broken certificate: %v", l)
+	l := p.waitLine(t, from, 5*time.Second, "the refused certificate", func(l map[string]any) bool {
+		return strings.HasPrefix(fmt.Sprint(l["msg"]), "certificate reload refused") && l["file"] == certFile
+	})
+	if l["listener"] != "term" || l["reason"] != "no certificate" {
+		t.Errorf("refusal line %v", l)
 	}
 	if tag, got, _ := sniExchange(t, addr, "tcp.example.com", ca.Pool); tag != "plain" || !got.Equal(peer) {
-		t.Fatalf("after the failed reload got %q with serial %v", tag, got.SerialNumber)
+		t.Fatalf("after the garbage file got %q with serial %v", tag, got.SerialNumber)
 	}
+	l = p.sighup(t)
+	if l["msg"] != hrMsgFailed || !strings.Contains(fmt.Sprint(l), "l4[0].tls.cert_file: "+certFile+": no certificate") {
+		t.Fatalf("reload with a broken certificate: %v", l)
+	}
+	if got := servedLeaf(t, addr, "tcp.example.com"); !got.Equal(peer) {
+		t.Fatalf("after the failed reload serial %v is served", got.SerialNumber)
+	}
+}
 
-	// A renewed pair is served after the next reload.
+// l4Renewal renames a renewed pair over the files of the listener at
+// addr and polls handshakes until it is served: within 2 s, with no
+// reload.
+func l4Renewal(t *testing.T, p *hrProc, ca sniCA, addr, certFile, keyFile string) {
+	t.Helper()
 	renewed, newCert, newKey := ca.issue(t, t.TempDir(), "tcp.example.com")
+	written := time.Now()
 	for _, f := range [][2]string{{newCert, certFile}, {newKey, keyFile}} {
 		if err := os.Rename(f[0], f[1]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if l := p.sighup(t); l["msg"] != hrMsgReloaded {
-		t.Fatalf("reload with the renewed certificate: %v", l)
+	for !servedLeaf(t, addr, "tcp.example.com").Equal(renewed.Leaf) {
+		if time.Since(written) > 2*time.Second {
+			t.Fatal("the renewed certificate is not served 2s after the files were replaced")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	if _, got, _ := sniExchange(t, addr, "tcp.example.com", ca.Pool); !got.Equal(renewed.Leaf) {
-		t.Fatalf("after the reload the old certificate (serial %v) is served", got.SerialNumber)
+	t.Logf("renewed certificate served %v after the files were replaced", time.Since(written).Round(time.Millisecond))
+	if tag, got, _ := sniExchange(t, addr, "tcp.example.com", ca.Pool); tag != "plain" || !got.Equal(renewed.Leaf) {
+		t.Fatalf("with the renewed certificate got %q with serial %v", tag, got.SerialNumber)
+	}
+	for _, l := range p.lines(0) {
+		if l["msg"] == hrMsgReloaded {
+			t.Fatalf("the gateway reloaded its configuration: %v", l)
+		}
+	}
+}
+
+// TestL4TLSValidate: rustygate validate reads the pair of an l4
+// listener's tls and reports a key that does not match its certificate,
+// and an expired certificate, at the config line of the entry.
+func TestL4TLSValidate(t *testing.T) {
+	ca := newSNICA(t)
+	dir := t.TempDir()
+	_, certFile, _ := ca.issue(t, dir, "tcp.example.com")
+	_, _, otherKey := ca.issue(t, dir, "other.example.com")
+	old := ca.Issue(t, testpki.Spec{Hosts: []string{"old.example.com"},
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})
+	oldCert, oldKey := old.WriteFiles(t, dir, "old.example.com")
+	for _, tt := range []struct{ name, cert, key, want string }{
+		{"mismatched key", certFile, otherKey, "l4[0].tls.key_file: " + otherKey + ": key does not match certificate"},
+		{"expired", oldCert, oldKey, "l4[0].tls.cert_file: " + oldCert + ": expired (not after "},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			l4 := l4Listener("term", []string{"127.0.0.1:9"}, "tls: { cert_file: "+tt.cert+", key_file: "+tt.key+" }")
+			cfg := hrCfg{engine: hrEngine, version: "1", routes: "  []\n", extra: "l4:\n" + l4}
+			path := hrConfigFile(t, cfg)
+			line := 1 + slices.IndexFunc(strings.Split(cfg.yaml(), "\n"), func(s string) bool {
+				return strings.Contains(s, "tls: { cert_file:")
+			})
+			out, err := exec.Command(gatewayBin, "validate", path).CombinedOutput()
+			if want := fmt.Sprintf("%s:%d: %s", path, line, tt.want); err == nil || !strings.Contains(string(out), want) {
+				t.Errorf("validate: %v\n%s\nwant a line starting %q", err, out, want)
+			}
+		})
 	}
 }
