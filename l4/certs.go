@@ -103,3 +103,17 @@ func (m *Manager) discard(states []*listenerState) {
 		}
 	}
 }
+
+// Certificates lists the certificates the listeners that terminate TLS
+// serve, for the expiry gauge, each named by its listener.
+func (m *Manager) Certificates() []certs.CertInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []certs.CertInfo
+	for _, l := range m.listeners {
+		if st := l.state.Load(); st != nil && st.certs != nil {
+			out = append(out, st.certs.Certificates()...)
+		}
+	}
+	return out
+}

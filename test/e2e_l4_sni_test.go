@@ -165,13 +165,17 @@ func TestL4TLSTermination(t *testing.T) {
 	})
 	l4 := l4Listener("term", []string{plain.ln.Addr().String()},
 		"tls: { cert_file: "+certFile+", key_file: "+keyFile+" }")
-	path := hrConfigFile(t, hrCfg{engine: hrEngine, version: "1", routes: "  []\n", extra: "l4:\n" + l4})
+	path := hrConfigFile(t, hrCfg{engine: hrEngine, admin: "127.0.0.1:0", version: "1", routes: "  []\n", extra: "l4:\n" + l4})
 	p := hrStart(t, path)
 	lines := func() []map[string]any { return p.lines(0) }
 	addr := l4Addr(t, lines, "term")
 	tag, peer, _ := sniExchange(t, addr, "tcp.example.com", ca.Pool)
 	if tag != "plain" || peer.Subject.CommonName != "tcp.example.com" {
 		t.Fatalf("got %q with the certificate of %s", tag, peer.Subject.CommonName)
+	}
+	series := fmt.Sprintf(`rustygate_tls_certificate_expiry_timestamp_seconds{file=%q,name=%q}`, certFile, "tcp.example.com")
+	if v := hrMetric(t, newClient(t), p.admin, series); int64(v) != peer.NotAfter.Unix() {
+		t.Errorf("%s = %v, want %d", series, v, peer.NotAfter.Unix())
 	}
 	c := dialRaw(t, addr, 5*time.Second)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: tcp.example.com\r\n\r\n")

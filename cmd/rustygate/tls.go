@@ -96,14 +96,18 @@ func (g *gateway) serveTLS(ln net.Listener, m *certs.Manager) {
 	}
 }
 
-// certExpiry lists the served certificates for the expiry gauge.
+// certExpiry lists the served certificates, of the HTTPS listener and
+// of the l4 listeners that terminate TLS, for the expiry gauge.
 func (g *gateway) certExpiry() []observe.CertExpiry {
-	m := g.tlsMgr.Load()
-	if m == nil {
-		return nil
+	var list []certs.CertInfo
+	if m := g.tlsMgr.Load(); m != nil {
+		list = m.Certificates()
 	}
-	var out []observe.CertExpiry
-	for _, c := range m.Certificates() {
+	if g.l4 != nil {
+		list = append(list, g.l4.Certificates()...)
+	}
+	out := make([]observe.CertExpiry, 0, len(list))
+	for _, c := range list {
 		out = append(out, observe.CertExpiry{Name: c.Name, File: c.CertFile, NotAfter: c.NotAfter})
 	}
 	return out
