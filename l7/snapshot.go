@@ -11,7 +11,6 @@ import (
 
 	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/observe"
-	"github.com/rustygate/rustygate/plugins"
 	"github.com/rustygate/rustygate/upstream"
 )
 
@@ -35,7 +34,8 @@ type Transport struct {
 	metrics  *observe.Metrics
 	registry *upstream.Registry
 	offences Offences
-	plugins  *plugins.Manager
+	// resources are handed to the middlewares snapshots build.
+	resources map[string]any
 
 	mu    sync.Mutex
 	pools map[string]*connPool
