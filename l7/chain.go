@@ -25,6 +25,22 @@ func (r metricsReporter) Rejected(policy, route, reason string, ip netip.Addr) {
 	}
 }
 
+// declareMetrics registers the rejection counters every linked
+// middleware module declares (once; later calls do nothing), so that a
+// route's series exist from its creation on.
+func declareMetrics(metrics *observe.Metrics) error {
+	for _, name := range middleware.Names() {
+		mod, _ := middleware.Lookup(name)
+		if r := mod.Rejections; r.Name != "" {
+			spec := observe.Rejections{Name: r.Name, Help: r.Help, ByReason: r.ByReason}
+			if err := metrics.DeclareRejections(name, spec); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // buildChain constructs a route's middlewares from its effective entries,
 // each by the module registered under its name. prev is the previous
 // snapshot's route of the same name, whose state (rate-limit counters) a

@@ -215,6 +215,9 @@ func (t *Transport) Activate(s *Snapshot) {
 // prev, the snapshot being replaced (nil at start), lends the state that
 // survives reloads, such as rate-limit counters of unchanged routes.
 func NewSnapshot(cfg *config.Config, tr *Transport, metrics *observe.Metrics, prev *Snapshot) (*Snapshot, error) {
+	if err := declareMetrics(metrics); err != nil {
+		return nil, err
+	}
 	s := &Snapshot{Config: cfg, rules: requestRulesOf(&cfg.Server)}
 	prevRoutes := map[string]*Route{}
 	if prev != nil {

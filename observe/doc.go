@@ -7,5 +7,10 @@
 // each line with hand-written appenders into pooled buffers and allocates
 // nothing.
 //
-// Metrics and tracing will live in this package too.
+// [Metrics] holds the Prometheus metrics (per-route handles resolved once,
+// recording without allocation) and tracing.go the OpenTelemetry spans.
+// The metrics know no middleware by name: each middleware declares the
+// counter of the requests it rejects ([Metrics.DeclareRejections]) and
+// [RouteMetrics.Rejected] counts into the family declared for the
+// reporting policy.
 package observe

@@ -77,12 +77,24 @@ type Build struct {
 type Module struct {
 	// Name is the value of a `middlewares:` entry's name.
 	Name string
+	// Rejections is the counter of the requests the middleware answers
+	// itself, where the Reporter's Rejected calls with this module's name
+	// are counted (zero Name: not counted).
+	Rejections RejectionMetric
 	// New builds a route's middleware from an effective entry. It
 	// validates what the configuration check cannot (files, keys) and
 	// fails instead of building something that would misbehave on the
 	// request path. A middleware that owns background work implements
 	// Closer; New releases what it started when it fails.
 	New func(b Build) (Instance, error)
+}
+
+// RejectionMetric describes a Prometheus counter of rejected requests,
+// labelled by route, and by reason when ByReason is set.
+type RejectionMetric struct {
+	Name     string
+	Help     string
+	ByReason bool
 }
 
 var (

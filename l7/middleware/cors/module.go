@@ -3,7 +3,11 @@ package cors
 import "github.com/rustygate/rustygate/l7/middleware"
 
 func init() {
-	middleware.Register(middleware.Module{Name: "cors", New: buildModule})
+	middleware.Register(middleware.Module{
+		Name:       "cors",
+		Rejections: middleware.RejectionMetric{Name: "rustygate_cors_rejected_total", Help: "Requests rejected by the CORS policy, by route."},
+		New:        buildModule,
+	})
 }
 
 // buildModule answers preflights itself and adds headers to the request's

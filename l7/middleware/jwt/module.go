@@ -3,7 +3,11 @@ package jwt
 import "github.com/rustygate/rustygate/l7/middleware"
 
 func init() {
-	middleware.Register(middleware.Module{Name: "jwt", New: buildModule})
+	middleware.Register(middleware.Module{
+		Name:       "jwt",
+		Rejections: middleware.RejectionMetric{Name: "rustygate_jwt_rejected_total", Help: "Requests rejected by JWT validation, by route and reason.", ByReason: true},
+		New:        buildModule,
+	})
 }
 
 // buildModule declares the verifier blocking when it has a JWKS URL: a token

@@ -3,7 +3,11 @@ package ratelimit
 import "github.com/rustygate/rustygate/l7/middleware"
 
 func init() {
-	middleware.Register(middleware.Module{Name: "rate_limit", New: buildModule})
+	middleware.Register(middleware.Module{
+		Name:       "rate_limit",
+		Rejections: middleware.RejectionMetric{Name: "rustygate_rate_limited_total", Help: "Requests rejected by rate limiting, by route."},
+		New:        buildModule,
+	})
 }
 
 // buildModule keeps the counters of the previous snapshot's limiter of the

@@ -19,7 +19,11 @@ import (
 const ManagerResource = "wasm.manager"
 
 func init() {
-	middleware.Register(middleware.Module{Name: "wasm", New: buildModule})
+	middleware.Register(middleware.Module{
+		Name:       "wasm",
+		Rejections: middleware.RejectionMetric{Name: "rustygate_plugin_failures_total", Help: "Requests rejected or failed by a WASM plugin, by route and reason.", ByReason: true},
+		New:        buildModule,
+	})
 }
 
 // buildModule compiles (or takes from the host's cache) and starts the guest.
