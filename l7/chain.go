@@ -66,7 +66,9 @@ func buildChain(entries []config.Middleware, rt *Route, prev *Route, tr *Transpo
 		b.Config = m
 		in, err := mod.New(b)
 		if err == nil {
-			err = checkInstance(in)
+			if err = checkInstance(in); err != nil {
+				closeChain([]middleware.Instance{in})
+			}
 		}
 		if err != nil {
 			closeChain(chain)
