@@ -1,17 +1,14 @@
 package l7
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
 
 	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l7/middleware"
-	"github.com/rustygate/rustygate/l7/middleware/cors"
-	"github.com/rustygate/rustygate/l7/middleware/jwt"
-	"github.com/rustygate/rustygate/l7/middleware/ratelimit"
 	"github.com/rustygate/rustygate/observe"
-	"github.com/rustygate/rustygate/plugins"
 )
 
 // metricsReporter counts policy rejections in the route's metrics and
@@ -28,72 +25,89 @@ func (r metricsReporter) Rejected(policy, route, reason string, ip netip.Addr) {
 	}
 }
 
-// buildChain constructs a route's policies from its effective middleware
-// entries. prev is the previous snapshot's route of the same name, whose
-// rate-limit state is carried over when the settings did not change.
-func buildChain(entries []config.Middleware, rt *Route, prev *Route, tr *Transport, metrics *observe.Metrics) ([]middleware.Handler, error) {
-	rep := metricsReporter{metrics, tr.offences}
-	var rlOpts ratelimit.Options
-	if tr.offences != nil {
-		rlOpts.OnExceeded = tr.offences.RateLimitExceeded
+// declareMetrics registers the rejection counters every linked
+// middleware module declares (once; later calls do nothing), so that a
+// route's series exist from its creation on.
+func declareMetrics(metrics *observe.Metrics) error {
+	for _, name := range middleware.Names() {
+		mod, _ := middleware.Lookup(name)
+		if r := mod.Rejections; r.Name != "" {
+			spec := observe.Rejections{Name: r.Name, Help: r.Help, ByReason: r.ByReason}
+			if err := metrics.DeclareRejections(name, spec); err != nil {
+				return err
+			}
+		}
 	}
-	var chain []middleware.Handler
+	return nil
+}
+
+// buildChain constructs a route's middlewares from its effective entries,
+// each by the module registered under its name. prev is the previous
+// snapshot's route of the same name, whose state (rate-limit counters) a
+// module may carry over.
+func buildChain(entries []config.Middleware, rt *Route, prev *Route, tr *Transport, metrics *observe.Metrics) ([]middleware.Instance, error) {
+	b := middleware.Build{
+		Route:     rt.Name,
+		Reporter:  metricsReporter{metrics, tr.offences},
+		Logger:    tr.log,
+		Offences:  tr.offences,
+		Resources: tr.resources,
+	}
+	if prev != nil {
+		b.Previous = prev.chain
+	}
+	var chain []middleware.Instance
 	for i, m := range entries {
-		var h middleware.Handler
-		var err error
-		switch m.Name {
-		case config.MiddlewareCORS:
-			h, err = cors.New(m, rt.Name, rep)
-		case config.MiddlewareRateLimit:
-			var store *ratelimit.Store
-			if prev != nil {
-				for _, ph := range prev.chain {
-					if l, ok := ph.(*ratelimit.Limiter); ok {
-						store = l.Store()
-					}
-				}
+		mod, ok := middleware.Lookup(m.Name)
+		if !ok {
+			closeChain(chain)
+			return nil, fmt.Errorf("middlewares[%d]: middleware %q is not available in this build", i, m.Name)
+		}
+		b.Config = m
+		in, err := mod.New(b)
+		if err == nil {
+			if err = checkInstance(in); err != nil {
+				closeChain([]middleware.Instance{in})
 			}
-			h, err = ratelimit.NewWithStore(m, rt.Name, rep, rlOpts, store)
-		case config.MiddlewareJWT:
-			h, err = jwt.NewVerifier(m, rt.Name, rep, jwt.Options{Logger: tr.log})
-		case config.MiddlewareWASM:
-			if tr.plugins == nil {
-				err = fmt.Errorf("WASM plugins are not enabled in this process")
-			} else {
-				h, err = plugins.NewHandler(tr.plugins, m, rt.Name, rep)
-			}
-		default:
-			err = fmt.Errorf("middleware %q is not available in this build", m.Name)
 		}
 		if err != nil {
 			closeChain(chain)
 			return nil, fmt.Errorf("middlewares[%d] (%s): %w", i, m.Name, err)
 		}
-		chain = append(chain, h)
+		chain = append(chain, in)
 	}
 	return chain, nil
 }
 
-// chainMayBlock reports whether a policy may wait on something other than
-// the request (a WASM plugin, a JWKS fetch): such routes do not run on an
-// event loop.
-func chainMayBlock(chain []middleware.Handler) bool {
-	for _, h := range chain {
-		switch v := h.(type) {
-		case *plugins.Handler:
+// checkInstance checks that an instance has the methods its declared
+// capabilities need, so that none is silently skipped on the request path.
+func checkInstance(in middleware.Instance) error {
+	if in.Handler == nil {
+		return errors.New("built no handler")
+	}
+	if in.Caps.Phases&middleware.PhaseResponse != 0 {
+		if _, ok := in.Handler.(middleware.ResponseHandler); !ok {
+			return fmt.Errorf("declares the response phase, but %T has no response handler", in.Handler)
+		}
+	}
+	return nil
+}
+
+// chainMayBlock reports whether a middleware declared that it may wait
+// on something other than the request (a WASM plugin, a JWKS fetch):
+// such routes do not run on an event loop.
+func chainMayBlock(chain []middleware.Instance) bool {
+	for _, in := range chain {
+		if in.Caps.MayBlock {
 			return true
-		case interface{ MayBlock() bool }:
-			if v.MayBlock() {
-				return true
-			}
 		}
 	}
 	return false
 }
 
-func closeChain(chain []middleware.Handler) {
-	for _, h := range chain {
-		if c, ok := h.(middleware.Closer); ok {
+func closeChain(chain []middleware.Instance) {
+	for _, in := range chain {
+		if c, ok := in.Handler.(middleware.Closer); ok {
 			c.Close()
 		}
 	}

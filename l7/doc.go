@@ -41,6 +41,14 @@
 // the verified subject and SANs added; a route with client_auth answers
 // 403 to a connection without a verified certificate.
 //
+// A route's middlewares are built through the module registry of
+// l7/middleware (chain.go): l7 names no middleware kind and imports none
+// of their packages (nor the WASM host, package plugins). It runs what
+// the instances declare: the request phase in chain order (policy.go),
+// the response phase of those that declare it in reverse order before
+// the response head is written (respphase.go), and a route with an
+// instance that declares MayBlock off the event loops.
+//
 // l7 does not own configuration files, logs or backend health: it reads an
 // immutable Snapshot built from a validated config.Config, writes access
 // entries to observe.Logger, and asks upstream for backends.

@@ -4,7 +4,6 @@ import (
 	"net/netip"
 
 	"github.com/rustygate/rustygate/l7/middleware"
-	"github.com/rustygate/rustygate/plugins"
 )
 
 // strHeader is a header added by a policy; kept as strings so adding one
@@ -138,12 +137,13 @@ func (x *exchange) SetValue(key string, v any) {
 
 // runPolicies runs the route's policies in order. It reports whether the
 // request goes on to a backend; when a policy answered, the reply is sent.
-func (x *exchange) runPolicies(chain []middleware.Handler) bool {
-	for _, h := range chain {
-		reply := h.Handle(x)
+func (x *exchange) runPolicies(chain []middleware.Instance) bool {
+	for _, in := range chain {
+		reply := in.Handler.Handle(x)
 		if reply == nil {
-			if ph, ok := h.(*plugins.Handler); ok {
-				x.notePlugin(ph)
+			if in.Caps.Phases&middleware.PhaseResponse != 0 {
+				// buildChain checked that the handler has a response phase.
+				x.noteResponsePhase(in.Handler.(middleware.ResponseHandler))
 			}
 			continue
 		}

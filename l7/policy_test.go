@@ -45,7 +45,7 @@ func TestPolicyChain(t *testing.T) {
 		t.Run(engine, func(t *testing.T) {
 			gw := startGateway(t, engine, fmt.Sprintf("  - { path: \"/\", backend: %q }\n", be.URL))
 			for _, rt := range gw.srv.Snapshot().Routes {
-				rt.chain = []middleware.Handler{tagPolicy{}, denyPolicy{}}
+				rt.chain = []middleware.Instance{{Handler: tagPolicy{}}, {Handler: denyPolicy{}}}
 			}
 			do := func(hdr string) *http.Response {
 				req, _ := http.NewRequest("POST", "http://"+gw.addr+"/x", strings.NewReader("body"))
@@ -93,7 +93,7 @@ func TestPolicyHeaderSpellings(t *testing.T) {
 		t.Run(engine, func(t *testing.T) {
 			gw := startGateway(t, engine, fmt.Sprintf("  - { path: \"/\", backend: %q }\n", be.URL))
 			for _, rt := range gw.srv.Snapshot().Routes {
-				rt.chain = []middleware.Handler{tagPolicy{}}
+				rt.chain = []middleware.Instance{{Handler: tagPolicy{}}}
 			}
 			out, _ := rawExchange(t, gw.addr, "GET /x HTTP/1.1\r\nHost: a\r\n"+
 				"X-Tag: t1\r\nx-tag: t2\r\nX-TAG: t3\r\n"+

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/rustygate/rustygate/observe"
-	"github.com/rustygate/rustygate/plugins"
 	"github.com/rustygate/rustygate/upstream"
 )
 
@@ -113,7 +112,7 @@ type exchange struct {
 	values       []keyValue
 	replyHeaders [][2]string
 
-	wasm wasmState
+	phase responsePhase
 
 	sink responseSink
 	resp response
@@ -389,8 +388,8 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 	x.br.inactivity = rt.readTimeout
 	x.br.conn = bc.c
 	held := false
-	if len(x.wasm.pending) > 0 {
-		if x.wasm.needBody && resp.kind != bodyNone {
+	if len(x.phase.pending) > 0 {
+		if x.phase.needBody && resp.kind != bodyNone {
 			if err := x.bufferResponseBody(); err != nil {
 				bc.close()
 				x.waitBody(bodyErr)
@@ -399,18 +398,17 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 			}
 			held = true
 		}
-		if !x.runResponsePlugins(false) {
+		if r := x.runResponsePhase(false); r != nil {
 			bc.close()
 			x.waitBody(bodyErr)
 			x.status = 0
-			x.errMsg = "plugin failed"
-			r := plugins.FailureReply()
+			x.errMsg = "response phase failed"
 			x.replyHeaders = r.Headers
 			x.writeLocal(r.Status, "application/json", r.Body, "")
 			return nil, false, ""
 		}
 		if held {
-			x.setLengthField(len(x.wasm.respBody))
+			x.setLengthField(len(x.phase.respBody))
 		}
 	}
 	// What the head adds to closeClient concerns the client alone (it
@@ -425,8 +423,8 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 	}
 	var ok bool
 	if held {
-		ok = x.sink.body(x.wasm.respBody) == nil && x.sink.finish(nil) == nil
-		x.bytesOut += int64(len(x.wasm.respBody))
+		ok = x.sink.body(x.phase.respBody) == nil && x.sink.finish(nil) == nil
+		x.bytesOut += int64(len(x.phase.respBody))
 	} else {
 		ok = x.relayBody(bc)
 	}
@@ -765,10 +763,10 @@ func (x *exchange) fail(e *proxyError, allow string) {
 	if x.errMsg == "" {
 		x.errMsg = e.msg
 	}
-	if len(x.wasm.pending) > 0 {
+	if len(x.phase.pending) > 0 {
 		x.status = e.status
 		x.resp.fields = x.resp.fields[:0]
-		x.runResponsePlugins(true)
+		x.runResponsePhase(true)
 	}
 	var buf [256]byte
 	body := append(buf[:0], `{"error":"`...)
@@ -798,10 +796,10 @@ func (x *exchange) writeLocal(status int, ctype string, body []byte, allow strin
 
 // done records the finished exchange: metrics, then the access line.
 func (x *exchange) done() {
-	if len(x.wasm.pending) > 0 {
+	if len(x.phase.pending) > 0 {
 		// A response produced without the plugins' response phase (a
 		// tunnel, a client gone): release what they hold.
-		x.runResponsePlugins(true)
+		x.runResponsePhase(true)
 	}
 	rm := x.rm
 	if rm == nil {

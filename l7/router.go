@@ -22,7 +22,7 @@ type Route struct {
 
 	// chain is the route's policies in order (cors, rate_limit, jwt,
 	// plugins).
-	chain []middleware.Handler
+	chain []middleware.Instance
 	// mayBlock is set when a policy may wait on something other than
 	// the request (see chainMayBlock).
 	mayBlock bool

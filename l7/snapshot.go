@@ -11,7 +11,6 @@ import (
 
 	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/observe"
-	"github.com/rustygate/rustygate/plugins"
 	"github.com/rustygate/rustygate/upstream"
 )
 
@@ -35,7 +34,8 @@ type Transport struct {
 	metrics  *observe.Metrics
 	registry *upstream.Registry
 	offences Offences
-	plugins  *plugins.Manager
+	// resources are handed to the middlewares snapshots build.
+	resources map[string]any
 
 	mu    sync.Mutex
 	pools map[string]*connPool
@@ -215,6 +215,9 @@ func (t *Transport) Activate(s *Snapshot) {
 // prev, the snapshot being replaced (nil at start), lends the state that
 // survives reloads, such as rate-limit counters of unchanged routes.
 func NewSnapshot(cfg *config.Config, tr *Transport, metrics *observe.Metrics, prev *Snapshot) (*Snapshot, error) {
+	if err := declareMetrics(metrics); err != nil {
+		return nil, err
+	}
 	s := &Snapshot{Config: cfg, rules: requestRulesOf(&cfg.Server)}
 	prevRoutes := map[string]*Route{}
 	if prev != nil {

@@ -12,4 +12,11 @@
 // handshakes, client certificate failures and certificate expiry dates,
 // see [Metrics.TLS] and [Metrics.RegisterCertificates]) and tracing
 // ([Tracer]). An access line over TLS carries tls_version and sni.
+//
+// [Metrics] holds the Prometheus metrics (per-route handles resolved once,
+// recording without allocation) and tracing.go the OpenTelemetry spans.
+// The metrics know no middleware by name: each middleware declares the
+// counter of the requests it rejects ([Metrics.DeclareRejections]) and
+// [RouteMetrics.Rejected] counts into the family declared for the
+// reporting policy.
 package observe

@@ -119,10 +119,6 @@ type Metrics struct {
 	inFlight        *prometheus.GaugeVec
 	backendFailures *prometheus.CounterVec
 	retries         *prometheus.CounterVec
-	rateLimited     *prometheus.CounterVec
-	jwtRejected     *prometheus.CounterVec
-	corsRejected    *prometheus.CounterVec
-	pluginFailures  *prometheus.CounterVec
 	backendUp       *prometheus.GaugeVec
 	backendConns    *prometheus.GaugeVec
 	reloads         *prometheus.CounterVec
@@ -137,6 +133,11 @@ type Metrics struct {
 
 	upCache    labelCache[prometheus.Gauge]
 	connsCache labelCache[poolGauges]
+
+	// rejections are the middlewares' declared rejection counters, by
+	// policy name. Route takes rejectionsMu while it holds routesMu.
+	rejectionsMu sync.Mutex
+	rejections   map[string]*rejectionFamily
 
 	infoMu sync.Mutex // serializes Info's reset-and-set
 }
@@ -167,22 +168,6 @@ func NewMetrics() *Metrics {
 	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rustygate_retries_total",
 		Help: "Requests resent to another backend, by route and reason.",
-	}, []string{"route", "reason"})
-	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "rustygate_rate_limited_total",
-		Help: "Requests rejected by rate limiting, by route.",
-	}, []string{"route"})
-	m.jwtRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "rustygate_jwt_rejected_total",
-		Help: "Requests rejected by JWT validation, by route and reason.",
-	}, []string{"route", "reason"})
-	m.corsRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "rustygate_cors_rejected_total",
-		Help: "Requests rejected by the CORS policy, by route.",
-	}, []string{"route"})
-	m.pluginFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "rustygate_plugin_failures_total",
-		Help: "Requests rejected or failed by a WASM plugin, by route and reason.",
 	}, []string{"route", "reason"})
 	m.backendUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "rustygate_backend_up",
@@ -219,7 +204,6 @@ func NewMetrics() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.duration, m.inFlight,
 		m.backendFailures, m.retries,
-		m.rateLimited, m.jwtRejected, m.corsRejected, m.pluginFailures,
 		m.backendUp, m.backendConns,
 		m.reloads, m.lastReload,
 		m.buildInfo, m.datapathInfo,
@@ -271,13 +255,19 @@ func (m *Metrics) Route(name string) *RouteMetrics {
 		return r
 	}
 	r := &RouteMetrics{
-		m:            m,
-		route:        label,
-		inFlight:     m.inFlight.WithLabelValues(label),
-		duration:     m.duration.WithLabelValues(label),
-		rateLimited:  m.rateLimited.WithLabelValues(label),
-		corsRejected: m.corsRejected.WithLabelValues(label),
+		m:        m,
+		route:    label,
+		inFlight: m.inFlight.WithLabelValues(label),
+		duration: m.duration.WithLabelValues(label),
 	}
+	m.rejectionsMu.Lock()
+	for _, f := range m.rejections {
+		if !f.spec.ByReason {
+			// Counted by route only: the series exists from the start.
+			f.vec.WithLabelValues(label)
+		}
+	}
+	m.rejectionsMu.Unlock()
 	m.routes[label] = r
 	return r
 }
@@ -292,18 +282,15 @@ type RouteMetrics struct {
 	m     *Metrics
 	route string
 
-	inFlight     prometheus.Gauge
-	duration     prometheus.Observer
-	rateLimited  prometheus.Counter
-	corsRejected prometheus.Counter
+	inFlight prometheus.Gauge
+	duration prometheus.Observer
 
 	// requests holds the requests_total children, resolved on first use.
 	requests [numMethods][codeSlots]atomic.Pointer[counterRef]
 
 	failures labelCache[prometheus.Counter] // backend, reason
 	retries  labelCache[prometheus.Counter] // reason
-	jwt      labelCache[prometheus.Counter] // reason
-	plugin   labelCache[prometheus.Counter] // reason
+	rejected labelCache[prometheus.Counter] // policy, reason (or "\x00")
 }
 
 // Name returns the route label the handle records under.
@@ -378,30 +365,31 @@ func (r *RouteMetrics) Retry(reason string) {
 	c.Inc()
 }
 
-// Rejected records a request a policy answered itself, with the policy
-// names of the middleware Reporter: "rate_limit", "jwt" (by reason),
-// "cors" and "wasm" (by reason). Other policies are not recorded.
+// Rejected records a request a middleware answered itself, in the
+// counter family its module declared with DeclareRejections (by route,
+// and by reason when the family has a reason label). A policy that
+// declared none is not recorded.
 func (r *RouteMetrics) Rejected(policy, reason string) {
 	if r == nil {
 		return
 	}
-	switch policy {
-	case "rate_limit":
-		r.rateLimited.Inc()
-	case "cors":
-		r.corsRejected.Inc()
-	case "jwt":
-		r.reasonCounter(&r.jwt, r.m.jwtRejected, reason).Inc()
-	case "wasm":
-		r.reasonCounter(&r.plugin, r.m.pluginFailures, reason).Inc()
+	if c, ok := r.rejected.get(policy, reason); ok {
+		c.Inc()
+		return
 	}
-}
-
-func (r *RouteMetrics) reasonCounter(cache *labelCache[prometheus.Counter], vec *prometheus.CounterVec, reason string) prometheus.Counter {
-	if c, ok := cache.get(reason, ""); ok {
-		return c
+	if c, ok := r.rejected.get(policy, noReason); ok {
+		c.Inc()
+		return
 	}
-	return cache.put(reason, "", vec.WithLabelValues(r.route, reason))
+	f := r.m.rejectionFamily(policy)
+	if f == nil {
+		return
+	}
+	if f.spec.ByReason {
+		r.rejected.put(policy, reason, f.vec.WithLabelValues(r.route, reason)).Inc()
+	} else {
+		r.rejected.put(policy, noReason, f.vec.WithLabelValues(r.route)).Inc()
+	}
 }
 
 // BackendUp sets the health of backend in route ("" is "none").

@@ -185,6 +185,7 @@ func itoa3(c int) string {
 
 func TestMetricsPolicies(t *testing.T) {
 	m := NewMetrics()
+	declarePolicies(t, m)
 	r := m.Route("api")
 	r.BackendFailure("http://a:1", "timeout")
 	r.BackendFailure("http://a:1", "timeout")
@@ -209,18 +210,18 @@ func TestMetricsPolicies(t *testing.T) {
 		{m.backendFailures.WithLabelValues("api", "http://b:1", "connect"), 1},
 		{m.retries.WithLabelValues("api", "timeout"), 2},
 		{m.retries.WithLabelValues("api", "status"), 1},
-		{m.rateLimited.WithLabelValues("api"), 2},
-		{m.jwtRejected.WithLabelValues("api", "expired"), 2},
-		{m.jwtRejected.WithLabelValues("api", "bad_signature"), 1},
-		{m.corsRejected.WithLabelValues("api"), 1},
-		{m.pluginFailures.WithLabelValues("api", "trap"), 1},
+		{m.rejections["rate_limit"].vec.WithLabelValues("api"), 2},
+		{m.rejections["jwt"].vec.WithLabelValues("api", "expired"), 2},
+		{m.rejections["jwt"].vec.WithLabelValues("api", "bad_signature"), 1},
+		{m.rejections["cors"].vec.WithLabelValues("api"), 1},
+		{m.rejections["wasm"].vec.WithLabelValues("api", "trap"), 1},
 	}
 	for i, c := range checks {
 		if v := testutil.ToFloat64(c.c); v != c.want {
 			t.Errorf("check %d: %v, want %v", i, v, c.want)
 		}
 	}
-	if n := testutil.CollectAndCount(m.pluginFailures); n != 1 {
+	if n := testutil.CollectAndCount(m.rejections["wasm"].vec); n != 1 {
 		t.Errorf("plugin failures has %d series, want 1", n)
 	}
 }
@@ -307,6 +308,7 @@ func TestMetricsNil(t *testing.T) {
 
 func TestMetricsHandler(t *testing.T) {
 	m := NewMetrics()
+	declarePolicies(t, m)
 	r := m.Route("api")
 	r.Start()
 	r.Done([]byte("GET"), 200, time.Millisecond)
@@ -372,6 +374,7 @@ func TestMetricsHandler(t *testing.T) {
 
 func TestMetricsConcurrent(t *testing.T) {
 	m := NewMetrics()
+	declarePolicies(t, m)
 	const workers, per = 8, 500
 	methods := [][]byte{[]byte("GET"), []byte("POST"), []byte("BREW")}
 	var wg sync.WaitGroup
@@ -436,6 +439,7 @@ func TestMetricsDoneAllocs(t *testing.T) {
 		t.Skip("allocation counts are not meaningful under -race")
 	}
 	m := NewMetrics()
+	declarePolicies(t, m)
 	r := m.Route("api")
 	get, other := []byte("GET"), []byte("BREW")
 	// Warm-up resolves the children used below.
@@ -506,4 +510,55 @@ func BenchmarkRouteDone(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// standardRejections are the counters the shipped middlewares declare.
+var standardRejections = map[string]Rejections{
+	"rate_limit": {Name: "rustygate_rate_limited_total", Help: "Requests rejected by rate limiting, by route."},
+	"jwt":        {Name: "rustygate_jwt_rejected_total", Help: "Requests rejected by JWT validation, by route and reason.", ByReason: true},
+	"cors":       {Name: "rustygate_cors_rejected_total", Help: "Requests rejected by the CORS policy, by route."},
+	"wasm":       {Name: "rustygate_plugin_failures_total", Help: "Requests rejected or failed by a WASM plugin, by route and reason.", ByReason: true},
+}
+
+func declarePolicies(t testing.TB, m *Metrics) {
+	t.Helper()
+	for policy, spec := range standardRejections {
+		if err := m.DeclareRejections(policy, spec); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestDeclareRejections: a declared family counts its policy's
+// rejections; a route-only family has its routes' series at 0 whether
+// the route came before or after the declaration; declaring again is
+// harmless, declaring differently or under a taken name is an error.
+func TestDeclareRejections(t *testing.T) {
+	m := NewMetrics()
+	early := m.Route("early")
+	early.Rejected("mine", "x") // not declared yet: not recorded
+	spec := Rejections{Name: "rustygate_mine_rejected_total", Help: "Mine."}
+	if err := m.DeclareRejections("mine", spec); err != nil {
+		t.Fatal(err)
+	}
+	late := m.Route("late")
+	vec := m.rejections["mine"].vec
+	if n := testutil.CollectAndCount(vec); n != 2 {
+		t.Fatalf("%d series before any rejection, want 2 (early and late at 0)", n)
+	}
+	early.Rejected("mine", "x")
+	late.Rejected("mine", "y")
+	late.Rejected("mine", "z")
+	if a, b := testutil.ToFloat64(vec.WithLabelValues("early")), testutil.ToFloat64(vec.WithLabelValues("late")); a != 1 || b != 2 {
+		t.Fatalf("early %v late %v, want 1 and 2", a, b)
+	}
+	if err := m.DeclareRejections("mine", spec); err != nil {
+		t.Fatalf("same declaration again: %v", err)
+	}
+	if err := m.DeclareRejections("mine", Rejections{Name: "rustygate_other_total"}); err == nil {
+		t.Fatal("a different declaration of the same policy was accepted")
+	}
+	if err := m.DeclareRejections("theirs", Rejections{Name: "rustygate_requests_total", Help: "x"}); err == nil {
+		t.Fatal("a family under the name of another metric was accepted")
+	}
 }

@@ -4,8 +4,9 @@
 // A Manager owns one wazero runtime: it compiles .wasm files off the request
 // path (caching compiled code by path and content hash), and, when asked to
 // Watch a directory, recompiles changed files and swaps them into the
-// handlers that use them. A Handler is the middleware.Handler for one
-// `name: wasm` entry of a route: it runs the guest's handle_request on each
+// handlers that use them. A Handler is the middleware.Handler (and
+// middleware.ResponseHandler) of one `name: wasm` entry of a route, built
+// by the wasm module (l7/middleware/wasm): it runs the guest's handle_request on each
 // request and, when the request was forwarded, its handle_response once the
 // proxy has the response. Check validates a plugin file without a Manager.
 //

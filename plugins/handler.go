@@ -39,6 +39,11 @@ type Handler struct {
 	suppressed atomic.Int64 // failures not logged since
 }
 
+var (
+	_ middleware.Handler         = (*Handler)(nil)
+	_ middleware.ResponseHandler = (*Handler)(nil)
+)
+
 var handlerSeq atomic.Uint64
 
 // failureBody is the body of the reply of a failed plugin (fail closed).
@@ -251,6 +256,10 @@ func (h *Handler) OnResponse(ex Exchange) error {
 		return err
 	}
 }
+
+// ResponseFailure is FailureReply: what the client gets when OnResponse
+// fails closed.
+func (h *Handler) ResponseFailure() *middleware.Reply { return FailureReply() }
 
 // fail reports and logs a plugin failure and returns what Handle returns.
 func (h *Handler) fail(r middleware.Request, err error) *middleware.Reply {

@@ -23,6 +23,8 @@ import (
 	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l4"
 	"github.com/rustygate/rustygate/l7"
+	_ "github.com/rustygate/rustygate/l7/middleware/standard"
+	"github.com/rustygate/rustygate/l7/middleware/wasm"
 	"github.com/rustygate/rustygate/loader"
 	"github.com/rustygate/rustygate/observe"
 	"github.com/rustygate/rustygate/plugins"
@@ -151,7 +153,7 @@ func (g *gateway) run(cfg *config.Config) int {
 	}
 	g.tr = l7.NewTransport(log, g.metrics)
 	g.tr.SetOffences(g.banner)
-	g.tr.SetPlugins(pm)
+	g.tr.SetResource(wasm.ManagerResource, pm)
 	defer g.tr.Close()
 	snap, err := l7.NewSnapshot(cfg, g.tr, g.metrics, nil)
 	if err != nil {

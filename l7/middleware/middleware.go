@@ -1,12 +1,27 @@
-// Package middleware is the contract between the proxy and its request
-// policies (CORS, rate limiting, JWT, WASM plugins). A policy sees one
-// Request, written once for both HTTP engines, and either lets it go on
-// (possibly changed) or answers it itself.
+// Package middleware is the contract between the proxy and its
+// middlewares (CORS, rate limiting, JWT, WASM plugins, ...). A middleware
+// sees one Request, written once for both HTTP engines, and either lets
+// it go on (possibly changed) or answers it itself.
 //
-// Policies are built from configuration when a snapshot is built, never on
-// the request path: a constructor validates and fails on bad settings. A
-// built policy is shared by every request of its snapshot, so Handle must
-// be safe for concurrent use and should not allocate on the common path.
+// Each middleware kind is a Module that its own package registers in an
+// init function (Register); the binary links the kinds it offers by
+// importing their packages (package standard lists RustyGate's). The
+// proxy builds a route's chain by looking each entry's name up in the
+// registry and never names a kind: adding a middleware is its package
+// and one import line in standard.
+//
+// A module's New builds an Instance when a snapshot is built, never on
+// the request path: it validates and fails on settings it cannot run,
+// releasing what it started. The Instance declares its Capabilities,
+// which the proxy trusts and never discovers by type: the phases it runs
+// in (a handler declaring PhaseResponse implements ResponseHandler, or
+// the chain fails to build) and whether it may block (MayBlock: the route
+// then runs off the event loops). A handler that owns background work
+// implements Closer; the snapshot closes it once no request uses it.
+//
+// A built handler is shared by every request of its snapshot, so Handle
+// must be safe for concurrent use and should not allocate on the common
+// path.
 package middleware
 
 import "net/netip"
@@ -71,7 +86,7 @@ type Closer interface {
 }
 
 // Reporter receives a policy's decisions for metrics and logs. policy is
-// "cors", "rate_limit", "jwt" or "wasm"; reason is short and bounded
+// the module's name ("cors", "rate_limit", "jwt", "wasm"); reason is short and bounded
 // ("expired", "bad_signature", "origin", ...), safe as a metric label.
 type Reporter interface {
 	Rejected(policy, route, reason string, client netip.Addr)

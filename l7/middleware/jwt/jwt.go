@@ -267,10 +267,6 @@ func (v *Verifier) Close() error {
 	return nil
 }
 
-// MayBlock reports whether a verification may wait for a key set fetch
-// (a JWKS URL is configured).
-func (v *Verifier) MayBlock() bool { return v.jwks != nil }
-
 // Handle implements middleware.Handler.
 func (v *Verifier) Handle(r middleware.Request) *middleware.Reply {
 	var buf [2][]byte

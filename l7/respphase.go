@@ -7,19 +7,20 @@ import (
 	"net/netip"
 	"strconv"
 
-	"github.com/rustygate/rustygate/plugins"
+	"github.com/rustygate/rustygate/l7/middleware"
 )
 
-// The exchange is also what WASM plugins see (plugins.Exchange): the
-// request before it is forwarded, and the response head before it is
-// written to the client.
-var _ plugins.Exchange = (*exchange)(nil)
+// The exchange is also what middlewares of the response phase see
+// (middleware.Exchange): the request before it is forwarded, and the
+// response head before it is written to the client.
+var _ middleware.Exchange = (*exchange)(nil)
 
-// wasmState is the part of an exchange only plugins use.
-type wasmState struct {
-	// pending are the wasm handlers that asked for the response phase,
-	// in chain order; they run in reverse once the response is known.
-	pending []*plugins.Handler
+// responsePhase is the part of an exchange only the middlewares that
+// declare the response phase use.
+type responsePhase struct {
+	// pending are the handlers that asked for the response phase, in
+	// chain order; they run in reverse once the response is known.
+	pending []middleware.ResponseHandler
 	// needBody: a pending handler reads or rewrites the response body.
 	needBody bool
 	// uri and method override the forwarded request line when set.
@@ -31,8 +32,8 @@ type wasmState struct {
 }
 
 func (x *exchange) URI() []byte {
-	if x.wasm.uri != nil {
-		return x.wasm.uri
+	if x.phase.uri != nil {
+		return x.phase.uri
 	}
 	if len(x.req.target) == 0 || x.req.target[0] != '/' {
 		u := append([]byte(nil), x.req.path...)
@@ -42,17 +43,17 @@ func (x *exchange) URI() []byte {
 }
 
 func (x *exchange) SetURI(uri string) {
-	x.wasm.uri = []byte(uri)
-	if q := bytes.IndexByte(x.wasm.uri, '?'); q >= 0 {
-		x.req.path, x.req.query = x.wasm.uri[:q], x.wasm.uri[q:]
+	x.phase.uri = []byte(uri)
+	if q := bytes.IndexByte(x.phase.uri, '?'); q >= 0 {
+		x.req.path, x.req.query = x.phase.uri[:q], x.phase.uri[q:]
 	} else {
-		x.req.path, x.req.query = x.wasm.uri, nil
+		x.req.path, x.req.query = x.phase.uri, nil
 	}
 }
 
 func (x *exchange) SetMethod(method string) {
-	x.wasm.method = []byte(method)
-	x.req.method = x.wasm.method
+	x.phase.method = []byte(method)
+	x.req.method = x.phase.method
 }
 
 func (x *exchange) Proto() string { return x.proto }
@@ -91,9 +92,9 @@ func (x *exchange) RequestHeaderValues(name string, dst [][]byte) [][]byte {
 
 var errBodyNotBuffered = errors.New("body too large to buffer, or streamed")
 
-// maxPluginBody bounds a request or response body held in memory for a
-// plugin.
-const maxPluginBody = 8 << 20
+// maxPhaseBody bounds a request or response body held in memory for a
+// middleware (a WASM guest) that reads it.
+const maxPhaseBody = 8 << 20
 
 func (x *exchange) RequestBody() ([]byte, error) {
 	if x.bodyBuffered != nil || !x.req.hasBody() {
@@ -102,7 +103,7 @@ func (x *exchange) RequestBody() ([]byte, error) {
 	rb, ok := x.sink.(interface {
 		readBody(x *exchange, n int64) ([]byte, error)
 	})
-	if !ok || x.req.chunked || x.req.contentLength > maxPluginBody {
+	if !ok || x.req.chunked || x.req.contentLength > maxPhaseBody {
 		return nil, errBodyNotBuffered
 	}
 	body, err := rb.readBody(x, x.req.contentLength)
@@ -131,7 +132,7 @@ func (x *exchange) SetRequestBody(body []byte) {
 	}
 }
 
-func (x *exchange) ResponseIsError() bool { return x.wasm.isError }
+func (x *exchange) ResponseIsError() bool { return x.phase.isError }
 
 func (x *exchange) ResponseStatus() int { return x.status }
 
@@ -179,45 +180,47 @@ func (x *exchange) SetResponseHeader(name, value string) {
 	x.addResp = append(kept, strHeader{name, value})
 }
 
-func (x *exchange) ResponseBody() []byte { return x.wasm.respBody }
+func (x *exchange) ResponseBody() []byte { return x.phase.respBody }
 
-func (x *exchange) SetResponseBody(body []byte) { x.wasm.respBody = body }
+func (x *exchange) SetResponseBody(body []byte) { x.phase.respBody = body }
 
-// notePlugin records, after a wasm handler let the request through,
-// whether it wants the response phase.
-func (x *exchange) notePlugin(h *plugins.Handler) {
+// noteResponsePhase records, after a handler of the response phase let
+// the request through, whether it wants the response.
+func (x *exchange) noteResponsePhase(h middleware.ResponseHandler) {
 	switch h.ResponseNeeds(x) {
-	case plugins.NeedResponse:
-		x.wasm.pending = append(x.wasm.pending, h)
-	case plugins.NeedBody:
-		x.wasm.pending = append(x.wasm.pending, h)
-		x.wasm.needBody = true
+	case middleware.NeedResponse:
+		x.phase.pending = append(x.phase.pending, h)
+	case middleware.NeedBody:
+		x.phase.pending = append(x.phase.pending, h)
+		x.phase.needBody = true
 	}
 }
 
-// runResponsePlugins runs the pending response phases, last handler
-// first. It reports false when a plugin failed closed: the client must get
-// plugins.FailureReply instead.
-func (x *exchange) runResponsePlugins(isError bool) bool {
-	ok := true
-	x.wasm.isError = isError
-	for i := len(x.wasm.pending) - 1; i >= 0; i-- {
-		if err := x.wasm.pending[i].OnResponse(x); err != nil {
-			ok = false
+// runResponsePhase runs the pending response phases, last handler first.
+// It returns nil, or the reply the client must get instead of the
+// response: the ResponseFailure of the first handler (in run order) whose
+// OnResponse failed. Every pending handler runs either way.
+func (x *exchange) runResponsePhase(isError bool) *middleware.Reply {
+	var failed *middleware.Reply
+	x.phase.isError = isError
+	for i := len(x.phase.pending) - 1; i >= 0; i-- {
+		h := x.phase.pending[i]
+		if err := h.OnResponse(x); err != nil && failed == nil {
+			failed = h.ResponseFailure()
 		}
 	}
-	x.wasm.pending = x.wasm.pending[:0]
-	return ok
+	x.phase.pending = x.phase.pending[:0]
+	return failed
 }
 
-// bufferResponseBody reads the whole response body for plugins that
+// bufferResponseBody reads the whole response body for middlewares that
 // rewrite it, then frames it with a Content-Length.
 func (x *exchange) bufferResponseBody() error {
 	var body []byte
 	for {
 		p, err := x.br.next()
 		body = append(body, p...)
-		if int64(len(body)) > maxPluginBody {
+		if int64(len(body)) > maxPhaseBody {
 			return errBodyNotBuffered
 		}
 		if err == io.EOF {
@@ -227,7 +230,7 @@ func (x *exchange) bufferResponseBody() error {
 			return err
 		}
 	}
-	x.wasm.respBody = body
+	x.phase.respBody = body
 	return nil
 }
 

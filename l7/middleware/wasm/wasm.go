@@ -1,0 +1,43 @@
+// Package wasm is the wasm middleware: it runs an http-wasm guest
+// (package plugins) on a route's requests and, when the guest asks for
+// it, on their responses.
+//
+// The plugin host is process-wide: the binary creates one
+// plugins.Manager and hands it to the proxy as the resource named
+// ManagerResource. Without it, a wasm entry fails to build.
+package wasm
+
+import (
+	"errors"
+
+	"github.com/rustygate/rustygate/l7/middleware"
+	"github.com/rustygate/rustygate/plugins"
+)
+
+// ManagerResource is the name of the *plugins.Manager among the
+// resources a middleware is built with (middleware.Build.Resources).
+const ManagerResource = "wasm.manager"
+
+func init() {
+	middleware.Register(middleware.Module{
+		Name:       "wasm",
+		Rejections: middleware.RejectionMetric{Name: "rustygate_plugin_failures_total", Help: "Requests rejected or failed by a WASM plugin, by route and reason.", ByReason: true},
+		New:        buildModule,
+	})
+}
+
+// buildModule compiles (or takes from the host's cache) and starts the guest.
+// A guest call runs on the host's workers and may wait for one of them,
+// so the middleware declares itself blocking; it runs in both phases.
+func buildModule(b middleware.Build) (middleware.Instance, error) {
+	m, _ := b.Resources[ManagerResource].(*plugins.Manager)
+	if m == nil {
+		return middleware.Instance{}, errors.New("WASM plugins are not enabled in this process")
+	}
+	h, err := plugins.New(m, b.Config, b.Route, b.Reporter)
+	if err != nil {
+		return middleware.Instance{}, err
+	}
+	caps := middleware.Capabilities{Phases: middleware.PhaseRequest | middleware.PhaseResponse, MayBlock: true}
+	return middleware.Instance{Handler: h, Caps: caps}, nil
+}
