@@ -212,14 +212,21 @@ func TestPrometheusScrapesAdmin(t *testing.T) {
 var metricNameRE = regexp.MustCompile(`(?:\bName:\s*|NewDesc\()"([a-zA-Z_:][a-zA-Z0-9_:]*)"`)
 
 // definedMetrics returns the series names the gateway exposes, read from
-// the metric definitions in observe/metrics*.go: each name, plus the
-// _bucket, _sum and _count series a histogram or summary adds.
+// the metric definitions in observe/metrics*.go and the rejection
+// counters the middleware modules declare (l7/middleware/*/module.go):
+// each name, plus the _bucket, _sum and _count series a histogram or
+// summary adds.
 func definedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	files, err := filepath.Glob("../observe/metrics*.go")
 	if err != nil {
 		t.Fatal(err)
 	}
+	modules, err := filepath.Glob("../l7/middleware/*/module.go")
+	if err != nil || len(modules) == 0 {
+		t.Fatalf("no middleware modules found: %v", err)
+	}
+	files = append(files, modules...)
 	names := make(map[string]bool)
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
@@ -299,7 +306,7 @@ func TestDashboard(t *testing.T) {
 		}
 		for _, r := range refs {
 			if !known[r] {
-				t.Errorf("%s: query %q uses %s, which observe/metrics*.go does not define", where, expr, r)
+				t.Errorf("%s: query %q uses %s, which neither observe/metrics*.go nor a middleware module defines", where, expr, r)
 			}
 		}
 	}
