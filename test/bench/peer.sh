@@ -19,6 +19,24 @@
 #              CPU and one event loop, the nginx proxy's budget (one worker)
 #              (rustygate-1cpu.yaml)
 #   haproxy    HAProxy on 127.0.0.1:18003 (only when haproxy is installed)
+# HTTPS targets, all serving the same ECDSA P-256 certificate (SANs localhost
+# and 127.0.0.1), issued by a CA generated with openssl into the temporary
+# directory at start-up, in front of the same backend:
+#   nginx_tls  nginx reverse proxy over TLS on 127.0.0.1:18004, one worker
+#              like the nginx row, TLS 1.2 and 1.3, shared session cache
+#              (nginx-proxy-tls.conf)
+#   rg_tls     RustyGate's HTTPS listener (server.tls) on 127.0.0.1:18089,
+#              access log on, both CPUs               (rustygate-tls.yaml)
+#   rg_tls_1cpu  the same on 127.0.0.1:18091 with GOMAXPROCS=1, the budget
+#              of nginx_tls's worker                  (rustygate-tls-1cpu.yaml)
+# Each HTTPS target is measured twice per round: keep-alive, by wrk over
+# https:// like the plain rows, and new connections, by tlshs
+# (test/bench/tlshs, built into the temporary directory): HS_CONNS clients,
+# each opening a fresh TCP connection, a full TLS 1.3 handshake (X25519, no
+# session resumption: no ticket, no session cache), one GET with
+# "Connection: close", then closing; completed requests per second are
+# handshakes per second. The client verifies the certificate against the
+# generated CA.
 # RustyGate feature variants (default only with FULL=1), each its own
 # RustyGate process with the access log on, like rustygate, and no admin
 # listener; the table compares their req/s with the plain rustygate row:
@@ -45,22 +63,27 @@
 #   ROUNDS        interleaved rounds over all targets     (default 3)
 #   WARMUP        seconds of warm-up per target           (default 2)
 #   BAR_DURATION  seconds of the task-list bar run        (default 10)
+#   HS_CONNS      concurrent tlshs clients of the handshake runs (default 64)
 #   RG_BIN        RustyGate binary (built with `make build` when missing)
 #                                                          (default bin/rustygate)
 #   OUT           output directory                        (default test/bench/out/)
 #   FULL          1 adds the RustyGate variants to the default targets
 #                                                          (default 0)
 #   TARGETS       targets to run, space separated
-#                   (default "direct nginx rustygate rg_1cpu haproxy"; with FULL=1
+#                   (default "direct nginx rustygate rg_1cpu haproxy nginx_tls
+#                   rg_tls rg_tls_1cpu"; with FULL=1
 #                   also "rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm")
 #   KEEP_TMP      1 keeps the temporary directory (logs, nginx prefixes)
 #
 # Every target gets `wrk -t2 -c64 -d${DURATION}s --latency`, the targets
 # interleaved round by round so drift in machine speed hits all of them
 # alike (rg_policies also gets its two headers). The table reports medians
-# over rounds; ratios are against the nginx proxy, and for the rg_* rows
+# over rounds; ratios are against the nginx proxy (for the HTTPS rows: the
+# nginx_tls row), and for the rg_* rows
 # also against the plain rustygate row ("vs RustyGate"). The bar line is `wrk -t4 -c100 -d${BAR_DURATION}s --latency`
 # against RustyGate: PASS when > 10000 req/s and p99 < 5 ms.
+#
+# The handshake rows get `tlshs -c$HS_CONNS -d$DURATION` in the same rounds.
 #
 # Exit status: 0 whatever the numbers are; non-zero only when a process
 # could not be started (or a port was already taken, or a tool is missing,
@@ -75,10 +98,11 @@ DURATION=${DURATION:-8}
 ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-2}
 BAR_DURATION=${BAR_DURATION:-10}
+HS_CONNS=${HS_CONNS:-64}
 RG_BIN=${RG_BIN:-$ROOT/bin/rustygate}
 OUT=${OUT:-$ROOT/test/bench/out}
 FULL=${FULL:-0}
-BASE_TARGETS="direct nginx rustygate rg_1cpu haproxy"
+BASE_TARGETS="direct nginx rustygate rg_1cpu haproxy nginx_tls rg_tls rg_tls_1cpu"
 RG_VARIANTS="rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm"
 if [[ $FULL == 1 ]]; then
 	TARGETS=${TARGETS:-$BASE_TARGETS $RG_VARIANTS}
@@ -101,7 +125,7 @@ case $OUT in /*) ;; *) OUT=$ROOT/$OUT ;; esac
 declare -A PORT=(
 	[direct]=18001 [nginx]=18002 [haproxy]=18003 [rustygate]=18080
 	[rg_2backends]=18082 [rg_policies]=18083 [rg_tracing]=18084 [rg_tracing0]=18085 [rg_wasm]=18086
-	[rg_1cpu]=18087
+	[rg_1cpu]=18087 [nginx_tls]=18004 [rg_tls]=18089 [rg_tls_1cpu]=18091
 )
 declare -A LABEL=(
 	[direct]="direct (nginx backend)"
@@ -114,7 +138,14 @@ declare -A LABEL=(
 	[rg_tracing0]="rg_tracing0: RustyGate + tracing ratio 0"
 	[rg_wasm]="rg_wasm: RustyGate + wasm add_header"
 	[rg_1cpu]="rg_1cpu: RustyGate on 1 CPU (GOMAXPROCS=1, one event loop)"
+	[nginx_tls]="nginx_tls: nginx proxy, HTTPS"
+	[rg_tls]="rg_tls: RustyGate, HTTPS"
+	[rg_tls_1cpu]="rg_tls_1cpu: RustyGate, HTTPS, on 1 CPU (GOMAXPROCS=1)"
 )
+# HTTPS targets, and the plain listener each HTTPS RustyGate also opens
+# (its port must be free too; it is not measured).
+declare -A TLS_TARGET=([nginx_tls]=1 [rg_tls]=1 [rg_tls_1cpu]=1)
+declare -A PLAIN_PORT=([rg_tls]=18090 [rg_tls_1cpu]=18093)
 # RustyGate configuration of each RustyGate target.
 declare -A RG_CONF=(
 	[rustygate]=rustygate.yaml
@@ -124,10 +155,13 @@ declare -A RG_CONF=(
 	[rg_tracing0]=rustygate-tracing0.yaml
 	[rg_wasm]=rustygate-wasm.yaml
 	[rg_1cpu]=rustygate-1cpu.yaml
+	[rg_tls]=rustygate-tls.yaml
+	[rg_tls_1cpu]=rustygate-tls-1cpu.yaml
 )
 # Environment of RustyGate targets that need one.
 declare -A RG_ENV=(
 	[rg_1cpu]=GOMAXPROCS=1
+	[rg_tls_1cpu]=GOMAXPROCS=1
 )
 declare -A PID=()
 
@@ -173,6 +207,25 @@ want() {
 
 # is_rg NAME: NAME is a RustyGate target (plain or variant).
 is_rg() { [[ -n ${RG_CONF[$1]:-} ]]; }
+
+# is_tls NAME: NAME is an HTTPS target.
+is_tls() { [[ -n ${TLS_TARGET[$1]:-} ]]; }
+
+any_tls=0
+for t in "${selected[@]}"; do is_tls "$t" && any_tls=1; done
+if ((any_tls)); then
+	command -v openssl >/dev/null 2>&1 || die "openssl not found (needed to generate the HTTPS targets' certificate; apt-get install -y openssl)"
+	command -v go >/dev/null 2>&1 || die "go not found (needed to build test/bench/tlshs, the handshake client of the HTTPS targets)"
+fi
+
+# url_of NAME: the URL wrk, curl and tlshs request on target NAME.
+url_of() {
+	if is_tls "$1"; then
+		printf 'https://127.0.0.1:%s/' "${PORT[$1]}"
+	else
+		printf 'http://127.0.0.1:%s/' "${PORT[$1]}"
+	fi
+}
 
 if want rg_policies; then
 	command -v openssl >/dev/null 2>&1 || die "openssl not found (needed to sign the rg_policies JWT; apt-get install -y openssl)"
@@ -248,18 +301,21 @@ hs256_token() {
 
 # wait_ready NAME LOGFILE: the target's process is alive and its port answers
 # GET / (with the target's extra headers) with 200 and the 64-byte body,
-# within 10 s.
+# within 10 s; over HTTPS with a certificate that verifies against the
+# generated CA.
 wait_ready() {
 	local name=$1 logfile=$2 port=${PORT[$1]} pid=${PID[$1]} i code size
+	local -a tls_args=()
 	hdr_args "$name"
+	is_tls "$name" && tls_args=(--cacert "$TLS_DIR/ca.crt")
 	for ((i = 0; i < 100; i++)); do
 		if ! kill -0 "$pid" 2>/dev/null; then
 			note "---- last lines of $logfile:"
 			tail -n 20 "$logfile" >&2 || true
 			die "${LABEL[$name]} exited during start-up (see above)"
 		fi
-		if read -r code size < <(curl -s -o /dev/null --max-time 1 "${HDR_ARGS[@]}" \
-			-w '%{http_code} %{size_download}\n' "http://127.0.0.1:$port/" 2>/dev/null); then
+		if read -r code size < <(curl -s -o /dev/null --max-time 1 "${HDR_ARGS[@]}" "${tls_args[@]}" \
+			-w '%{http_code} %{size_download}\n' "$(url_of "$name")" 2>/dev/null); then
 			if [[ $code == 200 ]]; then
 				[[ $size == "$BODY_BYTES" ]] ||
 					die "${LABEL[$name]} on 127.0.0.1:$port answered with a $size-byte body, want $BODY_BYTES"
@@ -414,7 +470,7 @@ run_wrk() {
 	local name=$1 threads=$2 conns=$3 secs=$4 outfile=$5 before after p99
 	hdr_args "$name"
 	before=$(cpu_ticks "${PID[$name]}")
-	wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "${HDR_ARGS[@]}" "http://127.0.0.1:${PORT[$name]}/" >"$outfile" 2>&1 || true
+	wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "${HDR_ARGS[@]}" "$(url_of "$name")" >"$outfile" 2>&1 || true
 	after=$(cpu_ticks "${PID[$name]}")
 	CPU_TICKS=$((after - before))
 	RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$outfile")
@@ -430,6 +486,56 @@ run_wrk() {
 		return 0
 	fi
 	P99_MS=$(to_ms "$p99")
+	if ! kill -0 "${PID[$name]}" 2>/dev/null; then
+		note "${LABEL[$name]} died during the run"
+	fi
+}
+
+# gen_tls_certs: a CA and a server certificate for localhost and
+# 127.0.0.1 issued by it, both ECDSA P-256, valid two days, into $TLS_DIR
+# (ca.crt, server.crt, server.key), which the EXIT trap removes with $TMP.
+gen_tls_certs() {
+	local d=$TLS_DIR log=$TLS_DIR/openssl.log
+	mkdir -p "$d"
+	printf '%s\n' 'basicConstraints = critical, CA:FALSE' \
+		'keyUsage = critical, digitalSignature' 'extendedKeyUsage = serverAuth' \
+		'subjectAltName = DNS:localhost, IP:127.0.0.1' >"$d/server.ext"
+	{
+		openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/ca.key" &&
+			openssl req -x509 -new -key "$d/ca.key" -sha256 -days 2 -subj "/CN=RustyGate peer benchmark CA" \
+				-addext 'basicConstraints = critical, CA:TRUE' -addext 'keyUsage = critical, keyCertSign, cRLSign' \
+				-out "$d/ca.crt" &&
+			openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/server.key" &&
+			openssl req -new -key "$d/server.key" -subj /CN=localhost -out "$d/server.csr" &&
+			openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -sha256 -days 2 \
+				-set_serial "0x$(openssl rand -hex 8)" -extfile "$d/server.ext" -out "$d/server.crt"
+	} >"$log" 2>&1 || { cat "$log" >&2; die "could not generate the benchmark certificate with openssl"; }
+	chmod 644 "$d"/*
+	note "certificate: ECDSA P-256 for localhost and 127.0.0.1, issued by a generated CA, in $d"
+}
+
+# run_hs NAME SECONDS OUTFILE: runs tlshs (fresh connection and full TLS 1.3
+# handshake per request) against HTTPS target NAME and sets HS_RATE, HS_P99_MS,
+# HS_DONE, HS_ERRS, HS_CLIENT_US (tlshs's own CPU per request) and CPU_TICKS
+# (CPU of the target's process).
+run_hs() {
+	local name=$1 secs=$2 outfile=$3 before after line
+	before=$(cpu_ticks "${PID[$name]}")
+	"$TLSHS" -url "$(url_of "$name")" -cacert "$TLS_DIR/ca.crt" -servername localhost \
+		-c "$HS_CONNS" -d "${secs}s" -bytes "$BODY_BYTES" >"$outfile" 2>&1 || true
+	after=$(cpu_ticks "${PID[$name]}")
+	CPU_TICKS=$((after - before))
+	line=$(grep '^result ' "$outfile" || true)
+	if [[ -z $line ]]; then
+		note "tlshs against ${LABEL[$name]} produced no result (see $outfile)"
+		HS_RATE=nan HS_P99_MS=nan HS_DONE=0 HS_ERRS=0 HS_CLIENT_US=nan
+		return 0
+	fi
+	HS_RATE=$(sed -n 's/.* handshakes_per_sec=\([^ ]*\).*/\1/p' <<<"$line")
+	HS_P99_MS=$(sed -n 's/.* p99_ms=\([^ ]*\).*/\1/p' <<<"$line")
+	HS_DONE=$(sed -n 's/.* completed=\([^ ]*\).*/\1/p' <<<"$line")
+	HS_ERRS=$(sed -n 's/.* errors=\([^ ]*\).*/\1/p' <<<"$line")
+	HS_CLIENT_US=$(sed -n 's/.* client_cpu_us=\([^ ]*\).*/\1/p' <<<"$line")
 	if ! kill -0 "${PID[$name]}" 2>/dev/null; then
 		note "${LABEL[$name]} died during the run"
 	fi
@@ -456,6 +562,9 @@ for t in "${selected[@]}"; do
 	if port_open "${PORT[$t]}"; then
 		die "port 127.0.0.1:${PORT[$t]} (${LABEL[$t]}) is already in use by another process"
 	fi
+	if [[ -n ${PLAIN_PORT[$t]:-} ]] && port_open "${PLAIN_PORT[$t]}"; then
+		die "port 127.0.0.1:${PLAIN_PORT[$t]} (the plain listener of ${LABEL[$t]}) is already in use by another process"
+	fi
 done
 # Every proxy needs the backend, even when the direct target is not measured.
 if ! want direct && port_open "${PORT[direct]}"; then
@@ -479,10 +588,26 @@ if want rg_policies; then
 Origin: $BENCH_ORIGIN"
 fi
 
+TLS_DIR=$TMP/tls
+export RG_BENCH_TLS_DIR=$TLS_DIR # read by rustygate-tls*.yaml
+TLSHS=$TMP/tlshs
+if ((any_tls)); then
+	gen_tls_certs
+	note "building test/bench/tlshs"
+	(cd "$ROOT" && CGO_ENABLED=0 go build -o "$TLSHS" ./test/bench/tlshs) >&2 ||
+		die "cannot build test/bench/tlshs (go build failed)"
+fi
+
 note "starting targets (temporary files in $TMP)"
 start_nginx direct "$HERE/nginx-backend.conf"
 check_backend2
 want nginx && start_nginx nginx "$HERE/nginx-proxy.conf"
+if want nginx_tls; then
+	# Beside the certificate: nginx reads relative certificate paths from
+	# the configuration file's directory.
+	cp "$HERE/nginx-proxy-tls.conf" "$TLS_DIR/"
+	start_nginx nginx_tls "$TLS_DIR/nginx-proxy-tls.conf"
+fi
 want haproxy && start_haproxy
 for t in "${selected[@]}"; do
 	is_rg "$t" || continue
@@ -499,10 +624,12 @@ done
 mkdir -p "$RUN_DIR/raw"
 
 declare -A RPS_OF=() P99_OF=() REQS_OF=() TICKS_OF=() ERRS_OF=()
+declare -A HS_RATE_OF=() HS_P99_OF=() HS_DONE_OF=() HS_TICKS_OF=() HS_ERRS_OF=() HS_CLIENT_OF=()
 
 note "warm-up: ${WARMUP}s per target"
 for t in "${selected[@]}"; do
 	run_wrk "$t" "$WRK_THREADS" "$WRK_CONNS" "$WARMUP" "$RUN_DIR/raw/warmup-$t.txt"
+	is_tls "$t" && run_hs "$t" "$WARMUP" "$RUN_DIR/raw/warmup-hs-$t.txt"
 done
 
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -515,6 +642,16 @@ for ((r = 1; r <= ROUNDS; r++)); do
 		TICKS_OF[$t]=$((${TICKS_OF[$t]:-0} + CPU_TICKS))
 		ERRS_OF[$t]=$((${ERRS_OF[$t]:-0} + ERRS))
 		note "  $(printf '%.0f' "$RPS" 2>/dev/null || echo "$RPS") req/s, p99 $P99_MS ms"
+		is_tls "$t" || continue
+		note "round $r/$ROUNDS: ${LABEL[$t]}, new connections (tlshs -c$HS_CONNS -d${DURATION}s)"
+		run_hs "$t" "$DURATION" "$RUN_DIR/raw/hs-$t-round$r.txt"
+		HS_RATE_OF[$t]+="$HS_RATE "
+		HS_P99_OF[$t]+="$HS_P99_MS "
+		HS_CLIENT_OF[$t]+="$HS_CLIENT_US "
+		HS_DONE_OF[$t]=$((${HS_DONE_OF[$t]:-0} + HS_DONE))
+		HS_TICKS_OF[$t]=$((${HS_TICKS_OF[$t]:-0} + CPU_TICKS))
+		HS_ERRS_OF[$t]=$((${HS_ERRS_OF[$t]:-0} + HS_ERRS))
+		note "  $(printf '%.0f' "$HS_RATE" 2>/dev/null || echo "$HS_RATE") handshakes/s, p99 $HS_P99_MS ms, errors $HS_ERRS"
 	done
 done
 
@@ -564,6 +701,47 @@ fi
 
 # ---------------------------------------------------------------- report
 
+# tls_report: the handshake table of the HTTPS targets and, for each
+# RustyGate HTTPS row, its ratios to nginx_tls against the targets.
+tls_report() {
+	local t hs hs_p99 kr kp hr
+	echo
+	echo "New TLS connections: tlshs -c$HS_CONNS -d${DURATION}s per round, each request on a fresh"
+	echo "connection with a full TLS 1.3 handshake (X25519, ECDSA P-256 certificate verified"
+	echo "against the generated CA, SNI localhost, no session resumption), GET / with"
+	echo "\"Connection: close\"; handshakes/s = completed requests/s; latency = connect +"
+	echo "handshake + request + response. Server CPU per handshake as above; tlshs CPU is the"
+	echo "client's own (median over rounds): client and server share the two CPUs."
+	echo
+	echo "| target | median handshakes/s | median p99 ms | hs/s vs nginx_tls | p99 vs nginx_tls | server CPU µs/handshake | tlshs CPU µs/handshake | errors |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+	for t in "${selected[@]}"; do
+		is_tls "$t" || continue
+		# shellcheck disable=SC2086 # word splitting wanted: one value per round
+		hs=$(median ${HS_RATE_OF[$t]})
+		# shellcheck disable=SC2086
+		hs_p99=$(median ${HS_P99_OF[$t]})
+		# shellcheck disable=SC2086
+		printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$t]}" "$(fmt0 "$hs")" "$(fmt2 "$hs_p99")" \
+			"$(ratio "$hs" "$tls_ref_hs")" "$(ratio "$hs_p99" "$tls_ref_hs_p99")" \
+			"$(per_req "${HS_TICKS_OF[$t]}" "${HS_DONE_OF[$t]}")" "$(awk -v v="$(median ${HS_CLIENT_OF[$t]})" \
+				'BEGIN { if (v == "nan") print "-"; else printf "%.1f", v }')" "${HS_ERRS_OF[$t]}"
+	done
+	want nginx_tls || { echo; echo "(nginx_tls was not among the targets: no TLS ratios.)"; return 0; }
+	echo
+	echo "TLS targets against nginx_tls (same run): keep-alive req/s >= 0.85x, p99 <= 1.5x; handshakes/s >= 0.8x."
+	for t in rg_tls rg_tls_1cpu; do
+		want "$t" || continue
+		# shellcheck disable=SC2086 # word splitting wanted: one value per round
+		kr=$(ratio "$(median ${RPS_OF[$t]})" "$tls_ref_rps")
+		# shellcheck disable=SC2086
+		kp=$(ratio "$(median ${P99_OF[$t]})" "$tls_ref_p99")
+		# shellcheck disable=SC2086
+		hr=$(ratio "$(median ${HS_RATE_OF[$t]})" "$tls_ref_hs")
+		echo "- ${LABEL[$t]}: keep-alive req/s ${kr}x ($(verdict "$kr" '>=' 0.85)), p99 ${kp}x ($(verdict "$kp" '<=' 1.5)), handshakes/s ${hr}x ($(verdict "$hr" '>=' 0.8))"
+	done
+}
+
 ref_rps=nan ref_p99=nan rg_rps=nan
 if want nginx; then
 	# shellcheck disable=SC2086 # word splitting wanted: one value per round
@@ -575,6 +753,36 @@ if want rustygate; then
 	# shellcheck disable=SC2086 # word splitting wanted: one value per round
 	rg_rps=$(median ${RPS_OF[rustygate]})
 fi
+# The HTTPS rows are compared with nginx over HTTPS.
+tls_ref_rps=nan tls_ref_p99=nan tls_ref_hs=nan tls_ref_hs_p99=nan
+if want nginx_tls; then
+	# shellcheck disable=SC2086 # word splitting wanted: one value per round
+	tls_ref_rps=$(median ${RPS_OF[nginx_tls]})
+	# shellcheck disable=SC2086
+	tls_ref_p99=$(median ${P99_OF[nginx_tls]})
+	# shellcheck disable=SC2086
+	tls_ref_hs=$(median ${HS_RATE_OF[nginx_tls]})
+	# shellcheck disable=SC2086
+	tls_ref_hs_p99=$(median ${HS_P99_OF[nginx_tls]})
+fi
+
+# per_req TICKS N: CPU microseconds per request.
+per_req() {
+	awk -v ticks="$1" -v hz="$CLK_TCK" -v n="$2" \
+		'BEGIN { if (n > 0) printf "%.1f", ticks * 1e6 / hz / n; else print "-" }'
+}
+# fmt0 V / fmt2 V: V with 0 or 2 decimals, "-" when missing.
+fmt0() { awk -v v="$1" 'BEGIN { if (v == "nan" || v == "") print "-"; else printf "%.0f", v }'; }
+fmt2() { awk -v v="$1" 'BEGIN { if (v == "nan" || v == "") print "-"; else printf "%.2f", v }'; }
+# verdict VALUE OP BOUND: "met" or "missed" (OP is >= or <=), "-" when missing.
+verdict() {
+	awk -v v="$1" -v op="$2" -v b="$3" 'BEGIN {
+		if (v == "-" || v == "") { print "-"; exit }
+		ok = (op == ">=") ? (v + 0 >= b + 0) : (v + 0 <= b + 0)
+		print ok ? "met" : "MISSED"
+	}'
+}
+
 variants=()
 for t in "${selected[@]}"; do
 	[[ $t == rg_* ]] && variants+=("$t")
@@ -597,15 +805,14 @@ done
 		rps=$(median ${RPS_OF[$t]})
 		# shellcheck disable=SC2086
 		p99=$(median ${P99_OF[$t]})
-		cpu_us=$(awk -v ticks="${TICKS_OF[$t]}" -v hz="$CLK_TCK" -v n="${REQS_OF[$t]}" \
-			'BEGIN { if (n > 0) printf "%.1f", ticks * 1e6 / hz / n; else print "-" }')
+		cpu_us=$(per_req "${TICKS_OF[$t]}" "${REQS_OF[$t]}")
 		# vs RustyGate: req/s against the plain rustygate row, for it and the rg_* rows.
 		vs_rg=""
 		[[ $t == rustygate || $t == rg_* ]] && vs_rg=$(ratio "$rps" "$rg_rps")
-		printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$t]}" \
-			"$(awk -v v="$rps" 'BEGIN { if (v == "nan") print "-"; else printf "%.0f", v }')" \
-			"$(awk -v v="$p99" 'BEGIN { if (v == "nan") print "-"; else printf "%.2f", v }')" \
-			"$(ratio "$rps" "$ref_rps")" "$(ratio "$p99" "$ref_p99")" "$vs_rg" "$cpu_us" "${ERRS_OF[$t]}"
+		ref_r=$ref_rps ref_p=$ref_p99
+		is_tls "$t" && ref_r=$tls_ref_rps ref_p=$tls_ref_p99
+		printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$t]}" "$(fmt0 "$rps")" "$(fmt2 "$p99")" \
+			"$(ratio "$rps" "$ref_r")" "$(ratio "$p99" "$ref_p")" "$vs_rg" "$cpu_us" "${ERRS_OF[$t]}"
 	done
 	echo
 	echo "Server CPU is utime+stime of the process under test (nginx: master and worker;"
@@ -613,6 +820,7 @@ done
 	echo "The nginx proxy and HAProxy run with logging off; RustyGate writes an access"
 	echo "log line per request. wrk errors are non-2xx responses plus socket errors"
 	echo "(connect/read/write/timeout) summed over the measured rounds."
+	((any_tls)) && echo "HTTPS rows (nginx_tls, rg_tls*): wrk over https:// on keep-alive connections; their \"vs nginx\" ratios are against the nginx_tls row."
 	if ((${#variants[@]})); then
 		echo
 		echo "RustyGate variants: each its own RustyGate process, access log on and"
@@ -628,6 +836,8 @@ done
 			rg_tracing0) echo "- rg_tracing0: tracing on with ratio 0: no trace is sampled (wrk sends no traceparent), spans are non-recording; the cost of tracing enabled but not sampling." ;;
 			rg_wasm) echo "- rg_wasm: WASM plugin plugins/examples/add_header.wasm on the route (handle_request + handle_response per request); checked before measuring: X-RustyGate-Plugin: executed." ;;
 			rg_1cpu) echo "- rg_1cpu: the RustyGate row's configuration with GOMAXPROCS=1, so event_loops auto runs one loop on one CPU: the same CPU budget as the nginx proxy's single worker (the RustyGate row uses both CPUs, two loops)." ;;
+			rg_tls) echo "- rg_tls: HTTPS (server.tls) with the nginx_tls certificate, both CPUs; \"vs RustyGate\" is the end-to-end cost of TLS against the plain row. TLS connections are served on a goroutine each, not on the event loops." ;;
+			rg_tls_1cpu) echo "- rg_tls_1cpu: rg_tls with GOMAXPROCS=1, the CPU budget of nginx_tls's single worker." ;;
 			esac
 		done
 	fi
@@ -644,6 +854,7 @@ done
 		echo
 		echo "$BAR"
 	fi
+	((any_tls)) && tls_report
 	echo
 	echo "Raw wrk output: $RUN_DIR/raw/"
 } | tee "$RUN_DIR/summary.md"
