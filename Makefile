@@ -6,7 +6,8 @@
 #   make test      lint, then the whole test suite with the race detector
 #   make lint      gofmt (must list nothing) and go vet
 #   make bench     Go micro-benchmarks, then the peer comparison
-#                  (test/bench/peer.sh: nginx, RustyGate, HAProxy)
+#                  (test/bench/peer.sh: nginx, RustyGate, HAProxy; HTTP
+#                  and HTTPS)
 #   make soak      bounded soak run checking RSS and goroutines stay flat
 #   make idlemem   memory per idle keep-alive connection (0, 10k, 50k)
 #   make fuzz      each fuzz target in FUZZ_TARGETS for FUZZTIME
