@@ -56,6 +56,17 @@ type options struct {
 	timeout    time.Duration
 }
 
+// result is the tally of a run.
+type result struct {
+	lat      []time.Duration // of the completed requests, sorted
+	errs     int
+	resumed  int
+	firstErr error
+	state    *tls.ConnectionState // of the first completed request
+	elapsed  time.Duration
+	cpu      time.Duration // this process's CPU time over the run
+}
+
 // worker is one client's tally.
 type worker struct {
 	lat      []time.Duration
@@ -76,23 +87,25 @@ func main() {
 	flag.Int64Var(&o.bytes, "bytes", -1, "expected body length; -1 accepts any")
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Second, "timeout of one connection, handshake and request")
 	flag.Parse()
-	if err := run(o); err != nil {
+	res, err := run(o)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "tlshs:", err)
 		os.Exit(1)
 	}
+	report(os.Stdout, o, res)
 }
 
-func run(o options) error {
+func run(o options) (*result, error) {
 	u, err := url.Parse(o.url)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return fmt.Errorf("-url %q: want https://host:port/path", o.url)
+		return nil, fmt.Errorf("-url %q: want https://host:port/path", o.url)
 	}
 	if o.conc < 1 || o.dur <= 0 {
-		return errors.New("-c must be at least 1 and -d positive")
+		return nil, errors.New("-c must be at least 1 and -d positive")
 	}
 	cfg, err := clientConfig(o, u)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	addr := u.Host
 	if u.Port() == "" {
@@ -114,8 +127,9 @@ func run(o options) error {
 		}(ws[i])
 	}
 	wg.Wait()
-	report(o, ws, time.Since(start), cpuTime()-cpu0)
-	return nil
+	res := tally(ws)
+	res.elapsed, res.cpu = time.Since(start), cpuTime()-cpu0
+	return res, nil
 }
 
 // clientConfig: verify against -cacert, TLS 1.3 only, X25519 only, HTTP/1.1
@@ -214,42 +228,45 @@ func once(d *net.Dialer, o options, addr, req string, cfg *tls.Config) (*tls.Con
 	return &st, nil
 }
 
-func report(o options, ws []*worker, elapsed, cpu time.Duration) {
-	var all []time.Duration
-	errs, resumed := 0, 0
-	var firstErr error
-	var st *tls.ConnectionState
+// tally merges the workers' counts.
+func tally(ws []*worker) *result {
+	res := &result{}
 	for _, w := range ws {
-		all = append(all, w.lat...)
-		errs += w.errs
-		resumed += w.resumed
-		if firstErr == nil {
-			firstErr = w.firstErr
+		res.lat = append(res.lat, w.lat...)
+		res.errs += w.errs
+		res.resumed += w.resumed
+		if res.firstErr == nil {
+			res.firstErr = w.firstErr
 		}
-		if st == nil {
-			st = w.state
+		if res.state == nil {
+			res.state = w.state
 		}
 	}
-	slices.Sort(all)
+	slices.Sort(res.lat)
+	return res
+}
+
+func report(out io.Writer, o options, res *result) {
 	mode := "full handshakes (no resumption)"
 	if o.resume {
 		mode = "resumption on (shared session cache, TLS 1.3 tickets)"
 	}
-	fmt.Printf("tlshs %s: -c %d -d %s, %s\n", o.url, o.conc, o.dur, mode)
-	if st != nil {
-		fmt.Printf("negotiated: %s %s %s alpn=%q\n", tls.VersionName(st.Version),
+	fmt.Fprintf(out, "tlshs %s: -c %d -d %s, %s\n", o.url, o.conc, o.dur, mode)
+	if st := res.state; st != nil {
+		fmt.Fprintf(out, "negotiated: %s %s %s alpn=%q\n", tls.VersionName(st.Version),
 			tls.CipherSuiteName(st.CipherSuite), st.CurveID, st.NegotiatedProtocol)
 	}
-	if firstErr != nil {
-		fmt.Printf("first error: %v\n", firstErr)
+	if res.firstErr != nil {
+		fmt.Fprintf(out, "first error: %v\n", res.firstErr)
 	}
-	rate := float64(len(all)) / elapsed.Seconds()
-	cpuPer := 0.0
-	if len(all) > 0 {
-		cpuPer = float64(cpu.Microseconds()) / float64(len(all))
+	n := len(res.lat)
+	rate, cpuPer := 0.0, 0.0
+	if n > 0 {
+		rate = float64(n) / res.elapsed.Seconds()
+		cpuPer = float64(res.cpu.Microseconds()) / float64(n)
 	}
-	fmt.Printf("result handshakes_per_sec=%.1f p50_ms=%.3f p99_ms=%.3f completed=%d errors=%d resumed=%d client_cpu_us=%.1f\n",
-		rate, ms(pct(all, 0.50)), ms(pct(all, 0.99)), len(all), errs, resumed, cpuPer)
+	fmt.Fprintf(out, "result handshakes_per_sec=%.1f p50_ms=%.3f p99_ms=%.3f completed=%d errors=%d resumed=%d client_cpu_us=%.1f\n",
+		rate, ms(pct(res.lat, 0.50)), ms(pct(res.lat, 0.99)), n, res.errs, res.resumed, cpuPer)
 }
 
 // pct is the q-quantile of sorted d (nearest rank), 0 when d is empty.
