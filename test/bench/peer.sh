@@ -701,8 +701,20 @@ fi
 
 # ---------------------------------------------------------------- report
 
+# per_round A B: A/B round by round ("v1 v2 ..." each), two decimals each.
+per_round() {
+	awk -v a="$1" -v b="$2" 'BEGIN {
+		n = split(a, x, " "); split(b, y, " ")
+		for (i = 1; i <= n; i++) {
+			if (x[i] == "nan" || y[i] == "nan" || y[i] + 0 == 0) r = "-"; else r = sprintf("%.2f", x[i] / y[i])
+			printf "%s%s", (i > 1 ? " " : ""), r
+		}
+	}'
+}
+
 # tls_report: the handshake table of the HTTPS targets and, for each
-# RustyGate HTTPS row, its ratios to nginx_tls against the targets.
+# RustyGate HTTPS row, its ratios to nginx_tls against the targets (of the
+# medians, then round by round: the rounds show how much the machine moved).
 tls_report() {
 	local t hs hs_p99 kr kp hr
 	echo
@@ -739,6 +751,7 @@ tls_report() {
 		# shellcheck disable=SC2086
 		hr=$(ratio "$(median ${HS_RATE_OF[$t]})" "$tls_ref_hs")
 		echo "- ${LABEL[$t]}: keep-alive req/s ${kr}x ($(verdict "$kr" '>=' 0.85)), p99 ${kp}x ($(verdict "$kp" '<=' 1.5)), handshakes/s ${hr}x ($(verdict "$hr" '>=' 0.8))"
+		echo "  per round: req/s $(per_round "${RPS_OF[$t]}" "${RPS_OF[nginx_tls]}"); p99 $(per_round "${P99_OF[$t]}" "${P99_OF[nginx_tls]}"); handshakes/s $(per_round "${HS_RATE_OF[$t]}" "${HS_RATE_OF[nginx_tls]}")"
 	done
 }
 
