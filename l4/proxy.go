@@ -139,63 +139,14 @@ func NewManager(log *slog.Logger, metrics *observe.Metrics, listen func(addr str
 // get their new pool and settings for new connections. A listener whose
 // address (or port range) changed gets sockets for the new one, keeping
 // those it has on addresses it still needs, then closes the others; its
-// connections go on. On error nothing changed.
+// connections go on. On error nothing changed. Apply is Prepare then
+// Commit.
 func (m *Manager) Apply(cfgs []config.L4Listener) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	states := make([]*listenerState, len(cfgs))
-	var pools []*upstream.Pool
-	for i, c := range cfgs {
-		st, err := m.build(c, m.current(c.Name))
-		if err != nil {
-			m.discard(states)
-			return fmt.Errorf("l4[%d] (%s): %w", i, c.Name, err)
-		}
-		states[i] = st
-		pools = append(pools, st.pools...)
+	p, err := m.Prepare(cfgs)
+	if err != nil {
+		return err
 	}
-	opened := map[string]*sockets{}
-	for _, c := range cfgs {
-		old := m.listeners[c.Name]
-		if old != nil && old.listensOn(c.Listen) {
-			continue
-		}
-		p, err := m.open(c, old)
-		if err != nil {
-			for _, o := range opened {
-				m.abort(o)
-			}
-			m.discard(states)
-			return fmt.Errorf("l4 %s: listen %s: %w", c.Name, c.Listen, err)
-		}
-		opened[c.Name] = p
-	}
-	keep := map[string]bool{}
-	for i, c := range cfgs {
-		keep[c.Name] = true
-		l := m.listeners[c.Name]
-		if l == nil {
-			l = &Listener{name: c.Name, log: m.log, metrics: m.metrics, conns: map[*conn]struct{}{}, splicer: &m.splicer}
-			m.listeners[c.Name] = l
-		}
-		commitCerts(l.state.Swap(states[i]), states[i])
-		if p := opened[c.Name]; p != nil {
-			m.use(l, p)
-			m.log.Info("l4 listener started", p.logArgs(c)...)
-		} else {
-			l.rekey(c.Listen)
-		}
-	}
-	for name, l := range m.listeners {
-		if !keep[name] {
-			l.stopAccepting()
-			releaseCerts(l.state.Load(), nil)
-			delete(m.listeners, name)
-			m.log.Info("l4 listener removed", "listener", name)
-		}
-	}
-	m.registry.Sync(pools...)
-	return nil
+	return p.Commit()
 }
 
 // listensOn reports whether the listener already serves addr as it
