@@ -301,32 +301,14 @@ func (d *Datapath) Counters() (Counters, error) {
 // allow and deny lists, ban duration and, in kernel mode, the set of
 // interfaces. Buckets and bans are kept. A change of mode, bpffs or
 // persist, and in kernel mode of max_sources, applies at the next start
-// and is logged. On error nothing changes.
+// and is logged. On error nothing changes. Update is Prepare then
+// Commit.
 func (d *Datapath) Update(cfg config.Datapath, listenPorts []int) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed.Load() {
-		return ErrClosed
-	}
-	pol, err := newPolicy(cfg, listenPorts)
+	c, err := d.Prepare(cfg, listenPorts)
 	if err != nil {
 		return err
 	}
-	old := d.cfg
-	if cfg.Mode != old.Mode || cfg.BPFFS != old.BPFFS || cfg.Persist != old.Persist {
-		d.log.Warn("datapath: mode, bpffs and persist changes apply at the next start",
-			"mode", old.Mode, "new_mode", cfg.Mode, "bpffs", old.BPFFS, "new_bpffs", cfg.BPFFS)
-	}
-	if d.kern != nil {
-		if err := d.kern.update(cfg, pol); err != nil {
-			return err
-		}
-	} else {
-		d.sources.setMax(pol.maxSources)
-	}
-	d.pol.Store(pol)
-	d.cfg = cloneConfig(cfg)
-	return nil
+	return c.Commit()
 }
 
 // Close stops the datapath. In kernel mode it detaches the programs and

@@ -11,6 +11,11 @@
 // allow/deny lists and bans run in the accept path (WrapListener). Mode
 // and Reason say which one runs and why.
 //
+// A reload changes the settings in place (Update): Prepare checks the new
+// settings without writing them, the returned Change commits them (on a
+// kernel refusal the previous ones are written back) and, when a later
+// step of the reload fails, Revert restores the previous ones.
+//
 // Two more kernel objects serve the L4 proxy: a Splicer moves the bytes of
 // a pair of sockets in the kernel (a SOCKHASH and an sk_skb verdict that
 // tracks each socket's TCP sequence so a byte is never delivered twice or

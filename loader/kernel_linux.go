@@ -419,6 +419,13 @@ func (k *kernel) counters() (Counters, error) {
 }
 
 // update applies a reloaded configuration: the maps, then the interfaces.
+// check reports what update would refuse before writing anything: an
+// interface of cfg that does not exist.
+func (k *kernel) check(cfg config.Datapath) error {
+	_, err := k.resolveInterfaces(cfg.Interfaces)
+	return err
+}
+
 func (k *kernel) update(cfg config.Datapath, pol *policy) error {
 	ifaces, err := k.resolveInterfaces(cfg.Interfaces)
 	if err != nil {

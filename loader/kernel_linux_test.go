@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -670,5 +671,86 @@ func TestReadStatus(t *testing.T) {
 				t.Errorf("from the client namespace: %s attached to %q", p.Name, a.Interface)
 			}
 		}
+	}
+}
+
+// kernelSettings reads the interval and tolerance in rg_settings and the
+// guarded ports in rg_ports.
+func kernelSettings(t *testing.T, dp *Datapath) (bpf.LimiterRgSettings, []uint16) {
+	t.Helper()
+	var s bpf.LimiterRgSettings
+	if err := dp.kern.objs.RgSettings.Lookup(uint32(0), &s); err != nil {
+		t.Fatal(err)
+	}
+	var ports []uint16
+	var port uint16
+	var val uint8
+	it := dp.kern.objs.RgPorts.Iterate()
+	for it.Next(&port, &val) {
+		ports = append(ports, port)
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(ports)
+	return s, ports
+}
+
+// TestKernelChangeRevert: a prepared change writes nothing until Commit;
+// Revert writes the previous rate, ports and interfaces back; a change
+// prepared before another update committed is refused.
+func TestKernelChangeRevert(t *testing.T) {
+	requireBPF(t)
+	n := newTestNet(t, 1)
+	cfg := limiterConfig(config.DatapathKernel, bpffsDir(t))
+	dp := n.newDatapath(cfg, []int{serverPort})
+	s0, p0 := kernelSettings(t, dp)
+
+	next := cfg
+	next.KernelRateLimit.Rate, next.KernelRateLimit.Burst = 50, 100
+	next.Interfaces = []string{serverIf, "lo"}
+	c, err := dp.Prepare(next, []int{otherPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, p := kernelSettings(t, dp); s != s0 || !slices.Equal(p, p0) {
+		t.Fatalf("prepared, not committed: settings %+v ports %v, want %+v %v", s, p, s0, p0)
+	}
+	if err := c.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if s, p := kernelSettings(t, dp); s.IntervalNs != uint64(20*time.Millisecond) || !slices.Equal(p, []uint16{otherPort}) {
+		t.Fatalf("committed: settings %+v ports %v, want 20ms and [%d]", s, p, otherPort)
+	}
+	if xdp, _ := n.attached("lo"); !xdp {
+		t.Fatal("committed: lo not attached")
+	}
+	if err := c.Revert(); err != nil {
+		t.Fatal(err)
+	}
+	if s, p := kernelSettings(t, dp); s != s0 || !slices.Equal(p, p0) {
+		t.Fatalf("reverted: settings %+v ports %v, want %+v %v", s, p, s0, p0)
+	}
+	if xdp, _ := n.attached("lo"); xdp {
+		t.Error("reverted: lo still attached")
+	}
+	if err := c.Revert(); err != nil {
+		t.Errorf("second Revert: %v", err)
+	}
+
+	missing := cfg
+	missing.Interfaces = []string{"nope0"}
+	if _, err := dp.Prepare(missing, []int{serverPort}); err == nil || !strings.Contains(err.Error(), `no interface "nope0"`) {
+		t.Errorf("Prepare(missing interface) = %v", err)
+	}
+	stale, err := dp.Prepare(next, []int{otherPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.Update(next, []int{serverPort}); err != nil {
+		t.Fatal(err)
+	}
+	if err := stale.Commit(); !errors.Is(err, errStale) {
+		t.Errorf("Commit of a change prepared before another update = %v, want %v", err, errStale)
 	}
 }

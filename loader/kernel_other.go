@@ -29,4 +29,5 @@ func (*kernel) listBans() ([]Ban, error)              { return nil, nil }
 func (*kernel) sweepBans() error                      { return nil }
 func (*kernel) counters() (Counters, error)           { return Counters{}, nil }
 func (*kernel) update(config.Datapath, *policy) error { return nil }
+func (*kernel) check(config.Datapath) error           { return nil }
 func (*kernel) close() error                          { return nil }
