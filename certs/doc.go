@@ -10,8 +10,9 @@
 // [New] loads every pair or fails naming the file and the reason
 // ([PairError]); [OptionsFromConfig] turns server.tls into [Options]. A
 // listener takes [Manager.TLSConfig] once and keeps it: [Manager.Update]
-// (a configuration reload) and [Manager.Reload] (files changed) act on
-// the configs already handed out. The selection table is immutable and
+// (a configuration reload; [Prepare] then [Manager.Apply] when the
+// reload loads every part before it changes any) and [Manager.Reload]
+// (files changed) act on the configs already handed out. The selection table is immutable and
 // published through an atomic.Pointer: [Manager.GetCertificate] takes no
 // lock and allocates nothing. A renewed file is loaded off the handshake
 // path; a broken, mismatched or expired replacement is refused with a log

@@ -169,10 +169,32 @@ func New(opts Options) (*Manager, error) {
 // changes when a pair of opts is invalid. Watch, Logger, OnChange,
 // OnHandshake and OCSPTimeout keep the values New was given.
 func (m *Manager) Update(opts Options) error {
-	s, err := prepare(opts)
+	p, err := Prepare(opts)
 	if err != nil {
 		return err
 	}
+	return m.Apply(p)
+}
+
+// Prepared is an Update loaded and checked but not applied: the pairs and
+// client CAs are read and valid, and no manager serves them yet.
+type Prepared struct {
+	s *settings
+}
+
+// Prepare loads and checks what Update(opts) would serve, changing
+// nothing, for a reload that applies every part only once all are ready.
+func Prepare(opts Options) (*Prepared, error) {
+	s, err := prepare(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Prepared{s: s}, nil
+}
+
+// Apply serves what Prepare loaded, as Update does. It fails only when
+// the manager is closed, or p was applied already.
+func (m *Manager) Apply(p *Prepared) error {
 	m.mu.Lock()
 	select {
 	case <-m.stop:
@@ -180,6 +202,12 @@ func (m *Manager) Update(opts Options) error {
 		return errors.New("certs: manager closed")
 	default:
 	}
+	s := p.s
+	if s == nil {
+		m.mu.Unlock()
+		return errors.New("certs: prepared settings applied already")
+	}
+	p.s = nil
 	s.opts.Watch, s.opts.Logger, s.opts.OnChange, s.opts.OnHandshake = m.opts.Watch, m.opts.Logger, m.opts.OnChange, m.opts.OnHandshake
 	var old *acmeSource
 	restart := !sameACME(m.opts.ACME, s.opts.ACME)

@@ -98,3 +98,31 @@ func TestReloadOnDemand(t *testing.T) {
 		t.Errorf("after the reload serving %s, want %s", got, next.serialHex)
 	}
 }
+
+// TestPrepareThenApply: prepared settings are served only once applied,
+// and only once; a prepare naming a missing file fails.
+func TestPrepareThenApply(t *testing.T) {
+	f := newSNIFixture(t)
+	m := startManager(t, Options{Certificates: f.files[:1]})
+	addr := serveTLS(t, m.TLSConfig(nil))
+	if _, err := Prepare(Options{Certificates: []PairFiles{{CertFile: filepath.Join(t.TempDir(), "none.crt"), KeyFile: f.aF.KeyFile}}}); err == nil {
+		t.Fatal("Prepare naming a missing file succeeded")
+	}
+	p, err := Prepare(Options{Certificates: f.files})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wild := clientFor(f.ca, "x.wild.example.com")
+	if _, err := dial(addr, wild); err == nil {
+		t.Fatal("prepared settings served before Apply: x.wild.example.com verified")
+	}
+	if err := m.Apply(p); err != nil {
+		t.Fatal(err)
+	}
+	if got := servedSerial(t, addr, wild); got != f.wild.serialHex {
+		t.Errorf("after Apply x.wild.example.com is served by %s, want %s", got, f.wild.serialHex)
+	}
+	if err := m.Apply(p); err == nil {
+		t.Error("the same prepared settings applied twice")
+	}
+}
