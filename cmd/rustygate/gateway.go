@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -240,7 +239,7 @@ func (g *gateway) run(cfg *config.Config) int {
 	}
 	g.inherit.closeUnused()
 	// Guard the ports actually bound (a configured port 0 is known only now).
-	if err := dp.Update(cfg.Datapath, g.boundPorts(cfg, g.ln, g.tlsLn)); err != nil {
+	if err := dp.Update(cfg.Datapath, boundPorts(cfg, g.ln, g.tlsLn, g.l4Ports(cfg))); err != nil {
 		log.Error("datapath", "error", err.Error())
 		ln.Close()
 		g.l4.Shutdown(context.Background())
@@ -369,115 +368,6 @@ func (g *gateway) serve(ln net.Listener) {
 	}
 }
 
-// reloadResult summarises a reload for logs and the admin endpoint.
-type reloadResult struct {
-	Status  string   `json:"status"`
-	Routes  int      `json:"routes"`
-	Added   []string `json:"added"`
-	Removed []string `json:"removed"`
-	Changed []string `json:"changed"`
-	Errors  []string `json:"errors,omitempty"`
-	// Restart lists settings that changed but take effect only after a
-	// restart.
-	Restart []string `json:"restart_required,omitempty"`
-}
-
-// reload builds a snapshot from the file and publishes it; a bad file
-// keeps the running configuration. With onlyIfChanged, a file whose
-// content is what is running is left alone.
-func (g *gateway) reload(source string, onlyIfChanged bool) (reloadResult, error) {
-	g.reloadMu.Lock()
-	defer g.reloadMu.Unlock()
-	fail := func(err error) (reloadResult, error) {
-		g.metrics.ConfigReload(false, time.Now())
-		g.log.Error("config reload failed; keeping the running configuration", "source", source, "file", g.path, "error", err.Error())
-		return reloadResult{Status: "invalid", Errors: errorLines(err)}, err
-	}
-	raw, err := os.ReadFile(g.path)
-	if err != nil {
-		return fail(fmt.Errorf("config: %w", err))
-	}
-	if onlyIfChanged && string(raw) == string(g.lastLoaded) {
-		g.lastFailed = nil // a revert: the next bad save is news again
-		return reloadResult{Status: "unchanged"}, nil
-	}
-	if onlyIfChanged && string(raw) == string(g.lastFailed) {
-		return reloadResult{Status: "unchanged"}, nil
-	}
-	g.lastFailed = raw // until it succeeds
-	cfg, err := config.Parse(g.path, raw)
-	if err != nil {
-		return fail(err)
-	}
-	old := g.srv.Snapshot()
-	snap, err := l7.NewSnapshot(cfg, g.tr, g.metrics, old)
-	if err != nil {
-		return fail(err)
-	}
-	var newLn net.Listener
-	if cfg.Server.Listen != g.listenAddr {
-		newLn, err = listen(cfg.Server.Listen)
-		if err != nil {
-			snap.Close()
-			return fail(fmt.Errorf("server.listen: %w", err))
-		}
-		newLn = g.dp.WrapListener(newLn)
-	}
-	tch, err := g.prepareTLS(cfg)
-	if err != nil {
-		snap.Close()
-		if newLn != nil {
-			newLn.Close()
-		}
-		return fail(err)
-	}
-	abort := func() {
-		snap.Close()
-		tch.abort()
-		if newLn != nil {
-			newLn.Close()
-		}
-	}
-	ports := g.boundPorts(cfg, cmp.Or(newLn, g.ln), tch.listener(g.tlsLn))
-	if err := g.dp.Update(cfg.Datapath, ports); err != nil {
-		abort()
-		return fail(fmt.Errorf("datapath: %w", err))
-	}
-	g.banner.setConfig(cfg.Datapath.Bans)
-	if err := g.l4.Apply(cfg.L4); err != nil {
-		abort()
-		return fail(err)
-	}
-	if err := g.commit(tch); err != nil {
-		snap.Close()
-		if newLn != nil {
-			newLn.Close()
-		}
-		return fail(err)
-	}
-	res := diffConfigs(old.Config, cfg)
-	g.srv.SetSnapshot(snap)
-	g.tr.Activate(snap)
-	old.Retire(old.Config.Server.ShutdownTimeout.D())
-	if newLn != nil {
-		go g.serve(newLn)
-		g.srv.StopListener(g.ln)
-		g.ln, g.listenAddr = newLn, cfg.Server.Listen
-	}
-	if err := g.lg.SetLevel(cfg.Log.Level); err != nil {
-		g.log.Warn("log level unchanged", "error", err.Error())
-	}
-	g.lastLoaded, g.lastFailed = raw, nil
-	g.metrics.ConfigReload(true, time.Now())
-	res.Status = "reloaded"
-	g.log.Info("Config reloaded", "source", source, "file", g.path, "routes", res.Routes,
-		"added", res.Added, "removed", res.Removed, "changed", res.Changed)
-	if len(res.Restart) > 0 {
-		g.log.Warn("some changed settings take effect only after a restart", "settings", res.Restart)
-	}
-	return res, nil
-}
-
 func errorLines(err error) []string {
 	var ce *config.Errors
 	if errors.As(err, &ce) {
@@ -491,10 +381,10 @@ func errorLines(err error) []string {
 }
 
 // boundPorts are the ports of the listeners as bound: the proxy's (plain
-// and HTTPS, nil for none) and the running l4 listeners' (configured
-// ones not yet open are added from the configuration).
-func (g *gateway) boundPorts(cfg *config.Config, plain, https net.Listener) []int {
-	ports := listenPorts(cfg)
+// and HTTPS, nil for none), the l4 listeners' (l4Ports) and the
+// configured ones (a range, a port not bound yet).
+func boundPorts(cfg *config.Config, plain, https net.Listener, l4Ports []int) []int {
+	ports := append(listenPorts(cfg), l4Ports...)
 	for _, ln := range []net.Listener{plain, https} {
 		if ln != nil {
 			if p := portOf(ln.Addr().String()); p > 0 {
@@ -502,6 +392,12 @@ func (g *gateway) boundPorts(cfg *config.Config, plain, https net.Listener) []in
 			}
 		}
 	}
+	return ports
+}
+
+// l4Ports are the ports of the running l4 listeners of cfg.
+func (g *gateway) l4Ports(cfg *config.Config) []int {
+	var ports []int
 	for _, l := range cfg.L4 {
 		if a := g.l4.Addr(l.Name); a != nil {
 			if p := portOf(a.String()); p > 0 {

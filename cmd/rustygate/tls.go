@@ -117,26 +117,31 @@ func (g *gateway) certExpiry() []observe.CertExpiry {
 // anything is committed.
 type tlsChange struct {
 	cfg   *config.TLSConfig
-	full  *config.Config
 	newM  *certs.Manager // a manager for a section that was absent
 	newLn net.Listener   // a listener for a new or moved address
+	// update is what the running manager serves once committed: the
+	// certificates loaded and checked.
+	update *certs.Prepared
 }
 
 // prepareTLS loads what a reload to cfg needs for server.tls: the new
-// certificates are checked (an existing manager is updated in commit),
-// a new listen address is bound.
+// certificates are loaded and checked (a new manager, or the running
+// one's next settings, served from commit on), a new listen address is
+// bound. The running listener and certificates are left alone.
 func (g *gateway) prepareTLS(cfg *config.Config) (*tlsChange, error) {
 	t := cfg.Server.TLS
-	ch := &tlsChange{cfg: t, full: cfg}
+	ch := &tlsChange{cfg: t}
 	if t == nil {
 		return ch, nil
 	}
-	if g.tlsMgr.Load() == nil {
-		m, err := g.newCertManager(cfg)
-		if err != nil {
-			return nil, fmt.Errorf("server.tls: %w", err)
-		}
-		ch.newM = m
+	opts, err := g.certOptions(cfg)
+	if err == nil && g.tlsMgr.Load() == nil {
+		ch.newM, err = certs.New(opts)
+	} else if err == nil {
+		ch.update, err = certs.Prepare(opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("server.tls: %w", err)
 	}
 	if g.tlsLn == nil || t.Listen != g.tlsAddr {
 		ln, err := listen(t.Listen)
@@ -173,7 +178,9 @@ func (ch *tlsChange) listener(current net.Listener) net.Listener {
 
 // commit applies a prepared change: the running manager takes the new
 // certificates and policy, a new listener starts and the old one stops,
-// a removed section closes the listener (its connections go on).
+// a removed section closes the listener (its connections go on). It
+// fails, changing nothing, only when the running manager was closed (the
+// gateway is stopping); the caller then aborts the change.
 func (g *gateway) commit(ch *tlsChange) error {
 	m := g.tlsMgr.Load()
 	if ch.cfg == nil {
@@ -190,15 +197,8 @@ func (g *gateway) commit(ch *tlsChange) error {
 	if ch.newM != nil {
 		m = ch.newM
 		g.useCertManager(m)
-	} else {
-		opts, err := g.certOptions(ch.full)
-		if err == nil {
-			err = m.Update(opts)
-		}
-		if err != nil {
-			ch.abort()
-			return fmt.Errorf("server.tls: %w", err)
-		}
+	} else if err := m.Apply(ch.update); err != nil {
+		return fmt.Errorf("server.tls: %w", err)
 	}
 	if ch.newLn != nil {
 		go g.serveTLS(ch.newLn, m)
