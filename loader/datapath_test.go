@@ -239,3 +239,45 @@ func TestAutoAttachesNothingUnneeded(t *testing.T) {
 		t.Fatalf("mode %s (%s), want userspace (not_needed)", dp.Mode(), dp.Reason())
 	}
 }
+
+// TestUserspaceChangeRevert: in the userspace twin, a prepared change is
+// not enforced until Commit, and Revert enforces the previous policy
+// again.
+func TestUserspaceChangeRevert(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs 127.0.0.0/8 on lo")
+	}
+	cfg := config.Datapath{Mode: config.DatapathUserspace, KernelRateLimit: config.KernelRateLimit{Ports: []string{"auto"}, MaxSources: 16}}
+	ln, port := listenLoopback(t)
+	dp, err := New(cfg, []int{port}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dp.Close() })
+	loopbackServer(t, dp, ln)
+
+	deny := cfg
+	deny.KernelRateLimit.Deny = []string{"127.0.0.3/32"}
+	if _, err := dp.Prepare(config.Datapath{Mode: config.DatapathUserspace, KernelRateLimit: config.KernelRateLimit{Deny: []string{"127.0.0.0/33"}}}, nil); err == nil {
+		t.Error("Prepare of a bad CIDR succeeded")
+	}
+	c, err := dp.Prepare(deny, []int{port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !greet(t, "127.0.0.3", port) {
+		t.Fatal("denied by a change not committed")
+	}
+	if err := c.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if greet(t, "127.0.0.3", port) {
+		t.Fatal("not denied after Commit")
+	}
+	if err := c.Revert(); err != nil {
+		t.Fatal(err)
+	}
+	if !greet(t, "127.0.0.3", port) {
+		t.Fatal("still denied after Revert")
+	}
+}
