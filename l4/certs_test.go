@@ -151,6 +151,20 @@ func watchers() int {
 	return strings.Count(string(buf[:n]), "certs.(*Manager).watch(")
 }
 
+// watchersSettle waits up to 2 s for the number of running watchers to
+// be want (a watcher being started or stopped is seen for a moment), and
+// returns the last count.
+func watchersSettle(want int) int {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		n := watchers()
+		if n == want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestTLSCertManagerReplacedOnChange: a reload that keeps a listener's
 // tls keeps its certificate manager; one that changes it gets a new
 // manager, closes the old one, and the clients resume their sessions.
@@ -165,7 +179,7 @@ func TestTLSCertManagerReplacedOnChange(t *testing.T) {
 	if err := m.Apply(withDefaults(l)); err != nil {
 		t.Fatal(err)
 	}
-	if certsOf(m, "term") != m1 || watchers() != 1 {
+	if certsOf(m, "term") != m1 || watchersSettle(1) != 1 {
 		t.Fatalf("an unchanged tls block: manager replaced %v, %d watchers", certsOf(m, "term") != m1, watchers())
 	}
 	client := &tls.Config{ServerName: "tcp.example.com", RootCAs: ca.pool, ClientSessionCache: tls.NewLRUClientSessionCache(4)}
@@ -178,7 +192,7 @@ func TestTLSCertManagerReplacedOnChange(t *testing.T) {
 	if err := m.Apply(withDefaults(l13)); err != nil {
 		t.Fatal(err)
 	}
-	if certsOf(m, "term") == m1 || !closed(t, m1, l) || watchers() != 1 {
+	if certsOf(m, "term") == m1 || !closed(t, m1, l) || watchersSettle(1) != 1 {
 		t.Fatalf("min_version changed: new manager %v, old one closed %v, %d watchers", certsOf(m, "term") != m1, closed(t, m1, l), watchers())
 	}
 	if cs, err := handshake(t, addr, client); err != nil || !cs.DidResume {
@@ -217,7 +231,7 @@ func TestTLSCertManagerClosedWithItsState(t *testing.T) {
 		if err := m.Apply(withDefaults(next...)); err == nil {
 			t.Fatalf("reload to %s succeeded", next[1].Name)
 		}
-		if certsOf(m, "term") != cm || watchers() != 1 {
+		if certsOf(m, "term") != cm || watchersSettle(1) != 1 {
 			t.Fatalf("failed reload (%s): manager replaced %v, %d watchers", next[1].Name, certsOf(m, "term") != cm, watchers())
 		}
 	}
@@ -234,13 +248,13 @@ func TestTLSCertManagerClosedWithItsState(t *testing.T) {
 		}
 	}
 	apply(plain)
-	if !closed(t, cm, l) || watchers() != 0 {
+	if !closed(t, cm, l) || watchersSettle(0) != 0 {
 		t.Fatalf("tls removed: closed %v, %d watchers", closed(t, cm, l), watchers())
 	}
 	apply(l)
 	cm = certsOf(m, "term")
 	apply()
-	if !closed(t, cm, l) || watchers() != 0 {
+	if !closed(t, cm, l) || watchersSettle(0) != 0 {
 		t.Fatalf("listener removed: closed %v, %d watchers", closed(t, cm, l), watchers())
 	}
 	apply(l)
@@ -248,7 +262,7 @@ func TestTLSCertManagerClosedWithItsState(t *testing.T) {
 	if err := m.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if !closed(t, cm, l) || watchers() != 0 {
+	if !closed(t, cm, l) || watchersSettle(0) != 0 {
 		t.Fatalf("shutdown: closed %v, %d watchers", closed(t, cm, l), watchers())
 	}
 }
