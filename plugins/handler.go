@@ -81,7 +81,7 @@ func FailureReplyFor(reason string) *middleware.Reply {
 	return FailureReply()
 }
 
-// NewHandler builds the policy of a `name: wasm` entry: cfg.Path is the
+// New builds the policy of a `name: wasm` entry: cfg.Path is the
 // .wasm file (relative to the working directory), cfg.Config is handed to
 // the guest as JSON (get_config) and cfg.FailOpen decides what a failing
 // plugin does to the request. The plugin is compiled (or taken from m's
@@ -91,16 +91,6 @@ func FailureReplyFor(reason string) *middleware.Reply {
 // process may use, at most 16; see workerPool) and
 // cfg.MaxQueue the calls waiting for one of them (default 1024), each for
 // at most the call deadline: others are refused (reason "overloaded").
-// The dynamic type of the result is *Handler.
-func NewHandler(m *Manager, cfg config.Middleware, route string, rep middleware.Reporter) (middleware.Handler, error) {
-	h, err := New(m, cfg, route, rep)
-	if err != nil {
-		return nil, err
-	}
-	return h, nil
-}
-
-// New is NewHandler returning the *Handler.
 func New(m *Manager, cfg config.Middleware, route string, rep middleware.Reporter) (*Handler, error) {
 	if m == nil {
 		return nil, errors.New("wasm: no plugin manager")
