@@ -263,7 +263,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	stdDone := make(chan error, 1)
-	go func() { stdDone <- s.std.Shutdown(ctx) }()
+	go func() {
+		// net/http closes the listeners its Serve still tracks, which
+		// were closed above: that second close is not a failure.
+		err := s.std.Shutdown(ctx)
+		if errors.Is(err, net.ErrClosed) {
+			err = nil
+		}
+		stdDone <- err
+	}()
 	go s.h2base.Shutdown(ctx)
 
 	done := make(chan struct{})
