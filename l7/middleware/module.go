@@ -55,6 +55,10 @@ type Offences interface {
 type Build struct {
 	// Config is the effective entry (see config.Config.RouteMiddlewares).
 	Config config.Middleware
+	// Settings is the effective entry's typed settings: the value the
+	// module's Settings returned, decoded, merged, resolved and
+	// validated (the same value as Config.Settings).
+	Settings any
 	// Route is the route's name.
 	Route string
 	// Reporter receives the middleware's rejections (never nil).
@@ -81,6 +85,17 @@ type Module struct {
 	// itself, where the Reporter's Rejected calls with this module's name
 	// are counted (zero Name: not counted).
 	Rejections RejectionMetric
+	// Order ranks the module in a route's chain (see
+	// config.MiddlewareKind.Order).
+	Order int
+	// Settings returns a pointer to a new settings struct of the module,
+	// its defaults filled: the entry's keys are decoded into it strictly
+	// by its yaml tags. It may implement config.SettingsValidator,
+	// config.SettingsResolver and config.ChainOrderer.
+	Settings func() any
+	// Identity tells apart the entries of a module that may be listed
+	// more than once (see config.MiddlewareKind.Identity).
+	Identity func(settings any) string
 	// New builds a route's middleware from an effective entry. It
 	// validates what the configuration check cannot (files, keys) and
 	// fails instead of building something that would misbehave on the
@@ -115,6 +130,9 @@ func Register(m Module) {
 		panic(fmt.Sprintf("middleware: module %q registered twice", m.Name))
 	case m.New == nil:
 		panic(fmt.Sprintf("middleware: module %q has no New", m.Name))
+	}
+	if m.Settings != nil {
+		config.RegisterMiddlewareKind(config.MiddlewareKind{Name: m.Name, Order: m.Order, New: m.Settings, Identity: m.Identity})
 	}
 	modules[m.Name] = m
 }
