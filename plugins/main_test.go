@@ -177,6 +177,8 @@ func (r *reporter) got() []string {
 // and response. AddResponseHeader before the response exists records
 // headers that are added to it when it starts (as the proxy does).
 type testEx struct {
+	// Request provides the methods the tests do not use (they panic).
+	middleware.Request
 	method, uri, proto string
 	peer               netip.AddrPort
 	reqH               [][2]string

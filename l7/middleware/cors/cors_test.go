@@ -17,6 +17,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // request is the test double of middleware.Request.
 type request struct {
+	// Request provides the methods the tests do not use (they panic).
+	middleware.Request
 	method  string
 	headers [][2]string
 	resp    [][2]string

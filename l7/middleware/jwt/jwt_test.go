@@ -36,6 +36,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // request is the test double of middleware.Request.
 type request struct {
+	// Request provides the methods the tests do not use (they panic).
+	middleware.Request
 	headers  map[string]string // lower-case names
 	more     [][2]string       // further field lines, lower-case names
 	hbufs    map[string][]byte

@@ -20,6 +20,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // request is the test double of middleware.Request.
 type request struct {
+	// Request provides the methods the tests do not use (they panic).
+	middleware.Request
 	peer    netip.Addr
 	headers [][2]string // received headers
 	values  map[string]any
