@@ -9,6 +9,7 @@ import (
 	_ "github.com/rustygate/rustygate/l7/middleware/forwardauth"
 	_ "github.com/rustygate/rustygate/l7/middleware/ipfilter"
 	_ "github.com/rustygate/rustygate/l7/middleware/jwt"
+	_ "github.com/rustygate/rustygate/l7/middleware/mirror"
 	_ "github.com/rustygate/rustygate/l7/middleware/ratelimit"
 	_ "github.com/rustygate/rustygate/l7/middleware/wasm"
 )
