@@ -16,7 +16,8 @@
 // which the proxy trusts and never discovers by type: the phases it runs
 // in (a handler declaring PhaseResponse implements ResponseHandler, or
 // the chain fails to build) and whether it may block (MayBlock: the route
-// then runs off the event loops). A handler that owns background work
+// then runs off the event loops). A handler that blocks only at times
+// declares MayBlock false and calls Request.Offload before it does. A handler that owns background work
 // implements Closer; the snapshot closes it once no request uses it.
 //
 // A built handler is shared by every request of its snapshot, so Handle
