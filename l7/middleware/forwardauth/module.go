@@ -3,6 +3,7 @@ package forwardauth
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/rustygate/rustygate/config"
@@ -62,7 +63,7 @@ func (s *Settings) Validate(c *config.SettingsCheck) {
 		}
 	}
 	for i, h := range s.CopyHeaders {
-		if !isToken(h) || outbound.NotCopied(lower(h)) {
+		if !isToken(h) || outbound.NotCopied(strings.ToLower(h)) {
 			c.Errorf(fmt.Sprintf("copy_headers[%d]", i), "invalid header name %q", h)
 		}
 	}
@@ -92,16 +93,6 @@ func build(b middleware.Build) (middleware.Instance, error) {
 		return middleware.Instance{}, err
 	}
 	return middleware.Instance{Handler: a, Caps: middleware.Capabilities{Phases: middleware.PhaseRequest, MayBlock: true}}, nil
-}
-
-func lower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 // isToken reports whether s is an HTTP token (RFC 9110).
