@@ -7,7 +7,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
@@ -97,4 +100,63 @@ func TestBasicAuth(t *testing.T) {
 		polWaitMetric(t, c, admin, "rustygate_basic_auth_rejected_total", map[string]string{"route": "/api", "reason": "missing"}, 1)
 		polWaitMetric(t, c, admin, "rustygate_basic_auth_rejected_total", map[string]string{"route": "/api", "reason": "invalid"}, 3)
 	})
+}
+
+// TestBasicAuthReload: a reload reads the users file again; a users file
+// with an unknown hash format fails the reload, naming the file and line,
+// and the running users stay.
+func TestBasicAuthReload(t *testing.T) {
+	users := filepath.Join(t.TempDir(), "htpasswd")
+	write := func(content string) {
+		if err := os.WriteFile(users, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("alice:" + baBcrypt(t, "one") + "\n")
+	_, be := polBackend(t)
+	g := startGateway(t, "fast", gatewayConfig("fast", fmt.Sprintf(`  - path: "/api"
+    backend: %q
+    middlewares: [ { name: basic_auth, users_file: %q } ]
+`, be, users)))
+	c := newClient(t)
+	status := func(user, pass string) int {
+		req, _ := http.NewRequest(http.MethodGet, g.URL()+"/api", nil)
+		req.SetBasicAuth(user, pass)
+		resp, _ := do(t, c, req)
+		return resp.StatusCode
+	}
+	reload := func() map[string]any {
+		t.Helper()
+		from := len(g.lines())
+		g.Signal(syscall.SIGHUP)
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, l := range g.lines()[from:] {
+				if l["source"] == "SIGHUP" && (l["msg"] == "Config reloaded" || l["msg"] == "config reload failed; keeping the running configuration") {
+					return l
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatal("no reload outcome logged within 5s")
+		return nil
+	}
+	if status("alice", "one") != 200 || status("bob", "two") != 401 {
+		t.Fatal("before the reload: alice should pass, bob not")
+	}
+	write("alice:" + baBcrypt(t, "one") + "\nbob:" + baBcrypt(t, "two") + "\n")
+	if l := reload(); l["msg"] != "Config reloaded" {
+		t.Fatalf("reload: %v", l)
+	}
+	if status("bob", "two") != 200 {
+		t.Error("after the reload, bob from the users file is refused")
+	}
+	write("alice:" + baBcrypt(t, "one") + "\ncarol:$apr1$abc$def\n")
+	l := reload()
+	if msg := fmt.Sprint(l); l["msg"] == "Config reloaded" || !strings.Contains(msg, users+":2:") || !strings.Contains(msg, "MD5 apr1") {
+		t.Errorf("reload with an MD5 hash: %v", l)
+	}
+	if status("bob", "two") != 200 {
+		t.Error("a failed reload changed the running users")
+	}
 }
