@@ -42,11 +42,17 @@ func defaults() any {
 // Resolve puts values in canonical form: origins lower-cased, methods
 // upper-cased.
 func (s *Settings) Resolve() {
+	// Only what changes is written: resolving settings already in
+	// canonical form is a read.
 	for k, o := range s.AllowOrigins {
-		s.AllowOrigins[k] = config.ASCIILower(o)
+		if l := config.ASCIILower(o); l != o {
+			s.AllowOrigins[k] = l
+		}
 	}
 	for k, v := range s.AllowMethods {
-		s.AllowMethods[k] = config.ASCIIUpper(v)
+		if u := config.ASCIIUpper(v); u != v {
+			s.AllowMethods[k] = u
+		}
 	}
 }
 
