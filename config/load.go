@@ -39,9 +39,10 @@ func Parse(name string, data []byte) (*Config, error) {
 }
 
 // LoadChecked is Load, then check on each WASM plugin file the
-// configuration uses (once per path): `rustygate validate` compiles them.
+// configuration uses, with the guest configuration of its entry (once per
+// path and configuration): `rustygate validate` compiles and starts them.
 // A failure is reported like any other problem, at the entry's path key.
-func LoadChecked(path string, check func(pluginPath string) error) (*Config, error) {
+func LoadChecked(path string, check func(pluginPath string, guestConfig map[string]any) error) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -72,7 +73,7 @@ func (c *Config) ApplyDefaults() {
 	applyDefaults(c, nil)
 }
 
-func parse(name string, data []byte, lookup func(string) (string, bool), check func(string) error) (*Config, error) {
+func parse(name string, data []byte, lookup func(string) (string, bool), check func(string, map[string]any) error) (*Config, error) {
 	doc, fe := parseYAML(name, data)
 	if fe != nil {
 		return nil, &Errors{List: []FieldError{*fe}}

@@ -478,21 +478,27 @@ func validateEntryFields(m *Middleware, p string, override bool, st *vstate) boo
 }
 
 // checkPluginFiles reports the enabled wasm entries whose file is
-// missing or not a regular file (or fails st.pluginCheck), once per path,
-// at the first entry naming it. The path is relative to the working
-// directory, as the gateway opens it.
+// missing or not a regular file, or fails st.pluginCheck (run once per
+// path and guest configuration), once per path, at the first entry
+// naming it. The path is relative to the working directory, as the
+// gateway opens it.
 func checkPluginFiles(c *Config, st *vstate) {
-	seen := map[string]bool{}
+	seen := map[string]bool{}    // paths looked at
+	bad := map[string]bool{}     // paths reported
+	checked := map[string]bool{} // paths and configurations checked
 	check := func(m *Middleware, p string) {
 		path := p + ".path"
-		if m.Name != MiddlewareWASM || !m.IsEnabled() || m.Path == "" || seen[m.Path] || st.suppressed(path) ||
-			slices.ContainsFunc(st.errs, func(e FieldError) bool { return e.Path == path }) {
+		key := m.Path + "\x00" + fmt.Sprint(m.Config)
+		if m.Name != MiddlewareWASM || !m.IsEnabled() || m.Path == "" || bad[m.Path] || checked[key] ||
+			st.suppressed(path) || slices.ContainsFunc(st.errs, func(e FieldError) bool { return e.Path == path }) {
 			return
 		}
-		seen[m.Path] = true
-		if msg := pluginFileProblem(m.Path, st.pluginCheck); msg != "" {
+		checked[key] = true
+		if msg := pluginFileProblem(m, st.pluginCheck, !seen[m.Path]); msg != "" {
 			st.add(path, "%s", msg)
+			bad[m.Path] = true
 		}
+		seen[m.Path] = true
 	}
 	for i := range c.Middlewares {
 		check(&c.Middlewares[i], fmt.Sprintf("middlewares[%d]", i))
@@ -504,20 +510,24 @@ func checkPluginFiles(c *Config, st *vstate) {
 	}
 }
 
-// pluginFileProblem describes what is wrong with a plugin file, or "".
-func pluginFileProblem(path string, check func(string) error) string {
-	fi, err := os.Stat(path)
-	var pe *fs.PathError
-	switch {
-	case errors.As(err, &pe):
-		return fmt.Sprintf("%s: %v", path, pe.Err)
-	case err != nil:
-		return fmt.Sprintf("%s: %v", path, err)
-	case !fi.Mode().IsRegular():
-		return fmt.Sprintf("%s: not a regular file", path)
+// pluginFileProblem describes what is wrong with the plugin file of m
+// (stat: look at the file itself first), or "".
+func pluginFileProblem(m *Middleware, check func(string, map[string]any) error, stat bool) string {
+	path := m.Path
+	if stat {
+		fi, err := os.Stat(path)
+		var pe *fs.PathError
+		switch {
+		case errors.As(err, &pe):
+			return fmt.Sprintf("%s: %v", path, pe.Err)
+		case err != nil:
+			return fmt.Sprintf("%s: %v", path, err)
+		case !fi.Mode().IsRegular():
+			return fmt.Sprintf("%s: not a regular file", path)
+		}
 	}
 	if check != nil {
-		if err := check(path); err != nil {
+		if err := check(path, m.Config); err != nil {
 			return fmt.Sprintf("%s: %v", path, err)
 		}
 	}

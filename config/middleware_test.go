@@ -815,7 +815,7 @@ func TestPluginFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	var checked []string
-	_, err = LoadChecked("good.yaml", func(path string) error {
+	_, err = LoadChecked("good.yaml", func(path string, _ map[string]any) error {
 		checked = append(checked, path)
 		if path == "b.wasm" {
 			return errors.New("corrupt")

@@ -36,7 +36,7 @@ type vstate struct {
 	// from a file or bytes, not for a Config built in code); pluginCheck
 	// checks a plugin file further (see LoadChecked).
 	files       bool
-	pluginCheck func(path string) error
+	pluginCheck func(path string, guestConfig map[string]any) error
 
 	errs []FieldError
 }

@@ -1,7 +1,6 @@
 package plugins
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -102,11 +101,9 @@ func New(m *Manager, cfg config.Middleware, route string, rep middleware.Reporte
 	if err != nil {
 		return nil, fmt.Errorf("wasm: path: %w", err)
 	}
-	var conf []byte
-	if cfg.Config != nil {
-		if conf, err = json.Marshal(cfg.Config); err != nil {
-			return nil, fmt.Errorf("wasm: config: %w", err)
-		}
+	conf, err := encodeConfig(cfg.Config)
+	if err != nil {
+		return nil, fmt.Errorf("wasm: %w", err)
 	}
 	if rep == nil {
 		rep = middleware.NopReporter{}
