@@ -27,9 +27,9 @@ var tckBackendLine = regexp.MustCompile(`Started backend server on (127\.0\.0\.1
 
 // TestHTTPWasmTCK runs the official http-wasm conformance suite through
 // the gateway, on every engine: the TCK's guest (a TinyGo WASI command)
-// is the wasm middleware of a route to the TCK's backend, and the
-// runner's requests go through the gateway. Every case must pass; a
-// failure shows the runner's output.
+// is the wasm middleware of a route to the TCK's backend (a configuration
+// `rustygate validate` accepts), and the runner's requests go through the
+// gateway. Every case must pass; a failure shows the runner's output.
 func TestHTTPWasmTCK(t *testing.T) {
 	runner := tckRunnerPath(t)
 	guest := filepath.Join(t.TempDir(), "tck.wasm")
@@ -40,7 +40,15 @@ func TestHTTPWasmTCK(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, engine string) {
 		routes := fmt.Sprintf("  - path: \"/\"\n    backend: %q\n    middlewares: [ { name: wasm, path: %q } ]\n",
 			"http://"+backend, guest)
-		g := startGateway(t, engine, gatewayConfig(engine, routes))
+		yaml := gatewayConfig(engine, routes)
+		cfg := filepath.Join(t.TempDir(), "tck.yaml")
+		if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if code, stdout, stderr := runValidate(t, cfg); code != 0 {
+			t.Fatalf("validate refuses the TCK's guest: exit %d\n%s%s", code, stdout, stderr)
+		}
+		g := startGateway(t, engine, yaml)
 		out, err := runTCK(runner, 2*time.Minute, "run", "-url", g.URL())
 		passed := strings.Count(out, "--- PASS: TestTCK/")
 		if err != nil || strings.Contains(out, "--- FAIL") || passed != tckCases {

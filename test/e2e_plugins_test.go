@@ -137,9 +137,10 @@ routes:
 }
 
 // TestValidatePlugins: `rustygate validate` refuses a configuration whose
-// plugin file is missing, is not WebAssembly, or is not an http-wasm
-// guest, naming file, line and key; it accepts a real plugin; `run`
-// refuses a missing plugin file the same way.
+// plugin file is missing, is not WebAssembly, is not an http-wasm guest
+// (no handle_request) or fails to start (its _start traps), naming file,
+// line and key; it accepts a real plugin; `run` refuses a missing plugin
+// file the same way.
 func TestValidatePlugins(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "deny.wasm")
@@ -149,6 +150,18 @@ func TestValidatePlugins(t *testing.T) {
 	os.WriteFile(corrupt, []byte("this is not WebAssembly"), 0o644)
 	os.WriteFile(noABI, []byte("\x00asm\x01\x00\x00\x00"), 0o644) // an empty module
 	missing := filepath.Join(dir, "missing.wasm")
+	// A WASI command whose main traps:
+	//	(module
+	//	  (memory (export "memory") 1)
+	//	  (func (export "_start") unreachable)
+	//	  (func (export "handle_request") (result i64) (i64.const 1)))
+	trapStart := filepath.Join(dir, "trapstart.wasm")
+	os.WriteFile(trapStart, []byte("\x00asm\x01\x00\x00\x00"+
+		"\x01\x08\x02\x60\x00\x00\x60\x00\x01\x7e"+ // types () -> (), () -> i64
+		"\x03\x03\x02\x00\x01"+ // two functions
+		"\x05\x03\x01\x00\x01"+ // one page of memory
+		"\x07\x24\x03\x06memory\x02\x00\x06_start\x00\x00\x0ehandle_request\x00\x01"+
+		"\x0a\x0a\x02\x03\x00\x00\x0b\x04\x00\x42\x01\x0b"), 0o644) // unreachable; i64.const 1
 
 	config := func(plugin string) string {
 		return fmt.Sprintf(`server: { listen: "127.0.0.1:0" }
@@ -176,6 +189,7 @@ routes:
 		{"missing", missing, missing + ": no such file or directory"},
 		{"corrupt", corrupt, corrupt + ": not a WebAssembly binary"},
 		{"not a guest", noABI, noABI + `: not an http-wasm guest: guest does not export "handle_request"`},
+		{"start traps", trapStart, trapStart + ": the guest fails to start: _start: wasm error: unreachable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := write(strings.ReplaceAll(tc.name, " ", "-")+".yaml", config(tc.plugin))
