@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rustygate/rustygate/config"
 )
@@ -19,8 +20,8 @@ var (
 // commandGuest is a WASI command, like the guests TinyGo and the
 // http-wasm guest libraries build: its main (_start) sets the guest up,
 // here by counting its runs in memory[0:4], then ends as start says:
-// "return", "exit0" (proc_exit(0), as a C or Go main does), "exit3" or
-// "trap". handle_request traps unless main ran exactly once in its
+// "return", "exit0" (proc_exit(0), as a C or Go main does), "exit3",
+// "trap" or "loop" (never). handle_request traps unless main ran exactly once in its
 // instance, and answers "main ran once".
 //
 //	(module
@@ -33,6 +34,7 @@ var (
 //	    ;; "exit0": (call $proc_exit (i32.const 0)) unreachable
 //	    ;; "exit3": (call $proc_exit (i32.const 3)) unreachable
 //	    ;; "trap":  unreachable
+//	    ;; "loop":  (loop br 0)
 //	  )
 //	  (func (export "handle_request") (result i64)
 //	    (if (i32.ne (i32.load (i32.const 0)) (i32.const 1)) (then unreachable))
@@ -48,6 +50,8 @@ func commandGuest(start string) *wasmModule {
 		main = code(main, i32c(3), call(procExit), opUnreachable)
 	case "trap":
 		main = code(main, opUnreachable)
+	case "loop":
+		main = code(main, []byte{0x03, 0x40, 0x0c, 0x00, 0x0b}) // loop br 0 end
 	}
 	return &wasmModule{
 		types: []wasmType{
@@ -108,9 +112,9 @@ func TestCommandGuest(t *testing.T) {
 	}
 }
 
-// TestStartFailures: a guest whose main traps or exits with a non-zero
-// code, and a module that is both a command and a reactor, fail to load
-// with a reason.
+// TestStartFailures: a guest whose main traps, exits with a non-zero code
+// or never returns (cut at the start deadline), and a module that is both
+// a command and a reactor, fail to load with a reason, and fail Check.
 func TestStartFailures(t *testing.T) {
 	both := commandGuest("return")
 	both.exports = append(both.exports, wasmExport{"_initialize", 0, 2})
@@ -121,12 +125,16 @@ func TestStartFailures(t *testing.T) {
 		"trap":  {commandGuest("trap"), "_start: wasm error: unreachable"},
 		"exit3": {commandGuest("exit3"), "exit_code(3)"},
 		"both":  {both, `exports both "_start" (a WASI command) and "_initialize" (a WASI reactor)`},
+		"loop":  {commandGuest("loop"), "timeout"},
 	} {
-		m, _ := newManager(t, Options{})
+		m, _ := newManager(t, Options{InitTimeout: 300 * time.Millisecond})
 		path := writeGuest(t, tc.g)
 		_, err := New(m, wasmEntry(path), "r1", nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: New: %v, want an error containing %q", name, err, tc.want)
+		}
+		if name == "loop" {
+			tc.want = "the guest did not start within 2s" // Check's deadline is run's
 		}
 		if err := Check(path, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: Check: %v, want an error containing %q", name, err, tc.want)
