@@ -210,3 +210,58 @@ routes:
 		t.Fatalf("run: %v, output %q; want a refusal with %q", err, out, want)
 	}
 }
+
+// rewriteGuest is a WASI command whose main enables buffer_response and
+// whose handle_response puts "<" before the backend's body; handle_request
+// returns a request context, so that each request keeps its instance until
+// its handle_response has run.
+//
+//	(module
+//	  (import "http_handler" "enable_features" (func (param i32) (result i32)))
+//	  (import "http_handler" "read_body" (func (param i32 i32 i32) (result i64)))
+//	  (import "http_handler" "write_body" (func (param i32 i32 i32)))
+//	  (memory (export "memory") 1)
+//	  (data (i32.const 0) "<")
+//	  (func (export "_start") (drop (call 0 (i32.const 2))))
+//	  (func (export "handle_request") (result i64) (i64.const 0x100000001)) ;; ctx 1, next
+//	  (func (export "handle_response") (param i32 i32) (local i64)
+//	    (local.set 2 (call 1 (i32.const 1) (i32.const 16) (i32.const 1024)))
+//	    (call 2 (i32.const 1) (i32.const 0) (i32.const 1))
+//	    (call 2 (i32.const 1) (i32.const 16) (i32.wrap_i64 (local.get 2)))))
+const rewriteGuest = "\x00asm\x01\x00\x00\x00" +
+	"\x01\x1f\x06\x60\x01\x7f\x01\x7f\x60\x03\x7f\x7f\x7f\x01\x7e\x60\x03\x7f\x7f\x7f\x00" +
+	"\x60\x00\x00\x60\x00\x01\x7e\x60\x02\x7f\x7f\x00" + // types
+	"\x02\x53\x03\x0chttp_handler\x0fenable_features\x00\x00\x0chttp_handler\x09read_body\x00\x01" +
+	"\x0chttp_handler\x0awrite_body\x00\x02" + // imports
+	"\x03\x04\x03\x03\x04\x05" + // functions
+	"\x05\x03\x01\x00\x01" + // memory
+	"\x07\x36\x04\x06memory\x02\x00\x06_start\x00\x03\x0ehandle_request\x00\x04\x0fhandle_response\x00\x05" +
+	"\x0a\x33\x03" + // code
+	"\x07\x00\x41\x02\x10\x00\x1a\x0b" +
+	"\x08\x00\x42\x81\x80\x80\x80\x10\x0b" +
+	"\x20\x01\x01\x7e\x41\x01\x41\x10\x41\x80\x08\x10\x01\x21\x02\x41\x01\x41\x00\x41\x01\x10\x02" +
+	"\x41\x01\x41\x10\x20\x02\xa7\x10\x02\x0b" +
+	"\x0b\x07\x01\x00\x41\x00\x0b\x01<" // data
+
+// TestPluginRewritesResponseBody: a guest that enables buffer_response
+// reads and rewrites the backend's body in handle_response, through every
+// engine, with the Content-Length of the new body; each request's
+// instance comes back to the pool (more requests than instances).
+func TestPluginRewritesResponseBody(t *testing.T) {
+	guest := filepath.Join(t.TempDir(), "rewrite.wasm")
+	if err := os.WriteFile(guest, []byte(rewriteGuest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "backend") })
+	forEachEngine(t, func(t *testing.T, engine string) {
+		routes := fmt.Sprintf("  - path: \"/\"\n    backend: %q\n    middlewares: [ { name: wasm, path: %q } ]\n", be.URL, guest)
+		g := startGateway(t, engine, gatewayConfig(engine, routes))
+		c := newClient(t)
+		for i := range 40 {
+			resp, body := get(t, c, g.URL()+"/x")
+			if resp.StatusCode != 200 || string(body) != "<backend" || resp.ContentLength != 8 {
+				t.Fatalf("request %d: %d %q (Content-Length %d), want 200 %q", i, resp.StatusCode, body, resp.ContentLength, "<backend")
+			}
+		}
+	})
+}
