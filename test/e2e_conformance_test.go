@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,7 +30,8 @@ var tckBackendLine = regexp.MustCompile(`Started backend server on (127\.0\.0\.1
 // the gateway, on every engine: the TCK's guest (a TinyGo WASI command)
 // is the wasm middleware of a route to the TCK's backend (a configuration
 // `rustygate validate` accepts), and the runner's requests go through the
-// gateway. Every case must pass; a failure shows the runner's output.
+// gateway. Every case must pass; a failure shows the runner's output (see
+// tckAttempts for the one kind of failure that is run again).
 func TestHTTPWasmTCK(t *testing.T) {
 	runner := tckRunnerPath(t)
 	guest := filepath.Join(t.TempDir(), "tck.wasm")
@@ -49,14 +51,65 @@ func TestHTTPWasmTCK(t *testing.T) {
 			t.Fatalf("validate refuses the TCK's guest: exit %d\n%s%s", code, stdout, stderr)
 		}
 		g := startGateway(t, engine, yaml)
+		runTCKThrough(t, runner, g, engine)
+	})
+}
+
+// tckAttempts bounds the runs of the TCK through one gateway. A run is
+// repeated only when each of its failures is a request that the gateway
+// answered 504 because the guest call overran its deadline (100 ms), as
+// happens when the machine is loaded: that is the plugin host's isolation
+// at work, not a conformance failure. Any other failure fails at once.
+const tckAttempts = 3
+
+// runTCKThrough runs the TCK through g and fails the test with the
+// runner's output unless every case passes.
+func runTCKThrough(t *testing.T, runner string, g *gateway, engine string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		before := deadlineReplies(g)
 		out, err := runTCK(runner, 2*time.Minute, "run", "-url", g.URL())
 		passed := strings.Count(out, "--- PASS: TestTCK/")
-		if err != nil || strings.Contains(out, "--- FAIL") || passed != tckCases {
-			t.Fatalf("http-wasm TCK on engine %s: %d of %d cases passed (runner: %v); its output:\n%s",
-				engine, passed, tckCases, err, out)
+		failed := strings.Count(out, "--- FAIL: TestTCK/")
+		if err == nil && failed == 0 && passed == tckCases {
+			t.Logf("http-wasm TCK on engine %s: %d/%d cases passed", engine, passed, tckCases)
+			return
 		}
-		t.Logf("http-wasm TCK on engine %s: %d/%d cases passed", engine, passed, tckCases)
-	})
+		if attempt < tckAttempts && failed > 0 && atDeadline(g, before, failed) {
+			t.Logf("http-wasm TCK on engine %s, run %d: %d cases failed, each answered 504 at the plugin call deadline (a loaded machine); running it again",
+				engine, attempt, failed)
+			continue
+		}
+		t.Fatalf("http-wasm TCK on engine %s: %d of %d cases passed (runner: %v); its output:\n%s",
+			engine, passed, tckCases, err, out)
+	}
+}
+
+// deadlineReplies counts the requests g answered 504 so far (its access
+// lines).
+func deadlineReplies(g *gateway) int {
+	n := 0
+	for _, l := range g.lines() {
+		if l["msg"] == "access" && l["status"] == float64(http.StatusGatewayTimeout) {
+			n++
+		}
+	}
+	return n
+}
+
+// atDeadline reports whether g answered at least n more requests 504
+// than before, waiting up to a second for its access lines.
+func atDeadline(g *gateway, before, n int) bool {
+	deadline := time.Now().Add(time.Second)
+	for {
+		if deadlineReplies(g)-before >= n {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // tckRunnerPath returns the runner to use: $RUSTYGATE_HTTP_WASM_TCK, or
