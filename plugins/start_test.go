@@ -6,8 +6,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/rustygate/rustygate/config"
 )
 
 // Memory instructions (alignment 2^2, offset 0) and i32.add.
@@ -129,7 +127,7 @@ func TestStartFailures(t *testing.T) {
 	} {
 		m, _ := newManager(t, Options{InitTimeout: 300 * time.Millisecond})
 		path := writeGuest(t, tc.g)
-		_, err := New(m, wasmEntry(path), "r1", nil)
+		_, err := New(m, Entry{Path: path}, "r1", nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: New: %v, want an error containing %q", name, err, tc.want)
 		}
@@ -266,8 +264,4 @@ func TestCheckInstantiates(t *testing.T) {
 	if !errors.Is(err, errNoHandleRequest) {
 		t.Errorf("a guest without handle_request: %v", err)
 	}
-}
-
-func wasmEntry(path string) config.Middleware {
-	return config.Middleware{Name: config.MiddlewareWASM, Path: path}
 }
