@@ -138,9 +138,10 @@ routes:
 
 // TestValidatePlugins: `rustygate validate` refuses a configuration whose
 // plugin file is missing, is not WebAssembly, is not an http-wasm guest
-// (no handle_request) or fails to start (its _start traps), naming file,
-// line and key; it accepts a real plugin; `run` refuses a missing plugin
-// file the same way.
+// (no handle_request) or fails to start (its _start traps; a guest
+// needing its config is started with its entry's), naming file, line and
+// key; it accepts a real plugin; `run` refuses a missing plugin file the
+// same way.
 func TestValidatePlugins(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "deny.wasm")
@@ -201,15 +202,45 @@ routes:
 		})
 	}
 
+	// The guest starts with its entry's config, as run starts it.
+	needConfig := filepath.Join(dir, "needconfig.wasm")
+	os.WriteFile(needConfig, []byte(needConfigGuest), 0o644)
+	both := write("needconfig.yaml", config(needConfig)+`        config: { greeting: hi }
+  - path: "/q"
+    backend: "http://127.0.0.1:9"
+    middlewares: [ { name: wasm, path: `+fmt.Sprintf("%q", needConfig)+` } ]
+`)
+	want := both + ":12: routes[1].middlewares[0].path: " + needConfig + ": the guest fails to start: _start: wasm error: unreachable"
+	if code, stdout, stderr := runValidate(t, both); code == 0 || strings.TrimSpace(stderr) != want {
+		t.Fatalf("a guest whose main needs its config: exit %d, stdout %q, stderr %q; want only %q", code, stdout, stderr, want)
+	}
+
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cfg := filepath.Join(dir, "missing.yaml")
 	out, err := exec.CommandContext(ctx, gatewayBin, "run", "-c", cfg).CombinedOutput()
-	want := cfg + ":8: routes[0].middlewares[0].path: " + missing + ": no such file or directory"
+	want = cfg + ":8: routes[0].middlewares[0].path: " + missing + ": no such file or directory"
 	if err == nil || !strings.Contains(string(out), want) {
 		t.Fatalf("run: %v, output %q; want a refusal with %q", err, out, want)
 	}
 }
+
+// needConfigGuest is a WASI command whose main traps unless its entry
+// has a config, as guests that parse their configuration in main do:
+//
+//	(module
+//	  (import "http_handler" "get_config" (func (param i32 i32) (result i32)))
+//	  (memory (export "memory") 1)
+//	  (func (export "_start")
+//	    (if (i32.eqz (call 0 (i32.const 0) (i32.const 0))) (then unreachable)))
+//	  (func (export "handle_request") (result i64) (i64.const 1)))
+const needConfigGuest = "\x00asm\x01\x00\x00\x00" +
+	"\x01\x0e\x03\x60\x02\x7f\x7f\x01\x7f\x60\x00\x00\x60\x00\x01\x7e" + // types
+	"\x02\x1b\x01\x0chttp_handler\x0aget_config\x00\x00" + // imports
+	"\x03\x03\x02\x01\x02" + // functions
+	"\x05\x03\x01\x00\x01" + // memory
+	"\x07\x24\x03\x06memory\x02\x00\x06_start\x00\x01\x0ehandle_request\x00\x02" + // exports
+	"\x0a\x14\x02\x0d\x00\x41\x00\x41\x00\x10\x00\x45\x04\x40\x00\x0b\x0b\x04\x00\x42\x01\x0b" // code
 
 // rewriteGuest is a WASI command whose main enables buffer_response and
 // whose handle_response puts "<" before the backend's body; handle_request
