@@ -92,19 +92,28 @@ func encodeConfig(guestConfig map[string]any) ([]byte, error) {
 }
 
 // startError describes why a guest failed to start, on one line (without
-// wazero's guest stack trace).
+// wazero's guest stack trace). It wraps err.
 func startError(err error, opts Options) error {
 	var pe *Error
 	if !errors.As(err, &pe) {
 		return err
 	}
 	if pe.Reason == "timeout" {
-		return fmt.Errorf("the guest did not start within %s", opts.InitTimeout)
+		return &startErr{fmt.Sprintf("the guest did not start within %s", opts.InitTimeout), err}
 	}
 	cause := pe.Err
 	if inner := errors.Unwrap(cause); inner != nil {
 		cause = inner // without "instantiating PATH"
 	}
 	msg, _, _ := strings.Cut(cause.Error(), "\n")
-	return fmt.Errorf("the guest fails to start: %s", msg)
+	return &startErr{"the guest fails to start: " + msg, err}
 }
+
+// startErr is a start failure described on one line.
+type startErr struct {
+	msg string
+	err error
+}
+
+func (e *startErr) Error() string { return e.msg }
+func (e *startErr) Unwrap() error { return e.err }

@@ -157,7 +157,7 @@ func New(m *Manager, cfg Entry, route string, rep middleware.Reporter) (*Handler
 	mod := h.newModule(c)
 	if err := mod.prewarm(); err != nil {
 		mod.Close()
-		return nil, fmt.Errorf("wasm: %s: %w", cfg.Path, err)
+		return nil, fmt.Errorf("wasm: %s: %w", cfg.Path, startError(err, m.opts))
 	}
 	h.cur.Store(mod)
 	if m.handlers[abs] == nil {

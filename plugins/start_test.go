@@ -123,7 +123,7 @@ func TestStartFailures(t *testing.T) {
 		"trap":  {commandGuest("trap"), "_start: wasm error: unreachable"},
 		"exit3": {commandGuest("exit3"), "exit_code(3)"},
 		"both":  {both, `exports both "_start" (a WASI command) and "_initialize" (a WASI reactor)`},
-		"loop":  {commandGuest("loop"), "timeout"},
+		"loop":  {commandGuest("loop"), "the guest did not start within 300ms"},
 	} {
 		m, _ := newManager(t, Options{InitTimeout: 300 * time.Millisecond})
 		path := writeGuest(t, tc.g)
@@ -132,6 +132,10 @@ func TestStartFailures(t *testing.T) {
 			t.Errorf("%s: New: %v, want an error containing %q", name, err, tc.want)
 		}
 		if name == "loop" {
+			var pe *Error
+			if !errors.As(err, &pe) || pe.Reason != "timeout" {
+				t.Errorf("loop: New: %v, want a timeout", err)
+			}
 			tc.want = "the guest did not start within 2s" // Check's deadline is run's
 		}
 		if err := Check(path, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
