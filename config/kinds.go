@@ -75,7 +75,7 @@ type SettingsCheck struct {
 	// used and plugin are the configuration's (see FirstUse and
 	// CheckPlugin); nil in a check made by NewSettingsCheck.
 	used   map[string]bool
-	plugin func(path string) error
+	plugin func(path string, guestConfig map[string]any) error
 }
 
 // NewSettingsCheck returns a check of an entry. written reports whether a
@@ -122,14 +122,14 @@ func (c *SettingsCheck) FirstUse(key string) bool {
 	return true
 }
 
-// CheckPlugin runs on a plugin file the check given to LoadChecked
-// (`rustygate validate` compiles the module there); without one it
-// returns nil.
-func (c *SettingsCheck) CheckPlugin(path string) error {
+// CheckPlugin runs on a plugin file, with the guest configuration of its
+// entry, the check given to LoadChecked (`rustygate validate` compiles
+// and starts the module there); without one it returns nil.
+func (c *SettingsCheck) CheckPlugin(path string, guestConfig map[string]any) error {
 	if c.plugin == nil {
 		return nil
 	}
-	return c.plugin(path)
+	return c.plugin(path, guestConfig)
 }
 
 var (

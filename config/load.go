@@ -39,10 +39,11 @@ func Parse(name string, data []byte) (*Config, error) {
 }
 
 // LoadChecked is Load, with check run on each plugin file the
-// middlewares use (once per path; see SettingsCheck.CheckPlugin):
-// `rustygate validate` compiles them there. A failure is reported like
-// any other problem, at the key naming the file.
-func LoadChecked(path string, check func(pluginPath string) error) (*Config, error) {
+// middlewares use, with the guest configuration of its entry (see
+// SettingsCheck.CheckPlugin): `rustygate validate` compiles and starts
+// them there. A failure is reported like any other problem, at the key
+// naming the file.
+func LoadChecked(path string, check func(pluginPath string, guestConfig map[string]any) error) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -73,7 +74,7 @@ func (c *Config) ApplyDefaults() {
 	applyDefaults(c, nil)
 }
 
-func parse(name string, data []byte, lookup func(string) (string, bool), check func(string) error) (*Config, error) {
+func parse(name string, data []byte, lookup func(string) (string, bool), check func(string, map[string]any) error) (*Config, error) {
 	doc, fe := parseYAML(name, data)
 	if fe != nil {
 		return nil, &Errors{List: []FieldError{*fe}}

@@ -782,7 +782,7 @@ func TestPluginFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	var checked []string
-	_, err = config.LoadChecked("good.yaml", func(path string) error {
+	_, err = config.LoadChecked("good.yaml", func(path string, _ map[string]any) error {
 		checked = append(checked, path)
 		if path == "b.wasm" {
 			return errors.New("corrupt")

@@ -37,7 +37,7 @@ type vstate struct {
 	// checks a plugin file further (see LoadChecked and
 	// SettingsCheck.CheckPlugin).
 	files       bool
-	pluginCheck func(path string) error
+	pluginCheck func(path string, guestConfig map[string]any) error
 
 	errs []FieldError
 }

@@ -1,7 +1,6 @@
 package plugins
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -113,11 +112,9 @@ func New(m *Manager, cfg Entry, route string, rep middleware.Reporter) (*Handler
 	if err != nil {
 		return nil, fmt.Errorf("wasm: path: %w", err)
 	}
-	var conf []byte
-	if cfg.Config != nil {
-		if conf, err = json.Marshal(cfg.Config); err != nil {
-			return nil, fmt.Errorf("wasm: config: %w", err)
-		}
+	conf, err := encodeConfig(cfg.Config)
+	if err != nil {
+		return nil, fmt.Errorf("wasm: %w", err)
 	}
 	if rep == nil {
 		rep = middleware.NopReporter{}
@@ -160,7 +157,7 @@ func New(m *Manager, cfg Entry, route string, rep middleware.Reporter) (*Handler
 	mod := h.newModule(c)
 	if err := mod.prewarm(); err != nil {
 		mod.Close()
-		return nil, fmt.Errorf("wasm: %s: %w", cfg.Path, err)
+		return nil, fmt.Errorf("wasm: %s: %w", cfg.Path, startError(err, m.opts))
 	}
 	h.cur.Store(mod)
 	if m.handlers[abs] == nil {

@@ -45,8 +45,9 @@ func identity(s any) string { return s.(*Settings).Path }
 
 // Validate implements config.SettingsValidator. The file of an enabled
 // entry must be a regular file, and pass the plugin check of
-// `rustygate validate` (see config.LoadChecked); it is checked once,
-// at the first entry naming it.
+// `rustygate validate` (see config.LoadChecked), which starts the guest
+// with the entry's config as run does; it is checked once per path and
+// config, at the first entry naming them.
 func (s *Settings) Validate(c *config.SettingsCheck) {
 	pathOK := false
 	switch {
@@ -63,8 +64,9 @@ func (s *Settings) Validate(c *config.SettingsCheck) {
 	if c.Written("max_queue") && (s.MaxQueue < 1 || s.MaxQueue > maxQueue) {
 		c.Errorf("max_queue", "must be between 1 and %d (got %d)", maxQueue, s.MaxQueue)
 	}
-	if pathOK && c.Files() && c.Enabled() && c.FirstUse("wasm file "+s.Path) {
-		if msg := fileProblem(s.Path, c.CheckPlugin); msg != "" {
+	if pathOK && c.Files() && c.Enabled() && c.FirstUse("wasm file "+s.Path+"\x00"+fmt.Sprint(s.Config)) {
+		check := func(path string) error { return c.CheckPlugin(path, s.Config) }
+		if msg := fileProblem(s.Path, check); msg != "" {
 			c.Errorf("path", "%s", msg)
 		}
 	}
