@@ -184,11 +184,13 @@ func (x *exchange) SetResponseBody(body []byte) { x.phase.respBody = body }
 // noteResponsePhase records, after a handler of the response phase let
 // the request through, whether it wants the response.
 func (x *exchange) noteResponsePhase(h middleware.ResponseHandler) {
-	switch h.ResponseNeeds(x) {
-	case middleware.NeedResponse:
-		x.phase.pending = append(x.phase.pending, h)
-	case middleware.NeedBody:
-		x.phase.pending = append(x.phase.pending, h)
+	// NeedBody implies NeedResponse, whether or not both bits are set.
+	needs := h.ResponseNeeds(x)
+	if needs == middleware.NeedNone {
+		return
+	}
+	x.phase.pending = append(x.phase.pending, h)
+	if needs&middleware.NeedBody != 0 {
 		x.phase.needBody = true
 	}
 }
