@@ -92,6 +92,9 @@ type exchange struct {
 	bodyRead atomic.Bool
 	// closeClient is set when the client connection cannot be reused.
 	closeClient bool
+	// bodyLimit bounds a streamed request body (0: no bound; see
+	// LimitRequestBody).
+	bodyLimit int64
 
 	// Backend selection and retries.
 	hash          uint64
@@ -137,6 +140,7 @@ var (
 	errPoolFull       = &proxyError{503, "backend connection limit reached"}
 	errConnectTimeout = &proxyError{504, "backend connect timeout"}
 	errClientBody     = &proxyError{400, "invalid request body"}
+	errBodyTooLarge   = &proxyError{413, "request body too large"}
 )
 
 func (x *exchange) ensureRequestID() {
@@ -322,7 +326,11 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 		received := len(bc.buffered()) > 0
 		bc.close()
 		if bodyErr != nil {
-			if berr := <-bodyErr; berr != nil && errors.Is(berr, errClientBodyFailed) {
+			switch berr := <-bodyErr; {
+			case errors.Is(berr, errBodyLimit):
+				x.closeClient = true
+				return errBodyTooLarge, false, ""
+			case errors.Is(berr, errClientBodyFailed):
 				x.closeClient = true
 				return errClientBody, false, ""
 			}
@@ -539,7 +547,11 @@ func (x *exchange) relayBody(bc *backendConn) bool {
 	}
 }
 
-var errClientBodyFailed = errors.New("client body")
+var (
+	errClientBodyFailed = errors.New("client body")
+	// errBodyLimit: the streamed body passed the exchange's bodyLimit.
+	errBodyLimit = errors.New("request body over its limit")
+)
 
 // sendBody streams the request body to the backend.
 func (x *exchange) sendBody(bc *backendConn) error {
@@ -552,6 +564,12 @@ func (x *exchange) sendBody(bc *backendConn) error {
 		}
 		if len(p) > 0 {
 			x.bytesIn += int64(len(p))
+			if x.bodyLimit > 0 && x.bytesIn > x.bodyLimit {
+				// Nothing past the limit reaches the backend; the
+				// connection to it cannot carry another request.
+				bc.c.Close()
+				return errBodyLimit
+			}
 			if req.chunked {
 				buf = appendChunkHeader(buf[:0], len(p))
 				if werr := writeAll(bc.c, buf, p, crlf); werr != nil {
@@ -640,7 +658,9 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 	dst = append(dst, ' ')
 	dst = append(dst, b.BasePath...)
 	path := req.path
-	if rt.StripPrefix && rt.Path != "/" {
+	if rt.StripPrefix && rt.Path != "/" && hasPathPrefix(path, rt.Path) {
+		// A path a middleware rewrote keeps the route's prefix only if
+		// it still starts with it.
 		path = path[len(rt.Path):]
 		if len(path) == 0 {
 			path = []byte{'/'}
@@ -743,6 +763,13 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 		dst = append(dst, '\r', '\n')
 	}
 	return append(dst, '\r', '\n')
+}
+
+// hasPathPrefix reports whether path starts with prefix on a segment
+// boundary.
+func hasPathPrefix(path []byte, prefix string) bool {
+	return len(path) >= len(prefix) && string(path[:len(prefix)]) == prefix &&
+		(len(path) == len(prefix) || path[len(prefix)] == '/')
 }
 
 // appendTraceContext appends the attempt span's traceparent, tracestate

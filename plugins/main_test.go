@@ -253,6 +253,9 @@ func (e *testEx) SetValue(key string, v any) {
 	e.vals = append(e.vals, kv{key, v})
 }
 func (e *testEx) URI() []byte                   { return []byte(e.uri) }
+func (e *testEx) Scheme() string                { return "http" }
+func (e *testEx) RequestID() []byte             { return nil }
+func (e *testEx) LimitRequestBody(int64) bool   { return true }
 func (e *testEx) SetURI(uri string)             { e.uri = uri }
 func (e *testEx) SetMethod(m string)            { e.method = m }
 func (e *testEx) Proto() string                 { return e.proto }

@@ -62,6 +62,32 @@ type Request interface {
 	// stored with SetValue (e.g. verified JWT claims), or nil.
 	Value(key string) any
 	SetValue(key string, v any)
+
+	// Scheme is the scheme the client used: "https" on a TLS
+	// connection, else "http".
+	Scheme() string
+	// RequestID is the request's id: the one in the access log, in the
+	// X-Request-Id sent to the backend and in the response.
+	RequestID() []byte
+	// AddHeader adds a line to the forwarded request, keeping the lines
+	// already there with that name (SetHeader replaces them).
+	AddHeader(name, value string)
+	// URI is the target forwarded to the backend, path and query
+	// ("/a?b=c"): the received, normalized one unless SetURI changed it.
+	// Routing and the middlewares before the change saw the received
+	// one.
+	URI() []byte
+	// SetURI replaces the path and query of the forwarded request. The
+	// caller passes a valid origin-form target: it starts with '/', and
+	// has no spaces, control characters or '#'.
+	SetURI(uri string)
+	// LimitRequestBody bounds the request body to max bytes. It returns
+	// false when the declared length (Content-Length) is already larger:
+	// the caller then answers (413). A body of unknown length (chunked,
+	// HTTP/2 without content-length) is counted as it streams to the
+	// backend: past max, the exchange ends with 413 if the response has
+	// not started, and the client connection is closed either way.
+	LimitRequestBody(max int64) bool
 }
 
 // Reply is a response a policy sends instead of forwarding.
