@@ -95,6 +95,9 @@ type exchange struct {
 	// bodyLimit bounds a streamed request body (0: no bound; see
 	// LimitRequestBody).
 	bodyLimit int64
+	// fwdTarget is the target sent to the backend, kept for the log when
+	// a middleware rewrote it.
+	fwdTarget []byte
 
 	// Backend selection and retries.
 	hash          uint64
@@ -656,6 +659,7 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 	req := x.req
 	dst = append(dst, req.method...)
 	dst = append(dst, ' ')
+	target := len(dst)
 	dst = append(dst, b.BasePath...)
 	path := req.path
 	if rt.StripPrefix && rt.Path != "/" && hasPathPrefix(path, rt.Path) {
@@ -674,6 +678,10 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 		dst = append(dst, path...)
 	}
 	dst = append(dst, req.query...)
+	if x.phase.uri != nil {
+		// Logged: what the backend got, when it is not what was received.
+		x.fwdTarget = append(x.fwdTarget[:0], dst[target:]...)
+	}
 	dst = append(dst, " HTTP/1.1\r\n"...)
 	hostWritten := false
 	for i := range req.fields {
@@ -845,19 +853,20 @@ func (x *exchange) logAccess(lg *observe.Logger) {
 	}
 	e := accessPool.Get().(*observe.AccessEntry)
 	*e = observe.AccessEntry{
-		Time:      x.start,
-		Method:    x.req.method,
-		Path:      x.req.target,
-		Proto:     x.proto,
-		Host:      x.req.host,
-		Status:    x.status,
-		Latency:   time.Since(x.start),
-		BytesIn:   x.bytesIn,
-		BytesOut:  x.bytesOut,
-		RequestID: x.reqID,
-		ClientIP:  x.clientIP,
-		UserAgent: x.req.userAgent,
-		Error:     x.errMsg,
+		Time:           x.start,
+		Method:         x.req.method,
+		Path:           x.req.target,
+		UpstreamTarget: x.fwdTarget,
+		Proto:          x.proto,
+		Host:           x.req.host,
+		Status:         x.status,
+		Latency:        time.Since(x.start),
+		BytesIn:        x.bytesIn,
+		BytesOut:       x.bytesOut,
+		RequestID:      x.reqID,
+		ClientIP:       x.clientIP,
+		UserAgent:      x.req.userAgent,
+		Error:          x.errMsg,
 	}
 	if x.route != nil {
 		e.Route = x.route.Name
