@@ -5,6 +5,7 @@ package standard
 
 import (
 	_ "github.com/rustygate/rustygate/l7/middleware/cors"
+	_ "github.com/rustygate/rustygate/l7/middleware/headers"
 	_ "github.com/rustygate/rustygate/l7/middleware/jwt"
 	_ "github.com/rustygate/rustygate/l7/middleware/ratelimit"
 	_ "github.com/rustygate/rustygate/l7/middleware/wasm"
