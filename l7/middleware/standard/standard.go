@@ -9,5 +9,6 @@ import (
 	_ "github.com/rustygate/rustygate/l7/middleware/jwt"
 	_ "github.com/rustygate/rustygate/l7/middleware/ratelimit"
 	_ "github.com/rustygate/rustygate/l7/middleware/redirect"
+	_ "github.com/rustygate/rustygate/l7/middleware/rewrite"
 	_ "github.com/rustygate/rustygate/l7/middleware/wasm"
 )
