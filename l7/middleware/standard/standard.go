@@ -7,6 +7,7 @@ import (
 	_ "github.com/rustygate/rustygate/l7/middleware/cors"
 	_ "github.com/rustygate/rustygate/l7/middleware/headers"
 	_ "github.com/rustygate/rustygate/l7/middleware/jwt"
+	_ "github.com/rustygate/rustygate/l7/middleware/limits"
 	_ "github.com/rustygate/rustygate/l7/middleware/ratelimit"
 	_ "github.com/rustygate/rustygate/l7/middleware/redirect"
 	_ "github.com/rustygate/rustygate/l7/middleware/rewrite"
