@@ -55,7 +55,9 @@ func TestValidate(t *testing.T) {
 		want    string
 	}{
 		{"defaults", func(s *Settings) {}, "", ""},
-		{"all", func(s *Settings) { s.MaxRequestBody, s.ServerHeader, s.Via, s.ViaPseudonym = 1<<20, "edge", true, "edge-1" }, "via_pseudonym", ""},
+		{"all", func(s *Settings) {
+			s.MaxRequestBody, s.ServerHeader, s.Via, s.ViaPseudonym = 1<<20, "edge", true, "edge-1"
+		}, "via_pseudonym", ""},
 		{"negative", func(s *Settings) { s.MaxRequestBody = -1 }, "", "max_request_body: must not be negative"},
 		{"server control", func(s *Settings) { s.ServerHeader = "a\r\nb" }, "", "server_header: control character"},
 		{"server empty", func(s *Settings) { s.ServerHeader = "" }, "", "server_header: empty value"},
