@@ -20,8 +20,10 @@
 // that nothing a client controls can split a header.
 //
 // Response operations apply to the backend's response and to the replies
-// the gateway writes itself for the route (a 502, a redirect or a 401 of
-// a middleware later in the chain). Removing or setting a response
+// the gateway writes itself once headers has run (a 502 or 504, or the
+// reply of a middleware after it in the chain, such as a WASM plugin's); a
+// request answered earlier in the chain (redirect, jwt's 401, rate_limit's
+// 429) never reached headers. Removing or setting a response
 // header reaches the backend's lines; lines other middlewares add (CORS,
 // rate-limit headers) stay. Framing and hop-by-hop headers (Host,
 // Content-Length, Transfer-Encoding, Connection, TE, Upgrade, Trailer,
