@@ -100,13 +100,10 @@ func (x *exchange) RequestBody() ([]byte, error) {
 	if x.bodyBuffered != nil || !x.req.hasBody() {
 		return x.bodyBuffered, nil
 	}
-	rb, ok := x.sink.(interface {
-		readBody(x *exchange, n int64) ([]byte, error)
-	})
-	if !ok || x.req.chunked || x.req.contentLength > maxPhaseBody {
+	if x.req.chunked || x.req.contentLength > maxPhaseBody {
 		return nil, errBodyNotBuffered
 	}
-	body, err := rb.readBody(x, x.req.contentLength)
+	body, err := x.sink.readBody(x, x.req.contentLength)
 	if err != nil {
 		return nil, err
 	}

@@ -16,7 +16,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l7/middleware"
 )
 
@@ -147,7 +146,7 @@ func newManager(t testing.TB, opts Options) (*Manager, *syncBuffer) {
 
 func newHandler(t testing.TB, m *Manager, path string, failOpen bool, conf map[string]any) *Handler {
 	t.Helper()
-	h, err := New(m, config.Middleware{Name: config.MiddlewareWASM, Path: path, FailOpen: failOpen, Config: conf}, "r1", &reporter{})
+	h, err := New(m, Entry{Path: path, FailOpen: failOpen, Config: conf}, "r1", &reporter{})
 	if err != nil {
 		t.Fatal(err)
 	}

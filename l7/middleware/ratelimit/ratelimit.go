@@ -41,7 +41,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l7/middleware"
 )
 
@@ -85,19 +84,17 @@ type Limiter struct {
 
 var _ middleware.Handler = (*Limiter)(nil)
 
-// New builds the policy from an effective rate_limit entry (see
-// config.Config.RouteMiddlewares). It fails on settings it cannot run.
-func New(cfg config.Middleware, route string, rep middleware.Reporter) (middleware.Handler, error) {
+// New builds the policy from the settings of an effective rate_limit
+// entry (see config.Config.RouteMiddlewares). It fails on settings it
+// cannot run.
+func New(cfg Settings, route string, rep middleware.Reporter) (middleware.Handler, error) {
 	return NewWithStore(cfg, route, rep, Options{}, nil)
 }
 
 // NewWithStore builds the policy like New, with options, keeping the
 // state of prev when prev was made for the same route and settings
 // (prev may be nil; a Store of other settings is ignored).
-func NewWithStore(cfg config.Middleware, route string, rep middleware.Reporter, opts Options, prev *Store) (*Limiter, error) {
-	if cfg.Name != config.MiddlewareRateLimit {
-		return nil, fmt.Errorf("rate_limit: built from a %q entry", cfg.Name)
-	}
+func NewWithStore(cfg Settings, route string, rep middleware.Reporter, opts Options, prev *Store) (*Limiter, error) {
 	if rep == nil {
 		rep = middleware.NopReporter{}
 	}
@@ -151,7 +148,7 @@ func NewWithStore(cfg config.Middleware, route string, rep middleware.Reporter, 
 }
 
 // identity names a store's route and settings.
-func identity(route string, cfg config.Middleware) string {
+func identity(route string, cfg Settings) string {
 	return fmt.Sprintf("%q %d %d %d %q %q %d", route, cfg.Limit, int64(cfg.Window), cfg.Burst, cfg.Key, cfg.TrustedProxies, cfg.MaxKeys)
 }
 
