@@ -34,7 +34,7 @@ routes:
     middlewares: [ { name: redirect, scheme: https } ]
   - path: "/old"
     backend: %[3]q
-    middlewares: [ { name: redirect, regex: "^/old/(?P<rest>.*)$", replacement: "/new/${rest}", status: 301 } ]
+    middlewares: [ { name: redirect, regex: "^/old/(?P<rest>.*)$", replacement: "/new/$${rest}", status: 301 } ]
   - path: "/go"
     backend: %[3]q
     middlewares: [ { name: redirect, regex: "^/go/(.*)$", replacement: "/$1", keep_query: false } ]

@@ -11,8 +11,10 @@
 //     there, `path: /new` replaces the path.
 //   - By regex, matched against the path (or the path and query, with
 //     match: path_query): a request that matches is redirected to the
-//     replacement, in which $1 or ${name} stand for the captures ($$ is a
-//     dollar). A replacement that is a path is combined with scheme,
+//     replacement, in which $1, $name or ${name} stand for the captures
+//     ($$ is a dollar; in a configuration file, where ${...} is an
+//     environment variable and $$ a dollar, they are written $${name}
+//     and $$$$). A replacement that is a path is combined with scheme,
 //     host and port when they are set; one with a scheme and host is
 //     used as it is.
 //

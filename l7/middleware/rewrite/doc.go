@@ -2,8 +2,10 @@
 // forwarded to the backend, its path and its query.
 //
 // The path goes through, in this order: regex (matched against the path,
-// replaced by replacement, in which $1 or ${name} stand for the captures
-// and $$ is a dollar; a path the regex does not match is left as it is),
+// replaced by replacement, in which $1, $name or ${name} stand for the
+// captures and $$ is a dollar, written $${name} and $$$$ in a
+// configuration file, where ${...} is an environment variable; a path
+// the regex does not match is left as it is),
 // strip_prefix (removed when the path starts with it on a segment
 // boundary; an empty rest becomes "/") and add_prefix. The query then
 // goes through remove, set (replaces every parameter of that name) and
