@@ -95,10 +95,10 @@ func (h *Handler) byRegex(r middleware.Request, uri, path, query []byte) (string
 	if h.withQuery {
 		subject = uri
 	}
-	m := h.re.FindSubmatchIndex(subject)
-	if m == nil {
+	if !h.re.Match(subject) {
 		return "", true
 	}
+	m := h.re.FindSubmatchIndex(subject)
 	target := h.re.Expand(nil, []byte(h.s.Replacement), subject, m)
 	if isAbsoluteURL(string(target)) {
 		// The configuration asked for this host; what the captures put
@@ -130,23 +130,42 @@ func (h *Handler) byRegex(r middleware.Request, uri, path, query []byte) (string
 // byParts returns the Location built from the configured parts, or ""
 // when it is where the request already is.
 func (h *Handler) byParts(r middleware.Request, path, query []byte) (string, bool) {
+	if h.alreadyThere(r, path) {
+		return "", true
+	}
 	b, ok := h.appendBase(nil, r)
 	if !ok {
 		return "", false
 	}
-	base := len(b)
 	if h.s.Path != "" {
 		b = append(b, h.s.Path...)
 	} else {
 		b = appendPath(b, path)
 	}
-	scheme := h.scheme(r)
-	if scheme == r.Scheme() && strings.EqualFold(string(b[len(scheme)+3:base]), string(r.Host())) &&
-		string(b[base:]) == string(path) {
-		return "", true
-	}
 	b = append(b, query...)
 	return string(b), true
+}
+
+// alreadyThere reports, without allocating, a request whose scheme,
+// host, port and path are the configured ones.
+func (h *Handler) alreadyThere(r middleware.Request, path []byte) bool {
+	if h.s.Scheme != "" && h.s.Scheme != r.Scheme() || h.s.Path != "" && h.s.Path != string(path) {
+		return false
+	}
+	name, port := splitPort(string(r.Host()))
+	if h.s.Host != "" && !strings.EqualFold(h.s.Host, name) {
+		return false
+	}
+	if h.s.Port == 0 {
+		return true
+	}
+	want := h.portSuffix
+	if port == "" && r.Scheme() == "https" {
+		port = ":443"
+	} else if port == "" {
+		port = ":80"
+	}
+	return port == want
 }
 
 func (h *Handler) scheme(r middleware.Request) string {

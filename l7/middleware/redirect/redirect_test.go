@@ -127,3 +127,39 @@ func TestRedirect(t *testing.T) {
 		})
 	}
 }
+
+// A request that is not redirected costs no allocation.
+func TestPassThroughAllocations(t *testing.T) {
+	for _, edit := range []func(*Settings){
+		func(s *Settings) { s.Scheme = "https" },
+		func(s *Settings) { s.Scheme, s.Host, s.Port = "https", "example.com", 8443 },
+		func(s *Settings) { s.Regex, s.Replacement = `^/old/(.*)$`, "/new/$1" },
+	} {
+		s := defaults()
+		edit(&s)
+		h, err := New(&s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := middlewaretest.NewRequest("/a?b=c")
+		r.SchemeVal, r.HostName = "https", "example.com:8443"
+		if reply := h.Handle(r); reply != nil {
+			t.Fatalf("%+v: redirected to %q", s, reply.Headers)
+		}
+		if n := testing.AllocsPerRun(100, func() { h.Handle(noAllocRequest{r}) }); n > 0 {
+			t.Errorf("%+v: %.0f allocations", s, n)
+		}
+	}
+}
+
+// noAllocRequest answers the calls of a pass-through from fixed slices.
+type noAllocRequest struct{ *middlewaretest.Request }
+
+var (
+	uriBytes  = []byte("/a?b=c")
+	hostBytes = []byte("example.com:8443")
+)
+
+func (noAllocRequest) URI() []byte    { return uriBytes }
+func (noAllocRequest) Host() []byte   { return hostBytes }
+func (noAllocRequest) Method() []byte { return []byte("GET") }

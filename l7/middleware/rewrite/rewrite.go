@@ -91,7 +91,8 @@ func (h *Handler) Handle(r middleware.Request) *middleware.Reply {
 func (h *Handler) rewritePath(path []byte) ([]byte, bool) {
 	changed := false
 	if h.re != nil {
-		if m := h.re.FindSubmatchIndex(path); m != nil {
+		if h.re.Match(path) {
+			m := h.re.FindSubmatchIndex(path)
 			path, changed = h.re.Expand(nil, h.replacement, path, m), true
 		}
 	}

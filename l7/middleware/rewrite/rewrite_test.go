@@ -102,3 +102,22 @@ func TestRewrite(t *testing.T) {
 		})
 	}
 }
+
+// A path the regex does not match costs no allocation.
+func TestNoMatchAllocations(t *testing.T) {
+	h, err := New(&Settings{Regex: `^/api/(.*)$`, Replacement: "/$1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := uriOnly{middlewaretest.NewRequest("/other/path?q=1")}
+	if n := testing.AllocsPerRun(100, func() { h.Handle(r) }); n > 0 || r.URISet {
+		t.Fatalf("%.0f allocations, rewritten %v", n, r.URISet)
+	}
+}
+
+var otherURI = []byte("/other/path?q=1")
+
+// uriOnly is a request whose URI costs nothing to read.
+type uriOnly struct{ *middlewaretest.Request }
+
+func (uriOnly) URI() []byte { return otherURI }
