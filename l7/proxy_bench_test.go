@@ -78,6 +78,14 @@ func BenchmarkProxy(b *testing.B) {
 	b.Run("metrics=off", func(b *testing.B) { benchmarkProxy(b, "fast", nil) })
 	b.Run("metrics=on", func(b *testing.B) { benchmarkProxy(b, "fast", observe.NewMetrics()) })
 	b.Run("goroutines", func(b *testing.B) { benchmarkProxy(b, "fast-goroutines", observe.NewMetrics()) })
+	b.Run("headers", func(b *testing.B) {
+		// A headers middleware of constant values on both sides.
+		roundTrip := keepAliveClientRoute(b, "fast", observe.NewMetrics(), "/bench", headersBenchRoute)
+		b.ReportAllocs()
+		for b.Loop() {
+			roundTrip()
+		}
+	})
 	b.Run("path=normalized", func(b *testing.B) {
 		// The path needs normalizing: it is rebuilt in the connection's
 		// scratch buffer, still without allocating.
