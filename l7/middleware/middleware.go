@@ -22,6 +22,11 @@
 // A built handler is shared by every request of its snapshot, so Handle
 // must be safe for concurrent use and should not allocate on the common
 // path.
+//
+// A middleware that needs the client's address behind proxies takes it
+// from TrustedProxies.ClientIP, so that all of them (rate_limit, headers'
+// {client_ip}, ...) see the same client. Package middlewaretest provides a
+// Request held in memory for middlewares' unit tests.
 package middleware
 
 import "net/netip"
