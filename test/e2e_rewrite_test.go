@@ -42,6 +42,10 @@ func rewriteConfig(engine, nginx, other string) string {
   - path: "/dots"
     backend: %[1]q
     middlewares: [ { name: rewrite, regex: "^/dots/a(.*)$", replacement: "/$1" } ]
+  - path: "/sp"
+    backend: %[1]q
+    strip_prefix: true
+    middlewares: [ { name: rewrite, regex: "^/sp/out/(.*)$", replacement: "/elsewhere/$1" } ]
   - path: "/v2"
     backend: %[2]q
 `, nginx, other))
@@ -63,6 +67,9 @@ func TestRewriteMiddleware(t *testing.T) {
 					{"/api/v1/a%20b/%C3%A9?x", "/v2/a%20b/%C3%A9?x&lang=en", "/v2/a b/é"},
 					{"/api/other", "/api/other?lang=en", "/api/other"},
 					{"/strip/x?k=v", "/inner/x?k=v", "/inner/x"},
+					// The route strips /sp from a rewritten path that still
+					// starts with it, and leaves one that does not.
+					{"/sp/out/x", "/elsewhere/x", "/elsewhere/x"},
 				} {
 					resp, body := get(t, c, g.URL()+tc.target)
 					if want := tc.uri + "|" + tc.path; resp.StatusCode != 200 || string(body) != want {
