@@ -18,6 +18,11 @@
 //     host and port when they are set; one with a scheme and host is
 //     used as it is.
 //
+// The scheme the client used is the connection's, or the
+// X-Forwarded-Proto of a peer listed in trusted_proxies (a load balancer
+// that terminated TLS: without it, `scheme: https` behind one would
+// redirect forever).
+//
 // The query is kept unless keep_query is false (a regex on path_query
 // writes the query itself). The status is 302 by default, as for
 // Traefik's redirect middlewares and nginx's `rewrite ... redirect`:

@@ -37,6 +37,9 @@ type Settings struct {
 	Status int `yaml:"status"`
 	// KeepQuery appends the request's query to the target (default true).
 	KeepQuery bool `yaml:"keep_query"`
+	// TrustedProxies are the peers whose X-Forwarded-Proto gives the
+	// scheme the client used.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 }
 
 // Validate implements config.SettingsValidator.
@@ -66,6 +69,11 @@ func (s *Settings) Validate(c *config.SettingsCheck) {
 		c.Errorf("match", "invalid match %q (want path or path_query)", s.Match)
 	}
 	s.validateRegex(c)
+	for i, p := range s.TrustedProxies {
+		if _, err := middleware.ParsePrefix(p); err != nil {
+			c.Errorf(fmt.Sprintf("trusted_proxies[%d]", i), "invalid trusted proxy %q (want an IP address or a CIDR such as 10.0.0.0/8)", p)
+		}
+	}
 	if c.Enabled() && s.Scheme == "" && s.Host == "" && s.Port == 0 && s.Path == "" && s.Regex == "" && s.Replacement == "" {
 		c.Errorf("", "nothing to redirect to: set scheme, host, port, path, or regex and replacement")
 	}

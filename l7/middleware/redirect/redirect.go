@@ -17,6 +17,7 @@ type Handler struct {
 	withQuery  bool   // the regex sees the query
 	portSuffix string // ":port", "" when none is set
 	fixedBase  bool   // scheme, host or port set: the Location is absolute
+	trusted    middleware.TrustedProxies
 }
 
 var _ middleware.Handler = (*Handler)(nil)
@@ -38,6 +39,13 @@ func New(s *Settings) (*Handler, error) {
 		h.portSuffix = ":" + strconv.Itoa(s.Port)
 	}
 	h.fixedBase = s.Scheme != "" || s.Host != "" || s.Port != 0
+	for _, p := range s.TrustedProxies {
+		pr, err := middleware.ParsePrefix(p)
+		if err != nil {
+			return nil, fmt.Errorf("redirect: invalid trusted proxy %q", p)
+		}
+		h.trusted = append(h.trusted, pr)
+	}
 	return h, nil
 }
 
@@ -149,7 +157,7 @@ func (h *Handler) byParts(r middleware.Request, path, query []byte) (string, boo
 // alreadyThere reports, without allocating, a request whose scheme,
 // host, port and path are the configured ones.
 func (h *Handler) alreadyThere(r middleware.Request, path []byte) bool {
-	if h.s.Scheme != "" && h.s.Scheme != r.Scheme() || h.s.Path != "" && h.s.Path != string(path) {
+	if h.s.Scheme != "" && h.s.Scheme != h.requestScheme(r) || h.s.Path != "" && h.s.Path != string(path) {
 		return false
 	}
 	name, port := splitPort(string(r.Host()))
@@ -160,7 +168,7 @@ func (h *Handler) alreadyThere(r middleware.Request, path []byte) bool {
 		return true
 	}
 	want := h.portSuffix
-	if port == "" && r.Scheme() == "https" {
+	if port == "" && h.requestScheme(r) == "https" {
 		port = ":443"
 	} else if port == "" {
 		port = ":80"
@@ -171,6 +179,26 @@ func (h *Handler) alreadyThere(r middleware.Request, path []byte) bool {
 func (h *Handler) scheme(r middleware.Request) string {
 	if h.s.Scheme != "" {
 		return h.s.Scheme
+	}
+	return h.requestScheme(r)
+}
+
+// requestScheme is the scheme the client used: the connection's, or the
+// X-Forwarded-Proto of a trusted proxy (one that terminated TLS in front
+// of the gateway, whose plain requests must not be redirected to HTTPS
+// again and again).
+func (h *Handler) requestScheme(r middleware.Request) string {
+	if len(h.trusted) > 0 && h.trusted.Contains(r.PeerIP().Unmap()) {
+		v := r.Header("X-Forwarded-Proto")
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			v = v[:i]
+		}
+		switch string(bytes.TrimSpace(v)) {
+		case "https":
+			return "https"
+		case "http":
+			return "http"
+		}
 	}
 	return r.Scheme()
 }
@@ -190,7 +218,7 @@ func (h *Handler) appendBase(b []byte, r middleware.Request) ([]byte, bool) {
 		if host == "" {
 			host = name
 		}
-		if port == "" && scheme == r.Scheme() {
+		if port == "" && scheme == h.requestScheme(r) {
 			port = reqPort
 		}
 	}

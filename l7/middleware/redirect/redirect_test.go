@@ -1,6 +1,7 @@
 package redirect
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -163,3 +164,36 @@ var (
 func (noAllocRequest) URI() []byte    { return uriBytes }
 func (noAllocRequest) Host() []byte   { return hostBytes }
 func (noAllocRequest) Method() []byte { return []byte("GET") }
+
+// Behind a proxy that terminated TLS, its X-Forwarded-Proto says whether
+// the client used HTTPS; anybody else's is ignored.
+func TestForwardedProto(t *testing.T) {
+	s := defaults()
+	s.Scheme, s.TrustedProxies = "https", []string{"10.0.0.0/8"}
+	if p := validate(&s); len(p) > 0 {
+		t.Fatal(p)
+	}
+	h, err := New(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		peer, proto string
+		redirect    bool
+	}{
+		{"10.1.2.3", "https", false},
+		{"10.1.2.3", "http", true},
+		{"10.1.2.3", "", true},
+		{"192.0.2.9", "https", true},
+	} {
+		r := middlewaretest.NewRequest("/a", "X-Forwarded-Proto", tc.proto)
+		r.Peer = netip.MustParseAddr(tc.peer)
+		if reply := h.Handle(r); (reply != nil) != tc.redirect {
+			t.Errorf("peer %s proto %q: reply %+v, want redirect %v", tc.peer, tc.proto, reply, tc.redirect)
+		}
+	}
+	s.TrustedProxies = []string{"10.0.0.0/33"}
+	if p := validate(&s); len(p) != 1 || !strings.HasPrefix(p[0], "trusted_proxies[0]: invalid trusted proxy") {
+		t.Fatalf("problems %q", p)
+	}
+}
