@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/rustygate/rustygate/config"
+	"github.com/rustygate/rustygate/l7/middleware/jwt"
 	"github.com/rustygate/rustygate/l7/middleware/middlewaretest"
 )
 
@@ -167,5 +168,12 @@ func TestParseTemplateConstant(t *testing.T) {
 		if err != nil || tp.parts != nil || tp.constant != want {
 			t.Errorf("%q: %+v %v, want constant %q", in, tp, err, want)
 		}
+	}
+}
+
+// {jwt.CLAIM} reads the claims where the jwt middleware stores them.
+func TestClaimsKey(t *testing.T) {
+	if claimsKey != jwt.ClaimsKey {
+		t.Fatalf("claims read under %q, stored by jwt under %q", claimsKey, jwt.ClaimsKey)
 	}
 }
