@@ -78,14 +78,15 @@ func BenchmarkProxy(b *testing.B) {
 	b.Run("metrics=off", func(b *testing.B) { benchmarkProxy(b, "fast", nil) })
 	b.Run("metrics=on", func(b *testing.B) { benchmarkProxy(b, "fast", observe.NewMetrics()) })
 	b.Run("goroutines", func(b *testing.B) { benchmarkProxy(b, "fast-goroutines", observe.NewMetrics()) })
-	b.Run("headers", func(b *testing.B) {
-		// A headers middleware of constant values on both sides.
-		roundTrip := keepAliveClientRoute(b, "fast", observe.NewMetrics(), "/bench", headersBenchRoute)
-		b.ReportAllocs()
-		for b.Loop() {
-			roundTrip()
-		}
-	})
+	for _, chain := range benchChains[1:] {
+		b.Run("chain="+chain.name, func(b *testing.B) {
+			roundTrip := keepAliveClientChain(b, "fast", observe.NewMetrics(), "/bench", chain)
+			b.ReportAllocs()
+			for b.Loop() {
+				roundTrip()
+			}
+		})
+	}
 	b.Run("path=normalized", func(b *testing.B) {
 		// The path needs normalizing: it is rebuilt in the connection's
 		// scratch buffer, still without allocating.
@@ -107,23 +108,39 @@ func keepAliveClient(b testing.TB, engine string, metrics *observe.Metrics) func
 // keepAliveClientTarget is keepAliveClient sending target as the
 // request-target.
 func keepAliveClientTarget(b testing.TB, engine string, metrics *observe.Metrics, target string) func() {
-	return keepAliveClientRoute(b, engine, metrics, target, "")
+	return keepAliveClientChain(b, engine, metrics, target, benchChain{})
 }
 
-// keepAliveClientRoute is keepAliveClientTarget with more route settings
-// (flow-mapping entries, e.g. middlewares).
-func keepAliveClientRoute(b testing.TB, engine string, metrics *observe.Metrics, target, route string) func() {
+// benchChain is a route's middlewares (a YAML flow sequence, "" for none)
+// and the header lines the client sends for them.
+type benchChain struct {
+	name, middlewares, headers string
+}
+
+// benchChains are the chains whose hot path must not allocate.
+var benchChains = []benchChain{
+	{name: "none"},
+	{
+		name: "headers",
+		// Constant values on both sides.
+		middlewares: `[ { name: headers, request: { set: { X-Env: prod }, add: { X-Gw: "1" }, remove: [X-Debug] }, response: { set: { X-Frame-Options: DENY }, remove: [X-Powered-By] } } ]`,
+	},
+}
+
+// keepAliveClientChain is keepAliveClientTarget with the route's chain.
+func keepAliveClientChain(b testing.TB, engine string, metrics *observe.Metrics, target string, chain benchChain) func() {
 	be := rawBackend(b)
-	if route != "" {
-		route = ", " + route
+	route := fmt.Sprintf("  - { path: \"/\", backend: \"http://%s\" }\n", be)
+	if chain.middlewares != "" {
+		route = fmt.Sprintf("  - { path: \"/\", backend: \"http://%s\", middlewares: %s }\n", be, chain.middlewares)
 	}
-	gw := startGatewayMetrics(b, engine, fmt.Sprintf("  - { path: \"/\", backend: \"http://%s\"%s }\n", be, route), metrics)
+	gw := startGatewayMetrics(b, engine, route, metrics)
 	c, err := net.Dial("tcp", gw.addr)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { c.Close() })
-	req := []byte("GET " + target + " HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n\r\n")
+	req := []byte("GET " + target + " HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n" + chain.headers + "\r\n")
 	buf := make([]byte, 4096)
 	roundTrip := func() {
 		if _, err := c.Write(req); err != nil {
@@ -137,6 +154,9 @@ func keepAliveClientRoute(b testing.TB, engine string, metrics *observe.Metrics,
 			}
 			n += m
 			if i := bytes.Index(buf[:n], []byte("\r\n\r\n")); i >= 0 && n-i-4 >= 64 {
+				if !bytes.HasPrefix(buf, []byte("HTTP/1.1 200 ")) {
+					b.Fatalf("answer %q", buf[:n])
+				}
 				return
 			}
 		}
@@ -160,24 +180,24 @@ func benchmarkProxy(b *testing.B, engine string, metrics *observe.Metrics) {
 // rewrites ("/bench/x-1?q").
 const normalizedBenchTarget = "//%62ench/x%2d1?q"
 
-// headersBenchRoute is a route's headers middleware with constant
-// values on both sides: it must cost no allocation either.
-const headersBenchRoute = `middlewares: [ { name: headers, request: { set: { X-Env: prod }, add: { X-Via-Gw: "1" }, remove: [X-Debug] }, response: { set: { X-Frame-Options: DENY }, remove: [X-Powered-By] } } ]`
-
 // TestProxyAllocations guards the hot path: a proxied keep-alive request
-// allocates nothing, with metrics on, with or without a headers
-// middleware of constant values.
+// allocates nothing, with metrics on, without middlewares and with each
+// chain of benchChains.
 func TestProxyAllocations(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are meaningless under -race (sync.Pool drops items)")
 	}
 	for _, engine := range []string{"fast", "fast-goroutines"} {
 		for _, target := range []string{"/bench", normalizedBenchTarget} {
-			for _, route := range []string{"", headersBenchRoute} {
-				roundTrip := keepAliveClientRoute(t, engine, observe.NewMetrics(), target, route)
-				if n := testing.AllocsPerRun(200, roundTrip); n > 0 {
-					t.Fatalf("%s %s %s: %.1f allocations per proxied request, want 0", engine, target, route, n)
-				}
+			roundTrip := keepAliveClientTarget(t, engine, observe.NewMetrics(), target)
+			if n := testing.AllocsPerRun(200, roundTrip); n > 0 {
+				t.Fatalf("%s %s: %.1f allocations per proxied request, want 0", engine, target, n)
+			}
+		}
+		for _, chain := range benchChains[1:] {
+			roundTrip := keepAliveClientChain(t, engine, observe.NewMetrics(), "/bench", chain)
+			if n := testing.AllocsPerRun(200, roundTrip); n > 0 {
+				t.Fatalf("%s with %s: %.1f allocations per proxied request, want 0", engine, chain.name, n)
 			}
 		}
 	}

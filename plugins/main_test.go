@@ -176,6 +176,8 @@ func (r *reporter) got() []string {
 // and response. AddResponseHeader before the response exists records
 // headers that are added to it when it starts (as the proxy does).
 type testEx struct {
+	// Request provides the methods the tests do not use (they panic).
+	middleware.Request
 	method, uri, proto string
 	peer               netip.AddrPort
 	reqH               [][2]string
@@ -252,9 +254,6 @@ func (e *testEx) SetValue(key string, v any) {
 	e.vals = append(e.vals, kv{key, v})
 }
 func (e *testEx) URI() []byte                   { return []byte(e.uri) }
-func (e *testEx) Scheme() string                { return "http" }
-func (e *testEx) RequestID() []byte             { return nil }
-func (e *testEx) LimitRequestBody(int64) bool   { return true }
 func (e *testEx) SetURI(uri string)             { e.uri = uri }
 func (e *testEx) SetMethod(m string)            { e.method = m }
 func (e *testEx) Proto() string                 { return e.proto }

@@ -23,10 +23,8 @@
 // must be safe for concurrent use and should not allocate on the common
 // path.
 //
-// A middleware that needs the client's address behind proxies takes it
-// from TrustedProxies.ClientIP, so that all of them (rate_limit, headers'
-// {client_ip}, ...) see the same client. Package middlewaretest provides a
-// Request held in memory for middlewares' unit tests.
+// Package middlewaretest provides a Request held in memory for
+// middlewares' unit tests.
 package middleware
 
 import "net/netip"
@@ -67,9 +65,11 @@ type Request interface {
 	// stored with SetValue (e.g. verified JWT claims), or nil.
 	Value(key string) any
 	SetValue(key string, v any)
-
-	// Scheme is the scheme the client used: "https" on a TLS
-	// connection, else "http".
+	// URI is the target the request is forwarded with: path and query,
+	// as changed by the policies before (see Exchange.SetURI).
+	URI() []byte
+	// Scheme is "https" when the client spoke TLS to the proxy, else
+	// "http".
 	Scheme() string
 	// RequestID is the request's id: the one in the access log, in the
 	// X-Request-Id sent to the backend and in the response.
@@ -77,14 +77,10 @@ type Request interface {
 	// AddHeader adds a line to the forwarded request, keeping the lines
 	// already there with that name (SetHeader replaces them).
 	AddHeader(name, value string)
-	// URI is the target forwarded to the backend, path and query
-	// ("/a?b=c"): the received, normalized one unless SetURI changed it.
-	// Routing and the middlewares before the change saw the received
-	// one.
-	URI() []byte
-	// SetURI replaces the path and query of the forwarded request. The
-	// caller passes a valid origin-form target: it starts with '/', and
-	// has no spaces, control characters or '#'.
+	// SetURI replaces the path and query of the forwarded request (the
+	// route was chosen, and the policies before saw, the received one).
+	// The caller passes a valid origin-form target: it starts with '/',
+	// and has no spaces, control characters or '#'.
 	SetURI(uri string)
 	// LimitRequestBody bounds the request body to max bytes. It returns
 	// false when the declared length (Content-Length) is already larger:

@@ -17,6 +17,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // request is the test double of middleware.Request.
 type request struct {
+	// Request provides the methods the tests do not use (they panic).
+	middleware.Request
 	method  string
 	headers [][2]string
 	resp    [][2]string
@@ -61,15 +63,9 @@ func (r *request) DelHeader(name string)        {}
 func (r *request) AddResponseHeader(name, value string) {
 	r.resp = append(r.resp, [2]string{name, value})
 }
-func (r *request) Route() string                { return "api" }
-func (r *request) Scheme() string               { return "http" }
-func (r *request) RequestID() []byte            { return nil }
-func (r *request) AddHeader(name, value string) {}
-func (r *request) URI() []byte                  { return []byte("/") }
-func (r *request) SetURI(string)                {}
-func (r *request) LimitRequestBody(int64) bool  { return true }
-func (r *request) Value(key string) any         { return nil }
-func (r *request) SetValue(key string, v any)   {}
+func (r *request) Route() string              { return "api" }
+func (r *request) Value(key string) any       { return nil }
+func (r *request) SetValue(key string, v any) {}
 
 type reporter struct{ list []string }
 

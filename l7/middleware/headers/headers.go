@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/rustygate/rustygate/l7/middleware"
+	"github.com/rustygate/rustygate/l7/middleware/clientip"
 )
 
 // Operation kinds, in the order they run.
@@ -21,7 +22,7 @@ type op struct {
 
 // Handler is a built headers middleware.
 type Handler struct {
-	trusted middleware.TrustedProxies
+	trusted clientip.Proxies
 	req     []op
 	resp    []op
 }
@@ -31,14 +32,10 @@ var _ middleware.Handler = (*Handler)(nil)
 // New builds the middleware from validated settings.
 func New(s *Settings) (*Handler, error) {
 	h := &Handler{}
-	for _, p := range s.TrustedProxies {
-		pr, err := middleware.ParsePrefix(p)
-		if err != nil {
-			return nil, fmt.Errorf("headers: invalid trusted proxy %q", p)
-		}
-		h.trusted = append(h.trusted, pr)
-	}
 	var err error
+	if h.trusted, err = clientip.ParseProxies(s.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("headers: %w", err)
+	}
 	if h.req, err = compile(&s.Request); err != nil {
 		return nil, fmt.Errorf("headers: request: %w", err)
 	}

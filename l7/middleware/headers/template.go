@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/rustygate/rustygate/l7/middleware"
+	"github.com/rustygate/rustygate/l7/middleware/clientip"
 )
 
 // claimsKey is the request value under which the jwt middleware stores
@@ -105,7 +106,7 @@ func parsePlaceholder(name string) (part, error) {
 
 // expand returns the value for r, and false when it is empty or unfit
 // for a header (a control character from a claim).
-func (t *template) expand(r middleware.Request, trusted middleware.TrustedProxies) (string, bool) {
+func (t *template) expand(r middleware.Request, trusted clientip.Proxies) (string, bool) {
 	if t.parts == nil {
 		return t.constant, t.constant != ""
 	}
@@ -125,12 +126,12 @@ func (t *template) expand(r middleware.Request, trusted middleware.TrustedProxie
 	return string(b), true
 }
 
-func appendPart(b []byte, p part, r middleware.Request, trusted middleware.TrustedProxies) []byte {
+func appendPart(b []byte, p part, r middleware.Request, trusted clientip.Proxies) []byte {
 	switch p.kind {
 	case litPart:
 		return append(b, p.text...)
 	case clientIPPart:
-		return trusted.ClientIP(r).AppendTo(b)
+		return trusted.Client(r).AppendTo(b)
 	case requestIDPart:
 		return append(b, r.RequestID()...)
 	case hostPart:

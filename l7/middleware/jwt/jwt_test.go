@@ -36,6 +36,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // request is the test double of middleware.Request.
 type request struct {
+	// Request provides the methods the tests do not use (they panic).
+	middleware.Request
 	headers  map[string]string // lower-case names
 	more     [][2]string       // further field lines, lower-case names
 	hbufs    map[string][]byte
@@ -94,14 +96,8 @@ func (r *request) DelHeader(name string) { r.deleted = append(r.deleted, name) }
 func (r *request) AddResponseHeader(name, value string) {
 	r.respHdrs = append(r.respHdrs, [2]string{name, value})
 }
-func (r *request) Route() string                { return "api" }
-func (r *request) Scheme() string               { return "http" }
-func (r *request) RequestID() []byte            { return nil }
-func (r *request) AddHeader(name, value string) {}
-func (r *request) URI() []byte                  { return []byte("/") }
-func (r *request) SetURI(string)                {}
-func (r *request) LimitRequestBody(int64) bool  { return true }
-func (r *request) Value(key string) any         { return r.values[key] }
+func (r *request) Route() string        { return "api" }
+func (r *request) Value(key string) any { return r.values[key] }
 func (r *request) SetValue(key string, v any) {
 	if r.values == nil {
 		r.values = map[string]any{}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l7/middleware"
+	"github.com/rustygate/rustygate/l7/middleware/clientip"
 )
 
 func init() {
@@ -70,7 +71,7 @@ func (s *Settings) Validate(c *config.SettingsCheck) {
 	}
 	s.validateRegex(c)
 	for i, p := range s.TrustedProxies {
-		if _, err := middleware.ParsePrefix(p); err != nil {
+		if _, err := clientip.ParsePrefix(p); err != nil {
 			c.Errorf(fmt.Sprintf("trusted_proxies[%d]", i), "invalid trusted proxy %q (want an IP address or a CIDR such as 10.0.0.0/8)", p)
 		}
 	}

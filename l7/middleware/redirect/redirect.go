@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/rustygate/rustygate/l7/middleware"
+	"github.com/rustygate/rustygate/l7/middleware/clientip"
 )
 
 // Handler is a built redirect middleware.
@@ -17,7 +18,7 @@ type Handler struct {
 	withQuery  bool   // the regex sees the query
 	portSuffix string // ":port", "" when none is set
 	fixedBase  bool   // scheme, host or port set: the Location is absolute
-	trusted    middleware.TrustedProxies
+	trusted    clientip.Proxies
 }
 
 var _ middleware.Handler = (*Handler)(nil)
@@ -39,13 +40,11 @@ func New(s *Settings) (*Handler, error) {
 		h.portSuffix = ":" + strconv.Itoa(s.Port)
 	}
 	h.fixedBase = s.Scheme != "" || s.Host != "" || s.Port != 0
-	for _, p := range s.TrustedProxies {
-		pr, err := middleware.ParsePrefix(p)
-		if err != nil {
-			return nil, fmt.Errorf("redirect: invalid trusted proxy %q", p)
-		}
-		h.trusted = append(h.trusted, pr)
+	trusted, err := clientip.ParseProxies(s.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("redirect: %w", err)
 	}
+	h.trusted = trusted
 	return h, nil
 }
 
@@ -188,7 +187,7 @@ func (h *Handler) scheme(r middleware.Request) string {
 // of the gateway, whose plain requests must not be redirected to HTTPS
 // again and again).
 func (h *Handler) requestScheme(r middleware.Request) string {
-	if len(h.trusted) > 0 && h.trusted.Contains(r.PeerIP().Unmap()) {
+	if len(h.trusted) > 0 && h.trusted.Trusted(r.PeerIP().Unmap()) {
 		v := r.Header("X-Forwarded-Proto")
 		if i := bytes.IndexByte(v, ','); i >= 0 {
 			v = v[:i]

@@ -1,20 +1,30 @@
-package middleware
+// Package clientip finds the client of a request that may have come
+// through proxies: the TCP peer, or, when the peer is a trusted proxy,
+// the right-most address of X-Forwarded-For that is not one. Every
+// middleware that acts on the client's address (rate_limit, ip_filter)
+// uses it, so that they agree on who the client is.
+//
+// It runs on the request path: Proxies.Client neither allocates nor
+// copies the header.
+package clientip
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
 	"strings"
 	"unsafe"
+
+	"github.com/rustygate/rustygate/l7/middleware"
 )
 
-// TrustedProxies are the peers whose X-Forwarded-For a middleware
-// believes (a `trusted_proxies` list): the rate limiter, and every
-// middleware that needs the client's address, use the same rule, so
-// they all see the same client.
-type TrustedProxies []netip.Prefix
+// Proxies are the trusted proxies: prefixes whose X-Forwarded-For is
+// believed.
+type Proxies []netip.Prefix
 
-// ParsePrefix parses a CIDR prefix or a single IP address, as written in
-// a trusted_proxies list; IPv4-mapped IPv6 forms are unmapped.
+// ParsePrefix parses a CIDR prefix or a single IP address. An
+// IPv4-mapped IPv6 prefix is turned into its IPv4 prefix, so that it
+// matches the (unmapped) addresses it is compared with.
 func ParsePrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
@@ -34,9 +44,22 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// Contains reports whether a is one of the trusted proxies.
-func (t TrustedProxies) Contains(a netip.Addr) bool {
-	for _, p := range t {
+// ParseProxies parses a trusted_proxies list.
+func ParseProxies(list []string) (Proxies, error) {
+	var ps Proxies
+	for _, s := range list {
+		p, err := ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("invalid trusted proxy %q", s)
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
+
+// Trusted reports whether a is a trusted proxy.
+func (ps Proxies) Trusted(a netip.Addr) bool {
+	for _, p := range ps {
 		if p.Contains(a) {
 			return true
 		}
@@ -44,14 +67,13 @@ func (t TrustedProxies) Contains(a netip.Addr) bool {
 	return false
 }
 
-// ClientIP returns the client address of r: the peer's, or, when the
-// peer is a trusted proxy, the right-most address in X-Forwarded-For that
-// is not a trusted proxy (if every address there is trusted, the
-// left-most; if one cannot be parsed, the last trusted hop before it).
-// It does not allocate.
-func (t TrustedProxies) ClientIP(r Request) netip.Addr {
+// Client returns the client address of r: the peer's, or, when the peer
+// is a trusted proxy, the right-most address in X-Forwarded-For that is
+// not a trusted proxy (if every address there is trusted, the left-most;
+// if one cannot be parsed, the last trusted hop before it).
+func (ps Proxies) Client(r middleware.Request) netip.Addr {
 	peer := r.PeerIP().Unmap()
-	if len(t) == 0 || !t.Contains(peer) {
+	if len(ps) == 0 || !ps.Trusted(peer) {
 		return peer
 	}
 	xff := r.Header("X-Forwarded-For")
@@ -67,11 +89,11 @@ func (t TrustedProxies) ClientIP(r Request) netip.Addr {
 		if len(elem) == 0 {
 			continue
 		}
-		a, ok := parseForwarded(elem)
+		a, ok := ParseForwarded(elem)
 		if !ok {
 			return last
 		}
-		if !t.Contains(a) {
+		if !ps.Trusted(a) {
 			return a
 		}
 		last = a
@@ -79,9 +101,12 @@ func (t TrustedProxies) ClientIP(r Request) netip.Addr {
 	return last
 }
 
-// parseForwarded parses one X-Forwarded-For element: an IP address,
+// ParseForwarded parses one X-Forwarded-For element: an IP address,
 // optionally with a port ("192.0.2.1:4711", "[2001:db8::1]:4711").
-func parseForwarded(b []byte) (netip.Addr, bool) {
+func ParseForwarded(b []byte) (netip.Addr, bool) {
+	if len(b) == 0 {
+		return netip.Addr{}, false
+	}
 	if a, ok := parseIPv4(b); ok {
 		return a, true
 	}
