@@ -14,6 +14,11 @@ import (
 // Request is a request as a middleware sees it. Fill the exported fields
 // (or use NewRequest), hand it to Handle, then read the fields back.
 type Request struct {
+	// Request provides the methods of the interface that Request does
+	// not implement yet (they panic), so that adding one to the
+	// interface does not break the tests of every middleware.
+	middleware.Request
+
 	MethodName string
 	// Target is the request target, path and query ("/a?b=c").
 	Target   string
@@ -35,6 +40,10 @@ type Request struct {
 	RespDeleted []string
 	// URISet reports that SetURI was called.
 	URISet bool
+	// Body is the request body, when it is in memory; Offloaded reports
+	// that Offload was called.
+	Body      []byte
+	Offloaded bool
 
 	values map[string]any
 }
@@ -157,3 +166,17 @@ func (r *Request) LimitRequestBody(max int64) bool {
 	r.BodyLimit = max
 	return r.ContentLength <= max
 }
+
+// RequestHeaderNames appends the names of the request's header lines.
+func (r *Request) RequestHeaderNames(dst []string) []string {
+	for _, h := range r.Headers {
+		dst = append(dst, h[0])
+	}
+	return dst
+}
+
+// BufferedBody returns Body, always in memory.
+func (r *Request) BufferedBody() ([]byte, bool) { return r.Body, true }
+
+// Offload records the call.
+func (r *Request) Offload() { r.Offloaded = true }
