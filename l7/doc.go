@@ -22,7 +22,10 @@
 // underscores are dropped or refused, and the path is normalized
 // (pathnorm.go). The normalized path is the one the Router matches, the
 // access log shows and the backend receives; the gateway never forwards a
-// spelling of the path that it did not route. An absolute-form target's
+// spelling of the path that it did not route. A middleware may rewrite the
+// forwarded target after routing (Request.SetURI, the rewrite
+// middleware): the access line then also names what the backend got
+// (upstream_target). An absolute-form target's
 // authority, validated as host[:port], is the request's Host for routing
 // and forwarding.
 //
@@ -40,6 +43,12 @@
 // client_auth, client certificate headers sent by clients are removed and
 // the verified subject and SANs added; a route with client_auth answers
 // 403 to a connection without a verified certificate.
+//
+// A request body can be bounded by a middleware (Request.LimitRequestBody):
+// a streamed body is counted as it is sent to the backend, and the
+// exchange ends with 413 past the bound. A connection closed with a body
+// still coming in drains it briefly first (lingerClose), so that the
+// client reads the response instead of a reset.
 //
 // A route's middlewares are built through the module registry of
 // l7/middleware (chain.go): l7 names no middleware kind and imports none

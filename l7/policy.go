@@ -197,4 +197,17 @@ func (x *exchange) BufferedBody() ([]byte, bool) {
 	return x.bodyBuffered, x.bodyBuffered != nil
 }
 
-func (x *exchange) Offload() { x.wt.detach() }
+func (x *exchange) Offload()          { x.wt.detach() }
+func (x *exchange) RequestID() []byte { return x.reqID }
+
+// LimitRequestBody implements middleware.Request: a declared length is
+// refused at once; a streamed body is counted by sendBody.
+func (x *exchange) LimitRequestBody(max int64) bool {
+	if x.req.contentLength > max || int64(len(x.bodyBuffered)) > max {
+		return false
+	}
+	if x.bodyLimit == 0 || max < x.bodyLimit {
+		x.bodyLimit = max
+	}
+	return true
+}

@@ -151,6 +151,12 @@ type exchange struct {
 	bodyRead atomic.Bool
 	// closeClient is set when the client connection cannot be reused.
 	closeClient bool
+	// bodyLimit bounds a streamed request body (0: no bound; see
+	// LimitRequestBody).
+	bodyLimit int64
+	// fwdTarget is the target sent to the backend, kept for the log when
+	// a middleware rewrote it.
+	fwdTarget []byte
 
 	// Backend selection and retries.
 	hash          uint64
@@ -196,6 +202,7 @@ var (
 	errPoolFull       = &proxyError{503, "backend connection limit reached"}
 	errConnectTimeout = &proxyError{504, "backend connect timeout"}
 	errClientBody     = &proxyError{400, "invalid request body"}
+	errBodyTooLarge   = &proxyError{413, "request body too large"}
 )
 
 func (x *exchange) ensureRequestID() {
@@ -423,7 +430,10 @@ func (x *exchange) headFailed(err error, bc *backendConn, bodyErr chan error) (*
 	bc.close()
 	if bodyErr != nil {
 		x.closeClient = true
-		if berr := <-bodyErr; berr != nil && errors.Is(berr, errClientBodyFailed) {
+		switch berr := <-bodyErr; {
+		case errors.Is(berr, errBodyLimit):
+			return errBodyTooLarge, false, ""
+		case errors.Is(berr, errClientBodyFailed):
 			return errClientBody, false, ""
 		}
 	}
@@ -641,7 +651,11 @@ func (x *exchange) relayBody(bc *backendConn) bool {
 	}
 }
 
-var errClientBodyFailed = errors.New("client body")
+var (
+	errClientBodyFailed = errors.New("client body")
+	// errBodyLimit: the streamed body passed the exchange's bodyLimit.
+	errBodyLimit = errors.New("request body over its limit")
+)
 
 // sendBody streams the request body to the backend.
 func (x *exchange) sendBody(bc *backendConn) error {
@@ -654,6 +668,12 @@ func (x *exchange) sendBody(bc *backendConn) error {
 		}
 		if len(p) > 0 {
 			x.bytesIn += int64(len(p))
+			if x.bodyLimit > 0 && x.bytesIn > x.bodyLimit {
+				// Nothing past the limit reaches the backend; the
+				// connection to it cannot carry another request.
+				bc.c.Close()
+				return errBodyLimit
+			}
 			if req.chunked {
 				buf = appendChunkHeader(buf[:0], len(p))
 				if werr := writeAll(bc.c, buf, p, crlf); werr != nil {
@@ -738,9 +758,12 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 	req := x.req
 	dst = append(dst, req.method...)
 	dst = append(dst, ' ')
+	target := len(dst)
 	dst = append(dst, b.BasePath...)
 	path := req.path
-	if rt.StripPrefix && rt.Path != "/" {
+	if rt.StripPrefix && rt.Path != "/" && hasPathPrefix(path, rt.Path) {
+		// A path a middleware rewrote keeps the route's prefix only if
+		// it still starts with it.
 		path = path[len(rt.Path):]
 		if len(path) == 0 {
 			path = []byte{'/'}
@@ -754,6 +777,10 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 		dst = append(dst, path...)
 	}
 	dst = append(dst, req.query...)
+	if x.phase.uri != nil {
+		// Logged: what the backend got, when it is not what was received.
+		x.fwdTarget = append(x.fwdTarget[:0], dst[target:]...)
+	}
 	dst = append(dst, " HTTP/1.1\r\n"...)
 	hostWritten := false
 	for i := range req.fields {
@@ -845,6 +872,13 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 	return append(dst, '\r', '\n')
 }
 
+// hasPathPrefix reports whether path starts with prefix on a segment
+// boundary.
+func hasPathPrefix(path []byte, prefix string) bool {
+	return len(path) >= len(prefix) && string(path[:len(prefix)]) == prefix &&
+		(len(path) == len(prefix) || path[len(prefix)] == '/')
+}
+
 // appendTraceContext appends the attempt span's traceparent, tracestate
 // and baggage. It is a function of its own so that the closure (and the
 // allocation it costs) exists only when tracing is on.
@@ -915,19 +949,20 @@ func (x *exchange) logAccess(lg *observe.Logger) {
 	}
 	e := accessPool.Get().(*observe.AccessEntry)
 	*e = observe.AccessEntry{
-		Time:      x.start,
-		Method:    x.req.method,
-		Path:      x.req.target,
-		Proto:     x.proto,
-		Host:      x.req.host,
-		Status:    x.status,
-		Latency:   time.Since(x.start),
-		BytesIn:   x.bytesIn,
-		BytesOut:  x.bytesOut,
-		RequestID: x.reqID,
-		ClientIP:  x.clientIP,
-		UserAgent: x.req.userAgent,
-		Error:     x.errMsg,
+		Time:           x.start,
+		Method:         x.req.method,
+		Path:           x.req.target,
+		UpstreamTarget: x.fwdTarget,
+		Proto:          x.proto,
+		Host:           x.req.host,
+		Status:         x.status,
+		Latency:        time.Since(x.start),
+		BytesIn:        x.bytesIn,
+		BytesOut:       x.bytesOut,
+		RequestID:      x.reqID,
+		ClientIP:       x.clientIP,
+		UserAgent:      x.req.userAgent,
+		Error:          x.errMsg,
 	}
 	if x.route != nil {
 		e.Route = x.route.Name

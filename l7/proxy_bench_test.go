@@ -127,6 +127,16 @@ var benchChains = []benchChain{
 		middlewares: `[ { name: ip_filter, allow: ["127.0.0.0/8"] }, { name: basic_auth, user_header: X-User, users: ["bench:$2a$04$FHPnDiiGNAuIbTmQ.WNscO/kdmRhU66yOoRcPxCyUURQ8VUvmwK16"] } ]`,
 		headers:     "Authorization: Basic YmVuY2g6cHc=\r\n",
 	},
+	{
+		name: "headers",
+		// Constant values on both sides.
+		middlewares: `[ { name: headers, request: { set: { X-Env: prod }, add: { X-Gw: "1" }, remove: [X-Debug] }, response: { set: { X-Frame-Options: DENY }, remove: [X-Powered-By] } } ]`,
+	},
+	{
+		name:        "headers+ip_filter+basic_auth",
+		middlewares: `[ { name: ip_filter, allow: ["127.0.0.0/8"] }, { name: basic_auth, users: ["bench:$2a$04$FHPnDiiGNAuIbTmQ.WNscO/kdmRhU66yOoRcPxCyUURQ8VUvmwK16"] }, { name: headers, request: { set: { X-Env: prod } }, response: { set: { X-Frame-Options: DENY } } } ]`,
+		headers:     "Authorization: Basic YmVuY2g6cHc=\r\n",
+	},
 }
 
 // keepAliveClientChain is keepAliveClientTarget with the route's chain.

@@ -349,6 +349,9 @@ type clientConn struct {
 	// served counts requests; read by Shutdown.
 	served   atomic.Int64
 	graceSet atomic.Bool
+	// linger: the connection closes with a request body left unread
+	// (see lingerClose).
+	linger bool
 }
 
 // connWork is the state of a connection's current request.
@@ -457,7 +460,11 @@ func (cc *clientConn) serve() {
 	cc.takeWork()
 	handedOff := false
 	defer func() {
-		if !handedOff && !cc.parking {
+		switch {
+		case handedOff || cc.parking:
+		case cc.linger:
+			lingerClose(cc.c)
+		default:
 			cc.c.Close()
 		}
 		cc.bc.release()
@@ -671,9 +678,29 @@ func (cc *clientConn) exchange() bool {
 	x.serve()
 	x.done()
 	if req.closeConn || x.closeClient {
+		// A body still streaming in (a request refused with 413, say)
+		// is off the loop already (see above).
+		cc.linger = req.hasBody() && !x.bodyDone && x.bodyBuffered == nil
 		return false
 	}
 	return true
+}
+
+// lingerTime bounds how long a connection closing with an unread request
+// body reads and drops what the client still sends.
+const lingerTime = 2 * time.Second
+
+// lingerClose closes a connection whose client may still be sending a
+// body, as nginx's lingering close does: closing with unread data would
+// make the kernel send a reset, which can destroy the response at the
+// client before it reads it. The write side is shut first, then the
+// rest is read and dropped until the client closes or lingerTime passes.
+func lingerClose(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		c.SetReadDeadline(time.Now().Add(lingerTime))
+		io.Copy(io.Discard, c)
+	}
+	c.Close()
 }
 
 // The fast engine's responseSink.

@@ -10,23 +10,26 @@ import (
 // []byte fields may alias connection buffers: Access reads them only
 // during the call.
 type AccessEntry struct {
-	Time      time.Time // request start
-	Method    []byte
-	Path      []byte // request target as received (path + query)
-	Proto     string
-	Host      []byte
-	Route     string // "" when no route matched
-	Backend   string // "" when none was contacted
-	Status    int
-	Latency   time.Duration
-	BytesIn   int64 // request body bytes read
-	BytesOut  int64 // response body bytes written
-	RequestID []byte
-	TraceID   []byte // hex trace id of the request's sampled server span, else empty
-	SpanID    []byte // hex id of that server span, else empty
-	ClientIP  string
-	UserAgent []byte
-	Error     string // short reason when the proxy produced the status (e.g. "backend timeout"), else ""
+	Time   time.Time // request start
+	Method []byte
+	Path   []byte // request target as received (path + query)
+	// UpstreamTarget is the target forwarded to the backend when a
+	// middleware rewrote it (empty otherwise).
+	UpstreamTarget []byte
+	Proto          string
+	Host           []byte
+	Route          string // "" when no route matched
+	Backend        string // "" when none was contacted
+	Status         int
+	Latency        time.Duration
+	BytesIn        int64 // request body bytes read
+	BytesOut       int64 // response body bytes written
+	RequestID      []byte
+	TraceID        []byte // hex trace id of the request's sampled server span, else empty
+	SpanID         []byte // hex id of that server span, else empty
+	ClientIP       string
+	UserAgent      []byte
+	Error          string // short reason when the proxy produced the status (e.g. "backend timeout"), else ""
 	// TLSVersion ("1.2", "1.3") and SNI (the server name the client
 	// sent, possibly empty) are set for requests over TLS only.
 	TLSVersion string
@@ -87,6 +90,10 @@ func appendAccessJSON(b []byte, e *AccessEntry) []byte {
 	b = appendJSONString(b, e.Method)
 	b = append(b, `,"path":`...)
 	b = appendJSONString(b, e.Path)
+	if len(e.UpstreamTarget) > 0 {
+		b = append(b, `,"upstream_target":`...)
+		b = appendJSONString(b, e.UpstreamTarget)
+	}
 	b = append(b, `,"proto":`...)
 	b = appendJSONString(b, e.Proto)
 	b = append(b, `,"host":`...)
@@ -138,6 +145,10 @@ func appendAccessText(b []byte, e *AccessEntry) []byte {
 	b = appendTextValue(b, e.Method)
 	b = append(b, " path="...)
 	b = appendTextValue(b, e.Path)
+	if len(e.UpstreamTarget) > 0 {
+		b = append(b, " upstream_target="...)
+		b = appendTextValue(b, e.UpstreamTarget)
+	}
 	b = append(b, " proto="...)
 	b = appendTextValue(b, e.Proto)
 	b = append(b, " host="...)

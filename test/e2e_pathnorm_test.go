@@ -169,6 +169,13 @@ type nginxBackend struct {
 // prefix of its own, stopped at cleanup.
 func startNginx(t *testing.T) *nginxBackend {
 	t.Helper()
+	return startNginxConf(t, pnNginxConf)
+}
+
+// startNginxConf is startNginx with a configuration of its own: a format
+// whose one %d is the port to listen on.
+func startNginxConf(t *testing.T, confFormat string) *nginxBackend {
+	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		bin = "/usr/sbin/nginx"
@@ -179,7 +186,7 @@ func startNginx(t *testing.T) *nginxBackend {
 	}
 	port := testnet.FreePortRange(t, "127.0.0.1", 1)
 	conf := filepath.Join(prefix, "nginx.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, pnNginxConf, port), 0o644); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, confFormat, port), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-p", prefix+"/", "-c", conf, "-e", filepath.Join(prefix, "error.log"))

@@ -23,6 +23,9 @@
 // A built handler is shared by every request of its snapshot, so Handle
 // must be safe for concurrent use and should not allocate on the common
 // path.
+//
+// Package middlewaretest provides a Request held in memory for
+// middlewares' unit tests.
 package middleware
 
 import "net/netip"
@@ -84,6 +87,24 @@ type Request interface {
 	// work that is long only at times (a password hash verified on a
 	// cache miss), so that it never stalls the loop's other connections.
 	Offload()
+	// RequestID is the request's id: the one in the access log, in the
+	// X-Request-Id sent to the backend and in the response.
+	RequestID() []byte
+	// AddHeader adds a line to the forwarded request, keeping the lines
+	// already there with that name (SetHeader replaces them).
+	AddHeader(name, value string)
+	// SetURI replaces the path and query of the forwarded request (the
+	// route was chosen, and the policies before saw, the received one).
+	// The caller passes a valid origin-form target: it starts with '/',
+	// and has no spaces, control characters or '#'.
+	SetURI(uri string)
+	// LimitRequestBody bounds the request body to max bytes. It returns
+	// false when the declared length (Content-Length) is already larger:
+	// the caller then answers (413). A body of unknown length (chunked,
+	// HTTP/2 without content-length) is counted as it streams to the
+	// backend: past max, the exchange ends with 413 if the response has
+	// not started, and the client connection is closed either way.
+	LimitRequestBody(max int64) bool
 }
 
 // Reply is a response a policy sends instead of forwarding.
