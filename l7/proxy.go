@@ -407,7 +407,10 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 			x.writeLocal(r.Status, "application/json", r.Body, "")
 			return nil, false, ""
 		}
-		if held {
+		if len(x.phase.filterers) > 0 && resp.kind != bodyNone {
+			x.installFilters(resp)
+		}
+		if held && x.phase.filter == nil {
 			x.setLengthField(len(x.phase.respBody))
 		}
 	}
@@ -415,17 +418,20 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 	// asked to close, or HTTP/1.0 needs the close to end the body): the
 	// backend connection stays reusable.
 	poisoned := x.closeClient
-	if err := x.sink.head(x, resp); err != nil {
+	var ok bool
+	switch {
+	case x.phase.filter != nil:
+		// The head is written by the filters' output (bodyfilter.go).
+		ok = x.relayFiltered(held)
+	case x.sink.head(x, resp) != nil:
 		x.closeClient = true
 		bc.close()
 		x.waitBody(bodyErr)
 		return nil, false, ""
-	}
-	var ok bool
-	if held {
+	case held:
 		ok = x.sink.body(x.phase.respBody) == nil && x.sink.finish(nil) == nil
 		x.bytesOut += int64(len(x.phase.respBody))
-	} else {
+	default:
 		ok = x.relayBody(bc)
 	}
 	if ok && bodyErr != nil {

@@ -29,6 +29,13 @@ type responsePhase struct {
 	// respBody is the buffered response body (needBody).
 	respBody []byte
 	isError  bool
+
+	// filterers are the pending handlers that may filter the body, in
+	// chain order; filter is the last filter installed (the body goes
+	// in there), out the client end of the first (bodyfilter.go).
+	filterers []middleware.ResponseBodyFilter
+	filter    middleware.BodyFilter
+	out       bodyOut
 }
 
 func (x *exchange) URI() []byte {
@@ -185,14 +192,18 @@ func (x *exchange) ResponseBody() []byte { return x.phase.respBody }
 func (x *exchange) SetResponseBody(body []byte) { x.phase.respBody = body }
 
 // noteResponsePhase records, after a handler of the response phase let
-// the request through, whether it wants the response.
-func (x *exchange) noteResponsePhase(h middleware.ResponseHandler) {
+// the request through, whether it wants the response; filters says it
+// declared that it may filter the body.
+func (x *exchange) noteResponsePhase(h middleware.ResponseHandler, filters bool) {
 	switch h.ResponseNeeds(x) {
-	case middleware.NeedResponse:
-		x.phase.pending = append(x.phase.pending, h)
+	case middleware.NeedNone:
+		return
 	case middleware.NeedBody:
-		x.phase.pending = append(x.phase.pending, h)
 		x.phase.needBody = true
+	}
+	x.phase.pending = append(x.phase.pending, h)
+	if filters {
+		x.noteBodyFilter(h)
 	}
 }
 

@@ -4,6 +4,7 @@
 package standard
 
 import (
+	_ "github.com/rustygate/rustygate/l7/middleware/compress"
 	_ "github.com/rustygate/rustygate/l7/middleware/cors"
 	_ "github.com/rustygate/rustygate/l7/middleware/jwt"
 	_ "github.com/rustygate/rustygate/l7/middleware/ratelimit"
