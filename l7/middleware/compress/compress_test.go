@@ -423,7 +423,7 @@ func TestFilterAllocations(t *testing.T) {
 	body := jsonBody(64 << 10)
 	for _, coding := range []string{"gzip", "zstd", "br"} {
 		h := newTestHandler(t, nil)
-		req := [][2]string{{"Accept-Encoding", "gzip, deflate, br, zstd;q=0.9"}}
+		req := [][2]string{{"Accept-Encoding", "gzip;q=0.5, deflate, br, zstd;q=0.9"}}
 		if coding != "br" {
 			req = [][2]string{{"Accept-Encoding", coding}}
 		}

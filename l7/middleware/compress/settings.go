@@ -11,9 +11,12 @@ import (
 type Settings struct {
 	// Encodings are the encodings offered, in the server's order of
 	// preference: when the client accepts several with the same q-value,
-	// the first listed wins. Default zstd, br, gzip (Traefik's order):
-	// zstd compresses about as well as gzip at a fraction of its CPU,
-	// brotli compresses text best, gzip is what every client has.
+	// the first listed wins. Default zstd, gzip, br: Caddy's order (zstd,
+	// then gzip), with brotli offered last. On JSON, klauspost's gzip at
+	// level 5 costs what nginx's zlib at level 1 does with a ratio close
+	// to zlib's level 6, while pure-Go brotli at level 4 takes about 3.5
+	// times gzip's CPU for the same ratio: it is worth it for a client
+	// that accepts nothing else (or prefers it by q-value), not by default.
 	Encodings []string `yaml:"encodings"`
 	// MinLength is the smallest body compressed, in bytes (default 1024,
 	// as Traefik: below about one packet, compression saves nothing
@@ -39,7 +42,7 @@ const maxMinLength = 1 << 20
 // DefaultSettings returns the settings of an entry that writes no key.
 func DefaultSettings() *Settings {
 	return &Settings{
-		Encodings:    []string{"zstd", "br", "gzip"},
+		Encodings:    []string{"zstd", "gzip", "br"},
 		MinLength:    1024,
 		ContentTypes: slices.Clone(defaultContentTypes),
 		GzipLevel:    5,
