@@ -169,6 +169,13 @@ type nginxBackend struct {
 // prefix of its own, stopped at cleanup.
 func startNginx(t *testing.T) *nginxBackend {
 	t.Helper()
+	return startNginxConf(t, pnNginxConf)
+}
+
+// startNginxConf is startNginx with the configuration conf, whose one %d
+// is the port.
+func startNginxConf(t *testing.T, conf string) *nginxBackend {
+	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		bin = "/usr/sbin/nginx"
@@ -178,11 +185,11 @@ func startNginx(t *testing.T) *nginxBackend {
 		t.Fatal(err)
 	}
 	port := testnet.FreePortRange(t, "127.0.0.1", 1)
-	conf := filepath.Join(prefix, "nginx.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, pnNginxConf, port), 0o644); err != nil {
+	confFile := filepath.Join(prefix, "nginx.conf")
+	if err := os.WriteFile(confFile, fmt.Appendf(nil, conf, port), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-p", prefix+"/", "-c", conf, "-e", filepath.Join(prefix, "error.log"))
+	cmd := exec.Command(bin, "-p", prefix+"/", "-c", confFile, "-e", filepath.Join(prefix, "error.log"))
 	out := &logBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
