@@ -90,6 +90,9 @@ func (x *exchange) installFilters(resp *response) {
 	if x.phase.filter == nil {
 		return
 	}
+	// The head is written after body bytes were read: it must not point
+	// into the backend connection's buffer any more.
+	x.pinResponseHead(resp)
 	for i := range resp.fields {
 		if classify(resp.fields[i].name) == hContentLength {
 			resp.fields[i].skip = true
@@ -181,3 +184,36 @@ func (x *exchange) filterEnded(err error) bool {
 }
 
 var errFilterFailed = &proxyError{502, "response body filter failed"}
+
+// pinResponseHead copies the response head's bytes (status reason, field
+// names and values), which point into the backend connection's read
+// buffer, into the exchange's own buffer: reading the body reuses that
+// buffer, and a head written after the body was read (by body filters, or
+// for a buffered body) would otherwise show body bytes.
+func (x *exchange) pinResponseHead(resp *response) {
+	if x.phase.pinned {
+		return
+	}
+	x.phase.pinned = true
+	n := len(resp.reason)
+	for i := range resp.fields {
+		n += len(resp.fields[i].name) + len(resp.fields[i].value)
+	}
+	buf := x.phase.headBuf[:0]
+	if cap(buf) < n {
+		buf = make([]byte, 0, n)
+	}
+	pin := func(b []byte) []byte {
+		start := len(buf)
+		buf = append(buf, b...)
+		return buf[start:len(buf):len(buf)]
+	}
+	if resp.reason != nil {
+		resp.reason = pin(resp.reason)
+	}
+	for i := range resp.fields {
+		f := &resp.fields[i]
+		f.name, f.value = pin(f.name), pin(f.value)
+	}
+	x.phase.headBuf = buf
+}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -24,9 +25,11 @@ import (
 // upper-cases the body, holds the first `hold` bytes before deciding (and
 // marks the head then), and counts its closes.
 type upperFilter struct {
-	hold   int
-	closes atomic.Int32
-	clean  atomic.Int32
+	hold int
+	// holdOnFlush: a flush before hold bytes does not decide.
+	holdOnFlush bool
+	closes      atomic.Int32
+	clean       atomic.Int32
 }
 
 func (u *upperFilter) Handle(r middleware.Request) *middleware.Reply { return nil }
@@ -71,6 +74,9 @@ func (b *upperBody) Write(p []byte) (int, error) {
 }
 
 func (b *upperBody) Flush() error {
+	if !b.decided && b.u.holdOnFlush {
+		return nil
+	}
 	if !b.decided {
 		if err := b.decide(); err != nil {
 			return err
@@ -162,6 +168,33 @@ func parseRaw(t *testing.T, raw string) (*http.Response, []byte) {
 		t.Fatalf("body: %v in:\n%s", err, raw)
 	}
 	return resp, body
+}
+
+// TestBodyFilterLateHead: a head written after much of the body was read
+// (the filter holds 200 KiB before deciding) is the backend's head, not
+// bytes of the body that reused the buffer it was read into.
+func TestBodyFilterLateHead(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789abcdef"), 16<<10)
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Backend", "a header the body must not overwrite")
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write(body)
+	})
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			gw := startGateway(t, engine, fmt.Sprintf("  - { path: \"/\", backend: %q }\n", be.URL))
+			phases := middleware.PhaseRequest | middleware.PhaseResponse | middleware.PhaseResponseBody
+			useChain(gw, middleware.Instance{Handler: &upperFilter{hold: 200 << 10, holdOnFlush: true}, Caps: middleware.Capabilities{Phases: phases}})
+			out, _ := rawExchange(t, gw.addr, "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+			resp, got := parseRaw(t, out)
+			if resp.Header.Get("X-Backend") != "a header the body must not overwrite" || resp.Header.Get("Content-Type") != "text/plain" {
+				t.Fatalf("head written after the body was read: %q", resp.Header)
+			}
+			if held, _ := strconv.Atoi(strings.TrimPrefix(resp.Header.Get("X-Filter"), "decided-after-")); !bytes.Equal(got, bytes.ToUpper(body)) || held < 200<<10 {
+				t.Fatalf("body of %d bytes, X-Filter %q", len(got), resp.Header.Get("X-Filter"))
+			}
+		})
+	}
 }
 
 // compressInstance builds the compress module from the registry, with

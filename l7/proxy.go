@@ -390,6 +390,7 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 	held := false
 	if len(x.phase.pending) > 0 {
 		if x.phase.needBody && resp.kind != bodyNone {
+			x.pinResponseHead(resp)
 			if err := x.bufferResponseBody(); err != nil {
 				bc.close()
 				x.waitBody(bodyErr)

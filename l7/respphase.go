@@ -36,6 +36,10 @@ type responsePhase struct {
 	filterers []middleware.ResponseBodyFilter
 	filter    middleware.BodyFilter
 	out       bodyOut
+	// headBuf holds the response head's bytes once pinned (the head is
+	// written after the body was read from the buffer it was in).
+	headBuf []byte
+	pinned  bool
 }
 
 func (x *exchange) URI() []byte {

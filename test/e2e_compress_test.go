@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	_ "embed"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -500,5 +502,99 @@ func TestCompressStreaming(t *testing.T) {
 				t.Errorf("access line of the cut response: %v", line)
 			}
 		})
+	})
+}
+
+// compressPage is the page of TestBrowserCompressedJSON.
+//
+//go:embed browser/compress.html
+var compressPage []byte
+
+// czPageResult is what the page reports for one document.
+type czPageResult struct {
+	Path     string `json:"path"`
+	OK       bool   `json:"ok"`
+	Status   int    `json:"status"`
+	Encoding string `json:"encoding"`
+	Check    string `json:"check"`
+	Items    int    `json:"items"`
+	Error    string `json:"error"`
+}
+
+// TestBrowserCompressedJSON: headless Chromium loads a page through the
+// gateway that fetches JSON documents the gateway compresses with gzip and
+// with brotli (one route each), and parses them: the page reads the
+// backend's values, and the bytes on the wire were compressed.
+func TestBrowserCompressedJSON(t *testing.T) {
+	bin := chromiumBinary(t)
+	var doc bytes.Buffer
+	doc.WriteString(`{"check":"read through the gateway","items":[`)
+	for i := range 2000 {
+		if i > 0 {
+			doc.WriteByte(',')
+		}
+		fmt.Fprintf(&doc, `{"id":%d,"label":"item %d"}`, i, i)
+	}
+	doc.WriteString("]}")
+	reports := make(chan string, 4)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/page/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(compressPage)
+	})
+	mux.HandleFunc("/page/report", func(w http.ResponseWriter, r *http.Request) {
+		reports <- r.URL.Query().Get("result")
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("/data.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(doc.Bytes())
+	})
+	be := newBackend(t, mux.ServeHTTP)
+	forEachEngine(t, func(t *testing.T, engine string) {
+		g := startGateway(t, engine, policyConfig(engine, "", fmt.Sprintf(`  - { name: page, path: "/page", backend: %[1]q }
+  - name: gz
+    path: "/gz"
+    strip_prefix: true
+    backend: %[1]q
+    middlewares: [ { name: compress, encodings: [gzip] } ]
+  - name: br
+    path: "/br"
+    strip_prefix: true
+    backend: %[1]q
+    middlewares: [ { name: compress, encodings: [br] } ]
+`, be.URL)))
+		tap := newBrowserTap(t, g.addr)
+		run := startChromium(t, bin, "http://"+tap.Addr()+"/page/?paths=/gz/data.json,/br/data.json")
+		var raw string
+		select {
+		case raw = <-reports:
+		case <-run.exited:
+			t.Fatalf("chromium exited (%s) without the page reporting:\n%s", run.result(), run.stderr.String())
+		}
+		var res []czPageResult
+		if err := json.Unmarshal([]byte(raw), &res); err != nil || len(res) != 2 {
+			t.Fatalf("the page reported %q (%v)", raw, err)
+		}
+		for i, want := range []string{"gzip", "br"} {
+			r := res[i]
+			if !r.OK || r.Status != 200 || r.Check != "read through the gateway" || r.Items != 2000 {
+				t.Errorf("%s: the page read %+v", r.Path, r)
+			}
+			if r.Encoding != want {
+				t.Errorf("%s: the page saw Content-Encoding %q, want %q", r.Path, r.Encoding, want)
+			}
+			xs := tap.find("GET", r.Path, "")
+			if len(xs) != 1 || xs[0].resp == nil || xs[0].resp.Header.Get("Content-Encoding") != want {
+				t.Fatalf("%s on the wire: %s", r.Path, browserTapSummary(xs))
+			}
+			if ae := xs[0].req.Header.Get("Accept-Encoding"); !strings.Contains(ae, want) {
+				t.Errorf("%s: Chromium sent Accept-Encoding %q", r.Path, ae)
+			}
+			line := g.accessLine(t, xs[0].resp.Header.Get("X-Request-Id"))
+			if out, _ := line["bytes_out"].(float64); out <= 0 || int(out) >= doc.Len()/4 {
+				t.Errorf("%s: %v bytes sent for a %d-byte document", r.Path, line["bytes_out"], doc.Len())
+			}
+		}
 	})
 }

@@ -140,21 +140,31 @@ func (h *handler) compressible(ct []byte) bool {
 }
 
 // addVary adds Accept-Encoding to the response's Vary, unless it is
-// there already (or Vary is "*").
+// there already (or Vary is "*"); empty Vary lines are dropped.
 func addVary(ex middleware.Exchange, f *filter) {
 	vs := ex.ResponseHeaderValues("vary", f.scratch[:0])
+	n := 0
 	for _, v := range vs {
 		if hasToken(v, "accept-encoding") || hasToken(v, "*") {
 			return
 		}
+		if len(trimOWS(v)) > 0 {
+			n++
+		}
 	}
-	if len(vs) == 0 {
+	switch {
+	case len(vs) == 0:
 		ex.AddResponseHeader("Vary", "Accept-Encoding")
+		return
+	case n == 0:
+		ex.SetResponseHeader("Vary", "Accept-Encoding")
 		return
 	}
 	merged := make([]byte, 0, 64)
 	for _, v := range vs {
-		merged = append(append(merged, v...), ", "...)
+		if v = trimOWS(v); len(v) > 0 {
+			merged = append(append(merged, v...), ", "...)
+		}
 	}
 	ex.SetResponseHeader("Vary", string(merged)+"Accept-Encoding")
 }

@@ -249,6 +249,7 @@ func TestHeadOfCompressed(t *testing.T) {
 		{"Origin", `W/"abc"`, "Origin, Accept-Encoding", `W/"abc"`},
 		{"Origin, accept-encoding", "", "Origin, accept-encoding", ""},
 		{"*", "", "*", ""},
+		{" ", "", "Accept-Encoding", ""},
 	}
 	for _, c := range cases {
 		resp := [][2]string{{"Content-Type", "text/html; charset=utf-8"}, {"Accept-Ranges", "bytes"}}
