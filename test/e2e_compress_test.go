@@ -298,6 +298,12 @@ func TestCompressNginxBackend(t *testing.T) {
 	doc := czJSON(64 << 10)
 	js := bytes.Repeat([]byte("function f(){return 42}\n"), 2000)
 	ngx := startNginxConf(t, czNginxConf)
+	// nginx's workers run as another user: they must reach the files.
+	for _, d := range []string{filepath.Dir(ngx.prefix), ngx.prefix} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	www := filepath.Join(ngx.prefix, "www")
 	os.MkdirAll(filepath.Join(www, "static"), 0o755)
 	os.WriteFile(filepath.Join(www, "items.json"), doc, 0o644)
