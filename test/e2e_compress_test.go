@@ -285,7 +285,9 @@ http {
     server {
         listen 127.0.0.1:%d;
         root www;
-        location /static/ { gzip_static on; }
+        # The gateway's requests carry Via: nginx serves them the stored
+        # .gz file only with gzip_proxied.
+        location /static/ { gzip_static on; gzip_proxied any; }
     }
 }
 `
