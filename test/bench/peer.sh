@@ -62,7 +62,8 @@
 #                                                 (nginx-proxy-gzip.conf)
 #   gz_rg_1k, gz_rg_64k  RustyGate with the compress middleware at its
 #              defaults (gzip level 5) on 127.0.0.1:18094, access log on,
-#              both CPUs like the RustyGate row   (rustygate-compress.yaml)
+#              GOMAXPROCS=1: one CPU, the budget of nginx's one worker, as
+#              rg_1cpu                            (rustygate-compress.yaml)
 # The two rows of a proxy share its process. Checked before measuring: the
 # 64 KiB document comes back gzip-encoded and decodes to 65536 bytes. The
 # report compares RustyGate with nginx size by size (target: >= 0.8x).
@@ -159,8 +160,8 @@ declare -A LABEL=(
 	[rg_tls_1cpu]="rg_tls_1cpu: RustyGate, HTTPS, on 1 CPU (GOMAXPROCS=1)"
 	[gz_nginx_1k]="gz_nginx_1k: nginx proxy, gzip on, 1 KiB JSON"
 	[gz_nginx_64k]="gz_nginx_64k: nginx proxy, gzip on, 64 KiB JSON"
-	[gz_rg_1k]="gz_rg_1k: RustyGate + compress, 1 KiB JSON"
-	[gz_rg_64k]="gz_rg_64k: RustyGate + compress, 64 KiB JSON"
+	[gz_rg_1k]="gz_rg_1k: RustyGate + compress on 1 CPU, 1 KiB JSON"
+	[gz_rg_64k]="gz_rg_64k: RustyGate + compress on 1 CPU, 64 KiB JSON"
 )
 # Path (after the URL's "/") that wrk requests on a target, when not "/".
 declare -A WRK_PATH=(
@@ -191,6 +192,8 @@ declare -A RG_CONF=(
 declare -A RG_ENV=(
 	[rg_1cpu]=GOMAXPROCS=1
 	[rg_tls_1cpu]=GOMAXPROCS=1
+	[gz_rg_1k]=GOMAXPROCS=1
+	[gz_rg_64k]=GOMAXPROCS=1
 )
 declare -A PID=()
 
@@ -851,7 +854,8 @@ gz_report() {
 	echo
 	echo "Compression: GET of a JSON document (1 KiB, 64 KiB) with \"Accept-Encoding: gzip\":"
 	echo "nginx with \`gzip on\` (level 1, one worker) against RustyGate's compress at its"
-	echo "defaults (gzip level 5, both CPUs, access log on); same backend, same rounds."
+	echo "defaults (gzip level 5; GOMAXPROCS=1, one event loop; access log on); same backend,"
+	echo "same rounds."
 	echo "Target: RustyGate >= 0.8x nginx's req/s. Bytes: the encoded document."
 	echo
 	echo "| size | nginx gzip req/s | RustyGate req/s | ratio | nginx CPU µs/req | RustyGate CPU µs/req | nginx bytes | RustyGate bytes |"
