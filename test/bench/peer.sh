@@ -61,7 +61,7 @@
 #              on 127.0.0.1:18005, one worker like the nginx row
 #                                                 (nginx-proxy-gzip.conf)
 #   gz_rg_1k, gz_rg_64k  RustyGate with the compress middleware at its
-#              defaults (gzip level 5) on 127.0.0.1:18094, access log on,
+#              defaults (gzip level 5) on 127.0.0.1:18097, access log on,
 #              GOMAXPROCS=1: one CPU, the budget of nginx's one worker, as
 #              rg_1cpu                            (rustygate-compress.yaml)
 # The two rows of a proxy share its process. Checked before measuring: the
@@ -142,7 +142,7 @@ declare -A PORT=(
 	[direct]=18001 [nginx]=18002 [haproxy]=18003 [rustygate]=18080
 	[rg_2backends]=18082 [rg_policies]=18083 [rg_tracing]=18084 [rg_tracing0]=18085 [rg_wasm]=18086
 	[rg_1cpu]=18087 [nginx_tls]=18004 [rg_tls]=18089 [rg_tls_1cpu]=18091
-	[gz_nginx_1k]=18005 [gz_nginx_64k]=18005 [gz_rg_1k]=18094 [gz_rg_64k]=18094
+	[gz_nginx_1k]=18005 [gz_nginx_64k]=18005 [gz_rg_1k]=18097 [gz_rg_64k]=18097
 )
 declare -A LABEL=(
 	[direct]="direct (nginx backend)"
