@@ -4,6 +4,7 @@
 #   make run       build, start the demo backend on :8001 and the gateway
 #                  with config/default.yaml (Ctrl-C stops both)
 #   make test      lint, then the whole test suite with the race detector
+#   make test-conformance  the http-wasm TCK through the gateway (in make test too)
 #   make lint      gofmt (must list nothing) and go vet
 #   make bench     Go micro-benchmarks, then the peer comparison
 #                  (test/bench/peer.sh: nginx, RustyGate, HAProxy; HTTP
@@ -82,6 +83,14 @@ test-kernels:
 .PHONY: test-browser
 test-browser:
 	$(GO) test -race -count=1 -run TestBrowser ./test/
+
+# test-conformance runs only the official http-wasm TCK through the gateway
+# on every engine (test/e2e_conformance_test.go; `make test` runs it too).
+# The runner is bundled in test/conformance/http-wasm-tck/ (linux/amd64);
+# RUSTYGATE_HTTP_WASM_TCK=/path/to/http-wasm-tck uses another one.
+.PHONY: test-conformance
+test-conformance:
+	$(GO) test -race -count=1 -run TestHTTPWasmTCK -v ./test/
 
 # test-acme runs the automatic HTTPS tests (certs/acme_test.go, and
 # test/e2e_acme_test.go through the binary) against

@@ -1150,3 +1150,15 @@ func TestEventLoopCount(t *testing.T) {
 		}
 	}
 }
+
+// TestEventLoopCountIgnoresRaisedProcs: the plugin host raises GOMAXPROCS
+// for its guest threads; the automatic loop count stays at the value the
+// process started with.
+func TestEventLoopCountIgnoresRaisedProcs(t *testing.T) {
+	before := runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(before + 3)
+	defer runtime.GOMAXPROCS(before)
+	if got := (&Server{EventLoops: "auto"}).EventLoopCount(); got != before {
+		t.Errorf("auto: %d loops with GOMAXPROCS raised to %d, want %d", got, before+3, before)
+	}
+}

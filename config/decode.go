@@ -49,6 +49,9 @@ type walker struct {
 	// merging holds the mappings currently being merged with <<, to stop
 	// a mapping that merges itself.
 	merging map[*yaml.Node]bool
+	// lenient skips unknown keys silently: set while reading the name of
+	// a middleware entry, or an entry of no known kind.
+	lenient bool
 }
 
 func newWalker(file string, size int, lookup func(string) (string, bool)) *walker {
@@ -162,10 +165,17 @@ func (w *walker) expand(n *yaml.Node, path string, line int) (*yaml.Node, bool) 
 	return &c, true
 }
 
-var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+var (
+	unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+	middlewareType  = reflect.TypeFor[Middleware]()
+)
 
 // decodeValue decodes a non-null, expanded, non-alias node n into v.
 func (w *walker) decodeValue(n *yaml.Node, v reflect.Value, path string, line int) {
+	if v.Type() == middlewareType {
+		w.middleware(n, v.Addr().Interface().(*Middleware), path, line)
+		return
+	}
 	if v.CanAddr() && v.Addr().Type().Implements(unmarshalerType) {
 		if err := v.Addr().Interface().(yaml.Unmarshaler).UnmarshalYAML(n); err != nil {
 			w.fail(path, line, "%s", err)
@@ -323,6 +333,9 @@ func (w *walker) mapping(n *yaml.Node, v reflect.Value, path string, info *struc
 		seen[key] = k.Line
 		idx, ok := info.index[key]
 		if !ok {
+			if w.lenient {
+				continue
+			}
 			w.add("", k.Line, "unknown key %q at %s (known: %s)", key, where(path), strings.Join(info.names, ", "))
 			continue
 		}

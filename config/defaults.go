@@ -129,7 +129,7 @@ func applyDefaults(c *Config, set map[string]bool) []bool {
 		setDuration(&t.Total, max(defaultTotalTimeout, t.Connect+t.ResponseHeader), unset(p+".timeouts.total"))
 		upstreamDefaults(r, p, unset)
 	}
-	middlewareDefaults(c, unset)
+	middlewareDefaults(c)
 	datapathDefaults(c, unset)
 	tracingDefaults(c, unset)
 	tlsDefaults(c, unset)

@@ -23,6 +23,20 @@
 //     read into admin.token (at every load, so a reload sees a rotated
 //     token).
 //
+// # Middleware entries
+//
+// config knows no middleware kind: each middleware package registers its
+// kind (RegisterMiddlewareKind, through the middleware registry) with a
+// settings struct. An entry of a `middlewares:` list is decoded by the
+// same walk: name and enabled, then its other keys strictly into the
+// settings its kind's New returns, defaults filled. A route entry that
+// overrides a global entry is decoded again over it (defaults, the
+// global entry's keys, the route entry's keys), so a value written on
+// the route always wins. Every entry's effective settings are resolved
+// and validated through the kind's Resolve and Validate (see
+// SettingsCheck), and Config.RouteMiddlewares returns them in chain
+// order.
+//
 // All problems found by steps 2 and 4 are collected and returned together
 // as one *Errors value, one FieldError per problem, each naming the file,
 // the line and the key path (server.listen, routes[2].backends[0].url).

@@ -30,6 +30,9 @@ type MiddlewareKind struct {
 	// the kind per list, and a route entry overrides the global entry of
 	// the same name.
 	Identity func(settings any) string
+	// IdentityKey is the settings key holding the identity (wasm:
+	// "path"): a duplicate entry is reported there.
+	IdentityKey string
 }
 
 // SettingsValidator is implemented by settings that check themselves.
@@ -69,6 +72,10 @@ type SettingsCheck struct {
 	files   bool
 	written func(field string) bool
 	report  func(field, msg string)
+	// used and plugin are the configuration's (see FirstUse and
+	// CheckPlugin); nil in a check made by NewSettingsCheck.
+	used   map[string]bool
+	plugin func(path string, guestConfig map[string]any) error
 }
 
 // NewSettingsCheck returns a check of an entry. written reports whether a
@@ -100,14 +107,41 @@ func (c *SettingsCheck) Written(field string) bool { return c.written(field) }
 // or bytes, false for a Config built in code.
 func (c *SettingsCheck) Files() bool { return c.files }
 
+// FirstUse reports whether no entry of the configuration checked before
+// this one used key (a file name, say), and records that this one does:
+// a file named by several entries is checked, and its problem reported,
+// once, at the first.
+func (c *SettingsCheck) FirstUse(key string) bool {
+	if c.used == nil {
+		return true
+	}
+	if c.used[key] {
+		return false
+	}
+	c.used[key] = true
+	return true
+}
+
+// CheckPlugin runs on a plugin file, with the guest configuration of its
+// entry, the check given to LoadChecked (`rustygate validate` compiles
+// and starts the module there); without one it returns nil.
+func (c *SettingsCheck) CheckPlugin(path string, guestConfig map[string]any) error {
+	if c.plugin == nil {
+		return nil
+	}
+	return c.plugin(path, guestConfig)
+}
+
 var (
 	kindsMu sync.RWMutex
 	kinds   = map[string]MiddlewareKind{}
 )
 
 // RegisterMiddlewareKind adds a kind. It panics on an empty or taken
-// name or a nil New: kinds are registered in init functions, and such a
-// mistake must stop the program before it reads any configuration.
+// name, a nil New, or settings that are not a pointer to a struct or use
+// the keys name or enabled: kinds are registered in init functions, and
+// such a mistake must stop the program before it reads any
+// configuration.
 func RegisterMiddlewareKind(k MiddlewareKind) {
 	kindsMu.Lock()
 	defer kindsMu.Unlock()
@@ -118,6 +152,9 @@ func RegisterMiddlewareKind(k MiddlewareKind) {
 		panic(fmt.Sprintf("config: middleware kind %q registered twice", k.Name))
 	case k.New == nil:
 		panic(fmt.Sprintf("config: middleware kind %q has no New", k.Name))
+	}
+	if err := checkSettingsType(k.New()); err != nil {
+		panic(fmt.Sprintf("config: middleware kind %q: %v", k.Name, err))
 	}
 	kinds[k.Name] = k
 }

@@ -38,10 +38,12 @@ func Parse(name string, data []byte) (*Config, error) {
 	return parse(name, data, os.LookupEnv, nil)
 }
 
-// LoadChecked is Load, then check on each WASM plugin file the
-// configuration uses (once per path): `rustygate validate` compiles them.
-// A failure is reported like any other problem, at the entry's path key.
-func LoadChecked(path string, check func(pluginPath string) error) (*Config, error) {
+// LoadChecked is Load, with check run on each plugin file the
+// middlewares use, with the guest configuration of its entry (see
+// SettingsCheck.CheckPlugin): `rustygate validate` compiles and starts
+// them there. A failure is reported like any other problem, at the key
+// naming the file.
+func LoadChecked(path string, check func(pluginPath string, guestConfig map[string]any) error) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -72,7 +74,7 @@ func (c *Config) ApplyDefaults() {
 	applyDefaults(c, nil)
 }
 
-func parse(name string, data []byte, lookup func(string) (string, bool), check func(string) error) (*Config, error) {
+func parse(name string, data []byte, lookup func(string) (string, bool), check func(string, map[string]any) error) (*Config, error) {
 	doc, fe := parseYAML(name, data)
 	if fe != nil {
 		return nil, &Errors{List: []FieldError{*fe}}
@@ -82,6 +84,9 @@ func parse(name string, data []byte, lookup func(string) (string, bool), check f
 	if doc != nil {
 		w.decodeRoot(doc, c)
 	}
+	if !w.aborted {
+		mergeRouteEntries(c, w)
+	}
 	errs := w.errs
 	if !w.aborted {
 		st := &vstate{file: name, lines: w.lines, bad: w.bad, shapes: routeShapesOf(c), files: true, pluginCheck: check}
@@ -89,6 +94,7 @@ func parse(name string, data []byte, lookup func(string) (string, bool), check f
 		readTokenFile(&c.Admin, st)
 		errs = append(errs, validate(c, st)...)
 	}
+	dropSources(c)
 	if err := newErrors(errs); err != nil {
 		return nil, err
 	}

@@ -337,56 +337,28 @@ type Retries struct {
 	NonIdempotent bool `yaml:"non_idempotent"`
 }
 
-// Middleware is one entry of a `middlewares:` list. Name selects the kind;
-// the other fields belong to that kind (a field set for another kind is an
-// error).
+// Middleware is one entry of a `middlewares:` list. Name selects the
+// kind, registered by its middleware package (see
+// RegisterMiddlewareKind); the entry's other keys are the kind's
+// settings.
+//
+// A route entry with the name of a global entry (and, for a kind whose
+// entries may repeat, its identity) overrides it key by key: its
+// effective settings are the kind's defaults, then the global entry's
+// keys, then the route entry's keys. A value written on the route always
+// wins, an explicit 0, false or empty list too; lists and maps replace
+// the global ones. Load stores these effective settings in the route
+// entry's Settings. In a Config built in code, a route entry's Settings
+// replace the global entry's; nil Settings inherit them.
 type Middleware struct {
 	Name    string `yaml:"name"`
 	Enabled *bool  `yaml:"enabled"`
+	// Settings is a pointer to the kind's settings struct (what its New
+	// returns), decoded from the entry's other keys.
+	Settings any `yaml:"-"`
 
-	// rate_limit
-	Limit  int      `yaml:"limit"`
-	Window Duration `yaml:"window"`
-	Burst  int      `yaml:"burst"`
-	// Key is "ip" (default), "header:NAME" or "jwt:CLAIM".
-	Key            string   `yaml:"key"`
-	TrustedProxies []string `yaml:"trusted_proxies"`
-	MaxKeys        int      `yaml:"max_keys"`
-
-	// cors
-	AllowOrigins     []string `yaml:"allow_origins"`
-	AllowMethods     []string `yaml:"allow_methods"`
-	AllowHeaders     []string `yaml:"allow_headers"`
-	ExposeHeaders    []string `yaml:"expose_headers"`
-	AllowCredentials bool     `yaml:"allow_credentials"`
-	MaxAge           Duration `yaml:"max_age"`
-
-	// jwt
-	Algorithms           []string          `yaml:"algorithms"`
-	Secret               string            `yaml:"secret"`
-	SecretFile           string            `yaml:"secret_file"`
-	PublicKeyFile        string            `yaml:"public_key_file"`
-	JWKSURL              string            `yaml:"jwks_url"`
-	JWKSRefresh          Duration          `yaml:"jwks_refresh"`
-	JWKSMinRefetch       Duration          `yaml:"jwks_min_refetch"`
-	Issuer               string            `yaml:"issuer"`
-	Audience             []string          `yaml:"audience"`
-	Leeway               Duration          `yaml:"leeway"`
-	ClaimsToHeaders      map[string]string `yaml:"claims_to_headers"`
-	ForwardAuthorization *bool             `yaml:"forward_authorization"`
-	RequireExp           *bool             `yaml:"require_exp"`
-
-	// wasm
-	Path     string         `yaml:"path"`
-	Config   map[string]any `yaml:"config"`
-	FailOpen bool           `yaml:"fail_open"`
-	// MaxConcurrency bounds the guest calls of the entry running at once
-	// on the plugin host's workers (0: the number of CPUs the process may
-	// use, at most 16).
-	MaxConcurrency int `yaml:"max_concurrency"`
-	// MaxQueue bounds the calls waiting for a free slot, each for at most
-	// the call deadline (0: 1024); the others are refused at once.
-	MaxQueue int `yaml:"max_queue"`
+	// src is the mapping the entry was read from, while it is loaded.
+	src *entrySource
 }
 
 // IsEnabled reports whether the entry is on (default true).

@@ -34,9 +34,10 @@ type vstate struct {
 	defaultedNames []bool
 	// files: check the files the configuration names (set when it comes
 	// from a file or bytes, not for a Config built in code); pluginCheck
-	// checks a plugin file further (see LoadChecked).
+	// checks a plugin file further (see LoadChecked and
+	// SettingsCheck.CheckPlugin).
 	files       bool
-	pluginCheck func(path string) error
+	pluginCheck func(path string, guestConfig map[string]any) error
 
 	errs []FieldError
 }
@@ -145,9 +146,6 @@ func validate(c *Config, st *vstate) []FieldError {
 		validateUpstream(&c.Routes[i], fmt.Sprintf("routes[%d]", i), st)
 	}
 	validateMiddlewares(c, st)
-	if st.files {
-		checkPluginFiles(c, st)
-	}
 	validateDatapath(c, st)
 	validateTracing(c, st)
 	validateTLS(c, st)

@@ -28,6 +28,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/rustygate/rustygate/config"
+	_ "github.com/rustygate/rustygate/l7/middleware/standard"
 )
 
 // repoRoot is the module root, seen from this package's directory.
@@ -1461,18 +1462,24 @@ func TestCIWorkflow(t *testing.T) {
 
 // schemaKey is one configuration key: its path (server.listen,
 // routes[].timeouts.connect), the top-level section and the reflect path
-// to its value.
+// to its value (in config.Config, or for a key of a middleware kind's
+// settings, in the settings of the kind's global entries).
 type schemaKey struct {
 	path, section string
 	index         [][]int // struct field indexes, one list per slice level
+	kind          string  // the middleware kind whose settings hold the key
 }
 
 // schemaKeys lists every key of config.Config, following structs,
 // pointers and slices of structs (each type once: the route entries of
-// middlewares are the same keys as the global ones).
+// middlewares are the same keys as the global ones), then the keys of
+// each registered middleware kind's settings, as keys of
+// middlewares[] (a key two kinds share is listed once, for the first).
 func schemaKeys() []schemaKey {
 	var out []schemaKey
 	seen := map[reflect.Type]bool{}
+	paths := map[string]bool{}
+	kind := ""
 	var walk func(t reflect.Type, prefix, section string, index [][]int)
 	walk = func(t reflect.Type, prefix, section string, index [][]int) {
 		for i := 0; i < t.NumField(); i++ {
@@ -1491,7 +1498,11 @@ func schemaKeys() []schemaKey {
 			}
 			idx := slices.Clone(index)
 			idx[len(idx)-1] = append(slices.Clone(idx[len(idx)-1]), i)
-			out = append(out, schemaKey{path: path, section: sec, index: idx})
+			if kind != "" && paths[path] {
+				continue
+			}
+			paths[path] = true
+			out = append(out, schemaKey{path: path, section: sec, index: idx, kind: kind})
 			ft := f.Type
 			for ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()
@@ -1508,6 +1519,11 @@ func schemaKeys() []schemaKey {
 		}
 	}
 	walk(reflect.TypeFor[config.Config](), "", "", [][]int{{}})
+	for _, name := range config.MiddlewareKindNames() {
+		mk, _ := config.LookupMiddlewareKind(name)
+		kind = name
+		walk(reflect.TypeOf(mk.New()).Elem(), "middlewares[]", "middlewares", [][]int{{}})
+	}
 	return out
 }
 
@@ -1515,6 +1531,14 @@ func schemaKeys() []schemaKey {
 // on the way.
 func (k schemaKey) values(c *config.Config) []reflect.Value {
 	vals := []reflect.Value{reflect.ValueOf(c).Elem()}
+	if k.kind != "" {
+		vals = nil
+		for _, m := range c.Middlewares {
+			if m.Name == k.kind {
+				vals = append(vals, reflect.ValueOf(m.Settings).Elem())
+			}
+		}
+	}
 	for level, idx := range k.index {
 		if level > 0 {
 			var next []reflect.Value
@@ -1612,8 +1636,8 @@ l4:
 
 var explicitDefaults = []string{
 	// Derived from other keys rather than defaulted: the name from the
-	// path, the pool from backend.
-	"routes[].name",
+	// path, the pool from backend, a rate limit's burst from its limit.
+	"routes[].name", "middlewares[].burst",
 	"routes[].path", "routes[].backend", "routes[].health_check.path", "routes[].max_conns",
 	"routes[].backends[].url",
 	"middlewares[].name", "middlewares[].allow_origins", "middlewares[].limit", "middlewares[].secret", "middlewares[].path",
@@ -1655,9 +1679,12 @@ func TestConfigurationDoc(t *testing.T) {
 			t.Errorf("row of `%s` lacks a default or a description: %s", k.path, row)
 		}
 	}
-	// Every yaml tag of the package's types appears (covers keys of types
-	// not reachable from Config, should one be added).
-	for _, f := range mustGlob(t, filepath.Join(repoRoot, "config", "*.go")) {
+	// Every yaml tag of the package's types, and of the middlewares'
+	// packages, appears (covers keys of types not reachable from Config
+	// or from a registered kind, should one be added).
+	files := mustGlob(t, filepath.Join(repoRoot, "config", "*.go"))
+	files = append(files, mustGlob(t, filepath.Join(repoRoot, "l7", "middleware", "*", "*.go"))...)
+	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
 			continue
 		}
@@ -1678,7 +1705,7 @@ func TestConfigurationDoc(t *testing.T) {
 	}
 	for path, row := range rows {
 		if strings.ContainsAny(path, ".[") && !known[path] && regexp.MustCompile(`^[a-z0-9_]+(\[\])?\.`).MatchString(path) {
-			t.Errorf("docs/configuration.md documents `%s`, which config.Config does not have: %s", path, row)
+			t.Errorf("docs/configuration.md documents `%s`, which neither config.Config nor a middleware kind has: %s", path, row)
 		}
 	}
 

@@ -63,7 +63,7 @@ func buildChain(entries []config.Middleware, rt *Route, prev *Route, tr *Transpo
 			closeChain(chain)
 			return nil, fmt.Errorf("middlewares[%d]: middleware %q is not available in this build", i, m.Name)
 		}
-		b.Config = m
+		b.Config, b.Settings = m, m.Settings
 		in, err := mod.New(b)
 		if err == nil {
 			if err = checkInstance(in); err != nil {

@@ -47,7 +47,10 @@
 // the instances declare: the request phase in chain order (policy.go),
 // the response phase of those that declare it in reverse order before
 // the response head is written (respphase.go), and a route with an
-// instance that declares MayBlock off the event loops.
+// instance that declares MayBlock off the event loops. A policy whose work
+// is long only at times (basic_auth verifying a password hash on a cache
+// miss) declares MayBlock false and calls Request.Offload before that
+// work, which moves that one exchange off its loop.
 //
 // l7 does not own configuration files, logs or backend health: it reads an
 // immutable Snapshot built from a validated config.Config, writes access

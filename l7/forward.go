@@ -318,16 +318,10 @@ func (x *exchange) prepareReplay(rt *Route) bool {
 	if rt.retry.attempts == 0 || x.req.chunked || x.req.contentLength > rt.retry.maxBody {
 		return false
 	}
-	rb, ok := x.sink.(interface {
-		readBody(x *exchange, n int64) ([]byte, error)
-	})
-	if !ok {
-		return false
-	}
 	if x.req.expectCont {
 		x.sink.informational(&continueResponse)
 	}
-	body, err := rb.readBody(x, x.req.contentLength)
+	body, err := x.sink.readBody(x, x.req.contentLength)
 	if err != nil {
 		return false
 	}

@@ -194,3 +194,14 @@ func appendPairHeaders(w []byte, hs [][2]string) []byte {
 	}
 	return w
 }
+
+func (x *exchange) Scheme() string { return x.scheme }
+
+func (x *exchange) BufferedBody() ([]byte, bool) {
+	if !x.req.hasBody() {
+		return nil, true
+	}
+	return x.bodyBuffered, x.bodyBuffered != nil
+}
+
+func (x *exchange) Offload() { x.wt.detach() }

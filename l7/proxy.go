@@ -15,7 +15,11 @@ import (
 	"github.com/rustygate/rustygate/upstream"
 )
 
-// responseSink is where an engine writes what the backend answered.
+// responseSink is what an engine offers the proxy core: where the
+// backend's answer and the gateway's own replies are written, and how the
+// client's request body is read ahead or abandoned. Each engine
+// implements all of it (clientConn for the fast engine, stdSink for
+// net/http); the core discovers nothing by type.
 type responseSink interface {
 	// informational forwards a 1xx (other than 101) response head.
 	informational(resp *response) error
@@ -29,6 +33,65 @@ type responseSink interface {
 	// tunnel takes over both connections after a 101 response head; it
 	// returns when the tunnel is closed.
 	tunnel(x *exchange, resp *response, bc *backendConn) error
+	// local writes a reply the gateway makes itself, shaped by
+	// x.localHeaders.
+	local(x *exchange, r *localReply) error
+	// readBody reads the next n request body bytes into memory, so that
+	// the request can be replayed or shown to a middleware.
+	readBody(x *exchange, n int64) ([]byte, error)
+	// abortRead unblocks a request body read waiting on the client (a
+	// no-op where the engine cannot).
+	abortRead()
+}
+
+// localReply is a reply the gateway makes itself (an error, a
+// middleware's answer), shaped once for both engines: the engines only
+// serialize it.
+type localReply struct {
+	status int
+	ctype  string
+	body   []byte
+	allow  string
+	// noBody: the status forbids a body (1xx, 204, 304); sendBody: the
+	// body is written (not for HEAD either).
+	noBody, sendBody bool
+}
+
+// headerWriter receives the header fields of a local reply, in order.
+type headerWriter interface {
+	add(name, value string)
+	addBytes(name string, value []byte)
+	addInt(name string, v int64)
+}
+
+// shapeLocal returns the reply for status, ctype, body and allow.
+func (x *exchange) shapeLocal(status int, ctype string, body []byte, allow string) localReply {
+	noBody := status == 204 || status == 304 || status < 200
+	return localReply{status: status, ctype: ctype, body: body, allow: allow,
+		noBody: noBody, sendBody: !noBody && string(x.req.method) != "HEAD"}
+}
+
+// localHeaders writes the header fields of r (without Date and the
+// connection's own fields, which are the engine's): Content-Type,
+// Content-Length, X-Request-Id, the headers middlewares added, the
+// reply's own headers and Allow.
+func (x *exchange) localHeaders(w headerWriter, r *localReply) {
+	if r.ctype != "" && r.ctype != "-" {
+		w.add("Content-Type", r.ctype)
+	}
+	if !r.noBody {
+		w.addInt("Content-Length", int64(len(r.body)))
+	}
+	w.addBytes("X-Request-Id", x.reqID)
+	for _, a := range x.addResp {
+		w.add(a.name, a.value)
+	}
+	for _, a := range x.replyHeaders {
+		w.add(a[0], a[1])
+	}
+	if r.allow != "" {
+		w.add("Allow", r.allow)
+	}
 }
 
 // bodyFinishGrace is how long a complete response waits for the request
@@ -38,13 +101,9 @@ const bodyFinishGrace = 250 * time.Millisecond
 // bodySource yields the client's request body.
 type bodySource interface {
 	next() ([]byte, error)
-}
-
-// bodyFinished reports whether b has read its whole body from the client
-// (when it can tell).
-func bodyFinished(b bodySource) bool {
-	f, ok := b.(interface{ finished() bool })
-	return ok && f.finished()
+	// finished reports whether the whole body was read from the client
+	// (false when the source cannot tell).
+	finished() bool
 }
 
 // exchange is one request/response through the proxy.
@@ -267,19 +326,50 @@ func (x *exchange) drainOrClose() {
 // one; reason names a backend failure (for outlier detection, metrics and
 // retries), "" when the backend is not to blame.
 func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stale bool, reason string) {
+	bodyErr, perr, stale, reason := x.sendRequest(bc, rt)
+	if perr != nil {
+		return perr, stale, reason
+	}
+	if err := x.awaitFinalHead(bc, rt); err != nil {
+		return x.headFailed(err, bc, bodyErr)
+	}
+	resp := &x.resp
+	x.status = resp.status
+	if len(x.delResp) > 0 {
+		x.dropResponseHeaders()
+	}
+	if bodyErr == nil && rt.retryStatus(resp.status) && x.shouldRetry(rt, statusReason(resp.status)) {
+		// Retried elsewhere: this answer is dropped with its connection.
+		bc.close()
+		x.retryApproved = true
+		x.status = 0
+		return errBackendBad, false, statusReason(resp.status)
+	}
+	if resp.upgrade {
+		perr, reason := x.upgrade(bc, bodyErr)
+		return perr, false, reason
+	}
+	x.br.init(bc.bufConn, resp.kind, resp.contentLength)
+	x.br.inactivity = rt.readTimeout
+	x.br.conn = bc.c
+	held, done, perr, reason := x.responsePhase(bc, bodyErr)
+	if done {
+		return perr, false, reason
+	}
+	x.relayResponse(bc, held, bodyErr)
+	return nil, false, ""
+}
+
+// sendRequest writes the request head, and the body when it is buffered;
+// a streamed body is sent by a goroutine whose result bodyErr carries. A
+// non-nil perr means the backend connection failed (and was closed)
+// before anything was read from it.
+func (x *exchange) sendRequest(bc *backendConn, rt *Route) (bodyErr chan error, perr *proxyError, stale bool, reason string) {
 	req := x.req
 	bc.wbuf = appendRequestHead(bc.wbuf[:0], x, rt, x.backend)
-	now := time.Now()
-	bc.wdl.ensureWrite(bc.c, now.Add(rt.readTimeout), deadlineSlack(rt.readTimeout))
-
-	var bodyErr chan error
+	bc.wdl.ensureWrite(bc.c, time.Now().Add(rt.readTimeout), deadlineSlack(rt.readTimeout))
 	switch {
 	case !req.hasBody():
-		err := bc.flush()
-		if err != nil {
-			bc.close()
-			return errBackendClosed, bc.reused, reasonReset
-		}
 	case x.bodyBuffered != nil:
 		if req.chunked {
 			bc.wbuf = appendChunkHeader(bc.wbuf, len(x.bodyBuffered))
@@ -290,131 +380,138 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 		}
 		x.bytesIn = int64(len(x.bodyBuffered))
 		x.bodyDone = true
-		if err := bc.flush(); err != nil {
-			bc.close()
-			return errBackendClosed, bc.reused, reasonReset
-		}
 	default:
 		if err := bc.flush(); err != nil {
 			bc.close()
-			return errBackendClosed, false, reasonReset
+			// Part of a streamed body may be lost: never resent as stale.
+			return nil, errBackendClosed, false, reasonReset
 		}
 		if req.expectCont {
 			x.sink.informational(&continueResponse)
 		}
 		ch := make(chan error, 1)
 		go func() { ch <- x.sendBody(bc) }()
-		bodyErr = ch
+		return ch, nil, false, ""
 	}
+	if err := bc.flush(); err != nil {
+		bc.close()
+		return nil, errBackendClosed, bc.reused, reasonReset
+	}
+	return nil, nil, false, ""
+}
 
-	// Response head, skipping informational responses.
-	var err error
+// awaitFinalHead reads response heads until the final one (or a 101),
+// forwarding the informational ones.
+func (x *exchange) awaitFinalHead(bc *backendConn, rt *Route) error {
 	for {
-		err = x.readResponseHead(bc, rt)
-		if err != nil || x.resp.status >= 200 || x.resp.status == 101 {
-			break
+		if err := x.readResponseHead(bc, rt); err != nil {
+			return err
+		}
+		if x.resp.status >= 200 || x.resp.status == 101 {
+			return nil
 		}
 		if err := x.sink.informational(&x.resp); err != nil {
 			x.closeClient = true
 		}
 	}
-	if err != nil {
-		received := len(bc.buffered()) > 0
-		bc.close()
-		if bodyErr != nil {
-			if berr := <-bodyErr; berr != nil && errors.Is(berr, errClientBodyFailed) {
-				x.closeClient = true
-				return errClientBody, false, ""
-			}
-			x.closeClient = true
-		}
-		switch {
-		case isTimeout(err) && x.cutByTotal:
-			// timeouts.total ended the wait, not the backend's own bound.
-			x.errMsg = "request timeout (timeouts.total)"
-			return errBackendTimeout, false, ""
-		case isTimeout(err):
-			x.errMsg = "backend timeout"
-			return errBackendTimeout, false, reasonTimeout
-		case isTLSAlert(err):
-			// With TLS 1.3 the client's handshake ends before the
-			// backend checks its certificate: a refusal comes here.
-			perr, reason := x.tlsDialFailed(err)
-			return perr, false, reason
-		case isConnGone(err):
-			if bc.reused && !received && bodyErr == nil {
-				return errBackendClosed, true, reasonReset
-			}
-			x.errMsg = "backend closed the connection"
-			return errBackendClosed, false, reasonReset
-		default:
-			x.errMsg = "invalid backend response: " + err.Error()
-			return errBackendBad, false, reasonInvalid
-		}
-	}
-	resp := &x.resp
-	x.status = resp.status
-	if len(x.delResp) > 0 {
-		x.dropResponseHeaders()
-	}
+}
 
-	if bodyErr == nil && rt.retryStatus(resp.status) && x.shouldRetry(rt, statusReason(resp.status)) {
-		// Retried elsewhere: this answer is dropped with its connection.
-		bc.close()
-		x.retryApproved = true
-		x.status = 0
-		return errBackendBad, false, statusReason(resp.status)
-	}
-
-	if resp.upgrade {
-		if req.upgrade == nil {
-			bc.close()
-			x.errMsg = "unexpected 101 from backend"
-			return errBackendBad, false, reasonInvalid
-		}
-		if bodyErr != nil {
-			// A body and an upgrade at once is not something to relay.
-			bc.close()
-			<-bodyErr
-			x.closeClient = true
-			return errBackendBad, false, reasonInvalid
-		}
+// headFailed closes bc after the response head could not be read and
+// tells why, as roundTrip returns it.
+func (x *exchange) headFailed(err error, bc *backendConn, bodyErr chan error) (*proxyError, bool, string) {
+	received := len(bc.buffered()) > 0
+	bc.close()
+	if bodyErr != nil {
 		x.closeClient = true
-		x.sink.tunnel(x, resp, bc)
-		return nil, false, ""
-	}
-
-	x.br.init(bc.bufConn, resp.kind, resp.contentLength)
-	x.br.inactivity = rt.readTimeout
-	x.br.conn = bc.c
-	held := false
-	if len(x.phase.pending) > 0 {
-		if x.phase.needBody && resp.kind != bodyNone {
-			x.pinResponseHead(resp)
-			if err := x.bufferResponseBody(); err != nil {
-				bc.close()
-				x.waitBody(bodyErr)
-				x.errMsg = "response body for a plugin: " + err.Error()
-				return errBackendBad, false, reasonInvalid
-			}
-			held = true
+		if berr := <-bodyErr; berr != nil && errors.Is(berr, errClientBodyFailed) {
+			return errClientBody, false, ""
 		}
-		if r := x.runResponsePhase(false); r != nil {
+	}
+	switch {
+	case isTimeout(err) && x.cutByTotal:
+		// timeouts.total ended the wait, not the backend's own bound.
+		x.errMsg = "request timeout (timeouts.total)"
+		return errBackendTimeout, false, ""
+	case isTimeout(err):
+		x.errMsg = "backend timeout"
+		return errBackendTimeout, false, reasonTimeout
+	case isTLSAlert(err):
+		// With TLS 1.3 the client's handshake ends before the backend
+		// checks its certificate: a refusal comes here.
+		perr, reason := x.tlsDialFailed(err)
+		return perr, false, reason
+	case isConnGone(err):
+		if bc.reused && !received && bodyErr == nil {
+			return errBackendClosed, true, reasonReset
+		}
+		x.errMsg = "backend closed the connection"
+		return errBackendClosed, false, reasonReset
+	default:
+		x.errMsg = "invalid backend response: " + err.Error()
+		return errBackendBad, false, reasonInvalid
+	}
+}
+
+// upgrade relays a 101 response: the sink tunnels both connections.
+func (x *exchange) upgrade(bc *backendConn, bodyErr chan error) (*proxyError, string) {
+	switch {
+	case x.req.upgrade == nil:
+		bc.close()
+		x.errMsg = "unexpected 101 from backend"
+		return errBackendBad, reasonInvalid
+	case bodyErr != nil:
+		// A body and an upgrade at once is not something to relay.
+		bc.close()
+		<-bodyErr
+		x.closeClient = true
+		return errBackendBad, reasonInvalid
+	}
+	x.closeClient = true
+	x.sink.tunnel(x, &x.resp, bc)
+	return nil, ""
+}
+
+// responsePhase runs the middlewares' response phase, buffering the body
+// first when one of them needs it (held). done means the exchange ended
+// here: the response was replaced by the gateway's reply (perr nil) or
+// its body could not be buffered (perr set); bc is closed then.
+func (x *exchange) responsePhase(bc *backendConn, bodyErr chan error) (held, done bool, perr *proxyError, reason string) {
+	if len(x.phase.pending) == 0 {
+		return false, false, nil, ""
+	}
+	if x.phase.needBody && x.resp.kind != bodyNone {
+		x.pinResponseHead(&x.resp)
+		if err := x.bufferResponseBody(); err != nil {
 			bc.close()
 			x.waitBody(bodyErr)
-			x.status = 0
-			x.errMsg = "response phase failed"
-			x.replyHeaders = r.Headers
-			x.writeLocal(r.Status, "application/json", r.Body, "")
-			return nil, false, ""
+			x.errMsg = "response body for a plugin: " + err.Error()
+			return false, true, errBackendBad, reasonInvalid
 		}
-		if len(x.phase.filterers) > 0 && resp.kind != bodyNone {
-			x.installFilters(resp)
-		}
-		if held && x.phase.filter == nil {
-			x.setLengthField(len(x.phase.respBody))
-		}
+		held = true
 	}
+	if r := x.runResponsePhase(false); r != nil {
+		bc.close()
+		x.waitBody(bodyErr)
+		x.status = 0
+		x.errMsg = "response phase failed"
+		x.replyHeaders = r.Headers
+		x.writeLocal(r.Status, "application/json", r.Body, "")
+		return held, true, nil, ""
+	}
+	if len(x.phase.filterers) > 0 && x.resp.kind != bodyNone {
+		x.installFilters(&x.resp)
+	}
+	if held && x.phase.filter == nil {
+		x.setLengthField(len(x.phase.respBody))
+	}
+	return held, false, nil, ""
+}
+
+// relayResponse writes the response head and body to the client, then
+// pools bc when both the response and the request body are complete and
+// the connection may be reused, or closes it.
+func (x *exchange) relayResponse(bc *backendConn, held bool, bodyErr chan error) {
+	resp := &x.resp
 	// What the head adds to closeClient concerns the client alone (it
 	// asked to close, or HTTP/1.0 needs the close to end the body): the
 	// backend connection stays reusable.
@@ -428,7 +525,7 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 		x.closeClient = true
 		bc.close()
 		x.waitBody(bodyErr)
-		return nil, false, ""
+		return
 	case held:
 		ok = x.sink.body(x.phase.respBody) == nil && x.sink.finish(nil) == nil
 		x.bytesOut += int64(len(x.phase.respBody))
@@ -436,35 +533,7 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 		ok = x.relayBody(bc)
 	}
 	if ok && bodyErr != nil {
-		// The response is complete; the request body must be too before
-		// the backend connection can be reused.
-		if x.bodyRead.Load() {
-			// Only the sender's last write may be pending: give it a
-			// moment (a backend that stopped reading would block it).
-			t := time.NewTimer(bodyFinishGrace)
-			select {
-			case err := <-bodyErr:
-				bodyErr = nil
-				if err != nil {
-					ok = false
-					x.closeClient = true
-				}
-			case <-t.C:
-				ok = false
-			}
-			t.Stop()
-		} else {
-			select {
-			case err := <-bodyErr:
-				bodyErr = nil
-				if err != nil {
-					ok = false
-					x.closeClient = true
-				}
-			default:
-				ok = false
-			}
-		}
+		ok = x.requestBodySent(&bodyErr)
 	}
 	if ok && !resp.closeConn && !poisoned {
 		bc.reused = false
@@ -473,7 +542,40 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 		bc.close()
 	}
 	x.waitBody(bodyErr)
-	return nil, false, ""
+}
+
+// requestBodySent reports whether the streamed request body was sent in
+// full once the response is complete, which the backend connection's
+// reuse needs; *bodyErr is set to nil when its result was taken.
+func (x *exchange) requestBodySent(bodyErr *chan error) bool {
+	if !x.bodyRead.Load() {
+		select {
+		case err := <-*bodyErr:
+			*bodyErr = nil
+			if err != nil {
+				x.closeClient = true
+				return false
+			}
+			return true
+		default:
+			return false
+		}
+	}
+	// Only the sender's last write may be pending: give it a moment (a
+	// backend that stopped reading would block it).
+	t := time.NewTimer(bodyFinishGrace)
+	defer t.Stop()
+	select {
+	case err := <-*bodyErr:
+		*bodyErr = nil
+		if err != nil {
+			x.closeClient = true
+			return false
+		}
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // waitBody waits for the request body goroutine after the backend
@@ -554,7 +656,7 @@ func (x *exchange) sendBody(bc *backendConn) error {
 	var buf []byte
 	for {
 		p, err := x.body.next()
-		if err == io.EOF || err == nil && bodyFinished(x.body) {
+		if err == io.EOF || err == nil && x.body.finished() {
 			x.bodyRead.Store(true)
 		}
 		if len(p) > 0 {
@@ -633,9 +735,7 @@ func (x *exchange) readResponseHead(bc *backendConn, rt *Route) error {
 
 // abortClientRead unblocks a body reader waiting on the client.
 func (x *exchange) abortClientRead() {
-	if a, ok := x.sink.(interface{ abortRead() }); ok {
-		a.abortRead()
-	}
+	x.sink.abortRead()
 }
 
 var continueResponse = response{status: 100, reason: []byte("Continue"), proto: 11}
@@ -789,15 +889,12 @@ func (x *exchange) fail(e *proxyError, allow string) {
 // writeLocal sends a response the proxy produced itself.
 func (x *exchange) writeLocal(status int, ctype string, body []byte, allow string) {
 	x.status = status
-	if l, ok := x.sink.(interface {
-		local(x *exchange, status int, ctype string, body []byte, allow string) error
-	}); ok {
-		if err := l.local(x, status, ctype, body, allow); err != nil {
-			x.closeClient = true
-		}
-		if string(x.req.method) != "HEAD" {
-			x.bytesOut = int64(len(body))
-		}
+	r := x.shapeLocal(status, ctype, body, allow)
+	if err := x.sink.local(x, &r); err != nil {
+		x.closeClient = true
+	}
+	if string(x.req.method) != "HEAD" {
+		x.bytesOut = int64(len(body))
 	}
 }
 

@@ -78,6 +78,15 @@ func BenchmarkProxy(b *testing.B) {
 	b.Run("metrics=off", func(b *testing.B) { benchmarkProxy(b, "fast", nil) })
 	b.Run("metrics=on", func(b *testing.B) { benchmarkProxy(b, "fast", observe.NewMetrics()) })
 	b.Run("goroutines", func(b *testing.B) { benchmarkProxy(b, "fast-goroutines", observe.NewMetrics()) })
+	for _, chain := range benchChains[1:] {
+		b.Run("chain="+chain.name, func(b *testing.B) {
+			roundTrip := keepAliveClientChain(b, "fast", observe.NewMetrics(), "/bench", chain)
+			b.ReportAllocs()
+			for b.Loop() {
+				roundTrip()
+			}
+		})
+	}
 	b.Run("path=normalized", func(b *testing.B) {
 		// The path needs normalizing: it is rebuilt in the connection's
 		// scratch buffer, still without allocating.
@@ -99,14 +108,41 @@ func keepAliveClient(b testing.TB, engine string, metrics *observe.Metrics) func
 // keepAliveClientTarget is keepAliveClient sending target as the
 // request-target.
 func keepAliveClientTarget(b testing.TB, engine string, metrics *observe.Metrics, target string) func() {
+	return keepAliveClientChain(b, engine, metrics, target, benchChain{})
+}
+
+// benchChain is a route's middlewares (a YAML flow sequence, "" for none)
+// and the header lines the client sends for them.
+type benchChain struct {
+	name, middlewares, headers string
+}
+
+// benchChains are the chains whose hot path must not allocate.
+var benchChains = []benchChain{
+	{name: "none"},
+	{name: "ip_filter", middlewares: `[ { name: ip_filter, allow: ["127.0.0.0/8"], deny: ["10.0.0.0/8"] } ]`},
+	{
+		name: "ip_filter+basic_auth",
+		// bench:pw, its bcrypt verification cached after the warm-up.
+		middlewares: `[ { name: ip_filter, allow: ["127.0.0.0/8"] }, { name: basic_auth, user_header: X-User, users: ["bench:$2a$04$FHPnDiiGNAuIbTmQ.WNscO/kdmRhU66yOoRcPxCyUURQ8VUvmwK16"] } ]`,
+		headers:     "Authorization: Basic YmVuY2g6cHc=\r\n",
+	},
+}
+
+// keepAliveClientChain is keepAliveClientTarget with the route's chain.
+func keepAliveClientChain(b testing.TB, engine string, metrics *observe.Metrics, target string, chain benchChain) func() {
 	be := rawBackend(b)
-	gw := startGatewayMetrics(b, engine, fmt.Sprintf("  - { path: \"/\", backend: \"http://%s\" }\n", be), metrics)
+	route := fmt.Sprintf("  - { path: \"/\", backend: \"http://%s\" }\n", be)
+	if chain.middlewares != "" {
+		route = fmt.Sprintf("  - { path: \"/\", backend: \"http://%s\", middlewares: %s }\n", be, chain.middlewares)
+	}
+	gw := startGatewayMetrics(b, engine, route, metrics)
 	c, err := net.Dial("tcp", gw.addr)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { c.Close() })
-	req := []byte("GET " + target + " HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n\r\n")
+	req := []byte("GET " + target + " HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n" + chain.headers + "\r\n")
 	buf := make([]byte, 4096)
 	roundTrip := func() {
 		if _, err := c.Write(req); err != nil {
@@ -120,6 +156,9 @@ func keepAliveClientTarget(b testing.TB, engine string, metrics *observe.Metrics
 			}
 			n += m
 			if i := bytes.Index(buf[:n], []byte("\r\n\r\n")); i >= 0 && n-i-4 >= 64 {
+				if !bytes.HasPrefix(buf, []byte("HTTP/1.1 200 ")) {
+					b.Fatalf("answer %q", buf[:n])
+				}
 				return
 			}
 		}
@@ -144,7 +183,8 @@ func benchmarkProxy(b *testing.B, engine string, metrics *observe.Metrics) {
 const normalizedBenchTarget = "//%62ench/x%2d1?q"
 
 // TestProxyAllocations guards the hot path: a proxied keep-alive request
-// allocates nothing, with metrics on.
+// allocates nothing, with metrics on, without middlewares and with each
+// chain of benchChains.
 func TestProxyAllocations(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are meaningless under -race (sync.Pool drops items)")
@@ -154,6 +194,12 @@ func TestProxyAllocations(t *testing.T) {
 			roundTrip := keepAliveClientTarget(t, engine, observe.NewMetrics(), target)
 			if n := testing.AllocsPerRun(200, roundTrip); n > 0 {
 				t.Fatalf("%s %s: %.1f allocations per proxied request, want 0", engine, target, n)
+			}
+		}
+		for _, chain := range benchChains[1:] {
+			roundTrip := keepAliveClientChain(t, engine, observe.NewMetrics(), "/bench", chain)
+			if n := testing.AllocsPerRun(200, roundTrip); n > 0 {
+				t.Fatalf("%s with %s: %.1f allocations per proxied request, want 0", engine, chain.name, n)
 			}
 		}
 	}

@@ -111,13 +111,10 @@ func (x *exchange) RequestBody() ([]byte, error) {
 	if x.bodyBuffered != nil || !x.req.hasBody() {
 		return x.bodyBuffered, nil
 	}
-	rb, ok := x.sink.(interface {
-		readBody(x *exchange, n int64) ([]byte, error)
-	})
-	if !ok || x.req.chunked || x.req.contentLength > maxPhaseBody {
+	if x.req.chunked || x.req.contentLength > maxPhaseBody {
 		return nil, errBodyNotBuffered
 	}
-	body, err := rb.readBody(x, x.req.contentLength)
+	body, err := x.sink.readBody(x, x.req.contentLength)
 	if err != nil {
 		return nil, err
 	}
@@ -199,13 +196,15 @@ func (x *exchange) SetResponseBody(body []byte) { x.phase.respBody = body }
 // the request through, whether it wants the response; filters says it
 // declared that it may filter the body.
 func (x *exchange) noteResponsePhase(h middleware.ResponseHandler, filters bool) {
-	switch h.ResponseNeeds(x) {
-	case middleware.NeedNone:
+	// NeedBody implies NeedResponse, whether or not both bits are set.
+	needs := h.ResponseNeeds(x)
+	if needs == middleware.NeedNone {
 		return
-	case middleware.NeedBody:
-		x.phase.needBody = true
 	}
 	x.phase.pending = append(x.phase.pending, h)
+	if needs&middleware.NeedBody != 0 {
+		x.phase.needBody = true
+	}
 	if filters {
 		x.noteBodyFilter(h)
 	}

@@ -84,3 +84,30 @@ func TestCheckInstance(t *testing.T) {
 		t.Fatal("a chain with a declared blocking middleware runs on the event loop")
 	}
 }
+
+// needsPolicy is a response handler that asks for fixed needs.
+type needsPolicy struct{ needs middleware.ResponseNeeds }
+
+func (p needsPolicy) ResponseNeeds(middleware.Exchange) middleware.ResponseNeeds { return p.needs }
+func (needsPolicy) OnResponse(middleware.Exchange) error                         { return nil }
+func (needsPolicy) ResponseFailure() *middleware.Reply                           { return nil }
+
+// TestNoteResponsePhaseNeeds: NeedBody asks for the buffered body whether
+// or not NeedResponse is set beside it; NeedNone leaves the handler out.
+func TestNoteResponsePhaseNeeds(t *testing.T) {
+	for _, tc := range []struct {
+		needs            middleware.ResponseNeeds
+		pending, bodyToo bool
+	}{
+		{middleware.NeedNone, false, false},
+		{middleware.NeedResponse, true, false},
+		{middleware.NeedBody, true, true},
+		{middleware.NeedResponse | middleware.NeedBody, true, true},
+	} {
+		var x exchange
+		x.noteResponsePhase(needsPolicy{tc.needs}, false)
+		if got := len(x.phase.pending) == 1; got != tc.pending || x.phase.needBody != tc.bodyToo {
+			t.Errorf("needs %d: pending %v, needBody %v; want %v, %v", tc.needs, got, x.phase.needBody, tc.pending, tc.bodyToo)
+		}
+	}
+}

@@ -788,43 +788,39 @@ func (cc *clientConn) finish(trailers []hfield) error {
 	return cc.bc.flush()
 }
 
-func (cc *clientConn) local(x *exchange, status int, ctype string, body []byte, allow string) error {
+func (cc *clientConn) local(x *exchange, r *localReply) error {
 	w := cc.bc.wbuf
 	w = append(w, "HTTP/1.1 "...)
-	w = strconv.AppendInt(w, int64(status), 10)
+	w = strconv.AppendInt(w, int64(r.status), 10)
 	w = append(w, ' ')
-	w = append(w, statusText(status)...)
+	w = append(w, statusText(r.status)...)
 	w = append(w, '\r', '\n')
 	w = appendDate(w)
-	noBody := status == 204 || status == 304 || status < 200
-	if ctype != "" && ctype != "-" {
-		w = append(w, "Content-Type: "...)
-		w = append(w, ctype...)
-		w = append(w, '\r', '\n')
-	}
-	if !noBody {
-		w = append(w, "Content-Length: "...)
-		w = strconv.AppendInt(w, int64(len(body)), 10)
-		w = append(w, '\r', '\n')
-	}
-	w = append(w, "X-Request-Id: "...)
-	w = append(w, x.reqID...)
+	hw := wireHeaders{w}
+	x.localHeaders(&hw, r)
+	w = cc.appendConnection(hw.b, x)
 	w = append(w, '\r', '\n')
-	w = appendStrHeaders(w, x.addResp)
-	w = appendPairHeaders(w, x.replyHeaders)
-	if allow != "" {
-		w = append(w, "Allow: "...)
-		w = append(w, allow...)
-		w = append(w, '\r', '\n')
-	}
-	w = cc.appendConnection(w, x)
-	w = append(w, '\r', '\n')
-	if string(cc.req.method) != "HEAD" && !noBody {
-		w = append(w, body...)
+	if r.sendBody {
+		w = append(w, r.body...)
 	}
 	cc.bc.wbuf = w
 	cc.ensureWriteDeadline()
 	return cc.bc.flush()
+}
+
+// wireHeaders appends header fields in HTTP/1.1 form.
+type wireHeaders struct{ b []byte }
+
+func (h *wireHeaders) add(name, value string) {
+	h.b = append(append(append(append(h.b, name...), ": "...), value...), '\r', '\n')
+}
+
+func (h *wireHeaders) addBytes(name string, value []byte) {
+	h.b = append(append(append(append(h.b, name...), ": "...), value...), '\r', '\n')
+}
+
+func (h *wireHeaders) addInt(name string, v int64) {
+	h.b = append(strconv.AppendInt(append(append(h.b, name...), ": "...), v, 10), '\r', '\n')
 }
 
 func (cc *clientConn) abortRead() {

@@ -170,6 +170,9 @@ type stdBody struct {
 	err error
 }
 
+// finished is false: the engine cannot tell from net/http's body alone.
+func (b *stdBody) finished() bool { return false }
+
 func (b *stdBody) next() ([]byte, error) {
 	if b.err != nil {
 		return nil, b.err
@@ -258,37 +261,43 @@ func (s *stdSink) finish(trailers []hfield) error {
 	return nil
 }
 
-func (s *stdSink) local(x *exchange, status int, ctype string, body []byte, allow string) error {
+func (s *stdSink) local(x *exchange, r *localReply) error {
 	h := s.w.Header()
-	noBody := status == 204 || status == 304 || status < 200
-	if ctype != "" && ctype != "-" {
-		h.Set("Content-Type", ctype)
-	}
-	if !noBody {
-		h.Set("Content-Length", strconv.Itoa(len(body)))
-	}
-	h.Set("X-Request-Id", string(x.reqID))
-	for _, a := range x.addResp {
-		h.Add(a.name, a.value)
-	}
-	for _, a := range x.replyHeaders {
-		h.Add(a[0], a[1])
-	}
-	if allow != "" {
-		h.Set("Allow", allow)
-	}
+	x.localHeaders(mapHeaders(h), r)
 	if x.closeClient && x.req.proto < 20 {
 		h.Set("Connection", "close")
 	}
 	s.wroteHead = true
 	s.finished = true
-	s.w.WriteHeader(status)
-	if !noBody && (x.req.proto == 20 || string(x.req.method) != "HEAD") {
-		_, err := s.w.Write(body)
+	s.w.WriteHeader(r.status)
+	if r.sendBody {
+		_, err := s.w.Write(r.body)
 		return err
 	}
 	return nil
 }
+
+// abortRead does nothing: net/http gives no way to interrupt a body read
+// from another goroutine; the server's own timeouts end it.
+func (s *stdSink) abortRead() {}
+
+// mapHeaders puts header fields into a net/http header map. Content-Type,
+// Content-Length and X-Request-Id replace what the map held; the others
+// add.
+type mapHeaders http.Header
+
+func (h mapHeaders) add(name, value string) {
+	switch name {
+	case "Content-Type", "Content-Length", "X-Request-Id", "Allow":
+		http.Header(h).Set(name, value)
+	default:
+		http.Header(h).Add(name, value)
+	}
+}
+
+func (h mapHeaders) addBytes(name string, value []byte) { h.add(name, string(value)) }
+
+func (h mapHeaders) addInt(name string, v int64) { h.add(name, strconv.FormatInt(v, 10)) }
 
 func (s *stdSink) tunnel(x *exchange, resp *response, bc *backendConn) error {
 	hj, ok := s.w.(http.Hijacker)

@@ -8,7 +8,13 @@
 // middleware.ResponseHandler) of one `name: wasm` entry of a route, built
 // by the wasm module (l7/middleware/wasm): it runs the guest's handle_request on each
 // request and, when the request was forwarded, its handle_response once the
-// proxy has the response. Check validates a plugin file without a Manager.
+// proxy has the response. Check validates a plugin file as a Manager loads
+// and starts it, for `rustygate validate`.
+//
+// Guests are WASI commands (they export _start: their main registers the
+// handler, as TinyGo guests do) or reactors (they export _initialize).
+// Each instance runs its start function once, when it is created; a main
+// ending with proc_exit(0) has started it.
 //
 // A guest instance is not safe for concurrent use, so each Handler keeps a
 // bounded pool of instances, created on demand. Every instance has a memory

@@ -1,7 +1,6 @@
 package plugins
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l7/middleware"
 )
 
@@ -81,6 +79,18 @@ func FailureReplyFor(reason string) *middleware.Reply {
 	return FailureReply()
 }
 
+// Entry is what a `name: wasm` entry gives its handler.
+type Entry struct {
+	Path           string
+	Config         map[string]any
+	FailOpen       bool
+	MaxConcurrency int
+	MaxQueue       int
+}
+
+// policyName is the name under which the handler reports rejections.
+const policyName = "wasm"
+
 // New builds the policy of a `name: wasm` entry: cfg.Path is the
 // .wasm file (relative to the working directory), cfg.Config is handed to
 // the guest as JSON (get_config) and cfg.FailOpen decides what a failing
@@ -91,7 +101,7 @@ func FailureReplyFor(reason string) *middleware.Reply {
 // process may use, at most 16; see workerPool) and
 // cfg.MaxQueue the calls waiting for one of them (default 1024), each for
 // at most the call deadline: others are refused (reason "overloaded").
-func New(m *Manager, cfg config.Middleware, route string, rep middleware.Reporter) (*Handler, error) {
+func New(m *Manager, cfg Entry, route string, rep middleware.Reporter) (*Handler, error) {
 	if m == nil {
 		return nil, errors.New("wasm: no plugin manager")
 	}
@@ -102,11 +112,9 @@ func New(m *Manager, cfg config.Middleware, route string, rep middleware.Reporte
 	if err != nil {
 		return nil, fmt.Errorf("wasm: path: %w", err)
 	}
-	var conf []byte
-	if cfg.Config != nil {
-		if conf, err = json.Marshal(cfg.Config); err != nil {
-			return nil, fmt.Errorf("wasm: config: %w", err)
-		}
+	conf, err := encodeConfig(cfg.Config)
+	if err != nil {
+		return nil, fmt.Errorf("wasm: %w", err)
 	}
 	if rep == nil {
 		rep = middleware.NopReporter{}
@@ -149,7 +157,7 @@ func New(m *Manager, cfg config.Middleware, route string, rep middleware.Reporte
 	mod := h.newModule(c)
 	if err := mod.prewarm(); err != nil {
 		mod.Close()
-		return nil, fmt.Errorf("wasm: %s: %w", cfg.Path, err)
+		return nil, fmt.Errorf("wasm: %s: %w", cfg.Path, startError(err, m.opts))
 	}
 	h.cur.Store(mod)
 	if m.handlers[abs] == nil {
@@ -191,7 +199,7 @@ func (h *Handler) Handle(r middleware.Request) *middleware.Reply {
 		return h.fail(r, err)
 	}
 	if reply != nil && reply.Status >= 400 {
-		h.rep.Rejected(config.MiddlewareWASM, h.route, "denied", r.PeerIP())
+		h.rep.Rejected(policyName, h.route, "denied", r.PeerIP())
 	}
 	return reply
 }
@@ -258,7 +266,7 @@ func (h *Handler) fail(r middleware.Request, err error) *middleware.Reply {
 	if errors.As(err, &pe) {
 		reason = pe.Reason
 	}
-	h.rep.Rejected(config.MiddlewareWASM, h.route, reason, r.PeerIP())
+	h.rep.Rejected(policyName, h.route, reason, r.PeerIP())
 	h.logFailure(err)
 	if h.failOpen {
 		return nil

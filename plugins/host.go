@@ -10,6 +10,8 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
 )
 
 // hostModule is the import module name of the http-wasm HTTP handler ABI.
@@ -73,6 +75,29 @@ func instantiateHost(ctx context.Context, rt wazero.Runtime) error {
 			}), f.params, f.results).
 			Export(f.name)
 	}
+	_, err := b.Instantiate(ctx)
+	return err
+}
+
+// instantiateWASI defines the "wasi_snapshot_preview1" module in rt. Go
+// (GOOS=wasip1), TinyGo and other WASI guests import a few of its
+// functions (clock, random, fd_write for panics, proc_exit); none gives
+// file or network access, as no directory or socket is configured.
+//
+// proc_exit ends the guest call with its exit code without closing the
+// instance (wazero's closes it): a WASI command's main may end with
+// proc_exit(0), which is a successful start, after which the instance
+// serves requests (see runStart). Any other exit fails the call, and the
+// host discards the instance.
+func instantiateWASI(ctx context.Context, rt wazero.Runtime) error {
+	b := rt.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
+	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(b)
+	b.NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(func(_ context.Context, _ api.Module, stack []uint64) {
+			panic(sys.NewExitError(uint32(stack[0])))
+		}), []api.ValueType{i32}, nil).
+		WithParameterNames("rval").
+		Export("proc_exit")
 	_, err := b.Instantiate(ctx)
 	return err
 }

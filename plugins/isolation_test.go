@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-
-	"github.com/rustygate/rustygate/config"
 )
 
 // isolationDeadline is the call deadline of the isolation tests, and
@@ -30,7 +28,7 @@ const (
 
 func newWASMHandler(t testing.TB, m *Manager, path string, conc, queue int, rep *reporter) *Handler {
 	t.Helper()
-	h, err := New(m, config.Middleware{Name: config.MiddlewareWASM, Path: path, MaxConcurrency: conc, MaxQueue: queue}, "r1", rep)
+	h, err := New(m, Entry{Path: path, MaxConcurrency: conc, MaxQueue: queue}, "r1", rep)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +168,7 @@ func TestCloseStopsWorkers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := New(m, config.Middleware{Name: config.MiddlewareWASM, Path: example(t, "loop")}, "r1", nil)
+	h, err := New(m, Entry{Path: example(t, "loop")}, "r1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

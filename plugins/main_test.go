@@ -16,7 +16,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l7/middleware"
 )
 
@@ -147,7 +146,7 @@ func newManager(t testing.TB, opts Options) (*Manager, *syncBuffer) {
 
 func newHandler(t testing.TB, m *Manager, path string, failOpen bool, conf map[string]any) *Handler {
 	t.Helper()
-	h, err := New(m, config.Middleware{Name: config.MiddlewareWASM, Path: path, FailOpen: failOpen, Config: conf}, "r1", &reporter{})
+	h, err := New(m, Entry{Path: path, FailOpen: failOpen, Config: conf}, "r1", &reporter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +176,8 @@ func (r *reporter) got() []string {
 // and response. AddResponseHeader before the response exists records
 // headers that are added to it when it starts (as the proxy does).
 type testEx struct {
+	// Request provides the methods the tests do not use (they panic).
+	middleware.Request
 	method, uri, proto string
 	peer               netip.AddrPort
 	reqH               [][2]string

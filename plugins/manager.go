@@ -145,7 +145,11 @@ type compiled struct {
 	hash        string // hex SHA-256 of the file
 	mod         wazero.CompiledModule
 	hasResponse bool
-	refs        int // guarded by mgr.cacheMu
+	// start is the function that sets an instance up: "_start" (a WASI
+	// command: its main registers the handler), "_initialize" (a WASI
+	// reactor), or "" (neither).
+	start string
+	refs  int // guarded by mgr.cacheMu
 }
 
 // release drops one reference; the last closes the compiled code.
@@ -234,10 +238,7 @@ func NewManager(opts Options) (*Manager, error) {
 		m.closeRuntime()
 		return nil, fmt.Errorf("wasm host module: %w", err)
 	}
-	// Go (GOOS=wasip1) and other WASI guests import a few of its functions
-	// (clock, random, fd_write for panics); none gives file or network
-	// access, as no directory or socket is configured.
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+	if err := instantiateWASI(ctx, rt); err != nil {
 		m.closeRuntime()
 		return nil, fmt.Errorf("wasm WASI module: %w", err)
 	}
@@ -307,12 +308,12 @@ func (m *Manager) compileLocked(abs string) (*compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compiling %s: %w", abs, err)
 	}
-	hasResponse, err := checkGuest(mod)
+	g, err := checkGuest(mod)
 	if err != nil {
 		_ = mod.Close(ctx)
 		return nil, fmt.Errorf("%s: %w", abs, err)
 	}
-	c := &compiled{mgr: m, hash: hash, mod: mod, hasResponse: hasResponse, refs: 1}
+	c := &compiled{mgr: m, hash: hash, mod: mod, hasResponse: g.hasResponse, start: g.start, refs: 1}
 	m.cacheMu.Lock()
 	m.cache[hash] = c
 	m.cacheMu.Unlock()
@@ -338,31 +339,59 @@ func readFile(path string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
+// guestInfo is what checkGuest learnt of a guest.
+type guestInfo struct {
+	hasResponse bool
+	start       string // see compiled.start
+}
+
+// WASI start functions: a command exports _start (main, run once), a
+// reactor _initialize (its runtime set up, then the exports called).
+const (
+	startCommand = "_start"
+	startReactor = "_initialize"
+)
+
 // checkGuest checks the exports the ABI requires: memory and
 // handle_request () -> i64; handle_response (i32, i32) -> () is optional
-// here (when absent it is simply not called).
-func checkGuest(mod wazero.CompiledModule) (hasResponse bool, err error) {
+// here (when absent it is simply not called). A start function, if any,
+// is either _start or _initialize, () -> (): a module cannot be both a
+// WASI command and a reactor.
+func checkGuest(mod wazero.CompiledModule) (g guestInfo, err error) {
 	fns := mod.ExportedFunctions()
 	hr, ok := fns["handle_request"]
 	if !ok || len(hr.ParamTypes()) != 0 || !bytes.Equal(hr.ResultTypes(), []api.ValueType{api.ValueTypeI64}) {
-		return false, errNoHandleRequest
+		return g, errNoHandleRequest
 	}
 	if _, ok := mod.ExportedMemories()["memory"]; !ok {
-		return false, errors.New(`guest does not export "memory"`)
+		return g, errors.New(`guest does not export "memory"`)
 	}
 	if rs, ok := fns["handle_response"]; ok {
 		if !bytes.Equal(rs.ParamTypes(), []api.ValueType{api.ValueTypeI32, api.ValueTypeI32}) || len(rs.ResultTypes()) != 0 {
-			return false, errors.New(`guest exports "handle_response" with a signature other than (i32, i32) -> ()`)
+			return g, errors.New(`guest exports "handle_response" with a signature other than (i32, i32) -> ()`)
 		}
-		hasResponse = true
+		g.hasResponse = true
+	}
+	for _, name := range []string{startCommand, startReactor} {
+		f, ok := fns[name]
+		if !ok {
+			continue
+		}
+		if g.start != "" {
+			return g, fmt.Errorf("guest exports both %q (a WASI command) and %q (a WASI reactor)", startCommand, startReactor)
+		}
+		if len(f.ParamTypes()) != 0 || len(f.ResultTypes()) != 0 {
+			return g, fmt.Errorf("guest exports %q with a signature other than () -> ()", name)
+		}
+		g.start = name
 	}
 	for _, f := range mod.ImportedFunctions() {
 		modName, name, _ := f.Import()
 		if modName != hostModule && modName != wasi_snapshot_preview1.ModuleName {
-			return false, fmt.Errorf("guest imports %s.%s: only %q and %q are provided", modName, name, hostModule, wasi_snapshot_preview1.ModuleName)
+			return g, fmt.Errorf("guest imports %s.%s: only %q and %q are provided", modName, name, hostModule, wasi_snapshot_preview1.ModuleName)
 		}
 	}
-	return hasResponse, nil
+	return g, nil
 }
 
 // Reload recompiles the plugin at path if its content changed, and swaps

@@ -117,6 +117,9 @@ type pending struct {
 	features Features
 	reqCtx   uint32
 	inst     *instance // kept when the guest returned a request context
+	// body is the response body the guest wrote in handle_request before
+	// it forwarded the request.
+	body []byte
 }
 
 var pendingPool = sync.Pool{New: func() any { return new(pending) }}
@@ -141,7 +144,9 @@ func newModule(c *compiled, rt wazero.Runtime, lim *limiter, pool *workerPool, o
 	errw := &logWriter{log: log, level: slog.LevelWarn, path: path, route: route, stream: "stderr"}
 	m.modCfg = wazero.NewModuleConfig().
 		WithName(""). // anonymous: any number of instances
-		WithStartFunctions("_initialize").
+		// The start function (compiled.start) runs in opInstantiate: a
+		// command's proc_exit(0) must not close the instance.
+		WithStartFunctions().
 		WithStdout(out).
 		WithStderr(errw).
 		WithSysNanotime().
@@ -267,6 +272,28 @@ func opInstantiate(inst *instance) {
 		ctx = experimental.WithMemoryAllocator(ctx, m.mem)
 	}
 	inst.mod, inst.err = m.rt.InstantiateModule(ctx, m.c.mod, m.modCfg)
+	if inst.err != nil || m.c.start == "" {
+		return
+	}
+	if inst.err = runStart(ctx, inst.mod, m.c.start); inst.err != nil {
+		_ = inst.mod.Close(context.Background())
+		inst.mod = nil
+	}
+}
+
+// runStart runs the start function of a new instance: a command's _start
+// (its main, which registers the handler: once per instance) or a
+// reactor's _initialize. A main that ends with proc_exit(0) succeeded.
+func runStart(ctx context.Context, mod api.Module, name string) error {
+	_, err := mod.ExportedFunction(name).Call(ctx)
+	var exit *sys.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() == 0 && !mod.IsClosed() {
+		return nil // not the runtime closing at shutdown
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
 }
 
 // opCall is the worker's part of call.
@@ -458,8 +485,8 @@ func (m *module) afterRequest(ex Exchange, inst *instance) (*middleware.Reply, e
 		m.discard(inst)
 		return nil, &Error{Reason: "bad_return", Err: fmt.Errorf("handle_request returned next=%d (want 0 or 1)", uint32(ctxNext))}
 	}
-	st.forward()
-	if inst.handleResp == nil {
+	body := st.forward()
+	if inst.handleResp == nil && body == nil {
 		st.end()
 		m.release(inst)
 		return nil, nil
@@ -467,8 +494,9 @@ func (m *module) afterRequest(ex Exchange, inst *instance) (*middleware.Reply, e
 	p := pendingPool.Get().(*pending)
 	p.features = st.features
 	p.reqCtx = uint32(ctxNext >> 32)
+	p.body = body
 	st.end()
-	if p.reqCtx != 0 {
+	if p.reqCtx != 0 && inst.handleResp != nil {
 		// The guest correlates handle_response with this request through
 		// its own memory: the same instance must run it.
 		p.inst = inst
@@ -479,22 +507,48 @@ func (m *module) afterRequest(ex Exchange, inst *instance) (*middleware.Reply, e
 	return nil, nil
 }
 
-// responseNeeds reports what OnResponse needs for ex.
+// responseNeeds reports what OnResponse needs for ex. NeedBody implies
+// NeedResponse.
 func responseNeeds(ex Exchange, key string) ResponseNeeds {
 	p, _ := ex.Value(key).(*pending)
 	if p == nil {
 		return NeedNone
 	}
-	if p.features&FeatureBufferResponse != 0 {
-		return NeedResponse | NeedBody
+	if p.features&FeatureBufferResponse != 0 || p.body != nil {
+		return NeedBody
 	}
 	return NeedResponse
+}
+
+// writeBody puts the body the guest wrote while forwarding the request
+// before the backend's (the stream it wrote to), once. The gateway's own
+// error response is left alone.
+func (p *pending) writeBody(ex Exchange) {
+	if p.body == nil {
+		return
+	}
+	if !ex.ResponseIsError() {
+		ex.SetResponseBody(append(p.body, ex.ResponseBody()...))
+	}
+	p.body = nil
+}
+
+// free drops the pending state of a request.
+func (p *pending) free(ex Exchange, key string) {
+	ex.SetValue(key, nil)
+	*p = pending{}
+	pendingPool.Put(p)
 }
 
 // OnResponse implements Plugin.
 func (m *module) OnResponse(ex Exchange) error {
 	p, _ := ex.Value(m.key).(*pending)
 	if p == nil {
+		return nil
+	}
+	p.writeBody(ex)
+	if p.inst == nil && !m.c.hasResponse {
+		p.free(ex, m.key)
 		return nil
 	}
 	deadline := time.Now().Add(m.opts.Timeout)
@@ -504,9 +558,7 @@ func (m *module) OnResponse(ex Exchange) error {
 			// Its guest keeps state for this request: not reusable.
 			p.inst.owner.discard(p.inst)
 		}
-		ex.SetValue(m.key, nil)
-		*p = pending{}
-		pendingPool.Put(p)
+		p.free(ex, m.key)
 		return err
 	}
 	defer func() {
@@ -522,10 +574,8 @@ func (m *module) OnResponse(ex Exchange) error {
 			return err
 		}
 	}
-	ex.SetValue(m.key, nil)
 	features, reqCtx := p.features, p.reqCtx
-	*p = pending{}
-	pendingPool.Put(p)
+	p.free(ex, m.key)
 	// inst may come from a module that was swapped out since: it goes back
 	// to its own pool.
 	owner := inst.owner

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l7/middleware"
 )
 
@@ -48,7 +47,7 @@ func TestAddHeader(t *testing.T) {
 func TestDeny(t *testing.T) {
 	m, _ := newManager(t, Options{})
 	rep := &reporter{}
-	h, err := New(m, config.Middleware{Name: "wasm", Path: example(t, "deny")}, "r1", rep)
+	h, err := New(m, Entry{Path: example(t, "deny")}, "r1", rep)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +79,7 @@ func TestLoopIsCutByTheDeadline(t *testing.T) {
 func testLoopIsCut(t *testing.T, opts Options) {
 	m, logs := newManager(t, opts)
 	rep := &reporter{}
-	h, err := New(m, config.Middleware{Name: "wasm", Path: example(t, "loop")}, "r1", rep)
+	h, err := New(m, Entry{Path: example(t, "loop")}, "r1", rep)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +129,7 @@ func TestTrap(t *testing.T) {
 	m, _ := newManager(t, Options{})
 	for _, failOpen := range []bool{false, true} {
 		rep := &reporter{}
-		h, err := New(m, config.Middleware{Name: "wasm", Path: example(t, "trap"), FailOpen: failOpen}, "r1", rep)
+		h, err := New(m, Entry{Path: example(t, "trap"), FailOpen: failOpen}, "r1", rep)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -158,7 +157,7 @@ func TestTrap(t *testing.T) {
 func TestConcurrentCalls(t *testing.T) {
 	// Generous deadlines: this checks pooling, not speed, on a shared CPU.
 	m, _ := newManager(t, Options{Timeout: 5 * time.Second, QueueTimeout: 30 * time.Second})
-	h, err := New(m, config.Middleware{Name: "wasm", Path: example(t, "add_header"), MaxConcurrency: 64, MaxQueue: 1000}, "r1", &reporter{})
+	h, err := New(m, Entry{Path: example(t, "add_header"), MaxConcurrency: 64, MaxQueue: 1000}, "r1", &reporter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,15 +355,15 @@ func TestLoadErrors(t *testing.T) {
 		"big memory":   bigMemory,
 		"other import": otherImport,
 	} {
-		_, err := New(m, config.Middleware{Name: "wasm", Path: p}, "r1", nil)
+		_, err := New(m, Entry{Path: p}, "r1", nil)
 		if err == nil {
 			t.Errorf("%s: New succeeded", name)
 		}
 	}
-	if _, err := New(m, config.Middleware{Name: "wasm"}, "r1", nil); err == nil {
+	if _, err := New(m, Entry{}, "r1", nil); err == nil {
 		t.Error("empty path accepted")
 	}
-	if _, err := New(m, config.Middleware{Name: "wasm", Path: noExport, Config: map[string]any{"f": func() {}}}, "r1", nil); err == nil {
+	if _, err := New(m, Entry{Path: noExport, Config: map[string]any{"f": func() {}}}, "r1", nil); err == nil {
 		t.Error("unencodable config accepted")
 	}
 }
@@ -638,7 +637,7 @@ func TestManagerClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := New(m, config.Middleware{Name: "wasm", Path: path}, "r1", nil)
+	h, err := New(m, Entry{Path: path}, "r1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -661,7 +660,7 @@ func TestManagerClose(t *testing.T) {
 	if err := h.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(m, config.Middleware{Name: "wasm", Path: path}, "r1", nil); err == nil {
+	if _, err := New(m, Entry{Path: path}, "r1", nil); err == nil {
 		t.Fatal("New after Close succeeded")
 	}
 }

@@ -150,8 +150,9 @@ func (st *callState) reply() *middleware.Reply {
 
 // forward applies what the guest wrote during a handle_request that
 // returned next=1: response headers to add to whatever response the
-// client gets, and a replaced request body.
-func (st *callState) forward() {
+// client gets, and a replaced request body. It hands over the response
+// body the guest wrote, if any, which goes before the backend's.
+func (st *callState) forward() (respBody []byte) {
 	for _, h := range st.respHeaders {
 		st.ex.AddResponseHeader(h[0], h[1])
 	}
@@ -159,6 +160,11 @@ func (st *callState) forward() {
 		st.ex.SetRequestBody(st.reqBodyOut)
 		st.reqBodyOut = nil
 	}
+	if st.respBodyWritten && len(st.respBody) > 0 {
+		respBody = st.respBody
+		st.respBody = nil
+	}
+	return respBody
 }
 
 // finishResponse applies a response body the guest wrote during

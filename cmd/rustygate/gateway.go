@@ -439,8 +439,8 @@ func pluginDirs(cfg *config.Config) []string {
 	var dirs []string
 	add := func(ms []config.Middleware) {
 		for _, m := range ms {
-			if m.Name == config.MiddlewareWASM && m.Path != "" {
-				if d := filepath.Dir(m.Path); !seen[d] {
+			if s, ok := m.Settings.(*wasm.Settings); ok && s.Path != "" {
+				if d := filepath.Dir(s.Path); !seen[d] {
 					seen[d] = true
 					dirs = append(dirs, d)
 				}

@@ -16,7 +16,8 @@
 // which the proxy trusts and never discovers by type: the phases it runs
 // in (a handler declaring PhaseResponse implements ResponseHandler, or
 // the chain fails to build) and whether it may block (MayBlock: the route
-// then runs off the event loops). A handler that owns background work
+// then runs off the event loops). A handler that blocks only at times
+// declares MayBlock false and calls Request.Offload before it does. A handler that owns background work
 // implements Closer; the snapshot closes it once no request uses it.
 //
 // A built handler is shared by every request of its snapshot, so Handle
@@ -62,6 +63,27 @@ type Request interface {
 	// stored with SetValue (e.g. verified JWT claims), or nil.
 	Value(key string) any
 	SetValue(key string, v any)
+	// URI is the target the request is forwarded with: path and query,
+	// as changed by the policies before (see Exchange.SetURI).
+	URI() []byte
+	// Scheme is "https" when the client spoke TLS to the proxy, else
+	// "http".
+	Scheme() string
+	// RequestHeaderNames appends the names of the headers the request is
+	// forwarded with (received and set by policies; hop-by-hop and
+	// framing headers excluded) to dst. It allocates: for policies that
+	// copy a request (forward_auth, mirror), not for every request.
+	RequestHeaderNames(dst []string) []string
+	// BufferedBody returns the whole request body when it is already in
+	// memory (nil, true when there is none). It reports false when the
+	// body is still to be read from the client: a policy that cannot
+	// wait for it goes without. The slice is valid only during Handle.
+	BufferedBody() ([]byte, bool)
+	// Offload moves the rest of the exchange off the event loop it runs
+	// on, if any: a policy that declares MayBlock false calls it before
+	// work that is long only at times (a password hash verified on a
+	// cache miss), so that it never stalls the loop's other connections.
+	Offload()
 }
 
 // Reply is a response a policy sends instead of forwarding.

@@ -99,6 +99,9 @@ type Module struct {
 	// Identity tells apart the entries of a module that may be listed
 	// more than once (see config.MiddlewareKind.Identity).
 	Identity func(settings any) string
+	// IdentityKey is the settings key holding the identity (see
+	// config.MiddlewareKind.IdentityKey).
+	IdentityKey string
 	// New builds a route's middleware from an effective entry. It
 	// validates what the configuration check cannot (files, keys) and
 	// fails instead of building something that would misbehave on the
@@ -135,7 +138,7 @@ func Register(m Module) {
 		panic(fmt.Sprintf("middleware: module %q has no New", m.Name))
 	}
 	if m.Settings != nil {
-		config.RegisterMiddlewareKind(config.MiddlewareKind{Name: m.Name, Order: m.Order, New: m.Settings, Identity: m.Identity})
+		config.RegisterMiddlewareKind(config.MiddlewareKind{Name: m.Name, Order: m.Order, New: m.Settings, Identity: m.Identity, IdentityKey: m.IdentityKey})
 	}
 	modules[m.Name] = m
 }

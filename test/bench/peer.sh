@@ -53,6 +53,10 @@
 #   rg_wasm       127.0.0.1:18086, plugins/examples/add_header.wasm on the
 #                 route (built with `make plugins` when missing)
 #                                                 (rustygate-wasm.yaml)
+#   rg_access     127.0.0.1:18094, the access middlewares of a protected
+#                 route: ip_filter (allowed) and basic_auth (bcrypt, served
+#                 from its cache after the first request); wrk sends the
+#                 user's credentials                (rustygate-access.yaml)
 # Compression targets (default only with FULL=1), GET of a JSON document
 # of the backend (1 KiB: /json/1k.json, 64 KiB: /json/64k.json, written by
 # this script; records of ids, names, prices, flags and tags) with
@@ -70,7 +74,8 @@
 # Each variant is checked once before measuring (rg_policies: the token gets
 # 200 and no token 401, CORS and rate-limit headers present; rg_wasm: the
 # response carries X-RustyGate-Plugin: executed; rg_2backends: both backends
-# answer); a failed check stops the script.
+# answer; rg_access: the credentials get 200, none 401); a failed check
+# stops the script.
 #
 # Environment knobs:
 #   DURATION      seconds per measured wrk run            (default 8)
@@ -87,7 +92,7 @@
 #                   (default "direct nginx rustygate rg_1cpu haproxy nginx_tls
 #                   rg_tls rg_tls_1cpu"; with FULL=1
 #                   also "rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm
-#                   gz_nginx_1k gz_nginx_64k gz_rg_1k gz_rg_64k")
+#                   rg_access gz_nginx_1k gz_nginx_64k gz_rg_1k gz_rg_64k")
 #   KEEP_TMP      1 keeps the temporary directory (logs, nginx prefixes)
 #
 # Every target gets `wrk -t2 -c64 -d${DURATION}s --latency`, the targets
@@ -118,7 +123,7 @@ RG_BIN=${RG_BIN:-$ROOT/bin/rustygate}
 OUT=${OUT:-$ROOT/test/bench/out}
 FULL=${FULL:-0}
 BASE_TARGETS="direct nginx rustygate rg_1cpu haproxy nginx_tls rg_tls rg_tls_1cpu"
-RG_VARIANTS="rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm"
+RG_VARIANTS="rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm rg_access"
 GZ_TARGETS="gz_nginx_1k gz_nginx_64k gz_rg_1k gz_rg_64k"
 if [[ $FULL == 1 ]]; then
 	TARGETS=${TARGETS:-$BASE_TARGETS $RG_VARIANTS $GZ_TARGETS}
@@ -142,6 +147,7 @@ declare -A PORT=(
 	[direct]=18001 [nginx]=18002 [haproxy]=18003 [rustygate]=18080
 	[rg_2backends]=18082 [rg_policies]=18083 [rg_tracing]=18084 [rg_tracing0]=18085 [rg_wasm]=18086
 	[rg_1cpu]=18087 [nginx_tls]=18004 [rg_tls]=18089 [rg_tls_1cpu]=18091
+	[rg_access]=18094
 	[gz_nginx_1k]=18005 [gz_nginx_64k]=18005 [gz_rg_1k]=18097 [gz_rg_64k]=18097
 )
 declare -A LABEL=(
@@ -154,6 +160,7 @@ declare -A LABEL=(
 	[rg_tracing]="rg_tracing: RustyGate + tracing ratio 1.0 (export fails)"
 	[rg_tracing0]="rg_tracing0: RustyGate + tracing ratio 0"
 	[rg_wasm]="rg_wasm: RustyGate + wasm add_header"
+	[rg_access]="rg_access: RustyGate + the middlewares of rustygate-access.yaml"
 	[rg_1cpu]="rg_1cpu: RustyGate on 1 CPU (GOMAXPROCS=1, one event loop)"
 	[nginx_tls]="nginx_tls: nginx proxy, HTTPS"
 	[rg_tls]="rg_tls: RustyGate, HTTPS"
@@ -182,6 +189,7 @@ declare -A RG_CONF=(
 	[rg_tracing]=rustygate-tracing.yaml
 	[rg_tracing0]=rustygate-tracing0.yaml
 	[rg_wasm]=rustygate-wasm.yaml
+	[rg_access]=rustygate-access.yaml
 	[rg_1cpu]=rustygate-1cpu.yaml
 	[rg_tls]=rustygate-tls.yaml
 	[rg_tls_1cpu]=rustygate-tls-1cpu.yaml
@@ -207,6 +215,8 @@ export RG_BENCH_JWT_SECRET=${RG_BENCH_JWT_SECRET:-rustygate-peer-benchmark-hs256
 # rg_wasm: the plugin path in rustygate-wasm.yaml is under this directory.
 export RG_BENCH_ROOT=$ROOT
 WASM_PLUGIN=$ROOT/plugins/examples/add_header.wasm
+# rg_access: the credentials of the basic_auth user of rustygate-access.yaml.
+ACCESS_AUTH="Authorization: Basic $(printf '%s' 'bench:rustygate-bench-password' | base64)"
 
 die() {
 	printf 'peer.sh: error: %s\n' "$*" >&2
@@ -460,6 +470,20 @@ verify_policies() {
 	note "  check: token -> 200 with CORS and RateLimit headers; no token -> 401"
 }
 
+# verify_access: with the credentials 200, without them 401 (so
+# basic_auth really runs).
+verify_access() {
+	local name=rg_access code
+	hdr_args "$name"
+	code=$(headers_of "$name" "${HDR_ARGS[@]}" | awk 'NR == 1 { print $2 }')
+	[[ $code == 200 ]] ||
+		die "${LABEL[$name]}: GET / with the benchmark credentials answered ${code:-nothing}, want 200"
+	code=$(headers_of "$name" | awk 'NR == 1 { print $2 }')
+	[[ $code == 401 ]] ||
+		die "${LABEL[$name]}: GET / without credentials answered ${code:-nothing}, want 401: basic_auth is not on"
+	note "  check: credentials -> 200; none -> 401"
+}
+
 # verify_wasm: the plugin adds X-RustyGate-Plugin: executed.
 verify_wasm() {
 	local h
@@ -660,6 +684,7 @@ if want rg_wasm && [[ ! -f $WASM_PLUGIN ]]; then
 	make -C "$ROOT" plugins >&2 || die "make plugins failed: the rg_wasm target cannot run"
 	[[ -f $WASM_PLUGIN ]] || die "make plugins did not produce $WASM_PLUGIN"
 fi
+want rg_access && HDR[rg_access]=$ACCESS_AUTH
 for t in $GZ_TARGETS; do
 	HDR[$t]="Accept-Encoding: gzip"
 done
@@ -704,6 +729,7 @@ for t in "${selected[@]}"; do
 	rg_2backends) verify_2backends ;;
 	rg_policies) verify_policies ;;
 	rg_wasm) verify_wasm ;;
+	rg_access) verify_access ;;
 	esac
 done
 for t in $GZ_TARGETS; do
@@ -974,6 +1000,7 @@ done
 			rg_tracing) echo "- rg_tracing: tracing on, ratio 1.0, OTLP endpoint 127.0.0.1:$OTLP_CLOSED_PORT where nothing listens: every request creates and batches its spans, the exports fail and the spans are dropped. This measures span creation, not export." ;;
 			rg_tracing0) echo "- rg_tracing0: tracing on with ratio 0: no trace is sampled (wrk sends no traceparent), spans are non-recording; the cost of tracing enabled but not sampling." ;;
 			rg_wasm) echo "- rg_wasm: WASM plugin plugins/examples/add_header.wasm on the route (handle_request + handle_response per request); checked before measuring: X-RustyGate-Plugin: executed." ;;
+			rg_access) echo "- rg_access: the middlewares listed in test/bench/rustygate-access.yaml on the route (ip_filter allowing the client, basic_auth with one bcrypt user whose verification is cached); wrk sends the user's 'Authorization: Basic' to this target only. Checked before measuring: credentials -> 200, none -> 401." ;;
 			rg_1cpu) echo "- rg_1cpu: the RustyGate row's configuration with GOMAXPROCS=1, so event_loops auto runs one loop on one CPU: the same CPU budget as the nginx proxy's single worker (the RustyGate row uses both CPUs, two loops)." ;;
 			rg_tls) echo "- rg_tls: HTTPS (server.tls) with the nginx_tls certificate, both CPUs; \"vs RustyGate\" is the end-to-end cost of TLS against the plain row. TLS connections are served on a goroutine each, not on the event loops." ;;
 			rg_tls_1cpu) echo "- rg_tls_1cpu: rg_tls with GOMAXPROCS=1, the CPU budget of nginx_tls's single worker." ;;

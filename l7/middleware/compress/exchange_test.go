@@ -93,6 +93,9 @@ func (e *fakeExchange) PeerAddr() netip.AddrPort               { return netip.Mu
 func (e *fakeExchange) AddHeader(name, value string)           {}
 func (e *fakeExchange) RequestHeaderNames(d []string) []string { return d }
 func (e *fakeExchange) RequestBody() ([]byte, error)           { return nil, nil }
+func (e *fakeExchange) BufferedBody() ([]byte, bool)           { return nil, false }
+func (e *fakeExchange) Offload()                               {}
+func (e *fakeExchange) Scheme() string                         { return "http" }
 func (e *fakeExchange) SetRequestBody(body []byte)             {}
 func (e *fakeExchange) ResponseIsError() bool                  { return false }
 func (e *fakeExchange) ResponseStatus() int                    { return e.status }

@@ -30,7 +30,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l7/middleware"
 )
 
@@ -71,17 +70,15 @@ var _ middleware.Handler = (*Policy)(nil)
 // one cannot be a valid origin.
 const maxOrigin = 512
 
-// New builds the policy from an effective cors entry (see
-// config.Config.RouteMiddlewares). It fails on settings it cannot run.
-func New(cfg config.Middleware, route string, rep middleware.Reporter) (middleware.Handler, error) {
+// New builds the policy from the settings of an effective cors entry
+// (see config.Config.RouteMiddlewares). It fails on settings it cannot
+// run.
+func New(cfg Settings, route string, rep middleware.Reporter) (middleware.Handler, error) {
 	return NewPolicy(cfg, route, rep)
 }
 
 // NewPolicy is New returning the concrete type.
-func NewPolicy(cfg config.Middleware, route string, rep middleware.Reporter) (*Policy, error) {
-	if cfg.Name != config.MiddlewareCORS {
-		return nil, fmt.Errorf("cors: built from a %q entry", cfg.Name)
-	}
+func NewPolicy(cfg Settings, route string, rep middleware.Reporter) (*Policy, error) {
 	if rep == nil {
 		rep = middleware.NopReporter{}
 	}
@@ -115,7 +112,7 @@ func NewPolicy(cfg config.Middleware, route string, rep middleware.Reporter) (*P
 	}
 	methods := cfg.AllowMethods
 	if methods == nil {
-		methods = []string{"GET", "HEAD", "POST"}
+		methods = defaultMethods
 	}
 	for _, m := range methods {
 		if !isToken(m) {

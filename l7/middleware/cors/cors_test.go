@@ -17,6 +17,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // request is the test double of middleware.Request.
 type request struct {
+	// Request provides the methods the tests do not use (they panic).
+	middleware.Request
 	method  string
 	headers [][2]string
 	resp    [][2]string
@@ -71,9 +73,8 @@ func (r *reporter) Rejected(policy, route, reason string, client netip.Addr) {
 	r.list = append(r.list, fmt.Sprintf("%s %s %s %s", policy, route, reason, client))
 }
 
-func newPolicy(t testing.TB, c config.Middleware, rep middleware.Reporter) *Policy {
+func newPolicy(t testing.TB, c Settings, rep middleware.Reporter) *Policy {
 	t.Helper()
-	c.Name = "cors"
 	p, err := NewPolicy(c, "api", rep)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +98,7 @@ func show(hs [][2]string) string {
 	return b.String()
 }
 
-var full = config.Middleware{
+var full = Settings{
 	AllowOrigins:     []string{"https://app.example.com", "https://*.example.org", "http://localhost:3000"},
 	AllowMethods:     []string{"GET", "POST", "PUT"},
 	AllowHeaders:     []string{"Content-Type", "Authorization", "X-Request-Id"},
@@ -109,7 +110,7 @@ var full = config.Middleware{
 func TestPreflight(t *testing.T) {
 	tests := []struct {
 		name       string
-		cfg        config.Middleware
+		cfg        Settings
 		req        *request
 		wantStatus int
 		wantReply  string // reply headers
@@ -141,7 +142,7 @@ func TestPreflight(t *testing.T) {
 		},
 		{
 			name:       "any origin, no max age",
-			cfg:        config.Middleware{AllowOrigins: []string{"*"}},
+			cfg:        Settings{AllowOrigins: []string{"*"}},
 			req:        preflight("https://anything.test", "POST", ""),
 			wantStatus: 204,
 			wantReply: "Access-Control-Allow-Origin: *\n" +
@@ -150,7 +151,7 @@ func TestPreflight(t *testing.T) {
 		},
 		{
 			name:       "any header echoes the request",
-			cfg:        config.Middleware{AllowOrigins: []string{"https://app.example.com"}, AllowHeaders: []string{"*"}},
+			cfg:        Settings{AllowOrigins: []string{"https://app.example.com"}, AllowHeaders: []string{"*"}},
 			req:        preflight("https://app.example.com", "GET", "X-Anything, authorization"),
 			wantStatus: 204,
 			wantReply: "Access-Control-Allow-Origin: https://app.example.com\n" +
@@ -254,7 +255,7 @@ func TestPreflight(t *testing.T) {
 func TestActualRequest(t *testing.T) {
 	tests := []struct {
 		name       string
-		cfg        config.Middleware
+		cfg        Settings
 		req        *request
 		want       string // response headers added
 		wantReport string
@@ -273,7 +274,7 @@ func TestActualRequest(t *testing.T) {
 		},
 		{
 			name: "any origin",
-			cfg:  config.Middleware{AllowOrigins: []string{"*"}},
+			cfg:  Settings{AllowOrigins: []string{"*"}},
 			req:  &request{method: "GET", headers: [][2]string{{"Origin", "https://x.test"}}},
 			want: "Vary: Origin\nAccess-Control-Allow-Origin: *\n",
 		},
@@ -323,16 +324,15 @@ func TestActualRequest(t *testing.T) {
 
 func TestNewErrors(t *testing.T) {
 	for _, tt := range []struct {
-		cfg  config.Middleware
+		cfg  Settings
 		want string
 	}{
-		{config.Middleware{Name: "jwt"}, `cors: built from a "jwt" entry`},
-		{config.Middleware{Name: "cors"}, "cors: allow_origins is empty"},
-		{config.Middleware{Name: "cors", AllowOrigins: []string{"*"}, AllowCredentials: true}, `cors: allow_origins "*" cannot be used with allow_credentials`},
-		{config.Middleware{Name: "cors", AllowOrigins: []string{"example.com"}}, `cors: invalid origin "example.com"`},
-		{config.Middleware{Name: "cors", AllowOrigins: []string{"https://*.a.*.com"}}, `cors: invalid origin pattern "https://*.a.*.com"`},
-		{config.Middleware{Name: "cors", AllowOrigins: []string{"https://a.com"}, AllowMethods: []string{"GE T"}}, `cors: invalid method "GE T"`},
-		{config.Middleware{Name: "cors", AllowOrigins: []string{"https://a.com"}, AllowHeaders: []string{"X:Y"}}, `cors: invalid header name "X:Y"`},
+		{Settings{}, "cors: allow_origins is empty"},
+		{Settings{AllowOrigins: []string{"*"}, AllowCredentials: true}, `cors: allow_origins "*" cannot be used with allow_credentials`},
+		{Settings{AllowOrigins: []string{"example.com"}}, `cors: invalid origin "example.com"`},
+		{Settings{AllowOrigins: []string{"https://*.a.*.com"}}, `cors: invalid origin pattern "https://*.a.*.com"`},
+		{Settings{AllowOrigins: []string{"https://a.com"}, AllowMethods: []string{"GE T"}}, `cors: invalid method "GE T"`},
+		{Settings{AllowOrigins: []string{"https://a.com"}, AllowHeaders: []string{"X:Y"}}, `cors: invalid header name "X:Y"`},
 	} {
 		if _, err := New(tt.cfg, "api", nil); err == nil || err.Error() != tt.want {
 			t.Errorf("New(%+v) = %v, want %s", tt.cfg, err, tt.want)

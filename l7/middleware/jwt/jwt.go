@@ -46,7 +46,6 @@ import (
 
 	gojwt "github.com/golang-jwt/jwt/v5"
 
-	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l7/middleware"
 )
 
@@ -118,15 +117,12 @@ const maxTokenBytes = 16 << 10
 // public_key_file and fetches jwks_url once (a failed fetch is logged
 // and retried in the background, not an error). It fails on settings it
 // cannot run.
-func New(cfg config.Middleware, route string, rep middleware.Reporter) (middleware.Handler, error) {
+func New(cfg Settings, route string, rep middleware.Reporter) (middleware.Handler, error) {
 	return NewVerifier(cfg, route, rep, Options{})
 }
 
 // NewVerifier is New with options, returning the concrete type.
-func NewVerifier(cfg config.Middleware, route string, rep middleware.Reporter, opts Options) (*Verifier, error) {
-	if cfg.Name != config.MiddlewareJWT {
-		return nil, fmt.Errorf("jwt: built from a %q entry", cfg.Name)
-	}
+func NewVerifier(cfg Settings, route string, rep middleware.Reporter, opts Options) (*Verifier, error) {
 	if rep == nil {
 		rep = middleware.NopReporter{}
 	}
@@ -147,7 +143,7 @@ func NewVerifier(cfg config.Middleware, route string, rep middleware.Reporter, o
 
 	v.algs = slices.Clone(cfg.Algorithms)
 	if len(v.algs) == 0 {
-		v.algs = config.DefaultJWTAlgorithms(cfg)
+		v.algs = DefaultAlgorithms(&cfg)
 	}
 	if len(v.algs) == 0 {
 		return nil, errors.New("jwt: one of secret, secret_file, public_key_file or jwks_url is required")
@@ -158,7 +154,7 @@ func NewVerifier(cfg config.Middleware, route string, rep middleware.Reporter, o
 		if m == nil || strings.EqualFold(a, "none") || m == gojwt.SigningMethodNone {
 			return nil, fmt.Errorf("jwt: algorithm %q is not supported", a)
 		}
-		if config.IsHMAC(a) {
+		if IsHMAC(a) {
 			hasHMAC = true
 		} else {
 			hasPublic = true
@@ -361,7 +357,7 @@ func (v *Verifier) keyFor(t *gojwt.Token) (any, error) {
 		return nil, errCrit
 	}
 	alg := t.Method.Alg()
-	if config.IsHMAC(alg) {
+	if IsHMAC(alg) {
 		if v.secretKey == nil {
 			return nil, errBadAlgorithm
 		}

@@ -36,6 +36,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // request is the test double of middleware.Request.
 type request struct {
+	// Request provides the methods the tests do not use (they panic).
+	middleware.Request
 	headers  map[string]string // lower-case names
 	more     [][2]string       // further field lines, lower-case names
 	hbufs    map[string][]byte
@@ -207,9 +209,8 @@ func pkixBlock(t testing.TB, pub any) *pem.Block {
 	return &pem.Block{Type: "PUBLIC KEY", Bytes: der}
 }
 
-func baseCfg() config.Middleware {
-	return config.Middleware{
-		Name:     "jwt",
+func baseCfg() Settings {
+	return Settings{
 		Issuer:   "https://issuer.example.com",
 		Audience: []string{"api"},
 		Leeway:   config.Duration(30 * time.Second),
@@ -224,7 +225,7 @@ func baseCfg() config.Middleware {
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func newVerifier(t testing.TB, cfg config.Middleware, rep middleware.Reporter) *Verifier {
+func newVerifier(t testing.TB, cfg Settings, rep middleware.Reporter) *Verifier {
 	t.Helper()
 	v, err := NewVerifier(cfg, "api", rep, Options{Now: fixedNow, Logger: quietLogger()})
 	if err != nil {
@@ -243,18 +244,18 @@ func TestValidTokens(t *testing.T) {
 
 	tests := []struct {
 		name   string
-		cfg    func(*config.Middleware)
+		cfg    func(*Settings)
 		method gojwt.SigningMethod
 		key    any
 	}{
-		{"HS256", func(c *config.Middleware) { c.Secret = testSecret }, gojwt.SigningMethodHS256, []byte(testSecret)},
-		{"HS512", func(c *config.Middleware) { c.Secret = testSecret; c.Algorithms = []string{"HS512"} }, gojwt.SigningMethodHS512, []byte(testSecret)},
-		{"RS256", func(c *config.Middleware) { c.PublicKeyFile = rsaFile }, gojwt.SigningMethodRS256, rsaKey},
-		{"PS256", func(c *config.Middleware) { c.PublicKeyFile = rsaFile; c.Algorithms = []string{"PS256"} }, gojwt.SigningMethodPS256, rsaKey},
-		{"ES256", func(c *config.Middleware) { c.PublicKeyFile = ecFile }, gojwt.SigningMethodES256, ecKey},
-		{"EdDSA", func(c *config.Middleware) { c.PublicKeyFile = edFile; c.Algorithms = []string{"EdDSA"} }, gojwt.SigningMethodEdDSA, edKey},
-		{"second key of a file", func(c *config.Middleware) { c.PublicKeyFile = multiFile }, gojwt.SigningMethodRS256, rsaKey},
-		{"secret and keys", func(c *config.Middleware) {
+		{"HS256", func(c *Settings) { c.Secret = testSecret }, gojwt.SigningMethodHS256, []byte(testSecret)},
+		{"HS512", func(c *Settings) { c.Secret = testSecret; c.Algorithms = []string{"HS512"} }, gojwt.SigningMethodHS512, []byte(testSecret)},
+		{"RS256", func(c *Settings) { c.PublicKeyFile = rsaFile }, gojwt.SigningMethodRS256, rsaKey},
+		{"PS256", func(c *Settings) { c.PublicKeyFile = rsaFile; c.Algorithms = []string{"PS256"} }, gojwt.SigningMethodPS256, rsaKey},
+		{"ES256", func(c *Settings) { c.PublicKeyFile = ecFile }, gojwt.SigningMethodES256, ecKey},
+		{"EdDSA", func(c *Settings) { c.PublicKeyFile = edFile; c.Algorithms = []string{"EdDSA"} }, gojwt.SigningMethodEdDSA, edKey},
+		{"second key of a file", func(c *Settings) { c.PublicKeyFile = multiFile }, gojwt.SigningMethodRS256, rsaKey},
+		{"secret and keys", func(c *Settings) {
 			c.Secret = testSecret
 			c.PublicKeyFile = rsaFile
 			c.Algorithms = []string{"HS256", "RS256"}
@@ -350,7 +351,7 @@ func TestRejections(t *testing.T) {
 
 	tests := []struct {
 		name   string
-		cfg    config.Middleware
+		cfg    Settings
 		auth   string
 		reason string
 	}{
@@ -408,13 +409,13 @@ func TestRejections(t *testing.T) {
 		// The classic confusion: an HS256 token whose secret is the
 		// server's RSA public key.
 		{"RS to HS confusion", rsCfg, "Bearer " + sign(t, gojwt.SigningMethodHS256, rsaPEM, validClaims(), nil), "bad_algorithm"},
-		{"RS to HS confusion with HS allowed", func() config.Middleware {
+		{"RS to HS confusion with HS allowed", func() Settings {
 			c := rsCfg
 			c.Secret = testSecret
 			c.Algorithms = []string{"RS256", "HS256"}
 			return c
 		}(), "Bearer " + sign(t, gojwt.SigningMethodHS256, rsaPEM, validClaims(), nil), "bad_signature"},
-		{"ES256 token without an EC key", func() config.Middleware {
+		{"ES256 token without an EC key", func() Settings {
 			c := rsCfg
 			c.Algorithms = []string{"RS256", "ES256"}
 			return c
@@ -554,21 +555,20 @@ func TestNewErrors(t *testing.T) {
 	weakFile := writePEM(t, pkixBlock(t, &weak.PublicKey))
 	ecFile := writePEM(t, pkixBlock(t, &ecKey.PublicKey))
 	for _, tt := range []struct {
-		cfg  config.Middleware
+		cfg  Settings
 		want string
 	}{
-		{config.Middleware{Name: "cors"}, `jwt: built from a "cors" entry`},
-		{config.Middleware{Name: "jwt"}, "jwt: one of secret, secret_file, public_key_file or jwks_url is required"},
-		{config.Middleware{Name: "jwt", Secret: testSecret, Algorithms: []string{"none"}}, `jwt: algorithm "none" is not supported`},
-		{config.Middleware{Name: "jwt", Secret: testSecret, Algorithms: []string{"RS256"}}, "jwt: RS*, PS*, ES* and EdDSA algorithms need public_key_file or jwks_url"},
-		{config.Middleware{Name: "jwt", PublicKeyFile: ecFile, Algorithms: []string{"HS256"}}, "jwt: HS* algorithms need secret or secret_file"},
-		{config.Middleware{Name: "jwt", Secret: "short"}, "jwt: the secret has 5 bytes; at least 32 are needed"},
-		{config.Middleware{Name: "jwt", SecretFile: shortSecret}, "jwt: the secret has 5 bytes; at least 32 are needed"},
-		{config.Middleware{Name: "jwt", SecretFile: filepath.Join(dir, "missing")}, "jwt: secret_file: open " + filepath.Join(dir, "missing") + ": no such file or directory"},
-		{config.Middleware{Name: "jwt", PublicKeyFile: privFile}, "jwt: public_key_file " + privFile + `: PEM block 1 is "PRIVATE KEY" (want PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE)`},
-		{config.Middleware{Name: "jwt", PublicKeyFile: weakFile}, "jwt: public_key_file " + weakFile + ": PEM block 1: RSA key of 1024 bits (at least 2048 are needed)"},
-		{config.Middleware{Name: "jwt", PublicKeyFile: ecFile, Algorithms: []string{"RS256"}}, "jwt: public_key_file " + ecFile + " has no key for algorithms RS256"},
-		{config.Middleware{Name: "jwt", JWKSURL: "ftp://x/keys", JWKSRefresh: config.Duration(time.Hour), JWKSMinRefetch: config.Duration(time.Minute)}, `jwt: invalid jwks_url "ftp://x/keys"`},
+		{Settings{}, "jwt: one of secret, secret_file, public_key_file or jwks_url is required"},
+		{Settings{Secret: testSecret, Algorithms: []string{"none"}}, `jwt: algorithm "none" is not supported`},
+		{Settings{Secret: testSecret, Algorithms: []string{"RS256"}}, "jwt: RS*, PS*, ES* and EdDSA algorithms need public_key_file or jwks_url"},
+		{Settings{PublicKeyFile: ecFile, Algorithms: []string{"HS256"}}, "jwt: HS* algorithms need secret or secret_file"},
+		{Settings{Secret: "short"}, "jwt: the secret has 5 bytes; at least 32 are needed"},
+		{Settings{SecretFile: shortSecret}, "jwt: the secret has 5 bytes; at least 32 are needed"},
+		{Settings{SecretFile: filepath.Join(dir, "missing")}, "jwt: secret_file: open " + filepath.Join(dir, "missing") + ": no such file or directory"},
+		{Settings{PublicKeyFile: privFile}, "jwt: public_key_file " + privFile + `: PEM block 1 is "PRIVATE KEY" (want PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE)`},
+		{Settings{PublicKeyFile: weakFile}, "jwt: public_key_file " + weakFile + ": PEM block 1: RSA key of 1024 bits (at least 2048 are needed)"},
+		{Settings{PublicKeyFile: ecFile, Algorithms: []string{"RS256"}}, "jwt: public_key_file " + ecFile + " has no key for algorithms RS256"},
+		{Settings{JWKSURL: "ftp://x/keys", JWKSRefresh: config.Duration(time.Hour), JWKSMinRefetch: config.Duration(time.Minute)}, `jwt: invalid jwks_url "ftp://x/keys"`},
 	} {
 		v, err := NewVerifier(tt.cfg, "api", nil, Options{Logger: quietLogger()})
 		if err == nil {
@@ -646,7 +646,7 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func jwksCfg(url string, refresh, minRefetch time.Duration) config.Middleware {
+func jwksCfg(url string, refresh, minRefetch time.Duration) Settings {
 	c := baseCfg()
 	c.JWKSURL = url
 	c.JWKSRefresh = config.Duration(refresh)

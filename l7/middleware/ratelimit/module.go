@@ -1,10 +1,16 @@
 package ratelimit
 
-import "github.com/rustygate/rustygate/l7/middleware"
+import (
+	"fmt"
+
+	"github.com/rustygate/rustygate/l7/middleware"
+)
 
 func init() {
 	middleware.Register(middleware.Module{
 		Name:       "rate_limit",
+		Order:      Order,
+		Settings:   defaults,
 		Rejections: middleware.RejectionMetric{Name: "rustygate_rate_limited_total", Help: "Requests rejected by rate limiting, by route."},
 		New:        buildModule,
 	})
@@ -14,6 +20,10 @@ func init() {
 // route when its settings did not change, and reports clients that
 // exceed their limit as offences. A limiter never waits.
 func buildModule(b middleware.Build) (middleware.Instance, error) {
+	s, ok := b.Settings.(*Settings)
+	if !ok {
+		return middleware.Instance{}, fmt.Errorf("rate_limit: settings of type %T", b.Settings)
+	}
 	var opts Options
 	if b.Offences != nil {
 		opts.OnExceeded = b.Offences.RateLimitExceeded
@@ -24,7 +34,7 @@ func buildModule(b middleware.Build) (middleware.Instance, error) {
 			prev = l.Store()
 		}
 	}
-	l, err := NewWithStore(b.Config, b.Route, b.Reporter, opts, prev)
+	l, err := NewWithStore(*s, b.Route, b.Reporter, opts, prev)
 	if err != nil {
 		return middleware.Instance{}, err
 	}

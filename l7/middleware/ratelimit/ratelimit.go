@@ -33,7 +33,6 @@
 package ratelimit
 
 import (
-	"bytes"
 	"fmt"
 	"math"
 	"net/netip"
@@ -41,10 +40,9 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unsafe"
 
-	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l7/middleware"
+	"github.com/rustygate/rustygate/l7/middleware/clientip"
 )
 
 // ClaimsKey is the request value under which the jwt policy stores the
@@ -80,26 +78,24 @@ type Limiter struct {
 	store   *Store
 	kind    int
 	name    string // header name or claim name
-	trusted []netip.Prefix
+	trusted clientip.Proxies
 
 	limitValue string
 }
 
 var _ middleware.Handler = (*Limiter)(nil)
 
-// New builds the policy from an effective rate_limit entry (see
-// config.Config.RouteMiddlewares). It fails on settings it cannot run.
-func New(cfg config.Middleware, route string, rep middleware.Reporter) (middleware.Handler, error) {
+// New builds the policy from the settings of an effective rate_limit
+// entry (see config.Config.RouteMiddlewares). It fails on settings it
+// cannot run.
+func New(cfg Settings, route string, rep middleware.Reporter) (middleware.Handler, error) {
 	return NewWithStore(cfg, route, rep, Options{}, nil)
 }
 
 // NewWithStore builds the policy like New, with options, keeping the
 // state of prev when prev was made for the same route and settings
 // (prev may be nil; a Store of other settings is ignored).
-func NewWithStore(cfg config.Middleware, route string, rep middleware.Reporter, opts Options, prev *Store) (*Limiter, error) {
-	if cfg.Name != config.MiddlewareRateLimit {
-		return nil, fmt.Errorf("rate_limit: built from a %q entry", cfg.Name)
-	}
+func NewWithStore(cfg Settings, route string, rep middleware.Reporter, opts Options, prev *Store) (*Limiter, error) {
 	if rep == nil {
 		rep = middleware.NopReporter{}
 	}
@@ -134,13 +130,11 @@ func NewWithStore(cfg config.Middleware, route string, rep middleware.Reporter, 
 	default:
 		return nil, fmt.Errorf("rate_limit: invalid key %q (want ip, header:NAME or jwt:CLAIM)", k)
 	}
-	for _, s := range cfg.TrustedProxies {
-		p, err := parsePrefix(s)
-		if err != nil {
-			return nil, fmt.Errorf("rate_limit: invalid trusted proxy %q", s)
-		}
-		l.trusted = append(l.trusted, p)
+	trusted, err := clientip.ParseProxies(cfg.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("rate_limit: %w", err)
 	}
+	l.trusted = trusted
 	l.limitValue = strconv.Itoa(cfg.Limit)
 
 	id := identity(route, cfg)
@@ -153,28 +147,8 @@ func NewWithStore(cfg config.Middleware, route string, rep middleware.Reporter, 
 }
 
 // identity names a store's route and settings.
-func identity(route string, cfg config.Middleware) string {
+func identity(route string, cfg Settings) string {
 	return fmt.Sprintf("%q %d %d %d %q %q %d", route, cfg.Limit, int64(cfg.Window), cfg.Burst, cfg.Key, cfg.TrustedProxies, cfg.MaxKeys)
-}
-
-// parsePrefix parses a CIDR prefix or a single IP address.
-func parsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, err
-		}
-		if p.Addr().Is4In6() {
-			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
-		}
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // Store returns the limiter's state, to pass to NewWithStore when the
@@ -250,106 +224,9 @@ func (l *Limiter) keyOf(r middleware.Request, ip netip.Addr) storeKey {
 	return ipKey(ip)
 }
 
-// clientIP returns the client address: the peer's, or, when the peer is
-// a trusted proxy, the right-most address in X-Forwarded-For that is not
-// a trusted proxy (if every address there is trusted, the left-most; if
-// one cannot be parsed, the last trusted hop before it).
+// clientIP returns the client address (see clientip.Proxies.Client).
 func (l *Limiter) clientIP(r middleware.Request) netip.Addr {
-	peer := r.PeerIP().Unmap()
-	if len(l.trusted) == 0 || !l.isTrusted(peer) {
-		return peer
-	}
-	xff := r.Header("X-Forwarded-For")
-	last := peer
-	for len(xff) > 0 {
-		elem := xff
-		if i := bytes.LastIndexByte(xff, ','); i >= 0 {
-			elem, xff = xff[i+1:], xff[:i]
-		} else {
-			xff = nil
-		}
-		elem = bytes.Trim(elem, " \t")
-		if len(elem) == 0 {
-			continue
-		}
-		a, ok := parseForwarded(elem)
-		if !ok {
-			return last
-		}
-		if !l.isTrusted(a) {
-			return a
-		}
-		last = a
-	}
-	return last
-}
-
-func (l *Limiter) isTrusted(a netip.Addr) bool {
-	for _, p := range l.trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
-// parseForwarded parses one X-Forwarded-For element: an IP address,
-// optionally with a port ("192.0.2.1:4711", "[2001:db8::1]:4711").
-func parseForwarded(b []byte) (netip.Addr, bool) {
-	if a, ok := parseIPv4(b); ok {
-		return a, true
-	}
-	if b[0] == '[' {
-		i := bytes.IndexByte(b, ']')
-		if i < 0 {
-			return netip.Addr{}, false
-		}
-		b = b[1:i]
-	} else if i := bytes.IndexByte(b, ':'); i >= 0 && bytes.LastIndexByte(b, ':') == i {
-		// IPv4 with a port.
-		return parseIPv4(b[:i])
-	}
-	if len(b) == 0 || len(b) > 64 {
-		return netip.Addr{}, false
-	}
-	// The string is only read during the call: on success the address
-	// holds no reference to it (zones are refused), and the error that
-	// would hold it is dropped.
-	a, err := netip.ParseAddr(unsafe.String(&b[0], len(b)))
-	if err != nil || a.Zone() != "" {
-		return netip.Addr{}, false
-	}
-	return a.Unmap(), true
-}
-
-// parseIPv4 parses a dotted-quad IPv4 address without leading zeros.
-func parseIPv4(b []byte) (netip.Addr, bool) {
-	var ip [4]byte
-	part, n, digits := 0, 0, 0
-	for i := 0; i <= len(b); i++ {
-		if i == len(b) || b[i] == '.' {
-			if digits == 0 || part > 3 {
-				return netip.Addr{}, false
-			}
-			ip[part] = byte(n)
-			part++
-			n, digits = 0, 0
-			continue
-		}
-		c := b[i]
-		if c < '0' || c > '9' || (digits == 1 && n == 0) {
-			return netip.Addr{}, false
-		}
-		n = n*10 + int(c-'0')
-		digits++
-		if n > 255 {
-			return netip.Addr{}, false
-		}
-	}
-	if part != 4 {
-		return netip.Addr{}, false
-	}
-	return netip.AddrFrom4(ip), true
+	return l.trusted.Client(r)
 }
 
 // ceilSeconds rounds d up to whole seconds.

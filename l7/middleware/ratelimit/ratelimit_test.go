@@ -20,6 +20,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // request is the test double of middleware.Request.
 type request struct {
+	// Request provides the methods the tests do not use (they panic).
+	middleware.Request
 	peer    netip.Addr
 	headers [][2]string // received headers
 	values  map[string]any
@@ -107,11 +109,11 @@ func (r *reporter) Rejected(policy, route, reason string, client netip.Addr) {
 	r.mu.Unlock()
 }
 
-func cfg(limit int, window time.Duration, burst int) config.Middleware {
-	return config.Middleware{Name: "rate_limit", Limit: limit, Window: config.Duration(window), Burst: burst, Key: "ip", MaxKeys: 1000000}
+func cfg(limit int, window time.Duration, burst int) Settings {
+	return Settings{Limit: limit, Window: config.Duration(window), Burst: burst, Key: "ip", MaxKeys: 1000000}
 }
 
-func build(t testing.TB, c config.Middleware, clk *clock, rep middleware.Reporter) *Limiter {
+func build(t testing.TB, c Settings, clk *clock, rep middleware.Reporter) *Limiter {
 	t.Helper()
 	l, err := NewWithStore(c, "api", rep, Options{Now: clk.Now}, nil)
 	if err != nil {
@@ -356,7 +358,7 @@ func TestStoreKeptAcrossReload(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
 		route string
-		c     config.Middleware
+		c     Settings
 	}{
 		{"other route", "other", c},
 		{"other limit", "api", cfg(3, time.Minute, 0)},
@@ -398,16 +400,15 @@ func TestOnExceeded(t *testing.T) {
 
 func TestNewErrors(t *testing.T) {
 	for _, tt := range []struct {
-		c    config.Middleware
+		c    Settings
 		want string
 	}{
-		{config.Middleware{Name: "cors"}, `rate_limit: built from a "cors" entry`},
 		{cfg(0, time.Minute, 0), "rate_limit: limit must be at least 1 (got 0)"},
 		{cfg(1, 0, 0), "rate_limit: window must be greater than 0 (got 0s)"},
 		{cfg(1, time.Minute, -1), "rate_limit: burst must be at least 1 (got -1)"},
-		{config.Middleware{Name: "rate_limit", Limit: 1, Window: config.Duration(time.Second), Key: "ip"}, "rate_limit: max_keys must be at least 1 (got 0)"},
-		{func() config.Middleware { c := cfg(1, time.Minute, 0); c.Key = "cookie:x"; return c }(), `rate_limit: invalid key "cookie:x" (want ip, header:NAME or jwt:CLAIM)`},
-		{func() config.Middleware {
+		{Settings{Limit: 1, Window: config.Duration(time.Second), Key: "ip"}, "rate_limit: max_keys must be at least 1 (got 0)"},
+		{func() Settings { c := cfg(1, time.Minute, 0); c.Key = "cookie:x"; return c }(), `rate_limit: invalid key "cookie:x" (want ip, header:NAME or jwt:CLAIM)`},
+		{func() Settings {
 			c := cfg(1, time.Minute, 0)
 			c.TrustedProxies = []string{"10.0.0.0/33"}
 			return c

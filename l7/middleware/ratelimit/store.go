@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"sync"
 	"time"
-
-	"github.com/rustygate/rustygate/config"
 )
 
 // Store is the state of one limiter: the keys it has seen and their
@@ -84,7 +82,7 @@ func shardCount(maxKeys int) int {
 	return (tables + per - 1) / per
 }
 
-func newStore(id string, now time.Time, interval int64, cfg config.Middleware) *Store {
+func newStore(id string, now time.Time, interval int64, cfg Settings) *Store {
 	n := shardCount(cfg.MaxKeys)
 	s := &Store{
 		id:        id,

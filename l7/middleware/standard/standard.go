@@ -4,9 +4,13 @@
 package standard
 
 import (
+	_ "github.com/rustygate/rustygate/l7/middleware/basicauth"
 	_ "github.com/rustygate/rustygate/l7/middleware/compress"
 	_ "github.com/rustygate/rustygate/l7/middleware/cors"
+	_ "github.com/rustygate/rustygate/l7/middleware/forwardauth"
+	_ "github.com/rustygate/rustygate/l7/middleware/ipfilter"
 	_ "github.com/rustygate/rustygate/l7/middleware/jwt"
+	_ "github.com/rustygate/rustygate/l7/middleware/mirror"
 	_ "github.com/rustygate/rustygate/l7/middleware/ratelimit"
 	_ "github.com/rustygate/rustygate/l7/middleware/wasm"
 )

@@ -9,6 +9,7 @@ package wasm
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/rustygate/rustygate/l7/middleware"
 	"github.com/rustygate/rustygate/plugins"
@@ -20,9 +21,13 @@ const ManagerResource = "wasm.manager"
 
 func init() {
 	middleware.Register(middleware.Module{
-		Name:       "wasm",
-		Rejections: middleware.RejectionMetric{Name: "rustygate_plugin_failures_total", Help: "Requests rejected or failed by a WASM plugin, by route and reason.", ByReason: true},
-		New:        buildModule,
+		Name:        "wasm",
+		Order:       Order,
+		Settings:    defaults,
+		Identity:    identity,
+		IdentityKey: "path",
+		Rejections:  middleware.RejectionMetric{Name: "rustygate_plugin_failures_total", Help: "Requests rejected or failed by a WASM plugin, by route and reason.", ByReason: true},
+		New:         buildModule,
 	})
 }
 
@@ -34,7 +39,12 @@ func buildModule(b middleware.Build) (middleware.Instance, error) {
 	if m == nil {
 		return middleware.Instance{}, errors.New("WASM plugins are not enabled in this process")
 	}
-	h, err := plugins.New(m, b.Config, b.Route, b.Reporter)
+	s, ok := b.Settings.(*Settings)
+	if !ok {
+		return middleware.Instance{}, fmt.Errorf("wasm: settings of type %T", b.Settings)
+	}
+	entry := plugins.Entry{Path: s.Path, Config: s.Config, FailOpen: s.FailOpen, MaxConcurrency: s.MaxConcurrency, MaxQueue: s.MaxQueue}
+	h, err := plugins.New(m, entry, b.Route, b.Reporter)
 	if err != nil {
 		return middleware.Instance{}, err
 	}

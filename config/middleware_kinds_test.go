@@ -1,16 +1,35 @@
-package config
+package config_test
 
 import (
 	"errors"
 	"fmt"
 	"os"
 	"reflect"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rustygate/rustygate/config"
+	"github.com/rustygate/rustygate/l7/middleware/cors"
+	"github.com/rustygate/rustygate/l7/middleware/jwt"
+	"github.com/rustygate/rustygate/l7/middleware/ratelimit"
+	_ "github.com/rustygate/rustygate/l7/middleware/standard"
+	"github.com/rustygate/rustygate/l7/middleware/wasm"
 )
+
+// These tests read the kinds RustyGate ships (package standard) through
+// config: the kinds' own checks, and how config decodes, merges, orders
+// and reports them.
+
+func src(s string) []byte {
+	s = strings.TrimPrefix(s, "\n")
+	return []byte(strings.ReplaceAll(s, "\t", "  "))
+}
+
+func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n      ") }
+
+func ptr[T any](v T) *T { return &v }
 
 // secret32 is a jwt secret long enough to be accepted.
 const secret32 = "0123456789abcdef0123456789abcdef"
@@ -23,7 +42,7 @@ func TestMiddlewareErrors(t *testing.T) {
 		want []string
 	}{
 		{
-			name: "fields of another kind",
+			name: "keys of another kind",
 			yaml: `
 middlewares:
 	- name: rate_limit
@@ -37,11 +56,11 @@ middlewares:
 		require_exp: true
 `,
 			want: []string{
-				`bad.yaml:4: middlewares[0].allow_origins: not a field of rate_limit`,
-				`bad.yaml:5: middlewares[0].algorithms: not a field of rate_limit`,
-				`bad.yaml:8: middlewares[1].key: not a field of wasm`,
-				`bad.yaml:9: middlewares[1].allow_credentials: not a field of wasm`,
-				`bad.yaml:10: middlewares[1].require_exp: not a field of wasm`,
+				`bad.yaml:4: unknown key "allow_origins" at middlewares[0] (known: name, enabled, limit, window, burst, key, trusted_proxies, max_keys)`,
+				`bad.yaml:5: unknown key "algorithms" at middlewares[0] (known: name, enabled, limit, window, burst, key, trusted_proxies, max_keys)`,
+				`bad.yaml:8: unknown key "key" at middlewares[1] (known: name, enabled, path, config, fail_open, max_concurrency, max_queue)`,
+				`bad.yaml:9: unknown key "allow_credentials" at middlewares[1] (known: name, enabled, path, config, fail_open, max_concurrency, max_queue)`,
+				`bad.yaml:10: unknown key "require_exp" at middlewares[1] (known: name, enabled, path, config, fail_open, max_concurrency, max_queue)`,
 			},
 		},
 		{
@@ -63,9 +82,9 @@ middlewares:
 `,
 			want: []string{
 				`bad.yaml:2: middlewares[0].name: is required`,
-				`bad.yaml:3: middlewares[1].name: unknown middleware "ratelimit" (supported: cors, rate_limit, jwt, wasm)`,
+				`bad.yaml:3: middlewares[1].name: unknown middleware "ratelimit" (supported: SUPPORTED)`,
 				`bad.yaml:6: middlewares[3].name: duplicate middleware "cors" (also middlewares[2])`,
-				`bad.yaml:13: middlewares[6].path: duplicate wasm plugin "a.wasm" (also middlewares[4])`,
+				`bad.yaml:13: middlewares[6].path: duplicate wasm entry with path "a.wasm" (also middlewares[4])`,
 			},
 		},
 		{
@@ -226,6 +245,8 @@ routes:
 			want: []string{
 				`bad.yaml:3: middlewares[0].algorithms[0]: HS256 needs secret or secret_file (a public key is never used as an HMAC secret)`,
 				`bad.yaml:4: middlewares[0].jwks_url: no RS, PS, ES or EdDSA algorithm in algorithms uses it`,
+				// The route's own algorithms are checked against its keys.
+				`bad.yaml:10: routes[0].middlewares[0].algorithms[1]: HS384 needs secret or secret_file (a public key is never used as an HMAC secret)`,
 			},
 		},
 		{
@@ -323,14 +344,13 @@ routes:
 `,
 			want: []string{
 				`bad.yaml:16: routes[0].middlewares[0]: one of secret, secret_file, public_key_file or jwks_url is required`,
-				`bad.yaml:19: routes[0].middlewares[1].window: 0s does not override middlewares[1].window (30s): a zero value in a route entry inherits the global one`,
-				`bad.yaml:20: routes[0].middlewares[1].limit: 0 does not override middlewares[1].limit (10): a zero value in a route entry inherits the global one`,
+				`bad.yaml:19: routes[0].middlewares[1].window: must be greater than 0 (got 0s)`,
+				`bad.yaml:20: routes[0].middlewares[1].limit: must be between 1 and 1000000000 (got 0)`,
 				`bad.yaml:21: routes[0].middlewares[2].allow_credentials: cannot be true when allow_origins is "*" (list the origins instead)`,
 				`bad.yaml:23: routes[0].middlewares[3].name: duplicate middleware "cors" (also middlewares[2])`,
 				`bad.yaml:24: routes[0].middlewares[4].path: is required`,
-				`bad.yaml:28: routes[0].middlewares[6].path: duplicate wasm plugin "x.wasm" (also middlewares[5])`,
-				`bad.yaml:37: routes[1].middlewares[0].allow_credentials: not a field of rate_limit`,
-				`bad.yaml:39: routes[1].middlewares[1].allow_credentials: false does not override middlewares[2].allow_credentials (true): a zero value in a route entry inherits the global one`,
+				`bad.yaml:28: routes[0].middlewares[6].path: duplicate wasm entry with path "x.wasm" (also middlewares[5])`,
+				`bad.yaml:37: unknown key "allow_credentials" at routes[1].middlewares[0] (known: name, enabled, limit, window, burst, key, trusted_proxies, max_keys)`,
 			},
 		},
 		{
@@ -383,15 +403,16 @@ routes:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := Parse("bad.yaml", src(tt.yaml))
+			c, err := config.Parse("bad.yaml", src(tt.yaml))
 			if err == nil {
 				t.Fatalf("Parse succeeded: %+v", c)
 			}
-			var errs *Errors
+			var errs *config.Errors
 			if !errors.As(err, &errs) {
-				t.Fatalf("error is %T, want *Errors: %v", err, err)
+				t.Fatalf("error is %T, want *config.Errors: %v", err, err)
 			}
-			if got, want := err.Error(), strings.Join(tt.want, "\n"); got != want {
+			want := strings.ReplaceAll(strings.Join(tt.want, "\n"), "SUPPORTED", strings.Join(config.MiddlewareKindNames(), ", "))
+			if got := err.Error(); got != want {
 				t.Errorf("errors:\n got: %s\nwant: %s", indent(got), indent(want))
 			}
 		})
@@ -400,7 +421,7 @@ routes:
 
 func TestMiddlewareSecretNeverPrinted(t *testing.T) {
 	t.Setenv("RG_TEST_JWT_SECRET", "tiny-secret")
-	_, err := Parse("bad.yaml", src(`
+	_, err := config.Parse("bad.yaml", src(`
 middlewares:
 	- name: jwt
 		secret: ${RG_TEST_JWT_SECRET}
@@ -416,36 +437,45 @@ routes:
 	}
 }
 
-// TestMiddlewareValidateInCode checks a configuration built in code,
-// including the fields YAML cannot set yet (maps) and the canonical
-// forms Validate expects.
-func TestMiddlewareValidateInCode(t *testing.T) {
-	c := &Config{Middlewares: []Middleware{
-		{
-			Name:   "jwt",
-			Secret: secret32,
-			Config: map[string]any{"x": 1},
-			ClaimsToHeaders: map[string]string{
-				"sub":   "X-User",
-				"":      "X-Empty",
-				"len":   "Content-Length",
-				"roles": "X Roles",
-			},
+// TestMiddlewareSettingsInCode checks a configuration built in code:
+// ApplyDefaults gives entries without settings their kind's defaults
+// (a route entry overriding a global one: the global settings) and puts
+// values in canonical form; Validate reports at key paths without lines.
+func TestMiddlewareSettingsInCode(t *testing.T) {
+	c := &config.Config{
+		Middlewares: []config.Middleware{
+			{Name: "jwt", Settings: &jwt.Settings{
+				Secret: secret32,
+				ClaimsToHeaders: map[string]string{
+					"sub":   "X-User",
+					"":      "X-Empty",
+					"len":   "Content-Length",
+					"roles": "X Roles",
+				},
+			}},
+			{Name: "cors", Settings: &cors.Settings{AllowOrigins: []string{"HTTPS://A.COM"}, AllowMethods: []string{"get"}}},
+			{Name: "rate_limit"},
 		},
-		{Name: "cors", AllowOrigins: []string{"HTTPS://A.COM"}, AllowMethods: []string{"get"}},
-		{Name: "wasm", Path: "a.wasm", Config: map[string]any{"x": 1}},
-	}}
+		Routes: []config.Route{{Path: "/", Backend: "http://a", Middlewares: []config.Middleware{{Name: "cors", Enabled: ptr(false)}}}},
+	}
 	c.ApplyDefaults()
-	c.Middlewares[1].AllowOrigins[0] = "HTTPS://A.COM"
-	c.Middlewares[1].AllowMethods[0] = "get"
+	cs := c.Middlewares[1].Settings.(*cors.Settings)
+	if !slices.Equal(cs.AllowOrigins, []string{"https://a.com"}) || !slices.Equal(cs.AllowMethods, []string{"GET"}) {
+		t.Errorf("cors settings not canonical: %+v", cs)
+	}
+	if c.Routes[0].Middlewares[0].Settings != c.Middlewares[1].Settings {
+		t.Error("a route entry without settings does not inherit the global entry's")
+	}
+	rl := c.Middlewares[2].Settings.(*ratelimit.Settings)
+	if rl.Window.D() != time.Minute || rl.Key != "ip" || rl.MaxKeys != 1000000 {
+		t.Errorf("rate_limit defaults: %+v", rl)
+	}
 	err := c.Validate()
 	want := []string{
-		`<config>: middlewares[0].config: not a field of jwt`,
 		`<config>: middlewares[0].claims_to_headers: invalid claim name ""`,
 		`<config>: middlewares[0].claims_to_headers.len: a claim cannot set the Content-Length header`,
 		`<config>: middlewares[0].claims_to_headers.roles: invalid header name "X Roles"`,
-		`<config>: middlewares[1].allow_origins[0]: not normalised: want "https://a.com"`,
-		`<config>: middlewares[1].allow_methods[0]: not normalised: want "GET"`,
+		`<config>: middlewares[2].limit: is required`,
 	}
 	if err == nil || err.Error() != strings.Join(want, "\n") {
 		t.Errorf("errors:\n got: %v\nwant: %s", err, strings.Join(want, "\n"))
@@ -455,35 +485,17 @@ func TestMiddlewareValidateInCode(t *testing.T) {
 func TestMiddlewareDefaults(t *testing.T) {
 	withPluginFiles(t)
 	t.Setenv("RG_TEST_JWT_SECRET", secret32)
-	c, err := Parse("good.yaml", src(`
+	_, err := config.Parse("good.yaml", src(`
 middlewares:
-	- name: rate_limit
-		limit: 100
-	- name: cors
-		allow_origins: ["HTTPS://App.Example.com", "https://*.example.org"]
-		allow_methods: [get, put]
 	- name: jwt
 		secret: ${RG_TEST_JWT_SECRET}
-		leeway: 0
 	- name: jwt
 		enabled: false
-routes:
-	- path: /a
-		backend: http://a
-		middlewares:
-			- name: rate_limit
-				limit: 5
-			- name: cors
-				max_age: 60
-			- name: wasm
-				path: p.wasm
-			- name: jwt
-				enabled: true
 `))
-	if err == nil {
-		t.Fatal("duplicate jwt entries accepted")
+	if err == nil || !strings.Contains(err.Error(), `middlewares[1].name: duplicate middleware "jwt" (also middlewares[0])`) {
+		t.Fatalf("duplicate jwt entries: %v", err)
 	}
-	c, err = Parse("good.yaml", src(`
+	c, err := config.Parse("good.yaml", src(`
 middlewares:
 	- name: rate_limit
 		limit: 100
@@ -517,100 +529,69 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantGlobal := []Middleware{
-		{Name: "rate_limit", Limit: 100, Window: Duration(time.Minute), Key: "ip", MaxKeys: 1000000},
-		{Name: "cors", AllowOrigins: []string{"https://app.example.com", "https://*.example.org"}, AllowMethods: []string{"GET", "PUT"}},
-		{Name: "jwt", Secret: secret32, JWKSRefresh: Duration(time.Hour), JWKSMinRefetch: Duration(5 * time.Minute), ForwardAuthorization: ptr(true), RequireExp: ptr(true)},
+	wantGlobal := []any{
+		&ratelimit.Settings{Limit: 100, Burst: 100, Window: config.Duration(time.Minute), Key: "ip", MaxKeys: 1000000},
+		&cors.Settings{AllowOrigins: []string{"https://app.example.com", "https://*.example.org"}, AllowMethods: []string{"GET", "PUT"}},
+		&jwt.Settings{Secret: secret32, Algorithms: []string{"HS256"}, JWKSRefresh: config.Duration(time.Hour), JWKSMinRefetch: config.Duration(5 * time.Minute), ForwardAuthorization: ptr(true), RequireExp: ptr(true)},
 	}
-	if !reflect.DeepEqual(c.Middlewares, wantGlobal) {
-		t.Errorf("global entries:\n got %+v\nwant %+v", c.Middlewares, wantGlobal)
-	}
-	// Entries that override a global one keep their zero fields; a
-	// route-only entry gets the defaults.
-	wantRoute := []Middleware{
-		{Name: "rate_limit", Limit: 5},
-		{Name: "cors", MaxAge: Duration(time.Minute)},
-		{Name: "wasm", Path: "p.wasm"},
-	}
-	if !reflect.DeepEqual(c.Routes[0].Middlewares, wantRoute) {
-		t.Errorf("route entries:\n got %+v\nwant %+v", c.Routes[0].Middlewares, wantRoute)
-	}
-	wantB := []Middleware{{Name: "rate_limit", Limit: 1, Window: Duration(time.Second), Burst: 3, Key: "header:X-Api-Key", TrustedProxies: []string{"10.0.0.0/8"}, MaxKeys: 10}}
-	if !reflect.DeepEqual(c.Routes[1].Middlewares, wantB) {
-		t.Errorf("route entries:\n got %+v\nwant %+v", c.Routes[1].Middlewares, wantB)
-	}
+	checkSettings(t, "global", c.Middlewares, wantGlobal)
+	// A route entry holds its effective settings: the global entry's
+	// with its own keys on top; a route-only entry, the defaults.
+	checkSettings(t, "route /a", c.Routes[0].Middlewares, []any{
+		&ratelimit.Settings{Limit: 5, Burst: 5, Window: config.Duration(time.Minute), Key: "ip", MaxKeys: 1000000},
+		&cors.Settings{AllowOrigins: []string{"https://app.example.com", "https://*.example.org"}, AllowMethods: []string{"GET", "PUT"}, MaxAge: config.Duration(time.Minute)},
+		&wasm.Settings{Path: "p.wasm"},
+	})
+	checkSettings(t, "route /b", c.Routes[1].Middlewares, []any{
+		&ratelimit.Settings{Limit: 1, Window: config.Duration(time.Second), Burst: 3, Key: "header:X-Api-Key", TrustedProxies: []string{"10.0.0.0/8"}, MaxKeys: 10},
+	})
 	if err := c.Validate(); err != nil {
 		t.Errorf("Validate after Parse: %v", err)
 	}
+}
 
-	// In code, every zero is unset: ApplyDefaults fills the same
-	// defaults, once.
-	c = &Config{
-		Middlewares: []Middleware{{Name: "jwt", Secret: secret32}, {Name: "cors", AllowOrigins: []string{"*"}}},
-		Routes:      []Route{{Path: "/", Backend: "http://a", Middlewares: []Middleware{{Name: "jwt", Issuer: "x"}, {Name: "rate_limit", Limit: 1}}}},
-	}
-	c.ApplyDefaults()
-	wantCode := []Middleware{
-		{Name: "jwt", Secret: secret32, Leeway: Duration(30 * time.Second), JWKSRefresh: Duration(time.Hour), JWKSMinRefetch: Duration(5 * time.Minute), ForwardAuthorization: ptr(true), RequireExp: ptr(true)},
-		{Name: "cors", AllowOrigins: []string{"*"}, AllowMethods: []string{"GET", "HEAD", "POST"}},
-	}
-	wantCodeRoute := []Middleware{{Name: "jwt", Issuer: "x"}, {Name: "rate_limit", Limit: 1, Window: Duration(time.Minute), Key: "ip", MaxKeys: 1000000}}
-	for range 2 {
-		if !reflect.DeepEqual(c.Middlewares, wantCode) || !reflect.DeepEqual(c.Routes[0].Middlewares, wantCodeRoute) {
-			t.Errorf("ApplyDefaults:\n got %+v %+v\nwant %+v %+v", c.Middlewares, c.Routes[0].Middlewares, wantCode, wantCodeRoute)
-		}
-		if err := c.Validate(); err != nil {
-			t.Error(err)
-		}
-		c.ApplyDefaults()
-	}
-
-	// A route-only jwt entry with a public key gets RS256 and ES256.
-	c, err = Parse("good.yaml", src(`
-routes:
-	- path: /a
-		backend: http://a
-		middlewares:
-			- name: jwt
-				public_key_file: /k.pem
-			- name: cors
-				allow_origins: ["*"]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := c.RouteMiddlewares(0)
-	want := []Middleware{
-		{Name: "cors", AllowOrigins: []string{"*"}, AllowMethods: []string{"GET", "HEAD", "POST"}},
-		{Name: "jwt", PublicKeyFile: "/k.pem", Algorithms: []string{"RS256", "ES256"}, Leeway: Duration(30 * time.Second), JWKSRefresh: Duration(time.Hour), JWKSMinRefetch: Duration(5 * time.Minute), ForwardAuthorization: ptr(true), RequireExp: ptr(true)},
+// checkSettings compares the settings of entries with want.
+func checkSettings(t *testing.T, what string, entries []config.Middleware, want []any) {
+	t.Helper()
+	var got []any
+	for _, m := range entries {
+		got = append(got, m.Settings)
 	}
 	if !reflect.DeepEqual(got, want) {
-		t.Errorf("RouteMiddlewares:\n got %+v\nwant %+v", got, want)
+		t.Errorf("%s settings:\n got %s\nwant %s", what, fmt.Sprint(deref(got)...), fmt.Sprint(deref(want)...))
 	}
 }
 
+func deref(list []any) []any {
+	out := make([]any, len(list))
+	for i, v := range list {
+		out[i] = fmt.Sprintf("%+v ", reflect.ValueOf(v).Elem().Interface())
+	}
+	return out
+}
+
 // describeEntry summarises an effective entry for TestRouteMiddlewares.
-func describeEntry(m Middleware) string {
-	switch m.Name {
-	case MiddlewareRateLimit:
-		return fmt.Sprintf("rate_limit %d/%s burst %d key %s", m.Limit, m.Window, m.Burst, m.Key)
-	case MiddlewareCORS:
-		return fmt.Sprintf("cors %v credentials=%v max_age=%s", m.AllowOrigins, m.AllowCredentials, m.MaxAge)
-	case MiddlewareJWT:
-		s := fmt.Sprintf("jwt %v iss=%s leeway=%s forward=%v", m.Algorithms, m.Issuer, m.Leeway, *m.ForwardAuthorization)
-		if m.RequireExp != nil && !*m.RequireExp {
-			s += " require_exp=false"
+func describeEntry(m config.Middleware) string {
+	switch s := m.Settings.(type) {
+	case *ratelimit.Settings:
+		return fmt.Sprintf("%s %d/%s burst %d key %s", m.Name, s.Limit, s.Window, s.Burst, s.Key)
+	case *cors.Settings:
+		return fmt.Sprintf("%s %v credentials=%v max_age=%s", m.Name, s.AllowOrigins, s.AllowCredentials, s.MaxAge)
+	case *jwt.Settings:
+		d := fmt.Sprintf("%s %v iss=%s leeway=%s forward=%v", m.Name, s.Algorithms, s.Issuer, s.Leeway, *s.ForwardAuthorization)
+		if s.RequireExp != nil && !*s.RequireExp {
+			d += " require_exp=false"
 		}
-		return s
-	case MiddlewareWASM:
-		return fmt.Sprintf("wasm %s fail_open=%v", m.Path, m.FailOpen)
+		return d
+	case *wasm.Settings:
+		return fmt.Sprintf("%s %s fail_open=%v", m.Name, s.Path, s.FailOpen)
 	}
 	return m.Name
 }
 
 func TestRouteMiddlewares(t *testing.T) {
 	withPluginFiles(t)
-	c, err := Parse("good.yaml", src(`
+	c, err := config.Parse("good.yaml", src(`
 middlewares:
 	- name: jwt
 		secret: `+secret32+`
@@ -707,58 +688,44 @@ routes:
 			t.Errorf("route %d:\n got %s\nwant %s", tt.route, indent(strings.Join(got, "\n")), indent(strings.Join(tt.want, "\n")))
 		}
 	}
-	// The configuration itself is unchanged.
-	if c.Middlewares[2].Burst != 0 || c.Routes[1].Middlewares[1].Burst != 0 || len(c.Middlewares[0].Algorithms) != 0 {
-		t.Error("RouteMiddlewares changed the configuration")
-	}
 }
 
 func TestRouteMiddlewaresInCode(t *testing.T) {
 	on, off := ptr(true), ptr(false)
 	tests := []struct {
 		name   string
-		global []Middleware
-		route  []Middleware
+		global []config.Middleware
+		route  []config.Middleware
 		want   []string
 	}{
 		{
 			name:   "global jwt off, turned on by a route",
-			global: []Middleware{{Name: "jwt", Enabled: off, JWKSURL: "https://idp/keys", Leeway: Duration(time.Second), ForwardAuthorization: on}},
-			route:  []Middleware{{Name: "jwt", Enabled: on}},
+			global: []config.Middleware{{Name: "jwt", Enabled: off, Settings: &jwt.Settings{JWKSURL: "https://idp/keys", Leeway: config.Duration(time.Second), ForwardAuthorization: on}}},
+			route:  []config.Middleware{{Name: "jwt", Enabled: on}},
 			want:   []string{"jwt [RS256 ES256] iss= leeway=1s forward=true"},
 		},
 		{
-			name:   "an explicit zero on a route does not override",
-			global: []Middleware{{Name: "jwt", Secret: secret32, Leeway: Duration(time.Second), ForwardAuthorization: on}},
-			route:  []Middleware{{Name: "jwt", Leeway: 0, Algorithms: []string{"HS512"}}},
-			want:   []string{"jwt [HS512] iss= leeway=1s forward=true"},
+			name:   "route settings replace the global ones",
+			global: []config.Middleware{{Name: "jwt", Settings: &jwt.Settings{Secret: secret32, Leeway: config.Duration(time.Second), ForwardAuthorization: on}}},
+			route:  []config.Middleware{{Name: "jwt", Settings: &jwt.Settings{Secret: secret32, Algorithms: []string{"HS512"}, ForwardAuthorization: off}}},
+			want:   []string{"jwt [HS512] iss= leeway=0s forward=false"},
 		},
 		{
-			name:   "a route adds keys to a secret: both kinds of algorithms",
-			global: []Middleware{{Name: "jwt", Secret: secret32, ForwardAuthorization: on}},
-			route:  []Middleware{{Name: "jwt", JWKSURL: "https://idp/keys"}},
-			want:   []string{"jwt [HS256 RS256 ES256] iss= leeway=0s forward=true"},
-		},
-		{
-			name:   "lists replace, an empty list too",
-			global: []Middleware{{Name: "cors", AllowOrigins: []string{"https://a.com"}, AllowCredentials: true}},
-			route:  []Middleware{{Name: "cors", AllowOrigins: []string{}}},
-			want:   []string{"cors [] credentials=true max_age=0s"},
-		},
-		{
-			name:   "claim-keyed limit without jwt keeps its place",
-			global: []Middleware{{Name: "wasm", Path: "a.wasm"}, {Name: "rate_limit", Limit: 3, Key: "jwt:sub"}},
-			want:   []string{"rate_limit 3/0s burst 3 key jwt:sub", "wasm a.wasm fail_open=false"},
+			name:   "claim-keyed limit runs after jwt",
+			global: []config.Middleware{{Name: "wasm", Settings: &wasm.Settings{Path: "a.wasm"}}, {Name: "rate_limit", Settings: &ratelimit.Settings{Limit: 3, Key: "jwt:sub"}}},
+			route:  []config.Middleware{{Name: "jwt", Settings: &jwt.Settings{Secret: secret32, ForwardAuthorization: on}}},
+			want:   []string{"jwt [HS256] iss= leeway=0s forward=true", "rate_limit 3/0s burst 3 key jwt:sub", "wasm a.wasm fail_open=false"},
 		},
 		{
 			name:  "route only",
-			route: []Middleware{{Name: "wasm", Path: "b.wasm"}, {Name: "wasm", Path: "a.wasm", Enabled: off}, {Name: "cors", AllowOrigins: []string{"*"}}},
+			route: []config.Middleware{{Name: "wasm", Settings: &wasm.Settings{Path: "b.wasm"}}, {Name: "wasm", Settings: &wasm.Settings{Path: "a.wasm"}, Enabled: off}, {Name: "cors", Settings: &cors.Settings{AllowOrigins: []string{"*"}}}},
 			want:  []string{"cors [*] credentials=false max_age=0s", "wasm b.wasm fail_open=false"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := &Config{Middlewares: tt.global, Routes: []Route{{Middlewares: tt.route}}}
+			c := &config.Config{Middlewares: tt.global, Routes: []config.Route{{Middlewares: tt.route}}}
+			c.ApplyDefaults()
 			var got []string
 			for _, m := range c.RouteMiddlewares(0) {
 				got = append(got, describeEntry(m))
@@ -801,7 +768,7 @@ func TestPluginFiles(t *testing.T) {
       - { name: wasm, path: off.wasm, enabled: false }
       - { name: wasm, path: p.wasm }
 `
-	_, err := Parse("bad.yaml", []byte(text))
+	_, err := config.Parse("bad.yaml", []byte(text))
 	want := []string{
 		"bad.yaml:6: routes[0].middlewares[0].path: missing.wasm: no such file or directory",
 		"bad.yaml:7: routes[0].middlewares[1].path: dir.wasm: not a regular file",
@@ -815,7 +782,7 @@ func TestPluginFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	var checked []string
-	_, err = LoadChecked("good.yaml", func(path string) error {
+	_, err = config.LoadChecked("good.yaml", func(path string, _ map[string]any) error {
 		checked = append(checked, path)
 		if path == "b.wasm" {
 			return errors.New("corrupt")
@@ -827,17 +794,5 @@ func TestPluginFiles(t *testing.T) {
 	}
 	if !slices.Equal(checked, []string{"a.wasm", "b.wasm", "p.wasm"}) {
 		t.Errorf("checked %q, want the three enabled plugins", checked)
-	}
-}
-
-// TestEventLoopCountIgnoresRaisedProcs: the plugin host raises GOMAXPROCS
-// for its guest threads; the automatic loop count stays at the value the
-// process started with.
-func TestEventLoopCountIgnoresRaisedProcs(t *testing.T) {
-	before := runtime.GOMAXPROCS(0)
-	runtime.GOMAXPROCS(before + 3)
-	defer runtime.GOMAXPROCS(before)
-	if got := (&Server{EventLoops: "auto"}).EventLoopCount(); got != before {
-		t.Errorf("auto: %d loops with GOMAXPROCS raised to %d, want %d", got, before+3, before)
 	}
 }
