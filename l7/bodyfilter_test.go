@@ -198,18 +198,14 @@ func TestBodyFilterLateHead(t *testing.T) {
 }
 
 // compressInstance builds the compress module from the registry, with
-// its default settings edited by edit.
-func compressInstance(t testing.TB, edit func(s any)) middleware.Instance {
+// its default settings.
+func compressInstance(t testing.TB) middleware.Instance {
 	t.Helper()
 	mod, ok := middleware.Lookup("compress")
 	if !ok {
 		t.Fatal("compress is not linked")
 	}
-	s := mod.Settings()
-	if edit != nil {
-		edit(s)
-	}
-	in, err := mod.New(middleware.Build{Settings: s, Route: "r"})
+	in, err := mod.New(middleware.Build{Settings: mod.Settings(), Route: "r"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +276,7 @@ func TestCompressStreams(t *testing.T) {
 				t.Cleanup(client.CloseIdleConnections)
 			}
 			gw := startGateway(t, gwEngine, fmt.Sprintf("  - { path: \"/\", backend: %q }\n", be.URL))
-			useChain(gw, compressInstance(t, nil))
+			useChain(gw, compressInstance(t))
 			get := func(path, accept string) *http.Response {
 				req, _ := http.NewRequest("GET", "http://"+gw.addr+path, nil)
 				req.Header.Set("Accept-Encoding", accept)
@@ -335,7 +331,7 @@ func TestCompressLargeBodyMemory(t *testing.T) {
 	for _, engine := range engines {
 		t.Run(engine, func(t *testing.T) {
 			gw := startGateway(t, engine, fmt.Sprintf("  - { path: \"/\", backend: %q }\n", be.URL))
-			useChain(gw, compressInstance(t, nil))
+			useChain(gw, compressInstance(t))
 			fetch := func() int64 {
 				c, err := net.Dial("tcp", gw.addr)
 				if err != nil {
@@ -395,7 +391,7 @@ func TestCompressClientGone(t *testing.T) {
 	for _, engine := range engines {
 		t.Run(engine, func(t *testing.T) {
 			gw := startGateway(t, engine, fmt.Sprintf("  - { path: \"/\", backend: %q }\n", be.URL))
-			useChain(gw, compressInstance(t, nil))
+			useChain(gw, compressInstance(t))
 			c, err := net.Dial("tcp", gw.addr)
 			if err != nil {
 				t.Fatal(err)
@@ -456,7 +452,7 @@ func BenchmarkCompressProxy(b *testing.B) {
 	}()
 	b.Cleanup(func() { ln.Close(); <-done })
 	gw := startGateway(b, "fast", fmt.Sprintf("  - { path: \"/\", backend: \"http://%s\" }\n", ln.Addr()))
-	useChain(gw, compressInstance(b, func(s any) {}))
+	useChain(gw, compressInstance(b))
 	c, err := net.Dial("tcp", gw.addr)
 	if err != nil {
 		b.Fatal(err)

@@ -75,8 +75,8 @@ func (h *handler) ResponseFailure() *middleware.Reply { return nil }
 func (h *handler) FilterResponseBody(ex middleware.Exchange, dst middleware.BodyWriter) middleware.BodyFilter {
 	f := h.filters.Get().(*filter)
 	length, ok := h.eligible(ex, f)
-	if ok && length >= 0 && length < int64(h.minLength) {
-		ok = false // too short to be worth it, whoever asks
+	if ok && length >= 0 && (length == 0 || length < int64(h.minLength)) {
+		ok = false // too short to be worth it (or empty), whoever asks
 	}
 	if ok {
 		addVary(ex, f)

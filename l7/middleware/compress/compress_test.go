@@ -333,6 +333,11 @@ func TestThresholdUnknownLength(t *testing.T) {
 	if ex.respHeader("Content-Encoding") != "gzip" {
 		t.Fatal("min_length 0 did not compress a 10-byte body")
 	}
+	// An empty body stays empty.
+	ex = newExchange([][2]string{{"Accept-Encoding", "gzip"}}, [][2]string{{"Content-Type", "text/plain"}, {"Content-Length", "0"}})
+	if send(t, newTestHandler(t, func(s *Settings) { s.MinLength = 0 }), ex, nil, 1, false) || ex.body.Len() != 0 {
+		t.Fatalf("an empty body was compressed to %d bytes", ex.body.Len())
+	}
 }
 
 // TestStreamFlushes: each flush of a stream (an SSE event) reaches the
