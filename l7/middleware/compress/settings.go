@@ -20,7 +20,7 @@ type Settings struct {
 	Encodings []string `yaml:"encodings"`
 	// MinLength is the smallest body compressed, in bytes (default 1024,
 	// as Traefik: below about one packet, compression saves nothing
-	// worth its CPU and header bytes). 0 compresses every body.
+	// worth its CPU and header bytes). 0 compresses every non-empty body.
 	MinLength int `yaml:"min_length"`
 	// ContentTypes are the media types compressed: "type/subtype",
 	// "type/*" or "type/*+suffix" ("application/*+json"), matched
