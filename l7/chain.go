@@ -90,6 +90,14 @@ func checkInstance(in middleware.Instance) error {
 			return fmt.Errorf("declares the response phase, but %T has no response handler", in.Handler)
 		}
 	}
+	if in.Caps.Phases&middleware.PhaseResponseBody != 0 {
+		if in.Caps.Phases&middleware.PhaseResponse == 0 {
+			return errors.New("declares the response body phase without the response phase")
+		}
+		if _, ok := in.Handler.(middleware.ResponseBodyFilter); !ok {
+			return fmt.Errorf("declares the response body phase, but %T has no body filter", in.Handler)
+		}
+	}
 	return nil
 }
 

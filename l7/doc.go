@@ -55,7 +55,9 @@
 // of their packages (nor the WASM host, package plugins). It runs what
 // the instances declare: the request phase in chain order (policy.go),
 // the response phase of those that declare it in reverse order before
-// the response head is written (respphase.go), and a route with an
+// the response head is written (respphase.go), the body filters of those
+// that declare PhaseResponseBody as the body streams, the head then
+// written with the filters' first output (bodyfilter.go), and a route with an
 // instance that declares MayBlock off the event loops. A policy whose work
 // is long only at times (basic_auth verifying a password hash on a cache
 // miss) declares MayBlock false and calls Request.Offload before that

@@ -91,6 +91,13 @@ func (x *exchange) DelHeader(name string) {
 
 func (x *exchange) DelResponseHeader(name string) {
 	x.delResp = append(x.delResp, name)
+	// In the response phase the backend's head is already parsed: drop
+	// the field now (before, this marks nothing that parsing keeps).
+	for i := range x.resp.fields {
+		if f := &x.resp.fields[i]; len(f.name) == len(name) && eqFoldAny(f.name, name) {
+			f.skip = true
+		}
+	}
 }
 
 // dropResponseHeaders marks the backend response's fields that policies
@@ -143,7 +150,7 @@ func (x *exchange) runPolicies(chain []middleware.Instance) bool {
 		if reply == nil {
 			if in.Caps.Phases&middleware.PhaseResponse != 0 {
 				// buildChain checked that the handler has a response phase.
-				x.noteResponsePhase(in.Handler.(middleware.ResponseHandler))
+				x.noteResponsePhase(in.Handler.(middleware.ResponseHandler), in.Caps.Phases&middleware.PhaseResponseBody != 0)
 			}
 			continue
 		}

@@ -490,6 +490,7 @@ func (x *exchange) responsePhase(bc *backendConn, bodyErr chan error) (held, don
 		return false, false, nil, ""
 	}
 	if x.phase.needBody && x.resp.kind != bodyNone {
+		x.pinResponseHead(&x.resp)
 		if err := x.bufferResponseBody(); err != nil {
 			bc.close()
 			x.waitBody(bodyErr)
@@ -507,7 +508,10 @@ func (x *exchange) responsePhase(bc *backendConn, bodyErr chan error) (held, don
 		x.writeLocal(r.Status, "application/json", r.Body, "")
 		return held, true, nil, ""
 	}
-	if held {
+	if len(x.phase.filterers) > 0 && x.resp.kind != bodyNone {
+		x.installFilters(&x.resp)
+	}
+	if held && x.phase.filter == nil {
 		x.setLengthField(len(x.phase.respBody))
 	}
 	return held, false, nil, ""
@@ -522,17 +526,20 @@ func (x *exchange) relayResponse(bc *backendConn, held bool, bodyErr chan error)
 	// asked to close, or HTTP/1.0 needs the close to end the body): the
 	// backend connection stays reusable.
 	poisoned := x.closeClient
-	if err := x.sink.head(x, resp); err != nil {
+	var ok bool
+	switch {
+	case x.phase.filter != nil:
+		// The head is written by the filters' output (bodyfilter.go).
+		ok = x.relayFiltered(held)
+	case x.sink.head(x, resp) != nil:
 		x.closeClient = true
 		bc.close()
 		x.waitBody(bodyErr)
 		return
-	}
-	var ok bool
-	if held {
+	case held:
 		ok = x.sink.body(x.phase.respBody) == nil && x.sink.finish(nil) == nil
 		x.bytesOut += int64(len(x.phase.respBody))
-	} else {
+	default:
 		ok = x.relayBody(bc)
 	}
 	if ok && bodyErr != nil {

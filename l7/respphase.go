@@ -29,6 +29,17 @@ type responsePhase struct {
 	// respBody is the buffered response body (needBody).
 	respBody []byte
 	isError  bool
+
+	// filterers are the pending handlers that may filter the body, in
+	// chain order; filter is the last filter installed (the body goes
+	// in there), out the client end of the first (bodyfilter.go).
+	filterers []middleware.ResponseBodyFilter
+	filter    middleware.BodyFilter
+	out       bodyOut
+	// headBuf holds the response head's bytes once pinned (the head is
+	// written after the body was read from the buffer it was in).
+	headBuf []byte
+	pinned  bool
 }
 
 func (x *exchange) URI() []byte {
@@ -182,8 +193,9 @@ func (x *exchange) ResponseBody() []byte { return x.phase.respBody }
 func (x *exchange) SetResponseBody(body []byte) { x.phase.respBody = body }
 
 // noteResponsePhase records, after a handler of the response phase let
-// the request through, whether it wants the response.
-func (x *exchange) noteResponsePhase(h middleware.ResponseHandler) {
+// the request through, whether it wants the response; filters says it
+// declared that it may filter the body.
+func (x *exchange) noteResponsePhase(h middleware.ResponseHandler, filters bool) {
 	// NeedBody implies NeedResponse, whether or not both bits are set.
 	needs := h.ResponseNeeds(x)
 	if needs == middleware.NeedNone {
@@ -192,6 +204,9 @@ func (x *exchange) noteResponsePhase(h middleware.ResponseHandler) {
 	x.phase.pending = append(x.phase.pending, h)
 	if needs&middleware.NeedBody != 0 {
 		x.phase.needBody = true
+	}
+	if filters {
+		x.noteBodyFilter(h)
 	}
 }
 

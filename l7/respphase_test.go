@@ -105,7 +105,7 @@ func TestNoteResponsePhaseNeeds(t *testing.T) {
 		{middleware.NeedResponse | middleware.NeedBody, true, true},
 	} {
 		var x exchange
-		x.noteResponsePhase(needsPolicy{tc.needs})
+		x.noteResponsePhase(needsPolicy{tc.needs}, false)
 		if got := len(x.phase.pending) == 1; got != tc.pending || x.phase.needBody != tc.bodyToo {
 			t.Errorf("needs %d: pending %v, needBody %v; want %v, %v", tc.needs, got, x.phase.needBody, tc.pending, tc.bodyToo)
 		}

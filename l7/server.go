@@ -626,10 +626,14 @@ func (x *exchange) reset() {
 	trailers, respFields := x.br.trailers, x.resp.fields
 	addReq, addResp, delResp, values := x.addReq[:0], x.addResp[:0], x.delResp[:0], x.values[:0]
 	clear(x.values)
+	pending, filterers, headBuf := x.phase.pending, x.phase.filterers, x.phase.headBuf[:0]
+	clear(pending[:cap(pending)])
+	clear(filterers[:cap(filterers)])
 	*x = exchange{}
 	x.br.trailers = trailers
 	x.resp.fields = respFields
 	x.addReq, x.addResp, x.delResp, x.values = addReq, addResp, delResp, values
+	x.phase.pending, x.phase.filterers, x.phase.headBuf = pending[:0], filterers[:0], headBuf
 }
 
 // exchange runs one request; it reports whether the connection stays open.

@@ -9,9 +9,11 @@ import "net/netip"
 // (SetRequestBody, SetResponseBody) become the proxy's.
 //
 // Request-side methods are used during Handle; the response-side methods
-// only during ResponseHandler.OnResponse. AddResponseHeader serves both:
-// called during Handle, it adds to whatever response the client gets (as
-// for every policy); called during OnResponse, it adds to the response
+// only during ResponseHandler.OnResponse and
+// ResponseBodyFilter.FilterResponseBody (and by the filter it returns,
+// until the head is written). AddResponseHeader serves both: called
+// during Handle, it adds to whatever response the client gets (as for
+// every policy); called in the response phase, it adds to the response
 // being handled.
 type Exchange interface {
 	// Method, Path, Host, Header, PeerIP, SetHeader, DelHeader,
@@ -107,4 +109,58 @@ type ResponseHandler interface {
 	// ResponseFailure is the reply sent instead of a response whose
 	// OnResponse failed.
 	ResponseFailure() *Reply
+}
+
+// BodyWriter is where a body filter writes the body it produces: the
+// client, or the filter of the middleware before it in the chain.
+type BodyWriter interface {
+	// Write sends the next piece of the transformed body. p is only
+	// read during the call.
+	Write(p []byte) (int, error)
+	// Flush pushes what was written so far on to the client.
+	Flush() error
+}
+
+// BodyFilter transforms a response body on its way to the client, piece
+// by piece, without holding it whole (compression is one). The proxy
+// writes every byte of the backend's body through it and then calls
+// Close exactly once, whatever happened.
+type BodyFilter interface {
+	// Write takes the next piece of the body; p is only valid during the
+	// call. An error ends the response (the client connection is
+	// closed).
+	Write(p []byte) (int, error)
+	// Flush is called when the backend has nothing more for now (a
+	// streamed response, a server-sent event, a chunk the backend
+	// flushed): the filter writes out what it holds, as far as it can,
+	// and flushes its BodyWriter, so that the client gets it now.
+	Flush() error
+	// Close ends the body. complete says the whole body was written:
+	// the filter then writes its last bytes (the end of a compressed
+	// stream) without flushing; the proxy finishes the response. Without
+	// complete (the backend or the client failed) it writes nothing more.
+	// Either way it releases what it holds (pooled encoders) and is not
+	// used again.
+	Close(complete bool) error
+}
+
+// ResponseBodyFilter is the capability of a middleware that transforms
+// response bodies as they stream. The handler of every instance that
+// declares PhaseResponseBody implements it (and ResponseHandler).
+//
+// For each response with a body whose OnResponse ran (ResponseNeeds
+// asked for the response, OnResponse succeeded), the proxy asks
+// FilterResponseBody for a filter, in chain order: each filter writes
+// into the one asked before it, the first into dst, the client; the
+// backend's body goes through the last one first. The response head can
+// still be changed through ex (headers, not the status): it is written
+// when the body first reaches the client, that is when the first filter
+// first writes to or flushes dst, or is closed. A filter may so hold the
+// first bytes of the body before deciding what to do with it (and what
+// the head says). Once a filter is returned, the proxy drops the
+// response's Content-Length and streams the body (chunked on HTTP/1.1).
+type ResponseBodyFilter interface {
+	// FilterResponseBody returns a filter for the response's body, or
+	// nil to leave it as it is (it may still have changed the head).
+	FilterResponseBody(ex Exchange, dst BodyWriter) BodyFilter
 }

@@ -14,8 +14,9 @@
 // the request path: it validates and fails on settings it cannot run,
 // releasing what it started. The Instance declares its Capabilities,
 // which the proxy trusts and never discovers by type: the phases it runs
-// in (a handler declaring PhaseResponse implements ResponseHandler, or
-// the chain fails to build) and whether it may block (MayBlock: the route
+// in (a handler declaring PhaseResponse implements ResponseHandler, one
+// declaring PhaseResponseBody also ResponseBodyFilter, or the chain fails
+// to build) and whether it may block (MayBlock: the route
 // then runs off the event loops). A handler that blocks only at times
 // declares MayBlock false and calls Request.Offload before it does. A handler that owns background work
 // implements Closer; the snapshot closes it once no request uses it.

@@ -19,6 +19,9 @@ const (
 	// PhaseResponse: the handler also sees the response before it is
 	// written to the client.
 	PhaseResponse
+	// PhaseResponseBody (with PhaseResponse): the handler may transform
+	// the response body as it streams (see ResponseBodyFilter).
+	PhaseResponseBody
 )
 
 // Capabilities are what a built middleware declares about itself. The

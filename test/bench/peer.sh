@@ -57,6 +57,20 @@
 #                 route: ip_filter (allowed) and basic_auth (bcrypt, served
 #                 from its cache after the first request); wrk sends the
 #                 user's credentials                (rustygate-access.yaml)
+# Compression targets (default only with FULL=1), GET of a JSON document
+# of the backend (1 KiB: /json/1k.json, 64 KiB: /json/64k.json, written by
+# this script; records of ids, names, prices, flags and tags) with
+# "Accept-Encoding: gzip", each size its own row:
+#   gz_nginx_1k, gz_nginx_64k  nginx proxy with `gzip on` (default level 1)
+#              on 127.0.0.1:18005, one worker like the nginx row
+#                                                 (nginx-proxy-gzip.conf)
+#   gz_rg_1k, gz_rg_64k  RustyGate with the compress middleware at its
+#              defaults (gzip level 5) on 127.0.0.1:18097, access log on,
+#              GOMAXPROCS=1: one CPU, the budget of nginx's one worker, as
+#              rg_1cpu                            (rustygate-compress.yaml)
+# The two rows of a proxy share its process. Checked before measuring: the
+# 64 KiB document comes back gzip-encoded and decodes to 65536 bytes. The
+# report compares RustyGate with nginx size by size (target: >= 0.8x).
 # Each variant is checked once before measuring (rg_policies: the token gets
 # 200 and no token 401, CORS and rate-limit headers present; rg_wasm: the
 # response carries X-RustyGate-Plugin: executed; rg_2backends: both backends
@@ -78,7 +92,7 @@
 #                   (default "direct nginx rustygate rg_1cpu haproxy nginx_tls
 #                   rg_tls rg_tls_1cpu"; with FULL=1
 #                   also "rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm
-#                   rg_access")
+#                   rg_access gz_nginx_1k gz_nginx_64k gz_rg_1k gz_rg_64k")
 #   KEEP_TMP      1 keeps the temporary directory (logs, nginx prefixes)
 #
 # Every target gets `wrk -t2 -c64 -d${DURATION}s --latency`, the targets
@@ -110,8 +124,9 @@ OUT=${OUT:-$ROOT/test/bench/out}
 FULL=${FULL:-0}
 BASE_TARGETS="direct nginx rustygate rg_1cpu haproxy nginx_tls rg_tls rg_tls_1cpu"
 RG_VARIANTS="rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm rg_access"
+GZ_TARGETS="gz_nginx_1k gz_nginx_64k gz_rg_1k gz_rg_64k"
 if [[ $FULL == 1 ]]; then
-	TARGETS=${TARGETS:-$BASE_TARGETS $RG_VARIANTS}
+	TARGETS=${TARGETS:-$BASE_TARGETS $RG_VARIANTS $GZ_TARGETS}
 else
 	TARGETS=${TARGETS:-$BASE_TARGETS}
 fi
@@ -133,6 +148,7 @@ declare -A PORT=(
 	[rg_2backends]=18082 [rg_policies]=18083 [rg_tracing]=18084 [rg_tracing0]=18085 [rg_wasm]=18086
 	[rg_1cpu]=18087 [nginx_tls]=18004 [rg_tls]=18089 [rg_tls_1cpu]=18091
 	[rg_access]=18094
+	[gz_nginx_1k]=18005 [gz_nginx_64k]=18005 [gz_rg_1k]=18097 [gz_rg_64k]=18097
 )
 declare -A LABEL=(
 	[direct]="direct (nginx backend)"
@@ -149,7 +165,18 @@ declare -A LABEL=(
 	[nginx_tls]="nginx_tls: nginx proxy, HTTPS"
 	[rg_tls]="rg_tls: RustyGate, HTTPS"
 	[rg_tls_1cpu]="rg_tls_1cpu: RustyGate, HTTPS, on 1 CPU (GOMAXPROCS=1)"
+	[gz_nginx_1k]="gz_nginx_1k: nginx proxy, gzip on, 1 KiB JSON"
+	[gz_nginx_64k]="gz_nginx_64k: nginx proxy, gzip on, 64 KiB JSON"
+	[gz_rg_1k]="gz_rg_1k: RustyGate + compress on 1 CPU, 1 KiB JSON"
+	[gz_rg_64k]="gz_rg_64k: RustyGate + compress on 1 CPU, 64 KiB JSON"
 )
+# Path (after the URL's "/") that wrk requests on a target, when not "/".
+declare -A WRK_PATH=(
+	[gz_nginx_1k]=json/1k.json [gz_nginx_64k]=json/64k.json
+	[gz_rg_1k]=json/1k.json [gz_rg_64k]=json/64k.json
+)
+# Targets served by the process of another target (its other size).
+declare -A SHARES=([gz_nginx_64k]=gz_nginx_1k [gz_rg_64k]=gz_rg_1k)
 # HTTPS targets, and the plain listener each HTTPS RustyGate also opens
 # (its port must be free too; it is not measured).
 declare -A TLS_TARGET=([nginx_tls]=1 [rg_tls]=1 [rg_tls_1cpu]=1)
@@ -166,11 +193,15 @@ declare -A RG_CONF=(
 	[rg_1cpu]=rustygate-1cpu.yaml
 	[rg_tls]=rustygate-tls.yaml
 	[rg_tls_1cpu]=rustygate-tls-1cpu.yaml
+	[gz_rg_1k]=rustygate-compress.yaml
+	[gz_rg_64k]=rustygate-compress.yaml
 )
 # Environment of RustyGate targets that need one.
 declare -A RG_ENV=(
 	[rg_1cpu]=GOMAXPROCS=1
 	[rg_tls_1cpu]=GOMAXPROCS=1
+	[gz_rg_1k]=GOMAXPROCS=1
+	[gz_rg_64k]=GOMAXPROCS=1
 )
 declare -A PID=()
 
@@ -201,7 +232,7 @@ done
 
 selected=()
 for t in $TARGETS; do
-	[[ -n ${PORT[$t]:-} ]] || die "unknown target '$t' (known: $BASE_TARGETS $RG_VARIANTS)"
+	[[ -n ${PORT[$t]:-} ]] || die "unknown target '$t' (known: $BASE_TARGETS $RG_VARIANTS $GZ_TARGETS)"
 	if [[ $t == haproxy ]] && ! command -v haproxy >/dev/null 2>&1; then
 		note "haproxy not installed: skipping the HAProxy target"
 		continue
@@ -495,7 +526,7 @@ run_wrk() {
 	local name=$1 threads=$2 conns=$3 secs=$4 outfile=$5 before after p99
 	hdr_args "$name"
 	before=$(cpu_ticks "${PID[$name]}")
-	wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "${HDR_ARGS[@]}" "$(url_of "$name")" >"$outfile" 2>&1 || true
+	wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "${HDR_ARGS[@]}" "$(url_of "$name")${WRK_PATH[$name]:-}" >"$outfile" 2>&1 || true
 	after=$(cpu_ticks "${PID[$name]}")
 	CPU_TICKS=$((after - before))
 	RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$outfile")
@@ -581,6 +612,52 @@ ratio() {
 	awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
 }
 
+# gen_json BYTES: a JSON document of exactly BYTES bytes (records of ids,
+# names, prices, stock counts, flags and tags, drawn from a fixed seed;
+# blanks pad the end), on stdout.
+gen_json() {
+	awk -v size="$1" 'BEGIN {
+		srand(42)
+		n = split("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon", w, " ")
+		s = "{\"items\":["
+		for (i = 0; length(s) < size - 160; i++) {
+			if (i) s = s ","
+			s = s sprintf("{\"id\":%d,\"name\":\"%s %s\",\"price\":%.2f,\"stock\":%d,\"active\":%s,\"tags\":[\"%s\",\"%s\"]}",
+				100000 + i * 37, w[int(rand() * n) + 1], w[int(rand() * n) + 1], rand() * 1000, int(rand() * 500),
+				(rand() < 0.5 ? "true" : "false"), w[int(rand() * n) + 1], w[int(rand() * n) + 1])
+		}
+		s = s "],\"count\":" i "}"
+		while (length(s) < size) s = s " "
+		printf "%s", s
+	}'
+}
+
+# shared_started NAME: NAME is served by the process of another target
+# (SHARES) that is already started; NAME then gets its PID.
+shared_started() {
+	local other=${SHARES[$1]:-}
+	[[ -n $other && -n ${PID[$other]:-} ]] || return 1
+	PID[$1]=${PID[$other]}
+	note "${LABEL[$1]} served by the process of ${LABEL[$other]}"
+}
+
+# verify_gzip NAME: the target's document comes back gzip-encoded, with
+# Vary, and decodes to its size; records the encoded size in GZ_BYTES.
+declare -A GZ_BYTES=()
+verify_gzip() {
+	local name=$1 port=${PORT[$1]} doc=${WRK_PATH[$1]} h size want=1024
+	[[ $doc == */64k.json ]] && want=65536
+	h=$(curl -s -D - -o "$TMP/$name.gz" --max-time 5 -H 'Accept-Encoding: gzip' "http://127.0.0.1:$port/$doc" | tr -d '\r')
+	grep -qix 'content-encoding: gzip' <<<"$h" ||
+		{ printf '%s\n' "$h" >&2; die "${LABEL[$name]}: /$doc is not gzip-encoded"; }
+	grep -qi '^vary: .*accept-encoding' <<<"$h" ||
+		{ printf '%s\n' "$h" >&2; die "${LABEL[$name]}: /$doc has no Vary: Accept-Encoding"; }
+	size=$(gzip -dc <"$TMP/$name.gz" | wc -c)
+	((size == want)) || die "${LABEL[$name]}: /$doc decodes to $size bytes, want $want"
+	GZ_BYTES[$name]=$(wc -c <"$TMP/$name.gz")
+	note "  check: /$doc gzip-encoded, ${GZ_BYTES[$name]} bytes, decodes to $size"
+}
+
 # ---------------------------------------------------------------- start
 
 for t in "${selected[@]}"; do
@@ -608,6 +685,9 @@ if want rg_wasm && [[ ! -f $WASM_PLUGIN ]]; then
 	[[ -f $WASM_PLUGIN ]] || die "make plugins did not produce $WASM_PLUGIN"
 fi
 want rg_access && HDR[rg_access]=$ACCESS_AUTH
+for t in $GZ_TARGETS; do
+	HDR[$t]="Accept-Encoding: gzip"
+done
 if want rg_policies; then
 	BENCH_JWT=$(hs256_token "$RG_BENCH_JWT_SECRET")
 	HDR[rg_policies]="Authorization: Bearer $BENCH_JWT
@@ -625,6 +705,9 @@ if ((any_tls)); then
 fi
 
 note "starting targets (temporary files in $TMP)"
+mkdir -p "$TMP/nginx-direct/json"
+gen_json 1024 >"$TMP/nginx-direct/json/1k.json"
+gen_json 65536 >"$TMP/nginx-direct/json/64k.json"
 start_nginx direct "$HERE/nginx-backend.conf"
 check_backend2
 want nginx && start_nginx nginx "$HERE/nginx-proxy.conf"
@@ -635,8 +718,12 @@ if want nginx_tls; then
 	start_nginx nginx_tls "$TLS_DIR/nginx-proxy-tls.conf"
 fi
 want haproxy && start_haproxy
+for t in gz_nginx_1k gz_nginx_64k; do
+	want "$t" && ! shared_started "$t" && start_nginx "$t" "$HERE/nginx-proxy-gzip.conf"
+done
 for t in "${selected[@]}"; do
 	is_rg "$t" || continue
+	shared_started "$t" && continue
 	start_rustygate "$t"
 	case $t in
 	rg_2backends) verify_2backends ;;
@@ -644,6 +731,9 @@ for t in "${selected[@]}"; do
 	rg_wasm) verify_wasm ;;
 	rg_access) verify_access ;;
 	esac
+done
+for t in $GZ_TARGETS; do
+	want "$t" && verify_gzip "$t"
 done
 
 # ---------------------------------------------------------------- measure
@@ -782,6 +872,41 @@ tls_report() {
 	done
 }
 
+# gz_report: RustyGate's compress against nginx's gzip, size by size.
+gz_report() {
+	local size rg ng r
+	want gz_rg_1k || want gz_rg_64k || return 0
+	want gz_nginx_1k || want gz_nginx_64k || return 0
+	echo
+	echo "Compression: GET of a JSON document (1 KiB, 64 KiB) with \"Accept-Encoding: gzip\":"
+	echo "nginx with \`gzip on\` (level 1, one worker) against RustyGate's compress at its"
+	echo "defaults (gzip level 5; GOMAXPROCS=1, one event loop; access log on); same backend,"
+	echo "same rounds."
+	echo "Target: RustyGate >= 0.8x nginx's req/s. Bytes: the encoded document."
+	echo
+	echo "| size | nginx gzip req/s | RustyGate req/s | ratio | nginx CPU µs/req | RustyGate CPU µs/req | nginx bytes | RustyGate bytes |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+	for size in 1k 64k; do
+		want "gz_rg_$size" && want "gz_nginx_$size" || continue
+		# shellcheck disable=SC2086 # word splitting wanted: one value per round
+		rg=$(median ${RPS_OF[gz_rg_$size]})
+		# shellcheck disable=SC2086
+		ng=$(median ${RPS_OF[gz_nginx_$size]})
+		r=$(ratio "$rg" "$ng")
+		printf '| %s | %s | %s | %s (%s) | %s | %s | %s | %s |\n' "$size" "$(fmt0 "$ng")" "$(fmt0 "$rg")" "$r" "$(verdict "$r" '>=' 0.8)" \
+			"$(per_req "${TICKS_OF[gz_nginx_$size]}" "${REQS_OF[gz_nginx_$size]}")" \
+			"$(per_req "${TICKS_OF[gz_rg_$size]}" "${REQS_OF[gz_rg_$size]}")" \
+			"${GZ_BYTES[gz_nginx_$size]:--}" "${GZ_BYTES[gz_rg_$size]:--}"
+	done
+	for size in 1k 64k; do
+		want "gz_rg_$size" && want "gz_nginx_$size" || continue
+		echo "- $size per round: req/s $(per_round "${RPS_OF[gz_rg_$size]}" "${RPS_OF[gz_nginx_$size]}")"
+	done
+	echo
+	echo "CPU per request is the whole process's (the two rows of a proxy share it, each"
+	echo "counted during its own runs)."
+}
+
 ref_rps=nan ref_p99=nan rg_rps=nan
 if want nginx; then
 	# shellcheck disable=SC2086 # word splitting wanted: one value per round
@@ -896,6 +1021,7 @@ done
 		echo "$BAR"
 	fi
 	((any_tls)) && tls_report
+	gz_report
 	echo
 	echo "Raw wrk output: $RUN_DIR/raw/"
 } | tee "$RUN_DIR/summary.md"

@@ -5,6 +5,7 @@ package standard
 
 import (
 	_ "github.com/rustygate/rustygate/l7/middleware/basicauth"
+	_ "github.com/rustygate/rustygate/l7/middleware/compress"
 	_ "github.com/rustygate/rustygate/l7/middleware/cors"
 	_ "github.com/rustygate/rustygate/l7/middleware/forwardauth"
 	_ "github.com/rustygate/rustygate/l7/middleware/headers"
