@@ -13,6 +13,9 @@ import (
 // request and response headers, the status, and the body the filters
 // write to the client (it is also the client's BodyWriter).
 type fakeExchange struct {
+	// Exchange provides the methods compress never calls (nil: calling
+	// one panics).
+	middleware.Exchange
 	method  string
 	reqHdr  [][2]string
 	status  int
