@@ -537,7 +537,7 @@ func TestBackendTLSHealthCheck(t *testing.T) {
 	foreign := pki.foreignCA.Issue(t, testpki.Spec{CN: "impostor", Hosts: []string{"127.0.0.1"}})
 	bad := startTLSBackend(t, foreign.TLS, nil)
 	good := startTLSBackend(t, pki.server.TLS, nil)
-	hc := "health_check: { path: /health, interval: 100ms, timeout: 80ms, unhealthy_threshold: 1 }"
+	hc := "health_check: { path: /health, interval: 1s, timeout: 900ms, unhealthy_threshold: 1 }"
 	g := startLogGateway(t, "fast", fmt.Sprintf("  - { path: \"/bad\", backend: %q, tls: { ca_file: %q }, %s }\n  - { path: \"/good\", backend: %q, tls: { ca_file: %q }, %s }\n",
 		bad.URL, pki.caFile, hc, good.URL, pki.caFile, hc))
 	deadline := time.Now().Add(5 * time.Second)
