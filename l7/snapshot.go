@@ -129,12 +129,12 @@ func (t *Transport) Close() {
 	}
 }
 
-func (t *Transport) pool(b *upstream.Backend, to config.Timeouts, bt *backendTLS) *connPool {
+func (t *Transport) pool(b *upstream.Backend, to config.Timeouts, bt *backendTLS, protocol string) *connPool {
 	// By URL, not address, so that a pool's connections are reported
 	// under the backend label the other backend metrics use. Changed TLS
 	// settings or files make a new pool: no connection verified under
 	// the old ones is reused.
-	key := fmt.Sprintf("%s|%d|%d|%d", b.URL, to.Connect, to.Idle, to.MaxIdleConns)
+	key := fmt.Sprintf("%s|%d|%d|%d|%s", b.URL, to.Connect, to.Idle, to.MaxIdleConns, protocol)
 	if bt != nil {
 		key += "|" + bt.key
 	}
@@ -143,7 +143,7 @@ func (t *Transport) pool(b *upstream.Backend, to config.Timeouts, bt *backendTLS
 	if p, ok := t.pools[key]; ok {
 		return p
 	}
-	p := newConnPool(b, to.Connect.D(), to.Idle.D(), to.MaxIdleConns, bt)
+	p := newConnPool(b, to.Connect.D(), to.Idle.D(), to.MaxIdleConns, bt, protocol)
 	t.pools[key] = p
 	return p
 }
@@ -292,6 +292,7 @@ func buildRoute(rc *config.Route, tr *Transport, metrics *observe.Metrics) (*Rou
 		readTimeout:    rc.Timeouts.Read.D(),
 		metrics:        metrics.Route(rc.Name),
 		retry:          compileRetries(rc),
+		h2:             rc.Protocol != "" && rc.Protocol != config.ProtocolHTTP1,
 	}
 	switch {
 	case strings.HasPrefix(rc.HashKey, "header:"):
@@ -304,7 +305,7 @@ func buildRoute(rc *config.Route, tr *Transport, metrics *observe.Metrics) (*Rou
 	}
 	rt.requireClientCert = rc.ClientAuth != nil
 	for _, b := range backends {
-		rt.conns[b] = tr.pool(b, rc.Timeouts, tlsOf[b])
+		rt.conns[b] = tr.pool(b, rc.Timeouts, tlsOf[b], rc.Protocol)
 	}
 	return rt, pool, nil
 }
@@ -342,6 +343,7 @@ func compileRetries(rc *config.Route) retryPolicy {
 			p.outlierStatus[code/100].set(code % 100)
 		}
 	}
+	p.grpcOn = grpcRetryCodes(rc.Retries.GRPCOn)
 	if rc.Retries.Budget != nil {
 		p.budget = upstream.NewRetryBudget(*rc.Retries.Budget, minRetriesPerSecond)
 	}
