@@ -203,13 +203,21 @@ func (x *exchange) h2RequestBody(hreq *http.Request, rt *Route) *h2Body {
 	if req.expectCont {
 		x.sink.informational(&continueResponse)
 	}
-	body := &h2Body{src: x.body, abort: x.sink.abortRead}
-	if rt.retry.grpcOn != 0 && x.isGRPC() {
-		body.keepMax = rt.retry.maxBody
-	}
+	// A copy of a small body lets the transport send it again on
+	// another connection when a GOAWAY or a refused stream says the
+	// backend did not process it, and lets a gRPC call be retried.
+	body := &h2Body{src: x.body, abort: x.sink.abortRead, keepMax: rt.retry.maxBody}
 	hreq.Body = body
+	hreq.GetBody = func() (io.ReadCloser, error) {
+		if kept, ok := body.kept(); ok {
+			return io.NopCloser(bytes.NewReader(kept)), nil
+		}
+		return nil, errBodyNotKept
+	}
 	return body
 }
+
+var errBodyNotKept = errors.New("request body not kept for a replay")
 
 // h2Body streams the client's request body to the HTTP/2 transport,
 // which reads it on a goroutine of its own. Its state is its own (not the
@@ -227,9 +235,12 @@ type h2Body struct {
 	n       atomic.Int64
 	eof     atomic.Bool
 	closed  atomic.Bool
+	// started is set by the transport's first read.
+	started atomic.Bool
 }
 
 func (b *h2Body) Read(p []byte) (int, error) {
+	b.started.Store(true)
 	if b.closed.Load() {
 		return 0, io.ErrClosedPipe
 	}
@@ -265,7 +276,7 @@ func (b *h2Body) Read(p []byte) (int, error) {
 
 // Close unblocks a read waiting on the client.
 func (b *h2Body) Close() error {
-	if !b.closed.Swap(true) && !b.eof.Load() {
+	if !b.closed.Swap(true) && b.started.Load() && !b.eof.Load() {
 		b.abort()
 	}
 	return nil
@@ -299,7 +310,11 @@ func (x *exchange) h2BodyDone(body *h2Body) {
 
 // h2Failed reports an attempt that got no response head.
 func (x *exchange) h2Failed(w *h2Watch, err error, body *h2Body) (*proxyError, string) {
-	x.h2BodyDone(body)
+	if body != nil && body.started.Load() {
+		x.h2BodyDone(body)
+	}
+	// A body the transport never read stays with the exchange, for a
+	// retry or for drainOrClose.
 	if errors.Is(err, errH2NotSelected) {
 		return errH2Fallback, ""
 	}

@@ -1,13 +1,17 @@
 package l7
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -249,4 +253,312 @@ func grpcCode(err error) codes.Code {
 	return s.Code()
 }
 
+// grpcCalls returns rustygate_grpc_requests_total of a route and code.
+func (g *logGateway) grpcCalls(t testing.TB, route, code string) float64 {
+	t.Helper()
+	mfs, err := g.metrics.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "rustygate_grpc_requests_total" {
+			continue
+		}
+		for _, m := range mf.Metric {
+			if label(m, "route") == route && label(m, "grpc_status") == code {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// TestGRPCGatewayErrors: what the gateway answers itself to a gRPC call
+// is a gRPC status a client reads (HTTP 200, trailers-only), never an
+// HTTP error page: no route, a backend down, a route whose backends speak
+// HTTP/1.1, a rate limit, a missing token. The access line and the
+// metrics carry the status.
+func TestGRPCGatewayErrors(t *testing.T) {
+	for _, engine := range []string{"fast", "standard"} {
+		t.Run(engine, func(t *testing.T) {
+			be := startGRPCBackend(t, nil)
+			dead, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			deadURL := "http://" + dead.Addr().String()
+			dead.Close()
+			secret := strings.Repeat("k", 32)
+			routes := fmt.Sprintf(`  - { name: down, path: /grpc.testing.TestService/EmptyCall, backend: %q, protocol: h2c, retries: { attempts: 0 } }
+  - { name: h1, path: /grpc.testing.TestService/StreamingOutputCall, backend: %q }
+  - name: limited
+    path: /grpc.testing.TestService/StreamingInputCall
+    backend: %q
+    protocol: h2c
+    middlewares: [ { name: rate_limit, limit: 1, window: 60 } ]
+  - name: auth
+    path: /grpc.testing.TestService/FullDuplexCall
+    backend: %q
+    protocol: h2c
+    middlewares: [ { name: jwt, secret: %q, algorithms: [HS256] } ]
+  - { name: ok, path: /grpc.testing.TestService/UnaryCall, backend: %q, protocol: h2c }
+`, deadURL, be.url, be.url, be.url, secret, be.url)
+			g := startLogGateway(t, engine, routes)
+			cl := grpcClient(t, g.addr)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+
+			_, err = cl.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+			if err != nil {
+				t.Fatalf("routed call: %v", err)
+			}
+			_, err = cl.UnimplementedCall(ctx, &testgrpc.Empty{})
+			wantStatus(t, "no route", err, codes.Unimplemented, "no route")
+			_, err = cl.EmptyCall(ctx, &testgrpc.Empty{})
+			wantStatus(t, "backend down", err, codes.Unavailable, "backend unreachable")
+			so, err := cl.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{})
+			if err == nil {
+				_, err = so.Recv()
+			}
+			wantStatus(t, "HTTP/1.1 backend", err, codes.Unimplemented, "HTTP/2")
+
+			for i := range 2 {
+				si, err := cl.StreamingInputCall(ctx)
+				if err == nil {
+					_, err = si.CloseAndRecv()
+				}
+				if i == 0 && err != nil {
+					t.Fatalf("first call under the limit: %v", err)
+				}
+				if i == 1 {
+					wantStatus(t, "rate limited", err, codes.ResourceExhausted, "")
+				}
+			}
+			bidi, err := cl.FullDuplexCall(ctx)
+			if err == nil {
+				_, err = bidi.Recv()
+			}
+			wantStatus(t, "no token", err, codes.Unauthenticated, "")
+
+			logs := g.log()
+			if !strings.Contains(logs, `"route":"down"`) || !strings.Contains(logs, `"grpc_status":14`) || !strings.Contains(logs, `"grpc_status":0`) {
+				t.Errorf("access lines lack grpc_status:\n%s", logs)
+			}
+			if n := g.grpcCalls(t, "down", "14"); n != 1 {
+				t.Errorf("rustygate_grpc_requests_total{route=down,grpc_status=14} = %v, want 1", n)
+			}
+			if n := g.grpcCalls(t, "ok", "0"); n != 1 {
+				t.Errorf("rustygate_grpc_requests_total{route=ok,grpc_status=0} = %v, want 1", n)
+			}
+		})
+	}
+}
+
+func wantStatus(t *testing.T, what string, err error, code codes.Code, msg string) {
+	t.Helper()
+	s, _ := status.FromError(err)
+	if s.Code() != code || !strings.Contains(s.Message(), msg) {
+		t.Errorf("%s: got %v, want %v containing %q", what, err, code, msg)
+	}
+}
+
 var _ = errors.New
+
+// h2cBackend serves h over HTTP/2 with prior knowledge.
+func h2cBackend(t testing.TB, h http.HandlerFunc) string {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// grpcFrame is an empty gRPC message.
+var grpcFrame = []byte{0, 0, 0, 0, 0}
+
+// TestGRPCTimeout: a call's grpc-timeout is its deadline at the gateway:
+// a backend slower than it (and that ignores it) is cut off, the backend
+// stream cancelled, and the client gets DEADLINE_EXCEEDED within bounds.
+func TestGRPCTimeout(t *testing.T) {
+	for _, engine := range []string{"fast", "standard"} {
+		t.Run(engine, func(t *testing.T) {
+			cancelled := make(chan struct{}, 1)
+			url := h2cBackend(t, func(w http.ResponseWriter, r *http.Request) {
+				select {
+				case <-r.Context().Done():
+					cancelled <- struct{}{}
+				case <-time.After(5 * time.Second):
+				}
+			})
+			gw := startGateway(t, engine, fmt.Sprintf("  - { path: /svc, backend: %q, protocol: h2c }\n", url))
+			req, _ := http.NewRequest("POST", "http://"+gw.addr+"/svc/Slow", bytes.NewReader(grpcFrame))
+			req.Header.Set("Content-Type", "application/grpc")
+			req.Header.Set("Te", "trailers")
+			req.Header.Set("Grpc-Timeout", "300m")
+			start := time.Now()
+			resp, err := h2cClient(t).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			took := time.Since(start)
+			st := resp.Header.Get("Grpc-Status") + resp.Trailer.Get("Grpc-Status")
+			if resp.StatusCode != 200 || st != "4" {
+				t.Fatalf("status %d grpc-status %q, want 200 and 4 (DEADLINE_EXCEEDED)", resp.StatusCode, st)
+			}
+			if took < 250*time.Millisecond || took > 2*time.Second {
+				t.Fatalf("answered after %v, want about 300ms", took)
+			}
+			select {
+			case <-cancelled:
+			case <-time.After(2 * time.Second):
+				t.Fatal("the backend stream was not cancelled")
+			}
+		})
+	}
+}
+
+// TestGRPCCancel: a client that cancels a call resets its stream; the
+// gateway cancels the backend's stream.
+func TestGRPCCancel(t *testing.T) {
+	for _, engine := range []string{"fast", "standard"} {
+		t.Run(engine, func(t *testing.T) {
+			be := startGRPCBackend(t, nil)
+			gw := startGateway(t, engine, grpcRoute(be, "h2c", ""))
+			cl := grpcClient(t, gw.addr)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			so, err := cl.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{
+				ResponseParameters: []*testgrpc.ResponseParameters{{Size: 1}, {Size: 1, IntervalUs: 10e6}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := so.Recv(); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			if _, err := so.Recv(); grpcCode(err) != codes.Canceled {
+				t.Fatalf("after cancel: %v", err)
+			}
+			deadline := time.Now().Add(3 * time.Second)
+			for be.cancelled.Load() == 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("the backend's call was not cancelled")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestGRPCGoAway: a backend that stops gracefully (GOAWAY) in the middle
+// of a load loses no call: the calls it had finish, the next ones go to
+// the other backend.
+func TestGRPCGoAway(t *testing.T) {
+	a, b := startGRPCBackend(t, nil), startGRPCBackend(t, nil)
+	a.delay.Store(int64(20 * time.Millisecond))
+	gw := startGateway(t, "fast", fmt.Sprintf("  - { path: /grpc.testing.TestService, backends: [ { url: %q }, { url: %q } ], protocol: h2c, retries: { budget: 1 } }\n", a.url, b.url))
+	cl := grpcClient(t, gw.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 60 {
+				if _, err := cl.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("x")}}); err != nil {
+					failed.Add(1)
+					t.Log(err)
+				} else {
+					ok.Add(1)
+				}
+			}
+		})
+	}
+	for a.calls.Load() < 20 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	a.srv.GracefulStop()
+	wg.Wait()
+	if failed.Load() != 0 || ok.Load() != 240 {
+		t.Fatalf("%d calls failed, %d succeeded", failed.Load(), ok.Load())
+	}
+	if b.calls.Load() == 0 {
+		t.Fatal("no call reached the other backend")
+	}
+}
+
+// TestH2BackendGarbage: a backend that does not speak HTTP/2 gives a 502
+// (UNAVAILABLE to a gRPC call), counted as a backend failure, promptly.
+func TestH2BackendGarbage(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var conns sync.WaitGroup
+	t.Cleanup(conns.Wait)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Go(func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(3 * time.Second))
+				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + strings.Repeat("\xff", 64)))
+				io.Copy(io.Discard, c)
+			})
+		}
+	}()
+	url := "http://" + ln.Addr().String()
+	g := startLogGateway(t, "fast", fmt.Sprintf("  - { path: /svc, backend: %q, protocol: h2c, retries: { attempts: 0 } }\n", url))
+	start := time.Now()
+	st, raw := g.get(t, "/svc/x")
+	if st != 502 || time.Since(start) > 2*time.Second {
+		t.Fatalf("got %d after %v:\n%s", st, time.Since(start), raw)
+	}
+	if n := g.failures(t, url, reasonInvalid); n != 1 {
+		t.Fatalf("failures{reason=invalid_response} = %v, want 1\n%s", n, g.log())
+	}
+	req, _ := http.NewRequest("POST", "http://"+g.addr+"/svc/Call", bytes.NewReader(grpcFrame))
+	req.Header.Set("Content-Type", "application/grpc")
+	resp, err := h2cClient(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Grpc-Status") != "14" {
+		t.Fatalf("gRPC call: %d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+// TestH2BackendFromHTTP1: an HTTP/1.1 client on either engine reaches an
+// h2c backend: request body, streamed response (chunked to the client)
+// and trailers.
+func TestH2BackendFromHTTP1(t *testing.T) {
+	url := h2cBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Trailer", "X-Sum")
+		fmt.Fprintf(w, "%s %s %s te=%q|", r.Proto, r.URL.RequestURI(), body, r.Header.Get("Te"))
+		w.(http.Flusher).Flush()
+		io.WriteString(w, "second")
+		w.Header().Set("X-Sum", "42")
+	})
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			gw := startGateway(t, engine, fmt.Sprintf("  - { path: /h2, backend: %q, protocol: h2c }\n", url))
+			raw, _ := rawExchange(t, gw.addr, "POST /h2/x?q=1 HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+			if statusOf(raw) != 200 || !strings.Contains(raw, "Transfer-Encoding: chunked") ||
+				!strings.Contains(raw, `HTTP/2.0 /h2/x?q=1 hello te="trailers"|`) || !strings.Contains(raw, "second") ||
+				!strings.Contains(raw, "X-Sum: 42") {
+				t.Fatalf("got:\n%s", raw)
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,6 +98,9 @@ func (x *exchange) localHeaders(w headerWriter, r *localReply) {
 		w.add(a.name, a.value)
 	}
 	for _, a := range x.replyHeaders {
+		if r.grpcStatus != "" && (strings.EqualFold(a[0], "content-type") || strings.EqualFold(a[0], "content-length")) {
+			continue // the body they describe is not sent to a gRPC client
+		}
 		w.add(a[0], a[1])
 	}
 	if r.allow != "" {
