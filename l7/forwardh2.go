@@ -207,13 +207,8 @@ func (x *exchange) h2RequestBody(hreq *http.Request, rt *Route) *h2Body {
 	// another connection when a GOAWAY or a refused stream says the
 	// backend did not process it, and lets a gRPC call be retried.
 	body := &h2Body{src: x.body, abort: x.sink.abortRead, keepMax: rt.retry.maxBody}
-	hreq.Body = body
-	hreq.GetBody = func() (io.ReadCloser, error) {
-		if kept, ok := body.kept(); ok {
-			return io.NopCloser(bytes.NewReader(kept)), nil
-		}
-		return nil, errBodyNotKept
-	}
+	hreq.Body = &h2BodyReader{b: body}
+	hreq.GetBody = body.replay
 	return body
 }
 
@@ -222,78 +217,117 @@ var errBodyNotKept = errors.New("request body not kept for a replay")
 // h2Body streams the client's request body to the HTTP/2 transport,
 // which reads it on a goroutine of its own. Its state is its own (not the
 // exchange's): the transport may still be in a read when the exchange
-// ends. With keepMax it keeps a copy of a small body, so that a call the
-// backend refused at once can be sent again.
+// ends. It keeps a copy of what it passed on, up to keepMax bytes, so
+// that the transport can send the body again on another connection
+// (replay: the copy, then the rest from the client) and a gRPC call the
+// backend refused at once can be retried.
 type h2Body struct {
-	src     bodySource
-	abort   func()
-	pending []byte
+	src   bodySource
+	abort func()
 
+	// mu is held by the reader taking bytes from the client.
 	mu      sync.Mutex
+	pending []byte
 	keep    []byte
 	keepMax int64
-	n       atomic.Int64
-	eof     atomic.Bool
-	closed  atomic.Bool
-	// started is set by the transport's first read.
-	started atomic.Bool
+	gen     int // the current reader; older ones are superseded
+
+	n        atomic.Int64 // bytes taken from the client
+	eof      atomic.Bool
+	started  atomic.Bool
+	overflow atomic.Bool // more than keepMax passed on: no replay
 }
 
-func (b *h2Body) Read(p []byte) (int, error) {
+// h2BodyReader is one pass over the body: generation gen replays the
+// kept copy from pos, then continues with the client's bytes.
+type h2BodyReader struct {
+	b   *h2Body
+	gen int
+	pos int
+}
+
+func (r *h2BodyReader) Read(p []byte) (int, error) {
+	b := r.b
 	b.started.Store(true)
-	if b.closed.Load() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r.gen != b.gen {
 		return 0, io.ErrClosedPipe
 	}
+	if r.pos < len(b.keep) {
+		n := copy(p, b.keep[r.pos:])
+		r.pos += n
+		return n, nil
+	}
 	for len(b.pending) == 0 {
+		if b.eof.Load() {
+			return 0, io.EOF
+		}
 		chunk, err := b.src.next()
 		b.pending = chunk
 		if err == io.EOF {
+			b.eof.Store(len(chunk) == 0)
 			if len(chunk) == 0 {
-				b.eof.Store(true)
 				return 0, io.EOF
 			}
-			break
-		}
-		if err != nil {
+			b.src = eofSource{}
+		} else if err != nil {
 			return 0, err
 		}
 	}
 	n := copy(p, b.pending)
 	b.pending = b.pending[n:]
 	b.n.Add(int64(n))
-	if b.keepMax > 0 {
-		b.mu.Lock()
+	r.pos += n
+	if !b.overflow.Load() {
 		if int64(len(b.keep)+n) <= b.keepMax {
 			b.keep = append(b.keep, p[:n]...)
 		} else {
-			b.keepMax = 0
+			b.overflow.Store(true)
 			b.keep = nil
 		}
-		b.mu.Unlock()
 	}
 	return n, nil
 }
 
-// Close unblocks a read waiting on the client.
-func (b *h2Body) Close() error {
-	if !b.closed.Swap(true) && b.started.Load() && !b.eof.Load() {
-		b.abort()
+// Close does nothing: the exchange ends a read left waiting on the client
+// (h2BodyDone), not the transport.
+func (r *h2BodyReader) Close() error { return nil }
+
+// replay is the request's GetBody: a new pass over the body, when all
+// that was passed on so far is kept.
+func (b *h2Body) replay() (io.ReadCloser, error) {
+	if b.overflow.Load() || b.keepMax <= 0 {
+		return nil, errBodyNotKept
 	}
-	return nil
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.overflow.Load() {
+		return nil, errBodyNotKept
+	}
+	b.gen++
+	return &h2BodyReader{b: b, gen: b.gen}, nil
 }
 
-// kept returns the whole body when a copy of it was kept.
+// eofSource is a body source at its end.
+type eofSource struct{}
+
+func (eofSource) next() ([]byte, error) { return nil, io.EOF }
+func (eofSource) finished() bool        { return true }
+
+// kept returns the whole body when it was read to its end and kept.
 func (b *h2Body) kept() ([]byte, bool) {
-	if b == nil || !b.eof.Load() {
+	if b == nil || !b.eof.Load() || b.overflow.Load() || b.keepMax <= 0 {
 		return nil, false
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.keep, b.keepMax > 0
+	return b.keep, true
 }
 
 // h2BodyDone records what the transport took of a streamed body; a body
-// the client did not finish sending leaves the client connection unusable.
+// the client did not finish sending is abandoned (a read waiting on the
+// client is ended) and leaves the client connection unusable.
 func (x *exchange) h2BodyDone(body *h2Body) {
 	if body == nil {
 		return
@@ -304,7 +338,7 @@ func (x *exchange) h2BodyDone(body *h2Body) {
 		x.bodyRead.Store(true)
 		return
 	}
-	body.Close()
+	body.abort()
 	x.closeClient = true
 }
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -560,5 +561,83 @@ func TestH2BackendFromHTTP1(t *testing.T) {
 				t.Fatalf("got:\n%s", raw)
 			}
 		})
+	}
+}
+
+// TestH2GoAwayUnprocessed: a backend that answers a stream with GOAWAY
+// saying it processed none gets the request again on a new connection,
+// body included, and the client sees only the answer.
+func TestH2GoAwayUnprocessed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	h2s := &http2.Server{}
+	var conns sync.WaitGroup
+	t.Cleanup(conns.Wait)
+	var first atomic.Bool
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Go(func() {
+				defer c.Close()
+				if !first.Swap(true) {
+					goAwayAtOnce(c)
+					return
+				}
+				h2s.ServeConn(c, &http2.ServeConnOpts{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					body, _ := io.ReadAll(r.Body)
+					fmt.Fprintf(w, "got %q", body)
+				})})
+			})
+		}
+	}()
+	for _, engine := range []string{"fast", "standard"} {
+		t.Run(engine, func(t *testing.T) {
+			first.Store(false)
+			gw := startGateway(t, engine, fmt.Sprintf("  - { path: /svc, backend: %q, protocol: h2c, retries: { attempts: 0 } }\n", "http://"+ln.Addr().String()))
+			req, _ := http.NewRequest("POST", "http://"+gw.addr+"/svc/x", io.MultiReader(strings.NewReader("hel"), strings.NewReader("lo")))
+			resp, err := h2cClient(t).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(b) != `got "hello"` {
+				t.Fatalf("%d %s", resp.StatusCode, b)
+			}
+		})
+	}
+}
+
+// goAwayAtOnce plays an HTTP/2 server that reads the first request's
+// HEADERS and answers GOAWAY with last stream 0: nothing processed.
+func goAwayAtOnce(c net.Conn) {
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(c, preface); err != nil {
+		return
+	}
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.HeadersFrame:
+			fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+			io.Copy(io.Discard, c)
+			return
+		}
 	}
 }
