@@ -21,6 +21,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -640,4 +642,73 @@ func goAwayAtOnce(c net.Conn) {
 			return
 		}
 	}
+}
+
+// waitLog waits for a log line containing all of parts.
+func waitLog(t *testing.T, g *logGateway, from int, parts ...string) int {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		logs := g.log()
+		for i, l := range strings.Split(logs[from:], "\n") {
+			found := true
+			for _, p := range parts {
+				found = found && strings.Contains(l, p)
+			}
+			if found {
+				return from + len(strings.Join(strings.Split(logs[from:], "\n")[:i+1], "\n"))
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line with %q:\n%s", parts, logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestGRPCHealthCheck: `type: grpc` health checks call grpc.health.v1 on
+// each backend, over h2c and over TLS: NOT_SERVING marks a backend down
+// (calls get UNAVAILABLE from the gateway), SERVING marks it up again.
+// An HTTP check of an h2c pool speaks HTTP/2.
+func TestGRPCHealthCheck(t *testing.T) {
+	pki := newTestPKI(t)
+	for _, c := range []struct {
+		name, proto, extra string
+		cert               *tls.Certificate
+	}{
+		{"h2c", "h2c", "", nil},
+		{"h2", "h2", fmt.Sprintf(", tls: { ca_file: %q }", pki.caFile), &pki.server.TLS},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			be := startGRPCBackend(t, c.cert)
+			hs := health.NewServer()
+			healthpb.RegisterHealthServer(be.srv, hs)
+			hs.SetServingStatus("grpc.testing.TestService", healthpb.HealthCheckResponse_NOT_SERVING)
+			hc := ", health_check: { type: grpc, service: grpc.testing.TestService, interval: 100ms, timeout: 80ms, unhealthy_threshold: 1, healthy_threshold: 1 }"
+			g := startLogGateway(t, "fast", grpcRoute(be, c.proto, c.extra+hc))
+			at := waitLog(t, g, 0, `"msg":"backend down"`, be.url, "not SERVING")
+			cl := grpcClient(t, g.addr)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, err := cl.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+			wantStatus(t, "backend down", err, codes.Unavailable, "no healthy backend")
+			hs.SetServingStatus("grpc.testing.TestService", healthpb.HealthCheckResponse_SERVING)
+			waitLog(t, g, at, `"msg":"backend up"`, be.url)
+			if _, err := cl.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
+				t.Fatalf("after up: %v", err)
+			}
+		})
+	}
+	t.Run("http over h2c", func(t *testing.T) {
+		var protos sync.Map
+		url := h2cBackend(t, func(w http.ResponseWriter, r *http.Request) {
+			protos.Store(r.Proto, true)
+			w.WriteHeader(503)
+		})
+		g := startLogGateway(t, "fast", fmt.Sprintf("  - { path: /x, backend: %q, protocol: h2c, health_check: { path: /health, interval: 100ms, timeout: 80ms, unhealthy_threshold: 1 } }\n", url))
+		waitLog(t, g, 0, `"msg":"backend down"`, "unexpected status 503")
+		if _, ok := protos.Load("HTTP/2.0"); !ok {
+			t.Fatal("the probe did not speak HTTP/2")
+		}
+	})
 }

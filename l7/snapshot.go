@@ -192,6 +192,17 @@ func probeTLS(tlsOf map[*upstream.Backend]*backendTLS) func(*upstream.Backend) *
 	return func(b *upstream.Backend) *tls.Config { return byURL[b.URL] }
 }
 
+// prober is the health check of a route's backends: a grpc.health.v1
+// call, or GET over the protocol the pool speaks (HTTP/2 for h2c and h2).
+func prober(rc *config.Route, tlsOf map[*upstream.Backend]*backendTLS) upstream.Prober {
+	hc := &rc.HealthCheck
+	if hc.Type == config.HealthCheckGRPC {
+		return upstream.GRPCProber{Service: hc.Service, TLS: probeTLS(tlsOf)}
+	}
+	h2 := rc.Protocol == config.ProtocolH2C || rc.Protocol == config.ProtocolH2
+	return upstream.HTTPProber{Path: hc.Path, ExpectStatus: hc.ExpectStatus, TLS: probeTLS(tlsOf), H2: h2}
+}
+
 // Activate makes s the configuration whose backends are health-checked,
 // keeping the state of backends it shares with the previous one. Call it
 // once s is published.
@@ -267,9 +278,9 @@ func buildRoute(rc *config.Route, tr *Transport, metrics *observe.Metrics) (*Rou
 			MaxEjection:  rc.Outlier.MaxEjection.D(),
 		},
 	}
-	if hc := rc.HealthCheck; hc.Path != "" {
+	if hc := rc.HealthCheck; hc.Enabled() {
 		opt.Health = &upstream.HealthOptions{
-			Prober:             upstream.HTTPProber{Path: hc.Path, ExpectStatus: hc.ExpectStatus, TLS: probeTLS(tlsOf)},
+			Prober:             prober(rc, tlsOf),
 			Interval:           hc.Interval.D(),
 			Timeout:            hc.Timeout.D(),
 			HealthyThreshold:   hc.HealthyThreshold,
