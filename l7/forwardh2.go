@@ -309,6 +309,41 @@ func (b *h2Body) replay() (io.ReadCloser, error) {
 	return &h2BodyReader{b: b, gen: b.gen}, nil
 }
 
+// rest returns the whole body for a retry: the kept copy and what the
+// client has still to send, waiting at most grace for it (a client that
+// streams on is not waited for: no retry then).
+func (b *h2Body) rest(grace time.Duration) ([]byte, bool) {
+	if kept, ok := b.kept(); ok {
+		return kept, true
+	}
+	if b.overflow.Load() || b.keepMax <= 0 {
+		return nil, false
+	}
+	ch := make(chan []byte, 1)
+	go func() {
+		r, err := b.replay()
+		if err != nil {
+			ch <- nil
+			return
+		}
+		data, err := io.ReadAll(io.LimitReader(r, b.keepMax+1))
+		if err != nil || int64(len(data)) > b.keepMax {
+			data = nil
+		}
+		ch <- data
+	}()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case data := <-ch:
+		return data, data != nil
+	case <-t.C:
+		b.abort()
+		<-ch
+		return nil, false
+	}
+}
+
 // eofSource is a body source at its end.
 type eofSource struct{}
 
@@ -453,22 +488,18 @@ func (x *exchange) h2GRPCRetry(rt *Route, resp *http.Response, body *h2Body) (*p
 	if code == 0 || rt.retry.grpcOn&(1<<code) == 0 {
 		return nil, "", false
 	}
-	if body != nil {
-		kept, ok := body.kept()
-		if !ok {
-			return nil, "", false
-		}
-		x.h2BodyDone(body)
-		x.bodyBuffered = kept
-		if kept == nil {
-			x.bodyBuffered = []byte{}
-		}
-		x.body = nil
-	}
-	reason := "grpc_" + grpcCodeName(code)
 	if !x.shouldRetryGRPC(rt) {
 		return nil, "", false
 	}
+	if body != nil {
+		whole, ok := body.rest(bodyFinishGrace)
+		x.h2BodyDone(body)
+		if !ok {
+			return nil, "", false
+		}
+		x.bodyBuffered, x.body = whole, nil
+	}
+	reason := "grpc_" + grpcCodeName(code)
 	x.retryApproved = true
 	x.status, x.grpcStatus = 0, ""
 	return errBackendBad, reason, true

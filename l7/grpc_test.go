@@ -40,6 +40,8 @@ type grpcBackend struct {
 	calls     atomic.Int64
 	// delay makes every unary call wait this long (or for its end).
 	delay atomic.Int64
+	// fail makes every unary call fail at once with this code.
+	fail atomic.Int32
 }
 
 // startGRPCBackend serves the TestService, over TLS with cert when it is
@@ -65,6 +67,9 @@ func startGRPCBackend(t testing.TB, cert *tls.Certificate) *grpcBackend {
 
 func (b *grpcBackend) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 	b.calls.Add(1)
+	if c := b.fail.Load(); c != 0 {
+		return nil, status.Error(codes.Code(c), "refused")
+	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	if v := md.Get("x-echo"); len(v) > 0 {
 		grpc.SetHeader(ctx, metadata.Pairs("x-echo", v[0]))
@@ -711,4 +716,100 @@ func TestGRPCHealthCheck(t *testing.T) {
 			t.Fatal("the probe did not speak HTTP/2")
 		}
 	})
+}
+
+// TestGRPCRetryOn: a call a backend refuses at once with a status of
+// retries.grpc_on goes to another backend (body included, streamed or
+// not); another status is relayed as it is.
+func TestGRPCRetryOn(t *testing.T) {
+	for _, engine := range []string{"fast", "standard"} {
+		t.Run(engine, func(t *testing.T) {
+			a, b := startGRPCBackend(t, nil), startGRPCBackend(t, nil)
+			a.fail.Store(int32(codes.Unavailable))
+			g := startLogGateway(t, engine, fmt.Sprintf("  - { path: /grpc.testing.TestService, backends: [ { url: %q }, { url: %q } ], protocol: h2c, outlier_detection: { consecutive_failures: 0 }, retries: { attempts: 1, budget: 1, grpc_on: [unavailable] } }\n", a.url, b.url))
+			cl := grpcClient(t, g.addr)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for i := range 6 {
+				resp, err := cl.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte(fmt.Sprint("call ", i))}})
+				if err != nil || string(resp.GetPayload().GetBody()) != fmt.Sprint("call ", i) {
+					t.Fatalf("call %d: %v %v", i, resp, err)
+				}
+			}
+			if a.calls.Load() == 0 {
+				t.Fatal("the refusing backend got no call")
+			}
+			a.fail.Store(int32(codes.Internal))
+			failed := 0
+			for range 4 {
+				if _, err := cl.UnaryCall(ctx, &testgrpc.SimpleRequest{}); grpcCode(err) == codes.Internal {
+					failed++
+				}
+			}
+			if failed == 0 {
+				t.Fatal("INTERNAL, not in grpc_on, was retried")
+			}
+		})
+	}
+}
+
+// TestH2StreamLimit: a backend's SETTINGS_MAX_CONCURRENT_STREAMS is
+// honoured: when its connections are full the gateway opens another one
+// rather than queueing.
+func TestH2StreamLimit(t *testing.T) {
+	release := make(chan struct{})
+	var inFlight, peak atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		<-release
+		inFlight.Add(-1)
+	}))
+	var conns atomic.Int32
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 2}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	gw := startGateway(t, "fast", fmt.Sprintf("  - { path: /s, backend: %q, protocol: h2c }\n", srv.URL))
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Go(func() {
+			rawExchange(t, gw.addr, "GET /s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+		})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for peak.Load() < 5 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	if peak.Load() != 5 || conns.Load() < 3 {
+		t.Fatalf("%d requests at once on %d connections, want 5 on at least 3", peak.Load(), conns.Load())
+	}
+}
+
+// TestH2AutoFallback: with protocol auto, an https:// backend that offers
+// only HTTP/1.1 by ALPN is spoken to over HTTP/1.1; one that offers h2
+// over HTTP/2.
+func TestH2AutoFallback(t *testing.T) {
+	pki := newTestPKI(t)
+	h1 := startTLSBackendHandler(t, pki.server.TLS, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) },
+		func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	h2 := startTLSBackendHandler(t, pki.server.TLS, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) }, nil)
+	gw := startGateway(t, "fast", fmt.Sprintf("  - { path: /one, backend: %q, protocol: auto, tls: { ca_file: %q } }\n  - { path: /two, backend: %q, protocol: auto, tls: { ca_file: %q } }\n", h1.URL, pki.caFile, h2.URL, pki.caFile))
+	for path, want := range map[string]string{"/one": "HTTP/1.1", "/two": "HTTP/2.0"} {
+		for range 2 {
+			raw, _ := rawExchange(t, gw.addr, "GET "+path+" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+			if statusOf(raw) != 200 || !strings.HasSuffix(raw, want) {
+				t.Fatalf("%s: got\n%s\nwant %s", path, raw, want)
+			}
+		}
+	}
 }
