@@ -88,7 +88,6 @@ func newH2Pool(p *connPool, protocol string) *h2Pool {
 		IdleConnTimeout:    p.idleTimeout,
 		ReadIdleTimeout:    h2ReadIdle,
 		PingTimeout:        h2PingTimeout,
-		WriteByteTimeout:   h2PingTimeout + h2ReadIdle,
 	}
 	return h
 }

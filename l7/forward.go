@@ -228,6 +228,9 @@ func (x *exchange) tryBackend(b *upstream.Backend, rt *Route) (*proxyError, stri
 	}
 	if x.isGRPC() {
 		x.errMsg = "gRPC needs HTTP/2, but backend " + b.URL + " chose HTTP/1.1 by ALPN"
+		if cp.tls == nil {
+			x.errMsg = "gRPC needs HTTP/2: protocol auto speaks HTTP/1.1 to " + b.URL + " (set protocol: h2c)"
+		}
 		return errGRPCOverH1, ""
 	}
 	bc := cp.getIdle(x.wt.loop())
