@@ -26,6 +26,8 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/rustygate/rustygate/l7/middleware"
 )
 
 // grpcBackend is a grpc-go server of the TestService on loopback.
@@ -811,5 +813,54 @@ func TestH2AutoFallback(t *testing.T) {
 				t.Fatalf("%s: got\n%s\nwant %s", path, raw, want)
 			}
 		}
+	}
+}
+
+// upperPolicy needs the response body and rewrites it in upper case.
+type upperPolicy struct{ stampPolicy }
+
+func (upperPolicy) ResponseNeeds(ex middleware.Exchange) middleware.ResponseNeeds {
+	return middleware.NeedBody
+}
+
+func (upperPolicy) OnResponse(ex middleware.Exchange) error {
+	ex.SetResponseBody([]byte(strings.ToUpper(string(ex.ResponseBody()))))
+	return nil
+}
+
+// TestH2ResponsePhase: the middlewares' response phase runs on responses
+// of HTTP/2 backends as on HTTP/1.1 ones: headers set, a body rewritten,
+// a failure replacing the response.
+func TestH2ResponsePhase(t *testing.T) {
+	url := h2cBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(201)
+		io.WriteString(w, "made")
+		w.(http.Flusher).Flush()
+		io.WriteString(w, " here")
+	})
+	for _, engine := range []string{"fast", "standard"} {
+		t.Run(engine, func(t *testing.T) {
+			gw := startGateway(t, engine, fmt.Sprintf("  - { path: \"/\", backend: %q, protocol: h2c }\n", url))
+			caps := middleware.Capabilities{Phases: middleware.PhaseRequest | middleware.PhaseResponse}
+			set := func(h middleware.Handler) {
+				for _, rt := range gw.srv.Snapshot().Routes {
+					rt.chain = []middleware.Instance{{Handler: h, Caps: caps}}
+				}
+			}
+			set(stampPolicy{})
+			out, _ := rawExchange(t, gw.addr, "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+			if statusOf(out) != 201 || !strings.Contains(out, "X-Stamp: 201\r\n") || !strings.Contains(out, "here") {
+				t.Fatalf("stamped response:\n%s", out)
+			}
+			out, _ = rawExchange(t, gw.addr, "GET /x HTTP/1.1\r\nHost: a\r\nX-Fail: 1\r\nConnection: close\r\n\r\n")
+			if statusOf(out) != 502 || strings.Contains(out, "made") || !strings.HasSuffix(out, `{"error":"stamp"}`) {
+				t.Fatalf("failed response phase:\n%s", out)
+			}
+			set(upperPolicy{})
+			out, _ = rawExchange(t, gw.addr, "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+			if statusOf(out) != 201 || !strings.Contains(out, "Content-Length: 9\r\n") || !strings.HasSuffix(out, "\r\n\r\nMADE HERE") {
+				t.Fatalf("rewritten body:\n%s", out)
+			}
+		})
 	}
 }
