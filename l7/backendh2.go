@@ -29,12 +29,16 @@ import (
 // slow stream never stalls the others and a bulk stream is bounded by
 // the network, not by window updates.
 
-const (
+// Liveness of HTTP/2 backend connections (variables for the tests).
+var (
 	// h2ReadIdle is how long a backend connection may stay silent before
 	// it is checked with a PING.
 	h2ReadIdle = 15 * time.Second
 	// h2PingTimeout bounds the wait for the PING's answer.
 	h2PingTimeout = 5 * time.Second
+)
+
+const (
 	// h2FrameSize is the largest DATA frame the proxy accepts.
 	h2FrameSize = 1 << 20
 	// autoRecheck is how long an auto pool keeps to HTTP/1.1 after a

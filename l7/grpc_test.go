@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -862,5 +863,93 @@ func TestH2ResponsePhase(t *testing.T) {
 				t.Fatalf("rewritten body:\n%s", out)
 			}
 		})
+	}
+}
+
+// TestH2PingLiveness: a backend connection that goes silent is checked
+// with a PING; unanswered, the connection is closed and the next request
+// opens a new one.
+func TestH2PingLiveness(t *testing.T) {
+	idle, ping := h2ReadIdle, h2PingTimeout
+	h2ReadIdle, h2PingTimeout = 100*time.Millisecond, 100*time.Millisecond
+	t.Cleanup(func() { h2ReadIdle, h2PingTimeout = idle, ping })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var conns sync.WaitGroup
+	t.Cleanup(conns.Wait)
+	closed := make(chan time.Time, 4)
+	var n atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			deaf := n.Add(1) == 1 // the first connection never answers PINGs
+			conns.Go(func() {
+				defer c.Close()
+				minimalH2(c, deaf)
+				closed <- time.Now()
+			})
+		}
+	}()
+	gw := startGateway(t, "fast", fmt.Sprintf("  - { path: /p, backend: %q, protocol: h2c }\n", "http://"+ln.Addr().String()))
+	get := func() {
+		t.Helper()
+		raw, _ := rawExchange(t, gw.addr, "GET /p HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+		if statusOf(raw) != 204 {
+			t.Fatalf("got:\n%s", raw)
+		}
+	}
+	get()
+	start := time.Now()
+	select {
+	case at := <-closed:
+		if d := at.Sub(start); d > 2*time.Second {
+			t.Fatalf("silent connection closed after %v", d)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the silent connection was not closed")
+	}
+	get()
+	if n.Load() != 2 {
+		t.Fatalf("%d backend connections, want 2", n.Load())
+	}
+}
+
+// minimalH2 is an HTTP/2 server that answers every request 204 and, when
+// deaf, never answers a PING. It returns when the client closes.
+func minimalH2(c net.Conn, deaf bool) {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(c, preface); err != nil {
+		return
+	}
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.PingFrame:
+			if !deaf && !f.IsAck() {
+				fr.WritePing(true, f.Data)
+			}
+		case *http2.HeadersFrame:
+			hb.Reset()
+			enc.WriteField(hpack.HeaderField{Name: ":status", Value: "204"})
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+		}
 	}
 }
