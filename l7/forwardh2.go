@@ -109,9 +109,9 @@ func (x *exchange) tryH2(cp *connPool, rt *Route) (*proxyError, string) {
 		x.h2BodyDone(body)
 		return perr, reason
 	}
-	x.relayH2(resp, rt, w)
+	reason := x.relayH2(resp, rt, w)
 	x.h2BodyDone(body)
-	return nil, ""
+	return nil, reason
 }
 
 // h2Request builds the request sent to the backend.
@@ -562,11 +562,12 @@ func (x *exchange) relayHeld() {
 }
 
 // relayH2 writes the response head, then the body as it arrives and the
-// trailers.
-func (x *exchange) relayH2(resp *http.Response, rt *Route, w *h2Watch) {
+// trailers. It returns the backend's failure when the body broke off
+// through the backend's fault ("" otherwise).
+func (x *exchange) relayH2(resp *http.Response, rt *Route, w *h2Watch) string {
 	if err := x.sink.head(x, &x.resp); err != nil {
 		x.closeClient = true
-		return
+		return ""
 	}
 	bp := stdBufPool.Get().(*[]byte)
 	defer stdBufPool.Put(bp)
@@ -579,18 +580,17 @@ func (x *exchange) relayH2(resp *http.Response, rt *Route, w *h2Watch) {
 			if x.sink.body(buf[:n]) != nil || x.sink.flush() != nil {
 				x.closeClient = true
 				x.errMsg = "client write failed"
-				return
+				return ""
 			}
 		}
 		if err == io.EOF {
 			if x.sink.finish(x.h2Trailers(resp.Trailer)) != nil {
 				x.closeClient = true
 			}
-			return
+			return ""
 		}
 		if err != nil {
-			x.h2BodyFailed(err, w)
-			return
+			return x.h2BodyFailed(err, w)
 		}
 	}
 }
@@ -615,19 +615,28 @@ func (x *exchange) h2Trailers(t http.Header) []hfield {
 // h2BodyFailed ends a response whose body broke off. A gRPC call ends
 // with a status in trailers (DEADLINE_EXCEEDED when its deadline ran
 // out, UNAVAILABLE when the backend reset the stream); another response
-// can only be cut short.
-func (x *exchange) h2BodyFailed(err error, w *h2Watch) {
+// can only be cut short. It returns the backend's failure, if it is one.
+func (x *exchange) h2BodyFailed(err error, w *h2Watch) string {
 	cause := context.Cause(w.ctx)
 	x.errMsg = "backend body: " + err.Error()
 	if x.sink.context().Err() != nil {
 		x.errMsg = "client closed the request"
 		x.closeClient = true
-		return
+		return ""
+	}
+	reason := reasonReset
+	switch {
+	case cause == errH2Deadline:
+		reason = ""
+	case cause == errH2ReadTimeout:
+		reason = reasonTimeout
+	case isH2ProtocolError(err):
+		reason = reasonInvalid
 	}
 	if !x.isGRPC() {
 		x.closeClient = true
 		x.sink.flush()
-		return
+		return reason
 	}
 	code, msg := grpcUnavailable, "backend stream ended: "+err.Error()
 	switch cause {
@@ -645,4 +654,5 @@ func (x *exchange) h2BodyFailed(err error, w *h2Watch) {
 	if x.sink.finish(tr) != nil {
 		x.closeClient = true
 	}
+	return reason
 }

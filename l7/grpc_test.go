@@ -891,7 +891,7 @@ func TestH2PingLiveness(t *testing.T) {
 			deaf := n.Add(1) == 1 // the first connection never answers PINGs
 			conns.Go(func() {
 				defer c.Close()
-				minimalH2(c, deaf)
+				minimalH2(c, deaf, false)
 				closed <- time.Now()
 			})
 		}
@@ -921,8 +921,9 @@ func TestH2PingLiveness(t *testing.T) {
 }
 
 // minimalH2 is an HTTP/2 server that answers every request 204 and, when
-// deaf, never answers a PING. It returns when the client closes.
-func minimalH2(c net.Conn, deaf bool) {
+// deaf, never answers a PING; with garbage it answers 200 and sends bytes
+// that are no frame. It returns when the client closes.
+func minimalH2(c net.Conn, deaf, garbage bool) {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	preface := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(c, preface); err != nil {
@@ -948,8 +949,61 @@ func minimalH2(c net.Conn, deaf bool) {
 			}
 		case *http2.HeadersFrame:
 			hb.Reset()
+			if garbage {
+				enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true})
+				c.Write([]byte("\x00\x00\x05\x00\x00\x00\x00\x00\x00hello")) // DATA on stream 0
+				continue
+			}
 			enc.WriteField(hpack.HeaderField{Name: ":status", Value: "204"})
 			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
 		}
+	}
+}
+
+// TestH2BackendGarbageMidStream: a backend that breaks HTTP/2 after the
+// response head ends the call with UNAVAILABLE in trailers (an HTTP/1.1
+// client's response is cut short), promptly, counted as an invalid
+// response.
+func TestH2BackendGarbageMidStream(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var conns sync.WaitGroup
+	t.Cleanup(conns.Wait)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Go(func() {
+				defer c.Close()
+				minimalH2(c, false, true)
+			})
+		}
+	}()
+	url := "http://" + ln.Addr().String()
+	g := startLogGateway(t, "fast", fmt.Sprintf("  - { path: /svc, backend: %q, protocol: h2c, retries: { attempts: 0 } }\n", url))
+	start := time.Now()
+	req, _ := http.NewRequest("POST", "http://"+g.addr+"/svc/Call", bytes.NewReader(grpcFrame))
+	req.Header.Set("Content-Type", "application/grpc")
+	resp, err := h2cClient(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Trailer.Get("Grpc-Status") != "14" || time.Since(start) > 2*time.Second {
+		t.Fatalf("gRPC call: %d trailers %v after %v", resp.StatusCode, resp.Trailer, time.Since(start))
+	}
+	if st, raw := g.get(t, "/svc/x"); st != 200 || strings.HasSuffix(raw, "0\r\n\r\n") {
+		t.Fatalf("HTTP/1.1 response not cut short:\n%q", raw)
+	}
+	if n := g.failures(t, url, reasonInvalid); n != 2 {
+		t.Fatalf("failures{reason=invalid_response} = %v, want 2\n%s", n, g.log())
 	}
 }
