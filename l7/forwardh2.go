@@ -93,14 +93,20 @@ func (x *exchange) tryH2(cp *connPool, rt *Route) (*proxyError, string) {
 	}
 	x.wt.detach()
 	w := x.newH2Watch(rt)
-	defer w.stop()
 	hreq, body := x.h2Request(w.ctx, cp, rt)
 	resp, err := cp.h2.roundTrip(hreq)
 	w.idle.Stop()
 	if err != nil {
+		w.stop()
 		return x.h2Failed(w, err, body)
 	}
-	defer resp.Body.Close()
+	defer func() {
+		// The context ends first: Close then never waits for a request
+		// body the client is still sending (the stream is reset if it
+		// is not complete).
+		w.stop()
+		resp.Body.Close()
+	}()
 	x.h2Head(resp)
 	if perr, reason, retry := x.h2GRPCRetry(rt, resp, body); retry {
 		return perr, reason

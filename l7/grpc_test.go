@@ -51,6 +51,13 @@ type grpcBackend struct {
 // not nil, else in cleartext (h2c).
 func startGRPCBackend(t testing.TB, cert *tls.Certificate) *grpcBackend {
 	t.Helper()
+	return startGRPCBackendWith(t, cert, nil)
+}
+
+// startGRPCBackendWith is startGRPCBackend with more services, which
+// register registers before the server starts.
+func startGRPCBackendWith(t testing.TB, cert *tls.Certificate, register func(*grpc.Server)) *grpcBackend {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -63,6 +70,9 @@ func startGRPCBackend(t testing.TB, cert *tls.Certificate) *grpcBackend {
 	}
 	b.srv = grpc.NewServer(opts...)
 	testgrpc.RegisterTestServiceServer(b.srv, b)
+	if register != nil {
+		register(b.srv)
+	}
 	go b.srv.Serve(ln)
 	t.Cleanup(b.srv.Stop)
 	return b
@@ -688,9 +698,8 @@ func TestGRPCHealthCheck(t *testing.T) {
 		{"h2", "h2", fmt.Sprintf(", tls: { ca_file: %q }", pki.caFile), &pki.server.TLS},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			be := startGRPCBackend(t, c.cert)
 			hs := health.NewServer()
-			healthpb.RegisterHealthServer(be.srv, hs)
+			be := startGRPCBackendWith(t, c.cert, func(s *grpc.Server) { healthpb.RegisterHealthServer(s, hs) })
 			hs.SetServingStatus("grpc.testing.TestService", healthpb.HealthCheckResponse_NOT_SERVING)
 			hc := ", health_check: { type: grpc, service: grpc.testing.TestService, interval: 100ms, timeout: 80ms, unhealthy_threshold: 1, healthy_threshold: 1 }"
 			g := startLogGateway(t, "fast", grpcRoute(be, c.proto, c.extra+hc))
