@@ -115,7 +115,7 @@ func (x *exchange) tryH2(cp *connPool, rt *Route) (*proxyError, string) {
 		x.h2BodyDone(body)
 		return perr, reason
 	}
-	reason := x.relayH2(resp, rt, w)
+	reason := x.relayH2(resp, rt, w, body)
 	x.h2BodyDone(body)
 	return nil, reason
 }
@@ -569,9 +569,15 @@ func (x *exchange) relayHeld() {
 
 // relayH2 writes the response head, then the body as it arrives and the
 // trailers. It returns the backend's failure when the body broke off
-// through the backend's fault ("" otherwise).
-func (x *exchange) relayH2(resp *http.Response, rt *Route, w *h2Watch) string {
-	if err := x.sink.head(x, &x.resp); err != nil {
+// through the backend's fault ("" otherwise). While the client is still
+// sending the request body the head goes out at once: the client may
+// wait for it before sending more (bidirectional streaming).
+func (x *exchange) relayH2(resp *http.Response, rt *Route, w *h2Watch, body *h2Body) string {
+	err := x.sink.head(x, &x.resp)
+	if err == nil && body != nil && !body.eof.Load() {
+		err = x.sink.flush()
+	}
+	if err != nil {
 		x.closeClient = true
 		return ""
 	}

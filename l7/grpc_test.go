@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -1014,5 +1015,56 @@ func TestH2BackendGarbageMidStream(t *testing.T) {
 	}
 	if n := g.failures(t, url, reasonInvalid); n != 2 {
 		t.Fatalf("failures{reason=invalid_response} = %v, want 2\n%s", n, g.log())
+	}
+}
+
+// TestH2BidiFromHTTP1: an HTTP/1.1 client's chunked request body keeps
+// flowing to an HTTP/2 backend while the response streams back, on every
+// engine: each chunk's echo arrives before the next chunk is sent.
+func TestH2BidiFromHTTP1(t *testing.T) {
+	url := h2cBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		buf := make([]byte, 64)
+		for {
+			n, err := r.Body.Read(buf)
+			if n > 0 {
+				fmt.Fprintf(w, "echo:%s;", buf[:n])
+				w.(http.Flusher).Flush()
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			gw := startGateway(t, engine, fmt.Sprintf("  - { path: /bidi, backend: %q, protocol: h2c }\n", url))
+			c, err := net.Dial("tcp", gw.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c, "POST /bidi HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			for _, m := range []string{"one", "two", "three"} {
+				fmt.Fprintf(c, "%x\r\n%s\r\n", len(m), m)
+				want := "echo:" + m + ";"
+				got := make([]byte, len(want))
+				if _, err := io.ReadFull(resp.Body, got); err != nil || string(got) != want {
+					t.Fatalf("after sending %q: read %q, %v", m, got, err)
+				}
+			}
+			io.WriteString(c, "0\r\n\r\n")
+			if rest, err := io.ReadAll(resp.Body); err != nil || len(rest) != 0 {
+				t.Fatalf("end: %q %v", rest, err)
+			}
+		})
 	}
 }
