@@ -384,7 +384,6 @@ func wantStatus(t *testing.T, what string, err error, code codes.Code, msg strin
 	}
 }
 
-var _ = errors.New
 
 // h2cBackend serves h over HTTP/2 with prior knowledge.
 func h2cBackend(t testing.TB, h http.HandlerFunc) string {
@@ -901,7 +900,11 @@ func TestH2PingLiveness(t *testing.T) {
 			deaf := n.Add(1) == 1 // the first connection never answers PINGs
 			conns.Go(func() {
 				defer c.Close()
-				minimalH2(c, deaf, false)
+				mode := ""
+				if deaf {
+					mode = "deaf"
+				}
+				minimalH2(c, mode)
 				closed <- time.Now()
 			})
 		}
@@ -930,10 +933,11 @@ func TestH2PingLiveness(t *testing.T) {
 	}
 }
 
-// minimalH2 is an HTTP/2 server that answers every request 204 and, when
-// deaf, never answers a PING; with garbage it answers 200 and sends bytes
-// that are no frame. It returns when the client closes.
-func minimalH2(c net.Conn, deaf, garbage bool) {
+// minimalH2 is an HTTP/2 server that answers every request 204; in mode
+// "deaf" it never answers a PING; in "garbage" it answers 200 and sends a
+// frame HTTP/2 forbids, in "reset" 200 and then RST_STREAM. It returns
+// when the client closes.
+func minimalH2(c net.Conn, mode string) {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	preface := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(c, preface); err != nil {
@@ -954,16 +958,20 @@ func minimalH2(c net.Conn, deaf, garbage bool) {
 				fr.WriteSettingsAck()
 			}
 		case *http2.PingFrame:
-			if !deaf && !f.IsAck() {
+			if mode != "deaf" && !f.IsAck() {
 				fr.WritePing(true, f.Data)
 			}
 		case *http2.HeadersFrame:
 			hb.Reset()
-			if garbage {
+			if mode == "garbage" || mode == "reset" {
 				enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
 				enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
 				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true})
-				c.Write([]byte("\x00\x00\x05\x00\x00\x00\x00\x00\x00hello")) // DATA on stream 0
+				if mode == "reset" {
+					fr.WriteRSTStream(f.StreamID, http2.ErrCodeCancel)
+				} else {
+					c.Write([]byte("\x00\x00\x05\x00\x00\x00\x00\x00\x00hello")) // DATA on stream 0
+				}
 				continue
 			}
 			enc.WriteField(hpack.HeaderField{Name: ":status", Value: "204"})
@@ -992,7 +1000,7 @@ func TestH2BackendGarbageMidStream(t *testing.T) {
 			}
 			conns.Go(func() {
 				defer c.Close()
-				minimalH2(c, false, true)
+				minimalH2(c, "garbage")
 			})
 		}
 	}()
@@ -1066,5 +1074,51 @@ func TestH2BidiFromHTTP1(t *testing.T) {
 				t.Fatalf("end: %q %v", rest, err)
 			}
 		})
+	}
+}
+
+// TestH2BackendReset: a backend that resets a call's stream ends the
+// call: UNAVAILABLE in trailers for a gRPC client, a reset stream for
+// another HTTP/2 client.
+func TestH2BackendReset(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var conns sync.WaitGroup
+	t.Cleanup(conns.Wait)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Go(func() {
+				defer c.Close()
+				minimalH2(c, "reset")
+			})
+		}
+	}()
+	gw := startGateway(t, "standard", fmt.Sprintf("  - { path: /svc, backend: %q, protocol: h2c, retries: { attempts: 0 } }\n", "http://"+ln.Addr().String()))
+	req, _ := http.NewRequest("POST", "http://"+gw.addr+"/svc/Call", bytes.NewReader(grpcFrame))
+	req.Header.Set("Content-Type", "application/grpc")
+	resp, err := h2cClient(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.Trailer.Get("Grpc-Status") != "14" || !strings.Contains(resp.Trailer.Get("Grpc-Message"), "stream") {
+		t.Fatalf("gRPC call: %d trailers %v", resp.StatusCode, resp.Trailer)
+	}
+	resp, err = h2cClient(t).Get("http://" + gw.addr + "/svc/x")
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	var se http2.StreamError
+	if !errors.As(err, &se) {
+		t.Fatalf("plain HTTP/2 request: %v, want a reset stream", err)
 	}
 }
