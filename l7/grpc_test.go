@@ -384,7 +384,6 @@ func wantStatus(t *testing.T, what string, err error, code codes.Code, msg strin
 	}
 }
 
-
 // h2cBackend serves h over HTTP/2 with prior knowledge.
 func h2cBackend(t testing.TB, h http.HandlerFunc) string {
 	t.Helper()
