@@ -574,7 +574,9 @@ func (x *exchange) relayHeld() {
 // wait for it before sending more (bidirectional streaming).
 func (x *exchange) relayH2(resp *http.Response, rt *Route, w *h2Watch, body *h2Body) string {
 	err := x.sink.head(x, &x.resp)
-	if err == nil && body != nil && !body.eof.Load() {
+	if err == nil && x.resp.kind == bodyChunked && body != nil && !body.eof.Load() {
+		// (Never for a head that ends the stream: a gRPC status alone
+		// must reach the client in one HEADERS frame.)
 		err = x.sink.flush()
 	}
 	if err != nil {
