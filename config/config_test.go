@@ -27,7 +27,7 @@ routes:
 `
 
 func TestParseErrors(t *testing.T) {
-	known := "(known: name, path, host, methods, strip_prefix, backend, backends, strategy, hash_key, tls, timeouts, health_check, outlier_detection, retries, max_conns, max_conns_wait, fail_open, middlewares, client_auth)"
+	known := "(known: name, path, host, methods, strip_prefix, backend, backends, strategy, hash_key, tls, protocol, timeouts, health_check, outlier_detection, retries, max_conns, max_conns_wait, fail_open, middlewares, client_auth)"
 	tests := []struct {
 		name string
 		env  map[string]string

@@ -254,6 +254,12 @@ type Route struct {
 	// TLS configures TLS to the route's https:// backends (see
 	// BackendTLS); a backend's own `tls` overrides it field by field.
 	TLS *BackendTLS `yaml:"tls"`
+	// Protocol is how the pool's backends are spoken to: "http1"
+	// (default), "h2c" (HTTP/2 with prior knowledge on http://), "h2"
+	// (HTTP/2 over TLS on https://) or "auto" (HTTP/2 when an https://
+	// backend selects it by ALPN, HTTP/1.1 otherwise). gRPC needs h2c or
+	// h2.
+	Protocol string `yaml:"protocol"`
 	// Timeouts towards the backends.
 	Timeouts Timeouts `yaml:"timeouts"`
 	// HealthCheck actively probes each backend; off when Path is empty.
@@ -286,8 +292,14 @@ type RouteClientAuth struct {
 
 // HealthCheck configures active health checks of a pool.
 type HealthCheck struct {
+	// Type is "http" (default: GET Path) or "grpc" (the standard
+	// grpc.health.v1 Check call).
+	Type string `yaml:"type"`
 	// Path is probed with GET on every backend, e.g. "/health".
 	Path string `yaml:"path"`
+	// Service is the service name a grpc check asks about ("": the
+	// server as a whole).
+	Service string `yaml:"service"`
 	// Interval between probes of one backend (jittered by up to 10%). Default 5s.
 	Interval Duration `yaml:"interval"`
 	// Timeout of one probe. Default 2s.
@@ -335,6 +347,10 @@ type Retries struct {
 	// only GET, HEAD, OPTIONS, TRACE, PUT and DELETE are retried (a
 	// connect failure is always safe to retry).
 	NonIdempotent bool `yaml:"non_idempotent"`
+	// GRPCOn lists the gRPC statuses (by name, e.g. "unavailable") on
+	// which a gRPC call is sent to another backend, when the backend
+	// answered with the status alone (nothing of it reached the client).
+	GRPCOn []string `yaml:"grpc_on"`
 }
 
 // Middleware is one entry of a `middlewares:` list. Name selects the

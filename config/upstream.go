@@ -17,6 +17,14 @@ const (
 
 	HashKeyIP = "ip"
 
+	ProtocolHTTP1 = "http1"
+	ProtocolH2C   = "h2c"
+	ProtocolH2    = "h2"
+	ProtocolAuto  = "auto"
+
+	HealthCheckHTTP = "http"
+	HealthCheckGRPC = "grpc"
+
 	RetryOnConnectFailure = "connect_failure"
 	RetryOnTimeout        = "timeout"
 	RetryOnReset          = "reset"
@@ -69,14 +77,14 @@ func upstreamDefaults(r *Route, path string, unset func(string) bool) {
 		r.HashKey = HashKeyIP
 	}
 
-	if h := &r.HealthCheck; h.Path != "" {
+	if h := &r.HealthCheck; h.Enabled() {
 		hp := path + ".health_check"
 		setDuration(&h.Interval, defaultHealthInterval, unset(hp+".interval"))
 		// The default timeout never reaches a short interval.
 		setDuration(&h.Timeout, min(defaultHealthTimeout, h.Interval/2), unset(hp+".timeout"))
 		setInt(&h.HealthyThreshold, defaultHealthThreshold, unset(hp+".healthy_threshold"))
 		setInt(&h.UnhealthyThreshold, defaultHealthThreshold, unset(hp+".unhealthy_threshold"))
-		if len(h.ExpectStatus) == 0 && unset(hp+".expect_status") {
+		if len(h.ExpectStatus) == 0 && unset(hp+".expect_status") && h.Type != HealthCheckGRPC {
 			h.ExpectStatus = defaultExpectStatus()
 		}
 	}
@@ -130,6 +138,7 @@ func validateUpstream(r *Route, path string, st *vstate) {
 		}
 	}
 
+	validateProtocol(r, path, st)
 	validateHealthCheck(&r.HealthCheck, path+".health_check", st)
 	validateBackendTLS(r, path, st)
 
@@ -165,6 +174,7 @@ func validateUpstream(r *Route, path string, st *vstate) {
 			seen[c] = i
 		}
 	}
+	validateGRPCOn(rt.GRPCOn, rp+".grpc_on", st)
 	if b := rt.Budget; b != nil && !(*b >= 0 && *b <= 1) {
 		st.add(rp+".budget", "must be between 0 and 1 (got %s)", strconv.FormatFloat(*b, 'g', -1, 64))
 	}
@@ -180,12 +190,34 @@ func validateUpstream(r *Route, path string, st *vstate) {
 	}
 }
 
+// Enabled reports whether active health checks are on: a path for HTTP
+// checks, or type grpc.
+func (h *HealthCheck) Enabled() bool { return h.Path != "" || h.Type == HealthCheckGRPC }
+
 func validateHealthCheck(h *HealthCheck, hp string, st *vstate) {
-	if h.Path == "" {
+	if h.Type != "" && h.Type != HealthCheckHTTP && h.Type != HealthCheckGRPC {
+		st.add(hp+".type", "unknown health check type %q (supported: %s, %s)", h.Type, HealthCheckHTTP, HealthCheckGRPC)
+		return
+	}
+	if !h.Enabled() {
 		// Checks are off; settings without a path are a mistake.
-		if h.Interval != 0 || h.Timeout != 0 || h.HealthyThreshold != 0 || h.UnhealthyThreshold != 0 || h.ExpectStatus != nil {
+		if h.Interval != 0 || h.Timeout != 0 || h.HealthyThreshold != 0 || h.UnhealthyThreshold != 0 || h.ExpectStatus != nil || h.Service != "" {
 			st.add(hp+".path", "is required to enable health checks")
 		}
+		return
+	}
+	if h.Type == HealthCheckGRPC {
+		if h.Path != "" {
+			st.add(hp+".path", "does not apply to grpc health checks (they call grpc.health.v1.Health/Check; name the service in service)")
+		}
+		if h.ExpectStatus != nil {
+			st.add(hp+".expect_status", "does not apply to grpc health checks (SERVING is healthy)")
+		}
+	} else if h.Service != "" {
+		st.add(hp+".service", "only applies to type %s", HealthCheckGRPC)
+	}
+	validateHealthCheckTiming(h, hp, st)
+	if h.Type == HealthCheckGRPC {
 		return
 	}
 	switch {
@@ -194,6 +226,19 @@ func validateHealthCheck(h *HealthCheck, hp string, st *vstate) {
 	case strings.ContainsFunc(h.Path, isSpaceOrControl) || strings.Contains(h.Path, "#"):
 		st.add(hp+".path", "invalid path %q (no spaces, control characters or \"#\")", h.Path)
 	}
+	if len(h.ExpectStatus) == 0 {
+		st.add(hp+".expect_status", "must not be empty")
+	}
+	for i, s := range h.ExpectStatus {
+		if !validExpectStatus(s) {
+			st.add(fmt.Sprintf("%s.expect_status[%d]", hp, i), "invalid status %q (want a code 100-599 or a class 1xx-5xx)", s)
+		}
+	}
+}
+
+// validateHealthCheckTiming checks the interval, timeout and thresholds
+// of enabled health checks.
+func validateHealthCheckTiming(h *HealthCheck, hp string, st *vstate) {
 	checkPositive(st, hp+".interval", h.Interval)
 	checkPositive(st, hp+".timeout", h.Timeout)
 	if h.Interval > 0 && h.Timeout > 0 && h.Timeout >= h.Interval {
@@ -207,12 +252,51 @@ func validateHealthCheck(h *HealthCheck, hp string, st *vstate) {
 			st.add(hp+"."+f.key, "must be between 1 and %d (got %d)", maxHealthThreshold, f.n)
 		}
 	}
-	if len(h.ExpectStatus) == 0 {
-		st.add(hp+".expect_status", "must not be empty")
+}
+
+// validateProtocol checks route.protocol against the backends' schemes:
+// h2c speaks cleartext, h2 TLS.
+func validateProtocol(r *Route, path string, st *vstate) {
+	pp := path + ".protocol"
+	if r.Protocol != "" && !oneOf(r.Protocol, ProtocolHTTP1, ProtocolH2C, ProtocolH2, ProtocolAuto) {
+		st.add(pp, "unknown protocol %q (supported: %s, %s, %s, %s)", r.Protocol, ProtocolHTTP1, ProtocolH2C, ProtocolH2, ProtocolAuto)
+		return
 	}
-	for i, s := range h.ExpectStatus {
-		if !validExpectStatus(s) {
-			st.add(fmt.Sprintf("%s.expect_status[%d]", hp, i), "invalid status %q (want a code 100-599 or a class 1xx-5xx)", s)
+	for j, b := range r.Backends {
+		https := strings.HasPrefix(strings.ToLower(b.URL), "https://")
+		switch {
+		case r.Protocol == ProtocolH2C && https:
+			st.add(pp, "h2c is HTTP/2 without TLS, but backends[%d] is %s (use h2 or auto for https:// backends)", j, b.URL)
+			return
+		case r.Protocol == ProtocolH2 && !https:
+			st.add(pp, "h2 is HTTP/2 over TLS, but backends[%d] is %s (use h2c for cleartext HTTP/2)", j, b.URL)
+			return
+		}
+	}
+	if r.HealthCheck.Type == HealthCheckGRPC && (r.Protocol == ProtocolHTTP1 || r.Protocol == "") {
+		st.add(path+".health_check.type", "grpc health checks need HTTP/2 backends (set protocol: h2c, h2 or auto)")
+	}
+}
+
+// GRPCCodes are the gRPC status codes by the names retries.grpc_on
+// accepts (lower-case forms of the canonical names).
+var GRPCCodes = map[string]int{
+	"cancelled": 1, "unknown": 2, "invalid_argument": 3, "deadline_exceeded": 4,
+	"not_found": 5, "already_exists": 6, "permission_denied": 7, "resource_exhausted": 8,
+	"failed_precondition": 9, "aborted": 10, "out_of_range": 11, "unimplemented": 12,
+	"internal": 13, "unavailable": 14, "data_loss": 15, "unauthenticated": 16,
+}
+
+func validateGRPCOn(on []string, p string, st *vstate) {
+	seen := map[string]int{}
+	for i, c := range on {
+		cp := fmt.Sprintf("%s[%d]", p, i)
+		if _, ok := GRPCCodes[c]; !ok {
+			st.add(cp, "unknown gRPC status %q (e.g. unavailable, resource_exhausted, aborted, internal)", c)
+		} else if first, dup := seen[c]; dup {
+			st.add(cp, "duplicate gRPC status %q (also grpc_on[%d])", c, first)
+		} else {
+			seen[c] = i
 		}
 	}
 }

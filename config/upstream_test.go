@@ -143,6 +143,46 @@ func TestUpstreamParseErrors(t *testing.T) {
 			want: []string{`bad.yaml:4: routes[0].health_check.path: invalid path "/a b" (no spaces, control characters or "#")`},
 		},
 		{
+			name: "protocol",
+			yaml: route + "\t\tprotocol: h3\n",
+			want: []string{`bad.yaml:4: routes[0].protocol: unknown protocol "h3" (supported: http1, h2c, h2, auto)`},
+		},
+		{
+			name: "h2 on a cleartext backend",
+			yaml: route + "\t\tprotocol: h2\n",
+			want: []string{`bad.yaml:4: routes[0].protocol: h2 is HTTP/2 over TLS, but backends[0] is http://a:80 (use h2c for cleartext HTTP/2)`},
+		},
+		{
+			name: "h2c on a TLS backend",
+			yaml: "routes:\n\t- { path: /a, backend: \"https://a\", protocol: h2c }\n",
+			want: []string{`bad.yaml:2: routes[0].protocol: h2c is HTTP/2 without TLS, but backends[0] is https://a:443 (use h2 or auto for https:// backends)`},
+		},
+		{
+			name: "grpc health check",
+			yaml: route + "\t\thealth_check: { type: grpc, path: /h, expect_status: [200] }\n",
+			want: []string{
+				`bad.yaml:4: routes[0].health_check.type: grpc health checks need HTTP/2 backends (set protocol: h2c, h2 or auto)`,
+				`bad.yaml:4: routes[0].health_check.path: does not apply to grpc health checks (they call grpc.health.v1.Health/Check; name the service in service)`,
+				`bad.yaml:4: routes[0].health_check.expect_status: does not apply to grpc health checks (SERVING is healthy)`,
+			},
+		},
+		{
+			name: "health check type and service",
+			yaml: route + "\t\thealth_check: { type: tcp }\n\t- { path: /b, backend: \"http://b\", health_check: { path: /h, service: x } }\n",
+			want: []string{
+				`bad.yaml:4: routes[0].health_check.type: unknown health check type "tcp" (supported: http, grpc)`,
+				`bad.yaml:5: routes[1].health_check.service: only applies to type grpc`,
+			},
+		},
+		{
+			name: "grpc_on",
+			yaml: route + "\t\tretries: { grpc_on: [unavailable, UNAVAILABLE, unavailable] }\n",
+			want: []string{
+				`bad.yaml:4: routes[0].retries.grpc_on[1]: unknown gRPC status "UNAVAILABLE" (e.g. unavailable, resource_exhausted, aborted, internal)`,
+				`bad.yaml:4: routes[0].retries.grpc_on[2]: duplicate gRPC status "unavailable" (also grpc_on[0])`,
+			},
+		},
+		{
 			name: "health check settings without a path",
 			yaml: route + "\t\thealth_check:\n\t\t\tinterval: 1s\n",
 			want: []string{`bad.yaml:4: routes[0].health_check.path: is required to enable health checks`},

@@ -26,7 +26,9 @@ type connPool struct {
 	dialer  net.Dialer
 	// tls is set for an https:// backend: every connection handshakes
 	// with it, within the connect timeout.
-	tls         *backendTLS
+	tls *backendTLS
+	// h2 is set when the backend is spoken to over HTTP/2 (backendh2.go).
+	h2          *h2Pool
 	idleTimeout time.Duration
 	maxIdle     int
 
@@ -45,10 +47,11 @@ func (p *connPool) counts() (open, idle int) {
 	return int(p.open.Load()), idle
 }
 
-func newConnPool(b *upstream.Backend, connect, idle time.Duration, maxIdle int, bt *backendTLS) *connPool {
+func newConnPool(b *upstream.Backend, connect, idle time.Duration, maxIdle int, bt *backendTLS, protocol string) *connPool {
 	p := &connPool{backend: b, idleTimeout: idle, maxIdle: maxIdle, tls: bt}
 	p.dialer.Timeout = connect
 	p.dialer.KeepAlive = 30 * time.Second
+	p.h2 = newH2Pool(p, protocol)
 	return p
 }
 
@@ -154,6 +157,7 @@ func (p *connPool) closeIdle(final bool) {
 	for _, bc := range idle {
 		bc.close()
 	}
+	p.h2.close()
 }
 
 // reapIdle closes idle connections older than the idle timeout.
@@ -176,6 +180,7 @@ func (p *connPool) reapIdle(now time.Time) {
 	for _, bc := range stale {
 		bc.close()
 	}
+	// The HTTP/2 transport closes its own idle connections.
 }
 
 func (bc *backendConn) close() {

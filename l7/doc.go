@@ -10,8 +10,15 @@
 // fast engine's connections too) and selectable for HTTP/1.1 with
 // `server.engine: standard`. Both parse requests with the same strictness
 // (request-smuggling vectors give 400 and a closed connection), route with
-// the same Router and talk to backends through the same HTTP/1.1 client
-// with keep-alive pools. An https:// backend is spoken to over TLS
+// the same Router and talk to backends through the same clients: HTTP/1.1
+// with keep-alive pools, or HTTP/2 (backendh2.go, forwardh2.go) for a
+// route whose `protocol` is h2c, h2 or auto, with connections multiplexed
+// up to the backend's stream limit, PING liveness and GOAWAY handled; the
+// response (trailers included) streams to the client while the request
+// body still flows. gRPC (grpc.go) passes through as HTTP/2 messages the
+// proxy does not parse; it honours grpc-timeout, and answers a gRPC call
+// with a trailers-only grpc-status when the reply is its own
+// (shapeLocal). An https:// backend is spoken to over TLS
 // (backendtls.go): its certificate verified per the route's `tls`, an
 // optional client certificate, pooled connections, a session cache per
 // backend; a failed handshake is a backend failure with reason "tls".

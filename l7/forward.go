@@ -49,6 +49,9 @@ type retryPolicy struct {
 	maxBody       int64
 	nonIdempotent bool
 	total         time.Duration
+	// grpcOn is the set of gRPC statuses (bit per code) retried when a
+	// backend answered a call with its status alone.
+	grpcOn uint32
 }
 
 // uint128 is a 100-bit set of statuses within one hundred.
@@ -98,11 +101,19 @@ func (x *exchange) forward() {
 	if rt.retry.total > 0 {
 		x.deadline = x.start.Add(rt.retry.total)
 	}
+	if x.isGRPC() {
+		if !rt.h2 {
+			x.drainOrClose()
+			x.fail(errGRPCOverH1, "")
+			return
+		}
+		x.applyGRPCTimeout()
+	}
 	x.replayable = x.prepareReplay(rt)
 	for {
 		if x.ntried > 0 && x.totalSpent(time.Now()) {
 			x.drainOrClose()
-			x.errMsg = "request timeout (timeouts.total)"
+			x.errMsg = x.deadlineMsg()
 			x.fail(errBackendTimeout, "")
 			return
 		}
@@ -162,7 +173,7 @@ func (x *exchange) forward() {
 			// A retry was left out for lack of time: the request as a
 			// whole timed out.
 			perr = errBackendTimeout
-			x.errMsg = "request timeout (timeouts.total)"
+			x.errMsg = x.deadlineMsg()
 		}
 		x.drainOrClose()
 		x.fail(perr, "")
@@ -209,6 +220,19 @@ func (x *exchange) dial(cp *connPool) (*backendConn, error) {
 // when a pooled one turns out closed.
 func (x *exchange) tryBackend(b *upstream.Backend, rt *Route) (*proxyError, string) {
 	cp := rt.conns[b]
+	if cp.h2.use() {
+		perr, reason := x.tryH2(cp, rt)
+		if perr != errH2Fallback {
+			return perr, reason
+		}
+	}
+	if x.isGRPC() {
+		x.errMsg = "gRPC needs HTTP/2, but backend " + b.URL + " chose HTTP/1.1 by ALPN"
+		if cp.tls == nil {
+			x.errMsg = "gRPC needs HTTP/2: protocol auto speaks HTTP/1.1 to " + b.URL + " (set protocol: h2c)"
+		}
+		return errGRPCOverH1, ""
+	}
 	bc := cp.getIdle(x.wt.loop())
 	if bc == nil {
 		var err error

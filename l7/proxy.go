@@ -1,12 +1,14 @@
 package l7
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,9 @@ type responseSink interface {
 	// abortRead unblocks a request body read waiting on the client (a
 	// no-op where the engine cannot).
 	abortRead()
+	// context is done when the client is gone (a reset stream, a closed
+	// connection) where the engine can tell; it never is otherwise.
+	context() context.Context
 }
 
 // localReply is a reply the gateway makes itself (an error, a
@@ -55,6 +60,9 @@ type localReply struct {
 	// noBody: the status forbids a body (1xx, 204, 304); sendBody: the
 	// body is written (not for HEAD either).
 	noBody, sendBody bool
+	// grpcStatus and grpcMessage are set on the reply to a gRPC call
+	// (grpc.go): a trailers-only status.
+	grpcStatus, grpcMessage string
 }
 
 // headerWriter receives the header fields of a local reply, in order.
@@ -66,6 +74,9 @@ type headerWriter interface {
 
 // shapeLocal returns the reply for status, ctype, body and allow.
 func (x *exchange) shapeLocal(status int, ctype string, body []byte, allow string) localReply {
+	if status >= 300 && x.isGRPC() {
+		return x.shapeGRPC(status)
+	}
 	noBody := status == 204 || status == 304 || status < 200
 	return localReply{status: status, ctype: ctype, body: body, allow: allow,
 		noBody: noBody, sendBody: !noBody && string(x.req.method) != "HEAD"}
@@ -87,10 +98,17 @@ func (x *exchange) localHeaders(w headerWriter, r *localReply) {
 		w.add(a.name, a.value)
 	}
 	for _, a := range x.replyHeaders {
+		if r.grpcStatus != "" && (strings.EqualFold(a[0], "content-type") || strings.EqualFold(a[0], "content-length")) {
+			continue // the body they describe is not sent to a gRPC client
+		}
 		w.add(a[0], a[1])
 	}
 	if r.allow != "" {
 		w.add("Allow", r.allow)
+	}
+	if r.grpcStatus != "" {
+		w.add("Grpc-Status", r.grpcStatus)
+		w.add("Grpc-Message", r.grpcMessage)
 	}
 }
 
@@ -168,6 +186,13 @@ type exchange struct {
 	// says it shortened the current attempt's response_header wait.
 	deadline   time.Time
 	cutByTotal bool
+	// grpcDeadline: the deadline is the call's grpc-timeout.
+	grpcDeadline bool
+
+	// grpc caches isGRPC (0 not yet known, 1 yes, 2 no); grpcStatus is
+	// the call's grpc-status once known.
+	grpc       int8
+	grpcStatus string
 
 	// Policy state: headers added to the forwarded request and to the
 	// response, per-request values, and the headers of a policy's reply.
@@ -199,6 +224,7 @@ var (
 	errBackendClosed  = &proxyError{502, "backend closed the connection"}
 	errBackendTimeout = &proxyError{504, "backend timeout"}
 	errNoBackend      = &proxyError{503, "no healthy backend"}
+	errGRPCOverH1     = &proxyError{501, "gRPC needs HTTP/2 to the backend: set the route's protocol to h2c or h2"}
 	errPoolFull       = &proxyError{503, "backend connection limit reached"}
 	errConnectTimeout = &proxyError{504, "backend connect timeout"}
 	errClientBody     = &proxyError{400, "invalid request body"}
@@ -440,7 +466,7 @@ func (x *exchange) headFailed(err error, bc *backendConn, bodyErr chan error) (*
 	switch {
 	case isTimeout(err) && x.cutByTotal:
 		// timeouts.total ended the wait, not the backend's own bound.
-		x.errMsg = "request timeout (timeouts.total)"
+		x.errMsg = x.deadlineMsg()
 		return errBackendTimeout, false, ""
 	case isTimeout(err):
 		x.errMsg = "backend timeout"
@@ -491,7 +517,7 @@ func (x *exchange) responsePhase(bc *backendConn, bodyErr chan error) (held, don
 	}
 	if x.phase.needBody && x.resp.kind != bodyNone {
 		x.pinResponseHead(&x.resp)
-		if err := x.bufferResponseBody(); err != nil {
+		if err := x.bufferResponseBody(x.br.next); err != nil {
 			bc.close()
 			x.waitBody(bodyErr)
 			x.errMsg = "response body for a plugin: " + err.Error()
@@ -765,6 +791,30 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 	req := x.req
 	dst = append(dst, req.method...)
 	dst = append(dst, ' ')
+	dst = appendForwardTarget(dst, x, rt, b)
+	dst = append(dst, " HTTP/1.1\r\n"...)
+	dst = appendForwardFields(dst, x, b)
+	switch {
+	case req.chunked:
+		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
+	case req.contentLength >= 0:
+		dst = append(dst, "Content-Length: "...)
+		dst = strconv.AppendInt(dst, req.contentLength, 10)
+		dst = append(dst, '\r', '\n')
+	}
+	if req.upgrade != nil {
+		dst = append(dst, "Connection: Upgrade\r\nUpgrade: "...)
+		dst = append(dst, req.upgrade...)
+		dst = append(dst, '\r', '\n')
+	}
+	return append(dst, '\r', '\n')
+}
+
+// appendForwardTarget writes the request target sent to backend b: its
+// base path, the normalized path (less the route's prefix with
+// strip_prefix) and the query.
+func appendForwardTarget(dst []byte, x *exchange, rt *Route, b *upstream.Backend) []byte {
+	req := x.req
 	target := len(dst)
 	dst = append(dst, b.BasePath...)
 	path := req.path
@@ -788,7 +838,15 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 		// Logged: what the backend got, when it is not what was received.
 		x.fwdTarget = append(x.fwdTarget[:0], dst[target:]...)
 	}
-	dst = append(dst, " HTTP/1.1\r\n"...)
+	return dst
+}
+
+// appendForwardFields writes the request's header fields as forwarded to
+// backend b (HTTP/1.1 form, whichever protocol carries them): the
+// client's fields less hop-by-hop ones, Host, X-Forwarded-*, Via,
+// X-Request-Id, the trace context and the headers policies added.
+func appendForwardFields(dst []byte, x *exchange, b *upstream.Backend) []byte {
+	req := x.req
 	hostWritten := false
 	for i := range req.fields {
 		f := &req.fields[i]
@@ -863,20 +921,7 @@ func appendRequestHead(dst []byte, x *exchange, rt *Route, b *upstream.Backend) 
 		dst = appendTraceContext(dst, x.attempt)
 	}
 	dst = appendStrHeaders(dst, x.addReq)
-	switch {
-	case req.chunked:
-		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
-	case req.contentLength >= 0:
-		dst = append(dst, "Content-Length: "...)
-		dst = strconv.AppendInt(dst, req.contentLength, 10)
-		dst = append(dst, '\r', '\n')
-	}
-	if req.upgrade != nil {
-		dst = append(dst, "Connection: Upgrade\r\nUpgrade: "...)
-		dst = append(dst, req.upgrade...)
-		dst = append(dst, '\r', '\n')
-	}
-	return append(dst, '\r', '\n')
+	return dst
 }
 
 // hasPathPrefix reports whether path starts with prefix on a segment
@@ -922,12 +967,15 @@ func (x *exchange) fail(e *proxyError, allow string) {
 
 // writeLocal sends a response the proxy produced itself.
 func (x *exchange) writeLocal(status int, ctype string, body []byte, allow string) {
-	x.status = status
 	r := x.shapeLocal(status, ctype, body, allow)
+	x.status = r.status
+	if r.grpcStatus != "" {
+		x.grpcStatus = r.grpcStatus
+	}
 	if err := x.sink.local(x, &r); err != nil {
 		x.closeClient = true
 	}
-	if string(x.req.method) != "HEAD" {
+	if string(x.req.method) != "HEAD" && r.grpcStatus == "" {
 		x.bytesOut = int64(len(body))
 	}
 }
@@ -945,6 +993,9 @@ func (x *exchange) done() {
 		rm.Start()
 	}
 	rm.Done(x.req.method, x.status, time.Since(x.start))
+	if x.grpcStatus != "" {
+		rm.GRPCDone(x.grpcStatus)
+	}
 	x.span.End(x.status, x.errMsg)
 	x.logAccess(x.srv.log)
 }
@@ -970,6 +1021,7 @@ func (x *exchange) logAccess(lg *observe.Logger) {
 		ClientIP:       x.clientIP,
 		UserAgent:      x.req.userAgent,
 		Error:          x.errMsg,
+		GRPCStatus:     x.grpcStatus,
 	}
 	if x.route != nil {
 		e.Route = x.route.Name

@@ -229,10 +229,10 @@ func (x *exchange) runResponsePhase(isError bool) *middleware.Reply {
 
 // bufferResponseBody reads the whole response body for middlewares that
 // rewrite it, then frames it with a Content-Length.
-func (x *exchange) bufferResponseBody() error {
+func (x *exchange) bufferResponseBody(next func() ([]byte, error)) error {
 	var body []byte
 	for {
-		p, err := x.br.next()
+		p, err := next()
 		body = append(body, p...)
 		if int64(len(body)) > maxPhaseBody {
 			return errBodyNotBuffered

@@ -30,7 +30,10 @@ type Route struct {
 	retry    retryPolicy
 	hashBy   hashSource
 
-	conns          map[*upstream.Backend]*connPool
+	conns map[*upstream.Backend]*connPool
+	// h2 is set when the route's protocol is not http1: its backends
+	// may be spoken to over HTTP/2.
+	h2             bool
 	responseHeader time.Duration
 	readTimeout    time.Duration
 	// allowHeader is the Allow value for a 405 on this route.

@@ -854,6 +854,10 @@ func (cc *clientConn) abortRead() {
 	cc.reqBody.abort(cc.c)
 }
 
+// context never ends: the fast engine notices a gone client when it
+// writes to it.
+func (cc *clientConn) context() context.Context { return context.Background() }
+
 // appendUpgradeHead writes a 101 response head: the backend's fields plus
 // the hop-by-hop Connection and Upgrade it switched with.
 func appendUpgradeHead(w []byte, resp *response) []byte {

@@ -129,12 +129,12 @@ func (t *Transport) Close() {
 	}
 }
 
-func (t *Transport) pool(b *upstream.Backend, to config.Timeouts, bt *backendTLS) *connPool {
+func (t *Transport) pool(b *upstream.Backend, to config.Timeouts, bt *backendTLS, protocol string) *connPool {
 	// By URL, not address, so that a pool's connections are reported
 	// under the backend label the other backend metrics use. Changed TLS
 	// settings or files make a new pool: no connection verified under
 	// the old ones is reused.
-	key := fmt.Sprintf("%s|%d|%d|%d", b.URL, to.Connect, to.Idle, to.MaxIdleConns)
+	key := fmt.Sprintf("%s|%d|%d|%d|%s", b.URL, to.Connect, to.Idle, to.MaxIdleConns, protocol)
 	if bt != nil {
 		key += "|" + bt.key
 	}
@@ -143,7 +143,7 @@ func (t *Transport) pool(b *upstream.Backend, to config.Timeouts, bt *backendTLS
 	if p, ok := t.pools[key]; ok {
 		return p
 	}
-	p := newConnPool(b, to.Connect.D(), to.Idle.D(), to.MaxIdleConns, bt)
+	p := newConnPool(b, to.Connect.D(), to.Idle.D(), to.MaxIdleConns, bt, protocol)
 	t.pools[key] = p
 	return p
 }
@@ -190,6 +190,17 @@ func probeTLS(tlsOf map[*upstream.Backend]*backendTLS) func(*upstream.Backend) *
 		byURL[b.URL] = bt.config
 	}
 	return func(b *upstream.Backend) *tls.Config { return byURL[b.URL] }
+}
+
+// prober is the health check of a route's backends: a grpc.health.v1
+// call, or GET over the protocol the pool speaks (HTTP/2 for h2c and h2).
+func prober(rc *config.Route, tlsOf map[*upstream.Backend]*backendTLS) upstream.Prober {
+	hc := &rc.HealthCheck
+	if hc.Type == config.HealthCheckGRPC {
+		return upstream.GRPCProber{Service: hc.Service, TLS: probeTLS(tlsOf)}
+	}
+	h2 := rc.Protocol == config.ProtocolH2C || rc.Protocol == config.ProtocolH2
+	return upstream.HTTPProber{Path: hc.Path, ExpectStatus: hc.ExpectStatus, TLS: probeTLS(tlsOf), H2: h2}
 }
 
 // Activate makes s the configuration whose backends are health-checked,
@@ -267,9 +278,9 @@ func buildRoute(rc *config.Route, tr *Transport, metrics *observe.Metrics) (*Rou
 			MaxEjection:  rc.Outlier.MaxEjection.D(),
 		},
 	}
-	if hc := rc.HealthCheck; hc.Path != "" {
+	if hc := rc.HealthCheck; hc.Enabled() {
 		opt.Health = &upstream.HealthOptions{
-			Prober:             upstream.HTTPProber{Path: hc.Path, ExpectStatus: hc.ExpectStatus, TLS: probeTLS(tlsOf)},
+			Prober:             prober(rc, tlsOf),
 			Interval:           hc.Interval.D(),
 			Timeout:            hc.Timeout.D(),
 			HealthyThreshold:   hc.HealthyThreshold,
@@ -292,6 +303,7 @@ func buildRoute(rc *config.Route, tr *Transport, metrics *observe.Metrics) (*Rou
 		readTimeout:    rc.Timeouts.Read.D(),
 		metrics:        metrics.Route(rc.Name),
 		retry:          compileRetries(rc),
+		h2:             rc.Protocol != "" && rc.Protocol != config.ProtocolHTTP1,
 	}
 	switch {
 	case strings.HasPrefix(rc.HashKey, "header:"):
@@ -304,7 +316,7 @@ func buildRoute(rc *config.Route, tr *Transport, metrics *observe.Metrics) (*Rou
 	}
 	rt.requireClientCert = rc.ClientAuth != nil
 	for _, b := range backends {
-		rt.conns[b] = tr.pool(b, rc.Timeouts, tlsOf[b])
+		rt.conns[b] = tr.pool(b, rc.Timeouts, tlsOf[b], rc.Protocol)
 	}
 	return rt, pool, nil
 }
@@ -342,6 +354,7 @@ func compileRetries(rc *config.Route) retryPolicy {
 			p.outlierStatus[code/100].set(code % 100)
 		}
 	}
+	p.grpcOn = grpcRetryCodes(rc.Retries.GRPCOn)
 	if rc.Retries.Budget != nil {
 		p.budget = upstream.NewRetryBudget(*rc.Retries.Budget, minRetriesPerSecond)
 	}

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -277,9 +278,18 @@ func (s *stdSink) local(x *exchange, r *localReply) error {
 	return nil
 }
 
-// abortRead does nothing: net/http gives no way to interrupt a body read
-// from another goroutine; the server's own timeouts end it.
-func (s *stdSink) abortRead() {}
+// abortRead closes an HTTP/2 request body, which ends a read waiting on
+// the client; over HTTP/1.1 net/http gives no way to interrupt a body
+// read from another goroutine, and the server's own timeouts end it.
+func (s *stdSink) abortRead() {
+	if s.r.ProtoMajor == 2 && s.r.Body != nil {
+		s.r.Body.Close()
+	}
+}
+
+// context is the request's: done when the client resets the stream or
+// closes the connection.
+func (s *stdSink) context() context.Context { return s.r.Context() }
 
 // mapHeaders puts header fields into a net/http header map. Content-Type,
 // Content-Length and X-Request-Id replace what the map held; the others

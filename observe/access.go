@@ -34,6 +34,10 @@ type AccessEntry struct {
 	// sent, possibly empty) are set for requests over TLS only.
 	TLSVersion string
 	SNI        string
+	// GRPCStatus is the grpc-status of a gRPC call ("0", "14"...): the
+	// backend's, or the one the proxy answered with; "" for other
+	// requests.
+	GRPCStatus string
 }
 
 const (
@@ -130,6 +134,10 @@ func appendAccessJSON(b []byte, e *AccessEntry) []byte {
 		b = append(b, `,"sni":`...)
 		b = appendJSONString(b, e.SNI)
 	}
+	if e.GRPCStatus != "" {
+		b = append(b, `,"grpc_status":`...)
+		b = append(b, e.GRPCStatus...)
+	}
 	if e.Error != "" {
 		b = append(b, `,"error":`...)
 		b = appendJSONString(b, e.Error)
@@ -184,6 +192,10 @@ func appendAccessText(b []byte, e *AccessEntry) []byte {
 		b = appendTextValue(b, e.TLSVersion)
 		b = append(b, " sni="...)
 		b = appendTextValue(b, e.SNI)
+	}
+	if e.GRPCStatus != "" {
+		b = append(b, " grpc_status="...)
+		b = append(b, e.GRPCStatus...)
 	}
 	if e.Error != "" {
 		b = append(b, " error="...)

@@ -11,7 +11,9 @@
 // reloads, the datapath, the l4 listeners, and the HTTPS listener's
 // handshakes, client certificate failures and certificate expiry dates,
 // see [Metrics.TLS] and [Metrics.RegisterCertificates]) and tracing
-// ([Tracer]). An access line over TLS carries tls_version and sni.
+// ([Tracer]). An access line over TLS carries tls_version and sni, that of
+// a gRPC call its grpc_status (also counted by
+// rustygate_grpc_requests_total).
 //
 // [Metrics] holds the Prometheus metrics (per-route handles resolved once,
 // recording without allocation) and tracing.go the OpenTelemetry spans.

@@ -119,6 +119,7 @@ type Metrics struct {
 	inFlight        *prometheus.GaugeVec
 	backendFailures *prometheus.CounterVec
 	retries         *prometheus.CounterVec
+	grpcCalls       *prometheus.CounterVec
 	backendUp       *prometheus.GaugeVec
 	backendConns    *prometheus.GaugeVec
 	reloads         *prometheus.CounterVec
@@ -185,6 +186,10 @@ func NewMetrics() *Metrics {
 		Name: "rustygate_config_last_reload_success_timestamp_seconds",
 		Help: "Unix time of the last successful configuration load.",
 	})
+	m.grpcCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rustygate_grpc_requests_total",
+		Help: "gRPC calls by route and grpc-status code (the backend's, or the proxy's own answer).",
+	}, []string{"route", "grpc_status"})
 	m.buildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "rustygate_build_info",
 		Help: "Always 1; the labels give the version and HTTP engine.",
@@ -203,7 +208,7 @@ func NewMetrics() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.duration, m.inFlight,
-		m.backendFailures, m.retries,
+		m.backendFailures, m.retries, m.grpcCalls,
 		m.backendUp, m.backendConns,
 		m.reloads, m.lastReload,
 		m.buildInfo, m.datapathInfo,
@@ -291,6 +296,7 @@ type RouteMetrics struct {
 	failures labelCache[prometheus.Counter] // backend, reason
 	retries  labelCache[prometheus.Counter] // reason
 	rejected labelCache[prometheus.Counter] // policy, reason (or "\x00")
+	grpc     labelCache[prometheus.Counter] // grpc_status
 }
 
 // Name returns the route label the handle records under.
@@ -349,6 +355,19 @@ func (r *RouteMetrics) BackendFailure(backend, reason string) {
 	c, ok := r.failures.get(backend, reason)
 	if !ok {
 		c = r.failures.put(backend, reason, r.m.backendFailures.WithLabelValues(r.route, backend, reason))
+	}
+	c.Inc()
+}
+
+// GRPCDone records the status a gRPC call ended with (a code 0-16 as
+// text; the caller keeps the set bounded).
+func (r *RouteMetrics) GRPCDone(status string) {
+	if r == nil {
+		return
+	}
+	c, ok := r.grpc.get(status, "")
+	if !ok {
+		c = r.grpc.put(status, "", r.m.grpcCalls.WithLabelValues(r.route, status))
 	}
 	c.Inc()
 }

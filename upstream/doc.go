@@ -6,8 +6,10 @@
 // Registry that keeps backend state and health checkers across
 // configuration reloads (registry.go). It is shared by the HTTP proxy
 // (l7) and the TCP proxy (l4) and knows nothing of either protocol,
-// except for active health probes: HTTPProber sends GET over HTTP, or over
-// TLS to an https:// backend with the client configuration l7 gives it.
+// except for active health probes: HTTPProber sends GET over HTTP/1.1 or
+// HTTP/2 (h2c, or h2 by ALPN), over TLS to an https:// backend with the
+// client configuration l7 gives it, and GRPCProber makes the standard
+// grpc.health.v1 Health/Check call (healthgrpc.go).
 //
 // Selection strategies (selection.go, maglev.go) are round_robin,
 // weighted_round_robin, least_connections, random_two_choices and

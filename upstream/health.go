@@ -269,6 +269,9 @@ type HTTPProber struct {
 	// backend whose certificate the proxy would refuse is marked down.
 	// It is not used with Client.
 	TLS func(b *Backend) *tls.Config
+	// H2 sends the probe over HTTP/2: with prior knowledge (h2c) on
+	// http://, with ALPN h2 on https://. It is not used with Client.
+	H2 bool
 }
 
 var defaultProbeClient = &http.Client{
@@ -306,9 +309,19 @@ func (p HTTPProber) Probe(ctx context.Context, b *Backend) error {
 	}
 	scheme, client := "http", p.Client
 	if client == nil {
-		client = defaultProbeClient
+		var cfg *tls.Config
 		if b.Scheme == "https" && p.TLS != nil {
-			scheme, client = "https", tlsProbeClient(p.TLS(b))
+			scheme, cfg = "https", p.TLS(b)
+		}
+		switch {
+		case p.H2:
+			var done func()
+			client, done = h2ProbeClient(cfg)
+			defer done()
+		case cfg != nil:
+			client = tlsProbeClient(cfg)
+		default:
+			client = defaultProbeClient
 		}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+b.Addr+path, nil)
@@ -330,6 +343,9 @@ func (p HTTPProber) Probe(ctx context.Context, b *Backend) error {
 
 // String describes the settings that identify the prober.
 func (p HTTPProber) String() string {
+	if p.H2 {
+		return "GET " + p.Path + " over h2 expect " + strings.Join(p.ExpectStatus, ",")
+	}
 	return "GET " + p.Path + " expect " + strings.Join(p.ExpectStatus, ",")
 }
 
