@@ -69,6 +69,12 @@ type Reply struct {
 	Status  int
 	Headers [][2]string
 	Body    []byte
+	// Error, with no Body, makes the reply the proxy's own JSON error
+	// body ({"error", "status", "request_id"}), as for its other errors.
+	Error string
+	// LogReason is the access line's error (default: "rejected by
+	// policy"); short and bounded, it says which rule refused.
+	LogReason string
 }
 
 // Handler is one built policy.
