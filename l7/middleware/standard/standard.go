@@ -7,5 +7,6 @@ import (
 	_ "github.com/rustygate/rustygate/l7/middleware/cors"
 	_ "github.com/rustygate/rustygate/l7/middleware/jwt"
 	_ "github.com/rustygate/rustygate/l7/middleware/ratelimit"
+	_ "github.com/rustygate/rustygate/l7/middleware/waf"
 	_ "github.com/rustygate/rustygate/l7/middleware/wasm"
 )
