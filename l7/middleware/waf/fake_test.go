@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l7/middleware"
 )
 
@@ -81,4 +82,8 @@ func (f *fakeEx) RequestBodyPrefix(limit int) ([]byte, bool, error) {
 		return f.body[:limit], false, nil
 	}
 	return f.body, true, nil
+}
+
+func configCheck(report func(field, msg string)) *config.SettingsCheck {
+	return config.NewSettingsCheck(true, true, nil, report)
 }

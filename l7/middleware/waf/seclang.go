@@ -227,7 +227,7 @@ func compileCheck(s *Settings) *checkError {
 			continue
 		}
 		if line, err := failingLine(parts[:i], p); err != nil {
-			msg := "SecLang: " + err.Error()
+			msg := "SecLang: " + corazaError(err)
 			if line > 0 {
 				msg = "line " + strconv.Itoa(line) + ": " + msg
 			}
@@ -238,7 +238,17 @@ func compileCheck(s *Settings) *checkError {
 		}
 	}
 	_, err := compile(s)
-	return &checkError{"", "SecLang: " + err.Error()}
+	return &checkError{"", "SecLang: " + corazaError(err)}
+}
+
+// corazaError is err without the wrapping Coraza adds around the
+// parser's message.
+func corazaError(err error) string {
+	msg := err.Error()
+	for _, p := range []string{"invalid WAF config from string: ", "failed to parse string: "} {
+		msg = strings.ReplaceAll(msg, p, "")
+	}
+	return msg
 }
 
 // failingLine compiles before followed by growing prefixes of p, and
