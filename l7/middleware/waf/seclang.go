@@ -15,7 +15,8 @@ import (
 
 // baseDirectives configure the engine the way the CRS expects (after
 // Coraza's recommended configuration): body processors chosen by
-// Content-Type, a body that does not parse refused, responses not
+// Content-Type, a whole body that does not parse refused (a truncated
+// one is inspected as far as it parses), responses not
 // inspected. The engine always interrupts: detect mode lets the request
 // through after the verdict, so that both modes match the same rules.
 // %d is the body limit Coraza applies,
@@ -34,7 +35,8 @@ SecRule REQUEST_HEADERS:Content-Type "@rx ^application/json" "id:200001,phase:1,
 SecRule REQUEST_HEADERS:Content-Type "@rx ^application/[a-z0-9.-]+[+]json" "id:200006,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
 SecRule REQBODY_ERROR "!@eq 0" "id:200002,phase:2,t:none,log,deny,status:400,msg:'Failed to parse request body',chain"
 SecRule INBOUND_DATA_ERROR "@eq 0" "t:none"
-SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:200003,phase:2,t:none,log,deny,status:400,msg:'Multipart request body failed strict validation'"
+SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:200003,phase:2,t:none,log,deny,status:400,msg:'Multipart request body failed strict validation',chain"
+SecRule INBOUND_DATA_ERROR "@eq 0" "t:none"
 `
 
 // crsSetup configures the CRS (as crs-setup.conf does) before its rules:

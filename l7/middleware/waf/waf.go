@@ -3,6 +3,7 @@ package waf
 import (
 	"bytes"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -171,13 +172,7 @@ func (h *handler) corazaVerdict(ex middleware.Exchange, body []byte, v *verdict)
 		host = host[:i]
 	}
 	tx.SetServerName(string(host))
-	var vals [][]byte
-	for _, name := range ex.RequestHeaderNames(nil) {
-		vals = ex.RequestHeaderValues(name, vals[:0])
-		for _, val := range vals {
-			tx.AddRequestHeader(name, string(val))
-		}
-	}
+	addHeaders(tx, ex)
 	it := tx.ProcessRequestHeaders()
 	if it == nil && tx.IsRequestBodyAccessible() && len(body) > 0 {
 		it, _, _ = tx.WriteRequestBody(body)
@@ -198,6 +193,30 @@ func (h *handler) corazaVerdict(ex middleware.Exchange, body []byte, v *verdict)
 		return
 	}
 	v.status = interruptionStatus(it)
+}
+
+// framingHeaders are headers the proxy hides from middlewares (it
+// frames the forwarded body itself) that the CRS checks.
+var framingHeaders = []string{"Content-Length", "Transfer-Encoding"}
+
+// addHeaders gives the request's headers to the transaction, the
+// framing headers as the client sent them.
+func addHeaders(tx types.Transaction, ex middleware.Exchange) {
+	var vals [][]byte
+	names := ex.RequestHeaderNames(nil)
+	for _, name := range names {
+		vals = ex.RequestHeaderValues(name, vals[:0])
+		for _, val := range vals {
+			tx.AddRequestHeader(name, string(val))
+		}
+	}
+	for _, name := range framingHeaders {
+		if !slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, name) }) {
+			if v := ex.Header(name); v != nil {
+				tx.AddRequestHeader(name, string(v))
+			}
+		}
+	}
 }
 
 // interruptionStatus is the status of a refusal: the rule's, 403 when it
