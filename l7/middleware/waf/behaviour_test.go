@@ -47,7 +47,7 @@ func TestDetectModePassesAndLogsTheSameRules(t *testing.T) {
 
 func TestExclusionsByIDAndTag(t *testing.T) {
 	graphql := &fakeEx{method: "POST", uri: "/api/graphql", proto: "HTTP/1.1",
-		body: []byte(`{"query":"query Users($first: Int) { users(first: $first) { id } }","variables":{"first":10}}`),
+		body:    []byte(`{"query":"query Users($first: Int) { users(first: $first) { id } }","variables":{"first":10}}`),
 		headers: [][2]string{{"Host", "api.example.com"}, {"Content-Type", "application/json"}, {"Content-Length", "86"}, {"User-Agent", "curl/8"}, {"Accept", "*/*"}}}
 	sqli := &fakeEx{method: "GET", uri: "/search?q=1'+OR+'1'='1", proto: "HTTP/1.1",
 		headers: [][2]string{{"Host", "api.example.com"}, {"User-Agent", "curl/8"}, {"Accept", "*/*"}}}
