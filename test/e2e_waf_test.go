@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -206,5 +208,57 @@ func TestBansFromWAFBlocks(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+// TestWAFRulesReload: a rules file's change takes effect on reload; a
+// rule that does not parse fails the reload with the configuration's
+// file:line, the key and the rules file's line, and the running rules
+// stay.
+func TestWAFRulesReload(t *testing.T) {
+	rules := filepath.Join(t.TempDir(), "custom.conf")
+	write := func(s string) {
+		if err := os.WriteFile(rules, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rule := func(word string, id int) string {
+		return fmt.Sprintf("# words we refuse\nSecRule ARGS \"@contains %s\" \"id:%d,phase:2,deny,status:403,msg:'%s'\"\n", word, id, word)
+	}
+	write(rule("forbidden-word", 10001))
+	g := startGateway(t, "fast", fmt.Sprintf(`server: { listen: %s }
+admin: { listen: "off" }
+log: { format: json, level: info, access: true }
+middlewares:
+  - name: waf
+    crs: { enabled: false }
+    rules_files: [%q]
+routes:
+  - path: "/"
+    backend: %q
+`, anyPort, rules, hashingBackend(t)))
+	c := newClient(t)
+	status := func(q string) int {
+		resp, _ := get(t, c, g.URL()+"/?q="+q)
+		return resp.StatusCode
+	}
+	if a, b := status("forbidden-word"), status("other-word"); a != 403 || b != 200 {
+		t.Fatalf("before reload: %d %d, want 403 200", a, b)
+	}
+	write(rule("other-word", 10002))
+	g.Signal(syscall.SIGHUP)
+	waitLog(t, g, `"msg":"Config reloaded"`)
+	if a, b := status("forbidden-word"), status("other-word"); a != 200 || b != 403 {
+		t.Fatalf("after reload: %d %d, want 200 403", a, b)
+	}
+	write(rule("other-word", 10002) + "\nSecRule ARGS \"@rx (\" \"id:10003,phase:2,deny\"\n")
+	g.Signal(syscall.SIGHUP)
+	waitLog(t, g, `"msg":"config reload failed`)
+	want := `rustygate.yaml:7: middlewares[0].rules_files[0]: ` + rules + `: line 4: SecLang: `
+	if !strings.Contains(g.logs.String(), want) {
+		t.Errorf("reload failure does not say %q", want)
+	}
+	if b := status("other-word"); b != 403 {
+		t.Fatalf("after a failed reload: %d, want 403 (rules kept)", b)
 	}
 }
