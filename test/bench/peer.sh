@@ -53,10 +53,18 @@
 #   rg_wasm       127.0.0.1:18086, plugins/examples/add_header.wasm on the
 #                 route (built with `make plugins` when missing)
 #                                                 (rustygate-wasm.yaml)
+#   rg_waf_get    127.0.0.1:18094, the waf middleware with the OWASP CRS at
+#                 paranoia level 1; wrk GETs /search with four query
+#                 arguments                       (rustygate-waf.yaml)
+#   rg_waf_post   127.0.0.1:18095, the same WAF; wrk POSTs a 2 KiB JSON
+#                 document with a Lua script      (rustygate-waf-post.yaml)
+#                 Both send "Host: api.example.com" (a numeric Host scores
+#                 3 points in the CRS).
 # Each variant is checked once before measuring (rg_policies: the token gets
 # 200 and no token 401, CORS and rate-limit headers present; rg_wasm: the
 # response carries X-RustyGate-Plugin: executed; rg_2backends: both backends
-# answer); a failed check stops the script.
+# answer; rg_waf_*: the benchmark request gets 200 and an SQL injection
+# 403); a failed check stops the script.
 #
 # Environment knobs:
 #   DURATION      seconds per measured wrk run            (default 8)
@@ -72,7 +80,8 @@
 #   TARGETS       targets to run, space separated
 #                   (default "direct nginx rustygate rg_1cpu haproxy nginx_tls
 #                   rg_tls rg_tls_1cpu"; with FULL=1
-#                   also "rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm")
+#                   also "rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm
+#                   rg_waf_get rg_waf_post")
 #   KEEP_TMP      1 keeps the temporary directory (logs, nginx prefixes)
 #
 # Every target gets `wrk -t2 -c64 -d${DURATION}s --latency`, the targets
@@ -103,7 +112,7 @@ RG_BIN=${RG_BIN:-$ROOT/bin/rustygate}
 OUT=${OUT:-$ROOT/test/bench/out}
 FULL=${FULL:-0}
 BASE_TARGETS="direct nginx rustygate rg_1cpu haproxy nginx_tls rg_tls rg_tls_1cpu"
-RG_VARIANTS="rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm"
+RG_VARIANTS="rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm rg_waf_get rg_waf_post"
 if [[ $FULL == 1 ]]; then
 	TARGETS=${TARGETS:-$BASE_TARGETS $RG_VARIANTS}
 else
@@ -126,6 +135,7 @@ declare -A PORT=(
 	[direct]=18001 [nginx]=18002 [haproxy]=18003 [rustygate]=18080
 	[rg_2backends]=18082 [rg_policies]=18083 [rg_tracing]=18084 [rg_tracing0]=18085 [rg_wasm]=18086
 	[rg_1cpu]=18087 [nginx_tls]=18004 [rg_tls]=18089 [rg_tls_1cpu]=18091
+	[rg_waf_get]=18094 [rg_waf_post]=18095
 )
 declare -A LABEL=(
 	[direct]="direct (nginx backend)"
@@ -141,6 +151,8 @@ declare -A LABEL=(
 	[nginx_tls]="nginx_tls: nginx proxy, HTTPS"
 	[rg_tls]="rg_tls: RustyGate, HTTPS"
 	[rg_tls_1cpu]="rg_tls_1cpu: RustyGate, HTTPS, on 1 CPU (GOMAXPROCS=1)"
+	[rg_waf_get]="rg_waf_get: RustyGate + waf (CRS PL1), GET with query args"
+	[rg_waf_post]="rg_waf_post: RustyGate + waf (CRS PL1), POST 2 KiB JSON"
 )
 # HTTPS targets, and the plain listener each HTTPS RustyGate also opens
 # (its port must be free too; it is not measured).
@@ -157,7 +169,16 @@ declare -A RG_CONF=(
 	[rg_1cpu]=rustygate-1cpu.yaml
 	[rg_tls]=rustygate-tls.yaml
 	[rg_tls_1cpu]=rustygate-tls-1cpu.yaml
+	[rg_waf_get]=rustygate-waf.yaml
+	[rg_waf_post]=rustygate-waf-post.yaml
 )
+# Request path (with query) of targets that do not request /.
+declare -A URL_PATH=(
+	[rg_waf_get]="/search?q=red+running+shoes&size=42&sort=price_asc&page=2"
+)
+# wrk Lua script of targets that do not send a plain GET (written into
+# $TMP at start-up).
+declare -A WRK_SCRIPT=()
 # Environment of RustyGate targets that need one.
 declare -A RG_ENV=(
 	[rg_1cpu]=GOMAXPROCS=1
@@ -223,7 +244,7 @@ url_of() {
 	if is_tls "$1"; then
 		printf 'https://127.0.0.1:%s/' "${PORT[$1]}"
 	else
-		printf 'http://127.0.0.1:%s/' "${PORT[$1]}"
+		printf 'http://127.0.0.1:%s%s' "${PORT[$1]}" "${URL_PATH[$1]:-/}"
 	fi
 }
 
@@ -428,6 +449,39 @@ verify_policies() {
 	note "  check: token -> 200 with CORS and RateLimit headers; no token -> 401"
 }
 
+# write_waf_post FILE: a 2 KiB JSON order in FILE.json and a wrk script
+# POSTing it in FILE.
+write_waf_post() {
+	local items="" i
+	for ((i = 1; i <= 19; i++)); do
+		items+=$(printf '{"sku":"SKU-%04d","name":"Trail running shoe, size %d","qty":%d,"unit_price":%d.99,"gift_wrap":false},' "$i" $((36 + i)) $((1 + i % 3)) $((40 + i)))
+	done
+	printf '{"order_id":"8f14e45f-ceea-467a-9575-8b2c3d0e1a2b","customer":{"name":"Jane O%sConnor","email":"jane.oconnor@example.com"},"items":[%s],"notes":"Please leave the parcel at the door."}' \
+		"'" "${items%,}" >"$1.json"
+	WAF_BODY_BYTES=$(wc -c <"$1.json")
+	cat >"$1" <<LUA
+local f = assert(io.open("$1.json", "rb"))
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = f:read("*a")
+f:close()
+LUA
+}
+
+# verify_waf NAME: the benchmark request passes (200) and an SQL
+# injection on the same target is refused (403), so the WAF really runs.
+verify_waf() {
+	local name=$1 code
+	local -a data=()
+	hdr_args "$name"
+	[[ -n ${WRK_SCRIPT[$name]:-} ]] && data=(-H "Content-Type: application/json" --data-binary "@${WRK_SCRIPT[$name]}.json")
+	code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "${HDR_ARGS[@]}" "${data[@]}" "$(url_of "$name")")
+	[[ $code == 200 ]] || die "${LABEL[$name]}: the benchmark request answered ${code:-nothing}, want 200 (the WAF refuses it?)"
+	code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "${HDR_ARGS[@]}" "http://127.0.0.1:${PORT[$name]}/?id=1%27%20OR%20%271%27=%271")
+	[[ $code == 403 ]] || die "${LABEL[$name]}: an SQL injection answered ${code:-nothing}, want 403: the WAF is not on"
+	note "  check: benchmark request -> 200; SQL injection -> 403"
+}
+
 # verify_wasm: the plugin adds X-RustyGate-Plugin: executed.
 verify_wasm() {
 	local h
@@ -468,9 +522,11 @@ to_ms() {
 # sets RPS, P99_MS, REQS, ERRS, CPU_TICKS (CPU of the target's process).
 run_wrk() {
 	local name=$1 threads=$2 conns=$3 secs=$4 outfile=$5 before after p99
+	local -a script=()
 	hdr_args "$name"
+	[[ -n ${WRK_SCRIPT[$name]:-} ]] && script=(-s "${WRK_SCRIPT[$name]}")
 	before=$(cpu_ticks "${PID[$name]}")
-	wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "${HDR_ARGS[@]}" "$(url_of "$name")" >"$outfile" 2>&1 || true
+	wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "${HDR_ARGS[@]}" "${script[@]}" "$(url_of "$name")" >"$outfile" 2>&1 || true
 	after=$(cpu_ticks "${PID[$name]}")
 	CPU_TICKS=$((after - before))
 	RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$outfile")
@@ -582,6 +638,13 @@ if want rg_wasm && [[ ! -f $WASM_PLUGIN ]]; then
 	make -C "$ROOT" plugins >&2 || die "make plugins failed: the rg_wasm target cannot run"
 	[[ -f $WASM_PLUGIN ]] || die "make plugins did not produce $WASM_PLUGIN"
 fi
+for t in rg_waf_get rg_waf_post; do
+	want "$t" && HDR[$t]="Host: api.example.com"
+done
+if want rg_waf_post; then
+	WRK_SCRIPT[rg_waf_post]=$TMP/waf-post.lua
+	write_waf_post "${WRK_SCRIPT[rg_waf_post]}"
+fi
 if want rg_policies; then
 	BENCH_JWT=$(hs256_token "$RG_BENCH_JWT_SECRET")
 	HDR[rg_policies]="Authorization: Bearer $BENCH_JWT
@@ -616,6 +679,7 @@ for t in "${selected[@]}"; do
 	rg_2backends) verify_2backends ;;
 	rg_policies) verify_policies ;;
 	rg_wasm) verify_wasm ;;
+	rg_waf_get | rg_waf_post) verify_waf "$t" ;;
 	esac
 done
 
@@ -848,6 +912,8 @@ done
 			rg_tracing) echo "- rg_tracing: tracing on, ratio 1.0, OTLP endpoint 127.0.0.1:$OTLP_CLOSED_PORT where nothing listens: every request creates and batches its spans, the exports fail and the spans are dropped. This measures span creation, not export." ;;
 			rg_tracing0) echo "- rg_tracing0: tracing on with ratio 0: no trace is sampled (wrk sends no traceparent), spans are non-recording; the cost of tracing enabled but not sampling." ;;
 			rg_wasm) echo "- rg_wasm: WASM plugin plugins/examples/add_header.wasm on the route (handle_request + handle_response per request); checked before measuring: X-RustyGate-Plugin: executed." ;;
+			rg_waf_get) echo "- rg_waf_get: the waf middleware, OWASP CRS at paranoia level 1 (Coraza), on the route; wrk GETs ${URL_PATH[rg_waf_get]} with 'Host: api.example.com'. The route runs off the event loops (the WAF declares it). Checked before measuring: 200, and 403 for an SQL injection." ;;
+			rg_waf_post) echo "- rg_waf_post: the same WAF; wrk POSTs a ${WAF_BODY_BYTES:-2048}-byte JSON order (Content-Type application/json, parsed by the CRS's JSON body processor) with 'Host: api.example.com'. Checked before measuring: 200, and 403 for an SQL injection." ;;
 			rg_1cpu) echo "- rg_1cpu: the RustyGate row's configuration with GOMAXPROCS=1, so event_loops auto runs one loop on one CPU: the same CPU budget as the nginx proxy's single worker (the RustyGate row uses both CPUs, two loops)." ;;
 			rg_tls) echo "- rg_tls: HTTPS (server.tls) with the nginx_tls certificate, both CPUs; \"vs RustyGate\" is the end-to-end cost of TLS against the plain row. TLS connections are served on a goroutine each, not on the event loops." ;;
 			rg_tls_1cpu) echo "- rg_tls_1cpu: rg_tls with GOMAXPROCS=1, the CPU budget of nginx_tls's single worker." ;;

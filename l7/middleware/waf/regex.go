@@ -68,6 +68,7 @@ type regexHit struct {
 // exponential time.
 func matchRegex(rules []regexRule, ex middleware.Exchange, body []byte, hits []regexHit) []regexHit {
 	var vals [][]byte
+	var path, query decoded
 	for i := range rules {
 		r := &rules[i]
 		var m []byte
@@ -78,10 +79,10 @@ func matchRegex(rules []regexRule, ex middleware.Exchange, body []byte, hits []r
 		case targetHeaders:
 			m = matchHeaders(r.re, ex)
 		case targetPath:
-			m = matchDecoded(r.re, ex.Path(), false)
+			m = path.match(r.re, ex.Path(), false)
 		case targetQuery:
 			if _, q, ok := bytes.Cut(ex.URI(), []byte{'?'}); ok {
-				m = matchDecoded(r.re, q, true)
+				m = query.match(r.re, q, true)
 			}
 		case targetBody:
 			m = r.re.Find(body)
@@ -121,28 +122,39 @@ func matchHeaders(re *regexp.Regexp, ex middleware.Exchange) []byte {
 	return nil
 }
 
-// matchDecoded matches s as received and, when it holds escapes,
+// decoded is a path or query percent-decoded once for every rule of a
+// request that reads it.
+type decoded struct {
+	done bool
+	ok   bool
+	s    string
+}
+
+// match matches raw as received and, when it holds escapes,
 // percent-decoded (and with + as a space in a query), so that encoding
 // an attack does not hide it.
-func matchDecoded(re *regexp.Regexp, s []byte, query bool) []byte {
-	if m := re.Find(s); m != nil {
+func (d *decoded) match(re *regexp.Regexp, raw []byte, query bool) []byte {
+	if m := re.Find(raw); m != nil {
 		return m
 	}
-	if bytes.IndexByte(s, '%') < 0 && (!query || bytes.IndexByte(s, '+') < 0) {
+	if !d.done {
+		d.done = true
+		if bytes.IndexByte(raw, '%') < 0 && (!query || bytes.IndexByte(raw, '+') < 0) {
+			return nil
+		}
+		var err error
+		if query {
+			d.s, err = url.QueryUnescape(string(raw))
+		} else {
+			d.s, err = url.PathUnescape(string(raw))
+		}
+		d.ok = err == nil
+	}
+	if !d.ok {
 		return nil
 	}
-	var dec string
-	var err error
-	if query {
-		dec, err = url.QueryUnescape(string(s))
-	} else {
-		dec, err = url.PathUnescape(string(s))
-	}
-	if err != nil {
-		return nil
-	}
-	if loc := re.FindStringIndex(dec); loc != nil {
-		return []byte(dec[loc[0]:loc[1]])
+	if loc := re.FindStringIndex(d.s); loc != nil {
+		return []byte(d.s[loc[0]:loc[1]])
 	}
 	return nil
 }
