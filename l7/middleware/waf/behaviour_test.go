@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -206,5 +207,37 @@ func TestValidateReportsRulesAtTheirLine(t *testing.T) {
 	got = check(s)
 	if strings.Join(got[:min(len(got), len(wantAll))], "\n") != strings.Join(wantAll, "\n") {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(wantAll, "\n"))
+	}
+}
+
+// TestConcurrentVerdicts: one handler (one rule set, the RE2 matchers
+// shared) gives every concurrent request the verdict it gives alone.
+func TestConcurrentVerdicts(t *testing.T) {
+	w := newWAF(t, crsSettings())
+	attacks := loadAttacks(t)[:40]
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := range 4 {
+		benign := loadBenign(t) // an exchange is one request's: not shared
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range attacks {
+				a := attacks[(i+g*10)%len(attacks)]
+				if r := w.h.Handle(a.exchange()); r == nil || r.Status != 403 {
+					errs <- a.Source + " passed"
+					return
+				}
+				if r := w.h.Handle(benign[(i+g)%len(benign)]); r != nil {
+					errs <- "benign refused"
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }
