@@ -18,12 +18,12 @@ func init() {
 
 // build compiles a route's WAF (the Coraza rule set is shared with every
 // entry of the same directives, see compile). A WAF running SecLang
-// rules declares MayBlock: an inspection is CPU work of a tenth of a
-// millisecond to several milliseconds (a large body), too long to hold
-// an event loop whose other connections wait meanwhile, so such routes
-// are served by goroutines the Go scheduler spreads over every CPU. The
-// regex rules alone cost microseconds (RE2, linear time) and run on the
-// event loops.
+// rules declares MayBlock: an inspection is CPU work of about a
+// millisecond (a GET) to tens of milliseconds (a large JSON body), too
+// long to hold an event loop whose other connections wait meanwhile, so
+// such routes are served by goroutines the Go scheduler spreads over
+// every CPU. The regex rules alone cost microseconds (Go's regexp, linear
+// time) and run on the event loops.
 func build(b middleware.Build) (middleware.Instance, error) {
 	s, ok := b.Settings.(*Settings)
 	if !ok {
