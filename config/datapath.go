@@ -27,6 +27,7 @@ const (
 	defaultMaxSources   = 65536
 	defaultBanDuration  = Duration(10 * time.Minute)
 	defaultJWTWindow    = Duration(60 * time.Second)
+	defaultWAFWindow    = Duration(60 * time.Second)
 )
 
 // Datapath limits.
@@ -58,6 +59,7 @@ func datapathDefaults(c *Config, unset func(string) bool) {
 	b := &d.Bans
 	setDuration(&b.Duration, defaultBanDuration, unset("datapath.bans.duration"))
 	setDuration(&b.JWTWindow, defaultJWTWindow, unset("datapath.bans.jwt_window"))
+	setDuration(&b.WAFWindow, defaultWAFWindow, unset("datapath.bans.waf_window"))
 }
 
 // validateDatapath checks the datapath section.
@@ -126,6 +128,10 @@ func validateDatapath(c *Config, st *vstate) {
 		st.add(bp+".jwt_failures", "must not be negative (got %d)", b.JWTFailures)
 	}
 	checkPositive(st, bp+".jwt_window", b.JWTWindow)
+	if b.WAFBlocks < 0 {
+		st.add(bp+".waf_blocks", "must not be negative (got %d)", b.WAFBlocks)
+	}
+	checkPositive(st, bp+".waf_window", b.WAFWindow)
 	checkPositive(st, bp+".duration", b.Duration)
 }
 

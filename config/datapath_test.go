@@ -14,7 +14,7 @@ func defaultDatapath() Datapath {
 		Mode:            "auto",
 		BPFFS:           "/sys/fs/bpf/rustygate",
 		KernelRateLimit: KernelRateLimit{Ports: []string{"auto"}, MaxSources: 65536},
-		Bans:            Bans{Duration: Duration(10 * time.Minute), JWTWindow: Duration(60 * time.Second)},
+		Bans:            Bans{Duration: Duration(10 * time.Minute), JWTWindow: Duration(60 * time.Second), WAFWindow: Duration(60 * time.Second)},
 	}
 }
 
@@ -45,6 +45,8 @@ datapath:
 		rate_limit_factor: 2.5
 		jwt_failures: 5
 		jwt_window: 30s
+		waf_blocks: 10
+		waf_window: 2m
 		duration: 1h
 `))
 	if err != nil {
@@ -59,7 +61,7 @@ datapath:
 			Rate: 20, Burst: 20, Ports: []string{"auto", "8443"}, MaxSources: 1000,
 			Allow: []string{"10.0.0.0/8", "2001:db8::1"}, Deny: []string{"192.0.2.7"},
 		},
-		Bans: Bans{RateLimitFactor: 2.5, JWTFailures: 5, JWTWindow: Duration(30 * time.Second), Duration: Duration(time.Hour)},
+		Bans: Bans{RateLimitFactor: 2.5, JWTFailures: 5, JWTWindow: Duration(30 * time.Second), WAFBlocks: 10, WAFWindow: Duration(2 * time.Minute), Duration: Duration(time.Hour)},
 	}
 	if !reflect.DeepEqual(c.Datapath, want) {
 		t.Errorf("datapath = %+v\nwant       %+v", c.Datapath, want)
@@ -189,12 +191,16 @@ datapath:
 		jwt_failures: -1
 		jwt_window: 0
 		duration: 0s
+		waf_blocks: -2
+		waf_window: 0s
 `,
 			want: []string{
 				`bad.yaml:3: datapath.bans.rate_limit_factor: must be 0 or more (got -0.5)`,
 				`bad.yaml:4: datapath.bans.jwt_failures: must not be negative (got -1)`,
 				`bad.yaml:5: datapath.bans.jwt_window: must be greater than 0 (got 0s)`,
 				`bad.yaml:6: datapath.bans.duration: must be greater than 0 (got 0s)`,
+				`bad.yaml:7: datapath.bans.waf_blocks: must not be negative (got -2)`,
+				`bad.yaml:8: datapath.bans.waf_window: must be greater than 0 (got 0s)`,
 			},
 		},
 		{

@@ -190,6 +190,10 @@ type Bans struct {
 	// within JWTWindow; 0 disables.
 	JWTFailures int      `yaml:"jwt_failures"`
 	JWTWindow   Duration `yaml:"jwt_window"`
+	// WAFBlocks bans a client whose requests the WAF refuses this many
+	// times within WAFWindow; 0 disables.
+	WAFBlocks int      `yaml:"waf_blocks"`
+	WAFWindow Duration `yaml:"waf_window"`
 	// Duration of a ban. Default 10m.
 	Duration Duration `yaml:"duration"`
 }

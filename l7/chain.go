@@ -53,6 +53,9 @@ func buildChain(entries []config.Middleware, rt *Route, prev *Route, tr *Transpo
 		Offences:  tr.offences,
 		Resources: tr.resources,
 	}
+	if metrics != nil {
+		b.Metrics = metrics.Registry()
+	}
 	if prev != nil {
 		b.Previous = prev.chain
 	}

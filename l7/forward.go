@@ -345,13 +345,8 @@ func (x *exchange) prepareReplay(rt *Route) bool {
 	if x.req.expectCont {
 		x.sink.informational(&continueResponse)
 	}
-	body, err := x.sink.readBody(x, x.req.contentLength)
-	if err != nil {
-		return false
-	}
-	x.bodyBuffered = body
-	x.body = nil
-	return true
+	_, err := x.readWholeBody()
+	return err == nil
 }
 
 func idempotent(m []byte) bool {

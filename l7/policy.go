@@ -156,6 +156,13 @@ func (x *exchange) runPolicies(chain []middleware.Instance) bool {
 		}
 		x.drainOrClose()
 		x.replyHeaders = reply.Headers
+		if reply.LogReason != "" {
+			x.errMsg = reply.LogReason
+		}
+		if reply.Error != "" && len(reply.Body) == 0 {
+			x.fail(&proxyError{reply.Status, reply.Error}, "")
+			return false
+		}
 		ctype := ""
 		for _, h := range reply.Headers {
 			if len(h[0]) == 12 && eqFoldAny(h[0], "content-type") {

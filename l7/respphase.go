@@ -114,13 +114,7 @@ func (x *exchange) RequestBody() ([]byte, error) {
 	if x.req.chunked || x.req.contentLength > maxPhaseBody {
 		return nil, errBodyNotBuffered
 	}
-	body, err := x.sink.readBody(x, x.req.contentLength)
-	if err != nil {
-		return nil, err
-	}
-	x.bodyBuffered = body
-	x.body = nil
-	return body, nil
+	return x.readWholeBody()
 }
 
 func (x *exchange) SetRequestBody(body []byte) {

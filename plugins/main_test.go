@@ -351,3 +351,12 @@ func roundTrip(h *Handler, e *testEx) result {
 
 var _ io.Writer = (*syncBuffer)(nil)
 var _ middleware.Reporter = (*reporter)(nil)
+
+func (e *testEx) RequestBodyPrefix(limit int) ([]byte, bool, error) {
+	if len(e.reqBody) > limit {
+		return e.reqBody[:limit], false, nil
+	}
+	return e.reqBody, true, nil
+}
+
+func (e *testEx) RequestID() []byte { return []byte("test-request") }

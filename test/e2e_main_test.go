@@ -159,12 +159,20 @@ const anyPort = `"127.0.0.1:0"`
 // listener. The process is stopped with SIGTERM at cleanup.
 func startGateway(t testing.TB, engine, yaml string) *gateway {
 	t.Helper()
+	return startGatewayVia(t, engine, yaml)
+}
+
+// startGatewayVia is startGateway with the gateway run through a wrapper
+// command (such as "ip netns exec NAME"), which must exec it.
+func startGatewayVia(t testing.TB, engine, yaml string, wrapper ...string) *gateway {
+	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "rustygate.yaml")
 	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	g := &gateway{t: t, cfg: cfg, logs: &logBuffer{}, exited: make(chan struct{})}
-	g.cmd = exec.Command(gatewayBin, "run", "-c", cfg)
+	argv := append(wrapper, gatewayBin, "run", "-c", cfg)
+	g.cmd = exec.Command(argv[0], argv[1:]...)
 	g.cmd.Stdout = g.logs
 	g.cmd.Stderr = g.logs
 	if err := g.cmd.Start(); err != nil {

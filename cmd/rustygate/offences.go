@@ -12,8 +12,9 @@ import (
 )
 
 // banner turns L7 offences into datapath bans: a client that exceeds its
-// rate limit by `bans.rate_limit_factor`, or fails JWT validation
-// `bans.jwt_failures` times within `bans.jwt_window`, is banned for
+// rate limit by `bans.rate_limit_factor`, fails JWT validation
+// `bans.jwt_failures` times within `bans.jwt_window`, or is refused by
+// the WAF `bans.waf_blocks` times within `bans.waf_window`, is banned for
 // `bans.duration` (in the kernel when it runs there: its packets are
 // dropped before they reach the gateway).
 type banner struct {
@@ -21,8 +22,10 @@ type banner struct {
 	log *slog.Logger
 	cfg atomic.Pointer[config.Bans]
 
-	mu       sync.Mutex
-	failures map[netip.Addr]*failureWindow
+	mu sync.Mutex
+	// failures (JWT) and wafBlocks count offences per address.
+	failures  map[netip.Addr]*failureWindow
+	wafBlocks map[netip.Addr]*failureWindow
 	// recent avoids re-banning an address on every request that arrives
 	// while the ban is being installed.
 	recent map[netip.Addr]time.Time
@@ -33,11 +36,11 @@ type failureWindow struct {
 	count int
 }
 
-// maxTracked bounds the addresses tracked for JWT failures.
+// maxTracked bounds the addresses tracked for each kind of offence.
 const maxTracked = 100000
 
 func newBanner(dp *loader.Datapath, cfg config.Bans, log *slog.Logger) *banner {
-	b := &banner{dp: dp, log: log, failures: map[netip.Addr]*failureWindow{}, recent: map[netip.Addr]time.Time{}}
+	b := &banner{dp: dp, log: log, failures: map[netip.Addr]*failureWindow{}, wafBlocks: map[netip.Addr]*failureWindow{}, recent: map[netip.Addr]time.Time{}}
 	b.cfg.Store(&cfg)
 	return b
 }
@@ -54,38 +57,51 @@ func (b *banner) RateLimitExceeded(ip netip.Addr, over float64) {
 
 func (b *banner) Rejected(policy, reason string, ip netip.Addr) {
 	cfg := b.cfg.Load()
-	if policy != "jwt" || cfg.JWTFailures <= 0 || !ip.IsValid() {
+	if !ip.IsValid() {
 		return
 	}
-	now := time.Now()
-	b.mu.Lock()
-	w := b.failures[ip]
-	if w == nil || now.Sub(w.start) > cfg.JWTWindow.D() {
-		if w == nil && len(b.failures) >= maxTracked {
-			b.prune(now, cfg.JWTWindow.D())
-		}
-		w = &failureWindow{start: now}
-		b.failures[ip] = w
-	}
-	w.count++
-	hit := w.count >= cfg.JWTFailures
-	if hit {
-		delete(b.failures, ip)
-	}
-	b.mu.Unlock()
-	if hit {
-		b.ban(ip, cfg, "jwt_failures")
+	switch {
+	case policy == "jwt" && cfg.JWTFailures > 0:
+		b.count(b.failures, ip, cfg, cfg.JWTFailures, cfg.JWTWindow.D(), "jwt_failures")
+	case policy == "waf" && reason == "blocked" && cfg.WAFBlocks > 0:
+		// Only verdicts of the rules count: a body refused for its size
+		// is no attack.
+		b.count(b.wafBlocks, ip, cfg, cfg.WAFBlocks, cfg.WAFWindow.D(), "waf_blocks")
 	}
 }
 
-func (b *banner) prune(now time.Time, window time.Duration) {
-	for ip, w := range b.failures {
+// count adds an offence of ip to its window in windows and bans ip once
+// it reaches limit within window.
+func (b *banner) count(windows map[netip.Addr]*failureWindow, ip netip.Addr, cfg *config.Bans, limit int, window time.Duration, why string) {
+	now := time.Now()
+	b.mu.Lock()
+	w := windows[ip]
+	if w == nil || now.Sub(w.start) > window {
+		if w == nil && len(windows) >= maxTracked {
+			prune(windows, now, window)
+		}
+		w = &failureWindow{start: now}
+		windows[ip] = w
+	}
+	w.count++
+	hit := w.count >= limit
+	if hit {
+		delete(windows, ip)
+	}
+	b.mu.Unlock()
+	if hit {
+		b.ban(ip, cfg, why)
+	}
+}
+
+func prune(windows map[netip.Addr]*failureWindow, now time.Time, window time.Duration) {
+	for ip, w := range windows {
 		if now.Sub(w.start) > window {
-			delete(b.failures, ip)
+			delete(windows, ip)
 		}
 	}
-	if len(b.failures) >= maxTracked {
-		clear(b.failures)
+	if len(windows) >= maxTracked {
+		clear(windows)
 	}
 }
 

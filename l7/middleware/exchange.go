@@ -54,6 +54,17 @@ type Exchange interface {
 	// SetRequestBody replaces the forwarded request body (the proxy fixes
 	// Content-Length / framing).
 	SetRequestBody(body []byte)
+	// RequestBodyPrefix returns the first bytes of the request body, at
+	// least limit of them when the body is that long (it may return a
+	// little more), and whether they are the whole body. Only this prefix
+	// is held in memory: the body still streams to the backend, the
+	// prefix replayed first. A body the proxy already holds whole is
+	// returned from memory. An error means the client's body could not be
+	// read (the request cannot be forwarded whole).
+	RequestBodyPrefix(limit int) (prefix []byte, complete bool, err error)
+	// RequestID is the request's id, as the access line and the proxy's
+	// own error replies carry it.
+	RequestID() []byte
 
 	// ResponseIsError reports that the response was produced by the proxy
 	// itself because the backend failed (502, 504, ...).

@@ -113,6 +113,12 @@ type Reply struct {
 	Status  int
 	Headers [][2]string
 	Body    []byte
+	// Error, with no Body, makes the reply the proxy's own JSON error
+	// body ({"error", "status", "request_id"}), as for its other errors.
+	Error string
+	// LogReason is the access line's error (default: "rejected by
+	// policy"); short and bounded, it says which rule refused.
+	LogReason string
 }
 
 // Handler is one built policy.
@@ -130,7 +136,7 @@ type Closer interface {
 }
 
 // Reporter receives a policy's decisions for metrics and logs. policy is
-// the module's name ("cors", "rate_limit", "jwt", "wasm"); reason is short and bounded
+// the module's name (its Module.Name); reason is short and bounded
 // ("expired", "bad_signature", "origin", ...), safe as a metric label.
 type Reporter interface {
 	Rejected(policy, route, reason string, client netip.Addr)

@@ -1,11 +1,14 @@
 package middleware
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
 	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rustygate/rustygate/config"
 )
@@ -76,6 +79,32 @@ type Build struct {
 	// Resources are process-wide services a module may need (such as the
 	// WASM plugin host), by the name their provider documents.
 	Resources map[string]any
+	// Metrics is the registry of the process's metrics, where a module
+	// registers collectors of its own beyond Rejections, through
+	// RegisterCollector (nil: metrics are not exported).
+	Metrics prometheus.Registerer
+}
+
+// RegisterCollector registers c in reg and returns it, or the collector
+// of the same description registered before (every route's build of a
+// module asks for the same collectors): the series a module declares
+// live as long as the process. With a nil reg, c is returned
+// unregistered.
+func RegisterCollector[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if reg == nil {
+		return c, nil
+	}
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	switch {
+	case err == nil:
+		return c, nil
+	case errors.As(err, &are):
+		if prev, ok := are.ExistingCollector.(C); ok {
+			return prev, nil
+		}
+	}
+	return c, err
 }
 
 // Module describes one middleware kind. Each middleware package

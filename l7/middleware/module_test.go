@@ -11,7 +11,7 @@ import (
 
 func TestStandardModules(t *testing.T) {
 	names := middleware.Names()
-	for _, want := range []string{"cors", "jwt", "rate_limit", "wasm"} {
+	for _, want := range []string{"cors", "jwt", "rate_limit", "waf", "wasm"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("module %q not registered (have %v)", want, names)
 		}

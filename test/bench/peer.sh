@@ -57,6 +57,13 @@
 #                 route: ip_filter (allowed) and basic_auth (bcrypt, served
 #                 from its cache after the first request); wrk sends the
 #                 user's credentials                (rustygate-access.yaml)
+#   rg_waf_get    127.0.0.1:18101, the waf middleware with the OWASP CRS at
+#                 paranoia level 1; wrk GETs /search with four query
+#                 arguments                       (rustygate-waf.yaml)
+#   rg_waf_post   127.0.0.1:18102, the same WAF; wrk POSTs a 2 KiB JSON
+#                 document with a Lua script      (rustygate-waf-post.yaml)
+#                 Both send "Host: api.example.com" (a numeric Host scores
+#                 3 points in the CRS).
 # Compression targets (default only with FULL=1), GET of a JSON document
 # of the backend (1 KiB: /json/1k.json, 64 KiB: /json/64k.json, written by
 # this script; records of ids, names, prices, flags and tags) with
@@ -74,7 +81,8 @@
 # Each variant is checked once before measuring (rg_policies: the token gets
 # 200 and no token 401, CORS and rate-limit headers present; rg_wasm: the
 # response carries X-RustyGate-Plugin: executed; rg_2backends: both backends
-# answer; rg_access: the credentials get 200, none 401); a failed check
+# answer; rg_access: the credentials get 200, none 401; rg_waf_*: the
+# benchmark request gets 200 and an SQL injection 403); a failed check
 # stops the script.
 #
 # Environment knobs:
@@ -92,7 +100,7 @@
 #                   (default "direct nginx rustygate rg_1cpu haproxy nginx_tls
 #                   rg_tls rg_tls_1cpu"; with FULL=1
 #                   also "rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm
-#                   rg_access gz_nginx_1k gz_nginx_64k gz_rg_1k gz_rg_64k")
+#                   rg_access rg_waf_get rg_waf_post gz_nginx_1k gz_nginx_64k gz_rg_1k gz_rg_64k")
 #   KEEP_TMP      1 keeps the temporary directory (logs, nginx prefixes)
 #
 # Every target gets `wrk -t2 -c64 -d${DURATION}s --latency`, the targets
@@ -123,7 +131,7 @@ RG_BIN=${RG_BIN:-$ROOT/bin/rustygate}
 OUT=${OUT:-$ROOT/test/bench/out}
 FULL=${FULL:-0}
 BASE_TARGETS="direct nginx rustygate rg_1cpu haproxy nginx_tls rg_tls rg_tls_1cpu"
-RG_VARIANTS="rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm rg_access"
+RG_VARIANTS="rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm rg_access rg_waf_get rg_waf_post"
 GZ_TARGETS="gz_nginx_1k gz_nginx_64k gz_rg_1k gz_rg_64k"
 if [[ $FULL == 1 ]]; then
 	TARGETS=${TARGETS:-$BASE_TARGETS $RG_VARIANTS $GZ_TARGETS}
@@ -149,6 +157,7 @@ declare -A PORT=(
 	[rg_1cpu]=18087 [nginx_tls]=18004 [rg_tls]=18089 [rg_tls_1cpu]=18091
 	[rg_access]=18094
 	[gz_nginx_1k]=18005 [gz_nginx_64k]=18005 [gz_rg_1k]=18097 [gz_rg_64k]=18097
+	[rg_waf_get]=18101 [rg_waf_post]=18102
 )
 declare -A LABEL=(
 	[direct]="direct (nginx backend)"
@@ -169,6 +178,8 @@ declare -A LABEL=(
 	[gz_nginx_64k]="gz_nginx_64k: nginx proxy, gzip on, 64 KiB JSON"
 	[gz_rg_1k]="gz_rg_1k: RustyGate + compress on 1 CPU, 1 KiB JSON"
 	[gz_rg_64k]="gz_rg_64k: RustyGate + compress on 1 CPU, 64 KiB JSON"
+	[rg_waf_get]="rg_waf_get: RustyGate + waf (CRS PL1), GET with query args"
+	[rg_waf_post]="rg_waf_post: RustyGate + waf (CRS PL1), POST 2 KiB JSON"
 )
 # Path (after the URL's "/") that wrk requests on a target, when not "/".
 declare -A WRK_PATH=(
@@ -195,7 +206,16 @@ declare -A RG_CONF=(
 	[rg_tls_1cpu]=rustygate-tls-1cpu.yaml
 	[gz_rg_1k]=rustygate-compress.yaml
 	[gz_rg_64k]=rustygate-compress.yaml
+	[rg_waf_get]=rustygate-waf.yaml
+	[rg_waf_post]=rustygate-waf-post.yaml
 )
+# Request path (with query) of targets that do not request /.
+declare -A URL_PATH=(
+	[rg_waf_get]="/search?q=red+running+shoes&size=42&sort=price_asc&page=2"
+)
+# wrk Lua script of targets that do not send a plain GET (written into
+# $TMP at start-up).
+declare -A WRK_SCRIPT=()
 # Environment of RustyGate targets that need one.
 declare -A RG_ENV=(
 	[rg_1cpu]=GOMAXPROCS=1
@@ -265,7 +285,7 @@ url_of() {
 	if is_tls "$1"; then
 		printf 'https://127.0.0.1:%s/' "${PORT[$1]}"
 	else
-		printf 'http://127.0.0.1:%s/' "${PORT[$1]}"
+		printf 'http://127.0.0.1:%s%s' "${PORT[$1]}" "${URL_PATH[$1]:-/}"
 	fi
 }
 
@@ -484,6 +504,39 @@ verify_access() {
 	note "  check: credentials -> 200; none -> 401"
 }
 
+# write_waf_post FILE: a 2 KiB JSON order in FILE.json and a wrk script
+# POSTing it in FILE.
+write_waf_post() {
+	local items="" i
+	for ((i = 1; i <= 19; i++)); do
+		items+=$(printf '{"sku":"SKU-%04d","name":"Trail running shoe, size %d","qty":%d,"unit_price":%d.99,"gift_wrap":false},' "$i" $((36 + i)) $((1 + i % 3)) $((40 + i)))
+	done
+	printf '{"order_id":"8f14e45f-ceea-467a-9575-8b2c3d0e1a2b","customer":{"name":"Jane O%sConnor","email":"jane.oconnor@example.com"},"items":[%s],"notes":"Please leave the parcel at the door."}' \
+		"'" "${items%,}" >"$1.json"
+	WAF_BODY_BYTES=$(wc -c <"$1.json")
+	cat >"$1" <<LUA
+local f = assert(io.open("$1.json", "rb"))
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = f:read("*a")
+f:close()
+LUA
+}
+
+# verify_waf NAME: the benchmark request passes (200) and an SQL
+# injection on the same target is refused (403), so the WAF really runs.
+verify_waf() {
+	local name=$1 code
+	local -a data=()
+	hdr_args "$name"
+	[[ -n ${WRK_SCRIPT[$name]:-} ]] && data=(-H "Content-Type: application/json" --data-binary "@${WRK_SCRIPT[$name]}.json")
+	code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "${HDR_ARGS[@]}" "${data[@]}" "$(url_of "$name")")
+	[[ $code == 200 ]] || die "${LABEL[$name]}: the benchmark request answered ${code:-nothing}, want 200 (the WAF refuses it?)"
+	code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "${HDR_ARGS[@]}" "http://127.0.0.1:${PORT[$name]}/?id=1%27%20OR%20%271%27=%271")
+	[[ $code == 403 ]] || die "${LABEL[$name]}: an SQL injection answered ${code:-nothing}, want 403: the WAF is not on"
+	note "  check: benchmark request -> 200; SQL injection -> 403"
+}
+
 # verify_wasm: the plugin adds X-RustyGate-Plugin: executed.
 verify_wasm() {
 	local h
@@ -524,9 +577,11 @@ to_ms() {
 # sets RPS, P99_MS, REQS, ERRS, CPU_TICKS (CPU of the target's process).
 run_wrk() {
 	local name=$1 threads=$2 conns=$3 secs=$4 outfile=$5 before after p99
+	local -a script=()
 	hdr_args "$name"
+	[[ -n ${WRK_SCRIPT[$name]:-} ]] && script=(-s "${WRK_SCRIPT[$name]}")
 	before=$(cpu_ticks "${PID[$name]}")
-	wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "${HDR_ARGS[@]}" "$(url_of "$name")${WRK_PATH[$name]:-}" >"$outfile" 2>&1 || true
+	wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "${HDR_ARGS[@]}" "${script[@]}" "$(url_of "$name")${WRK_PATH[$name]:-}" >"$outfile" 2>&1 || true
 	after=$(cpu_ticks "${PID[$name]}")
 	CPU_TICKS=$((after - before))
 	RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$outfile")
@@ -688,6 +743,13 @@ want rg_access && HDR[rg_access]=$ACCESS_AUTH
 for t in $GZ_TARGETS; do
 	HDR[$t]="Accept-Encoding: gzip"
 done
+for t in rg_waf_get rg_waf_post; do
+	want "$t" && HDR[$t]="Host: api.example.com"
+done
+if want rg_waf_post; then
+	WRK_SCRIPT[rg_waf_post]=$TMP/waf-post.lua
+	write_waf_post "${WRK_SCRIPT[rg_waf_post]}"
+fi
 if want rg_policies; then
 	BENCH_JWT=$(hs256_token "$RG_BENCH_JWT_SECRET")
 	HDR[rg_policies]="Authorization: Bearer $BENCH_JWT
@@ -730,6 +792,7 @@ for t in "${selected[@]}"; do
 	rg_policies) verify_policies ;;
 	rg_wasm) verify_wasm ;;
 	rg_access) verify_access ;;
+	rg_waf_get | rg_waf_post) verify_waf "$t" ;;
 	esac
 done
 for t in $GZ_TARGETS; do
@@ -1001,6 +1064,8 @@ done
 			rg_tracing0) echo "- rg_tracing0: tracing on with ratio 0: no trace is sampled (wrk sends no traceparent), spans are non-recording; the cost of tracing enabled but not sampling." ;;
 			rg_wasm) echo "- rg_wasm: WASM plugin plugins/examples/add_header.wasm on the route (handle_request + handle_response per request); checked before measuring: X-RustyGate-Plugin: executed." ;;
 			rg_access) echo "- rg_access: the middlewares listed in test/bench/rustygate-access.yaml on the route (ip_filter allowing the client, basic_auth with one bcrypt user whose verification is cached); wrk sends the user's 'Authorization: Basic' to this target only. Checked before measuring: credentials -> 200, none -> 401." ;;
+			rg_waf_get) echo "- rg_waf_get: the waf middleware, OWASP CRS at paranoia level 1 (Coraza), on the route; wrk GETs ${URL_PATH[rg_waf_get]} with 'Host: api.example.com'. The route runs off the event loops (the WAF declares it). Checked before measuring: 200, and 403 for an SQL injection." ;;
+			rg_waf_post) echo "- rg_waf_post: the same WAF; wrk POSTs a ${WAF_BODY_BYTES:-2048}-byte JSON order (Content-Type application/json, parsed by the CRS's JSON body processor) with 'Host: api.example.com'. Checked before measuring: 200, and 403 for an SQL injection." ;;
 			rg_1cpu) echo "- rg_1cpu: the RustyGate row's configuration with GOMAXPROCS=1, so event_loops auto runs one loop on one CPU: the same CPU budget as the nginx proxy's single worker (the RustyGate row uses both CPUs, two loops)." ;;
 			rg_tls) echo "- rg_tls: HTTPS (server.tls) with the nginx_tls certificate, both CPUs; \"vs RustyGate\" is the end-to-end cost of TLS against the plain row. TLS connections are served on a goroutine each, not on the event loops." ;;
 			rg_tls_1cpu) echo "- rg_tls_1cpu: rg_tls with GOMAXPROCS=1, the CPU budget of nginx_tls's single worker." ;;

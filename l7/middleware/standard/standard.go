@@ -16,5 +16,6 @@ import (
 	_ "github.com/rustygate/rustygate/l7/middleware/ratelimit"
 	_ "github.com/rustygate/rustygate/l7/middleware/redirect"
 	_ "github.com/rustygate/rustygate/l7/middleware/rewrite"
+	_ "github.com/rustygate/rustygate/l7/middleware/waf"
 	_ "github.com/rustygate/rustygate/l7/middleware/wasm"
 )
