@@ -54,9 +54,9 @@
 #                 route (built with `make plugins` when missing)
 #                                                 (rustygate-wasm.yaml)
 #   rg_access     127.0.0.1:18094, the access middlewares of a protected
-#                 route: ip_filter (allowed) and basic_auth (bcrypt, served
-#                 from its cache after the first request); wrk sends the
-#                 user's credentials                (rustygate-access.yaml)
+#                 route: ip_filter (allowed), basic_auth (bcrypt, served
+#                 from its cache after the first request) and headers;
+#                 wrk sends the user's credentials  (rustygate-access.yaml)
 #   rg_waf_get    127.0.0.1:18101, the waf middleware with the OWASP CRS at
 #                 paranoia level 1; wrk GETs /search with four query
 #                 arguments                       (rustygate-waf.yaml)
@@ -1063,7 +1063,7 @@ done
 			rg_tracing) echo "- rg_tracing: tracing on, ratio 1.0, OTLP endpoint 127.0.0.1:$OTLP_CLOSED_PORT where nothing listens: every request creates and batches its spans, the exports fail and the spans are dropped. This measures span creation, not export." ;;
 			rg_tracing0) echo "- rg_tracing0: tracing on with ratio 0: no trace is sampled (wrk sends no traceparent), spans are non-recording; the cost of tracing enabled but not sampling." ;;
 			rg_wasm) echo "- rg_wasm: WASM plugin plugins/examples/add_header.wasm on the route (handle_request + handle_response per request); checked before measuring: X-RustyGate-Plugin: executed." ;;
-			rg_access) echo "- rg_access: the middlewares listed in test/bench/rustygate-access.yaml on the route (ip_filter allowing the client, basic_auth with one bcrypt user whose verification is cached); wrk sends the user's 'Authorization: Basic' to this target only. Checked before measuring: credentials -> 200, none -> 401." ;;
+			rg_access) echo "- rg_access: the middlewares listed in test/bench/rustygate-access.yaml on the route (ip_filter allowing the client, basic_auth with one bcrypt user whose verification is cached, headers setting and removing request and response headers); wrk sends the user's 'Authorization: Basic' to this target only. Checked before measuring: credentials -> 200, none -> 401." ;;
 			rg_waf_get) echo "- rg_waf_get: the waf middleware, OWASP CRS at paranoia level 1 (Coraza), on the route; wrk GETs ${URL_PATH[rg_waf_get]} with 'Host: api.example.com'. The route runs off the event loops (the WAF declares it). Checked before measuring: 200, and 403 for an SQL injection." ;;
 			rg_waf_post) echo "- rg_waf_post: the same WAF; wrk POSTs a ${WAF_BODY_BYTES:-2048}-byte JSON order (Content-Type application/json, parsed by the CRS's JSON body processor) with 'Host: api.example.com'. Checked before measuring: 200, and 403 for an SQL injection." ;;
 			rg_1cpu) echo "- rg_1cpu: the RustyGate row's configuration with GOMAXPROCS=1, so event_loops auto runs one loop on one CPU: the same CPU budget as the nginx proxy's single worker (the RustyGate row uses both CPUs, two loops)." ;;
