@@ -1,0 +1,115 @@
+package l7
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// altSvcMaxAge is how long clients may remember the HTTP/3 endpoint
+// advertised in Alt-Svc (a day, as most servers send).
+const altSvcMaxAge = "86400"
+
+// newHTTP3Server builds the HTTP/3 server; its requests run through the
+// standard engine's handler, as HTTP/2's do.
+func (s *Server) newHTTP3Server() *http3.Server {
+	sc := s.snap.Load().Config.Server
+	return &http3.Server{
+		Handler:        http.HandlerFunc(s.serveStd),
+		MaxHeaderBytes: sc.MaxHeaderBytes,
+		IdleTimeout:    sc.IdleTimeout.D(),
+		Logger:         s.slog,
+	}
+}
+
+// quicConfig refuses 0-RTT: early data can be replayed by an attacker,
+// and the proxy cannot tell which requests are safe to accept twice.
+func quicConfig() *quic.Config {
+	return &quic.Config{Allow0RTT: false, MaxIncomingStreams: 250}
+}
+
+// ServeHTTP3 serves HTTP/3 on pc until Shutdown or StopHTTP3, with cfg
+// (a certs.Manager's config: its certificates and SNI; ALPN becomes
+// "h3"), and advertises pc's port in Alt-Svc on the responses of the
+// TLS listeners. pc stays open: the caller closes it after Shutdown, so
+// that a binary upgrade can hand it over. It returns nil after a
+// shutdown or stop, or the error.
+func (s *Server) ServeHTTP3(pc net.PacketConn, cfg *tls.Config) error {
+	ln, err := quic.ListenEarly(pc, http3.ConfigureTLSConfig(cfg), quicConfig())
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.stopping.Load() {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.h3lns[pc] = ln
+	s.acceptWG.Add(1)
+	s.mu.Unlock()
+	defer s.acceptWG.Done()
+	if ua, ok := pc.LocalAddr().(*net.UDPAddr); ok {
+		s.h3Port.Store(int32(ua.Port))
+	}
+	err = s.h3.ServeListener(ln)
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, quic.ErrServerClosed) || s.stopping.Load() || !s.servingHTTP3(pc) {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) servingHTTP3(pc net.PacketConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.h3lns[pc] != nil
+}
+
+// StopHTTP3 stops accepting QUIC connections on pc (HTTP/3 turned off or
+// moved by a reload); its connections go on until they end or Shutdown.
+// Alt-Svc stops being advertised when no socket is left.
+func (s *Server) StopHTTP3(pc net.PacketConn) {
+	s.mu.Lock()
+	ln := s.h3lns[pc]
+	delete(s.h3lns, pc)
+	if len(s.h3lns) == 0 {
+		s.h3Port.Store(0)
+	}
+	s.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+}
+
+// shutdownHTTP3 sends GOAWAY on every HTTP/3 connection, waits for their
+// requests until ctx ends (then closes them), and closes the listeners.
+func (s *Server) shutdownHTTP3(ctx context.Context) {
+	s.h3Port.Store(0) // responses from now on stop advertising it
+	s.h3.Shutdown(ctx)
+	s.mu.Lock()
+	lns := s.h3lns
+	s.h3lns = map[net.PacketConn]*quic.EarlyListener{}
+	s.mu.Unlock()
+	for _, ln := range lns {
+		ln.Close()
+	}
+}
+
+// altSvc is the Alt-Svc value that advertises HTTP/3 on a response over
+// TLS, "" when HTTP/3 is off or the response is itself HTTP/3.
+func (s *Server) altSvc(x *exchange) string {
+	if x.tls == nil || x.req.proto >= 30 {
+		return ""
+	}
+	port := s.h3Port.Load()
+	if port == 0 {
+		return ""
+	}
+	return `h3=":` + strconv.Itoa(int(port)) + `"; ma=` + altSvcMaxAge
+}
