@@ -6,12 +6,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/net/http2"
 )
@@ -103,4 +105,61 @@ func h3Get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
 		t.Fatalf("GET %s: body: %v", url, err)
 	}
 	return resp, string(b)
+}
+
+// TestHTTP3Reload: a reload that leaves server.tls.listen alone keeps the
+// UDP socket (a QUIC connection made before it serves the new routes);
+// one that turns HTTP/3 off closes it and stops Alt-Svc; turning it on
+// again serves it on the HTTPS listener's port.
+func TestHTTP3Reload(t *testing.T) {
+	s := newTLSSetup(t)
+	item, _ := s.pair(t, "a.example.com")
+	be, _ := recordingBackend(t)
+	yaml := func(h3 bool, routes string) string {
+		return tlsYAML("fast", fmt.Sprintf("    http3: %v\n    certificates:\n", h3)+item, "", routes)
+	}
+	one := hrRoute("api", "/api", be)
+	two := one + hrRoute("other", "/other", be)
+	cfg := filepath.Join(t.TempDir(), "rustygate.yaml")
+	hrWrite(t, cfg, yaml(true, one))
+	p := hrStart(t, cfg)
+	addr, _ := p.startLine(p.pid)["tls_listen"].(string)
+	ccfg := &tls.Config{RootCAs: s.ca.Pool, ServerName: "a.example.com"}
+	reload := func(y string) {
+		t.Helper()
+		hrWrite(t, cfg, y)
+		if l := p.sighup(t); l["msg"] != hrMsgReloaded {
+			t.Fatalf("reload: %v", l)
+		}
+	}
+	h3 := &http3.Transport{TLSClientConfig: ccfg.Clone()}
+	t.Cleanup(func() { h3.Close() })
+	c := &http.Client{Transport: h3, Timeout: 10 * time.Second}
+	if resp, _ := h3Get(t, c, "https://"+addr+"/other"); resp.StatusCode != 404 {
+		t.Fatalf("before the reload: %d", resp.StatusCode)
+	}
+	reload(yaml(true, two))
+	if resp, _ := h3Get(t, c, "https://"+addr+"/other"); resp.StatusCode != 200 {
+		t.Errorf("after a reload adding a route, on the same QUIC connection: %d", resp.StatusCode)
+	}
+
+	reload(yaml(false, two))
+	h2 := &http2.Transport{TLSClientConfig: ccfg.Clone()}
+	t.Cleanup(h2.CloseIdleConnections)
+	if resp, _ := h3Get(t, &http.Client{Transport: h2, Timeout: 10 * time.Second}, "https://"+addr+"/api/x"); resp.Header.Get("Alt-Svc") != "" {
+		t.Errorf("Alt-Svc %q with HTTP/3 off", resp.Header.Get("Alt-Svc"))
+	}
+	off := &http3.Transport{TLSClientConfig: ccfg.Clone(), QUICConfig: &quic.Config{HandshakeIdleTimeout: 500 * time.Millisecond}}
+	t.Cleanup(func() { off.Close() })
+	if resp, err := (&http.Client{Transport: off, Timeout: 5 * time.Second}).Get("https://" + addr + "/api/x"); err == nil {
+		resp.Body.Close()
+		t.Errorf("HTTP/3 still served after it was turned off: %s", resp.Status)
+	}
+
+	reload(yaml(true, two))
+	on := &http3.Transport{TLSClientConfig: ccfg.Clone()}
+	t.Cleanup(func() { on.Close() })
+	if resp, _ := h3Get(t, &http.Client{Transport: on, Timeout: 10 * time.Second}, "https://"+addr+"/api/x"); resp.StatusCode != 200 || resp.ProtoMajor != 3 {
+		t.Errorf("HTTP/3 turned on again: %s %d", resp.Proto, resp.StatusCode)
+	}
 }
