@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ func (n *testNet) udpSink(port int) *udpSink {
 	s := &udpSink{ch: make(chan string, 256)}
 	n.in(n.server, func() error {
 		var err error
-		s.pc, err = net.ListenPacket("udp", net.JoinHostPort("::", itoa(port)))
+		s.pc, err = net.ListenPacket("udp", net.JoinHostPort("::", strconv.Itoa(port)))
 		return err
 	})
 	s.wg.Add(1)
@@ -51,8 +52,6 @@ func (n *testNet) udpSink(port int) *udpSink {
 	})
 	return s
 }
-
-func itoa(i int) string { return netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(i)).String()[len("0.0.0.0:"):] }
 
 // quicInitial is a QUIC v1 long-header Initial packet with connection ID
 // dcid (the client's pick), padded to 1200 bytes as clients must.
@@ -182,7 +181,7 @@ func quicHandshakes(t *testing.T, n *testNet, dp *Datapath, sink *udpSink) {
 	var pc net.PacketConn
 	n.in(n.server, func() error {
 		var err error
-		pc, err = net.ListenPacket("udp", net.JoinHostPort("::", itoa(serverPort)))
+		pc, err = net.ListenPacket("udp", net.JoinHostPort("::", strconv.Itoa(serverPort)))
 		return err
 	})
 	t.Cleanup(func() { pc.Close() })
