@@ -1,9 +1,11 @@
 package l7
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -99,6 +101,42 @@ func (s *Server) shutdownHTTP3(ctx context.Context) {
 	for _, ln := range lns {
 		ln.Close()
 	}
+}
+
+// peekHTTP3Body tells a request without a body from one whose length is
+// unknown: HTTP/3 ends a request with the stream, not with a flag on its
+// HEADERS as HTTP/2 does, so net/http's view is "length unknown" for
+// every request without Content-Length. For the methods that seldom
+// carry a body (GET, HEAD, OPTIONS, DELETE, TRACE), whose clients end the
+// stream with the head, the first read tells: an empty body is forwarded
+// as none (no chunked GET to the backend); bytes read are put back.
+func peekHTTP3Body(req *request, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodDelete, http.MethodTrace:
+	default:
+		return
+	}
+	var b [1]byte
+	n, err := r.Body.Read(b[:])
+	if n == 0 && errors.Is(err, io.EOF) {
+		req.chunked = false
+		return
+	}
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(b[:n]), errReader{err}, r.Body), r.Body}
+}
+
+// errReader returns err once (nil: nothing), so a read error of the peek
+// is not lost.
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	return 0, io.EOF
 }
 
 // altSvc is the Alt-Svc value that advertises HTTP/3 on a response over

@@ -96,7 +96,7 @@ func TestHTTP3(t *testing.T) {
 					io.WriteString(w, "second")
 					w.Header().Set("X-Done", "yes")
 				default:
-					fmt.Fprintf(w, "%s|%s|%s|%s|%s", r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"), r.Header.Get("Via"), r.Header.Get("X-Env"), r.Host)
+					fmt.Fprintf(w, "%s|%s|%s|%s|%s|%v%d", r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"), r.Header.Get("Via"), r.Header.Get("X-Env"), r.Host, r.TransferEncoding, r.ContentLength)
 				}
 			})
 			g := startGateway(t, engine, fmt.Sprintf("  - { path: /deny, backend: %q, middlewares: [ { name: ip_filter, deny: [127.0.0.0/8] } ] }\n", be.URL)+fmt.Sprintf("  - { path: /, backend: %q, middlewares: [ { name: headers, request: { set: { X-Env: prod } }, response: { set: { X-Frame-Options: DENY } } } ] }\n", be.URL))
@@ -106,7 +106,7 @@ func TestHTTP3(t *testing.T) {
 			base := "https://" + addr
 
 			resp, body := h3Do(t, c, "GET", base+"/x", nil)
-			if want := "127.0.0.1|https|3 rustygate|prod|" + addr; resp.ProtoMajor != 3 || body != want || resp.Header.Get("X-Frame-Options") != "DENY" {
+			if want := "127.0.0.1|https|3 rustygate|prod|" + addr + "|[]0"; resp.ProtoMajor != 3 || body != want || resp.Header.Get("X-Frame-Options") != "DENY" {
 				t.Errorf("GET: %s %q, X-Frame-Options %q; want HTTP/3 %q, DENY", resp.Proto, body, resp.Header.Get("X-Frame-Options"), want)
 			}
 			if v := resp.Header.Get("Alt-Svc"); v != "" {
@@ -117,6 +117,12 @@ func TestHTTP3(t *testing.T) {
 			sum := sha256.Sum256(payload)
 			if _, body := h3Do(t, c, "POST", base+"/upload", payload); body != strconv.Itoa(len(payload))+" "+hex.EncodeToString(sum[:]) {
 				t.Errorf("POST 1 MiB: the backend got %q", body)
+			}
+
+			// A DELETE's body, whose first byte told it from none.
+			abc := sha256.Sum256([]byte("abc"))
+			if _, body := h3Do(t, c, "DELETE", base+"/upload", []byte("abc")); body != "3 "+hex.EncodeToString(abc[:]) {
+				t.Errorf("DELETE with a body: the backend got %q", body)
 			}
 
 			h3Stream(t, c, base+"/stream", release)

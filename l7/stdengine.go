@@ -67,6 +67,9 @@ func (s *Server) serveStd(w http.ResponseWriter, r *http.Request) {
 		x.done()
 		return
 	}
+	if r.ProtoMajor == 3 && req.chunked {
+		peekHTTP3Body(req, r)
+	}
 	if req.hasBody() {
 		if req.contentLength > 0 && req.contentLength <= replayLimit {
 			buf := make([]byte, req.contentLength)
