@@ -27,7 +27,21 @@ func (s *Server) newHTTP3Server() *http3.Server {
 		MaxHeaderBytes: sc.MaxHeaderBytes,
 		IdleTimeout:    sc.IdleTimeout.D(),
 		Logger:         s.slog,
+		ConnContext:    s.countQUICHandshake,
 	}
+}
+
+// countQUICHandshake counts a QUIC connection's completed handshake in
+// rustygate_tls_handshakes_total, as the HTTPS listener counts its own.
+// (quic-go does not report failed ones.)
+func (s *Server) countQUICHandshake(ctx context.Context, c *quic.Conn) context.Context {
+	st := c.ConnectionState().TLS
+	result := "full"
+	if st.DidResume {
+		result = "resumed"
+	}
+	s.metrics.TLS().Handshake(result, tlsVersion(st.Version))
+	return ctx
 }
 
 // quicConfig refuses 0-RTT: early data can be replayed by an attacker,

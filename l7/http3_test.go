@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/rustygate/rustygate/internal/testpki"
+	"github.com/rustygate/rustygate/observe"
 )
 
 // serveHTTP3For runs ServeTLS and ServeHTTP3 of g on one port of
@@ -220,7 +221,8 @@ func TestHTTP3Shutdown(t *testing.T) {
 		<-release
 		io.WriteString(w, "finished")
 	})
-	g := startGateway(t, "standard", fmt.Sprintf("  - { path: /, backend: %q }\n", be.URL))
+	metrics := observe.NewMetrics()
+	g := startGatewayMetrics(t, "standard", fmt.Sprintf("  - { path: /, backend: %q }\n", be.URL), metrics)
 	_, ccfg := serveHTTP3For(t, g)
 	port := g.srv.h3Port.Load()
 	c := h3Client(t, ccfg)
@@ -262,4 +264,23 @@ func TestHTTP3Shutdown(t *testing.T) {
 	if d := time.Since(start); d > 8*time.Second {
 		t.Errorf("shutdown took %v", d)
 	}
+	if n := handshakes(t, metrics, "full", "1.3"); n != 1 {
+		t.Errorf("rustygate_tls_handshakes_total{result=full,version=1.3} = %v, want 1 (the QUIC connection)", n)
+	}
+}
+
+func handshakes(t *testing.T, metrics *observe.Metrics, result, version string) float64 {
+	t.Helper()
+	mfs, err := metrics.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.Metric {
+			if mf.GetName() == "rustygate_tls_handshakes_total" && label(m, "result") == result && label(m, "version") == version {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
