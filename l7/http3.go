@@ -103,11 +103,13 @@ func (s *Server) StopHTTP3(pc net.PacketConn) {
 	}
 }
 
-// shutdownHTTP3 sends GOAWAY on every HTTP/3 connection, waits for their
-// requests until ctx ends (then closes them), and closes the listeners.
+// shutdownHTTP3 closes the QUIC listeners (new handshakes are dropped;
+// after a binary upgrade the new process, reading the same socket,
+// answers the client's retry), sends GOAWAY on every HTTP/3 connection
+// and waits for their requests until ctx ends (then closes them). A
+// listener's connections outlive it.
 func (s *Server) shutdownHTTP3(ctx context.Context) {
 	s.h3Port.Store(0) // responses from now on stop advertising it
-	s.h3.Shutdown(ctx)
 	s.mu.Lock()
 	lns := s.h3lns
 	s.h3lns = map[net.PacketConn]*quic.EarlyListener{}
@@ -115,6 +117,7 @@ func (s *Server) shutdownHTTP3(ctx context.Context) {
 	for _, ln := range lns {
 		ln.Close()
 	}
+	s.h3.Shutdown(ctx)
 }
 
 // peekHTTP3Body tells a request without a body from one whose length is
