@@ -2,14 +2,22 @@
 
 // SPDX-License-Identifier: Apache-2.0
 //
-// The kernel half of RustyGate's connection limiter. For every TCP packet
-// addressed to one of the gateway's ports (rg_ports) it drops, in order:
+// The kernel half of RustyGate's connection limiter. For every TCP packet,
+// and every UDP datagram (QUIC, for HTTP/3), addressed to one of the
+// gateway's ports (rg_ports) it drops, in order:
 //   - packets from a deny-listed source (rg_deny, LPM trie)       -> denied
 //   - packets from a banned source whose ban has not expired
 //     (rg_bans, LRU hash of CLOCK_MONOTONIC expiry times)          -> banned
 //   - new connections (SYN without ACK) from a source that has used up
 //     its token bucket (rg_sources, LRU hash), unless the source is
 //     allow-listed (rg_allow, LPM trie)                             -> limited
+//   - likewise new QUIC connections: a long-header Initial packet (QUIC
+//     v1 or v2) whose destination connection ID (the client's choice,
+//     8 to 20 bytes) has not been admitted from that source within the
+//     last second (rg_quic_seen, LRU hash). A client's first flight can
+//     span several Initial packets with that ID: the connection is
+//     charged once. An Initial with a shorter ID cannot open a connection
+//     (RFC 9000, 7.2) and passes to be discarded by the server.
 // New connections that get through count as passed. Everything else,
 // including all traffic to other ports, passes untouched.
 //
@@ -31,11 +39,21 @@
 #define IP6_OFFSET 0xFFF8
 #define NEXTHDR_HOP 0
 #define NEXTHDR_TCP 6
+#define NEXTHDR_UDP 17
 #define NEXTHDR_ROUTING 43
 #define NEXTHDR_FRAGMENT 44
 #define NEXTHDR_DEST 60
 #define TCP_FLAG_SYN 0x02
 #define TCP_FLAG_ACK 0x10
+// QUIC long header (RFC 9000, 17.2; RFC 9369 for v2): header form and
+// fixed bits, the Initial packet type of each version.
+#define QUIC_FORM_FIXED 0xC0
+#define QUIC_V1 0x00000001
+#define QUIC_V2 0x6b3343cf
+#define QUIC_MIN_CID 8
+#define QUIC_MAX_CID 20
+// rg_quic_seen remembers an admitted connection ID this long.
+#define RG_QUIC_SEEN_NS 1000000000ULL
 #define RG_FAMILY_V4 4
 #define RG_FAMILY_V6 6
 // Up to this many bytes of headers are pulled into the linear part of an
@@ -58,6 +76,13 @@ struct rg_lpm_key {
 	__u8 family;
 	__u8 pad[3];
 	__u8 addr[16];
+};
+
+// rg_quic_key is a QUIC connection being opened: the source and the first
+// 8 bytes of the destination connection ID its client chose.
+struct rg_quic_key {
+	struct rg_addr addr;
+	__u8 dcid[QUIC_MIN_CID];
 };
 
 // rg_bucket is one source's token bucket, kept as a GCRA "theoretical
@@ -89,6 +114,14 @@ struct {
 	__type(value, struct rg_bucket);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } rg_sources SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct rg_quic_key);
+	__type(value, __u64); // when it was admitted, bpf_ktime_get_ns() clock
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rg_quic_seen SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -167,7 +200,10 @@ struct rg_source {
 	struct rg_addr key;
 	struct rg_lpm_key lpm;
 	__u16 dport;
-	__u8 flags;
+	__u8 proto; // NEXTHDR_TCP or NEXTHDR_UDP
+	__u8 flags; // TCP flags
+	__u8 quic_initial;
+	__u8 dcid[QUIC_MIN_CID];
 };
 
 static __always_inline struct rg_counters *counters(void)
@@ -176,9 +212,42 @@ static __always_inline struct rg_counters *counters(void)
 	return bpf_map_lookup_elem(&rg_counters, &zero);
 }
 
+// quic_long is the start of a QUIC long header, up to the first 8 bytes
+// of the destination connection ID.
+struct quic_long {
+	__u8 first;
+	__be32 version;
+	__u8 dcid_len;
+	__u8 dcid[QUIC_MIN_CID];
+} __attribute__((packed));
+
+// parse_quic reads the UDP header at cur and marks src as a QUIC Initial
+// packet that can open a connection.
+static __always_inline int parse_quic(void *cur, void *data_end, struct rg_source *src)
+{
+	struct udphdr *udp = cur;
+	if ((void *)(udp + 1) > data_end)
+		return -1;
+	src->dport = bpf_ntohs(udp->dest);
+	struct quic_long *q = (void *)(udp + 1);
+	if ((void *)(q + 1) > data_end)
+		return 0;
+	if ((q->first & QUIC_FORM_FIXED) != QUIC_FORM_FIXED)
+		return 0;
+	__u32 version = bpf_ntohl(q->version);
+	__u8 type = (q->first >> 4) & 3;
+	if (!((version == QUIC_V1 && type == 0) || (version == QUIC_V2 && type == 1)))
+		return 0;
+	if (q->dcid_len < QUIC_MIN_CID || q->dcid_len > QUIC_MAX_CID)
+		return 0;
+	src->quic_initial = 1;
+	__builtin_memcpy(src->dcid, q->dcid, QUIC_MIN_CID);
+	return 0;
+}
+
 // parse fills src from an Ethernet frame and returns 0, or returns -1 for
-// anything that is not the first fragment of a TCP segment over IPv4 or
-// IPv6 (such packets always pass).
+// anything that is not the first fragment of a TCP segment or UDP
+// datagram over IPv4 or IPv6 (such packets always pass).
 static __always_inline int parse(void *data, void *data_end, struct rg_source *src)
 {
 	struct ethhdr *eth = data;
@@ -202,8 +271,9 @@ static __always_inline int parse(void *data, void *data_end, struct rg_source *s
 		struct iphdr *ip = cur;
 		if ((void *)(ip + 1) > data_end)
 			return -1;
-		if (ip->ihl < 5 || ip->protocol != IPPROTO_TCP)
+		if (ip->ihl < 5 || (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP))
 			return -1;
+		src->proto = ip->protocol;
 		if (ip->frag_off & bpf_htons(IP_OFFSET))
 			return -1;
 		src->key.addr[10] = 0xff;
@@ -239,8 +309,9 @@ static __always_inline int parse(void *data, void *data_end, struct rg_source *s
 				break;
 			}
 		}
-		if (next != NEXTHDR_TCP)
+		if (next != NEXTHDR_TCP && next != NEXTHDR_UDP)
 			return -1;
+		src->proto = next;
 		__builtin_memcpy(src->key.addr, &ip6->saddr, 16);
 		src->lpm.prefixlen = 32 + 128;
 		src->lpm.family = RG_FAMILY_V6;
@@ -249,6 +320,8 @@ static __always_inline int parse(void *data, void *data_end, struct rg_source *s
 		return -1;
 	}
 
+	if (src->proto == NEXTHDR_UDP)
+		return parse_quic(cur, data_end, src);
 	struct tcphdr *tcp = cur;
 	if ((void *)(tcp + 1) > data_end)
 		return -1;
@@ -308,8 +381,18 @@ static __always_inline enum rg_verdict decide(void *data, void *data_end)
 		return RG_DROP;
 	}
 
-	if (!(src.flags & TCP_FLAG_SYN) || (src.flags & TCP_FLAG_ACK))
+	struct rg_quic_key qk = {};
+	if (src.proto == NEXTHDR_UDP) {
+		if (!src.quic_initial)
+			return RG_PASS;
+		qk.addr = src.key;
+		__builtin_memcpy(qk.dcid, src.dcid, QUIC_MIN_CID);
+		__u64 *seen = bpf_map_lookup_elem(&rg_quic_seen, &qk);
+		if (seen && now - READ_ONCE(*seen) < RG_QUIC_SEEN_NS)
+			return RG_PASS; // a connection admitted already
+	} else if (!(src.flags & TCP_FLAG_SYN) || (src.flags & TCP_FLAG_ACK)) {
 		return RG_PASS;
+	}
 
 	__u32 zero = 0;
 	struct rg_settings *s = bpf_map_lookup_elem(&rg_settings, &zero);
@@ -321,6 +404,8 @@ static __always_inline enum rg_verdict decide(void *data, void *data_end)
 		c->limited++;
 		return RG_DROP;
 	}
+	if (src.proto == NEXTHDR_UDP)
+		bpf_map_update_elem(&rg_quic_seen, &qk, &now, BPF_ANY);
 	c->passed++;
 	return RG_PASS;
 }

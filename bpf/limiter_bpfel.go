@@ -39,6 +39,12 @@ type LimiterRgLpmKey struct {
 	Addr      [16]uint8
 }
 
+type LimiterRgQuicKey struct {
+	_    structs.HostLayout
+	Addr LimiterRgAddr
+	Dcid [8]uint8
+}
+
 type LimiterRgSettings struct {
 	_           structs.HostLayout
 	IntervalNs  uint64
@@ -54,6 +60,7 @@ const (
 	LimiterMapRgCounters  = "rg_counters"
 	LimiterMapRgDeny      = "rg_deny"
 	LimiterMapRgPorts     = "rg_ports"
+	LimiterMapRgQuicSeen  = "rg_quic_seen"
 	LimiterMapRgSettings  = "rg_settings"
 	LimiterMapRgSources   = "rg_sources"
 	LimiterProgRgTcLimit  = "rg_tc_limit"
@@ -115,6 +122,7 @@ type LimiterMapSpecs struct {
 	RgCounters *ebpf.MapSpec `ebpf:"rg_counters"`
 	RgDeny     *ebpf.MapSpec `ebpf:"rg_deny"`
 	RgPorts    *ebpf.MapSpec `ebpf:"rg_ports"`
+	RgQuicSeen *ebpf.MapSpec `ebpf:"rg_quic_seen"`
 	RgSettings *ebpf.MapSpec `ebpf:"rg_settings"`
 	RgSources  *ebpf.MapSpec `ebpf:"rg_sources"`
 }
@@ -150,6 +158,7 @@ type LimiterMaps struct {
 	RgCounters *ebpf.Map `ebpf:"rg_counters"`
 	RgDeny     *ebpf.Map `ebpf:"rg_deny"`
 	RgPorts    *ebpf.Map `ebpf:"rg_ports"`
+	RgQuicSeen *ebpf.Map `ebpf:"rg_quic_seen"`
 	RgSettings *ebpf.Map `ebpf:"rg_settings"`
 	RgSources  *ebpf.Map `ebpf:"rg_sources"`
 }
@@ -161,6 +170,7 @@ func (m *LimiterMaps) Close() error {
 		m.RgCounters,
 		m.RgDeny,
 		m.RgPorts,
+		m.RgQuicSeen,
 		m.RgSettings,
 		m.RgSources,
 	)

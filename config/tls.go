@@ -65,6 +65,10 @@ type TLSConfig struct {
 	// ACME obtains certificates automatically for the hosts Certificates
 	// do not cover.
 	ACME *ACMEConfig `yaml:"acme"`
+	// HTTP3 also serves HTTP/3 (QUIC) on the UDP port of Listen, with
+	// the same certificates, and advertises it with Alt-Svc on the
+	// HTTP/1.1 and HTTP/2 responses of this listener. 0-RTT is refused.
+	HTTP3 bool `yaml:"http3"`
 }
 
 // TLSCertificate is one certificate chain and its key.

@@ -114,7 +114,7 @@ func TestTLSErrors(t *testing.T) {
 		want []string
 	}{
 		{"unknown key", "\t\tcertificates: [{cert_file: a.crt, key_file: a.key}]\n\t\tmin_versoin: \"1.3\"\n",
-			[]string{`bad.yaml:4: unknown key "min_versoin" at server.tls (known: listen, certificates, default_certificate, min_version, strict_sni, ticket_key_rotation, ocsp_stapling, client_auth, acme)`}},
+			[]string{`bad.yaml:4: unknown key "min_versoin" at server.tls (known: listen, certificates, default_certificate, min_version, strict_sni, ticket_key_rotation, ocsp_stapling, client_auth, acme, http3)`}},
 		{"no certificates", "\t\tmin_version: \"1.2\"\n",
 			[]string{`bad.yaml:2: server.tls.certificates: at least one certificate is required (or acme)`}},
 		{"missing key file", "\t\tcertificates:\n\t\t\t- cert_file: a.crt\n",

@@ -51,6 +51,14 @@
 // the verified subject and SANs added; a route with client_auth answers
 // 403 to a connection without a verified certificate.
 //
+// HTTP/3: [Server.ServeHTTP3] serves QUIC (quic-go) on a UDP socket the
+// caller owns, with the TLS listener's certificates and ALPN "h3"; its
+// requests go through the standard engine's handler (serveStd, stdSink),
+// as HTTP/2's do, so routing, middlewares, logs and traces are the same.
+// 0-RTT is refused. While a socket serves, responses over TLS advertise
+// it in Alt-Svc (http3.go). Shutdown sends GOAWAY and waits for the
+// requests in flight; the socket stays open for a binary upgrade.
+//
 // A request body can be bounded by a middleware (Request.LimitRequestBody):
 // a streamed body is counted as it is sent to the backend, and the
 // exchange ends with 413 past the bound. A connection closed with a body

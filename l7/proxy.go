@@ -911,6 +911,8 @@ func appendForwardFields(dst []byte, x *exchange, b *upstream.Backend) []byte {
 		dst = append(dst, "1.0 rustygate"...)
 	case 20:
 		dst = append(dst, "2.0 rustygate"...)
+	case 30:
+		dst = append(dst, "3 rustygate"...)
 	default:
 		dst = append(dst, "1.1 rustygate"...)
 	}

@@ -18,6 +18,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/net/http2"
 
 	"github.com/rustygate/rustygate/observe"
@@ -41,6 +43,11 @@ type Server struct {
 	// h2base carries the HTTP/2 server's graceful-shutdown hook for
 	// connections the fast engine hands over.
 	h2base *http.Server
+	// h3 serves HTTP/3 on the QUIC listeners h3lns (by UDP socket);
+	// h3Port is the port Alt-Svc advertises (0: HTTP/3 off).
+	h3     *http3.Server
+	h3lns  map[net.PacketConn]*quic.EarlyListener
+	h3Port atomic.Int32
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -91,8 +98,10 @@ func NewServer(snap *Snapshot, tr *Transport, lg *observe.Logger, metrics *obser
 		transport: tr,
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*clientConn]struct{}{},
+		h3lns:     map[net.PacketConn]*quic.EarlyListener{},
 	}
 	s.snap.Store(snap)
+	s.h3 = s.newHTTP3Server()
 	sc := snap.Config.Server
 	s.h2 = &http2.Server{IdleTimeout: sc.IdleTimeout.D()}
 	s.h2base = &http.Server{Handler: http.HandlerFunc(s.serveStd)}
@@ -273,9 +282,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		stdDone <- err
 	}()
 	go s.h2base.Shutdown(ctx)
+	h3Done := make(chan struct{})
+	go func() {
+		s.shutdownHTTP3(ctx)
+		close(h3Done)
+	}()
 
 	done := make(chan struct{})
 	go func() {
+		<-h3Done
 		s.acceptWG.Wait()
 		s.wg.Wait()
 		s.h2wg.Wait()
@@ -772,6 +787,9 @@ func (cc *clientConn) head(x *exchange, resp *response) error {
 	w = append(w, x.reqID...)
 	w = append(w, '\r', '\n')
 	w = appendStrHeaders(w, x.addResp)
+	if v := cc.srv.altSvc(x); v != "" {
+		w = append(append(append(w, "Alt-Svc: "...), v...), '\r', '\n')
+	}
 	w = cc.appendConnection(w, x)
 	cc.bc.wbuf = append(w, '\r', '\n')
 	return nil
@@ -825,6 +843,9 @@ func (cc *clientConn) local(x *exchange, r *localReply) error {
 	w = appendDate(w)
 	hw := wireHeaders{w}
 	x.localHeaders(&hw, r)
+	if v := cc.srv.altSvc(x); v != "" {
+		hw.add("Alt-Svc", v)
+	}
 	w = cc.appendConnection(hw.b, x)
 	w = append(w, '\r', '\n')
 	if r.sendBody {

@@ -38,11 +38,18 @@ func (s *Server) serveStd(w http.ResponseWriter, r *http.Request) {
 		x.scheme = "https"
 	}
 	x.clientIP, _ = splitHostPortString(r.RemoteAddr)
-	x.peer, _ = netip.ParseAddr(x.clientIP)
+	if a, err := netip.ParseAddr(x.clientIP); err == nil {
+		// A dual-stack UDP socket reports IPv4 clients as ::ffff:a.b.c.d.
+		x.peer = a.Unmap()
+		x.clientIP = x.peer.String()
+	}
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		x.peerPort = ap.Port()
 	}
 	x.proto = r.Proto
+	if r.ProtoMajor == 3 {
+		x.proto = "HTTP/3"
+	}
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
@@ -59,6 +66,9 @@ func (s *Server) serveStd(w http.ResponseWriter, r *http.Request) {
 		x.fail(&proxyError{status: 400, msg: err.Error()}, "")
 		x.done()
 		return
+	}
+	if r.ProtoMajor == 3 && req.chunked {
+		peekHTTP3Body(req, r)
 	}
 	if req.hasBody() {
 		if req.contentLength > 0 && req.contentLength <= replayLimit {
@@ -103,6 +113,8 @@ func fillStdRequest(req *request, r *http.Request) error {
 	}
 	req.target = []byte(r.RequestURI)
 	switch {
+	case r.ProtoMajor == 3:
+		req.proto = 30
 	case r.ProtoMajor == 2:
 		req.proto = 20
 	case r.ProtoMinor == 0:
@@ -139,7 +151,7 @@ func fillStdRequest(req *request, r *http.Request) error {
 	if err := req.interpretFields(); err != nil {
 		return err
 	}
-	if req.proto == 20 {
+	if req.proto >= 20 {
 		req.closeConn = false
 		req.upgrade = nil
 		if r.ContentLength > 0 {
@@ -229,6 +241,9 @@ func (s *stdSink) head(x *exchange, resp *response) error {
 	for _, a := range x.addResp {
 		h.Add(a.name, a.value)
 	}
+	if v := x.srv.altSvc(x); v != "" {
+		h.Add("Alt-Svc", v)
+	}
 	if x.closeClient && x.req.proto < 20 {
 		h.Set("Connection", "close")
 	}
@@ -265,6 +280,9 @@ func (s *stdSink) finish(trailers []hfield) error {
 func (s *stdSink) local(x *exchange, r *localReply) error {
 	h := s.w.Header()
 	x.localHeaders(mapHeaders(h), r)
+	if v := x.srv.altSvc(x); v != "" {
+		h.Add("Alt-Svc", v)
+	}
 	if x.closeClient && x.req.proto < 20 {
 		h.Set("Connection", "close")
 	}
@@ -278,11 +296,11 @@ func (s *stdSink) local(x *exchange, r *localReply) error {
 	return nil
 }
 
-// abortRead closes an HTTP/2 request body, which ends a read waiting on
+// abortRead closes an HTTP/2 or HTTP/3 request body, which ends a read waiting on
 // the client; over HTTP/1.1 net/http gives no way to interrupt a body
 // read from another goroutine, and the server's own timeouts end it.
 func (s *stdSink) abortRead() {
-	if s.r.ProtoMajor == 2 && s.r.Body != nil {
+	if s.r.ProtoMajor >= 2 && s.r.Body != nil {
 		s.r.Body.Close()
 	}
 }

@@ -194,7 +194,7 @@ var (
 	progNames = []string{bpf.LimiterProgRgXdpLimit, bpf.LimiterProgRgTcLimit}
 	mapNames  = []string{
 		bpf.LimiterMapRgSources, bpf.LimiterMapRgBans, bpf.LimiterMapRgAllow, bpf.LimiterMapRgDeny,
-		bpf.LimiterMapRgPorts, bpf.LimiterMapRgSettings, bpf.LimiterMapRgCounters,
+		bpf.LimiterMapRgPorts, bpf.LimiterMapRgSettings, bpf.LimiterMapRgCounters, bpf.LimiterMapRgQuicSeen,
 	}
 )
 

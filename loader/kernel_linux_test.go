@@ -651,7 +651,7 @@ func TestReadStatus(t *testing.T) {
 	for _, m := range st.Maps {
 		entries[m.Name] = m.Entries
 	}
-	want := map[string]int{"rg_allow": 2, "rg_deny": 2, "rg_bans": 1, "rg_ports": 1, "rg_settings": 1, "rg_sources": 0, "rg_counters": 1}
+	want := map[string]int{"rg_allow": 2, "rg_deny": 2, "rg_bans": 1, "rg_ports": 1, "rg_settings": 1, "rg_sources": 0, "rg_counters": 1, "rg_quic_seen": 0}
 	if !reflect.DeepEqual(entries, want) {
 		t.Errorf("map entries = %v, want %v", entries, want)
 	}

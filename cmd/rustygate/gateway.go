@@ -80,6 +80,10 @@ type gateway struct {
 	tlsLn   net.Listener
 	tlsAddr string
 	tlsMgr  atomic.Pointer[certs.Manager]
+	// h3pc is the HTTP/3 socket (server.tls.http3, nil when off), bound
+	// to h3Addr.
+	h3pc   net.PacketConn
+	h3Addr string
 	// lastLoaded is the content of the file the running config came from,
 	// so watcher events that change nothing do not reload.
 	lastLoaded []byte
@@ -333,6 +337,7 @@ func (g *gateway) shutdown(sigs <-chan os.Signal, upgraded bool) {
 	if err := g.srv.Shutdown(ctx); err != nil {
 		g.log.Warn("shutdown timed out; remaining connections closed", "error", err.Error())
 	}
+	g.closeHTTP3()
 	if err := <-l4Done; err != nil {
 		g.log.Warn("shutdown timed out; remaining l4 connections closed", "error", err.Error())
 	}

@@ -84,6 +84,11 @@ func (g *gateway) startTLS(cfg *config.Config) error {
 		m.Close()
 		return fmt.Errorf("server.tls.listen %s: %w", t.Listen, err)
 	}
+	if err := g.startHTTP3(t, m, ln); err != nil {
+		ln.Close()
+		m.Close()
+		return err
+	}
 	g.useCertManager(m)
 	g.tlsLn, g.tlsAddr = g.dp.WrapListener(ln), t.Listen
 	go g.serveTLS(g.tlsLn, m)
@@ -119,6 +124,7 @@ type tlsChange struct {
 	cfg   *config.TLSConfig
 	newM  *certs.Manager // a manager for a section that was absent
 	newLn net.Listener   // a listener for a new or moved address
+	newPC net.PacketConn // the HTTP/3 socket, turned on or moved
 	// update is what the running manager serves once committed: the
 	// certificates loaded and checked.
 	update *certs.Prepared
@@ -151,6 +157,10 @@ func (g *gateway) prepareTLS(cfg *config.Config) (*tlsChange, error) {
 		}
 		ch.newLn = g.dp.WrapListener(ln)
 	}
+	if err := g.prepareHTTP3(t, ch); err != nil {
+		ch.abort()
+		return nil, err
+	}
 	return ch, nil
 }
 
@@ -161,6 +171,9 @@ func (ch *tlsChange) abort() {
 	}
 	if ch.newLn != nil {
 		ch.newLn.Close()
+	}
+	if ch.newPC != nil {
+		ch.newPC.Close()
 	}
 }
 
@@ -184,6 +197,7 @@ func (ch *tlsChange) listener(current net.Listener) net.Listener {
 func (g *gateway) commit(ch *tlsChange) error {
 	m := g.tlsMgr.Load()
 	if ch.cfg == nil {
+		g.commitHTTP3(ch, m)
 		if g.tlsLn != nil {
 			g.srv.StopListener(g.tlsLn)
 			g.tlsLn, g.tlsAddr = nil, ""
@@ -207,6 +221,7 @@ func (g *gateway) commit(ch *tlsChange) error {
 		}
 		g.tlsLn, g.tlsAddr = ch.newLn, ch.cfg.Listen
 	}
+	g.commitHTTP3(ch, m)
 	return nil
 }
 

@@ -150,6 +150,9 @@ func (g *gateway) upgrade() error {
 	if err == nil {
 		err = add("admin", g.adminLn)
 	}
+	if err == nil && g.h3pc != nil {
+		err = addPacketConn(&files, &names, "h3", g.h3pc)
+	}
 	for addr, ln := range g.l4.Sockets() {
 		if err == nil {
 			err = add("l4:"+addr, ln)
@@ -212,6 +215,22 @@ func (g *gateway) upgrade() error {
 	// The new process outlives this one; nothing waits for it here.
 	go cmd.Wait()
 	g.log.Info("binary upgrade: new process serving; draining this one", "new_pid", cmd.Process.Pid)
+	return nil
+}
+
+// addPacketConn adds the UDP socket pc to the files an upgrade hands
+// over, under role.
+func addPacketConn(files *[]*os.File, names *[]string, role string, pc net.PacketConn) error {
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		return fmt.Errorf("%s socket cannot be handed over", role)
+	}
+	f, err := uc.File()
+	if err != nil {
+		return err
+	}
+	*files = append(*files, f)
+	*names = append(*names, fmt.Sprintf("%s=%d", role, 2+len(*files)))
 	return nil
 }
 
