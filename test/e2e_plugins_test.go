@@ -115,10 +115,11 @@ routes:
 	}
 	// The swap waits for the new module to compile (off the request
 	// path): a Go-built guest is ~2 MB of WebAssembly, about a second on
-	// this 2-core machine under load.
+	// this 2-core machine under load, up to three when other work
+	// competes for the cores.
 	t.Logf("new plugin took effect %s after the rename", seen)
-	if seen > 3*time.Second {
-		t.Errorf("new plugin took effect after %s, want < 3s", seen)
+	if seen > 5*time.Second {
+		t.Errorf("new plugin took effect after %s, want < 5s", seen)
 	}
 	if n := failed.Load(); n > 0 {
 		t.Errorf("%d requests failed during the swap", n)
