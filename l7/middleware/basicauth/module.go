@@ -68,7 +68,7 @@ func (s *Settings) Validate(c *config.SettingsCheck) {
 	if strings.ContainsAny(s.Realm, "\"\\") || !printable(s.Realm) {
 		c.Errorf("realm", "invalid realm %q (printable characters, no quotes or backslashes)", s.Realm)
 	}
-	if s.UserHeader != "" && !isToken(s.UserHeader) {
+	if s.UserHeader != "" && !config.IsToken(s.UserHeader) {
 		c.Errorf("user_header", "invalid header name %q", s.UserHeader)
 	}
 	if s.CacheSize < 0 || s.CacheSize > maxCacheSize {
@@ -125,14 +125,4 @@ func printable(s string) bool {
 		}
 	}
 	return true
-}
-
-// isToken reports whether s is an HTTP token (RFC 9110).
-func isToken(s string) bool {
-	for _, c := range []byte(s) {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return s != ""
 }

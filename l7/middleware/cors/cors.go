@@ -30,6 +30,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l7/middleware"
 )
 
@@ -115,7 +116,7 @@ func NewPolicy(cfg Settings, route string, rep middleware.Reporter) (*Policy, er
 		methods = defaultMethods
 	}
 	for _, m := range methods {
-		if !isToken(m) {
+		if !config.IsToken(m) {
 			return nil, fmt.Errorf("cors: invalid method %q", m)
 		}
 	}
@@ -126,7 +127,7 @@ func NewPolicy(cfg Settings, route string, rep middleware.Reporter) (*Policy, er
 		switch {
 		case h == "*":
 			p.anyHeader = true
-		case isToken(h):
+		case config.IsToken(h):
 			p.headers = append(p.headers, strings.ToLower(h))
 			named = append(named, h)
 		default:
@@ -135,7 +136,7 @@ func NewPolicy(cfg Settings, route string, rep middleware.Reporter) (*Policy, er
 	}
 	p.headersValue = strings.Join(named, ", ")
 	for _, h := range cfg.ExposeHeaders {
-		if !isToken(h) {
+		if !config.IsToken(h) {
 			return nil, fmt.Errorf("cors: invalid header name %q", h)
 		}
 	}
@@ -357,15 +358,4 @@ func equalFoldLower(b []byte, s string) bool {
 		}
 	}
 	return true
-}
-
-// isToken reports whether s is an HTTP token (RFC 9110).
-func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return s != ""
 }

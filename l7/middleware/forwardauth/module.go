@@ -54,16 +54,16 @@ func defaults() *Settings {
 func (s *Settings) Validate(c *config.SettingsCheck) {
 	outbound.CheckURL(c, "address", s.Address, s.TLS)
 	outbound.CheckTLS(c, s.TLS)
-	if !isToken(s.Method) {
+	if !config.IsToken(s.Method) {
 		c.Errorf("method", "invalid method %q", s.Method)
 	}
 	for i, h := range s.RequestHeaders {
-		if !isToken(h) {
+		if !config.IsToken(h) {
 			c.Errorf(fmt.Sprintf("request_headers[%d]", i), "invalid header name %q", h)
 		}
 	}
 	for i, h := range s.CopyHeaders {
-		if !isToken(h) || outbound.NotCopied(strings.ToLower(h)) {
+		if !config.IsToken(h) || outbound.NotCopied(strings.ToLower(h)) {
 			c.Errorf(fmt.Sprintf("copy_headers[%d]", i), "invalid header name %q", h)
 		}
 	}
@@ -93,14 +93,4 @@ func build(b middleware.Build) (middleware.Instance, error) {
 		return middleware.Instance{}, err
 	}
 	return middleware.Instance{Handler: a, Caps: middleware.Capabilities{Phases: middleware.PhaseRequest, MayBlock: true}}, nil
-}
-
-// isToken reports whether s is an HTTP token (RFC 9110).
-func isToken(s string) bool {
-	for _, c := range []byte(s) {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '!' || c == '#' || c == '$' || c == '%' || c == '&' || c == '\'' || c == '*' || c == '+' || c == '^' || c == '`' || c == '|' || c == '~') {
-			return false
-		}
-	}
-	return s != ""
 }

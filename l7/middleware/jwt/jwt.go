@@ -46,6 +46,7 @@ import (
 
 	gojwt "github.com/golang-jwt/jwt/v5"
 
+	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l7/middleware"
 )
 
@@ -219,7 +220,7 @@ func NewVerifier(cfg Settings, route string, rep middleware.Reporter, opts Optio
 	}
 
 	for claim, header := range cfg.ClaimsToHeaders {
-		if claim == "" || !isToken(header) {
+		if claim == "" || !config.IsToken(header) {
 			return nil, fmt.Errorf("jwt: invalid claims_to_headers entry %q: %q", claim, header)
 		}
 		v.headers = append(v.headers, claimHeader{claim, header})
@@ -494,18 +495,6 @@ func claimText(v any) (string, bool) {
 		}
 	}
 	return s, true
-}
-
-// isToken reports whether s is an HTTP token (RFC 9110), as a header
-// name is.
-func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return s != ""
 }
 
 // rejection is the prepared answer for one reason; the proxy only reads

@@ -40,29 +40,12 @@ func (s *Settings) Validate(c *config.SettingsCheck) {
 	case strings.ContainsFunc(v, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }):
 		c.Errorf("server_header", "control character in %q", v)
 	}
-	if !isToken(s.ViaPseudonym) {
+	if !config.IsToken(s.ViaPseudonym) {
 		c.Errorf("via_pseudonym", "invalid pseudonym %q (want a token such as rustygate or edge-1)", s.ViaPseudonym)
 	}
 	if c.Written("via_pseudonym") && !s.Via {
 		c.Errorf("via_pseudonym", "via_pseudonym without via: true sends no Via")
 	}
-}
-
-// isToken reports an RFC 9110 token.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // build builds the handler; it runs in the request phase and never
