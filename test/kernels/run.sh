@@ -449,6 +449,12 @@ run_kernel() {
 			counts+=" [failed: $(awk -v n="$name" '$0 == "RG-BEGIN " n { on = 1; next } /^RG-RESULT / { on = 0 } on && /^--- FAIL: / { printf "%s%s", sep, $3; sep = " " }' "$logf")]"
 		fi
 		[ "$r" = PASS ] || [ "${f:-0}" != 0 ] || counts+=" (rc $(echo "$line" | sed -n 's/.* rc=\([0-9]*\).*/\1/p'))"
+		if [ "$r" != PASS ]; then
+			# The reason is in the console log, which CI does not keep: print
+			# the end of the failing binary's output with the summary.
+			log "$name failed on $release; the end of its output:"
+			awk -v n="$name" '$0 == "RG-BEGIN " n { on = 1; next } /^RG-RESULT / { on = 0 } on' "$logf" | tail -n 25 | sed 's/^/    | /' >&2
+		fi
 		counts+=" "
 	done
 	if ! grep -q '^RG-DONE' "$logf"; then

@@ -128,12 +128,13 @@ type options struct {
 	backend  string
 	admin    string
 
-	timeoutBase time.Duration
-	minRate     float64 // MiB/s
-	stall       time.Duration
-	seed        uint64
-	keep        bool
-	reqKernel   bool
+	timeoutBase  time.Duration
+	minRate      float64 // MiB/s
+	stall        time.Duration
+	seed         uint64
+	keep         bool
+	reqKernel    bool
+	startTimeout time.Duration
 }
 
 func main() { os.Exit(run()) }
@@ -157,6 +158,7 @@ func run() int {
 	flag.DurationVar(&o.stall, "stall", 30*time.Second, "a read or write that makes no progress this long is a hang")
 	flag.Uint64Var(&o.seed, "seed", 0, "seed of the run (0: from the clock); printed so a run can be repeated")
 	flag.BoolVar(&o.keep, "keep", false, "keep the spawned gateway's temporary directory (config, log)")
+	flag.DurationVar(&o.startTimeout, "start-timeout", 90*time.Second, "how long the spawned gateway may take to start (loading and verifying BPF programs is slow under emulation)")
 	flag.BoolVar(&o.reqKernel, "require-kernel", false, "with -spawn -datapath kernel: fail unless kernel splicing relayed connections (not a silent fallback to splice(2))")
 	flag.Parse()
 
@@ -1342,7 +1344,8 @@ l4:
 		cmd.Wait()
 		close(g.exited)
 	}()
-	deadline := time.Now().Add(15 * time.Second)
+	started := time.Now()
+	deadline := started.Add(o.startTimeout)
 	for {
 		for _, l := range g.lines() {
 			switch l["msg"] {
@@ -1355,7 +1358,7 @@ l4:
 			}
 		}
 		if g.l4Addr != "" && g.adminAddr != "" {
-			fmt.Printf("l4soak: spawned gateway pid %d (config %s, log %s)\n", cmd.Process.Pid, cfgPath, logPath)
+			fmt.Printf("l4soak: spawned gateway pid %d, ready after %s (config %s, log %s)\n", cmd.Process.Pid, time.Since(started).Round(time.Millisecond), cfgPath, logPath)
 			return g, nil
 		}
 		if !g.running() {
@@ -1366,7 +1369,7 @@ l4:
 		if time.Now().After(deadline) {
 			out := g.tail(30)
 			g.stop(true)
-			return nil, fmt.Errorf("gateway did not start within 15s (log kept in %s):\n%s", dir, out)
+			return nil, fmt.Errorf("gateway did not start within %s (log kept in %s):\n%s", o.startTimeout, dir, out)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
