@@ -25,6 +25,13 @@
 #   RG_L4SOAK           auto|force|off: the kernel-splicing soak (see l4soak_hook)
 #   RG_L4SOAK_ARGS      its arguments (default: the short form)
 #   RG_L4SOAK_DATAPATH  its l4 datapath (default kernel)
+#   RG_IDLEMEM          kernel labels whose guest also runs test/idlemem at
+#                       0, 10000 and 50000 idle connections (default off;
+#                       make idlemem-vm sets 6.12): the guest runs as root
+#                       with every capability, so it can raise RLIMIT_NOFILE
+#                       to what 50,000 connections need where the host
+#                       cannot. Under emulation it takes 10-25 minutes.
+#   RG_IDLEMEM_ARGS     its arguments (default -conns 0,10000,50000 -timeout 25m)
 #   GO                  the go command (default go)
 set -euo pipefail
 shopt -s inherit_errexit
@@ -396,6 +403,10 @@ run_kernel() {
 	for name in "${names[@]}"; do
 		echo "$name test $name.test"
 	done >"$lst/rg/tests.list"
+	if [[ ",${RG_IDLEMEM:-off}," == *",$label,"* ]]; then
+		names+=(idlemem)
+		echo "idlemem cmd idlemem ${RG_IDLEMEM_ARGS:--conns 0,10000,50000 -timeout 25m}" >>"$lst/rg/tests.list"
+	fi
 	if [ "$SOAK_RUN" = 1 ]; then
 		names+=(l4soak)
 		echo "l4soak cmd l4soak -spawn -bin /rg/bin/rustygate -datapath ${RG_L4SOAK_DATAPATH:-kernel} $L4SOAK_ARGS" >>"$lst/rg/tests.list"
@@ -538,6 +549,9 @@ main() {
 	if [ "$SOAK_RUN" = 1 ]; then
 		(cd "$ROOT" && CGO_ENABLED=0 "$GO" build -trimpath -ldflags='-s -w' -o "$OUT/tests/rg/bin/rustygate" ./cmd/rustygate)
 		(cd "$ROOT" && CGO_ENABLED=0 "$GO" build -trimpath -ldflags='-s -w' -o "$OUT/tests/rg/bin/l4soak" ./test/l4soak)
+	fi
+	if [ "${RG_IDLEMEM:-off}" != off ]; then
+		(cd "$ROOT" && CGO_ENABLED=0 "$GO" build -trimpath -ldflags='-s -w' -o "$OUT/tests/rg/bin/idlemem" ./test/idlemem)
 	fi
 	cpio_of "$OUT/tests" >"$OUT/tests.cpio"
 	log "test binaries built in $(elapsed "$t0")s ($(du -sh "$OUT/tests.cpio" | cut -f1) uncompressed)"
