@@ -73,8 +73,13 @@ func newRE2Operator(options plugintypes.OperatorOptions) (plugintypes.Operator, 
 }
 
 func (o *rxOperator) Evaluate(tx plugintypes.TransactionState, value string) bool {
+	// Most values do not match: the DFA answers that without the cost of
+	// tracking submatches, which only a match that captures needs.
+	if !o.re.MatchString(value) {
+		return false
+	}
 	if !tx.Capturing() {
-		return o.re.MatchString(value)
+		return true
 	}
 	m := o.re.FindStringSubmatchIndex(value)
 	if m == nil {
