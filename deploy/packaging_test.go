@@ -1474,7 +1474,8 @@ type schemaKey struct {
 // pointers and slices of structs (each type once: the route entries of
 // middlewares are the same keys as the global ones), then the keys of
 // each registered middleware kind's settings, as keys of
-// middlewares[] (a key two kinds share is listed once, for the first).
+// middlewares[] (a key two kinds share is listed once, for the first;
+// the keys under it are each kind's).
 func schemaKeys() []schemaKey {
 	var out []schemaKey
 	seen := map[reflect.Type]bool{}
@@ -1498,11 +1499,12 @@ func schemaKeys() []schemaKey {
 			}
 			idx := slices.Clone(index)
 			idx[len(idx)-1] = append(slices.Clone(idx[len(idx)-1]), i)
-			if kind != "" && paths[path] {
-				continue
+			// A key another kind has is listed once, but what it holds
+			// may differ: its keys are walked.
+			if kind == "" || !paths[path] {
+				paths[path] = true
+				out = append(out, schemaKey{path: path, section: sec, index: idx, kind: kind})
 			}
-			paths[path] = true
-			out = append(out, schemaKey{path: path, section: sec, index: idx, kind: kind})
 			ft := f.Type
 			for ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()

@@ -173,8 +173,15 @@ func (x *exchange) filterEnded(err error) bool {
 	case x.phase.out.err != nil:
 		x.errMsg = "client write failed"
 	case !x.phase.out.headDone:
-		// Nothing reached the client yet: it gets an error response.
+		// Nothing reached the client yet: it gets the filter's reply,
+		// or an error response.
 		x.phase.out.headDone = true
+		var re *middleware.ReplyError
+		if errors.As(err, &re) && re.Reply != nil {
+			x.status = 0
+			x.sendReply(re.Reply)
+			return false
+		}
 		x.errMsg = "response body filter: " + err.Error()
 		x.fail(errFilterFailed, "")
 	default:

@@ -155,30 +155,36 @@ func (x *exchange) runPolicies(chain []middleware.Instance) bool {
 			continue
 		}
 		x.drainOrClose()
-		x.replyHeaders = reply.Headers
-		if reply.LogReason != "" {
-			x.errMsg = reply.LogReason
-		}
-		if reply.Error != "" && len(reply.Body) == 0 {
-			x.fail(&proxyError{reply.Status, reply.Error}, "")
-			return false
-		}
-		ctype := ""
-		for _, h := range reply.Headers {
-			if len(h[0]) == 12 && eqFoldAny(h[0], "content-type") {
-				ctype = "-"
-			}
-		}
-		if ctype == "" && len(reply.Body) > 0 {
-			ctype = "application/json"
-		}
-		x.writeLocal(reply.Status, ctype, reply.Body, "")
-		if x.errMsg == "" {
-			x.errMsg = "rejected by policy"
-		}
+		x.sendReply(reply)
 		return false
 	}
 	return true
+}
+
+// sendReply answers with a middleware's reply: its body, or the proxy's
+// own JSON error body for a reply that gives only an Error.
+func (x *exchange) sendReply(reply *middleware.Reply) {
+	x.replyHeaders = reply.Headers
+	if reply.LogReason != "" {
+		x.errMsg = reply.LogReason
+	}
+	if reply.Error != "" && len(reply.Body) == 0 {
+		x.fail(&proxyError{reply.Status, reply.Error}, "")
+		return
+	}
+	ctype := ""
+	for _, h := range reply.Headers {
+		if len(h[0]) == 12 && eqFoldAny(h[0], "content-type") {
+			ctype = "-"
+		}
+	}
+	if ctype == "" && len(reply.Body) > 0 {
+		ctype = "application/json"
+	}
+	x.writeLocal(reply.Status, ctype, reply.Body, "")
+	if x.errMsg == "" {
+		x.errMsg = "rejected by policy"
+	}
 }
 
 // appendStrHeaders appends policy-added headers.

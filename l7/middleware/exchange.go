@@ -175,3 +175,19 @@ type ResponseBodyFilter interface {
 	// nil to leave it as it is (it may still have changed the head).
 	FilterResponseBody(ex Exchange, dst BodyWriter) BodyFilter
 }
+
+// ReplyError is the error a BodyFilter returns to refuse a response whose
+// head has not been written yet (a filter holds the first bytes of the
+// body while it decides): the client gets Reply instead, and the
+// connection is closed after it. Once the head is out, it ends the
+// response like any other filter error.
+type ReplyError struct {
+	Reply *Reply
+}
+
+func (e *ReplyError) Error() string {
+	if e.Reply != nil && e.Reply.LogReason != "" {
+		return e.Reply.LogReason
+	}
+	return "response refused"
+}

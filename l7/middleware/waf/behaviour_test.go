@@ -210,6 +210,27 @@ func TestValidateReportsRulesAtTheirLine(t *testing.T) {
 	}
 }
 
+// TestValidateResponseSettings: the response keys are checked, and
+// response inspection needs SecLang rules.
+func TestValidateResponseSettings(t *testing.T) {
+	s := defaults().(*Settings)
+	s.Response = Response{Enabled: true, MaxBodyBytes: -1, MIMETypes: []string{"text/html", "text/html; charset=utf-8", "json"}}
+	s.CRS.Enabled = false
+	s.RegexRules = []RegexRule{{Name: "a", Target: "path", Pattern: "x", Action: ActionBlock}}
+	var got []string
+	s.Validate(configCheck(func(field, msg string) { got = append(got, field+": "+msg) }))
+	want := []string{
+		`response.enabled: needs SecLang rules (crs, rules or rules_files): regex rules see requests only`,
+		`response.max_body_bytes: must be between 0 and 16777216 (got -1)`,
+		`response.mime_types[1]: invalid media type "text/html; charset=utf-8" (want type/subtype, such as application/json)`,
+		`response.mime_types[2]: invalid media type "json" (want type/subtype, such as application/json)`,
+	}
+	slices.Sort(got)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 // TestConcurrentVerdicts: one handler (one rule set, the RE2 matchers
 // shared) gives every concurrent request the verdict it gives alone.
 func TestConcurrentVerdicts(t *testing.T) {

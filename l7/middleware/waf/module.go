@@ -11,7 +11,7 @@ func init() {
 		Name:       policyName,
 		Order:      Order,
 		Settings:   defaults,
-		Rejections: middleware.RejectionMetric{Name: "rustygate_waf_rejected_total", Help: "Requests refused by the WAF, by route and reason (blocked, body_too_large, bad_body).", ByReason: true},
+		Rejections: middleware.RejectionMetric{Name: "rustygate_waf_rejected_total", Help: "Requests refused by the WAF, by route and reason (blocked, body_too_large, bad_body, response_blocked).", ByReason: true},
 		New:        build,
 	})
 }
@@ -39,6 +39,8 @@ func build(b middleware.Build) (middleware.Instance, error) {
 		detect:    s.Mode == ModeDetect,
 		maxBody:   s.MaxBodyBytes,
 		rejectBig: s.BodyLimitAction == BodyReject,
+		response:  s.Response.Enabled && s.usesSecLang(),
+		respBody:  s.Response.MaxBodyBytes,
 		log:       b.Logger,
 		rep:       b.Reporter,
 		metrics:   m.forRoute(b.Route),
@@ -52,5 +54,8 @@ func build(b middleware.Build) (middleware.Instance, error) {
 		}
 	}
 	caps := middleware.Capabilities{Phases: middleware.PhaseRequest, MayBlock: h.waf != nil}
+	if h.response {
+		caps.Phases |= middleware.PhaseResponse | middleware.PhaseResponseBody
+	}
 	return middleware.Instance{Handler: h, Caps: caps}, nil
 }

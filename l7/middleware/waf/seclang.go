@@ -39,12 +39,25 @@ SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:200003,phase:2,t:none,log,deny,statu
 SecRule INBOUND_DATA_ERROR "@eq 0" "t:none"
 `
 
-// crsSetup configures the CRS (as crs-setup.conf does) before its rules:
+// responseDirectives turn on the inspection of response bodies (the
+// gateway holds at most %d bytes of one; a longer body is inspected as
+// far as that), for the types listed.
+const responseDirectives = `SecResponseBodyAccess On
+SecResponseBodyLimit %d
+SecResponseBodyLimitAction ProcessPartial
+SecResponseBodyMimeType %s
+`
+
+// crsSetup configures the CRS (as crs-setup.conf does) before its rules
+// (with default actions for the response phases too, so that the
+// data-leakage rules log as the request rules do):
 // the paranoia level and thresholds of the settings, and the methods and
 // content types of an API (the CRS default allows neither PUT, PATCH and
 // DELETE nor JSON patches).
 const crsSetup = `SecDefaultAction "phase:1,log,auditlog,pass"
 SecDefaultAction "phase:2,log,auditlog,pass"
+SecDefaultAction "phase:3,log,auditlog,pass"
+SecDefaultAction "phase:4,log,auditlog,pass"
 SecAction "id:900000,phase:1,pass,t:none,nolog,setvar:tx.blocking_paranoia_level=%d"
 SecAction "id:900110,phase:1,pass,t:none,nolog,setvar:tx.inbound_anomaly_score_threshold=%d,setvar:tx.outbound_anomaly_score_threshold=%d"
 SecAction "id:900200,phase:1,pass,t:none,nolog,setvar:'tx.allowed_methods=GET HEAD POST OPTIONS PUT PATCH DELETE'"
@@ -66,6 +79,9 @@ type part struct {
 func directives(s *Settings) []part {
 	limit := s.MaxBodyBytes + 1
 	parts := []part{{text: fmt.Sprintf(baseDirectives, limit, limit)}}
+	if r := s.Response; r.Enabled && r.MaxBodyBytes > 0 {
+		parts = append(parts, part{text: fmt.Sprintf(responseDirectives, r.MaxBodyBytes, strings.Join(r.MIMETypes, " "))})
+	}
 	if s.CRS.Enabled {
 		t := s.CRS.AnomalyThreshold
 		parts = append(parts, part{text: fmt.Sprintf(crsSetup, s.CRS.ParanoiaLevel, t.Inbound, t.Outbound)})

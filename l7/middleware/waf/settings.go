@@ -37,7 +37,13 @@ const (
 	defaultInboundScore   = 5
 	defaultOutboundScore  = 4
 	maxRegexPatternLength = 4096
+	defaultResponseBody   = 64 << 10
+	maxResponseBody       = 16 << 20
 )
+
+// defaultResponseTypes are the response types whose bodies are inspected
+// (those of CRS's crs-setup.conf example, and JSON).
+var defaultResponseTypes = []string{"text/plain", "text/html", "text/xml", "application/json", "application/xml"}
 
 // Settings are the keys of a `name: waf` entry.
 type Settings struct {
@@ -59,6 +65,20 @@ type Settings struct {
 	// BodyLimitAction is what happens to a body larger than
 	// MaxBodyBytes: pass (the rest goes uninspected) or reject (413).
 	BodyLimitAction string `yaml:"body_limit_action"`
+	// Response is the inspection of responses (the CRS's data-leakage
+	// rules), off by default.
+	Response Response `yaml:"response"`
+}
+
+// Response are the settings of response inspection.
+type Response struct {
+	Enabled bool `yaml:"enabled"`
+	// MaxBodyBytes is how much of a response body is inspected: that
+	// many bytes are held before anything is sent. 0 inspects the head
+	// only.
+	MaxBodyBytes int `yaml:"max_body_bytes"`
+	// MIMETypes are the Content-Types whose bodies are inspected.
+	MIMETypes []string `yaml:"mime_types"`
 }
 
 // CRS are the settings of the Core Rule Set.
@@ -104,6 +124,7 @@ func defaults() any {
 		Mode:            ModeBlock,
 		MaxBodyBytes:    defaultMaxBody,
 		BodyLimitAction: BodyPass,
+		Response:        Response{MaxBodyBytes: defaultResponseBody, MIMETypes: defaultResponseTypes},
 	}
 }
 
@@ -130,6 +151,9 @@ func (s *Settings) Validate(c *config.SettingsCheck) {
 	s.checkRegexRules(c)
 	if c.Enabled() && !s.usesSecLang() && len(s.RegexRules) == 0 {
 		c.Errorf("", "no rules: enable crs, or write rules, rules_files or regex_rules")
+	}
+	if c.Enabled() && s.Response.Enabled && !s.usesSecLang() {
+		c.Errorf("response.enabled", "needs SecLang rules (crs, rules or rules_files): regex rules see requests only")
 	}
 	if !s.usesSecLang() || !c.Files() {
 		return
@@ -164,6 +188,14 @@ func (s *Settings) checkFields(c *config.SettingsCheck) {
 	}
 	if t := s.CRS.AnomalyThreshold.Outbound; t < 1 {
 		c.Errorf("crs.anomaly_threshold.outbound", "must be at least 1 (got %d)", t)
+	}
+	if n := s.Response.MaxBodyBytes; n < 0 || n > maxResponseBody {
+		c.Errorf("response.max_body_bytes", "must be between 0 and %d (got %d)", maxResponseBody, n)
+	}
+	for i, t := range s.Response.MIMETypes {
+		if !validMIMEType(t) {
+			c.Errorf(fmt.Sprintf("response.mime_types[%d]", i), "invalid media type %q (want type/subtype, such as application/json)", t)
+		}
 	}
 	for i, id := range s.Exclusions.IDs {
 		if !validIDRange(id) {
@@ -221,4 +253,11 @@ func (s *Settings) checkRegexRules(c *config.SettingsCheck) {
 			c.Errorf(p+".action", "unknown action %q (supported: block, log)", r.Action)
 		}
 	}
+}
+
+// validMIMEType accepts type/subtype made of RFC 9110 token characters,
+// without parameters.
+func validMIMEType(t string) bool {
+	typ, sub, ok := strings.Cut(t, "/")
+	return ok && config.IsToken(typ) && config.IsToken(sub)
 }

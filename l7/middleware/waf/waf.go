@@ -22,6 +22,7 @@ const (
 	reasonBlocked   = "blocked"
 	reasonBodyLimit = "body_too_large"
 	reasonBadBody   = "bad_body"
+	reasonResponse  = "response_blocked"
 )
 
 // handler is one route's WAF.
@@ -33,6 +34,8 @@ type handler struct {
 	detect    bool
 	maxBody   int
 	rejectBig bool
+	respBody  int  // response bytes inspected (0: the head only)
+	response  bool // response.enabled: transactions stay open for the response
 	log       *slog.Logger
 	rep       middleware.Reporter
 	metrics   *routeMetrics
@@ -48,6 +51,7 @@ type verdict struct {
 	matched   []string
 	score     string
 	truncated bool
+	outbound  bool // a response's verdict
 }
 
 func (h *handler) Handle(r middleware.Request) *middleware.Reply {
@@ -57,7 +61,14 @@ func (h *handler) Handle(r middleware.Request) *middleware.Reply {
 		return &middleware.Reply{Status: 500, Error: "request cannot be inspected", LogReason: "waf: no exchange"}
 	}
 	start := time.Now()
-	v := h.inspect(ex)
+	v, tx := h.inspect(ex)
+	if tx != nil {
+		if h.response && v.status == 0 {
+			ex.SetValue(txKey, &respState{tx: tx})
+		} else {
+			tx.Close()
+		}
+	}
 	h.metrics.done(&v, time.Since(start))
 	if len(v.ruleIDs) > 0 {
 		h.audit(ex, &v)
@@ -101,22 +112,23 @@ func logReason(v *verdict) string {
 }
 
 // inspect runs the body limit, the regex rules and the SecLang rules.
-func (h *handler) inspect(ex middleware.Exchange) verdict {
+// It returns the Coraza transaction when one ran, still open.
+func (h *handler) inspect(ex middleware.Exchange) (verdict, types.Transaction) {
 	var v verdict
 	if h.rejectBig {
 		if n, err := strconv.ParseInt(string(ex.Header("content-length")), 10, 64); err == nil && n > int64(h.maxBody) {
-			return verdict{status: 413, action: "body_too_large", reason: reasonBodyLimit}
+			return verdict{status: 413, action: "body_too_large", reason: reasonBodyLimit}, nil
 		}
 	}
 	var body []byte
 	if h.waf != nil || h.regexBody {
 		p, complete, err := ex.RequestBodyPrefix(h.maxBody + 1)
 		if err != nil {
-			return verdict{status: 400, action: "bad_body", reason: reasonBadBody}
+			return verdict{status: 400, action: "bad_body", reason: reasonBadBody}, nil
 		}
 		if !complete && len(p) > h.maxBody {
 			if h.rejectBig {
-				return verdict{status: 413, action: "body_too_large", reason: reasonBodyLimit}
+				return verdict{status: 413, action: "body_too_large", reason: reasonBodyLimit}, nil
 			}
 			v.truncated = true
 		}
@@ -125,16 +137,17 @@ func (h *handler) inspect(ex middleware.Exchange) verdict {
 	if len(h.regex) > 0 {
 		h.regexVerdict(ex, body[:min(len(body), h.maxBody)], &v)
 		if v.status != 0 {
-			return v
+			return v, nil
 		}
 	}
+	var tx types.Transaction
 	if h.waf != nil {
-		h.corazaVerdict(ex, body, &v)
+		tx = h.corazaVerdict(ex, body, &v)
 	}
 	if v.action == "" {
 		v.action = "pass"
 	}
-	return v
+	return v, tx
 }
 
 // regexVerdict applies the regex rules; "regex:NAME" is a rule's id.
@@ -160,10 +173,10 @@ func (h *handler) regexVerdict(ex middleware.Exchange, body []byte, v *verdict) 
 	}
 }
 
-// corazaVerdict runs a Coraza transaction on the request.
-func (h *handler) corazaVerdict(ex middleware.Exchange, body []byte, v *verdict) {
+// corazaVerdict runs a Coraza transaction on the request and returns it,
+// open: the caller closes it, or keeps it for the response.
+func (h *handler) corazaVerdict(ex middleware.Exchange, body []byte, v *verdict) types.Transaction {
 	tx := h.waf.waf.NewTransactionWithID(string(ex.RequestID()))
-	defer tx.Close()
 	peer := ex.PeerAddr()
 	tx.ProcessConnection(peer.Addr().String(), int(peer.Port()), "", 0)
 	tx.ProcessURI(string(ex.URI()), string(ex.Method()), ex.Proto())
@@ -182,7 +195,7 @@ func (h *handler) corazaVerdict(ex middleware.Exchange, body []byte, v *verdict)
 	}
 	h.collect(tx, v)
 	if it == nil {
-		return
+		return tx
 	}
 	v.action, v.reason = "block", reasonBlocked
 	if it.Status == 400 {
@@ -190,9 +203,10 @@ func (h *handler) corazaVerdict(ex middleware.Exchange, body []byte, v *verdict)
 	}
 	if h.detect {
 		v.action = "detect"
-		return
+		return tx
 	}
 	v.status = interruptionStatus(it)
+	return tx
 }
 
 // framingHeaders are headers the proxy hides from middlewares (it
@@ -235,6 +249,10 @@ func (h *handler) collect(tx types.Transaction, v *verdict) {
 			// nolog rules: the CRS's own bookkeeping.
 			continue
 		}
+		if v.outbound && m.Rule().Phase() < types.PhaseResponseHeaders {
+			// The request's matches, counted when it passed.
+			continue
+		}
 		v.ruleIDs = append(v.ruleIDs, strconv.Itoa(m.Rule().ID()))
 		v.messages = append(v.messages, m.Message())
 		data := m.Data()
@@ -246,7 +264,11 @@ func (h *handler) collect(tx types.Transaction, v *verdict) {
 		v.matched = append(v.matched, truncate(data))
 	}
 	if st, ok := tx.(plugintypes.TransactionState); ok {
-		if s := st.Variables().TX().Get("blocking_inbound_anomaly_score"); len(s) > 0 {
+		score := "blocking_inbound_anomaly_score"
+		if v.outbound {
+			score = "blocking_outbound_anomaly_score"
+		}
+		if s := st.Variables().TX().Get(score); len(s) > 0 {
 			v.score = s[0]
 		}
 	}
@@ -264,7 +286,7 @@ func truncate(s string) string {
 
 // audit writes the audit line of a transaction where rules matched.
 func (h *handler) audit(ex middleware.Exchange, v *verdict) {
-	if v.action == "pass" {
+	if v.action == "pass" || v.action == "response_pass" {
 		// Rules below the anomaly threshold: counted, not audited.
 		return
 	}
@@ -280,6 +302,15 @@ func (h *handler) audit(ex middleware.Exchange, v *verdict) {
 		"messages", v.messages,
 		"matched_data", v.matched,
 		"anomaly_score", v.score,
+		"phase", phaseName(v),
 		"body_truncated", v.truncated,
 	)
+}
+
+// phaseName says what an audit line is about.
+func phaseName(v *verdict) string {
+	if v.outbound {
+		return "response"
+	}
+	return "request"
 }
