@@ -186,6 +186,12 @@ type exchange struct {
 	// says it shortened the current attempt's response_header wait.
 	deadline   time.Time
 	cutByTotal bool
+	// sentAt is when the request body streamed by sendBody was all sent
+	// (Unix nanoseconds; 0 while it streams), streaming whether one
+	// streams in this attempt: response_header counts from the end of
+	// the request.
+	sentAt    atomic.Int64
+	streaming bool
 	// grpcDeadline: the deadline is the call's grpc-timeout.
 	grpcDeadline bool
 
@@ -363,7 +369,9 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 	if perr != nil {
 		return perr, stale, reason
 	}
-	if err := x.awaitFinalHead(bc, rt); err != nil {
+	err := x.awaitFinalHead(bc, rt)
+	x.streaming = false
+	if err != nil {
 		return x.headFailed(err, bc, bodyErr)
 	}
 	resp := &x.resp
@@ -423,7 +431,13 @@ func (x *exchange) sendRequest(bc *backendConn, rt *Route) (bodyErr chan error, 
 			x.sink.informational(&continueResponse)
 		}
 		ch := make(chan error, 1)
-		go func() { ch <- x.sendBody(bc) }()
+		x.streaming = true
+		x.sentAt.Store(0)
+		go func() {
+			err := x.sendBody(bc)
+			x.sentAt.Store(time.Now().UnixNano())
+			ch <- err
+		}()
 		return ch, nil, false, ""
 	}
 	if err := bc.flush(); err != nil {
@@ -774,9 +788,37 @@ func (x *exchange) readResponseHead(bc *backendConn, rt *Route) error {
 			if err == errHeadTooLarge {
 				return errHeadTooLarge
 			}
+			if isTimeout(err) && x.waitLonger(bc, wait) {
+				continue
+			}
 			return err
 		}
 	}
+}
+
+// waitLonger re-arms the wait for the response head after it timed out
+// while the request body was still streaming to the backend (the client
+// sends it slowly, or it is large): response_header counts from the end
+// of the request, as long as timeouts.total allows. A stalled client is
+// bounded by the reads of its body.
+func (x *exchange) waitLonger(bc *backendConn, wait time.Duration) bool {
+	if !x.streaming {
+		return false
+	}
+	now := time.Now()
+	until := now.Add(wait)
+	if at := x.sentAt.Load(); at != 0 {
+		until = time.Unix(0, at).Add(wait)
+	}
+	if !x.deadline.IsZero() && x.deadline.Before(until) {
+		until = x.deadline
+		x.cutByTotal = true
+	}
+	if !until.After(now) {
+		return false
+	}
+	bc.rdl.ensureRead(bc.c, until, deadlineSlack(wait))
+	return true
 }
 
 // abortClientRead unblocks a body reader waiting on the client.

@@ -489,6 +489,55 @@ func TestBackendErrors(t *testing.T) {
 	})
 }
 
+// TestResponseHeaderCountsFromRequestEnd: response_header is the wait for
+// the response head once the request is sent: a body that takes longer
+// than it to stream (the client sends it slowly) is not cut with a 504,
+// and a backend that then stays silent gets its 504 about response_header
+// after the body's end.
+func TestResponseHeaderCountsFromRequestEnd(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, engine string) {
+		be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+			n, _ := io.Copy(io.Discard, r.Body)
+			if r.URL.Path == "/silent" {
+				<-r.Context().Done()
+				return
+			}
+			fmt.Fprintf(w, "%d", n)
+		})
+		routes := fmt.Sprintf(`  - path: "/"
+    backend: %q
+    timeouts: { connect: 1s, response_header: 700ms }
+`, be.URL)
+		g := startGateway(t, engine, gatewayConfig(engine, routes))
+		c := newClient(t)
+		slowPost := func(path string) (*http.Response, []byte) {
+			pr, pw := io.Pipe()
+			go func() {
+				for range 5 {
+					time.Sleep(400 * time.Millisecond)
+					io.WriteString(pw, strings.Repeat("a", 1000))
+				}
+				pw.Close()
+			}()
+			req, _ := http.NewRequest("POST", g.URL()+path, pr)
+			resp, body := do(t, c, req)
+			return resp, body
+		}
+		start := time.Now()
+		resp, body := slowPost("/upload")
+		if resp.StatusCode != 200 || string(body) != "5000" {
+			t.Errorf("slow 2 s upload with response_header 700ms: %d %s after %v, want 200 5000", resp.StatusCode, body, time.Since(start))
+		}
+		start = time.Now()
+		resp, body = slowPost("/silent")
+		elapsed := time.Since(start)
+		checkErrorResponse(t, resp, body, 504)
+		if elapsed < 2500*time.Millisecond || elapsed > 4500*time.Millisecond {
+			t.Errorf("silent backend: 504 after %v, want about 2 s of body + 700ms", elapsed)
+		}
+	})
+}
+
 // TestStripPrefixHostMethods: strip_prefix with a base path, host and
 // method matching.
 func TestStripPrefixHostMethods(t *testing.T) {
