@@ -36,6 +36,7 @@ middlewares:
 routes:
   - path: "/"
     backend: %q
+    timeouts: { total: 120s }   # the 256 MiB upload, on a loaded machine
 `, anyPort, engineYAML(engine), bans, backend)
 }
 
