@@ -43,7 +43,7 @@ func serveChild(args []string) int {
 	if len(args) > 0 {
 		loops = args[0]
 	}
-	yaml := fmt.Sprintf(`server: { listen: "127.0.0.1:0", engine: fast, event_loops: %q, idle_timeout: 10m }
+	yaml := fmt.Sprintf(`server: { listen: "127.0.0.1:0", engine: fast, event_loops: %q, idle_timeout: 1h, read_header_timeout: 60s }
 admin: { listen: "off" }
 log: { access: false, level: error }
 routes:
