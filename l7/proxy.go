@@ -664,6 +664,16 @@ func (x *exchange) waitBody(bodyErr chan error) {
 // backend has nothing more buffered (so streamed responses are delivered
 // as they come). It reports whether the response completed cleanly.
 func (x *exchange) relayBody(bc *backendConn) bool {
+	if !x.br.pending() {
+		// The backend sent its head alone (a stream that starts later,
+		// server-sent events): the client gets the head now, not with
+		// the first body bytes.
+		if werr := x.sink.flush(); werr != nil {
+			x.closeClient = true
+			x.errMsg = "client write failed"
+			return false
+		}
+	}
 	for {
 		p, err := x.br.next()
 		if len(p) > 0 {

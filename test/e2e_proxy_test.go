@@ -538,6 +538,37 @@ func TestResponseHeaderCountsFromRequestEnd(t *testing.T) {
 	})
 }
 
+// TestResponseHeadBeforeBody: a backend that sends its response head and
+// only later its body (a stream that starts later) has its head reach
+// the client at once.
+func TestResponseHeadBeforeBody(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, engine string) {
+		be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(200)
+			w.(http.Flusher).Flush()
+			select {
+			case <-time.After(1500 * time.Millisecond):
+				io.WriteString(w, "data: late\n\n")
+			case <-r.Context().Done():
+			}
+		})
+		g := startGateway(t, engine, gatewayConfig(engine, fmt.Sprintf("  - path: \"/\"\n    backend: %q\n", be.URL)))
+		start := time.Now()
+		resp, err := newClient(t).Get(g.URL() + "/events")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if head := time.Since(start); head > time.Second {
+			t.Errorf("response head after %v, want it before the body (sent 1.5 s later)", head)
+		}
+		if b, _ := io.ReadAll(resp.Body); string(b) != "data: late\n\n" {
+			t.Errorf("body %q", b)
+		}
+	})
+}
+
 // TestStripPrefixHostMethods: strip_prefix with a base path, host and
 // method matching.
 func TestStripPrefixHostMethods(t *testing.T) {
