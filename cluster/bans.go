@@ -48,7 +48,7 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'op', 'unban', 'ip', AR
 return n
 `)
 
-func (c *Client) bansKey() string   { return c.prefix + "{bans}" }
+func (c *Client) bansKey() string    { return c.prefix + "{bans}" }
 func (c *Client) bansLogKey() string { return c.prefix + "{bans}:log" }
 
 // banFollower applies the cluster's bans to this node.

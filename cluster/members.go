@@ -37,7 +37,7 @@ type Member struct {
 	ExpiresIn string `json:"expires_in"`
 }
 
-func (c *Client) membersKey() string        { return c.prefix + "{nodes}" }
+func (c *Client) membersKey() string           { return c.prefix + "{nodes}" }
 func (c *Client) memberKey(name string) string { return c.prefix + "{nodes}:" + name }
 
 // heartbeat announces this node once and updates the live node count.
