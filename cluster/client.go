@@ -98,6 +98,8 @@ func New(cfg config.Cluster, node NodeInfo, log *slog.Logger, reg prometheus.Reg
 	}
 	if err := c.heartbeat(); err != nil {
 		c.fail("heartbeat", err)
+	} else {
+		c.loadScripts()
 	}
 	c.spawn(c.heartbeats)
 	return c, nil
@@ -176,6 +178,19 @@ func (c *Client) registerMetrics(reg prometheus.Registerer) error {
 		}
 	}
 	return nil
+}
+
+// loadScripts loads the request path's script ahead of the first
+// request (on every master of a Redis Cluster), so that the first
+// request does not pay a NOSCRIPT round trip within its timeout.
+func (c *Client) loadScripts() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
+		cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return takeScript.Load(ctx, m).Err() })
+		return
+	}
+	takeScript.Load(ctx, c.rdb)
 }
 
 // Up reports whether Redis answered the last command.
