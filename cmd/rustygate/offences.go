@@ -21,7 +21,7 @@ type banner struct {
 	dp     *loader.Datapath
 	target banTarget
 	log    *slog.Logger
-	cfg atomic.Pointer[config.Bans]
+	cfg    atomic.Pointer[config.Bans]
 
 	mu sync.Mutex
 	// failures (JWT) and wafBlocks count offences per address.
