@@ -214,3 +214,29 @@ func TestClusterRedisDown(t *testing.T) {
 		t.Errorf("after recovery: limit %q remaining %q, want the cluster's 90 and 89", resp.Header.Get("RateLimit-Limit"), resp.Header.Get("RateLimit-Remaining"))
 	}
 }
+
+// Against Sentinel: the nodes count in the master; when it dies the
+// sentinel promotes the replica and the nodes count there, from the
+// replicated state.
+func TestClusterSentinelFailover(t *testing.T) {
+	s := testredis.StartSentinel(t)
+	nodes := startClusterNodes(t, 2, fmt.Sprintf("mode: sentinel, master_name: %s, addrs: [%q]", s.Name, s.Sentinel.Addr()), "limit: 100, window: 60s")
+	if passed := roundRobin(t, nodes, "127.0.0.1", 40); passed != 40 {
+		t.Fatalf("%d of 40 passed", passed)
+	}
+	s.Master.Kill()
+	waitAll(t, 15*time.Second, "the sentinel promotes the replica", func() bool { return s.MasterPort() == s.Replica.Port })
+	waitAll(t, 5*time.Second, "both nodes count in the new master", func() bool {
+		return nodes[0].metric(t, "rustygate_cluster_up") == "1" && nodes[1].metric(t, "rustygate_cluster_up") == "1"
+	})
+	waitAll(t, 5*time.Second, "the replicated count carries on", func() bool {
+		resp, err := clientFrom("127.0.0.1").Get(nodes[1].URL() + "/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		// 40 taken before the failover: at most 59 remain.
+		rem, err := strconv.Atoi(resp.Header.Get("RateLimit-Remaining"))
+		return resp.Header.Get("RateLimit-Limit") == "100" && err == nil && rem < 60
+	})
+}

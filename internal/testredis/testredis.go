@@ -27,6 +27,7 @@ type Server struct {
 	Port int
 	dir  string
 	args []string
+	wrap []string // command the processes run through, such as nsenter
 	cmd  *exec.Cmd
 }
 
@@ -39,7 +40,20 @@ func Start(t testing.TB) *Server {
 	return start(t, testnet.FreePortRange(t, "127.0.0.1", 1))
 }
 
+// StartVia starts a standalone redis-server on port through a wrapper
+// command that execs it (such as "nsenter --net=PATH": the server then
+// listens on that namespace's loopback).
+func StartVia(t testing.TB, port int, wrapper ...string) *Server {
+	t.Helper()
+	return startVia(t, port, wrapper)
+}
+
 func start(t testing.TB, port int, extra ...string) *Server {
+	t.Helper()
+	return startVia(t, port, nil, extra...)
+}
+
+func startVia(t testing.TB, port int, wrapper []string, extra ...string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -48,7 +62,7 @@ func start(t testing.TB, port int, extra ...string) *Server {
 	dir := t.TempDir()
 	args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", dir, "--protected-mode", "no", "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log")}, extra...)
-	s := &Server{t: t, Port: port, dir: dir, args: append([]string{bin}, args...)}
+	s := &Server{t: t, Port: port, dir: dir, args: append([]string{bin}, args...), wrap: wrapper}
 	s.run()
 	t.Cleanup(s.Kill)
 	return s
@@ -57,7 +71,8 @@ func start(t testing.TB, port int, extra ...string) *Server {
 // run starts the process and waits until it answers PING.
 func (s *Server) run() {
 	s.t.Helper()
-	s.cmd = exec.Command(s.args[0], s.args[1:]...)
+	argv := append(append([]string{}, s.wrap...), s.args...)
+	s.cmd = exec.Command(argv[0], argv[1:]...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("redis-server: %v", err)
 	}
@@ -95,7 +110,8 @@ func (s *Server) Restart() {
 func (s *Server) CLI(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "redis-cli", append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(s.Port)}, args...)...).CombinedOutput()
+	argv := append(append(append([]string{}, s.wrap...), "redis-cli", "-h", "127.0.0.1", "-p", strconv.Itoa(s.Port)), args...)
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 	return string(out), err
 }
 
