@@ -18,7 +18,7 @@ var nodeSeq atomic.Int64
 
 // sharedLimiters builds n limiters of scope cluster, one per node, each
 // with its own connection to the Redis at addr.
-func sharedLimiters(t *testing.T, n int, addr string, s Settings) []*Limiter {
+func sharedLimiters(t testing.TB, n int, addr string, s Settings) []*Limiter {
 	t.Helper()
 	out := make([]*Limiter, n)
 	for i := range out {
