@@ -85,7 +85,7 @@ func New(cfg config.Cluster, node NodeInfo, log *slog.Logger, reg prometheus.Reg
 	if err != nil {
 		return nil, err
 	}
-	node.Name = cfg.NodeName
+	node.Name = cfg.NodeNameOrHost()
 	if node.Started == "" {
 		node.Started = time.Now().UTC().Format(time.RFC3339)
 	}

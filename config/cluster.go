@@ -28,8 +28,8 @@ const (
 // section is off while cluster.redis.addrs is empty.
 type Cluster struct {
 	Redis ClusterRedis `yaml:"redis"`
-	// NodeName names this instance among the others. Default: the host
-	// name.
+	// NodeName names this instance among the others. Default (empty):
+	// the host name, read at start (NodeNameOrHost).
 	NodeName string `yaml:"node_name"`
 	// KeyPrefix starts every Redis key the gateway writes. Default
 	// "rustygate:".
@@ -57,6 +57,17 @@ type ClusterRedis struct {
 	Timeout Duration `yaml:"timeout"`
 }
 
+// NodeNameOrHost returns node_name, or the host name when it is empty.
+func (c *Cluster) NodeNameOrHost() string {
+	if c.NodeName != "" {
+		return c.NodeName
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "rustygate"
+}
+
 // Enabled reports whether the gateway runs as a cluster member.
 func (c *Cluster) Enabled() bool { return len(c.Redis.Addrs) > 0 }
 
@@ -66,9 +77,6 @@ func clusterDefaults(c *Config, unset func(string) bool) {
 	setString(&cl.Redis.Mode, RedisStandalone)
 	setDuration(&cl.Redis.Timeout, defaultClusterTimeout, unset("cluster.redis.timeout"))
 	setString(&cl.KeyPrefix, defaultClusterKeyPrefix)
-	if cl.NodeName == "" {
-		cl.NodeName, _ = os.Hostname()
-	}
 	if cl.Redis.TLS != nil {
 		setString(&cl.Redis.TLS.MinVersion, defaultTLSMinVersion)
 	}
@@ -108,8 +116,8 @@ func validateCluster(c *Config, st *vstate) {
 		checkBackendTLS(r.TLS, "cluster.redis.tls", st)
 		checkBackendTLSPair(r.TLS, r.TLS, nil, "cluster.redis.tls", "", st)
 	}
-	if cl.NodeName == "" || strings.ContainsFunc(cl.NodeName, isSpaceOrControl) || len(cl.NodeName) > 253 {
-		st.add("cluster.node_name", "must be 1 to 253 characters without spaces or control characters (got %q)", cl.NodeName)
+	if strings.ContainsFunc(cl.NodeName, isSpaceOrControl) || len(cl.NodeName) > 253 {
+		st.add("cluster.node_name", "must be at most 253 characters without spaces or control characters (got %q)", cl.NodeName)
 	}
 	if cl.KeyPrefix == "" || strings.ContainsFunc(cl.KeyPrefix, isSpaceOrControl) || strings.ContainsAny(cl.KeyPrefix, "{}") {
 		st.add("cluster.key_prefix", "must be non-empty, without spaces, control characters or braces (got %q)", cl.KeyPrefix)

@@ -15,7 +15,7 @@ func TestClusterDefaults(t *testing.T) {
 	}
 	cl := cfg.Cluster
 	if !cl.Enabled() || cl.Redis.Mode != RedisStandalone || cl.Redis.Timeout.D() != 10*time.Millisecond ||
-		cl.KeyPrefix != "rustygate:" || cl.NodeName == "" {
+		cl.KeyPrefix != "rustygate:" || cl.NodeNameOrHost() == "" {
 		t.Errorf("defaults = %+v", cl)
 	}
 	off, err := Parse("c.yaml", []byte(clusterBase))
@@ -36,7 +36,7 @@ func TestClusterErrors(t *testing.T) {
 		{"cluster:\n  redis:\n    addrs: [\"a:1\"]\n    mode: cluster\n    db: 2\n", `c.yaml:7: cluster.redis.db: must be 0 with mode cluster`},
 		{"cluster:\n  redis:\n    addrs: [\"a:1\"]\n    timeout: 0s\n", `c.yaml:6: cluster.redis.timeout: must be between 1ms and 10s`},
 		{"cluster:\n  key_prefix: \"a{b}\"\n", `c.yaml:4: cluster.key_prefix: must be non-empty`},
-		{"cluster:\n  node_name: \"a b\"\n", `c.yaml:4: cluster.node_name: must be 1 to 253 characters`},
+		{"cluster:\n  node_name: \"a b\"\n", `c.yaml:4: cluster.node_name: must be at most 253 characters`},
 		{"cluster:\n  redis:\n    adresses: [\"a:1\"]\n", `c.yaml:5: unknown key "adresses"`},
 		{"cluster:\n  redis:\n    addrs: [\"a:1\"]\n    tls: { min_version: \"1.1\" }\n", `c.yaml:6: cluster.redis.tls.min_version: unsupported version "1.1"`},
 	}

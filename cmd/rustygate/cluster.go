@@ -19,7 +19,7 @@ func (g *gateway) joinCluster(cfg *config.Config, dp *loader.Datapath) (*cluster
 	}
 	cl.FollowBans(cluster.Datapath{DP: dp})
 	g.cluster = cl
-	g.log.Info("cluster: joined", "node", cfg.Cluster.NodeName, "mode", cfg.Cluster.Redis.Mode, "redis_up", cl.Up())
+	g.log.Info("cluster: joined", "node", cl.Node().Name, "mode", cfg.Cluster.Redis.Mode, "redis_up", cl.Up())
 	return cl, nil
 }
 
