@@ -216,3 +216,28 @@ func atoiTrim(s string) int {
 	}
 	return n
 }
+
+// TakeN of k requests gives each what k sequential Takes would.
+func TestTakeN(t *testing.T) {
+	r := testredis.Start(t)
+	c := newClient(t, "a", config.RedisStandalone, r.Addr())
+	g := GCRA{Interval: 6 * time.Second, Tolerance: 60 * time.Second, Window: time.Minute}
+	seq := make([]Verdict, 12)
+	for i := range seq {
+		v, err := c.Take(c.LimitKey("seq", "k"), g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq[i] = v
+	}
+	b, err := c.TakeN(c.LimitKey("batch", "k"), g, 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range seq {
+		got := b.Verdict(i)
+		if got.OK != want.OK || got.Remaining != want.Remaining || got.Count != want.Count || (got.Reset-want.Reset).Abs() > 50*time.Millisecond {
+			t.Errorf("request %d: batch %+v, sequential %+v", i, got, want)
+		}
+	}
+}

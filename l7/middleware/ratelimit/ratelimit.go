@@ -41,7 +41,10 @@
 // declares MayBlock. While Redis fails, `on_error` decides: local (the
 // node's own store with the limit and burst divided by the live nodes),
 // allow, or deny (503). Each request is counted in Redis: no lease of
-// tokens is taken ahead, so the cluster-wide count carries no error.
+// tokens is taken ahead, so the cluster-wide count carries no error; the
+// concurrent requests of one key on one node share a step (a script call
+// for k requests gives each the verdict of k sequential steps), which
+// saves round trips on hot keys without changing any count.
 package ratelimit
 
 import (

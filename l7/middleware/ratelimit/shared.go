@@ -14,15 +14,17 @@ import (
 )
 
 // shared is the state of a limiter of scope cluster: every request is
-// one GCRA step in Redis (cluster.Client.Take), with the parameters of
-// the local limiter, so that N instances together let through what one
-// instance would. While Redis fails, onError decides.
+// one GCRA step in Redis (cluster.Client.TakeN; concurrent requests of
+// one key share a step, see combiner), with the parameters of the local
+// limiter, so that N instances together let through what one instance
+// would. While Redis fails, onError decides.
 type shared struct {
 	cl      *cluster.Client
 	id      string // the limiter's name in Redis, the same on every node
 	gcra    cluster.GCRA
 	onError string
 	cfg     Settings
+	batches *combiner
 	// fallback is the node's own limiter of on_error local, for the
 	// number of live nodes it was made for.
 	fallback atomic.Pointer[fallbackStore]
@@ -44,6 +46,7 @@ func newShared(cl *cluster.Client, route string, cfg Settings, interval int64) *
 		gcra:    cluster.GCRA{Interval: time.Duration(interval), Tolerance: time.Duration(interval * int64(cfg.Burst)), Window: time.Duration(cfg.Window)},
 		onError: cfg.OnError,
 		cfg:     cfg,
+		batches: newCombiner(),
 	}
 }
 
@@ -51,7 +54,8 @@ func newShared(cl *cluster.Client, route string, cfg Settings, interval int64) *
 // on_error policy: reply is then the answer to send (nil: let the
 // request through), and limit the limit the headers show ("" for none).
 func (s *shared) take(l *Limiter, r middleware.Request, ip netip.Addr) (res result, limit string, reply *middleware.Reply, ok bool) {
-	v, err := s.cl.Take(s.cl.LimitKey(s.id, l.clusterKey(r, ip)), s.gcra)
+	rkey := s.cl.LimitKey(s.id, l.clusterKey(r, ip))
+	v, err := s.batches.take(rkey, func(k int) (cluster.Batch, error) { return s.cl.TakeN(rkey, s.gcra, k) })
 	if err == nil {
 		return result{ok: v.OK, remaining: v.Remaining, reset: v.Reset, count: uint32(v.Count)}, l.limitValue, nil, true
 	}

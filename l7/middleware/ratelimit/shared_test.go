@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,4 +117,40 @@ func TestClusterScopeOnError(t *testing.T) {
 	if req.respHeader("RateLimit-Limit") != "100" {
 		t.Errorf("after recovery: RateLimit-Limit %q, want the cluster's 100", req.respHeader("RateLimit-Limit"))
 	}
+}
+
+// Concurrent requests of one key, batched into shared Redis steps, are
+// counted exactly: 100 of 1200 pass, and each remaining value is given once.
+func TestClusterScopeBatched(t *testing.T) {
+	r := testredis.Start(t)
+	ls := sharedLimiters(t, 3, r.Addr(), sharedSettings(OnErrorLocal))
+	peer := netip.MustParseAddr("203.0.113.11")
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	passed := 0
+	var wg sync.WaitGroup
+	for w := range 60 {
+		wg.Go(func() {
+			for i := range 20 {
+				req := &request{peer: peer}
+				if ls[(w+i)%3].Handle(req) != nil {
+					continue
+				}
+				mu.Lock()
+				passed++
+				if rem := req.respHeader("RateLimit-Remaining"); seen[rem] {
+					t.Errorf("RateLimit-Remaining %s given twice", rem)
+				} else {
+					seen[rem] = true
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if passed != 100 {
+		t.Errorf("%d of 1200 concurrent requests passed, want 100", passed)
+	}
+	cmds := r.Commands()
+	t.Logf("%d Redis commands for 1200 requests", cmds)
 }
