@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 )
@@ -71,9 +72,13 @@ func (c *Cluster) NodeNameOrHost() string {
 // Enabled reports whether the gateway runs as a cluster member.
 func (c *Cluster) Enabled() bool { return len(c.Redis.Addrs) > 0 }
 
-// clusterDefaults fills the cluster section's defaults.
+// clusterDefaults fills the cluster section's defaults when the section
+// is on.
 func clusterDefaults(c *Config, unset func(string) bool) {
 	cl := &c.Cluster
+	if !cl.Enabled() {
+		return
+	}
 	setString(&cl.Redis.Mode, RedisStandalone)
 	setDuration(&cl.Redis.Timeout, defaultClusterTimeout, unset("cluster.redis.timeout"))
 	setString(&cl.KeyPrefix, defaultClusterKeyPrefix)
@@ -82,10 +87,17 @@ func clusterDefaults(c *Config, unset func(string) bool) {
 	}
 }
 
-// validateCluster checks the cluster section, even when it is off.
+// validateCluster checks the cluster section. A section that sets keys
+// but no address would silently do nothing: it is refused.
 func validateCluster(c *Config, st *vstate) {
 	cl := &c.Cluster
 	r := &cl.Redis
+	if !cl.Enabled() {
+		if !reflect.DeepEqual(*cl, Cluster{}) {
+			st.add("cluster.redis.addrs", "is required: cluster mode is on only with the address of Redis")
+		}
+		return
+	}
 	for i, a := range r.Addrs {
 		if msg := checkRedisAddr(a); msg != "" {
 			st.add(fmt.Sprintf("cluster.redis.addrs[%d]", i), "%s", msg)

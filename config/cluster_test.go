@@ -35,8 +35,9 @@ func TestClusterErrors(t *testing.T) {
 		{"cluster:\n  redis:\n    addrs: [\"a:1\"]\n    master_name: m\n", `c.yaml:6: cluster.redis.master_name: applies only to mode sentinel`},
 		{"cluster:\n  redis:\n    addrs: [\"a:1\"]\n    mode: cluster\n    db: 2\n", `c.yaml:7: cluster.redis.db: must be 0 with mode cluster`},
 		{"cluster:\n  redis:\n    addrs: [\"a:1\"]\n    timeout: 0s\n", `c.yaml:6: cluster.redis.timeout: must be between 1ms and 10s`},
-		{"cluster:\n  key_prefix: \"a{b}\"\n", `c.yaml:4: cluster.key_prefix: must be non-empty`},
-		{"cluster:\n  node_name: \"a b\"\n", `c.yaml:4: cluster.node_name: must be at most 253 characters`},
+		{"cluster:\n  redis: { addrs: [\"a:1\"] }\n  key_prefix: \"a{b}\"\n", `c.yaml:5: cluster.key_prefix: must be non-empty`},
+		{"cluster:\n  redis: { addrs: [\"a:1\"] }\n  node_name: \"a b\"\n", `c.yaml:5: cluster.node_name: must be at most 253 characters`},
+		{"cluster:\n  node_name: a\n", `cluster.redis.addrs: is required`},
 		{"cluster:\n  redis:\n    adresses: [\"a:1\"]\n", `c.yaml:5: unknown key "adresses"`},
 		{"cluster:\n  redis:\n    addrs: [\"a:1\"]\n    tls: { min_version: \"1.1\" }\n", `c.yaml:6: cluster.redis.tls.min_version: unsupported version "1.1"`},
 	}

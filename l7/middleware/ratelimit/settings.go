@@ -38,12 +38,14 @@ type Settings struct {
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// MaxKeys bounds the keys tracked at once. Default 1000000.
 	MaxKeys int `yaml:"max_keys"`
-	// Scope is "local" (default: each instance counts on its own) or
+	// Scope is "local" (default, also when empty: each instance counts on
+	// its own) or
 	// "cluster" (the instances of the cluster section count together in
 	// Redis).
 	Scope string `yaml:"scope"`
 	// OnError is what a cluster scope does while Redis fails or is
-	// slower than cluster.redis.timeout: "local" (default: this node's
+	// slower than cluster.redis.timeout: "local" (default, also when
+	// empty: this node's
 	// own limiter, the limit divided by the live nodes), "allow" or
 	// "deny" (503).
 	OnError string `yaml:"on_error"`
@@ -60,7 +62,7 @@ const (
 
 // defaults returns the settings of an entry that writes no key.
 func defaults() any {
-	return &Settings{Window: defaultWindow, Key: defaultKey, MaxKeys: defaultMaxKeys, Scope: ScopeLocal, OnError: OnErrorLocal}
+	return &Settings{Window: defaultWindow, Key: defaultKey, MaxKeys: defaultMaxKeys}
 }
 
 // Resolve sets the burst of an entry that has none to its limit.
