@@ -56,21 +56,27 @@ type banFollower struct {
 	c     *Client
 	apply BanApplier
 	mu    sync.Mutex
-	// pending are bans made here while Redis was down, published at the
-	// next synchronisation (address -> expiry).
+	// pending are bans made here but not yet in Redis (address ->
+	// expiry): published by the publisher, or at the next
+	// synchronisation when Redis was away.
 	pending map[netip.Addr]time.Time
+	// kick wakes the publisher.
+	kick chan struct{}
 }
 
 // FollowBans applies every ban of the cluster to a, now (the bans in
 // force in Redis) and as they come, until Close.
 func (c *Client) FollowBans(a BanApplier) {
-	c.bans = &banFollower{c: c, apply: a, pending: map[netip.Addr]time.Time{}}
+	c.bans = &banFollower{c: c, apply: a, pending: map[netip.Addr]time.Time{}, kick: make(chan struct{}, 1)}
 	c.spawn(c.bans.run)
+	c.spawn(c.bans.publisher)
 }
 
 // Ban bans ip for ttl on this node at once and on every node through
-// Redis. While Redis is unreachable the ban applies here and is
-// published when Redis is back.
+// Redis. It never waits on Redis (offences arrive on the request path,
+// even on the event loops): a publisher writes the ban to Redis in the
+// background, and while Redis is unreachable the ban applies here and
+// is published when Redis is back.
 func (c *Client) Ban(ip netip.Addr, ttl time.Duration) error {
 	ip = ip.Unmap()
 	if c.bans == nil {
@@ -79,16 +85,39 @@ func (c *Client) Ban(ip netip.Addr, ttl time.Duration) error {
 	if err := c.bans.apply.Ban(ip, ttl); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	err := banScript.Run(ctx, c.rdb, []string{c.bansKey(), c.bansLogKey()}, ip.String(), ttl.Milliseconds(), c.node.Name, logMaxLen).Err()
-	if err != nil {
-		c.fail("bans", err)
-		c.bans.mu.Lock()
+	c.bans.mu.Lock()
+	if len(c.bans.pending) < maxPending {
 		c.bans.pending[ip] = time.Now().Add(ttl)
-		c.bans.mu.Unlock()
+	}
+	c.bans.mu.Unlock()
+	select {
+	case c.bans.kick <- struct{}{}:
+	default:
 	}
 	return nil
+}
+
+// maxPending bounds the bans waiting to be published.
+const maxPending = 65536
+
+// publisher writes the pending bans to Redis as they come.
+func (f *banFollower) publisher() {
+	for {
+		select {
+		case <-f.c.stop:
+			return
+		case <-f.kick:
+		}
+		if !f.c.Up() {
+			continue // published by the synchronisation once Redis is back
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := f.publishPending(ctx)
+		cancel()
+		if err != nil {
+			f.c.fail("bans", err)
+		}
+	}
 }
 
 // Unban lifts the ban of ip here and on every node. It reports whether

@@ -222,6 +222,12 @@ func (c *Client) recovered() {
 	if c.up.CompareAndSwap(false, true) {
 		c.upG.Set(1)
 		c.log.Info("cluster: redis available again; rate limits of scope cluster count in redis")
+		if b := c.bans; b != nil {
+			select { // publish the bans made meanwhile
+			case b.kick <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 

@@ -241,3 +241,23 @@ func TestTakeN(t *testing.T) {
 		}
 	}
 }
+
+// A ban made while Redis is down applies here at once, without waiting,
+// and reaches the other nodes once Redis is back.
+func TestBanWhileDown(t *testing.T) {
+	r := testredis.Start(t)
+	a, b := newClient(t, "a", config.RedisStandalone, r.Addr()), newClient(t, "b", config.RedisStandalone, r.Addr())
+	da, db := newDatapath(t), newDatapath(t)
+	a.FollowBans(da)
+	b.FollowBans(db)
+	r.Kill()
+	start := time.Now()
+	if err := a.Ban(ip, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 10*time.Millisecond || !banned(da) {
+		t.Fatalf("Ban with Redis down: %s, banned here %v", d, banned(da))
+	}
+	r.Restart()
+	waitUntil(t, 3*time.Second, "the ban reaches b after Redis came back", func() bool { return banned(db) })
+}
