@@ -173,6 +173,9 @@ func (c *Client) registerMetrics(reg prometheus.Registerer) error {
 	c.nodesG = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rustygate_cluster_nodes", Help: "Live nodes of the cluster, from their heartbeats."})
 	c.upG.Set(1)
 	c.nodesG.Set(1)
+	for _, op := range []string{"limit", "heartbeat", "bans"} {
+		c.errs.WithLabelValues(op) // exported at 0 from the start
+	}
 	if reg == nil {
 		return nil
 	}
