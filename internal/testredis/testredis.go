@@ -73,6 +73,7 @@ func (s *Server) run() {
 	s.t.Helper()
 	argv := append(append([]string{}, s.wrap...), s.args...)
 	s.cmd = exec.Command(argv[0], argv[1:]...)
+	dieWithParent(s.cmd)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("redis-server: %v", err)
 	}
