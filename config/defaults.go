@@ -134,6 +134,7 @@ func applyDefaults(c *Config, set map[string]bool) []bool {
 	tracingDefaults(c, unset)
 	tlsDefaults(c, unset)
 	l4Defaults(c, unset)
+	clusterDefaults(c, unset)
 	return defaultNames(c.Routes)
 }
 

@@ -56,8 +56,8 @@ middlewares:
 		require_exp: true
 `,
 			want: []string{
-				`bad.yaml:4: unknown key "allow_origins" at middlewares[0] (known: name, enabled, limit, window, burst, key, trusted_proxies, max_keys)`,
-				`bad.yaml:5: unknown key "algorithms" at middlewares[0] (known: name, enabled, limit, window, burst, key, trusted_proxies, max_keys)`,
+				`bad.yaml:4: unknown key "allow_origins" at middlewares[0] (known: name, enabled, limit, window, burst, key, trusted_proxies, max_keys, scope, on_error)`,
+				`bad.yaml:5: unknown key "algorithms" at middlewares[0] (known: name, enabled, limit, window, burst, key, trusted_proxies, max_keys, scope, on_error)`,
 				`bad.yaml:8: unknown key "key" at middlewares[1] (known: name, enabled, path, config, fail_open, max_concurrency, max_queue)`,
 				`bad.yaml:9: unknown key "allow_credentials" at middlewares[1] (known: name, enabled, path, config, fail_open, max_concurrency, max_queue)`,
 				`bad.yaml:10: unknown key "require_exp" at middlewares[1] (known: name, enabled, path, config, fail_open, max_concurrency, max_queue)`,
@@ -350,7 +350,7 @@ routes:
 				`bad.yaml:23: routes[0].middlewares[3].name: duplicate middleware "cors" (also middlewares[2])`,
 				`bad.yaml:24: routes[0].middlewares[4].path: is required`,
 				`bad.yaml:28: routes[0].middlewares[6].path: duplicate wasm entry with path "x.wasm" (also middlewares[5])`,
-				`bad.yaml:37: unknown key "allow_credentials" at routes[1].middlewares[0] (known: name, enabled, limit, window, burst, key, trusted_proxies, max_keys)`,
+				`bad.yaml:37: unknown key "allow_credentials" at routes[1].middlewares[0] (known: name, enabled, limit, window, burst, key, trusted_proxies, max_keys, scope, on_error)`,
 			},
 		},
 		{

@@ -20,6 +20,8 @@ type Config struct {
 	Tracing Tracing `yaml:"tracing"`
 	// L4 are TCP listeners proxied to backend pools byte for byte.
 	L4 []L4Listener `yaml:"l4"`
+	// Cluster shares rate limits and bans between instances through Redis.
+	Cluster Cluster `yaml:"cluster"`
 
 	// Source is the file the configuration was read from ("" when parsed
 	// from bytes without a name).

@@ -150,6 +150,7 @@ func validate(c *Config, st *vstate) []FieldError {
 	validateTracing(c, st)
 	validateTLS(c, st)
 	validateL4(c, st)
+	validateCluster(c, st)
 	return st.errs
 }
 

@@ -44,9 +44,10 @@ func (g *gateway) adminMux() *http.ServeMux {
 	mux.HandleFunc("GET /healthz", handleLive)
 	mux.HandleFunc("GET /readyz", g.handleReady)
 	mux.Handle("POST /admin/reload", g.requireToken(http.HandlerFunc(g.handleReload)))
-	bans := g.requireToken(bansHandler(g.dp))
+	bans := g.requireToken(g.bansHandler())
 	mux.Handle("/admin/bans", bans)
 	mux.Handle("/admin/bans/", bans)
+	mux.Handle("GET /admin/cluster", g.requireToken(http.HandlerFunc(g.handleCluster)))
 	mux.Handle("/debug/pprof/", g.pprofGate(http.HandlerFunc(pprof.Index)))
 	mux.Handle("/debug/pprof/cmdline", g.pprofGate(http.HandlerFunc(pprof.Cmdline)))
 	mux.Handle("/debug/pprof/profile", g.pprofGate(http.HandlerFunc(pprof.Profile)))
@@ -185,6 +186,9 @@ func diffConfigs(old, cfg *config.Config) reloadResult {
 	}
 	if old.Server.MaxHeaderBytes != cfg.Server.MaxHeaderBytes {
 		res.Restart = append(res.Restart, "server.max_header_bytes (new connections use the new value)")
+	}
+	if !reflect.DeepEqual(old.Cluster, cfg.Cluster) {
+		res.Restart = append(res.Restart, "cluster")
 	}
 	if old.Admin.Listen != cfg.Admin.Listen {
 		res.Restart = append(res.Restart, "admin.listen")

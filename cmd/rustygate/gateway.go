@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/rustygate/rustygate/certs"
+	"github.com/rustygate/rustygate/cluster"
 	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l4"
 	"github.com/rustygate/rustygate/l7"
@@ -67,6 +68,8 @@ type gateway struct {
 	l4      *l4.Manager
 	dp      *loader.Datapath
 	banner  *banner
+	// cluster is the connection to the cluster's Redis (nil: cluster off).
+	cluster *cluster.Client
 	inherit *inherited
 
 	// reloadMu serialises reloads (file watcher, SIGHUP, admin).
@@ -137,7 +140,15 @@ func (g *gateway) run(cfg *config.Config) int {
 	}
 	defer dp.Close()
 	g.dp = dp
-	g.banner = newBanner(dp, cfg.Datapath.Bans, log)
+	if cfg.Cluster.Enabled() {
+		cl, err := g.joinCluster(cfg, dp)
+		if err != nil {
+			log.Error("cluster", "error", err.Error())
+			return 1
+		}
+		defer cl.Close()
+	}
+	g.banner = newBanner(dp, g.banTarget(), cfg.Datapath.Bans, log)
 	g.metrics.Info(version, cfg.Server.Engine, dp.Mode(), dp.Reason())
 	g.metrics.RegisterDatapath(dp.Mode(), func() (observe.DatapathCounters, error) {
 		n, err := dp.Counters()
@@ -157,6 +168,9 @@ func (g *gateway) run(cfg *config.Config) int {
 	g.tr = l7.NewTransport(log, g.metrics)
 	g.tr.SetOffences(g.banner)
 	g.tr.SetResource(wasm.ManagerResource, pm)
+	if g.cluster != nil {
+		g.tr.SetResource(cluster.Resource, g.cluster)
+	}
 	defer g.tr.Close()
 	snap, err := l7.NewSnapshot(cfg, g.tr, g.metrics, nil)
 	if err != nil {

@@ -18,9 +18,10 @@ import (
 // `bans.duration` (in the kernel when it runs there: its packets are
 // dropped before they reach the gateway).
 type banner struct {
-	dp  *loader.Datapath
-	log *slog.Logger
-	cfg atomic.Pointer[config.Bans]
+	dp     *loader.Datapath
+	target banTarget
+	log    *slog.Logger
+	cfg    atomic.Pointer[config.Bans]
 
 	mu sync.Mutex
 	// failures (JWT) and wafBlocks count offences per address.
@@ -39,8 +40,14 @@ type failureWindow struct {
 // maxTracked bounds the addresses tracked for each kind of offence.
 const maxTracked = 100000
 
-func newBanner(dp *loader.Datapath, cfg config.Bans, log *slog.Logger) *banner {
-	b := &banner{dp: dp, log: log, failures: map[netip.Addr]*failureWindow{}, wafBlocks: map[netip.Addr]*failureWindow{}, recent: map[netip.Addr]time.Time{}}
+// banTarget applies a ban: the datapath, or the cluster (every node's
+// datapath).
+type banTarget interface {
+	Ban(ip netip.Addr, ttl time.Duration) error
+}
+
+func newBanner(dp *loader.Datapath, target banTarget, cfg config.Bans, log *slog.Logger) *banner {
+	b := &banner{dp: dp, target: target, log: log, failures: map[netip.Addr]*failureWindow{}, wafBlocks: map[netip.Addr]*failureWindow{}, recent: map[netip.Addr]time.Time{}}
 	b.cfg.Store(&cfg)
 	return b
 }
@@ -117,7 +124,7 @@ func (b *banner) ban(ip netip.Addr, cfg *config.Bans, why string) {
 	}
 	b.recent[ip] = now
 	b.mu.Unlock()
-	if err := b.dp.Ban(ip, cfg.Duration.D()); err != nil {
+	if err := b.target.Ban(ip, cfg.Duration.D()); err != nil {
 		b.log.Error("ban failed", "ip", ip.String(), "reason", why, "error", err.Error())
 		return
 	}

@@ -64,6 +64,13 @@
 #                 document with a Lua script      (rustygate-waf-post.yaml)
 #                 Both send "Host: api.example.com" (a numeric Host scores
 #                 3 points in the CRS).
+#   rg_rl_local   127.0.0.1:18110, rate_limit scope local per IP, never
+#                 reached                   (rustygate-ratelimit-local.yaml)
+#   rg_rl_cluster 127.0.0.1:18111, the same limit with scope cluster,
+#                 counted in a redis-server started on 127.0.0.1:18112
+#                 (rustygate-ratelimit-cluster.yaml); the report adds Redis
+#                 commands and Redis CPU per request and the ratios to
+#                 rg_rl_local (targets: >= 0.85x req/s, <= +0.5 ms p99)
 # Compression targets (default only with FULL=1), GET of a JSON document
 # of the backend (1 KiB: /json/1k.json, 64 KiB: /json/64k.json, written by
 # this script; records of ids, names, prices, flags and tags) with
@@ -131,7 +138,7 @@ RG_BIN=${RG_BIN:-$ROOT/bin/rustygate}
 OUT=${OUT:-$ROOT/test/bench/out}
 FULL=${FULL:-0}
 BASE_TARGETS="direct nginx rustygate rg_1cpu haproxy nginx_tls rg_tls rg_tls_1cpu"
-RG_VARIANTS="rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm rg_access rg_waf_get rg_waf_post"
+RG_VARIANTS="rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm rg_access rg_waf_get rg_waf_post rg_rl_local rg_rl_cluster"
 GZ_TARGETS="gz_nginx_1k gz_nginx_64k gz_rg_1k gz_rg_64k"
 if [[ $FULL == 1 ]]; then
 	TARGETS=${TARGETS:-$BASE_TARGETS $RG_VARIANTS $GZ_TARGETS}
@@ -158,6 +165,7 @@ declare -A PORT=(
 	[rg_access]=18094
 	[gz_nginx_1k]=18005 [gz_nginx_64k]=18005 [gz_rg_1k]=18097 [gz_rg_64k]=18097
 	[rg_waf_get]=18101 [rg_waf_post]=18102
+	[rg_rl_local]=18110 [rg_rl_cluster]=18111
 )
 declare -A LABEL=(
 	[direct]="direct (nginx backend)"
@@ -180,6 +188,8 @@ declare -A LABEL=(
 	[gz_rg_64k]="gz_rg_64k: RustyGate + compress on 1 CPU, 64 KiB JSON"
 	[rg_waf_get]="rg_waf_get: RustyGate + waf (CRS PL1), GET with query args"
 	[rg_waf_post]="rg_waf_post: RustyGate + waf (CRS PL1), POST 2 KiB JSON"
+	[rg_rl_local]="rg_rl_local: RustyGate + rate_limit scope local"
+	[rg_rl_cluster]="rg_rl_cluster: RustyGate + rate_limit scope cluster (Redis)"
 )
 # Path (after the URL's "/") that wrk requests on a target, when not "/".
 declare -A WRK_PATH=(
@@ -208,6 +218,8 @@ declare -A RG_CONF=(
 	[gz_rg_64k]=rustygate-compress.yaml
 	[rg_waf_get]=rustygate-waf.yaml
 	[rg_waf_post]=rustygate-waf-post.yaml
+	[rg_rl_local]=rustygate-ratelimit-local.yaml
+	[rg_rl_cluster]=rustygate-ratelimit-cluster.yaml
 )
 # Request path (with query) of targets that do not request /.
 declare -A URL_PATH=(
@@ -227,6 +239,7 @@ declare -A PID=()
 
 BACKEND2_PORT=18011 # second server block of nginx-backend.conf (rg_2backends)
 OTLP_CLOSED_PORT=18099 # tracing endpoint of rg_tracing*: must stay closed
+REDIS_PORT=18112       # the redis-server of rg_rl_cluster
 
 # rg_policies: the Origin wrk sends (allowed in rustygate-policies.yaml) and
 # the HS256 secret (read by rustygate-policies.yaml from the environment).
@@ -713,6 +726,56 @@ verify_gzip() {
 	note "  check: /$doc gzip-encoded, ${GZ_BYTES[$name]} bytes, decodes to $size"
 }
 
+# start_redis: the redis-server of rg_rl_cluster on 127.0.0.1:$REDIS_PORT,
+# no persistence.
+start_redis() {
+	command -v redis-server >/dev/null 2>&1 || die "redis-server not found (apt-get install -y redis-server): rg_rl_cluster cannot run"
+	port_open "$REDIS_PORT" && die "port 127.0.0.1:$REDIS_PORT (redis-server of rg_rl_cluster) is already in use by another process"
+	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP" >"$TMP/redis.log" 2>&1 &
+	PID[redis]=$!
+	for ((i = 0; i < 100; i++)); do
+		[[ $(redis_cli PING 2>/dev/null) == PONG ]] && return 0
+		sleep 0.05
+	done
+	die "redis-server did not start (see $TMP/redis.log)"
+}
+redis_cli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+# redis_cmds: commands the redis-server has run so far.
+redis_cmds() { redis_cli INFO stats | tr -d '\r' | awk -F: '$1 == "total_commands_processed" { print $2 }'; }
+
+# verify_rl_cluster: rate-limit headers come back and the key is in Redis.
+verify_rl_cluster() {
+	headers_of rg_rl_cluster | grep -qi '^ratelimit-limit: 100000000' || die "rg_rl_cluster: no RateLimit-Limit header"
+	[[ -n $(redis_cli --scan --pattern 'bench:rl:*' | head -1) ]] || die "rg_rl_cluster: no rate-limit key in Redis"
+	note "  check: RateLimit-Limit present, the key is in Redis"
+}
+
+# rl_report: the cluster limiter against the local one, same rounds.
+declare -A RCMDS_OF=() RTICKS_OF=()
+rl_report() {
+	local l c lp cp r added
+	want rg_rl_local && want rg_rl_cluster || return 0
+	# shellcheck disable=SC2086 # word splitting wanted: one value per round
+	l=$(median ${RPS_OF[rg_rl_local]}) c=$(median ${RPS_OF[rg_rl_cluster]})
+	# shellcheck disable=SC2086
+	lp=$(median ${P99_OF[rg_rl_local]}) cp=$(median ${P99_OF[rg_rl_cluster]})
+	echo
+	echo "Rate limit, scope cluster against scope local (same rounds; one Redis on loopback):"
+	echo
+	echo "| row | median req/s | median p99 ms | RustyGate CPU µs/req | Redis commands/req | Redis CPU µs/req |"
+	echo "|---|---:|---:|---:|---:|---:|"
+	printf '| rg_rl_local | %s | %s | %s | 0 | - |\n' "$(fmt0 "$l")" "$(fmt2 "$lp")" "$(per_req "${TICKS_OF[rg_rl_local]}" "${REQS_OF[rg_rl_local]}")"
+	printf '| rg_rl_cluster | %s | %s | %s | %s | %s |\n' "$(fmt0 "$c")" "$(fmt2 "$cp")" "$(per_req "${TICKS_OF[rg_rl_cluster]}" "${REQS_OF[rg_rl_cluster]}")" \
+		"$(awk -v a="${RCMDS_OF[rg_rl_cluster]:-0}" -v n="${REQS_OF[rg_rl_cluster]}" 'BEGIN { if (n > 0) printf "%.2f", a / n; else print "-" }')" \
+		"$(per_req "${RTICKS_OF[rg_rl_cluster]:-0}" "${REQS_OF[rg_rl_cluster]}")"
+	r=$(ratio "$c" "$l")
+	added=$(awk -v a="$cp" -v b="$lp" 'BEGIN { if (a == "nan" || b == "nan") print "-"; else printf "%.2f", a - b }')
+	echo
+	echo "- req/s cluster/local ${r}x ($(verdict "$r" '>=' 0.85)); p99 added ${added} ms ($(verdict "$added" '<=' 0.5))"
+	echo "  per round: req/s $(per_round "${RPS_OF[rg_rl_cluster]}" "${RPS_OF[rg_rl_local]}")"
+	echo "- Redis commands per request include the heartbeat (1/s) and the ban follower's blocking read (2/s)."
+}
+
 # ---------------------------------------------------------------- start
 
 for t in "${selected[@]}"; do
@@ -783,6 +846,7 @@ want haproxy && start_haproxy
 for t in gz_nginx_1k gz_nginx_64k; do
 	want "$t" && ! shared_started "$t" && start_nginx "$t" "$HERE/nginx-proxy-gzip.conf"
 done
+want rg_rl_cluster && start_redis
 for t in "${selected[@]}"; do
 	is_rg "$t" || continue
 	shared_started "$t" && continue
@@ -793,6 +857,7 @@ for t in "${selected[@]}"; do
 	rg_wasm) verify_wasm ;;
 	rg_access) verify_access ;;
 	rg_waf_get | rg_waf_post) verify_waf "$t" ;;
+	rg_rl_cluster) verify_rl_cluster ;;
 	esac
 done
 for t in $GZ_TARGETS; do
@@ -815,7 +880,12 @@ done
 for ((r = 1; r <= ROUNDS; r++)); do
 	for t in "${selected[@]}"; do
 		note "round $r/$ROUNDS: ${LABEL[$t]} (wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s)"
+		[[ $t == rg_rl_cluster ]] && rc0=$(redis_cmds) rt0=$(cpu_ticks "${PID[redis]}")
 		run_wrk "$t" "$WRK_THREADS" "$WRK_CONNS" "$DURATION" "$RUN_DIR/raw/$t-round$r.txt"
+		if [[ $t == rg_rl_cluster ]]; then
+			RCMDS_OF[$t]=$((${RCMDS_OF[$t]:-0} + $(redis_cmds) - rc0))
+			RTICKS_OF[$t]=$((${RTICKS_OF[$t]:-0} + $(cpu_ticks "${PID[redis]}") - rt0))
+		fi
 		RPS_OF[$t]+="$RPS "
 		P99_OF[$t]+="$P99_MS "
 		REQS_OF[$t]=$((${REQS_OF[$t]:-0} + REQS))
@@ -1069,6 +1139,8 @@ done
 			rg_1cpu) echo "- rg_1cpu: the RustyGate row's configuration with GOMAXPROCS=1, so event_loops auto runs one loop on one CPU: the same CPU budget as the nginx proxy's single worker (the RustyGate row uses both CPUs, two loops)." ;;
 			rg_tls) echo "- rg_tls: HTTPS (server.tls) with the nginx_tls certificate, both CPUs; \"vs RustyGate\" is the end-to-end cost of TLS against the plain row. TLS connections are served on a goroutine each, not on the event loops." ;;
 			rg_tls_1cpu) echo "- rg_tls_1cpu: rg_tls with GOMAXPROCS=1, the CPU budget of nginx_tls's single worker." ;;
+			rg_rl_local) echo "- rg_rl_local: rate_limit scope local per IP at 100000000 per 60 s (never triggers): the baseline of rg_rl_cluster." ;;
+			rg_rl_cluster) echo "- rg_rl_cluster: the same limit with scope cluster: one EVALSHA of the GCRA script per request in a redis-server on 127.0.0.1:$REDIS_PORT (default timeout 10ms, on_error local); the route runs off the event loops (the limiter waits on Redis and declares it)." ;;
 			esac
 		done
 	fi
@@ -1087,6 +1159,7 @@ done
 	fi
 	((any_tls)) && tls_report
 	gz_report
+	rl_report
 	echo
 	echo "Raw wrk output: $RUN_DIR/raw/"
 } | tee "$RUN_DIR/summary.md"

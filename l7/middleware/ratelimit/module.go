@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"fmt"
 
+	"github.com/rustygate/rustygate/cluster"
 	"github.com/rustygate/rustygate/l7/middleware"
 )
 
@@ -18,7 +19,7 @@ func init() {
 
 // buildModule keeps the counters of the previous snapshot's limiter of the
 // route when its settings did not change, and reports clients that
-// exceed their limit as offences. A limiter never waits.
+// exceed their limit as offences. A local limiter never waits.
 func buildModule(b middleware.Build) (middleware.Instance, error) {
 	s, ok := b.Settings.(*Settings)
 	if !ok {
@@ -28,6 +29,7 @@ func buildModule(b middleware.Build) (middleware.Instance, error) {
 	if b.Offences != nil {
 		opts.OnExceeded = b.Offences.RateLimitExceeded
 	}
+	opts.Cluster, _ = b.Resources[cluster.Resource].(*cluster.Client)
 	var prev *Store
 	for _, in := range b.Previous {
 		if l, ok := in.Handler.(*Limiter); ok {
@@ -38,5 +40,7 @@ func buildModule(b middleware.Build) (middleware.Instance, error) {
 	if err != nil {
 		return middleware.Instance{}, err
 	}
-	return middleware.Instance{Handler: l, Caps: middleware.Capabilities{Phases: middleware.PhaseRequest}}, nil
+	// A limit counted in Redis waits on the network (at most
+	// cluster.redis.timeout): it runs off the event loops.
+	return middleware.Instance{Handler: l, Caps: middleware.Capabilities{Phases: middleware.PhaseRequest, MayBlock: l.shared != nil}}, nil
 }

@@ -30,6 +30,21 @@
 // that builds a limiter for an unchanged route (same route name and
 // settings) passes the old limiter's Store to NewWithStore, and clients
 // keep their state.
+//
+// # Cluster scope
+//
+// With `scope: cluster` the same GCRA step runs in Redis instead, one Lua
+// script per request (package cluster), with the parameters the local
+// store would use: the instances of a cluster together let a key through
+// exactly as one instance would, and their RateLimit-* headers agree. The
+// handler then waits on the network (at most cluster.redis.timeout) and
+// declares MayBlock. While Redis fails, `on_error` decides: local (the
+// node's own store with the limit and burst divided by the live nodes),
+// allow, or deny (503). Each request is counted in Redis: no lease of
+// tokens is taken ahead, so the cluster-wide count carries no error; the
+// concurrent requests of one key on one node share a step (a script call
+// for k requests gives each the verdict of k sequential steps), which
+// saves round trips on hot keys without changing any count.
 package ratelimit
 
 import (
@@ -41,6 +56,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rustygate/rustygate/cluster"
 	"github.com/rustygate/rustygate/l7/middleware"
 	"github.com/rustygate/rustygate/l7/middleware/clientip"
 )
@@ -61,6 +77,8 @@ type Options struct {
 	// sent three times its limit so far in this window. It runs on the
 	// request path and must be fast.
 	OnExceeded func(ip netip.Addr, over float64)
+	// Cluster is the cluster's Redis, required by scope cluster.
+	Cluster *cluster.Client
 }
 
 // key kinds.
@@ -79,6 +97,8 @@ type Limiter struct {
 	kind    int
 	name    string // header name or claim name
 	trusted clientip.Proxies
+	// shared is the cluster scope's state (nil: scope local).
+	shared *shared
 
 	limitValue string
 }
@@ -143,6 +163,12 @@ func NewWithStore(cfg Settings, route string, rep middleware.Reporter, opts Opti
 	} else {
 		l.store = newStore(id, opts.Now(), interval, cfg)
 	}
+	if cfg.Scope == ScopeCluster {
+		if opts.Cluster == nil {
+			return nil, fmt.Errorf("rate_limit: scope cluster needs the cluster section (cluster.redis.addrs)")
+		}
+		l.shared = newShared(opts.Cluster, route, cfg, interval)
+	}
 	return l, nil
 }
 
@@ -175,9 +201,18 @@ func (l *Limiter) Allow(key string, now time.Time) (ok bool, remaining int, rese
 // Handle implements middleware.Handler.
 func (l *Limiter) Handle(r middleware.Request) *middleware.Reply {
 	ip := l.clientIP(r)
-	k := l.keyOf(r, ip)
-	res := l.store.take(k, l.opts.Now())
-	r.AddResponseHeader("RateLimit-Limit", l.limitValue)
+	var res result
+	limit := l.limitValue
+	if l.shared != nil {
+		var reply *middleware.Reply
+		var counted bool
+		if res, limit, reply, counted = l.shared.take(l, r, ip); !counted {
+			return reply
+		}
+	} else {
+		res = l.store.take(l.keyOf(r, ip), l.opts.Now())
+	}
+	r.AddResponseHeader("RateLimit-Limit", limit)
 	r.AddResponseHeader("RateLimit-Remaining", itoa(res.remaining))
 	reset := itoa(ceilSeconds(res.reset))
 	r.AddResponseHeader("RateLimit-Reset", reset)

@@ -38,7 +38,27 @@ type Settings struct {
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// MaxKeys bounds the keys tracked at once. Default 1000000.
 	MaxKeys int `yaml:"max_keys"`
+	// Scope is "local" (default, also when empty: each instance counts on
+	// its own) or
+	// "cluster" (the instances of the cluster section count together in
+	// Redis).
+	Scope string `yaml:"scope"`
+	// OnError is what a cluster scope does while Redis fails or is
+	// slower than cluster.redis.timeout: "local" (default, also when
+	// empty: this node's
+	// own limiter, the limit divided by the live nodes), "allow" or
+	// "deny" (503).
+	OnError string `yaml:"on_error"`
 }
+
+// Values of scope and on_error.
+const (
+	ScopeLocal   = "local"
+	ScopeCluster = "cluster"
+	OnErrorLocal = "local"
+	OnErrorAllow = "allow"
+	OnErrorDeny  = "deny"
+)
 
 // defaults returns the settings of an entry that writes no key.
 func defaults() any {
@@ -82,6 +102,14 @@ func (s *Settings) Validate(c *config.SettingsCheck) {
 		if !config.ValidIPOrPrefix(tp) {
 			c.Errorf(fmt.Sprintf("trusted_proxies[%d]", k), "invalid trusted proxy %q (want an IP address or a CIDR such as 10.0.0.0/8)", tp)
 		}
+	}
+	if s.Scope != "" && s.Scope != ScopeLocal && s.Scope != ScopeCluster {
+		c.Errorf("scope", "unknown scope %q (supported: local, cluster)", s.Scope)
+	}
+	switch s.OnError {
+	case "", OnErrorLocal, OnErrorAllow, OnErrorDeny:
+	default:
+		c.Errorf("on_error", "unknown policy %q (supported: local, allow, deny)", s.OnError)
 	}
 	if s.MaxKeys < 1 || s.MaxKeys > maxMaxKeys {
 		c.Errorf("max_keys", "must be between 1 and %d (got %d)", maxMaxKeys, s.MaxKeys)

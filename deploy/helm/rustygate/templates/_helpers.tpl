@@ -106,6 +106,17 @@ configuration leaves them unset.
 {{- $_ := set $dp "bpffs" "/sys/fs/bpf/rustygate-${POD_NAME}" }}
 {{- end }}
 {{- $_ := set $cfg "datapath" $dp }}
+{{- if and .Values.cluster.enabled (not (hasKey $cfg "cluster")) }}
+{{- $r := .Values.cluster.redis }}
+{{- if not $r.addrs }}
+{{- fail "cluster.enabled needs cluster.redis.addrs (host:port of Redis, of the sentinels or of Redis Cluster seed nodes)" }}
+{{- end }}
+{{- $redis := dict "mode" $r.mode "addrs" $r.addrs "timeout" $r.timeout }}
+{{- with $r.masterName }}{{ $_ := set $redis "master_name" . }}{{ end }}
+{{- with $r.username }}{{ $_ := set $redis "username" . }}{{ end }}
+{{- if $r.existingSecret }}{{ $_ := set $redis "password" "${RUSTYGATE_REDIS_PASSWORD}" }}{{ end }}
+{{- $_ := set $cfg "cluster" (dict "node_name" "${POD_NAME}" "key_prefix" .Values.cluster.keyPrefix "redis" $redis) }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 
@@ -200,6 +211,13 @@ spec:
           valueFrom:
             fieldRef:
               fieldPath: metadata.name
+        {{- if and .Values.cluster.enabled .Values.cluster.redis.existingSecret }}
+        - name: RUSTYGATE_REDIS_PASSWORD
+          valueFrom:
+            secretKeyRef:
+              name: {{ .Values.cluster.redis.existingSecret }}
+              key: {{ .Values.cluster.redis.passwordKey }}
+        {{- end }}
         - name: NODE_NAME
           valueFrom:
             fieldRef:
