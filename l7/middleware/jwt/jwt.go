@@ -122,6 +122,9 @@ var (
 	errBadAlgorithm = errors.New("no key for the token's algorithm")
 )
 
+// authBufs hold the Authorization values of a request being handled.
+var authBufs = sync.Pool{New: func() any { return new([2][]byte) }}
+
 // minSecretBytes is the shortest HMAC secret accepted.
 const minSecretBytes = 32
 
@@ -287,16 +290,21 @@ func (v *Verifier) Close() error {
 
 // Handle implements middleware.Handler.
 func (v *Verifier) Handle(r middleware.Request) *middleware.Reply {
-	var buf [2][]byte
+	// The slice passed through the interface would escape: it comes
+	// from a pool.
+	buf := authBufs.Get().(*[2][]byte)
 	auth := r.RequestHeaderValues("Authorization", buf[:0])
-	if len(auth) > 1 {
+	n := len(auth)
+	var first []byte
+	if n >= 1 {
+		first = auth[0]
+	}
+	clear(buf[:])
+	authBufs.Put(buf)
+	if n > 1 {
 		// Verifying one of several credentials would forward the others
 		// unverified to a backend that may read another one.
 		return v.reject(r.PeerIP(), reasonMultipleAuth)
-	}
-	var first []byte
-	if len(auth) == 1 {
-		first = auth[0]
 	}
 	raw, ok := bearerToken(first)
 	if !ok {
