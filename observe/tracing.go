@@ -46,10 +46,13 @@ var (
 const defaultOTLPPath = "/v1/traces"
 
 // Tracer creates the spans of proxied requests and exports them over OTLP
-// with a batch span processor. A nil *Tracer is valid and traces nothing:
+// in batches, from a bounded queue that a request never waits on (see
+// spanQueue; the spans dropped when it is full are counted, see
+// Metrics.RegisterTracing). A nil *Tracer is valid and traces nothing:
 // its methods return nil spans, whose methods do nothing, so the proxy
 // pays a nil check per call when tracing is off.
 type Tracer struct {
+	q      *spanQueue
 	tp     *sdktrace.TracerProvider
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
@@ -74,12 +77,13 @@ func NewTracer(ctx context.Context, cfg config.Tracing, version string) (*Tracer
 	if err != nil {
 		return nil, err
 	}
-	bsp := sdktrace.NewBatchSpanProcessor(exp)
-	t, err := newTracer(cfg, version, bsp)
+	q := newSpanQueue(exp, cfg.QueueSize, cfg.BatchSize, cfg.BatchTimeout.D())
+	t, err := newTracer(cfg, version, q)
 	if err != nil {
-		bsp.Shutdown(ctx) // stops its goroutine and closes the exporter
+		q.Shutdown(ctx) // stops its goroutine and closes the exporter
 		return nil, err
 	}
+	t.q = q
 	return t, nil
 }
 
@@ -186,6 +190,15 @@ func newExporter(ctx context.Context, cfg config.Tracing) (sdktrace.SpanExporter
 		return otlptracehttp.New(ctx, opts...)
 	}
 	return nil, fmt.Errorf("tracing: unknown protocol %q (supported: grpc, http)", cfg.Protocol)
+}
+
+// SpanCounters returns the counts of the spans exported and dropped (zero
+// for a nil Tracer).
+func (t *Tracer) SpanCounters() SpanCounters {
+	if t == nil || t.q == nil {
+		return SpanCounters{}
+	}
+	return t.q.counters()
 }
 
 // Shutdown ends the batch span processor after exporting the spans it
