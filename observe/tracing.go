@@ -13,7 +13,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -165,29 +164,17 @@ func newExporter(ctx context.Context, cfg config.Tracing) (sdktrace.SpanExporter
 		}
 		return otlptracegrpc.New(ctx, opts...)
 	case config.TracingHTTP:
+		// RustyGate's own exporter: the same requests as the SDK's
+		// otlptracehttp, encoded at a fraction of the cost.
 		if ep == "" {
 			ep = "localhost:4318"
 		}
-		var opts []otlptracehttp.Option
 		if isURL {
-			u, err := url.Parse(ep)
-			if err != nil {
+			if _, err := url.Parse(ep); err != nil {
 				return nil, fmt.Errorf("tracing: endpoint: %w", err)
 			}
-			opts = append(opts, otlptracehttp.WithEndpointURL(ep))
-			if u.Path == "" || u.Path == "/" {
-				opts = append(opts, otlptracehttp.WithURLPath(defaultOTLPPath))
-			}
-		} else {
-			opts = append(opts, otlptracehttp.WithEndpoint(ep))
 		}
-		if insecure {
-			opts = append(opts, otlptracehttp.WithInsecure())
-		}
-		if len(cfg.Headers) > 0 {
-			opts = append(opts, otlptracehttp.WithHeaders(cfg.Headers))
-		}
-		return otlptracehttp.New(ctx, opts...)
+		return newOTLPHTTPExporter(otlpHTTPURL(ep, insecure), cfg.Headers), nil
 	}
 	return nil, fmt.Errorf("tracing: unknown protocol %q (supported: grpc, http)", cfg.Protocol)
 }
