@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -338,7 +339,10 @@ func (s *Span) end(status int, errMsg string) {
 		span.End()
 		return
 	}
-	var buf [16]attribute.KeyValue
+	// The buffer passed to SetAttributes (which copies it) would escape:
+	// it comes from a pool.
+	buf := attrBufs.Get().(*[16]attribute.KeyValue)
+	defer attrBufs.Put(buf)
 	var a []attribute.KeyValue
 	var failed bool
 	if s.client {
@@ -360,8 +364,12 @@ func (s *Span) end(status int, errMsg string) {
 		span.SetStatus(codes.Error, errMsg)
 	}
 	span.SetAttributes(a...)
+	clear(buf[:])
 	span.End()
 }
+
+// attrBufs hold the end attributes of a span being ended.
+var attrBufs = sync.Pool{New: func() any { return new([16]attribute.KeyValue) }}
 
 // serverAttrs appends the request attributes of a server span.
 func (s *Span) serverAttrs(a []attribute.KeyValue) []attribute.KeyValue {
