@@ -532,7 +532,7 @@ routes:
 	wantGlobal := []any{
 		&ratelimit.Settings{Limit: 100, Burst: 100, Window: config.Duration(time.Minute), Key: "ip", MaxKeys: 1000000},
 		&cors.Settings{AllowOrigins: []string{"https://app.example.com", "https://*.example.org"}, AllowMethods: []string{"GET", "PUT"}},
-		&jwt.Settings{Secret: secret32, Algorithms: []string{"HS256"}, JWKSRefresh: config.Duration(time.Hour), JWKSMinRefetch: config.Duration(5 * time.Minute), ForwardAuthorization: ptr(true), RequireExp: ptr(true)},
+		&jwt.Settings{Secret: secret32, Algorithms: []string{"HS256"}, JWKSRefresh: config.Duration(time.Hour), JWKSMinRefetch: config.Duration(5 * time.Minute), ForwardAuthorization: ptr(true), RequireExp: ptr(true), CacheSize: 10000, CacheTTL: config.Duration(5 * time.Minute)},
 	}
 	checkSettings(t, "global", c.Middlewares, wantGlobal)
 	// A route entry holds its effective settings: the global entry's

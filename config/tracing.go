@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Values of tracing.protocol and tracing.sampler. The sampler names are
@@ -29,6 +30,11 @@ const (
 	defaultTracingSampler      = SamplerParentBasedRatio
 	defaultTracingRatio        = 1.0
 	defaultTracingService      = "rustygate"
+	defaultTracingQueueSize    = 8192
+	defaultTracingBatchSize    = 1024
+	defaultTracingBatchTimeout = Duration(time.Second)
+	maxTracingQueueSize        = 1 << 20
+	maxTracingBatchTimeout     = Duration(time.Minute)
 )
 
 var (
@@ -66,6 +72,15 @@ type Tracing struct {
 	// Headers are sent with every export (gRPC metadata or HTTP
 	// headers), e.g. an authorization token for the collector.
 	Headers map[string]string `yaml:"headers"`
+	// QueueSize bounds the ended spans waiting for export; a span that
+	// finds the queue full is dropped (and counted). Default 8192 (also
+	// for 0, as for the other two).
+	QueueSize int `yaml:"queue_size"`
+	// BatchSize is the number of spans sent in one export. Default 1024.
+	BatchSize int `yaml:"batch_size"`
+	// BatchTimeout is how long a span waits for its batch to fill before
+	// the batch is sent anyway. Default 1s.
+	BatchTimeout Duration `yaml:"batch_timeout"`
 }
 
 // tracingOf returns c's tracing section, or nil while Config has no
@@ -102,6 +117,9 @@ func defaultTracing(t *Tracing, path string, unset func(string) bool) {
 		t.Ratio = defaultTracingRatio
 	}
 	setString(&t.ServiceName, defaultTracingService)
+	setInt(&t.QueueSize, defaultTracingQueueSize, unset(path+".queue_size"))
+	setInt(&t.BatchSize, min(defaultTracingBatchSize, max(t.QueueSize, 1)), unset(path+".batch_size"))
+	setDuration(&t.BatchTimeout, defaultTracingBatchTimeout, unset(path+".batch_timeout"))
 	if t.Insecure == nil {
 		t.Insecure = ptr(endpointScheme(t.Endpoint) != "https")
 	}
@@ -133,6 +151,16 @@ func checkTracing(t *Tracing, path string, st *vstate) {
 	}
 	if t.ServiceName == "" || strings.ContainsFunc(t.ServiceName, isControl) {
 		st.add(path+".service_name", "must be a non-empty string without control characters")
+	}
+	// 0 (a Config built in code) means the default.
+	if t.QueueSize < 0 || t.QueueSize > maxTracingQueueSize {
+		st.add(path+".queue_size", "must be between 1 and %d (got %d)", maxTracingQueueSize, t.QueueSize)
+	}
+	if t.BatchSize < 0 || (t.QueueSize > 0 && t.BatchSize > t.QueueSize) {
+		st.add(path+".batch_size", "must be between 1 and queue_size (%d) (got %d)", t.QueueSize, t.BatchSize)
+	}
+	if t.BatchTimeout < 0 || t.BatchTimeout > maxTracingBatchTimeout {
+		st.add(path+".batch_timeout", "must be more than 0 and at most %s (got %s)", maxTracingBatchTimeout, t.BatchTimeout)
 	}
 	if protocolOK {
 		if msg := checkTracingEndpoint(t.Endpoint, t.Protocol); msg != "" {

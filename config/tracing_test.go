@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func allUnset(string) bool { return true }
@@ -26,12 +27,15 @@ func defaultedTracing(t Tracing, set ...string) Tracing {
 func TestTracingDefaults(t *testing.T) {
 	got := defaultedTracing(Tracing{})
 	want := Tracing{
-		Endpoint:    "localhost:4317",
-		Protocol:    "grpc",
-		Sampler:     "parentbased_traceidratio",
-		Ratio:       1,
-		ServiceName: "rustygate",
-		Insecure:    ptr(true),
+		Endpoint:     "localhost:4317",
+		Protocol:     "grpc",
+		Sampler:      "parentbased_traceidratio",
+		Ratio:        1,
+		ServiceName:  "rustygate",
+		Insecure:     ptr(true),
+		QueueSize:    8192,
+		BatchSize:    1024,
+		BatchTimeout: Duration(time.Second),
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults = %+v, want %+v", got, want)
@@ -57,7 +61,8 @@ func TestTracingDefaults(t *testing.T) {
 	}
 	// Set values are kept, and defaulting twice changes nothing.
 	in := Tracing{Enabled: true, Endpoint: "jaeger:4317", Protocol: "grpc", Sampler: "always_on", Ratio: 0.25,
-		ServiceName: "edge", Insecure: ptr(false), Headers: map[string]string{"X-Token": "t"}}
+		ServiceName: "edge", Insecure: ptr(false), Headers: map[string]string{"X-Token": "t"},
+		QueueSize: 100, BatchSize: 10, BatchTimeout: Duration(time.Minute)}
 	got = defaultedTracing(in)
 	if !reflect.DeepEqual(got, in) {
 		t.Errorf("set values changed: %+v", got)
@@ -136,6 +141,10 @@ func TestValidateTracing(t *testing.T) {
 		{Tracing{Endpoint: "http://collector", Insecure: ptr(false)}, "tracing.insecure: contradicts the http:// endpoint"},
 		{Tracing{Headers: map[string]string{"Bad Name": "v"}}, `tracing.headers: invalid header name "Bad Name"`},
 		{Tracing{Headers: map[string]string{"X-Token": "a\r\nInjected: 1"}}, "tracing.headers.X-Token: must not contain control characters"},
+		{Tracing{QueueSize: -1}, "tracing.queue_size: must be between 1 and 1048576 (got -1)"},
+		{Tracing{QueueSize: 1<<20 + 1}, "tracing.queue_size: must be between 1 and 1048576"},
+		{Tracing{QueueSize: 100, BatchSize: 101}, "tracing.batch_size: must be between 1 and queue_size (100) (got 101)"},
+		{Tracing{BatchTimeout: Duration(2 * time.Minute)}, "tracing.batch_timeout: must be more than 0 and at most 1m0s (got 2m0s)"},
 	}
 	for _, c := range bad {
 		errs := tracingErrors(c.tr)

@@ -2,6 +2,8 @@ package l7
 
 import (
 	"net/netip"
+	"strconv"
+	"unsafe"
 
 	"github.com/rustygate/rustygate/l7/middleware"
 )
@@ -18,7 +20,10 @@ type keyValue struct {
 }
 
 // The exchange is the middleware.Request of both engines.
-var _ middleware.Request = (*exchange)(nil)
+var (
+	_ middleware.Request            = (*exchange)(nil)
+	_ middleware.IntResponseHeaders = (*exchange)(nil)
+)
 
 func (x *exchange) Method() []byte { return x.req.method }
 func (x *exchange) Path() []byte   { return x.req.path }
@@ -114,6 +119,21 @@ func (x *exchange) dropResponseHeaders() {
 
 func (x *exchange) AddResponseHeader(name, value string) {
 	x.addResp = append(x.addResp, strHeader{name, value})
+}
+
+// AddResponseHeaderInt implements middleware.IntResponseHeaders: the
+// digits go into the exchange's numBuf, which lives as long as the
+// headers added (both are reset together when the next exchange starts),
+// so the value costs no allocation until numBuf is full.
+func (x *exchange) AddResponseHeaderInt(name string, v int64) {
+	free := x.numBuf[x.numLen:]
+	digits := strconv.AppendInt(free[:0], v, 10)
+	if len(digits) > len(free) || &digits[0] != &free[0] {
+		x.AddResponseHeader(name, string(digits)) // did not fit: allocated
+		return
+	}
+	x.numLen += len(digits)
+	x.AddResponseHeader(name, unsafe.String(&digits[0], len(digits)))
 }
 
 func (x *exchange) Route() string {

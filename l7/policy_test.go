@@ -105,3 +105,59 @@ func TestPolicyHeaderSpellings(t *testing.T) {
 		})
 	}
 }
+
+// numbersPolicy adds numeric response headers, more than numBuf holds.
+type numbersPolicy struct{ base int64 }
+
+func (p numbersPolicy) Handle(r middleware.Request) *middleware.Reply {
+	for i := range int64(5) {
+		middleware.AddResponseHeaderInt(r, fmt.Sprintf("X-N%d", i), p.base+i)
+	}
+	return nil
+}
+
+// TestIntResponseHeaders: numbers added with AddResponseHeaderInt reach
+// the client intact, request after request on one connection (the
+// exchange's digit buffer is reused), also past the buffer's size, on
+// every engine; rate_limit's large RateLimit-Remaining values use it.
+func TestIntResponseHeaders(t *testing.T) {
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {})
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			gw := startGateway(t, engine, fmt.Sprintf(`  - path: "/"
+    backend: %q
+    middlewares: [ { name: rate_limit, limit: 100000000, window: 60, key: ip } ]
+`, be.URL))
+			c := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+			t.Cleanup(c.CloseIdleConnections)
+			for i := range 3 {
+				resp, err := c.Get("http://" + gw.addr + "/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				// The bucket refills 1.6M requests a second: full again.
+				if got := resp.Header.Get("RateLimit-Remaining"); got != "99999999" {
+					t.Fatalf("request %d: RateLimit-Remaining %q, want 99999999", i, got)
+				}
+				if got := resp.Header.Get("RateLimit-Reset"); got != "0" && got != "1" {
+					t.Fatalf("request %d: RateLimit-Reset %q", i, got)
+				}
+			}
+		})
+	}
+	x := &exchange{}
+	for round := range 2 {
+		x.reset()
+		numbersPolicy{base: 1234567890123456789 - int64(round)}.Handle(x)
+		if len(x.addResp) != 5 {
+			t.Fatalf("%d headers added, want 5", len(x.addResp))
+		}
+		for i, h := range x.addResp {
+			if want := fmt.Sprint(1234567890123456789 - int64(round) + int64(i)); h.name != fmt.Sprintf("X-N%d", i) || h.value != want {
+				t.Errorf("round %d: header %d = %s: %s, want %s", round, i, h.name, h.value, want)
+			}
+		}
+	}
+}

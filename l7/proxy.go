@@ -207,6 +207,10 @@ type exchange struct {
 	delResp      []string
 	values       []keyValue
 	replyHeaders [][2]string
+	// numBuf holds the digits of the response headers added with
+	// AddResponseHeaderInt (numLen bytes used).
+	numBuf [64]byte
+	numLen int
 
 	phase responsePhase
 

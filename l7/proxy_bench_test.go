@@ -2,10 +2,19 @@ package l7
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
+	"time"
+
+	gojwt "github.com/golang-jwt/jwt/v5"
 
 	"github.com/rustygate/rustygate/observe"
 )
@@ -78,7 +87,7 @@ func BenchmarkProxy(b *testing.B) {
 	b.Run("metrics=off", func(b *testing.B) { benchmarkProxy(b, "fast", nil) })
 	b.Run("metrics=on", func(b *testing.B) { benchmarkProxy(b, "fast", observe.NewMetrics()) })
 	b.Run("goroutines", func(b *testing.B) { benchmarkProxy(b, "fast-goroutines", observe.NewMetrics()) })
-	for _, chain := range benchChains[1:] {
+	for _, chain := range append(benchChains[1:], policyChains(b)...) {
 		b.Run("chain="+chain.name, func(b *testing.B) {
 			roundTrip := keepAliveClientChain(b, "fast", observe.NewMetrics(), "/bench", chain)
 			b.ReportAllocs()
@@ -137,6 +146,47 @@ var benchChains = []benchChain{
 		middlewares: `[ { name: ip_filter, allow: ["127.0.0.0/8"] }, { name: basic_auth, users: ["bench:$2a$04$FHPnDiiGNAuIbTmQ.WNscO/kdmRhU66yOoRcPxCyUURQ8VUvmwK16"] }, { name: headers, request: { set: { X-Env: prod } }, response: { set: { X-Frame-Options: DENY } } } ]`,
 		headers:     "Authorization: Basic YmVuY2g6cHc=\r\n",
 	},
+}
+
+// policyChains are the chains of the policies a gateway is chosen for:
+// cors, rate_limit (a limit never reached) and jwt, with an HS256 and an
+// RS256 token that the client repeats (verified once, then a cache hit).
+func policyChains(tb testing.TB) []benchChain {
+	claims := gojwt.MapClaims{"sub": "bench", "aud": "api", "exp": time.Now().Add(24 * time.Hour).Unix()}
+	const secret = "bench-hs256-secret-0123456789abcdef"
+	hs, err := gojwt.NewWithClaims(gojwt.SigningMethodHS256, claims).SignedString([]byte(secret))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rs, err := gojwt.NewWithClaims(gojwt.SigningMethodRS256, claims).SignedString(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pemFile := filepath.Join(tb.TempDir(), "jwt.pem")
+	if err := os.WriteFile(pemFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	const policies = `{ name: cors, allow_origins: ["http://bench.example"] }, { name: rate_limit, limit: 100000000, window: 60, key: ip }`
+	return []benchChain{
+		{
+			name:        "cors+rate_limit+jwt_hs256",
+			middlewares: fmt.Sprintf(`[ %s, { name: jwt, algorithms: [HS256], secret: %q, audience: [api], claims_to_headers: { sub: X-User } } ]`, policies, secret),
+			headers:     "Origin: http://bench.example\r\nAuthorization: Bearer " + hs + "\r\n",
+		},
+		{
+			name:        "cors+rate_limit+jwt_rs256",
+			middlewares: fmt.Sprintf(`[ %s, { name: jwt, algorithms: [RS256], public_key_file: %q, audience: [api] } ]`, policies, pemFile),
+			headers:     "Origin: http://bench.example\r\nAuthorization: Bearer " + rs + "\r\n",
+		},
+	}
 }
 
 // keepAliveClientChain is keepAliveClientTarget with the route's chain.
@@ -206,7 +256,7 @@ func TestProxyAllocations(t *testing.T) {
 				t.Fatalf("%s %s: %.1f allocations per proxied request, want 0", engine, target, n)
 			}
 		}
-		for _, chain := range benchChains[1:] {
+		for _, chain := range append(benchChains[1:], policyChains(t)...) {
 			roundTrip := keepAliveClientChain(t, engine, observe.NewMetrics(), "/bench", chain)
 			if n := testing.AllocsPerRun(200, roundTrip); n > 0 {
 				t.Fatalf("%s with %s: %.1f allocations per proxied request, want 0", engine, chain.name, n)

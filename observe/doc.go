@@ -16,7 +16,10 @@
 // rustygate_grpc_requests_total).
 //
 // [Metrics] holds the Prometheus metrics (per-route handles resolved once,
-// recording without allocation) and tracing.go the OpenTelemetry spans.
+// recording without allocation), tracing.go the OpenTelemetry spans and
+// spanqueue.go their export: a bounded queue the request path never waits
+// on, emptied in batches by one goroutine, its exported and dropped spans
+// counted ([Metrics.RegisterTracing]).
 // The metrics know no middleware by name: each middleware declares the
 // counter of the requests it rejects ([Metrics.DeclareRejections]) and
 // [RouteMetrics.Rejected] counts into the family declared for the

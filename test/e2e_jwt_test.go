@@ -8,8 +8,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -229,6 +232,48 @@ func TestJWTTwoAuthorizationHeaders(t *testing.T) {
 		// One valid token on its own still passes.
 		if st, body := rawH1(t, g.addr, "/api/x", []string{"Authorization: " + valid}); st != 200 {
 			t.Errorf("one valid token: status %d %q, want 200", st, body)
+		}
+	})
+}
+
+// TestJWTCacheReload: verified tokens are cached by the built policy, so
+// a reload that rotates the secret out refuses a token verified (and
+// cached) before it, on every engine.
+func TestJWTCacheReload(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, engine string) {
+		secretFile := filepath.Join(t.TempDir(), "jwt-secret")
+		oldKey, newKey := []byte(polSecret), []byte(polSecret+"-rotated")
+		if err := os.WriteFile(secretFile, oldKey, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, be := polBackend(t)
+		g := startGateway(t, engine, gatewayConfig(engine, fmt.Sprintf(`  - path: "/api"
+    backend: %q
+    middlewares: [ { name: jwt, secret_file: %q, issuer: %q, audience: [%s] } ]
+`, be, secretFile, polIssuer, polAudience)))
+		c := newClient(t)
+		status := func(key []byte) int {
+			t.Helper()
+			req, _ := http.NewRequest(http.MethodGet, g.URL()+"/api", nil)
+			req.Header.Set("Authorization", "Bearer "+polSignHS(t, key, polClaims("alice")))
+			resp, _ := do(t, c, req)
+			return resp.StatusCode
+		}
+		for range 3 {
+			if got := status(oldKey); got != 200 {
+				t.Fatalf("before the reload: status %d, want 200", got)
+			}
+		}
+		if err := os.WriteFile(secretFile, newKey, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		g.Signal(syscall.SIGHUP)
+		waitLog(t, g, "Config reloaded")
+		if got := status(oldKey); got != 401 {
+			t.Errorf("a token of the rotated-out secret, cached before the reload: status %d, want 401", got)
+		}
+		if got := status(newKey); got != 200 {
+			t.Errorf("a token of the new secret: status %d, want 200", got)
 		}
 	})
 }

@@ -192,6 +192,9 @@ func (g *gateway) run(cfg *config.Config) int {
 		}
 	}()
 	g.srv.SetTracer(tracer)
+	if tracer != nil {
+		g.metrics.RegisterTracing(tracer.SpanCounters)
+	}
 	g.tr.Activate(snap)
 
 	ln, err := g.inherit.listen("server", cfg.Server.Listen)

@@ -29,7 +29,10 @@
 // middlewares' unit tests.
 package middleware
 
-import "net/netip"
+import (
+	"net/netip"
+	"strconv"
+)
 
 // Request is what a policy sees of a request and may change before it is
 // forwarded. Byte slices are valid only during Handle.
@@ -106,6 +109,25 @@ type Request interface {
 	// backend: past max, the exchange ends with 413 if the response has
 	// not started, and the client connection is closed either way.
 	LimitRequestBody(max int64) bool
+}
+
+// IntResponseHeaders is implemented by the requests of engines that can
+// add a response header whose value is a number without allocating: the
+// digits are written into storage of the exchange's own. A policy that
+// adds numbers on every request (rate_limit's RateLimit-Remaining)
+// prefers it to AddResponseHeader with a formatted string.
+type IntResponseHeaders interface {
+	AddResponseHeaderInt(name string, v int64)
+}
+
+// AddResponseHeaderInt adds a response header of value v to r, without
+// allocating when r implements IntResponseHeaders.
+func AddResponseHeaderInt(r Request, name string, v int64) {
+	if a, ok := r.(IntResponseHeaders); ok {
+		a.AddResponseHeaderInt(name, v)
+		return
+	}
+	r.AddResponseHeader(name, strconv.FormatInt(v, 10))
 }
 
 // Reply is a response a policy sends instead of forwarding.

@@ -49,6 +49,12 @@
 #                 closed port (127.0.0.1:18099): spans are created and
 #                 batched, exports fail and are dropped: span creation, not
 #                 export                          (rustygate-tracing.yaml)
+#   rg_tracing_otlp  127.0.0.1:18131, tracing on, ratio 1.0, exporting over
+#                 OTLP/HTTP to a real receiver: test/bench/otlpsink (built
+#                 into the temporary directory) on 127.0.0.1:18130 decodes
+#                 every export and counts its spans; the report gives the
+#                 spans received and those the gateway dropped (its metrics,
+#                 admin 127.0.0.1:18132)   (rustygate-tracing-otlp.yaml)
 #   rg_tracing0   127.0.0.1:18085, tracing on, ratio 0 (rustygate-tracing0.yaml)
 #   rg_wasm       127.0.0.1:18086, plugins/examples/add_header.wasm on the
 #                 route (built with `make plugins` when missing)
@@ -106,7 +112,7 @@
 #   TARGETS       targets to run, space separated
 #                   (default "direct nginx rustygate rg_1cpu haproxy nginx_tls
 #                   rg_tls rg_tls_1cpu"; with FULL=1
-#                   also "rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm
+#                   also "rg_2backends rg_policies rg_tracing rg_tracing_otlp rg_tracing0 rg_wasm
 #                   rg_access rg_waf_get rg_waf_post gz_nginx_1k gz_nginx_64k gz_rg_1k gz_rg_64k")
 #   KEEP_TMP      1 keeps the temporary directory (logs, nginx prefixes)
 #
@@ -138,7 +144,7 @@ RG_BIN=${RG_BIN:-$ROOT/bin/rustygate}
 OUT=${OUT:-$ROOT/test/bench/out}
 FULL=${FULL:-0}
 BASE_TARGETS="direct nginx rustygate rg_1cpu haproxy nginx_tls rg_tls rg_tls_1cpu"
-RG_VARIANTS="rg_2backends rg_policies rg_tracing rg_tracing0 rg_wasm rg_access rg_waf_get rg_waf_post rg_rl_local rg_rl_cluster"
+RG_VARIANTS="rg_2backends rg_policies rg_tracing rg_tracing_otlp rg_tracing0 rg_wasm rg_access rg_waf_get rg_waf_post rg_rl_local rg_rl_cluster"
 GZ_TARGETS="gz_nginx_1k gz_nginx_64k gz_rg_1k gz_rg_64k"
 if [[ $FULL == 1 ]]; then
 	TARGETS=${TARGETS:-$BASE_TARGETS $RG_VARIANTS $GZ_TARGETS}
@@ -161,6 +167,7 @@ case $OUT in /*) ;; *) OUT=$ROOT/$OUT ;; esac
 declare -A PORT=(
 	[direct]=18001 [nginx]=18002 [haproxy]=18003 [rustygate]=18080
 	[rg_2backends]=18082 [rg_policies]=18083 [rg_tracing]=18084 [rg_tracing0]=18085 [rg_wasm]=18086
+	[rg_tracing_otlp]=18131
 	[rg_1cpu]=18087 [nginx_tls]=18004 [rg_tls]=18089 [rg_tls_1cpu]=18091
 	[rg_access]=18094
 	[gz_nginx_1k]=18005 [gz_nginx_64k]=18005 [gz_rg_1k]=18097 [gz_rg_64k]=18097
@@ -175,6 +182,7 @@ declare -A LABEL=(
 	[rg_2backends]="rg_2backends: RustyGate, 2 backends round_robin"
 	[rg_policies]="rg_policies: RustyGate + cors, rate_limit, jwt"
 	[rg_tracing]="rg_tracing: RustyGate + tracing ratio 1.0 (export fails)"
+	[rg_tracing_otlp]="rg_tracing_otlp: RustyGate + tracing ratio 1.0, exported (OTLP/HTTP sink)"
 	[rg_tracing0]="rg_tracing0: RustyGate + tracing ratio 0"
 	[rg_wasm]="rg_wasm: RustyGate + wasm add_header"
 	[rg_access]="rg_access: RustyGate + the middlewares of rustygate-access.yaml"
@@ -208,6 +216,7 @@ declare -A RG_CONF=(
 	[rg_2backends]=rustygate-2backends.yaml
 	[rg_policies]=rustygate-policies.yaml
 	[rg_tracing]=rustygate-tracing.yaml
+	[rg_tracing_otlp]=rustygate-tracing-otlp.yaml
 	[rg_tracing0]=rustygate-tracing0.yaml
 	[rg_wasm]=rustygate-wasm.yaml
 	[rg_access]=rustygate-access.yaml
@@ -238,8 +247,10 @@ declare -A RG_ENV=(
 declare -A PID=()
 
 BACKEND2_PORT=18011 # second server block of nginx-backend.conf (rg_2backends)
-OTLP_CLOSED_PORT=18099 # tracing endpoint of rg_tracing*: must stay closed
+OTLP_CLOSED_PORT=18099 # tracing endpoint of rg_tracing and rg_tracing0: must stay closed
 REDIS_PORT=18112       # the redis-server of rg_rl_cluster
+OTLP_SINK_PORT=18130   # test/bench/otlpsink, the receiver of rg_tracing_otlp
+OTLP_ADMIN_PORT=18132  # admin listener (metrics) of rg_tracing_otlp
 
 # rg_policies: the Origin wrk sends (allowed in rustygate-policies.yaml) and
 # the HS256 secret (read by rustygate-policies.yaml from the environment).
@@ -559,6 +570,51 @@ verify_wasm() {
 	note "  check: response carries X-RustyGate-Plugin: executed"
 }
 
+# start_otlpsink: builds test/bench/otlpsink and starts it on
+# 127.0.0.1:$OTLP_SINK_PORT, the receiver of rg_tracing_otlp.
+start_otlpsink() {
+	local i
+	note "building test/bench/otlpsink"
+	(cd "$ROOT" && CGO_ENABLED=0 go build -o "$OTLP_SINK" ./test/bench/otlpsink) >&2 ||
+		die "cannot build test/bench/otlpsink (go build failed)"
+	"$OTLP_SINK" -listen "127.0.0.1:$OTLP_SINK_PORT" 2>"$TMP/otlpsink.log" &
+	PID[otlpsink]=$!
+	for ((i = 0; i < 100; i++)); do
+		otlp_stats >/dev/null && { note "OTLP sink ready on 127.0.0.1:$OTLP_SINK_PORT (pid ${PID[otlpsink]})"; return 0; }
+		kill -0 "${PID[otlpsink]}" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$TMP/otlpsink.log" >&2
+	die "the OTLP sink did not start on 127.0.0.1:$OTLP_SINK_PORT"
+}
+
+# otlp_stats: the sink's "spans N exports M bad K".
+otlp_stats() { curl -sf --max-time 2 "http://127.0.0.1:$OTLP_SINK_PORT/stats"; }
+
+# otlp_dropped REASON: rustygate_tracing_spans_dropped_total{reason} of
+# rg_tracing_otlp (exported with REASON "exported").
+otlp_metric() {
+	local name=rustygate_tracing_spans_dropped_total sel="{reason=\"$1\"}"
+	[[ $1 == exported ]] && name=rustygate_tracing_spans_exported_total sel=""
+	curl -sf --max-time 2 "http://127.0.0.1:$OTLP_ADMIN_PORT/metrics" |
+		awk -v m="$name$sel" '$1 == m { printf "%.0f", $2; found = 1 } END { if (!found) print "?" }'
+}
+
+# verify_tracing_otlp: after a few requests, the sink receives their spans
+# (a partial batch is sent after tracing.batch_timeout, 1s).
+verify_tracing_otlp() {
+	local i spans
+	for ((i = 0; i < 4; i++)); do
+		curl -s -o /dev/null --max-time 2 "$(url_of rg_tracing_otlp)" || true
+	done
+	for ((i = 0; i < 50; i++)); do
+		spans=$(otlp_stats | awk '{ print $2 }')
+		((${spans:-0} >= 8)) && { note "  check: the sink received $spans spans for 4 requests"; return 0; }
+		sleep 0.1
+	done
+	die "${LABEL[rg_tracing_otlp]}: the OTLP sink received ${spans:-no} spans for 4 requests within 5s, want 8 (sink: $(otlp_stats))"
+}
+
 # cpu_ticks PID: utime+stime of PID and its direct children (the nginx
 # worker under its master), in clock ticks.
 cpu_ticks() {
@@ -793,6 +849,11 @@ fi
 if port_open "$BACKEND2_PORT"; then
 	die "port 127.0.0.1:$BACKEND2_PORT (second backend) is already in use by another process"
 fi
+if want rg_tracing_otlp; then
+	for p in "$OTLP_SINK_PORT" "$OTLP_ADMIN_PORT"; do
+		port_open "$p" && die "port 127.0.0.1:$p (the OTLP sink or the admin listener of rg_tracing_otlp) is already in use by another process"
+	done
+fi
 if { want rg_tracing || want rg_tracing0; } && port_open "$OTLP_CLOSED_PORT"; then
 	die "port 127.0.0.1:$OTLP_CLOSED_PORT must be closed (the rg_tracing* OTLP endpoint, where exports are meant to fail) but something listens there"
 fi
@@ -822,6 +883,7 @@ fi
 TLS_DIR=$TMP/tls
 export RG_BENCH_TLS_DIR=$TLS_DIR # read by rustygate-tls*.yaml
 TLSHS=$TMP/tlshs
+OTLP_SINK=$TMP/otlpsink
 if ((any_tls)); then
 	gen_tls_certs
 	note "building test/bench/tlshs"
@@ -847,11 +909,13 @@ for t in gz_nginx_1k gz_nginx_64k; do
 	want "$t" && ! shared_started "$t" && start_nginx "$t" "$HERE/nginx-proxy-gzip.conf"
 done
 want rg_rl_cluster && start_redis
+want rg_tracing_otlp && start_otlpsink
 for t in "${selected[@]}"; do
 	is_rg "$t" || continue
 	shared_started "$t" && continue
 	start_rustygate "$t"
 	case $t in
+	rg_tracing_otlp) verify_tracing_otlp ;;
 	rg_2backends) verify_2backends ;;
 	rg_policies) verify_policies ;;
 	rg_wasm) verify_wasm ;;
@@ -1131,6 +1195,7 @@ done
 			rg_2backends) echo "- rg_2backends: end-to-end req/s with 2 backends vs 1: the route of the RustyGate row with backends 127.0.0.1:${PORT[direct]} and 127.0.0.1:$BACKEND2_PORT, round_robin (two server blocks of the same one-worker backend nginx, so the backend capacity is unchanged)." ;;
 			rg_policies) echo "- rg_policies: cors (Origin $BENCH_ORIGIN allowed), rate_limit per IP at 100000000 per 60 s (never triggers) and jwt HS256 (audience api) on the route; wrk sends 'Origin: $BENCH_ORIGIN' and 'Authorization: Bearer <HS256 token signed by peer.sh>' to this target only. Checked before measuring: token -> 200, no token -> 401." ;;
 			rg_tracing) echo "- rg_tracing: tracing on, ratio 1.0, OTLP endpoint 127.0.0.1:$OTLP_CLOSED_PORT where nothing listens: every request creates and batches its spans, the exports fail and the spans are dropped. This measures span creation, not export." ;;
+			rg_tracing_otlp) echo "- rg_tracing_otlp: tracing on, ratio 1.0, exporting over OTLP/HTTP (batches of up to 1024 spans, queue of 8192) to test/bench/otlpsink on 127.0.0.1:$OTLP_SINK_PORT, which decodes every export: span creation and export. At the end of the run the sink had received: $(otlp_stats 2>/dev/null || echo '?'); the gateway counted $(otlp_metric exported) spans exported, $(otlp_metric queue_full) dropped on a full queue and $(otlp_metric export_failed) in failed exports (a request never waits for the exporter). Checked before measuring: the spans of 4 requests reach the sink." ;;
 			rg_tracing0) echo "- rg_tracing0: tracing on with ratio 0: no trace is sampled (wrk sends no traceparent), spans are non-recording; the cost of tracing enabled but not sampling." ;;
 			rg_wasm) echo "- rg_wasm: WASM plugin plugins/examples/add_header.wasm on the route (handle_request + handle_response per request); checked before measuring: X-RustyGate-Plugin: executed." ;;
 			rg_access) echo "- rg_access: the middlewares listed in test/bench/rustygate-access.yaml on the route (ip_filter allowing the client, basic_auth with one bcrypt user whose verification is cached, headers setting and removing request and response headers); wrk sends the user's 'Authorization: Basic' to this target only. Checked before measuring: credentials -> 200, none -> 401." ;;

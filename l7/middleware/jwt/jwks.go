@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/MicahParks/jwkset"
@@ -50,6 +51,8 @@ type jwksCache struct {
 
 	store *jwkset.MemoryJWKSet
 	kf    keyfunc.Keyfunc
+	// gen counts the replacements of the key set.
+	gen atomic.Uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -256,7 +259,11 @@ func (c *jwksCache) fetch() error {
 		}
 		c.log.Warn("jwt: JWKS keys skipped", "route", c.route, "url", c.logURL, "error", errors.Join(skipped...))
 	}
-	return c.store.KeyReplaceAll(ctx, set)
+	if err := c.store.KeyReplaceAll(ctx, set); err != nil {
+		return err
+	}
+	c.gen.Add(1)
+	return nil
 }
 
 // publicOf returns the public half of a key.

@@ -22,15 +22,27 @@
 // malformed, bad_signature, expired, no_exp, not_yet_valid, bad_issuer,
 // bad_audience, bad_algorithm, unknown_key or crit. A request with more
 // than one Authorization header gets 400 (invalid_request), reason
-// multiple_authorization: none of its tokens is verified. An accepted
-// request gets its claims stored as the request value "jwt.claims" (a
-// map[string]any), and every claims_to_headers header removed from what
-// the client sent, in any spelling of its case and however often it was
-// sent, then set from its claim when the token has it; unless
-// forward_authorization is on, its Authorization header is removed.
+// multiple_authorization: none of its tokens is verified.
+//
+// A verified token is cached (cache_size entries, the least recently
+// used evicted), keyed by a keyed SHA-256 of the token, until its exp or
+// for cache_ttl, whichever comes first, so a client repeating its token
+// pays for the signature once and a cache hit allocates nothing. Only
+// successes are cached. The cache belongs to the built policy: a reload
+// starts an empty one, and a JWKS fetch that replaces the key set
+// invalidates every entry.
+//
+// An accepted request gets its claims stored as the request value
+// "jwt.claims" (a map[string]any, shared by the requests that send the
+// same token: read it, never write it), and every claims_to_headers
+// header removed from what the client sent, in any spelling of its case
+// and however often it was sent, then set from its claim when the token
+// has it; unless forward_authorization is on, its Authorization header is
+// removed.
 package jwt
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,6 +100,9 @@ type Verifier struct {
 	forwardAuth bool
 	requireExp  bool
 
+	cache *tokenCache
+	now   func() time.Time
+
 	closeOnce sync.Once
 }
 
@@ -106,6 +121,9 @@ var (
 	errUnknownKey   = errors.New("unknown key")
 	errBadAlgorithm = errors.New("no key for the token's algorithm")
 )
+
+// authBufs hold the Authorization values of a request being handled.
+var authBufs = sync.Pool{New: func() any { return new([2][]byte) }}
 
 // minSecretBytes is the shortest HMAC secret accepted.
 const minSecretBytes = 32
@@ -137,7 +155,7 @@ func NewVerifier(cfg Settings, route string, rep middleware.Reporter, opts Optio
 		opts.FetchTimeout = 5 * time.Second
 	}
 	v := &Verifier{
-		route: route, rep: rep, issuer: cfg.Issuer,
+		route: route, rep: rep, issuer: cfg.Issuer, now: opts.Now,
 		forwardAuth: cfg.ForwardAuthorization == nil || *cfg.ForwardAuthorization,
 		requireExp:  cfg.RequireExp == nil || *cfg.RequireExp,
 	}
@@ -244,6 +262,12 @@ func NewVerifier(cfg Settings, route string, rep middleware.Reporter, opts Optio
 	}
 	v.parser = gojwt.NewParser(popts...)
 
+	var seed [32]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		return nil, err
+	}
+	v.cache = newTokenCache(cfg.CacheSize, cfg.CacheTTL.D(), seed)
+
 	if cfg.JWKSURL != "" {
 		c, err := newJWKSCache(cfg.JWKSURL, route, cfg.JWKSRefresh.D(), cfg.JWKSMinRefetch.D(), opts)
 		if err != nil {
@@ -266,16 +290,21 @@ func (v *Verifier) Close() error {
 
 // Handle implements middleware.Handler.
 func (v *Verifier) Handle(r middleware.Request) *middleware.Reply {
-	var buf [2][]byte
+	// The slice passed through the interface would escape: it comes
+	// from a pool.
+	buf := authBufs.Get().(*[2][]byte)
 	auth := r.RequestHeaderValues("Authorization", buf[:0])
-	if len(auth) > 1 {
+	n := len(auth)
+	var first []byte
+	if n >= 1 {
+		first = auth[0]
+	}
+	clear(buf[:])
+	authBufs.Put(buf)
+	if n > 1 {
 		// Verifying one of several credentials would forward the others
 		// unverified to a backend that may read another one.
 		return v.reject(r.PeerIP(), reasonMultipleAuth)
-	}
-	var first []byte
-	if len(auth) == 1 {
-		first = auth[0]
 	}
 	raw, ok := bearerToken(first)
 	if !ok {
@@ -284,15 +313,60 @@ func (v *Verifier) Handle(r middleware.Request) *middleware.Reply {
 	if len(raw) == 0 || len(raw) > maxTokenBytes || !isCompactJWS(raw) {
 		return v.reject(r.PeerIP(), reasonMalformed)
 	}
+	var key cacheKey
+	cacheable := v.cache != nil && len(raw) <= maxCachedToken
+	if cacheable {
+		v.cache.key(raw, &key)
+		if val, ok := v.cache.get(&key, v.now(), v.keyGeneration()); ok {
+			v.accept(r, val)
+			return nil
+		}
+	}
+	gen := v.keyGeneration()
 	claims := gojwt.MapClaims{}
 	tok, err := v.parser.ParseWithClaims(string(raw), claims, v.keyFor)
 	if err != nil {
 		return v.reject(r.PeerIP(), v.classify(err, tok, claims))
 	}
-	r.SetValue(ClaimsKey, map[string]any(claims))
-	for _, h := range v.headers {
-		if s, ok := claimText(claims[h.claim]); ok {
-			r.SetHeader(h.header, s)
+	val := v.verifiedOf(claims)
+	if cacheable {
+		var exp time.Time
+		if e, err := claims.GetExpirationTime(); err == nil && e != nil {
+			exp = e.Time
+		}
+		v.cache.put(&key, val, v.now(), exp, gen)
+	}
+	v.accept(r, val)
+	return nil
+}
+
+// keyGeneration identifies the key set tokens verify with: it changes
+// when a JWKS fetch replaces the set, which invalidates the cached
+// verifications. The secret and public_key_file keys never change during
+// the life of a verifier (a reload builds a new one, with a new cache).
+func (v *Verifier) keyGeneration() uint64 {
+	if v.jwks == nil {
+		return 0
+	}
+	return v.jwks.gen.Load()
+}
+
+// verifiedOf formats the claims_to_headers values of verified claims.
+func (v *Verifier) verifiedOf(claims gojwt.MapClaims) *verified {
+	val := &verified{claims: map[string]any(claims), headers: make([]claimValue, len(v.headers))}
+	for i, h := range v.headers {
+		val.headers[i].text, val.headers[i].ok = claimText(claims[h.claim])
+	}
+	return val
+}
+
+// accept lets a request with a verified token through: it stores the
+// claims and sets the claims_to_headers headers.
+func (v *Verifier) accept(r middleware.Request, val *verified) {
+	r.SetValue(ClaimsKey, val.claims)
+	for i, h := range v.headers {
+		if c := val.headers[i]; c.ok {
+			r.SetHeader(h.header, c.text)
 		} else {
 			// A client must not pass its own value off as a claim:
 			// SetHeader and DelHeader both remove every line it sent
@@ -303,7 +377,6 @@ func (v *Verifier) Handle(r middleware.Request) *middleware.Reply {
 	if !v.forwardAuth {
 		r.DelHeader("Authorization")
 	}
-	return nil
 }
 
 // bearerToken returns the token of an Authorization header with the

@@ -220,6 +220,10 @@ func baseCfg() Settings {
 			"admin": "X-Admin",
 			"n":     "X-N",
 		},
+		// Every test runs with the token cache: verdicts must not depend
+		// on it.
+		CacheSize: 100,
+		CacheTTL:  config.Duration(5 * time.Minute),
 	}
 }
 
@@ -839,46 +843,49 @@ func TestCloseStopsRefresher(t *testing.T) {
 	// TestMain checks that no goroutine is left.
 }
 
+// The BenchmarkVerify* benchmarks verify one token per operation, the
+// client repeating its token: cache=off pays for the signature every
+// time, cache=on once.
+
 func BenchmarkVerifyHS256(b *testing.B) {
 	cfg := baseCfg()
 	cfg.Secret = testSecret
-	v := newVerifier(b, cfg, nil)
-	r := newRequest("Bearer " + sign(b, gojwt.SigningMethodHS256, []byte(testSecret), validClaims(), nil))
-	benchVerify(b, v, r)
+	benchVerify(b, cfg, sign(b, gojwt.SigningMethodHS256, []byte(testSecret), validClaims(), nil))
 }
 
 func BenchmarkVerifyRS256(b *testing.B) {
 	cfg := baseCfg()
 	cfg.PublicKeyFile = writePEM(b, pkixBlock(b, &rsaKey.PublicKey))
-	v := newVerifier(b, cfg, nil)
-	r := newRequest("Bearer " + sign(b, gojwt.SigningMethodRS256, rsaKey, validClaims(), nil))
-	benchVerify(b, v, r)
+	benchVerify(b, cfg, sign(b, gojwt.SigningMethodRS256, rsaKey, validClaims(), nil))
 }
 
 func BenchmarkVerifyES256(b *testing.B) {
 	cfg := baseCfg()
 	cfg.PublicKeyFile = writePEM(b, pkixBlock(b, &ecKey.PublicKey))
-	v := newVerifier(b, cfg, nil)
-	r := newRequest("Bearer " + sign(b, gojwt.SigningMethodES256, ecKey, validClaims(), nil))
-	benchVerify(b, v, r)
+	benchVerify(b, cfg, sign(b, gojwt.SigningMethodES256, ecKey, validClaims(), nil))
 }
 
 func BenchmarkVerifyEdDSA(b *testing.B) {
 	cfg := baseCfg()
 	cfg.PublicKeyFile = writePEM(b, pkixBlock(b, edPub))
 	cfg.Algorithms = []string{"EdDSA"}
-	v := newVerifier(b, cfg, nil)
-	r := newRequest("Bearer " + sign(b, gojwt.SigningMethodEdDSA, edKey, validClaims(), nil))
-	benchVerify(b, v, r)
+	benchVerify(b, cfg, sign(b, gojwt.SigningMethodEdDSA, edKey, validClaims(), nil))
 }
 
-func benchVerify(b *testing.B, v *Verifier, r *request) {
-	b.ReportAllocs()
-	for b.Loop() {
-		r.set = nil
-		if reply := v.Handle(r); reply != nil {
-			b.Fatalf("rejected: %s", reply.Body)
-		}
+func benchVerify(b *testing.B, cfg Settings, token string) {
+	for _, size := range []int{0, 100} {
+		b.Run(fmt.Sprint("cache=", map[bool]string{false: "off", true: "on"}[size > 0]), func(b *testing.B) {
+			cfg.CacheSize = size
+			v := newVerifier(b, cfg, nil)
+			r := newRequest("Bearer " + token)
+			b.ReportAllocs()
+			for b.Loop() {
+				r.set = nil
+				if reply := v.Handle(r); reply != nil {
+					b.Fatalf("rejected: %s", reply.Body)
+				}
+			}
+		})
 	}
 }
 

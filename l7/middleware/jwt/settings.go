@@ -19,6 +19,9 @@ const (
 	defaultJWKSRefresh    = config.Duration(time.Hour)
 	defaultJWKSMinRefetch = config.Duration(5 * time.Minute)
 	maxLeeway             = config.Duration(5 * time.Minute)
+	defaultCacheSize      = 10000
+	defaultCacheTTL       = config.Duration(5 * time.Minute)
+	maxCacheSize          = 1 << 20 // about 1 KiB per entry with its claims
 	minJWKSInterval       = config.Duration(time.Second)
 )
 
@@ -63,6 +66,11 @@ type Settings struct {
 	ForwardAuthorization *bool `yaml:"forward_authorization"`
 	// RequireExp refuses tokens without exp (nil: true).
 	RequireExp *bool `yaml:"require_exp"`
+	// CacheSize bounds the verified tokens kept (0: none).
+	CacheSize int `yaml:"cache_size"`
+	// CacheTTL bounds how long a verified token is reused; it is never
+	// reused past its exp.
+	CacheTTL config.Duration `yaml:"cache_ttl"`
 }
 
 // defaults returns the settings of an entry that writes no key.
@@ -71,6 +79,7 @@ func defaults() any {
 	return &Settings{
 		Leeway: defaultLeeway, JWKSRefresh: defaultJWKSRefresh, JWKSMinRefetch: defaultJWKSMinRefetch,
 		ForwardAuthorization: yes(), RequireExp: yes(),
+		CacheSize: defaultCacheSize, CacheTTL: defaultCacheTTL,
 	}
 }
 
@@ -147,6 +156,12 @@ func (s *Settings) checkFields(c *config.SettingsCheck) {
 		if c.Written(f.key) && f.d < minJWKSInterval {
 			c.Errorf(f.key, "must be at least %s (got %s)", minJWKSInterval, f.d)
 		}
+	}
+	if s.CacheSize < 0 || s.CacheSize > maxCacheSize {
+		c.Errorf("cache_size", "must be between 0 and %d (got %d)", maxCacheSize, s.CacheSize)
+	}
+	if s.CacheTTL < 0 {
+		c.Errorf("cache_ttl", "must not be negative (got %s)", s.CacheTTL)
 	}
 	if s.Leeway > maxLeeway {
 		c.Errorf("leeway", "must be at most %s (got %s)", maxLeeway, s.Leeway)

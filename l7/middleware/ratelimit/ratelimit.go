@@ -213,12 +213,12 @@ func (l *Limiter) Handle(r middleware.Request) *middleware.Reply {
 		res = l.store.take(l.keyOf(r, ip), l.opts.Now())
 	}
 	r.AddResponseHeader("RateLimit-Limit", limit)
-	r.AddResponseHeader("RateLimit-Remaining", itoa(res.remaining))
-	reset := itoa(ceilSeconds(res.reset))
-	r.AddResponseHeader("RateLimit-Reset", reset)
+	addInt(r, "RateLimit-Remaining", res.remaining)
+	addInt(r, "RateLimit-Reset", ceilSeconds(res.reset))
 	if res.ok {
 		return nil
 	}
+	reset := itoa(ceilSeconds(res.reset))
 	l.rep.Rejected("rate_limit", l.route, "limit", ip)
 	if l.opts.OnExceeded != nil {
 		l.opts.OnExceeded(ip, float64(res.count)/float64(l.store.limit))
@@ -286,6 +286,15 @@ var numbers = sync.OnceValues(func() (string, []uint32) {
 	offs = append(offs, uint32(len(b)))
 	return string(b), offs
 })
+
+// addInt adds a response header of value n without allocating.
+func addInt(r middleware.Request, name string, n int) {
+	if n >= 0 && n < numbersMax {
+		r.AddResponseHeader(name, itoa(n))
+		return
+	}
+	middleware.AddResponseHeaderInt(r, name, int64(n))
+}
 
 func itoa(n int) string {
 	if n < 0 || n >= numbersMax {
