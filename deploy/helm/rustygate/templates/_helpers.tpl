@@ -106,6 +106,11 @@ configuration leaves them unset.
 {{- $_ := set $dp "bpffs" "/sys/fs/bpf/rustygate-${POD_NAME}" }}
 {{- end }}
 {{- $_ := set $cfg "datapath" $dp }}
+{{- if .Values.kubernetes.enabled }}
+{{- $providers := get $cfg "providers" | default dict }}
+{{- $_ := set $providers "kubernetes" (dict "in_cluster" true "gateway_class" .Values.kubernetes.gatewayClass "ingress_class" .Values.kubernetes.ingressClass "namespaces" .Values.kubernetes.namespaces) }}
+{{- $_ := set $cfg "providers" $providers }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 
@@ -158,7 +163,13 @@ spec:
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- if .Values.kubernetes.enabled }}
+  # The Kubernetes provider talks to the API server as this account.
+  serviceAccountName: {{ include "rustygate.fullname" . }}
+  automountServiceAccountToken: true
+  {{- else }}
   automountServiceAccountToken: false
+  {{- end }}
   {{- if eq (include "rustygate.hostNetwork" .) "true" }}
   hostNetwork: true
   dnsPolicy: ClusterFirstWithHostNet
