@@ -51,3 +51,29 @@ func TestRouterConditions(t *testing.T) {
 		t.Errorf("Match without a request: %v %v", rt, ok)
 	}
 }
+
+// BenchmarkRouterRoutes is the lookup cost with 10 and with 1,000 routes
+// of the shape the Kubernetes provider makes (one host each, a prefix,
+// some with a header condition): a lookup does not grow with the number
+// of routes.
+func BenchmarkRouterRoutes(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
+			var routes []*Route
+			for i := 0; i < n; i++ {
+				host := fmt.Sprintf("h%d.example.com", i)
+				routes = append(routes, &Route{Name: host, Host: host, Path: "/api"},
+					&Route{Name: host + "c", Host: host, Path: "/api", cond: routeCond{headers: []config.NameValue{{Name: "x-canary", Value: "yes"}}}})
+			}
+			r := NewRouter(routes)
+			req := &request{host: []byte(fmt.Sprintf("h%d.example.com", n/2)), path: []byte("/api/v1/orders/42"), method: []byte("GET"),
+				fields: []hfield{{name: []byte("Accept"), value: []byte("*/*")}, {name: []byte("User-Agent"), value: []byte("bench")}}}
+			b.ReportAllocs()
+			for b.Loop() {
+				if rt, ok := r.matchRequest(req); !ok || rt.cond.any() {
+					b.Fatal("wrong match")
+				}
+			}
+		})
+	}
+}
