@@ -33,9 +33,7 @@ func (g *gateway) startKubernetes(cfg *config.Config) (stop func(), err error) {
 		return nil, fmt.Errorf("providers.kubernetes: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	sctx, scancel := context.WithTimeout(ctx, k8sSyncTimeout)
-	defer scancel()
-	if err := p.Start(sctx); err != nil {
+	if err := p.Start(ctx, k8sSyncTimeout); err != nil {
 		cancel()
 		return nil, fmt.Errorf("providers.kubernetes: %w", err)
 	}

@@ -73,8 +73,9 @@ func (t *translator) gateways() {
 	}
 }
 
-// listenerConflicts finds listeners sharing a port and hostname (a
-// HostnameConflict) or a port with protocols that cannot share it.
+// listenerConflicts finds listeners sharing a port with another
+// protocol (a ProtocolConflict: HTTP and HTTPS cannot share a port) or
+// with the same hostname (a HostnameConflict).
 func listenerConflicts(gw *gwv1.Gateway) []string {
 	out := make([]string, len(gw.Spec.Listeners))
 	for i := range gw.Spec.Listeners {
@@ -84,7 +85,7 @@ func listenerConflicts(gw *gwv1.Gateway) []string {
 			if i == j || a.Port != b.Port {
 				continue
 			}
-			if a.Protocol != b.Protocol && !(isHTTP(a.Protocol) && isHTTP(b.Protocol)) {
+			if a.Protocol != b.Protocol {
 				out[i] = string(gwv1.ListenerReasonProtocolConflict)
 			} else if hostOf(a.Hostname) == hostOf(b.Hostname) && out[i] == "" {
 				out[i] = string(gwv1.ListenerReasonHostnameConflict)

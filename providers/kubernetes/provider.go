@@ -78,8 +78,9 @@ func New(rc *rest.Config, cfg *config.KubernetesProvider, log *slog.Logger) (*Pr
 	return &Provider{cfg: *cfg, log: log, cs: cs, gcs: gcs, changed: make(chan struct{}, 1), publishedCh: make(chan struct{}, 1)}, nil
 }
 
-// Start starts the informers and waits until their caches are filled.
-func (p *Provider) Start(ctx context.Context) error {
+// Start starts the informers, which run until ctx ends, and waits up to
+// syncTimeout until their caches are filled.
+func (p *Provider) Start(ctx context.Context, syncTimeout time.Duration) error {
 	_, err := p.cs.Discovery().ServerResourcesForGroupVersion(gwv1.GroupVersion.String())
 	p.gatewayAPI = err == nil
 	if !p.gatewayAPI {
@@ -104,7 +105,9 @@ func (p *Provider) Start(ctx context.Context) error {
 	for i, inf := range p.informers {
 		syncs[i] = inf.HasSynced
 	}
-	if !cache.WaitForCacheSync(ctx.Done(), syncs...) {
+	sctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
+	if !cache.WaitForCacheSync(sctx.Done(), syncs...) {
 		return errors.New("kubernetes: caches not synced before the deadline")
 	}
 	return nil

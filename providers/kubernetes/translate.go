@@ -81,11 +81,41 @@ func byAge[T aged](a, b T) int {
 }
 
 // parse turns an object's route documents into validated routes, as the
-// file's are. source names the object in errors.
+// file's are. source names the object in errors. Routes that differ only
+// by conditions the file cannot write (headers, query, exact path) would
+// be duplicates to the file's check: they are parsed in separate batches.
 func parse(source string, docs []routeDoc) ([]config.Route, error) {
-	if len(docs) == 0 {
-		return nil, nil
+	var batches [][]int
+	var seen []map[string]bool
+	for i := range docs {
+		k := docs[i].Host + "\x00" + docs[i].Path + "\x00" + strings.Join(docs[i].Methods, ",")
+		b := 0
+		for b < len(batches) && seen[b][k] {
+			b++
+		}
+		if b == len(batches) {
+			batches, seen = append(batches, nil), append(seen, map[string]bool{})
+		}
+		batches[b], seen[b][k] = append(batches[b], i), true
 	}
+	out := make([]config.Route, len(docs))
+	for _, idx := range batches {
+		batch := make([]routeDoc, len(idx))
+		for j, i := range idx {
+			batch[j] = docs[i]
+		}
+		routes, err := parseBatch(source, batch)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range idx {
+			out[i] = routes[j]
+		}
+	}
+	return out, nil
+}
+
+func parseBatch(source string, docs []routeDoc) ([]config.Route, error) {
 	data, err := yaml.Marshal(map[string]any{"routes": docs, "admin": map[string]any{"listen": "off"}})
 	if err != nil {
 		return nil, err
