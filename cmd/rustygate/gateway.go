@@ -96,6 +96,9 @@ type gateway struct {
 	// certificates of its Secrets.
 	k8s    *kubernetes.Provider
 	k8sDir string
+	// k8sErrs are the objects the last translation left out, logged
+	// when they change.
+	k8sErrs string
 
 	serveErr chan error
 	// ready is what /readyz reports.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rustygate/rustygate/config"
@@ -66,6 +67,12 @@ func (g *gateway) withProviders(cfg *config.Config) (*config.Config, error) {
 		return cfg, nil
 	}
 	res := g.k8s.Translate()
+	if errs := strings.Join(res.Errors, "; "); errs != g.k8sErrs {
+		g.k8sErrs = errs
+		for _, e := range res.Errors {
+			g.log.Warn("kubernetes: object left out", "error", e)
+		}
+	}
 	keys, names := map[string]bool{}, map[string]bool{}
 	for i := range cfg.Routes {
 		keys[kubernetes.RouteKey(&cfg.Routes[i])] = true

@@ -55,6 +55,7 @@ func (t *translator) finishRoute(k, kind string, docs []routeDoc, err error, par
 		routes, err = parse(kind+" "+k, docs)
 	}
 	if err != nil {
+		t.res.Errors = append(t.res.Errors, fmt.Sprintf("%s %s: %s", kind, k, firstLine(err.Error())))
 		for i := range parents {
 			if parents[i].accepted {
 				parents[i].accepted, parents[i].reason, parents[i].msg = false, string(gwv1.RouteReasonUnsupportedValue), firstLine(err.Error())

@@ -54,9 +54,11 @@ func (t *translator) ingress(in *netv1.Ingress) {
 	if err == nil {
 		routes, err = parse("Ingress "+k, docs)
 	}
-	if err == nil {
-		t.add("Ingress "+k, routes)
+	if err != nil {
+		t.res.Errors = append(t.res.Errors, fmt.Sprintf("Ingress %s: %s", k, firstLine(err.Error())))
+		return
 	}
+	t.add("Ingress "+k, routes)
 }
 
 func (t *translator) ingressDoc(ns string, b *netv1.IngressBackend, path string, exact bool, host string) (routeDoc, bool) {

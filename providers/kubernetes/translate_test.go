@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	netv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -164,5 +165,52 @@ func BenchmarkTranslate1000Routes(b *testing.B) {
 		if res := Translate(w, Options{GatewayClass: "rustygate"}); len(res.Routes) != 1000 {
 			b.Fatalf("%d routes", len(res.Routes))
 		}
+	}
+}
+
+// TestTranslateMiddlewaresAnnotation: the annotation's entries are
+// validated as the file's; a bad entry leaves the route out with
+// UnsupportedValue.
+func TestTranslateMiddlewaresAnnotation(t *testing.T) {
+	w := testWorld()
+	r := route("apps", "limited", []gwv1.Hostname{"app.example.com"}, gwv1.HTTPRouteRule{BackendRefs: []gwv1.HTTPBackendRef{ref("", "a", 1)}})
+	r.Annotations = map[string]string{MiddlewaresAnnotation: "- { name: rate_limit, limit: 5, window: 60 }\n- { name: cors, allow_origins: [\"https://app.example.com\"] }\n"}
+	w.HTTPRoutes = []*gwv1.HTTPRoute{r}
+	res := Translate(w, Options{GatewayClass: "rustygate"})
+	if len(res.Routes) != 1 || len(res.Routes[0].Middlewares) != 2 || res.Routes[0].Middlewares[0].Name != "rate_limit" || res.Routes[0].Middlewares[0].Settings == nil {
+		t.Fatalf("routes: %+v", res.Routes)
+	}
+	r.Annotations[MiddlewaresAnnotation] = "- { name: rate_limit, limit: -1 }\n"
+	res = Translate(w, Options{GatewayClass: "rustygate"})
+	c := routeCond(t, res, "apps/limited", "Accepted")
+	if len(res.Routes) != 0 || c.Status != "False" || c.Reason != "UnsupportedValue" || !strings.Contains(c.Message, "limit") || len(res.Errors) != 1 {
+		t.Errorf("a bad entry: %d routes, %+v, errors %v", len(res.Routes), c, res.Errors)
+	}
+}
+
+// TestTranslateIngress: class, Exact and Prefix paths, default backend.
+func TestTranslateIngress(t *testing.T) {
+	w := testWorld()
+	exact, prefix := netv1.PathTypeExact, netv1.PathTypePrefix
+	be := netv1.IngressBackend{Service: &netv1.IngressServiceBackend{Name: "a", Port: netv1.ServiceBackendPort{Number: 80}}}
+	ing := &netv1.Ingress{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: "i"}, Spec: netv1.IngressSpec{
+		IngressClassName: ptr.To("rustygate"), DefaultBackend: &be,
+		Rules: []netv1.IngressRule{{Host: "i.example.com", IngressRuleValue: netv1.IngressRuleValue{HTTP: &netv1.HTTPIngressRuleValue{
+			Paths: []netv1.HTTPIngressPath{{Path: "/e", PathType: &exact, Backend: be}, {Path: "/p", PathType: &prefix, Backend: be}}}}}}}}
+	other := ing.DeepCopy()
+	other.Name, other.Spec.IngressClassName = "other", ptr.To("nginx")
+	w.Ingresses = []*netv1.Ingress{ing, other}
+	res := Translate(w, Options{GatewayClass: "rustygate", IngressClass: "rustygate"})
+	got := map[string]bool{}
+	for _, r := range res.Routes {
+		got[fmt.Sprintf("%s%s exact=%v n=%d", r.Host, r.Path, r.Match.Exact, len(r.Backends))] = true
+	}
+	for _, want := range []string{"/ exact=false n=2", "i.example.com/e exact=true n=2", "i.example.com/p exact=false n=2"} {
+		if !got[want] {
+			t.Errorf("missing %q in %v", want, got)
+		}
+	}
+	if len(res.Routes) != 3 {
+		t.Errorf("%d routes (the other class must be ignored)", len(res.Routes))
 	}
 }

@@ -47,6 +47,9 @@ type Result struct {
 	Routes       []config.Route
 	Certificates []Certificate
 	Status       Status
+	// Errors name the objects left out and why (an Ingress has no
+	// condition to say it).
+	Errors []string
 }
 
 // Certificate is a certificate and key from a kubernetes.io/tls Secret.
