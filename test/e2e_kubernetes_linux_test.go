@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -174,6 +176,7 @@ func TestKubernetes(t *testing.T) {
 	t.Run("Ingress", func(t *testing.T) { testKubeIngress(t, k, g, ns) })
 	t.Run("GRPCRoute", func(t *testing.T) { testKubeGRPCRoute(t, k, n, g, ns) })
 	t.Run("Routes1000", func(t *testing.T) { testKube1000Routes(t, k, g, ns) })
+	t.Run("LeaderElection", func(t *testing.T) { testKubeLeader(t, k, g, ns, file.URL) }) // stops g: last
 }
 
 // testKubeRouting: header and path matches pick the Service, weights
@@ -516,4 +519,52 @@ func testKube1000Routes(t *testing.T, k *kube, g *kubeGateway, ns string) {
 		t.Errorf("the old path still served: %d", code)
 	}
 	t.Logf("one route changed with %d HTTPRoutes loaded: served after %v", n, took.Round(time.Millisecond))
+}
+
+// leaseHolder is the holder of the status Lease ("" when none).
+func leaseHolder(k *kube) string {
+	l := &coordinationv1.Lease{}
+	if err := k.c.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: "rustygate-status"}, l); err != nil || l.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *l.Spec.HolderIdentity
+}
+
+// testKubeLeader: a second replica serves the same routes but writes no
+// status while the first holds the Lease; when the first stops, the
+// second takes the Lease over and writes status.
+func testKubeLeader(t *testing.T, k *kube, g *kubeGateway, ns, fileBackend string) {
+	host, _ := os.Hostname()
+	first := fmt.Sprintf("%s_%d", host, g.cmd.Process.Pid)
+	if h := leaseHolder(k); h != first {
+		t.Fatalf("Lease held by %q, want the first gateway %q", h, first)
+	}
+	g2 := startKubeGateway(t, k, fileBackend)
+	second := fmt.Sprintf("%s_%d", host, g2.cmd.Process.Pid)
+	k.create(t, &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "both"},
+		Spec: gwv1.HTTPRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{parentRef(ns, "gw")}},
+			Hostnames:       []gwv1.Hostname{"both.example.com"},
+			Rules:           []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{backendRef("b", 1)}}}}})
+	for _, gw := range []*kubeGateway{g, g2} {
+		waitFor(t, 5*time.Second, "the route served by both replicas", func() bool {
+			code, b, _ := gw.hit("both.example.com", "/x")
+			return code == 200 && b == "b1"
+		})
+	}
+	if h := leaseHolder(k); h != first {
+		t.Errorf("the Lease moved to %q while the first gateway runs", h)
+	}
+	g.Stop()
+	took := waitFor(t, 20*time.Second, "the second replica holding the Lease", func() bool { return leaseHolder(k) == second })
+	t.Logf("the second replica took the Lease %v after the first stopped", took.Round(time.Millisecond))
+	k.create(t, &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "after"},
+		Spec: gwv1.HTTPRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{parentRef(ns, "gw")}},
+			Hostnames:       []gwv1.Hostname{"after.example.com"},
+			Rules:           []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{backendRef("b", 1)}}}}})
+	waitFor(t, 5*time.Second, "status written by the new leader", func() bool {
+		a, _ := routeCondition(k, ns, "after", "Accepted")
+		return a == "True"
+	})
 }
