@@ -4,6 +4,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -29,10 +30,10 @@ func servicePort(svc *corev1.Service, number int32, name string) (*corev1.Servic
 // endpoints are the ready endpoints of the Service port sp, from the
 // Service's EndpointSlices, sorted so that a translation is stable.
 // Endpoints that are terminating or not ready are left out: they drain.
-func endpoints(slices_ []*discoveryv1.EndpointSlice, sp *corev1.ServicePort) []endpoint {
+func endpoints(ess []*discoveryv1.EndpointSlice, sp *corev1.ServicePort) []endpoint {
 	seen := map[string]bool{}
 	var out []endpoint
-	for _, s := range slices_ {
+	for _, s := range ess {
 		if s.AddressType != discoveryv1.AddressTypeIPv4 && s.AddressType != discoveryv1.AddressTypeIPv6 {
 			continue
 		}
@@ -53,15 +54,7 @@ func endpoints(slices_ []*discoveryv1.EndpointSlice, sp *corev1.ServicePort) []e
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b endpoint) int {
-		if a.addr < b.addr {
-			return -1
-		}
-		if a.addr > b.addr {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b endpoint) int { return strings.Compare(a.addr, b.addr) })
 	return out
 }
 

@@ -8,15 +8,6 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
-// listener is an accepted listener of a Gateway of this controller.
-type listener struct {
-	gw   *gwv1.Gateway
-	l    *gwv1.Listener
-	idx  int // in the Gateway's status listeners
-	ok   bool
-	host string // "" for any
-}
-
 // classes accepts the GatewayClass named opt.GatewayClass when it names
 // this controller.
 func (t *translator) classes() {
@@ -174,7 +165,7 @@ func (t *translator) addCert(s *corev1.Secret) {
 			return
 		}
 	}
-	t.res.Certificates = append(t.res.Certificates, Certificate{Secret: k, Cert: s.Data[corev1.TLSCertKey], Key: s.Data[corev1.TLSPrivateKeyKey], ResourceVer: s.ResourceVersion})
+	t.res.Certificates = append(t.res.Certificates, Certificate{Secret: k, Cert: s.Data[corev1.TLSCertKey], Key: s.Data[corev1.TLSPrivateKeyKey]})
 }
 
 // granted reports whether a ReferenceGrant in toNS lets objects of
