@@ -74,6 +74,30 @@ routes:
 	return kg
 }
 
+// reloads counts the reloads logged so far.
+func (g *kubeGateway) reloads() int {
+	n := 0
+	for _, l := range g.lines() {
+		if l["msg"] == "Config reloaded" {
+			n++
+		}
+	}
+	return n
+}
+
+// quietReloads waits until no reload was logged for 300 ms (the bursts
+// of earlier changes are over) and returns the count.
+func (g *kubeGateway) quietReloads(t *testing.T) int {
+	n, since := g.reloads(), time.Now()
+	waitFor(t, 5*time.Second, "reloads to settle", func() bool {
+		if m := g.reloads(); m != n {
+			n, since = m, time.Now()
+		}
+		return time.Since(since) > 300*time.Millisecond
+	})
+	return n
+}
+
 // hit sends GET path with Host host (and headers hdr) and returns the
 // status and the name of the demo backend that answered ("" if none).
 func (g *kubeGateway) hit(host, path string, hdr ...string) (int, string, error) {
@@ -478,10 +502,14 @@ func testKubeIngress(t *testing.T, k *kube, g *kubeGateway, ns string) {
 			t.Errorf("GET %s: %d from %q (%v), want %d from %q", c.path, code, b, err, c.code, c.want)
 		}
 	}
+	reloads := g.quietReloads(t)
 	other := ingress(ns, "other-class", "ing2.example.com", []ingressPath{{"/", prefix, "b"}})
 	other.Spec.IngressClassName = ptr.To("nginx")
 	k.create(t, other)
 	time.Sleep(300 * time.Millisecond) // several debounce periods: it must stay unserved
+	if n := g.reloads(); n != reloads {
+		t.Errorf("an Ingress of another class caused %d reloads", n-reloads)
+	}
 	if code, _, _ := g.hit("ing2.example.com", "/x"); code != 404 {
 		t.Errorf("an Ingress of another class is served: %d", code)
 	}

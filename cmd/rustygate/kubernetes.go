@@ -53,6 +53,9 @@ func (g *gateway) runKubernetes(ctx context.Context) {
 		return
 	}
 	g.k8s.Run(ctx, func() {
+		if !g.k8s.Changed() {
+			return
+		}
 		if _, err := g.reload("kubernetes", false); err != nil {
 			g.log.Warn("kubernetes: change not applied", "error", err.Error())
 		}

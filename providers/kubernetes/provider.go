@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"sync"
 	"time"
 
@@ -245,12 +246,36 @@ func (p *Provider) Translate() *Result {
 	return res
 }
 
+// Changed translates the current objects and reports whether their
+// routes or certificates differ from those in force, so that a change to
+// objects nothing refers to (another Service's endpoints, a Secret no
+// listener uses) costs no reload. When only the status differs, it is
+// published at once.
+func (p *Provider) Changed() bool {
+	res := p.Translate()
+	p.mu.Lock()
+	pub := p.published
+	p.mu.Unlock()
+	if pub == nil || !reflect.DeepEqual(res.Routes, pub.Routes) || !reflect.DeepEqual(res.Certificates, pub.Certificates) {
+		return true
+	}
+	p.mu.Lock()
+	p.published = res
+	p.mu.Unlock()
+	p.signalPublished()
+	return false
+}
+
 // Published tells the provider that the last translation is in force:
 // its status may be written.
 func (p *Provider) Published() {
 	p.mu.Lock()
 	p.published = p.pending
 	p.mu.Unlock()
+	p.signalPublished()
+}
+
+func (p *Provider) signalPublished() {
 	select {
 	case p.publishedCh <- struct{}{}:
 	default:
