@@ -5,6 +5,7 @@
 #                  with config/default.yaml (Ctrl-C stops both)
 #   make test      lint, then the whole test suite with the race detector
 #   make test-conformance  the http-wasm TCK through the gateway (in make test too)
+#   make test-kubernetes   the Kubernetes provider against a real API server
 #   make lint      gofmt (must list nothing) and go vet
 #   make bench     Go micro-benchmarks, then the peer comparison
 #                  (test/bench/peer.sh: nginx, RustyGate, HAProxy; HTTP
@@ -78,6 +79,17 @@ test: lint
 test-kernels:
 	KERNELS='$(KERNELS)' GO='$(GO)' test/kernels/run.sh
 
+# test-kubernetes runs the Kubernetes provider tests (build tag
+# kubernetes) against a real kube-apiserver and etcd, built from their Go
+# modules by tools/kube/assets.sh (cold: about 5 minutes on 2 cores) and
+# cached in /var/cache/rustygate-k8s; controller-runtime's envtest starts
+# them from KUBEBUILDER_ASSETS, offline. Needs root (network namespaces
+# for the backends). See docs/kubernetes.md.
+.PHONY: test-kubernetes
+test-kubernetes:
+	assets=$$(GO='$(GO)' tools/kube/assets.sh); \
+	KUBEBUILDER_ASSETS=$$assets $(GO) test -tags kubernetes $(TEST_FLAGS) -run 'Kubernetes|Translate' ./test/ ./providers/kubernetes/
+
 # test-browser runs only the real-browser CORS test (test/e2e_browser_test.go),
 # which needs headless Chromium (Debian package chromium).
 .PHONY: test-browser
@@ -133,6 +145,7 @@ lint:
 		fi; \
 	fi
 	$(GO) vet ./...
+	$(GO) vet -tags kubernetes ./test/
 
 bench: build
 	$(GO) test -run '^$$' -bench . $(BENCH_FLAGS) ./...

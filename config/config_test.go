@@ -63,7 +63,7 @@ routes:
 		{
 			name: "unknown key at top level",
 			yaml: "servr:\n\tlisten: \":80\"\n",
-			want: []string{`bad.yaml:1: unknown key "servr" at top level (known: server, admin, log, datapath, middlewares, routes, tracing, l4, cluster)`},
+			want: []string{`bad.yaml:1: unknown key "servr" at top level (known: server, admin, log, datapath, middlewares, routes, tracing, l4, cluster, providers)`},
 		},
 		{
 			name: "unknown key in timeouts",

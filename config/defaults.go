@@ -90,6 +90,7 @@ func applyDefaults(c *Config, set map[string]bool) []bool {
 	// DrainDelay defaults to 0, its zero value.
 
 	setString(&c.Admin.Listen, defaultAdminListen)
+	defaultProviders(&c.Providers)
 
 	setString(&c.Log.Format, defaultLogFormat)
 	setString(&c.Log.Level, defaultLogLevel)

@@ -37,6 +37,14 @@
 // SettingsCheck), and Config.RouteMiddlewares returns them in chain
 // order.
 //
+// # Providers
+//
+// providers.kubernetes turns the Kubernetes provider on (see
+// providers/kubernetes); config only holds its settings. The gateway adds
+// the provider's routes, built in code with a RouteMatch the file cannot
+// write, to the file's before every snapshot, and validates the whole
+// again.
+//
 // All problems found by steps 2 and 4 are collected and returned together
 // as one *Errors value, one FieldError per problem, each naming the file,
 // the line and the key path (server.listen, routes[2].backends[0].url).

@@ -1,6 +1,9 @@
 package config
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Config is one parsed, defaulted and validated configuration file.
 // It is immutable once Load returns it: the runtime builds its
@@ -22,6 +25,8 @@ type Config struct {
 	L4 []L4Listener `yaml:"l4"`
 	// Cluster shares rate limits and bans between instances through Redis.
 	Cluster Cluster `yaml:"cluster"`
+	// Providers add routes from other sources (Kubernetes).
+	Providers Providers `yaml:"providers"`
 
 	// Source is the file the configuration was read from ("" when parsed
 	// from bytes without a name).
@@ -287,6 +292,42 @@ type Route struct {
 	// ClientAuth refuses (403) requests whose connection presented no
 	// verified client certificate (see RouteClientAuth).
 	ClientAuth *RouteClientAuth `yaml:"client_auth"`
+	// Match narrows the route further. Not a file key: the providers
+	// (Gateway API, Ingress) set it.
+	Match RouteMatch `yaml:"-"`
+}
+
+// RouteMatch are the conditions of a provider's route besides host, path
+// prefix and methods. All must hold.
+type RouteMatch struct {
+	// Exact matches Path exactly instead of as a prefix.
+	Exact bool
+	// Headers must be present with these exact values (names are
+	// case-insensitive).
+	Headers []NameValue
+	// Query parameters must be present with these exact values.
+	Query []NameValue
+}
+
+// NameValue is one header or query parameter condition.
+type NameValue struct{ Name, Value string }
+
+// Key is a canonical text of the conditions, "" when there are none.
+func (m *RouteMatch) Key() string {
+	if !m.Exact && len(m.Headers) == 0 && len(m.Query) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	if m.Exact {
+		b.WriteString("=")
+	}
+	for _, h := range m.Headers {
+		b.WriteString("\x00h:" + asciiLower(h.Name) + "=" + h.Value)
+	}
+	for _, q := range m.Query {
+		b.WriteString("\x00q:" + q.Name + "=" + q.Value)
+	}
+	return b.String()
 }
 
 // RouteClientAuth is a route's client certificate requirement. The

@@ -151,6 +151,7 @@ func validate(c *Config, st *vstate) []FieldError {
 	validateTLS(c, st)
 	validateL4(c, st)
 	validateCluster(c, st)
+	validateProviders(c, st)
 	return st.errs
 }
 
@@ -204,7 +205,7 @@ func validateRoutes(routes []Route, st *vstate) {
 		}
 
 		if pathOK && !st.suppressed(p+".methods") {
-			key := r.Host + "\x00" + r.Path + "\x00" + strings.Join(methodSet(r.Methods), ",")
+			key := r.Host + "\x00" + r.Path + "\x00" + strings.Join(methodSet(r.Methods), ",") + r.Match.Key()
 			if first, dup := routeKeys[key]; dup {
 				st.add(p, "duplicate route: same host, path and methods as routes[%d]", first)
 			} else {

@@ -36,6 +36,13 @@
 // authority, validated as host[:port], is the request's Host for routing
 // and forwarding.
 //
+// The Router matches host (exact, most specific wildcard, any), then the
+// longest path prefix on segment boundaries, then methods. Routes built
+// by a provider (config.RouteMatch: the Gateway API, Ingress) may also
+// require an exact path and exact header and query values; within one
+// prefix they are tried before the routes without conditions, in the
+// Gateway API's order of precedence.
+//
 // TLS: [Server.ServeTLS] serves the HTTPS listener with a *tls.Config
 // from the certs package. Each connection's handshake runs on its own
 // goroutine, bounded by read_header_timeout (a client that sends plain

@@ -262,7 +262,7 @@ func (x *exchange) serve() {
 	if x.edge() {
 		return
 	}
-	rt, ok := x.snap.Router.Match(req.host, req.path, req.method)
+	rt, ok := x.snap.Router.matchRequest(req)
 	if x.srv.tracer != nil {
 		x.startSpan(rt)
 	}

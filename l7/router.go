@@ -2,10 +2,12 @@ package l7
 
 import (
 	"bytes"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/l7/middleware"
 	"github.com/rustygate/rustygate/observe"
 	"github.com/rustygate/rustygate/upstream"
@@ -41,6 +43,87 @@ type Route struct {
 	// requireClientCert answers 403 to requests whose connection has no
 	// verified client certificate (client_auth.mode: require).
 	requireClientCert bool
+	// cond are the route's header, query and exact-path conditions
+	// (provider routes).
+	cond routeCond
+}
+
+// routeCond is a compiled config.RouteMatch.
+type routeCond struct {
+	exact   bool
+	headers []config.NameValue // names lower case
+	query   []config.NameValue
+}
+
+func (c *routeCond) any() bool { return c.exact || len(c.headers) > 0 || len(c.query) > 0 }
+
+// holds reports whether req (nil: a request with no headers or query)
+// meets the header and query conditions.
+func (c *routeCond) holds(req *request) bool {
+	for _, h := range c.headers {
+		if req == nil || !req.hasHeaderValue(h.Name, h.Value) {
+			return false
+		}
+	}
+	for _, q := range c.query {
+		if req == nil || !queryHas(req.query, q.Name, q.Value) {
+			return false
+		}
+	}
+	return true
+}
+
+// hasHeaderValue: the first field named name (lower case) has value.
+func (r *request) hasHeaderValue(name, value string) bool {
+	for i := range r.fields {
+		f := &r.fields[i]
+		if len(f.name) == len(name) && asciiEqualFoldLower(f.name, name) {
+			return string(f.value) == value
+		}
+	}
+	return false
+}
+
+func asciiEqualFoldLower(b []byte, lower string) bool {
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// queryHas: the first parameter named name of query ("?a=b&c") has value.
+func queryHas(query []byte, name, value string) bool {
+	q := string(bytes.TrimPrefix(query, []byte("?")))
+	for q != "" {
+		var kv string
+		kv, q, _ = strings.Cut(q, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if ku, err := url.QueryUnescape(k); err == nil && ku == name {
+			vu, err := url.QueryUnescape(v)
+			return err == nil && vu == value
+		}
+	}
+	return false
+}
+
+// precedence orders the routes of one prefix as the Gateway API does:
+// exact paths, then routes with methods, then more headers, then more
+// query parameters; catch-alls last.
+func (rt *Route) precedence() int {
+	p := len(rt.cond.query) + 100*len(rt.cond.headers)
+	if len(rt.Methods) > 0 {
+		p += 10000
+	}
+	if rt.cond.exact {
+		p += 100000
+	}
+	return p
 }
 
 func (rt *Route) allows(method []byte) bool {
@@ -65,14 +148,15 @@ func (t *pathTable) add(rt *Route) {
 		t.byPrefix = make(map[string][]*Route)
 	}
 	list := append(t.byPrefix[rt.Path], rt)
-	// Routes restricted to methods are tried before catch-alls.
-	sort.SliceStable(list, func(i, j int) bool { return len(list[i].Methods) > 0 && len(list[j].Methods) == 0 })
+	// Routes restricted to methods (or other conditions) are tried
+	// before catch-alls.
+	sort.SliceStable(list, func(i, j int) bool { return list[i].precedence() > list[j].precedence() })
 	t.byPrefix[rt.Path] = list
 }
 
 // match returns the route for path and method; when only the method
 // failed, it returns the route that matched the path with ok false.
-func (t *pathTable) match(path, method []byte) (rt *Route, ok bool) {
+func (t *pathTable) match(path, method []byte, req *request) (rt *Route, ok bool) {
 	if t == nil || len(t.byPrefix) == 0 {
 		return nil, false
 	}
@@ -81,12 +165,17 @@ func (t *pathTable) match(path, method []byte) (rt *Route, ok bool) {
 	for {
 		if list, found := t.byPrefix[string(cand)]; found {
 			for _, r := range list {
+				if r.cond.any() && (r.cond.exact && len(cand) != len(path) || !r.cond.holds(req)) {
+					continue
+				}
 				if r.allows(method) {
 					return r, true
 				}
 			}
-			if wrongMethod == nil {
-				wrongMethod = list[0]
+			for _, r := range list {
+				if wrongMethod == nil && !r.cond.any() {
+					wrongMethod = r
+				}
 			}
 		}
 		if len(cand) <= 1 {
@@ -155,6 +244,16 @@ func NewRouter(routes []*Route) *Router {
 // Match returns the route for a request. When a path matched but the
 // method did not, it returns that route with ok false (a 405).
 func (r *Router) Match(host, path, method []byte) (rt *Route, ok bool) {
+	return r.match(host, path, method, nil)
+}
+
+// matchRequest is Match for a parsed request, whose headers and query
+// the routes' conditions may look at.
+func (r *Router) matchRequest(req *request) (rt *Route, ok bool) {
+	return r.match(req.host, req.path, req.method, req)
+}
+
+func (r *Router) match(host, path, method []byte, req *request) (rt *Route, ok bool) {
 	var lower [256]byte
 	h := hostNoPort(host)
 	if len(h) > len(lower) {
@@ -174,7 +273,7 @@ func (r *Router) Match(host, path, method []byte) (rt *Route, ok bool) {
 	var fallback *Route
 	if len(r.hosts) > 0 && n > 0 {
 		if t, found := r.hosts[string(lh)]; found {
-			if rt, ok := t.match(path, method); ok {
+			if rt, ok := t.match(path, method, req); ok {
 				return rt, true
 			} else if rt != nil {
 				fallback = rt
@@ -183,14 +282,14 @@ func (r *Router) Match(host, path, method []byte) (rt *Route, ok bool) {
 	}
 	for _, w := range r.wildcards {
 		if n > len(w.suffix) && string(lh[n-len(w.suffix):]) == w.suffix {
-			if rt, ok := w.table.match(path, method); ok {
+			if rt, ok := w.table.match(path, method, req); ok {
 				return rt, true
 			} else if rt != nil && fallback == nil {
 				fallback = rt
 			}
 		}
 	}
-	if rt, ok := r.any.match(path, method); ok {
+	if rt, ok := r.any.match(path, method, req); ok {
 		return rt, true
 	} else if rt != nil && fallback == nil {
 		fallback = rt

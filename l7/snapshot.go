@@ -315,6 +315,10 @@ func buildRoute(rc *config.Route, tr *Transport, metrics *observe.Metrics) (*Rou
 		rt.allowHeader = strings.Join(rt.Methods, ", ")
 	}
 	rt.requireClientCert = rc.ClientAuth != nil
+	rt.cond = routeCond{exact: rc.Match.Exact, query: rc.Match.Query}
+	for _, h := range rc.Match.Headers {
+		rt.cond.headers = append(rt.cond.headers, config.NameValue{Name: strings.ToLower(h.Name), Value: h.Value})
+	}
 	for _, b := range backends {
 		rt.conns[b] = tr.pool(b, rc.Timeouts, tlsOf[b], rc.Protocol)
 	}

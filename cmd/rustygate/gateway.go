@@ -28,6 +28,7 @@ import (
 	"github.com/rustygate/rustygate/loader"
 	"github.com/rustygate/rustygate/observe"
 	"github.com/rustygate/rustygate/plugins"
+	"github.com/rustygate/rustygate/providers/kubernetes"
 )
 
 func configPath(flagValue string) string {
@@ -93,6 +94,14 @@ type gateway struct {
 	// lastFailed is the content of the last file that did not load, so a
 	// burst of events for one bad save logs one error.
 	lastFailed []byte
+
+	// k8s is the Kubernetes provider (nil when off); k8sDir holds the
+	// certificates of its Secrets.
+	k8s    *kubernetes.Provider
+	k8sDir string
+	// k8sErrs are the objects the last translation left out, logged
+	// when they change.
+	k8sErrs string
 
 	serveErr chan error
 	// ready is what /readyz reports.
@@ -172,6 +181,16 @@ func (g *gateway) run(cfg *config.Config) int {
 		g.tr.SetResource(cluster.Resource, g.cluster)
 	}
 	defer g.tr.Close()
+	stopK8s, err := g.startKubernetes(cfg)
+	if err != nil {
+		log.Error("cannot start the Kubernetes provider", "error", err.Error())
+		return 1
+	}
+	defer stopK8s()
+	if cfg, err = g.withProviders(cfg); err != nil {
+		log.Error("invalid configuration with the providers' routes", "file", g.path, "error", err.Error())
+		return 1
+	}
 	snap, err := l7.NewSnapshot(cfg, g.tr, g.metrics, nil)
 	if err != nil {
 		log.Error("invalid configuration", "file", g.path, "error", err.Error())
@@ -285,6 +304,13 @@ func (g *gateway) run(cfg *config.Config) int {
 		}
 	}()
 	defer func() { close(stopWatch); <-watchDone }()
+	if g.k8s != nil {
+		g.k8s.Published()
+		k8sCtx, k8sCancel := context.WithCancel(context.Background())
+		k8sDone := make(chan struct{})
+		go func() { defer close(k8sDone); g.runKubernetes(k8sCtx) }()
+		defer func() { k8sCancel(); <-k8sDone }()
+	}
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, append([]os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}, upgradeSignals...)...)

@@ -65,6 +65,9 @@ func (g *gateway) reload(source string, onlyIfChanged bool) (reloadResult, error
 	if err != nil {
 		return fail(err)
 	}
+	if cfg, err = g.withProviders(cfg); err != nil {
+		return fail(err)
+	}
 	p, err := g.prepareReload(cfg)
 	if err != nil {
 		return fail(err)
@@ -76,6 +79,9 @@ func (g *gateway) reload(source string, onlyIfChanged bool) (reloadResult, error
 		g.log.Warn("log level unchanged", "error", err.Error())
 	}
 	g.lastLoaded, g.lastFailed = raw, nil
+	if g.k8s != nil {
+		g.k8s.Published()
+	}
 	g.metrics.ConfigReload(true, time.Now())
 	res := diffConfigs(p.old.Config, cfg)
 	res.Status = "reloaded"

@@ -117,6 +117,11 @@ configuration leaves them unset.
 {{- if $r.existingSecret }}{{ $_ := set $redis "password" "${RUSTYGATE_REDIS_PASSWORD}" }}{{ end }}
 {{- $_ := set $cfg "cluster" (dict "node_name" "${POD_NAME}" "key_prefix" .Values.cluster.keyPrefix "redis" $redis) }}
 {{- end }}
+{{- if .Values.kubernetes.enabled }}
+{{- $providers := get $cfg "providers" | default dict }}
+{{- $_ := set $providers "kubernetes" (dict "in_cluster" true "gateway_class" .Values.kubernetes.gatewayClass "ingress_class" .Values.kubernetes.ingressClass "namespaces" .Values.kubernetes.namespaces) }}
+{{- $_ := set $cfg "providers" $providers }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 
@@ -169,7 +174,13 @@ spec:
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- if .Values.kubernetes.enabled }}
+  # The Kubernetes provider talks to the API server as this account.
+  serviceAccountName: {{ include "rustygate.fullname" . }}
+  automountServiceAccountToken: true
+  {{- else }}
   automountServiceAccountToken: false
+  {{- end }}
   {{- if eq (include "rustygate.hostNetwork" .) "true" }}
   hostNetwork: true
   dnsPolicy: ClusterFirstWithHostNet

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rustygate/rustygate/config"
+	"github.com/rustygate/rustygate/providers/kubernetes"
+)
+
+// k8sSyncTimeout bounds the wait for the provider's first full view of
+// the API server at start.
+const k8sSyncTimeout = 60 * time.Second
+
+// startKubernetes starts the Kubernetes provider when the file enables
+// it; its routes are then part of every load. stop ends it.
+func (g *gateway) startKubernetes(cfg *config.Config) (stop func(), err error) {
+	kc := cfg.Providers.Kubernetes
+	if kc == nil {
+		return func() {}, nil
+	}
+	rc, err := kubernetes.RESTConfig(kc)
+	if err != nil {
+		return nil, fmt.Errorf("providers.kubernetes: %w", err)
+	}
+	p, err := kubernetes.New(rc, kc, g.log)
+	if err != nil {
+		return nil, fmt.Errorf("providers.kubernetes: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := p.Start(ctx, k8sSyncTimeout); err != nil {
+		cancel()
+		return nil, fmt.Errorf("providers.kubernetes: %w", err)
+	}
+	if g.k8sDir, err = os.MkdirTemp("", "rustygate-k8s-certs-"); err != nil {
+		cancel()
+		return nil, err
+	}
+	g.k8s = p
+	return func() { cancel(); os.RemoveAll(g.k8sDir) }, nil
+}
+
+// runKubernetes reloads on every debounced change of the watched objects
+// until ctx ends.
+func (g *gateway) runKubernetes(ctx context.Context) {
+	if g.k8s == nil {
+		return
+	}
+	g.k8s.Run(ctx, func() {
+		if !g.k8s.Changed() {
+			return
+		}
+		if _, err := g.reload("kubernetes", false); err != nil {
+			g.log.Warn("kubernetes: change not applied", "error", err.Error())
+		}
+	})
+}
+
+// withProviders adds the providers' routes and certificates to the
+// file's configuration and checks the result. A provider route with the
+// host, path and conditions of a file route is left out: the file wins.
+func (g *gateway) withProviders(cfg *config.Config) (*config.Config, error) {
+	if g.k8s == nil || cfg.Providers.Kubernetes == nil {
+		return cfg, nil
+	}
+	res := g.k8s.Translate()
+	if errs := strings.Join(res.Errors, "; "); errs != g.k8sErrs {
+		g.k8sErrs = errs
+		for _, e := range res.Errors {
+			g.log.Warn("kubernetes: object left out", "error", e)
+		}
+	}
+	keys, names := map[string]bool{}, map[string]bool{}
+	for i := range cfg.Routes {
+		keys[kubernetes.RouteKey(&cfg.Routes[i])] = true
+		names[cfg.Routes[i].Name] = true
+	}
+	for _, r := range res.Routes {
+		if keys[kubernetes.RouteKey(&r)] || names[r.Name] {
+			g.log.Warn("kubernetes: route shadowed by a route of the file", "route", r.Name)
+			continue
+		}
+		cfg.Routes = append(cfg.Routes, r)
+	}
+	if t := cfg.Server.TLS; t != nil {
+		for _, c := range res.Certificates {
+			tc, err := g.writeCert(c)
+			if err != nil {
+				return nil, err
+			}
+			t.Certificates = append(t.Certificates, tc)
+		}
+	} else if len(res.Certificates) > 0 {
+		g.log.Warn("kubernetes: certificates of HTTPS listeners and Ingresses are not served: the file sets no server.tls")
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// writeCert writes a Secret's certificate and key where the certificate
+// manager reads them, under names that change with the content, so that
+// a reload sees a new file for a renewed certificate.
+func (g *gateway) writeCert(c kubernetes.Certificate) (config.TLSCertificate, error) {
+	sum := sha256.Sum256(append(append([]byte{}, c.Cert...), c.Key...))
+	base := filepath.Join(g.k8sDir, hex.EncodeToString(sum[:8]))
+	tc := config.TLSCertificate{CertFile: base + ".crt", KeyFile: base + ".key"}
+	if _, err := os.Stat(tc.KeyFile); err == nil {
+		return tc, nil
+	}
+	if err := os.WriteFile(tc.CertFile, c.Cert, 0o600); err != nil {
+		return tc, err
+	}
+	return tc, os.WriteFile(tc.KeyFile, c.Key, 0o600)
+}
