@@ -60,6 +60,9 @@ type Server struct {
 	wg       sync.WaitGroup
 	// h2Conns counts connections handed to the HTTP/2 server.
 	h2wg sync.WaitGroup
+	// h2conns are the connections of the HTTP/2 server of the fast
+	// engine (h2conn.go), told to go away on Shutdown.
+	h2conns map[*h2Conn]struct{}
 
 	// loops are the event loops of the fast engine (nil: a goroutine per
 	// connection); loopsOnce starts them with the first listener.
@@ -282,6 +285,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		stdDone <- err
 	}()
 	go s.h2base.Shutdown(ctx)
+	s.goAwayH2()
 	h3Done := make(chan struct{})
 	go func() {
 		s.shutdownHTTP3(ctx)
@@ -972,7 +976,11 @@ func (cc *clientConn) serveH2() {
 	cc.c.SetDeadline(time.Time{})
 	s.h2wg.Add(1)
 	defer s.h2wg.Done()
-	s.h2.ServeConn(pc, &http2.ServeConnOpts{Handler: s.h2base.Handler, BaseConfig: s.h2base})
+	if s.snap.Load().Config.Server.Engine == "standard" {
+		s.h2.ServeConn(pc, &http2.ServeConnOpts{Handler: s.h2base.Handler, BaseConfig: s.h2base})
+		return
+	}
+	s.serveHTTP2(cc, cc.c, pc)
 }
 
 // prefixConn replays bytes already read before reading the connection.
