@@ -71,8 +71,8 @@ type h2Conn struct {
 	// recvWin is what the client may still send on the connection;
 	// unacked, what was consumed and not yet given back.
 	recvWin, unacked int64
-	closed  bool
-	idleDL  lazyDeadline
+	closed           bool
+	idleDL           lazyDeadline
 
 	budget     float64
 	budgetTime time.Time
@@ -106,6 +106,9 @@ func (s *Server) serveHTTP2(cc *clientConn, c net.Conn, r io.Reader) {
 	hc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	hc.fr.ReadMetaHeaders.SetMaxStringLength(sc.MaxHeaderBytes)
 	hc.fr.SetReuseFrames()
+	// The default SETTINGS_MAX_FRAME_SIZE is advertised: larger frames are
+	// a FRAME_SIZE_ERROR.
+	hc.fr.SetMaxReadFrameSize(16384)
 	if !s.addH2Conn(hc) {
 		hc.goingAway = true
 	}

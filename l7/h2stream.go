@@ -96,7 +96,7 @@ func (st *h2Stream) release() {
 	}
 	*st = h2Stream{
 		winWake: st.winWake, dataWake: st.dataWake, enc: st.enc,
-		req: request{fields: st.req.fields[:0], pathBuf: st.req.pathBuf[:0]},
+		req:   request{fields: st.req.fields[:0], pathBuf: st.req.pathBuf[:0]},
 		arena: st.arena[:0], recv: st.recv[:0], spare: st.spare[:0],
 		hdr: st.hdr[:0], lname: st.lname[:0],
 	}

@@ -545,6 +545,13 @@ func (cc *clientConn) readRequest() (ok, h2 bool) {
 					return true, false
 				}
 				if err != errNeedMore {
+					if cc.served.Load() == 0 && sc.H2CEnabled() && err == errBadRequestLine && notHTTP1Line(buf) {
+						// Three words with neither a request-target nor
+						// an HTTP-version: an invalid HTTP/2 preface,
+						// which ends the connection unanswered (RFC 9113
+						// 3.4).
+						return false, false
+					}
 					cc.badRequest(err)
 					return false, false
 				}
@@ -580,6 +587,22 @@ func (cc *clientConn) readRequest() (ok, h2 bool) {
 			return false, false
 		}
 	}
+}
+
+// notHTTP1Line reports whether the first line of buf has three words,
+// none of them a request-target or an HTTP-version ("INVALID CONNECTION
+// PREFACE"); other malformed lines are answered with a 400.
+func notHTTP1Line(buf []byte) bool {
+	if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+		buf = bytes.TrimSuffix(buf[:i], []byte{'\r'})
+	}
+	f := bytes.Split(buf, []byte{' '})
+	if len(f) != 3 || len(f[1]) == 0 {
+		return false
+	}
+	target, version := f[1], f[2]
+	return target[0] != '/' && target[0] != '*' && !bytes.Contains(target, []byte("://")) &&
+		!bytes.HasPrefix(version, []byte("HTTP/"))
 }
 
 // armHeadDeadline sets the read deadline while a request head is read.
