@@ -57,6 +57,8 @@ type h2Stream struct {
 	remain   int64
 	// headersEnded: the request's HEADERS carried END_STREAM (no body).
 	headersEnded bool
+	// shared: the body was handed out as a bodySource (not pooled).
+	shared bool
 }
 
 var h2StreamPool = sync.Pool{New: func() any {
@@ -88,6 +90,9 @@ func newH2Stream(hc *h2Conn, id uint32) *h2Stream {
 // release returns st to the pool once neither the connection nor the
 // exchange refers to it.
 func (st *h2Stream) release() {
+	if st.shared {
+		return
+	}
 	if cap(st.arena) > 64<<10 {
 		st.arena = nil
 	}
@@ -196,6 +201,9 @@ func (st *h2Stream) run() {
 		x.bodyBuffered = buf
 	} else if st.req.hasBody() {
 		x.body = st
+		// The HTTP/2 transport to a backend may read the body after the
+		// exchange ended: the stream is then left to the collector.
+		st.shared = true
 	}
 	x.serve()
 	x.done()
