@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -202,6 +203,9 @@ func (hc *h2Conn) flusher() {
 			return
 		case <-hc.flushCh:
 		}
+		// Streams woken with this one (by the same poll of the backend
+		// connections) add their frames first: one write for all.
+		runtime.Gosched()
 		hc.wmu.Lock()
 		if hc.werr == nil && hc.bw.Buffered() > 0 {
 			hc.armWrite()

@@ -43,7 +43,7 @@ type h2Stream struct {
 
 	// Owned by the exchange's goroutine.
 	req      request
-	x        exchange
+	x        *exchange // kept with its buffers across pooled uses
 	arena    []byte
 	spare    []byte
 	unacked  int64 // body bytes consumed, not yet credited to the stream
@@ -62,7 +62,7 @@ type h2Stream struct {
 }
 
 var h2StreamPool = sync.Pool{New: func() any {
-	st := &h2Stream{winWake: make(chan struct{}, 1), dataWake: make(chan struct{}, 1)}
+	st := &h2Stream{winWake: make(chan struct{}, 1), dataWake: make(chan struct{}, 1), x: new(exchange)}
 	st.enc = hpack.NewEncoder((*h2Block)(st))
 	// Without the dynamic table, each stream encodes on its own and the
 	// connection needs no lock around the encoder (nginx encodes
@@ -100,7 +100,7 @@ func (st *h2Stream) release() {
 		st.recv, st.spare = nil, nil
 	}
 	*st = h2Stream{
-		winWake: st.winWake, dataWake: st.dataWake, enc: st.enc,
+		winWake: st.winWake, dataWake: st.dataWake, enc: st.enc, x: st.x,
 		req:   request{fields: st.req.fields[:0], pathBuf: st.req.pathBuf[:0]},
 		arena: st.arena[:0], recv: st.recv[:0], spare: st.spare[:0],
 		hdr: st.hdr[:0], lname: st.lname[:0],
@@ -212,15 +212,15 @@ func (st *h2Stream) run() {
 func (st *h2Stream) newExchange() *exchange {
 	hc := st.hc
 	cc := hc.cc
-	st.x = exchange{
-		srv: hc.srv, snap: hc.srv.snap.Load(), req: &st.req, start: time.Now(),
-		scheme: "http", sink: st, proto: "HTTP/2.0", tls: cc.tls,
-		clientIP: cc.clientIP, peer: cc.peer, peerPort: cc.peerPort,
-	}
+	x := st.x
+	x.reset()
+	x.srv, x.snap, x.req, x.start = hc.srv, hc.srv.snap.Load(), &st.req, time.Now()
+	x.scheme, x.sink, x.proto, x.tls = "http", st, "HTTP/2.0", cc.tls
+	x.clientIP, x.peer, x.peerPort = cc.clientIP, cc.peer, cc.peerPort
 	if cc.tls != nil {
-		st.x.scheme = "https"
+		x.scheme = "https"
 	}
-	return &st.x
+	return x
 }
 
 // prepare applies the checks of the other engines to the request.
