@@ -5,8 +5,8 @@ import (
 	"errors"
 	"io"
 	"net"
-	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -38,9 +38,10 @@ var h2ClientPreface = []byte(http2.ClientPreface)
 
 // h2Conn is one HTTP/2 connection on RustyGate's own server: the
 // connection's goroutine reads frames (readLoop); each stream's exchange
-// runs on its own goroutine and writes its frames under wmu; a flusher
-// goroutine writes what they buffered, so the frames of many streams
-// leave in one write.
+// runs on its own goroutine and writes its frames under wmu; the last
+// writer of a burst writes what all of them buffered to the socket, so
+// the frames of many streams leave in one write without a goroutine of
+// its own in between.
 type h2Conn struct {
 	srv *Server
 	cc  *clientConn
@@ -49,11 +50,13 @@ type h2Conn struct {
 	bw  *bufio.Writer
 
 	// wmu serializes frame writes; werr is the first write error.
+	// writers counts the goroutines in or waiting for write; owed says
+	// frames wait for a flush that a writer left to the next one.
 	wmu     sync.Mutex
 	werr    error
 	wdl     lazyDeadline
-	flushCh chan struct{}
-	done    chan struct{}
+	writers atomic.Int32
+	owed    bool
 
 	// mu guards what follows, shared by the reader and the streams.
 	mu      sync.Mutex
@@ -92,8 +95,6 @@ func (s *Server) serveHTTP2(cc *clientConn, c net.Conn, r io.Reader) {
 	hc := &h2Conn{
 		srv: s, cc: cc, c: c,
 		bw:        bufio.NewWriterSize(c, 32<<10),
-		flushCh:   make(chan struct{}, 1),
-		done:      make(chan struct{}),
 		streams:   map[uint32]*h2Stream{},
 		sendWin:   65535,
 		peerWin:   65535,
@@ -114,7 +115,6 @@ func (s *Server) serveHTTP2(cc *clientConn, c net.Conn, r io.Reader) {
 		hc.goingAway = true
 	}
 	defer s.removeH2Conn(hc)
-	go hc.flusher()
 	hc.serve(br, sc.ReadHeaderTimeout.D())
 }
 
@@ -163,20 +163,43 @@ func (hc *h2Conn) writeSettings() {
 	})
 }
 
-// withWriter runs f with the framer's write side, then has the output
-// flushed.
+// withWriter writes frames with f and has them flushed.
 func (hc *h2Conn) withWriter(f func(fr *http2.Framer) error) error {
+	return hc.write(true, f)
+}
+
+// write runs f with the framer's write side under wmu. With flush (or a
+// flush owed by an earlier writer), the buffered frames go to the socket,
+// unless another writer waits for wmu: that one flushes them, with its
+// own.
+func (hc *h2Conn) write(flush bool, f func(fr *http2.Framer) error) error {
+	hc.writers.Add(1)
 	hc.wmu.Lock()
-	if hc.werr == nil {
-		hc.armWrite()
+	defer func() {
+		hc.writers.Add(-1)
+		hc.wmu.Unlock()
+	}()
+	if hc.werr != nil {
+		return hc.werr
+	}
+	hc.armWrite()
+	if f != nil {
 		if err := f(hc.fr); err != nil {
 			hc.werr = err
+			return err
 		}
 	}
-	err := hc.werr
-	hc.wmu.Unlock()
-	hc.kick()
-	return err
+	hc.owed = hc.owed || flush
+	if !hc.owed || hc.writers.Load() > 1 || hc.bw.Buffered() == 0 {
+		return nil
+	}
+	hc.owed = false
+	if err := hc.bw.Flush(); err != nil {
+		hc.werr = err
+		hc.c.Close()
+		return err
+	}
+	return nil
 }
 
 // armWrite bounds every socket write by write_timeout (wmu held): a
@@ -186,37 +209,8 @@ func (hc *h2Conn) armWrite() {
 	hc.wdl.ensureWrite(hc.c, time.Now().Add(wt), deadlineSlack(wt))
 }
 
-// kick asks the flusher to write what is buffered.
-func (hc *h2Conn) kick() {
-	select {
-	case hc.flushCh <- struct{}{}:
-	default:
-	}
-}
-
-// flusher writes buffered frames, one write for everything the streams
-// buffered meanwhile.
-func (hc *h2Conn) flusher() {
-	for {
-		select {
-		case <-hc.done:
-			return
-		case <-hc.flushCh:
-		}
-		// Streams woken with this one (by the same poll of the backend
-		// connections) add their frames first: one write for all.
-		runtime.Gosched()
-		hc.wmu.Lock()
-		if hc.werr == nil && hc.bw.Buffered() > 0 {
-			hc.armWrite()
-			if err := hc.bw.Flush(); err != nil {
-				hc.werr = err
-				hc.c.Close()
-			}
-		}
-		hc.wmu.Unlock()
-	}
-}
+// kick flushes what is buffered.
+func (hc *h2Conn) kick() { hc.write(true, nil) }
 
 // goAway sends GOAWAY with code and the last stream served, flushed
 // synchronously (the connection closes next).
@@ -257,7 +251,6 @@ func (hc *h2Conn) close() {
 	io.Copy(io.Discard, io.LimitReader(hc.c, 1<<20))
 	hc.c.Close()
 	hc.wg.Wait()
-	close(hc.done)
 }
 
 // armIdle sets the read deadline to idle_timeout when no stream is open

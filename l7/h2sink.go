@@ -239,31 +239,21 @@ func (st *h2Stream) writeData(p []byte, end, kick bool) error {
 			return err
 		}
 		last := n == len(p)
-		chunk := p[:n]
-		hc.wmu.Lock()
-		err := hc.werr
-		if err == nil {
-			hc.armWrite()
+		chunk, flush := p[:n], last && (kick || end)
+		err := hc.write(flush, func(fr *http2.Framer) error {
 			if !st.headOut && st.wrote {
-				err = st.writeHeadLocked(hc.fr, false)
+				if err := st.writeHeadLocked(fr, false); err != nil {
+					return err
+				}
 			}
-			if err == nil {
-				err = hc.fr.WriteData(st.id, end && last, chunk)
-			}
-			if err != nil {
-				hc.werr = err
-			}
-		}
-		hc.wmu.Unlock()
+			return fr.WriteData(st.id, end && last, chunk)
+		})
 		if err != nil {
 			return err
 		}
 		p = p[n:]
 		if last {
 			st.ended = st.ended || end
-			if kick || end {
-				hc.kick()
-			}
 			return nil
 		}
 	}

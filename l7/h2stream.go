@@ -274,7 +274,6 @@ func (st *h2Stream) end() {
 		hc.writeReset(st.id, code)
 	}
 	hc.credit(left)
-	hc.kick()
 	st.release()
 	hc.wg.Done()
 }
