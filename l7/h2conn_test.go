@@ -452,3 +452,32 @@ func TestH2GracefulShutdown(t *testing.T) {
 		}
 	}
 }
+
+// TestH2IdleTimeout: a connection without streams is told GOAWAY
+// (NO_ERROR) after idle_timeout and closed.
+func TestH2IdleTimeout(t *testing.T) {
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {})
+	g := startGatewayServer(t, "fast", "idle_timeout: 300ms", h2Route(be.URL), nil)
+	h := dialH2(t, g.addr)
+	start := time.Now()
+	if code := h.goAwayOrClose(); code != http2.ErrCodeNo {
+		t.Fatalf("GOAWAY %v, want NO_ERROR", code)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 5*time.Second {
+		t.Errorf("GOAWAY after %v, want about idle_timeout (300ms)", d)
+	}
+}
+
+// TestH2InvalidPreface: on the plain port, a line that is neither an
+// HTTP/1.x request line nor the HTTP/2 preface ends the connection
+// unanswered; a malformed HTTP/1.1 request line still gets its 400.
+func TestH2InvalidPreface(t *testing.T) {
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {})
+	g := startGateway(t, "fast", h2Route(be.URL))
+	if out, closed := rawExchange(t, g.addr, "INVALID CONNECTION PREFACE\r\n\r\n"); out != "" || !closed {
+		t.Fatalf("answer %q (closed %v), want none and a close", out, closed)
+	}
+	if out, _ := rawExchange(t, g.addr, "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"); statusOf(out) != 400 {
+		t.Fatalf("malformed HTTP/1.1 line answered %q, want a 400", out)
+	}
+}

@@ -84,7 +84,8 @@ func (st *h2Stream) trailersLocked(f *http2.MetaHeadersFrame) http2.ErrCode {
 	if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
 		return http2.ErrCodeProtocol
 	}
-	return st.receiveLocked(nil, 0, true)
+	code, _ := st.receiveLocked(nil, 0, true)
+	return code
 }
 
 // fillRequest turns the decoded header list into st's request, with the

@@ -218,12 +218,13 @@ func (hc *h2Conn) onData(f *http2.DataFrame) error {
 		return hc.streamError(http2.StreamError{StreamID: id, Code: http2.ErrCodeStreamClosed})
 	}
 	data := f.Data()
-	code := st.receiveLocked(data, n, f.StreamEnded())
+	code, dropped := st.receiveLocked(data, n, f.StreamEnded())
 	hc.mu.Unlock()
 	if pad := n - int64(len(data)); pad > 0 && code == 0 {
 		hc.creditStream(id, pad)
 		hc.credit(pad)
 	}
+	hc.credit(dropped)
 	if code != 0 {
 		hc.credit(n)
 		return hc.streamError(http2.StreamError{StreamID: id, Code: code})

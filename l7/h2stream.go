@@ -146,21 +146,22 @@ func (st *h2Stream) wakeLocked() {
 }
 
 // receiveLocked takes a DATA frame's payload (hc.mu held) and returns a
-// stream error code (0: none).
-func (st *h2Stream) receiveLocked(data []byte, n int64, end bool) http2.ErrCode {
+// stream error code (0: none) and how many bytes nobody will read (their
+// window is the caller's to give back).
+func (st *h2Stream) receiveLocked(data []byte, n int64, end bool) (http2.ErrCode, int64) {
 	if n > st.recvWin {
-		return http2.ErrCodeFlowControl
+		return http2.ErrCodeFlowControl, 0
 	}
 	st.recvWin -= n
 	st.recvN += int64(len(data))
 	if st.declared >= 0 && (st.recvN > st.declared || end && st.recvN != st.declared) {
-		return http2.ErrCodeProtocol
+		return http2.ErrCodeProtocol, 0
 	}
+	var dropped int64
 	if !st.reset && !st.aborted {
 		st.recv = append(st.recv, data...)
-	} else if len(data) > 0 {
-		// Nobody reads it: the connection's window is given back.
-		go st.hc.credit(int64(len(data)))
+	} else {
+		dropped = int64(len(data))
 	}
 	if end {
 		st.remoteDone = true
@@ -171,7 +172,7 @@ func (st *h2Stream) receiveLocked(data []byte, n int64, end bool) http2.ErrCode 
 		default:
 		}
 	}
-	return 0
+	return 0, dropped
 }
 
 // run serves the stream's request on its own goroutine.
