@@ -135,6 +135,7 @@ func (hc *h2Conn) serve(br *bufio.Reader, rht time.Duration) {
 	hc.c.SetReadDeadline(time.Time{})
 	hc.armIdle()
 	if err := hc.readLoop(); err != nil {
+		hc.srv.slog.Debug("http2 connection ends", "client_ip", hc.cc.clientIP, "error", err.Error())
 		var ce http2.ConnectionError
 		switch {
 		case errors.As(err, &ce):

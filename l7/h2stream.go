@@ -272,6 +272,9 @@ func (st *h2Stream) end() {
 	hc.forgetLocked(st)
 	hc.mu.Unlock()
 	if rst {
+		if code != http2.ErrCodeNo {
+			hc.srv.slog.Debug("http2 stream reset: response cut short", "client_ip", hc.cc.clientIP, "stream", st.id)
+		}
 		hc.writeReset(st.id, code)
 	}
 	hc.credit(left)

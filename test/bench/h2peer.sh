@@ -22,7 +22,8 @@
 # (utime+stime of the process and its children) per request.
 #
 # Environment: ROUNDS (3), REQUESTS (200000), RG_BIN (bin/rustygate),
-# OUT (test/bench/out/), KEEP_TMP (0).
+# RG_CONF (test/bench/rustygate-h2.yaml), OUT (test/bench/out/), KEEP_TMP
+# (0). The servers' logs are kept in the run's directory.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,6 +31,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 ROUNDS=${ROUNDS:-3}
 REQUESTS=${REQUESTS:-200000}
 RG_BIN=${RG_BIN:-$ROOT/bin/rustygate}
+RG_CONF=${RG_CONF:-$HERE/rustygate-h2.yaml}
 OUT=${OUT:-$ROOT/test/bench/out}
 KEEP_TMP=${KEEP_TMP:-0}
 H2LOAD_ARGS=(-n "$REQUESTS" -c 32 -m 10 -t 2)
@@ -65,6 +67,7 @@ cleanup() {
 	local rc=$? name pid i
 	trap - EXIT INT TERM
 	for name in "${!PID[@]}"; do kill -TERM "${PID[$name]}" 2>/dev/null || true; done
+	cp "$TMP"/*.log "$TMP"/nginx/error.log "$RUN_DIR/" 2>/dev/null || true
 	for name in "${!PID[@]}"; do
 		pid=${PID[$name]}
 		for ((i = 0; i < 50; i++)); do
@@ -160,7 +163,7 @@ fi
 if [[ ! -x $RG_BIN ]]; then
 	make -C "$ROOT" build >&2 || die "cannot build RustyGate"
 fi
-"$RG_BIN" run -c "$HERE/rustygate-h2.yaml" 2>"$TMP/rustygate.log" >/dev/null &
+"$RG_BIN" run -c "$RG_CONF" 2>"$TMP/rustygate.log" >/dev/null &
 PID[rustygate]=$!
 wait_ready rustygate
 
