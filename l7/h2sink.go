@@ -66,9 +66,8 @@ func (st *h2Stream) encodeFields(fields []hfield, dropLength bool) {
 }
 
 func (st *h2Stream) encodeDate() {
-	var b [64]byte
-	line := appendDate(b[:0])
-	st.encField("date", bstr(line[6:len(line)-2]))
+	st.scratch = appendDate(st.scratch[:0])
+	st.encField("date", bstr(st.scratch[6:len(st.scratch)-2]))
 }
 
 func (st *h2Stream) informational(resp *response) error {
@@ -172,8 +171,9 @@ func (h *h2Headers) addBytes(name string, value []byte) {
 	(*h2Stream)(h).encField(name, bstr(value))
 }
 func (h *h2Headers) addInt(name string, v int64) {
-	var b [20]byte
-	(*h2Stream)(h).encField(name, bstr(strconv.AppendInt(b[:0], v, 10)))
+	st := (*h2Stream)(h)
+	st.scratch = strconv.AppendInt(st.scratch[:0], v, 10)
+	st.encField(name, bstr(st.scratch))
 }
 
 // writeHead writes the encoded head as HEADERS (and CONTINUATION) frames.

@@ -50,10 +50,11 @@ type h2Stream struct {
 	enc      *hpack.Encoder
 	hdr      []byte // the encoded head, not yet written
 	lname    []byte
-	headOut  bool // the head (HEADERS) was written
-	wrote    bool // the response was started (head encoded)
-	ended    bool // END_STREAM was written
-	complete bool // the response is complete
+	scratch  []byte // a date or a number being encoded
+	headOut  bool   // the head (HEADERS) was written
+	wrote    bool   // the response was started (head encoded)
+	ended    bool   // END_STREAM was written
+	complete bool   // the response is complete
 	remain   int64
 	// headersEnded: the request's HEADERS carried END_STREAM (no body).
 	headersEnded bool
@@ -103,7 +104,7 @@ func (st *h2Stream) release() {
 		winWake: st.winWake, dataWake: st.dataWake, enc: st.enc, x: st.x,
 		req:   request{fields: st.req.fields[:0], pathBuf: st.req.pathBuf[:0]},
 		arena: st.arena[:0], recv: st.recv[:0], spare: st.spare[:0],
-		hdr: st.hdr[:0], lname: st.lname[:0],
+		hdr: st.hdr[:0], lname: st.lname[:0], scratch: st.scratch[:0],
 	}
 	select {
 	case <-st.winWake:
