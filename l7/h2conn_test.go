@@ -277,8 +277,10 @@ func TestH2HPACKBomb(t *testing.T) {
 	if status != "431" && status != "" {
 		t.Fatalf("status %s, want 431 or a reset", status)
 	}
-	if alloc := ms1.TotalAlloc - ms0.TotalAlloc; alloc > 4<<20 {
-		t.Errorf("%d bytes allocated while refusing the bomb, want under 4 MiB", alloc)
+	// Copying the decoded list would take 12 MB; the bound leaves room
+	// for what the rest of the process allocates meanwhile.
+	if alloc := ms1.TotalAlloc - ms0.TotalAlloc; alloc > 8<<20 {
+		t.Errorf("%d bytes allocated while refusing the bomb, want under 8 MiB", alloc)
 	}
 }
 
