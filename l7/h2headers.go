@@ -22,6 +22,13 @@ func (hc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	hc.mu.Lock()
 	if st := hc.streams[id]; st != nil {
+		if st.remoteDone {
+			// HEADERS after the client ended the stream: whether the
+			// response has ended too (closed) or not (half-closed), the
+			// connection cannot be trusted further.
+			hc.mu.Unlock()
+			return http2.ConnectionError(http2.ErrCodeStreamClosed)
+		}
 		code := st.trailersLocked(f)
 		hc.mu.Unlock()
 		if code != 0 {
@@ -78,9 +85,6 @@ func (hc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 // the request's trailers, which must end the stream. It returns a stream
 // error code (0: none).
 func (st *h2Stream) trailersLocked(f *http2.MetaHeadersFrame) http2.ErrCode {
-	if st.remoteDone {
-		return http2.ErrCodeStreamClosed
-	}
 	if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
 		return http2.ErrCodeProtocol
 	}
