@@ -5,10 +5,26 @@
 // HTTP/1.1 server (connections run as coroutines on epoll event loops, or
 // one goroutine each with `event_loops: off`; pooled buffers; no allocation
 // per request on the common path; an idle keep-alive connection on a loop
-// holds neither a coroutine nor buffers); the standard engine is
-// net/http, used for HTTP/2 (cleartext with prior knowledge, detected on the
-// fast engine's connections too) and selectable for HTTP/1.1 with
-// `server.engine: standard`. Both parse requests with the same strictness
+// holds neither a coroutine nor buffers) and an HTTP/2 server of its own
+// (h2conn.go, h2read.go, h2headers.go, h2stream.go, h2sink.go) for h2c
+// with prior knowledge, detected on the fast engine's connections, and
+// for ALPN h2 over TLS. It frames and compresses with x/net's Framer and
+// hpack (it never parses frames or HPACK itself): the connection's
+// goroutine reads frames, each stream's exchange runs on a goroutine of
+// its own, pooled with its buffers, and writes its frames under the
+// connection's write lock, the last writer of a burst flushing for all;
+// responses are encoded without the dynamic table, so streams encode
+// without a shared lock. Its costs are bounded: 128 concurrent streams
+// (more are refused), 256 exchanges still running per connection with
+// reset ones (rapid reset), the header list at max_header_bytes (past it
+// a 431, CONTINUATION floods a GOAWAY), a control-frame budget (PING,
+// SETTINGS, RST_STREAM... floods get ENHANCE_YOUR_CALM), request bodies
+// within the flow-control windows (256 KiB a stream, 1 MiB a connection),
+// and a client that keeps its window closed past write_timeout gets the
+// stream reset. Shutdown sends GOAWAY and lets the streams in flight
+// finish. The standard engine is net/http, selectable with
+// `server.engine: standard` (HTTP/1.1, and HTTP/2 with x/net's server).
+// Both parse requests with the same strictness
 // (request-smuggling vectors give 400 and a closed connection), route with
 // the same Router and talk to backends through the same clients: HTTP/1.1
 // with keep-alive pools, or HTTP/2 (backendh2.go, forwardh2.go) for a
@@ -47,7 +63,7 @@
 // from the certs package. Each connection's handshake runs on its own
 // goroutine, bounded by read_header_timeout (a client that sends plain
 // HTTP gets a 400, other bytes a close); ALPN "h2" goes to the same
-// HTTP/2 server as h2c, HTTP/1.1 to the fast engine on a goroutine per
+// HTTP/2 server as h2c (the engine's), HTTP/1.1 to the fast engine on a goroutine per
 // connection (the event loops read raw descriptors, TLS records need
 // crypto/tls) or to net/http with `engine: standard`. Requests over TLS
 // carry the https scheme (X-Forwarded-Proto, spans, the access line with
@@ -61,7 +77,7 @@
 // HTTP/3: [Server.ServeHTTP3] serves QUIC (quic-go) on a UDP socket the
 // caller owns, with the TLS listener's certificates and ALPN "h3"; its
 // requests go through the standard engine's handler (serveStd, stdSink),
-// as HTTP/2's do, so routing, middlewares, logs and traces are the same.
+// so routing, middlewares, logs and traces are the same.
 // 0-RTT is refused. While a socket serves, responses over TLS advertise
 // it in Alt-Svc (http3.go). Shutdown sends GOAWAY and waits for the
 // requests in flight; the socket stays open for a binary upgrade.

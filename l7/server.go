@@ -60,6 +60,9 @@ type Server struct {
 	wg       sync.WaitGroup
 	// h2Conns counts connections handed to the HTTP/2 server.
 	h2wg sync.WaitGroup
+	// h2conns are the connections of the HTTP/2 server of the fast
+	// engine (h2conn.go), told to go away on Shutdown.
+	h2conns map[*h2Conn]struct{}
 
 	// loops are the event loops of the fast engine (nil: a goroutine per
 	// connection); loopsOnce starts them with the first listener.
@@ -282,6 +285,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		stdDone <- err
 	}()
 	go s.h2base.Shutdown(ctx)
+	s.goAwayH2()
 	h3Done := make(chan struct{})
 	go func() {
 		s.shutdownHTTP3(ctx)
@@ -541,6 +545,13 @@ func (cc *clientConn) readRequest() (ok, h2 bool) {
 					return true, false
 				}
 				if err != errNeedMore {
+					if cc.served.Load() == 0 && sc.H2CEnabled() && err == errBadRequestLine && notHTTP1Line(buf) {
+						// Three words with neither a request-target nor
+						// an HTTP-version: an invalid HTTP/2 preface,
+						// which ends the connection unanswered (RFC 9113
+						// 3.4).
+						return false, false
+					}
 					cc.badRequest(err)
 					return false, false
 				}
@@ -576,6 +587,22 @@ func (cc *clientConn) readRequest() (ok, h2 bool) {
 			return false, false
 		}
 	}
+}
+
+// notHTTP1Line reports whether the first line of buf has three words,
+// none of them a request-target or an HTTP-version ("INVALID CONNECTION
+// PREFACE"); other malformed lines are answered with a 400.
+func notHTTP1Line(buf []byte) bool {
+	if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+		buf = bytes.TrimSuffix(buf[:i], []byte{'\r'})
+	}
+	f := bytes.Split(buf, []byte{' '})
+	if len(f) != 3 || len(f[1]) == 0 {
+		return false
+	}
+	target, version := f[1], f[2]
+	return target[0] != '/' && target[0] != '*' && !bytes.Contains(target, []byte("://")) &&
+		!bytes.HasPrefix(version, []byte("HTTP/"))
 }
 
 // armHeadDeadline sets the read deadline while a request head is read.
@@ -972,7 +999,11 @@ func (cc *clientConn) serveH2() {
 	cc.c.SetDeadline(time.Time{})
 	s.h2wg.Add(1)
 	defer s.h2wg.Done()
-	s.h2.ServeConn(pc, &http2.ServeConnOpts{Handler: s.h2base.Handler, BaseConfig: s.h2base})
+	if s.snap.Load().Config.Server.Engine == "standard" {
+		s.h2.ServeConn(pc, &http2.ServeConnOpts{Handler: s.h2base.Handler, BaseConfig: s.h2base})
+		return
+	}
+	s.serveHTTP2(cc, cc.c, pc)
 }
 
 // prefixConn replays bytes already read before reading the connection.

@@ -70,7 +70,11 @@ func (cc *clientConn) serveTLS(cfg *tls.Config, q *connQueue) {
 		cc.busy.Store(3) // the HTTP/2 server drains it on shutdown
 		s.h2wg.Add(1)
 		defer s.h2wg.Done()
-		s.h2.ServeConn(tc, &http2.ServeConnOpts{Handler: s.h2base.Handler, BaseConfig: s.h2base})
+		if q != nil {
+			s.h2.ServeConn(tc, &http2.ServeConnOpts{Handler: s.h2base.Handler, BaseConfig: s.h2base})
+			return
+		}
+		s.serveHTTP2(cc, tc, tc)
 	case q != nil:
 		// net/http tracks the connection from here on.
 		cc.forget()

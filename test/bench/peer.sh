@@ -115,6 +115,9 @@
 #                   also "rg_2backends rg_policies rg_tracing rg_tracing_otlp rg_tracing0 rg_wasm
 #                   rg_access rg_waf_get rg_waf_post gz_nginx_1k gz_nginx_64k gz_rg_1k gz_rg_64k")
 #   KEEP_TMP      1 keeps the temporary directory (logs, nginx prefixes)
+#   H2            1 appends the HTTP/2 rows of test/bench/h2peer.sh (h2load
+#                 against nginx, HAProxy and RustyGate over h2c and h2, ports
+#                 18120-18125), 0 leaves them out       (default 1)
 #
 # Every target gets `wrk -t2 -c64 -d${DURATION}s --latency`, the targets
 # interleaved round by round so drift in machine speed hits all of them
@@ -1228,6 +1231,17 @@ done
 	echo
 	echo "Raw wrk output: $RUN_DIR/raw/"
 } | tee "$RUN_DIR/summary.md"
+
+# The HTTP/2 rows (test/bench/h2peer.sh), on the same backend.
+if [[ ${H2:-1} == 1 ]]; then
+	if command -v h2load >/dev/null 2>&1; then
+		echo >>"$RUN_DIR/summary.md"
+		ROUNDS=$ROUNDS OUT=$OUT RG_BIN=$RG_BIN "$HERE/h2peer.sh" | tee -a "$RUN_DIR/summary.md" ||
+			note "h2peer.sh failed: no HTTP/2 rows"
+	else
+		note "h2load not installed (apt-get install -y nghttp2-client): no HTTP/2 rows"
+	fi
+fi
 
 cp "$RUN_DIR/summary.md" "$OUT/latest.md"
 exit 0

@@ -42,6 +42,8 @@ type run struct {
 	cps  float64
 	lat  []time.Duration
 	errs int
+	// firstErr is the first failed call's error (nil: none failed).
+	firstErr error
 }
 
 func main() {
@@ -89,6 +91,11 @@ func compare(direct, via string, conc int, dur time.Duration, rounds, size int) 
 		}
 		fmt.Printf("round %d: direct %.0f calls/s p50 %.3f ms p99 %.3f ms; via %.0f calls/s p50 %.3f ms p99 %.3f ms (errors %d/%d)\n",
 			i+1, rd.cps, ms(pct(rd.lat, 50)), ms(pct(rd.lat, 99)), rv.cps, ms(pct(rv.lat, 50)), ms(pct(rv.lat, 99)), rd.errs, rv.errs)
+		for _, e := range []error{rd.firstErr, rv.firstErr} {
+			if e != nil {
+				fmt.Printf("  first error: %v\n", e)
+			}
+		}
 		d, v = append(d, rd), append(v, rv)
 	}
 	md, mv := median(d), median(v)
@@ -127,6 +134,13 @@ func measure(addr string, conc int, dur time.Duration, size int) (run, error) {
 				_, err := cl.UnaryCall(ctx, req)
 				cancel()
 				if err != nil {
+					if errs == 0 {
+						mu.Lock()
+						if r.firstErr == nil {
+							r.firstErr = err
+						}
+						mu.Unlock()
+					}
 					errs++
 					continue
 				}
