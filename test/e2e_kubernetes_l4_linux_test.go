@@ -208,7 +208,8 @@ func testKubeL4(t *testing.T, k *kube, n *kubeNet, g *kubeGateway, ns string) {
 }
 
 // checkL4Status waits for the TCPRoute and TLSRoutes to be Accepted with
-// their references resolved.
+// their references resolved, and the Gateway's listeners Programmed with
+// the routes attached.
 func checkL4Status(t *testing.T, k *kube, ns string) {
 	waitFor(t, 10*time.Second, "TCPRoute and TLSRoutes Accepted and ResolvedRefs", func() bool {
 		var parents [][]gwv1.RouteParentStatus
@@ -226,6 +227,16 @@ func checkL4Status(t *testing.T, k *kube, ns string) {
 		}
 		for _, ps := range parents {
 			if len(ps) != 1 || !meta.IsStatusConditionTrue(ps[0].Conditions, "Accepted") || !meta.IsStatusConditionTrue(ps[0].Conditions, "ResolvedRefs") {
+				return false
+			}
+		}
+		gw := &gwv1.Gateway{}
+		if k.c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "l4"}, gw) != nil || len(gw.Status.Listeners) != 2 {
+			return false
+		}
+		for i, attached := range []int32{1, 2} { // tcp: the TCPRoute; tls: both TLSRoutes
+			l := gw.Status.Listeners[i]
+			if l.AttachedRoutes != attached || !meta.IsStatusConditionTrue(l.Conditions, "Programmed") {
 				return false
 			}
 		}
