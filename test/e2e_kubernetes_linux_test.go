@@ -199,6 +199,7 @@ func TestKubernetes(t *testing.T) {
 	t.Run("TLS", func(t *testing.T) { testKubeTLS(t, k, g, ns) })
 	t.Run("Ingress", func(t *testing.T) { testKubeIngress(t, k, g, ns) })
 	t.Run("GRPCRoute", func(t *testing.T) { testKubeGRPCRoute(t, k, n, g, ns) })
+	t.Run("L4", func(t *testing.T) { testKubeL4(t, k, n, g, ns) })
 	t.Run("Routes1000", func(t *testing.T) { testKube1000Routes(t, k, g, ns) })
 	t.Run("LeaderElection", func(t *testing.T) { testKubeLeader(t, k, g, ns, file.URL) }) // stops g: last
 }

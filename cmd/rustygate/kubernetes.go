@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -88,6 +90,7 @@ func (g *gateway) withProviders(cfg *config.Config) (*config.Config, error) {
 		}
 		cfg.Routes = append(cfg.Routes, r)
 	}
+	g.withProviderL4(cfg, res.L4)
 	if t := cfg.Server.TLS; t != nil {
 		for _, c := range res.Certificates {
 			tc, err := g.writeCert(c)
@@ -104,6 +107,40 @@ func (g *gateway) withProviders(cfg *config.Config) (*config.Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// withProviderL4 adds the provider's l4 listeners (TCP and TLS Gateway
+// listeners) on the host of server.listen. One whose name or port a
+// listener of the file already has is left out: the file wins.
+func (g *gateway) withProviderL4(cfg *config.Config, ls []config.L4Listener) {
+	host, _, _ := net.SplitHostPort(cfg.Server.Listen)
+	taken := map[string]bool{}
+	for _, addr := range []string{cfg.Server.Listen, cfg.Admin.Listen} {
+		if _, port, err := net.SplitHostPort(addr); err == nil {
+			taken[port] = true
+		}
+	}
+	if t := cfg.Server.TLS; t != nil {
+		_, port, _ := net.SplitHostPort(t.Listen)
+		taken[port] = true
+	}
+	for _, l := range cfg.L4 {
+		_, port, _ := net.SplitHostPort(l.Listen)
+		taken[l.Name], taken[port] = true, true
+	}
+	for _, l := range ls {
+		_, port, _ := net.SplitHostPort(l.Listen)
+		if taken[l.Name] || taken[port] {
+			g.log.Warn("kubernetes: Gateway listener left out: its port is one of the file's listeners", "l4", l.Name, "port", port)
+			continue
+		}
+		l.Listen = net.JoinHostPort(host, port)
+		l.Backends, l.Routes = slices.Clone(l.Backends), slices.Clone(l.Routes)
+		for i := range l.Routes {
+			l.Routes[i].SNI, l.Routes[i].Backends = slices.Clone(l.Routes[i].SNI), slices.Clone(l.Routes[i].Backends)
+		}
+		cfg.L4 = append(cfg.L4, l)
+	}
 }
 
 // writeCert writes a Secret's certificate and key where the certificate

@@ -18,6 +18,15 @@ type parent struct {
 	reason   string
 	msg      string
 	hosts    []string // "" serves any host
+	// listeners are those the route attaches to, with the hostnames
+	// it serves through each.
+	listeners []attached
+}
+
+type attached struct {
+	gw    *gwv1.Gateway
+	l     *gwv1.Listener
+	hosts []string
 }
 
 // attach finds, for each parentRef naming a Gateway this controller
@@ -62,11 +71,15 @@ func (p *parent) attachListeners(t *translator, gw *gwv1.Gateway, ns, kind strin
 			continue
 		}
 		matched = true
-		if !isHTTP(l.Protocol) || !programmed(st, i) || !allowsRoute(l, gw.Namespace, ns, kind) {
+		if !routeFits(kind, l.Protocol) || !programmed(st, i) || !allowsRoute(l, gw.Namespace, ns, kind) {
 			continue
 		}
 		allowed = true
-		for _, h := range intersect(hostOf(l.Hostname), hostnames) {
+		hosts := intersect(hostOf(l.Hostname), hostnames)
+		if len(hosts) > 0 {
+			p.listeners = append(p.listeners, attached{gw: gw, l: l, hosts: hosts})
+		}
+		for _, h := range hosts {
 			if !slices.Contains(p.hosts, h) {
 				p.hosts = append(p.hosts, h)
 			}

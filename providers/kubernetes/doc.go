@@ -1,10 +1,13 @@
 // Package kubernetes is the Kubernetes provider: it watches Gateway API
-// objects (GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant),
-// Ingresses, Services, EndpointSlices and Secrets with client-go
-// informers, and translates them into routes of the same configuration
-// the file provider builds (config.Route). The gateway adds them to the
-// file's routes on every reload, so that both go through the one
-// all-or-nothing reload; a burst of changes is debounced into one reload.
+// objects (GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute,
+// TCPRoute, ReferenceGrant), Ingresses, Services, EndpointSlices and
+// Secrets with client-go informers, and translates them into routes of the
+// same configuration the file provider builds (config.Route), and the TCP
+// and TLS (passthrough) Gateway listeners into l4 listeners
+// (config.L4Listener: TCPRoute backends, TLSRoute hostnames as SNI
+// routes). The gateway adds them to the file's routes and l4 listeners on
+// every reload, so that both go through the one all-or-nothing reload; a
+// burst of changes is debounced into one reload.
 //
 // Backends are the ready endpoints of a Service port, read from its
 // EndpointSlices: a pool follows its pods, and a reload keeps the

@@ -2,6 +2,7 @@ package kubernetes
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -41,6 +42,7 @@ func (t *translator) ours(gw *gwv1.Gateway) bool {
 // gateways sets the status of the Gateways served and their listeners;
 // certificates of HTTPS listeners go to the result.
 func (t *translator) gateways() {
+	slices.SortStableFunc(t.w.Gateways, byAge)
 	for _, gw := range t.w.Gateways {
 		if !t.ours(gw) {
 			continue
@@ -86,8 +88,10 @@ func listenerConflicts(gw *gwv1.Gateway) []string {
 	return out
 }
 
-func isHTTP(p gwv1.ProtocolType) bool {
-	return p == gwv1.HTTPProtocolType || p == gwv1.HTTPSProtocolType
+// isL4 reports a protocol served by an l4 listener on the listener's
+// own port.
+func isL4(p gwv1.ProtocolType) bool {
+	return p == gwv1.TCPProtocolType || p == gwv1.TLSProtocolType
 }
 
 func hostOf(h *gwv1.Hostname) string {
@@ -101,15 +105,24 @@ func (t *translator) listenerStatus(gw *gwv1.Gateway, l *gwv1.Listener, conflict
 	g := gw.Generation
 	ls := gwv1.ListenerStatus{Name: l.Name, SupportedKinds: supportedKinds(l.Protocol)}
 	resolved, rReason, rMsg := true, "ResolvedRefs", ""
-	accepted, aReason := true, "Accepted"
+	accepted, aReason, aMsg := true, "Accepted", ""
 	switch l.Protocol {
 	case gwv1.HTTPProtocolType:
 	case gwv1.HTTPSProtocolType:
 		resolved, rReason, rMsg = t.listenerCerts(gw, l)
+	case gwv1.TCPProtocolType:
+	case gwv1.TLSProtocolType:
+		if l.TLS == nil || l.TLS.Mode == nil || *l.TLS.Mode != gwv1.TLSModePassthrough {
+			accepted, aReason = false, string(gwv1.ListenerReasonUnsupportedValue)
+			aMsg = "a TLS listener is served in mode Passthrough (routed by SNI, not terminated); terminate TLS with an HTTPS listener"
+		}
 	default:
 		accepted, aReason = false, string(gwv1.ListenerReasonUnsupportedProtocol)
 	}
-	ls.Conditions = append(ls.Conditions, cond("Accepted", accepted, aReason, "", g))
+	if accepted && conflict == "" && isL4(l.Protocol) && !t.claimPort(gw, l) {
+		accepted, aReason, aMsg = false, string(gwv1.ListenerReasonPortUnavailable), "an older Gateway has a TCP or TLS listener on this port"
+	}
+	ls.Conditions = append(ls.Conditions, cond("Accepted", accepted, aReason, aMsg, g))
 	ls.Conditions = append(ls.Conditions, cond("ResolvedRefs", resolved, rReason, rMsg, g))
 	if conflict != "" {
 		ls.Conditions = append(ls.Conditions, cond("Conflicted", true, conflict, "", g))
@@ -126,11 +139,27 @@ func (t *translator) listenerStatus(gw *gwv1.Gateway, l *gwv1.Listener, conflict
 }
 
 func supportedKinds(p gwv1.ProtocolType) []gwv1.RouteGroupKind {
-	if !isHTTP(p) {
-		return []gwv1.RouteGroupKind{}
-	}
 	grp := gwv1.Group(gwv1.GroupName)
-	return []gwv1.RouteGroupKind{{Group: &grp, Kind: "HTTPRoute"}, {Group: &grp, Kind: "GRPCRoute"}}
+	switch p {
+	case gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
+		return []gwv1.RouteGroupKind{{Group: &grp, Kind: "HTTPRoute"}, {Group: &grp, Kind: "GRPCRoute"}}
+	case gwv1.TLSProtocolType:
+		return []gwv1.RouteGroupKind{{Group: &grp, Kind: "TLSRoute"}}
+	case gwv1.TCPProtocolType:
+		return []gwv1.RouteGroupKind{{Group: &grp, Kind: "TCPRoute"}}
+	}
+	return []gwv1.RouteGroupKind{}
+}
+
+// routeFits reports whether a route of kind attaches to a listener of
+// protocol p.
+func routeFits(kind string, p gwv1.ProtocolType) bool {
+	for _, k := range supportedKinds(p) {
+		if string(k.Kind) == kind {
+			return true
+		}
+	}
+	return false
 }
 
 // listenerCerts resolves an HTTPS listener's certificate Secrets.

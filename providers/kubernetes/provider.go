@@ -36,6 +36,9 @@ type Provider struct {
 	// gatewayAPI is false when the API server serves no Gateway API
 	// (its CRDs are not installed): Ingresses only.
 	gatewayAPI bool
+	// tlsRoutes and tcpRoutes are true when the API server serves them
+	// (in gateway.networking.k8s.io/v1, from v1.5 of the CRDs).
+	tlsRoutes, tcpRoutes bool
 
 	informers []cache.SharedIndexInformer
 	stores    stores
@@ -50,6 +53,7 @@ type Provider struct {
 
 type stores struct {
 	classes, gateways, httpRoutes, grpcRoutes, grants lister
+	tlsRoutes, tcpRoutes                              lister
 	ingresses, services, slices, secrets              lister
 }
 
@@ -82,8 +86,14 @@ func New(rc *rest.Config, cfg *config.KubernetesProvider, log *slog.Logger) (*Pr
 // Start starts the informers, which run until ctx ends, and waits up to
 // syncTimeout until their caches are filled.
 func (p *Provider) Start(ctx context.Context, syncTimeout time.Duration) error {
-	_, err := p.cs.Discovery().ServerResourcesForGroupVersion(gwv1.GroupVersion.String())
+	res, err := p.cs.Discovery().ServerResourcesForGroupVersion(gwv1.GroupVersion.String())
 	p.gatewayAPI = err == nil
+	if err == nil {
+		for _, r := range res.APIResources {
+			p.tlsRoutes = p.tlsRoutes || r.Name == "tlsroutes"
+			p.tcpRoutes = p.tcpRoutes || r.Name == "tcproutes"
+		}
+	}
 	if !p.gatewayAPI {
 		p.log.Warn("kubernetes: the API server serves no Gateway API (CRDs not installed?); watching Ingresses only", "error", err.Error())
 	}
@@ -119,7 +129,7 @@ func (p *Provider) Start(ctx context.Context, syncTimeout time.Duration) error {
 // same), such as the provider's own status writes: nothing to reload.
 func statusOnly(o, n any) bool {
 	switch n.(type) {
-	case *gwv1.Gateway, *gwv1.GatewayClass, *gwv1.HTTPRoute, *gwv1.GRPCRoute, *netv1.Ingress:
+	case *gwv1.Gateway, *gwv1.GatewayClass, *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TLSRoute, *gwv1.TCPRoute, *netv1.Ingress:
 	default:
 		return false
 	}
@@ -180,6 +190,12 @@ func (p *Provider) setupInformers() {
 	st.httpRoutes = multi(func(ns string) cache.SharedIndexInformer { return gw(ns).Gateway().V1().HTTPRoutes().Informer() })
 	st.grpcRoutes = multi(func(ns string) cache.SharedIndexInformer { return gw(ns).Gateway().V1().GRPCRoutes().Informer() })
 	st.grants = multi(func(ns string) cache.SharedIndexInformer { return gw(ns).Gateway().V1().ReferenceGrants().Informer() })
+	if p.tlsRoutes {
+		st.tlsRoutes = multi(func(ns string) cache.SharedIndexInformer { return gw(ns).Gateway().V1().TLSRoutes().Informer() })
+	}
+	if p.tcpRoutes {
+		st.tcpRoutes = multi(func(ns string) cache.SharedIndexInformer { return gw(ns).Gateway().V1().TCPRoutes().Informer() })
+	}
 }
 
 // multiStore lists several stores as one (read side only).
@@ -215,6 +231,8 @@ func (p *Provider) World() *World {
 		Gateways:   listOf[*gwv1.Gateway](st.gateways),
 		HTTPRoutes: listOf[*gwv1.HTTPRoute](st.httpRoutes),
 		GRPCRoutes: listOf[*gwv1.GRPCRoute](st.grpcRoutes),
+		TLSRoutes:  listOf[*gwv1.TLSRoute](st.tlsRoutes),
+		TCPRoutes:  listOf[*gwv1.TCPRoute](st.tcpRoutes),
 		Grants:     listOf[*gwv1.ReferenceGrant](st.grants),
 		Ingresses:  listOf[*netv1.Ingress](st.ingresses),
 		Services:   map[string]*corev1.Service{},
@@ -256,7 +274,7 @@ func (p *Provider) Changed() bool {
 	p.mu.Lock()
 	pub := p.published
 	p.mu.Unlock()
-	if pub == nil || !reflect.DeepEqual(res.Routes, pub.Routes) || !reflect.DeepEqual(res.Certificates, pub.Certificates) {
+	if pub == nil || !reflect.DeepEqual(res.Routes, pub.Routes) || !reflect.DeepEqual(res.L4, pub.L4) || !reflect.DeepEqual(res.Certificates, pub.Certificates) {
 		return true
 	}
 	p.mu.Lock()

@@ -12,10 +12,12 @@ type Status struct {
 	Classes map[string][]metav1.Condition
 	// Gateways by "namespace/name".
 	Gateways map[string]*GatewayStatus
-	// HTTPRoutes and GRPCRoutes by "namespace/name": one entry per parent
+	// HTTPRoutes, GRPCRoutes, TLSRoutes and TCPRoutes by "namespace/name": one entry per parent
 	// Gateway of this controller.
 	HTTPRoutes map[string][]gwv1.RouteParentStatus
 	GRPCRoutes map[string][]gwv1.RouteParentStatus
+	TLSRoutes  map[string][]gwv1.RouteParentStatus
+	TCPRoutes  map[string][]gwv1.RouteParentStatus
 }
 
 // GatewayStatus is a Gateway's conditions and its listeners'.
@@ -31,6 +33,8 @@ func newStatus() Status {
 		Gateways:   map[string]*GatewayStatus{},
 		HTTPRoutes: map[string][]gwv1.RouteParentStatus{},
 		GRPCRoutes: map[string][]gwv1.RouteParentStatus{},
+		TLSRoutes:  map[string][]gwv1.RouteParentStatus{},
+		TCPRoutes:  map[string][]gwv1.RouteParentStatus{},
 	}
 }
 

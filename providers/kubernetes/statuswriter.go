@@ -110,6 +110,16 @@ func (p *Provider) writeStatus(ctx context.Context) {
 			p.updateGRPCRoute(ctx, r, ps)
 		}
 	}
+	for _, r := range w.TLSRoutes {
+		if ps, ok := res.Status.TLSRoutes[key(r.Namespace, r.Name)]; ok {
+			p.updateTLSRoute(ctx, r, ps)
+		}
+	}
+	for _, r := range w.TCPRoutes {
+		if ps, ok := res.Status.TCPRoutes[key(r.Namespace, r.Name)]; ok {
+			p.updateTCPRoute(ctx, r, ps)
+		}
+	}
 }
 
 // mergeConds sets conds in old, keeping the transition time of those
@@ -203,4 +213,24 @@ func (p *Provider) updateGRPCRoute(ctx context.Context, r *gwv1.GRPCRoute, ps []
 	}
 	_, err := p.gcs.GatewayV1().GRPCRoutes(r.Namespace).UpdateStatus(ctx, nr, metav1.UpdateOptions{})
 	p.warn(err, "GRPCRoute", key(r.Namespace, r.Name))
+}
+
+func (p *Provider) updateTLSRoute(ctx context.Context, r *gwv1.TLSRoute, ps []gwv1.RouteParentStatus) {
+	nr := r.DeepCopy()
+	nr.Status.Parents = routeParents(r.Status.Parents, ps)
+	if equality.Semantic.DeepEqual(nr.Status, r.Status) {
+		return
+	}
+	_, err := p.gcs.GatewayV1().TLSRoutes(r.Namespace).UpdateStatus(ctx, nr, metav1.UpdateOptions{})
+	p.warn(err, "TLSRoute", key(r.Namespace, r.Name))
+}
+
+func (p *Provider) updateTCPRoute(ctx context.Context, r *gwv1.TCPRoute, ps []gwv1.RouteParentStatus) {
+	nr := r.DeepCopy()
+	nr.Status.Parents = routeParents(r.Status.Parents, ps)
+	if equality.Semantic.DeepEqual(nr.Status, r.Status) {
+		return
+	}
+	_, err := p.gcs.GatewayV1().TCPRoutes(r.Namespace).UpdateStatus(ctx, nr, metav1.UpdateOptions{})
+	p.warn(err, "TCPRoute", key(r.Namespace, r.Name))
 }

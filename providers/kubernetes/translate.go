@@ -37,6 +37,7 @@ type translator struct {
 	opt  Options
 	res  Result
 	keys map[string]string // route key -> owning object, for conflicts
+	l4   map[int32]*l4Port // TCP and TLS listeners by port
 }
 
 // Translate turns the objects of w into routes, certificates and status.
@@ -56,6 +57,15 @@ func Translate(w *World, opt Options) *Result {
 	for _, r := range w.GRPCRoutes {
 		t.grpcRoute(r)
 	}
+	slices.SortStableFunc(w.TLSRoutes, byAge)
+	for _, r := range w.TLSRoutes {
+		t.tlsRoute(r)
+	}
+	slices.SortStableFunc(w.TCPRoutes, byAge)
+	for _, r := range w.TCPRoutes {
+		t.tcpRoute(r)
+	}
+	t.l4Listeners()
 	slices.SortStableFunc(w.Ingresses, byAge)
 	for _, in := range w.Ingresses {
 		t.ingress(in)

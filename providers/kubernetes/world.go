@@ -25,6 +25,8 @@ type World struct {
 	Gateways   []*gwv1.Gateway
 	HTTPRoutes []*gwv1.HTTPRoute
 	GRPCRoutes []*gwv1.GRPCRoute
+	TLSRoutes  []*gwv1.TLSRoute
+	TCPRoutes  []*gwv1.TCPRoute
 	Grants     []*gwv1.ReferenceGrant
 	Ingresses  []*netv1.Ingress
 	// Services and Secrets by "namespace/name".
@@ -40,11 +42,15 @@ type Options struct {
 	IngressClass string
 }
 
-// Result is a translation: the routes to add to the file's, the
+// Result is a translation: the routes to add to the file's, the l4
+// listeners of the TCP and TLS (passthrough) Gateway listeners, the
 // certificates the HTTPS listener serves in addition to the file's, and
 // the status each object should have.
 type Result struct {
-	Routes       []config.Route
+	Routes []config.Route
+	// L4 listen on ":PORT" (the Gateway listener's port, every address);
+	// the gateway may give them the host of its own listeners.
+	L4           []config.L4Listener
 	Certificates []Certificate
 	Status       Status
 	// Errors name the objects left out and why (an Ingress has no
