@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -72,11 +73,13 @@ func clientFrom(src string) *http.Client {
 
 // roundRobin sends n requests from src spread over nodes and returns how
 // many passed; the RateLimit-Remaining of the passed ones must count
-// down by one across the nodes.
-func roundRobin(t *testing.T, nodes []clusterNode, src string, n int) int {
+// down by one across the nodes, but for the tokens the limit gives back
+// meanwhile (rate per second: limit / window).
+func roundRobin(t *testing.T, nodes []clusterNode, src string, n int, rate float64) int {
 	t.Helper()
 	c := clientFrom(src)
-	passed, last := 0, -1
+	passed, last, skips := 0, -1, 0
+	start := time.Now()
 	for i := range n {
 		resp, err := c.Get(nodes[i%len(nodes)].URL() + "/")
 		if err != nil {
@@ -89,19 +92,29 @@ func roundRobin(t *testing.T, nodes []clusterNode, src string, n int) int {
 		passed++
 		rem, _ := strconv.Atoi(resp.Header.Get("RateLimit-Remaining"))
 		if last >= 0 && rem != last-1 {
-			t.Errorf("request %d on node %d: RateLimit-Remaining %d after %d", i, i%len(nodes), rem, last)
+			skips++
+			if rem < last-1 || float64(skips) > refilled(start, rate) {
+				t.Errorf("request %d on node %d: RateLimit-Remaining %d after %d (%d times not one less, %.1f tokens given back)", i, i%len(nodes), rem, last, skips, refilled(start, rate))
+			}
 		}
 		last = rem
 	}
 	return passed
 }
 
+// refilled is how many tokens a limit of rate per second gives back
+// since start, rounded up.
+func refilled(start time.Time, rate float64) float64 {
+	return math.Ceil(time.Since(start).Seconds() * rate)
+}
+
 // checkClusterSuite runs the shared limit and the bans on three
 // gateways sharing the Redis of redisYAML.
 func checkClusterSuite(t *testing.T, redisYAML string) {
 	nodes := startClusterNodes(t, 3, redisYAML, "limit: 100, window: 60s")
-	if passed := roundRobin(t, nodes, "127.0.0.1", 300); passed < 95 || passed > 105 {
-		t.Errorf("%d of 300 requests passed over three nodes, want 100 ±5%%", passed)
+	start := time.Now()
+	if passed := roundRobin(t, nodes, "127.0.0.1", 300, 100.0/60); passed < 95 || float64(passed) > 105+refilled(start, 100.0/60) {
+		t.Errorf("%d of 300 requests passed over three nodes in %s, want 100 ±5%% (and what the limit gave back meanwhile)", passed, time.Since(start))
 	}
 	// GET /admin/cluster lists the three nodes.
 	code, body := nodes[1].adminDo(t, "GET", "/admin/cluster", "")
@@ -152,7 +165,7 @@ func checkClusterBans(t *testing.T, nodes []clusterNode, redisYAML string) {
 		return !banListed(t, nodes[0], "127.0.0.3") && !banListed(t, nodes[1], "127.0.0.3") && !banListed(t, late, "127.0.0.3")
 	})
 	// An offence (3x the limit of 100) on two nodes bans on the third.
-	roundRobin(t, nodes[:2], "127.0.0.4", 300)
+	roundRobin(t, nodes[:2], "127.0.0.4", 300, 100.0/60)
 	waitAll(t, time.Second, "offence ban on the third node", func() bool { return banListed(t, nodes[2], "127.0.0.4") })
 }
 
@@ -185,11 +198,11 @@ func TestClusterRedisDown(t *testing.T) {
 	r := testredis.Start(t)
 	nodes := startClusterNodes(t, 3, fmt.Sprintf("addrs: [%q]", r.Addr()), "limit: 90, window: 60s")
 	waitAll(t, 3*time.Second, "three live nodes", func() bool { return nodes[0].metric(t, "rustygate_cluster_nodes") == "3" })
-	roundRobin(t, nodes, "127.0.0.1", 30)
+	roundRobin(t, nodes, "127.0.0.1", 30, 90.0/60)
 	r.Kill()
 	start := time.Now()
 	// Node a alone: its own limiter of 90/3 = 30.
-	if passed := roundRobin(t, nodes[:1], "127.0.0.5", 60); passed != 30 {
+	if passed := roundRobin(t, nodes[:1], "127.0.0.5", 60, 30.0/60); passed < 30 || float64(passed) > 30+refilled(start, 30.0/60) {
 		t.Errorf("Redis down: %d of 60 passed on one node, want 30 (90 over 3 live nodes)", passed)
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -223,7 +236,7 @@ func TestClusterRedisDown(t *testing.T) {
 func TestClusterSentinelFailover(t *testing.T) {
 	s := testredis.StartSentinel(t)
 	nodes := startClusterNodes(t, 2, fmt.Sprintf("mode: sentinel, master_name: %s, addrs: [%q]", s.Name, s.Sentinel.Addr()), "limit: 100, window: 60s")
-	if passed := roundRobin(t, nodes, "127.0.0.1", 40); passed != 40 {
+	if passed := roundRobin(t, nodes, "127.0.0.1", 40, 100.0/60); passed != 40 {
 		t.Fatalf("%d of 40 passed", passed)
 	}
 	s.Master.Kill()
