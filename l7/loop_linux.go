@@ -96,6 +96,12 @@ func (w *waiter) wait(b *bufConn, write bool, deadline time.Time) error {
 	w.run = 0
 	w.waits++
 	w.parkable = b.parkable && !write
+	if w.parkable && len(lp.live) > liveIdleMax && !lp.srv.stopping.Load() {
+		// Many coroutines already: an idle one parks at once instead
+		// of after a sweep (see park).
+		lp.srv.loopStats.burstParks.Add(1)
+		return errPark
+	}
 	lp.waiting[b.fd] = w
 	ok := w.yield(struct{}{})
 	if write {
@@ -432,6 +438,15 @@ func (w *waiter) drive() {
 // only its descriptor stays in the epoll set, with the deadline of the
 // wait. The next event for it starts a new coroutine (unpark); the
 // deadline, or a shutdown, closes it from the loop (closeParked).
+
+// liveIdleMax is the number of coroutines a loop keeps before an idle
+// connection parks as soon as it waits rather than at the next sweep: a
+// burst of new or returning connections (thousands of clients that each
+// send a request and go idle) then holds a bounded number of stacks at its
+// peak, instead of one per connection until the sweep, memory that the
+// runtime would only give back to the system slowly. Below it, a busy
+// keep-alive connection keeps its coroutine between requests.
+var liveIdleMax = 256
 
 // park keeps w, whose coroutine has just ended, waiting without one.
 func (lp *loop) park(w *waiter) {

@@ -419,3 +419,44 @@ func TestEventLoopIdleParks(t *testing.T) {
 		}
 	}
 }
+
+// TestEventLoopBurstParks: past liveIdleMax coroutines on a loop, a
+// connection that goes idle parks at its first wait instead of holding
+// its coroutine until a sweep, and is served again from a new one.
+func TestEventLoopBurstParks(t *testing.T) {
+	old := liveIdleMax
+	liveIdleMax = 3
+	t.Cleanup(func() { liveIdleMax = old })
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok "+r.URL.Path) })
+	gw := startGateway(t, `fast, event_loops: "1"`, fmt.Sprintf("  - { path: \"/\", backend: %q }\n", be.URL))
+	st := &gw.srv.loopStats
+	get := func(c net.Conn, br *bufio.Reader, path string) {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(b) != "ok "+path {
+			t.Fatalf("%s: %d %q", path, resp.StatusCode, b)
+		}
+	}
+	const n = 12
+	conns := make([]net.Conn, n)
+	brs := make([]*bufio.Reader, n)
+	for i := range n {
+		conns[i] = dial(t, gw.addr)
+		brs[i] = bufio.NewReader(conns[i])
+		get(conns[i], brs[i], fmt.Sprintf("/first/%d", i))
+	}
+	// At most liveIdleMax (+1: the one that waits while at the limit)
+	// keep a coroutine; the others parked at once.
+	waitFor(t, 2*time.Second, "idle connections past the limit not parked at once", func() bool {
+		return st.burstParks.Load() >= int64(n-liveIdleMax-1)
+	})
+	for i := range n {
+		get(conns[i], brs[i], fmt.Sprintf("/again/%d", i))
+	}
+}

@@ -85,8 +85,9 @@ type loopStats struct {
 	// and back onto one; turns, connections that let the others go first.
 	conns, detaches, rejoins, turns atomic.Int64
 	// parks and unparks count idle connections leaving their coroutine
-	// and getting a new one.
-	parks, unparks atomic.Int64
+	// and getting a new one; burstParks, the parks at the first wait
+	// because the loop had liveIdleMax coroutines already.
+	parks, unparks, burstParks atomic.Int64
 }
 
 // NewServer builds a server around an initial snapshot. metrics may be
