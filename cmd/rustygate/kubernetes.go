@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -71,6 +72,7 @@ func (g *gateway) withProviders(cfg *config.Config) (*config.Config, error) {
 	if g.k8s == nil || cfg.Providers.Kubernetes == nil {
 		return cfg, nil
 	}
+	g.k8s.SetReserved(reservedPorts(cfg))
 	res := g.k8s.Translate()
 	if errs := strings.Join(res.Errors, "; "); errs != g.k8sErrs {
 		g.k8sErrs = errs
@@ -107,6 +109,40 @@ func (g *gateway) withProviders(cfg *config.Config) (*config.Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// reservedPorts lists the ports of the file's listeners, each with what
+// holds it, for the status of the Gateway listeners that ask for them.
+func reservedPorts(cfg *config.Config) map[int32]string {
+	m := map[int32]string{}
+	add := func(addr, what string) {
+		if _, p, err := net.SplitHostPort(addr); err == nil {
+			if n, err := strconv.ParseUint(p, 10, 16); err == nil && n > 0 {
+				if _, ok := m[int32(n)]; !ok {
+					m[int32(n)] = what
+				}
+			}
+		}
+	}
+	add(cfg.Server.Listen, "server.listen")
+	if t := cfg.Server.TLS; t != nil {
+		add(t.Listen, "server.tls.listen")
+	}
+	add(cfg.Admin.Listen, "admin.listen")
+	for _, l := range cfg.L4 {
+		what := fmt.Sprintf("l4 listener %q", l.Name)
+		r, err := config.ParseListenRange(l.Listen)
+		if err != nil {
+			add(l.Listen, what)
+			continue
+		}
+		for p := int(r.Lo); p <= int(r.Hi); p++ {
+			if _, ok := m[int32(p)]; !ok {
+				m[int32(p)] = what
+			}
+		}
+	}
+	return m
 }
 
 // withProviderL4 adds the provider's l4 listeners (TCP and TLS Gateway

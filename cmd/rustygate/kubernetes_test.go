@@ -36,3 +36,27 @@ func TestWithProviderL4(t *testing.T) {
 		t.Fatalf("the defaults of the load changed the provider's result: %+v", res[2])
 	}
 }
+
+// The file's listeners' ports, port ranges included, are reserved for
+// the provider's status.
+func TestReservedPorts(t *testing.T) {
+	cfg := &config.Config{
+		Server: config.Server{Listen: "127.0.0.1:8080", TLS: &config.TLSConfig{Listen: ":8443"}},
+		L4: []config.L4Listener{
+			{Name: "pg", Listen: "127.0.0.1:5432"},
+			{Name: "games", Listen: "0.0.0.0:9000-9002"},
+		},
+	}
+	cfg.Admin.Listen = "off"
+	m := reservedPorts(cfg)
+	want := map[int32]string{8080: "server.listen", 8443: "server.tls.listen", 5432: `l4 listener "pg"`,
+		9000: `l4 listener "games"`, 9001: `l4 listener "games"`, 9002: `l4 listener "games"`}
+	if len(m) != len(want) {
+		t.Fatalf("reserved %v, want %v", m, want)
+	}
+	for p, w := range want {
+		if m[p] != w {
+			t.Fatalf("port %d: %q, want %q (all: %v)", p, m[p], w, m)
+		}
+	}
+}

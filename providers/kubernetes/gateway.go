@@ -119,6 +119,9 @@ func (t *translator) listenerStatus(gw *gwv1.Gateway, l *gwv1.Listener, conflict
 	default:
 		accepted, aReason = false, string(gwv1.ListenerReasonUnsupportedProtocol)
 	}
+	if what, ok := t.opt.Reserved[int32(l.Port)]; accepted && conflict == "" && isL4(l.Protocol) && ok {
+		accepted, aReason, aMsg = false, string(gwv1.ListenerReasonPortUnavailable), fmt.Sprintf("port %d is the gateway's %s", l.Port, what)
+	}
 	if accepted && conflict == "" && isL4(l.Protocol) && !t.claimPort(gw, l) {
 		accepted, aReason, aMsg = false, string(gwv1.ListenerReasonPortUnavailable), "an older Gateway has a TCP or TLS listener on this port"
 	}

@@ -136,3 +136,27 @@ func TestTranslateL4PortTaken(t *testing.T) {
 		t.Fatal("the older Gateway lost its port")
 	}
 }
+
+// A TCP or TLS Gateway listener on a port of the gateway's own listeners
+// (Options.Reserved) is not programmed, says which listener holds it,
+// and gives no l4 listener; the others are unaffected.
+func TestTranslateL4PortReserved(t *testing.T) {
+	w := l4World()
+	res := Translate(w, Options{GatewayClass: "rustygate", Reserved: map[int32]string{5432: `l4 listener "pg"`}})
+	gs := res.Status.Gateways["apps/l4"]
+	c := meta.FindStatusCondition(gs.Listeners[0].Conditions, "Accepted")
+	if c.Status != "False" || c.Reason != string(gwv1.ListenerReasonPortUnavailable) || c.Message != `port 5432 is the gateway's l4 listener "pg"` {
+		t.Fatalf("listener on a reserved port: %+v", c)
+	}
+	if meta.IsStatusConditionTrue(gs.Listeners[0].Conditions, "Programmed") || meta.IsStatusConditionTrue(gs.Conditions, "Programmed") {
+		t.Fatalf("listener on a reserved port programmed: %+v", gs)
+	}
+	if !meta.IsStatusConditionTrue(gs.Listeners[1].Conditions, "Programmed") {
+		t.Fatalf("listener on a free port: %+v", gs.Listeners[1].Conditions)
+	}
+	for _, l := range res.L4 {
+		if l.Listen == ":5432" {
+			t.Fatalf("l4 listener on a reserved port: %+v", l)
+		}
+	}
+}

@@ -49,6 +49,7 @@ type Provider struct {
 	// gateway put in force: its status is what gets written.
 	pending, published *Result
 	publishedCh        chan struct{}
+	reserved           map[int32]string
 }
 
 type stores struct {
@@ -254,10 +255,22 @@ func (p *Provider) World() *World {
 	return w
 }
 
+// SetReserved sets the ports the gateway's own listeners hold (see
+// Options.Reserved), for the translations that follow. m is not changed
+// afterwards.
+func (p *Provider) SetReserved(m map[int32]string) {
+	p.mu.Lock()
+	p.reserved = m
+	p.mu.Unlock()
+}
+
 // Translate translates the current objects. The result is pending until
 // Published says the gateway put it in force.
 func (p *Provider) Translate() *Result {
-	res := Translate(p.World(), Options{GatewayClass: p.cfg.GatewayClass, IngressClass: p.cfg.IngressClass})
+	p.mu.Lock()
+	reserved := p.reserved
+	p.mu.Unlock()
+	res := Translate(p.World(), Options{GatewayClass: p.cfg.GatewayClass, IngressClass: p.cfg.IngressClass, Reserved: reserved})
 	p.mu.Lock()
 	p.pending = res
 	p.mu.Unlock()

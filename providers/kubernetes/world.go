@@ -40,6 +40,10 @@ type World struct {
 type Options struct {
 	GatewayClass string
 	IngressClass string
+	// Reserved are the ports the gateway's own listeners hold (its
+	// configuration file's), each with what holds it: a TCP or TLS
+	// Gateway listener on one of them is not programmed (PortUnavailable).
+	Reserved map[int32]string
 }
 
 // Result is a translation: the routes to add to the file's, the l4
