@@ -205,6 +205,24 @@ func testKubeL4(t *testing.T, k *kube, n *kubeNet, g *kubeGateway, ns string) {
 	if code, b, _ := g.hit("app.example.com", "/file"); code != 200 || b != "file" {
 		t.Errorf("the file's route after the l4 listeners went: %d from %q", code, b)
 	}
+
+	// A TCP listener on the port of the file's HTTPS listener is left out,
+	// and its status says which listener holds the port.
+	k.update(t, gw, func() {
+		gw.Spec.Listeners = append(gw.Spec.Listeners[:1], gwv1.Listener{Name: "clash", Port: port(g.tlsAddr), Protocol: gwv1.TCPProtocolType})
+	})
+	waitFor(t, 10*time.Second, "the listener on the file's port reported PortUnavailable", func() bool {
+		got := &gwv1.Gateway{}
+		if k.c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "l4"}, got) != nil || len(got.Status.Listeners) != 2 {
+			return false
+		}
+		c := meta.FindStatusCondition(got.Status.Listeners[1].Conditions, "Accepted")
+		return c != nil && c.Status == "False" && c.Reason == string(gwv1.ListenerReasonPortUnavailable) &&
+			strings.Contains(c.Message, "server.tls.listen") && !meta.IsStatusConditionTrue(got.Status.Conditions, "Programmed")
+	})
+	if code, b, _ := g.hit("app.example.com", "/file"); code != 200 || b != "file" {
+		t.Errorf("the file's route with a Gateway listener on its HTTPS port: %d from %q", code, b)
+	}
 }
 
 // checkL4Status waits for the TCPRoute and TLSRoutes to be Accepted with

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -284,6 +285,15 @@ func (g *gateway) run(cfg *config.Config) int {
 		ln.Close()
 		g.l4.Shutdown(context.Background())
 		return 1
+	}
+	if g.k8s != nil {
+		// The Gateway listeners' status counts the ports bound now.
+		m := maps.Clone(g.k8s.Reserved())
+		if m == nil {
+			m = map[int32]string{}
+		}
+		g.addBoundPorts(m, cfg)
+		g.k8s.SetReserved(m)
 	}
 	g.metrics.ConfigReload(true, time.Now())
 	go g.serve(ln)

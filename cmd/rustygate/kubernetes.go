@@ -72,7 +72,9 @@ func (g *gateway) withProviders(cfg *config.Config) (*config.Config, error) {
 	if g.k8s == nil || cfg.Providers.Kubernetes == nil {
 		return cfg, nil
 	}
-	g.k8s.SetReserved(reservedPorts(cfg))
+	reserved := reservedPorts(cfg)
+	g.addBoundPorts(reserved, cfg)
+	g.k8s.SetReserved(reserved)
 	res := g.k8s.Translate()
 	if errs := strings.Join(res.Errors, "; "); errs != g.k8sErrs {
 		g.k8sErrs = errs
@@ -143,6 +145,29 @@ func reservedPorts(cfg *config.Config) map[int32]string {
 		}
 	}
 	return m
+}
+
+// addBoundPorts adds to m the ports the gateway's listeners are bound to
+// (a configured port 0 is known only once bound), for those the
+// configuration cfg keeps.
+func (g *gateway) addBoundPorts(m map[int32]string, cfg *config.Config) {
+	add := func(ln net.Listener, what string) {
+		if ln == nil {
+			return
+		}
+		if a, ok := ln.Addr().(*net.TCPAddr); ok && a.Port > 0 {
+			if _, ok := m[int32(a.Port)]; !ok {
+				m[int32(a.Port)] = what
+			}
+		}
+	}
+	if g.listenAddr == cfg.Server.Listen {
+		add(g.ln, "server.listen")
+	}
+	if t := cfg.Server.TLS; t != nil && g.tlsAddr == t.Listen {
+		add(g.tlsLn, "server.tls.listen")
+	}
+	add(g.adminLn, "admin.listen")
 }
 
 // withProviderL4 adds the provider's l4 listeners (TCP and TLS Gateway

@@ -264,6 +264,14 @@ func (p *Provider) SetReserved(m map[int32]string) {
 	p.mu.Unlock()
 }
 
+// Reserved returns the ports last given to SetReserved (not to be
+// changed).
+func (p *Provider) Reserved() map[int32]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.reserved
+}
+
 // Translate translates the current objects. The result is pending until
 // Published says the gateway put it in force.
 func (p *Provider) Translate() *Result {
