@@ -147,12 +147,14 @@ RG_BIN=${RG_BIN:-$ROOT/bin/rustygate}
 OUT=${OUT:-$ROOT/test/bench/out}
 FULL=${FULL:-0}
 BASE_TARGETS="direct nginx rustygate rg_1cpu haproxy nginx_tls rg_tls rg_tls_1cpu"
-RG_VARIANTS="rg_2backends rg_policies rg_tracing rg_tracing_otlp rg_tracing0 rg_wasm rg_access rg_waf_get rg_waf_post rg_rl_local rg_rl_cluster"
+# The variants of the targets summary: measured by default.
+TARGET_VARIANTS="rg_policies rg_policies_rs256 rg_tracing_otlp rg_wasm"
+RG_VARIANTS="rg_2backends rg_policies rg_policies_rs256 rg_tracing rg_tracing_otlp rg_tracing0 rg_wasm rg_access rg_waf_get rg_waf_post rg_rl_local rg_rl_cluster"
 GZ_TARGETS="gz_nginx_1k gz_nginx_64k gz_rg_1k gz_rg_64k"
 if [[ $FULL == 1 ]]; then
 	TARGETS=${TARGETS:-$BASE_TARGETS $RG_VARIANTS $GZ_TARGETS}
 else
-	TARGETS=${TARGETS:-$BASE_TARGETS}
+	TARGETS=${TARGETS:-$BASE_TARGETS $TARGET_VARIANTS}
 fi
 KEEP_TMP=${KEEP_TMP:-0}
 
@@ -169,7 +171,7 @@ case $OUT in /*) ;; *) OUT=$ROOT/$OUT ;; esac
 
 declare -A PORT=(
 	[direct]=18001 [nginx]=18002 [haproxy]=18003 [rustygate]=18080
-	[rg_2backends]=18082 [rg_policies]=18083 [rg_tracing]=18084 [rg_tracing0]=18085 [rg_wasm]=18086
+	[rg_2backends]=18082 [rg_policies]=18083 [rg_policies_rs256]=18159 [rg_tracing]=18084 [rg_tracing0]=18085 [rg_wasm]=18086
 	[rg_tracing_otlp]=18131
 	[rg_1cpu]=18087 [nginx_tls]=18004 [rg_tls]=18089 [rg_tls_1cpu]=18091
 	[rg_access]=18094
@@ -184,6 +186,7 @@ declare -A LABEL=(
 	[rustygate]="RustyGate"
 	[rg_2backends]="rg_2backends: RustyGate, 2 backends round_robin"
 	[rg_policies]="rg_policies: RustyGate + cors, rate_limit, jwt"
+	[rg_policies_rs256]="rg_policies_rs256: RustyGate + cors, rate_limit, jwt RS256"
 	[rg_tracing]="rg_tracing: RustyGate + tracing ratio 1.0 (export fails)"
 	[rg_tracing_otlp]="rg_tracing_otlp: RustyGate + tracing ratio 1.0, exported (OTLP/HTTP sink)"
 	[rg_tracing0]="rg_tracing0: RustyGate + tracing ratio 0"
@@ -218,6 +221,7 @@ declare -A RG_CONF=(
 	[rustygate]=rustygate.yaml
 	[rg_2backends]=rustygate-2backends.yaml
 	[rg_policies]=rustygate-policies.yaml
+	[rg_policies_rs256]=rustygate-policies-rs256.yaml
 	[rg_tracing]=rustygate-tracing.yaml
 	[rg_tracing_otlp]=rustygate-tracing-otlp.yaml
 	[rg_tracing0]=rustygate-tracing0.yaml
@@ -316,8 +320,8 @@ url_of() {
 	fi
 }
 
-if want rg_policies; then
-	command -v openssl >/dev/null 2>&1 || die "openssl not found (needed to sign the rg_policies JWT; apt-get install -y openssl)"
+if want rg_policies || want rg_policies_rs256; then
+	command -v openssl >/dev/null 2>&1 || die "openssl not found (needed to sign the rg_policies JWTs; apt-get install -y openssl)"
 fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/rustygate-peer.XXXXXX")
@@ -388,6 +392,27 @@ hs256_token() {
 	printf '%s.%s.%s' "$head" "$payload" "$sig"
 }
 
+# rs256_token KEYFILE: the same claims signed with RS256 (RSASSA-PKCS1-v1_5,
+# SHA-256) and the RSA private key in KEYFILE.
+rs256_token() {
+	local head payload sig
+	head=$(printf '%s' '{"alg":"RS256","typ":"JWT"}' | b64url)
+	payload=$(printf '{"sub":"bench","aud":"api","exp":%d}' "$(($(date +%s) + 86400))" | b64url)
+	sig=$(printf '%s' "$head.$payload" | openssl dgst -sha256 -sign "$1" -binary | b64url)
+	[[ -n $head && -n $payload && -n $sig ]] || die "could not sign the rg_policies_rs256 JWT with openssl"
+	printf '%s.%s.%s' "$head" "$payload" "$sig"
+}
+
+# gen_rs256_key DIR: an RSA 2048 key pair in DIR/rs256.key and
+# DIR/rs256.pub (the public key, read by rustygate-policies-rs256.yaml).
+gen_rs256_key() {
+	mkdir -p "$1"
+	{
+		openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1/rs256.key" &&
+			openssl pkey -in "$1/rs256.key" -pubout -out "$1/rs256.pub"
+	} >"$1/openssl.log" 2>&1 || { cat "$1/openssl.log" >&2; die "could not generate the rg_policies_rs256 RSA key with openssl"; }
+}
+
 # wait_ready NAME LOGFILE: the target's process is alive and its port answers
 # GET / (with the target's extra headers) with 200 and the 64-byte body,
 # within 10 s; over HTTPS with a certificate that verifies against the
@@ -412,7 +437,7 @@ wait_ready() {
 				return 0
 			fi
 			# RustyGate is up and its jwt refuses the token: no use waiting.
-			[[ $name == rg_policies && $code == 401 ]] && break
+			[[ $name == rg_policies* && $code == 401 ]] && break
 		fi
 		sleep 0.1
 	done
@@ -420,6 +445,8 @@ wait_ready() {
 	tail -n 20 "$logfile" >&2 || true
 	[[ $name == rg_policies && ${code:-} == 401 ]] &&
 		die "${LABEL[$name]} rejects the benchmark JWT (401): the token signed by peer.sh with RG_BENCH_JWT_SECRET does not verify against rustygate-policies.yaml"
+	[[ $name == rg_policies_rs256 && ${code:-} == 401 ]] &&
+		die "${LABEL[$name]} rejects the benchmark JWT (401): the token signed by peer.sh with the generated RSA key does not verify against its public key (RG_BENCH_JWT_PUBKEY)"
 	die "${LABEL[$name]} did not answer 200 on 127.0.0.1:$port within 10s (last status: ${code:-none})"
 }
 
@@ -496,10 +523,10 @@ verify_2backends() {
 	note "  check: requests reach both backends"
 }
 
-# verify_policies: with the token and Origin, 200 with CORS and rate-limit
-# headers; without the token, 401 (so jwt really runs).
+# verify_policies NAME: with the token and Origin, 200 with CORS and
+# rate-limit headers; without the token, 401 (so jwt really runs).
 verify_policies() {
-	local name=rg_policies h code
+	local name=$1 h code
 	hdr_args "$name"
 	h=$(headers_of "$name" "${HDR_ARGS[@]}")
 	code=$(awk 'NR == 1 { print $2 }' <<<"$h")
@@ -882,6 +909,12 @@ if want rg_policies; then
 	HDR[rg_policies]="Authorization: Bearer $BENCH_JWT
 Origin: $BENCH_ORIGIN"
 fi
+if want rg_policies_rs256; then
+	gen_rs256_key "$TMP/jwt"
+	export RG_BENCH_JWT_PUBKEY=$TMP/jwt/rs256.pub # read by rustygate-policies-rs256.yaml
+	HDR[rg_policies_rs256]="Authorization: Bearer $(rs256_token "$TMP/jwt/rs256.key")
+Origin: $BENCH_ORIGIN"
+fi
 
 TLS_DIR=$TMP/tls
 export RG_BENCH_TLS_DIR=$TLS_DIR # read by rustygate-tls*.yaml
@@ -920,7 +953,7 @@ for t in "${selected[@]}"; do
 	case $t in
 	rg_tracing_otlp) verify_tracing_otlp ;;
 	rg_2backends) verify_2backends ;;
-	rg_policies) verify_policies ;;
+	rg_policies | rg_policies_rs256) verify_policies "$t" ;;
 	rg_wasm) verify_wasm ;;
 	rg_access) verify_access ;;
 	rg_waf_get | rg_waf_post) verify_waf "$t" ;;
@@ -1196,7 +1229,8 @@ done
 		for t in "${variants[@]}"; do
 			case $t in
 			rg_2backends) echo "- rg_2backends: end-to-end req/s with 2 backends vs 1: the route of the RustyGate row with backends 127.0.0.1:${PORT[direct]} and 127.0.0.1:$BACKEND2_PORT, round_robin (two server blocks of the same one-worker backend nginx, so the backend capacity is unchanged)." ;;
-			rg_policies) echo "- rg_policies: cors (Origin $BENCH_ORIGIN allowed), rate_limit per IP at 100000000 per 60 s (never triggers) and jwt HS256 (audience api) on the route; wrk sends 'Origin: $BENCH_ORIGIN' and 'Authorization: Bearer <HS256 token signed by peer.sh>' to this target only. Checked before measuring: token -> 200, no token -> 401." ;;
+			rg_policies) echo "- rg_policies: cors (Origin $BENCH_ORIGIN allowed), rate_limit per IP at 100000000 per 60 s (never triggers) and jwt HS256 (audience api, token cache on: cache_size 10000, cache_ttl 5m) on the route; wrk sends 'Origin: $BENCH_ORIGIN' and 'Authorization: Bearer <HS256 token signed by peer.sh>' to this target only, so the signature is verified once and later requests hit the cache. Checked before measuring: token -> 200, no token -> 401." ;;
+			rg_policies_rs256) echo "- rg_policies_rs256: rg_policies with jwt RS256: an RSA 2048 key pair generated with openssl at start-up, the token signed with its private key, the public key in public_key_file; token cache on as in rg_policies. Checked before measuring: token -> 200, no token -> 401." ;;
 			rg_tracing) echo "- rg_tracing: tracing on, ratio 1.0, OTLP endpoint 127.0.0.1:$OTLP_CLOSED_PORT where nothing listens: every request creates and batches its spans, the exports fail and the spans are dropped. This measures span creation, not export." ;;
 			rg_tracing_otlp) echo "- rg_tracing_otlp: tracing on, ratio 1.0, exporting over OTLP/HTTP (batches of up to 1024 spans, queue of 8192) to test/bench/otlpsink on 127.0.0.1:$OTLP_SINK_PORT, which decodes every export: span creation and export. At the end of the run the sink had received: $(otlp_stats 2>/dev/null || echo '?'); the gateway counted $(otlp_metric exported) spans exported, $(otlp_metric queue_full) dropped on a full queue and $(otlp_metric export_failed) in failed exports (a request never waits for the exporter). Checked before measuring: the spans of 4 requests reach the sink." ;;
 			rg_tracing0) echo "- rg_tracing0: tracing on with ratio 0: no trace is sampled (wrk sends no traceparent), spans are non-recording; the cost of tracing enabled but not sampling." ;;
