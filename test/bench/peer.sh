@@ -157,6 +157,12 @@ else
 	TARGETS=${TARGETS:-$BASE_TARGETS $TARGET_VARIANTS}
 fi
 KEEP_TMP=${KEEP_TMP:-0}
+SCALING=${SCALING:-1}
+CPUS=${CPUS:-}
+SCALE_LOOPS=${SCALE_LOOPS:-}
+SCALE_CONNS=${SCALE_CONNS:-64}
+SCALE_PORT0=18140 # the scaling table's processes: 4 ports per loop count, 18140-18155
+SCALE_MAX_KS=4
 
 WRK_THREADS=2
 WRK_CONNS=64
@@ -252,6 +258,8 @@ declare -A RG_ENV=(
 	[gz_rg_64k]=GOMAXPROCS=1
 )
 declare -A PID=()
+# CPUs (a taskset list) a process is pinned to: the scaling table's.
+declare -A PIN=()
 
 BACKEND2_PORT=18011 # second server block of nginx-backend.conf (rg_2backends)
 OTLP_CLOSED_PORT=18099 # tracing endpoint of rg_tracing and rg_tracing0: must stay closed
@@ -303,6 +311,10 @@ is_rg() { [[ -n ${RG_CONF[$1]:-} ]]; }
 
 # is_tls NAME: NAME is an HTTPS target.
 is_tls() { [[ -n ${TLS_TARGET[$1]:-} ]]; }
+
+if [[ $SCALING == 1 ]]; then
+	command -v taskset >/dev/null 2>&1 || die "taskset not found (util-linux), needed to pin the scaling table's processes; SCALING=0 leaves the table out"
+fi
 
 any_tls=0
 for t in "${selected[@]}"; do is_tls "$t" && any_tls=1; done
@@ -450,13 +462,22 @@ wait_ready() {
 	die "${LABEL[$name]} did not answer 200 on 127.0.0.1:$port within 10s (last status: ${code:-none})"
 }
 
+# pin_cmd NAME: sets PIN_CMD to the taskset prefix of NAME's pinning
+# (empty when NAME is not pinned).
+pin_cmd() {
+	PIN_CMD=()
+	[[ -n ${PIN[$1]:-} ]] && PIN_CMD=(taskset -c "${PIN[$1]}")
+	return 0
+}
+
 # start_nginx NAME CONF
 start_nginx() {
 	local name=$1 conf=$2 prefix=$TMP/nginx-$1
 	mkdir -p "$prefix/tmp"
 	nginx -t -q -p "$prefix/" -c "$conf" -e "$prefix/error.log" >"$prefix/stderr.log" 2>&1 ||
 		{ cat "$prefix/stderr.log" >&2; die "nginx config $conf does not load"; }
-	nginx -p "$prefix/" -c "$conf" -e "$prefix/error.log" >"$prefix/stderr.log" 2>&1 &
+	pin_cmd "$name"
+	"${PIN_CMD[@]}" nginx -p "$prefix/" -c "$conf" -e "$prefix/error.log" >"$prefix/stderr.log" 2>&1 &
 	PID[$name]=$!
 	wait_ready "$name" "$prefix/error.log"
 }
@@ -471,10 +492,12 @@ start_haproxy() {
 }
 
 RG_LOG=$TMP/rustygate.log
-# start_rustygate NAME: RustyGate with the configuration of target NAME,
-# its stderr (process and access log) in $TMP/NAME.log.
+# start_rustygate NAME: RustyGate with the configuration of target NAME
+# (relative to test/bench/ unless absolute), its stderr (process and access
+# log) in $TMP/NAME.log.
 start_rustygate() {
-	local name=$1 conf=$HERE/${RG_CONF[$1]} log=$TMP/$1.log
+	local name=$1 conf=${RG_CONF[$1]} log=$TMP/$1.log
+	[[ $conf == /* ]] || conf=$HERE/$conf
 	if [[ ! -x $RG_BIN ]]; then
 		note "RustyGate binary $RG_BIN missing: running make build"
 		make -C "$ROOT" build >&2 ||
@@ -483,7 +506,9 @@ start_rustygate() {
 	fi
 	"$RG_BIN" validate "$conf" >"$TMP/$name-validate.log" 2>&1 ||
 		{ cat "$TMP/$name-validate.log" >&2; die "RustyGate rejects $conf"; }
-	env ${RG_ENV[$name]:-} "$RG_BIN" run -c "$conf" 2>"$log" >/dev/null &
+	pin_cmd "$name"
+	# shellcheck disable=SC2086 # word splitting wanted: VAR=value words
+	env ${RG_ENV[$name]:-} "${PIN_CMD[@]}" "$RG_BIN" run -c "$conf" 2>"$log" >/dev/null &
 	PID[$name]=$!
 	wait_ready "$name" "$log"
 }
@@ -672,15 +697,17 @@ to_ms() {
 	}'
 }
 
-# run_wrk NAME THREADS CONNS SECONDS OUTFILE: runs wrk against the target and
+# run_wrk NAME THREADS CONNS SECONDS OUTFILE: runs wrk (under the taskset
+# prefix WRK_PIN, empty but for the scaling table) against the target and
 # sets RPS, P99_MS, REQS, ERRS, CPU_TICKS (CPU of the target's process).
+WRK_PIN=()
 run_wrk() {
 	local name=$1 threads=$2 conns=$3 secs=$4 outfile=$5 before after p99
 	local -a script=()
 	hdr_args "$name"
 	[[ -n ${WRK_SCRIPT[$name]:-} ]] && script=(-s "${WRK_SCRIPT[$name]}")
 	before=$(cpu_ticks "${PID[$name]}")
-	wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "${HDR_ARGS[@]}" "${script[@]}" "$(url_of "$name")${WRK_PATH[$name]:-}" >"$outfile" 2>&1 || true
+	"${WRK_PIN[@]}" wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "${HDR_ARGS[@]}" "${script[@]}" "$(url_of "$name")${WRK_PATH[$name]:-}" >"$outfile" 2>&1 || true
 	after=$(cpu_ticks "${PID[$name]}")
 	CPU_TICKS=$((after - before))
 	RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$outfile")
@@ -763,7 +790,7 @@ median() {
 
 # ratio A B: A/B to two decimals, "-" when either is missing.
 ratio() {
-	awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
+	awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
 }
 
 # gen_json BYTES: a JSON document of exactly BYTES bytes (records of ids,
@@ -862,6 +889,241 @@ rl_report() {
 	echo "- Redis commands per request include the heartbeat (1/s) and the ban follower's blocking read (2/s)."
 }
 
+# ---------------------------------------------------------------- scaling table
+
+# expand_cpus LIST: the CPU ids of a cpuset list ("0-3,6"), space separated.
+expand_cpus() {
+	local part i
+	local -a parts out=()
+	IFS=, read -ra parts <<<"$1"
+	for part in "${parts[@]}"; do
+		if [[ $part == *-* ]]; then
+			for ((i = ${part%-*}; i <= ${part#*-}; i++)); do out+=("$i"); done
+		else
+			out+=("$part")
+		fi
+	done
+	echo "${out[*]}"
+}
+
+# cpu_range FROM COUNT: the taskset list of CPUS_USE[FROM..FROM+COUNT).
+cpu_range() {
+	local IFS=,
+	echo "${CPUS_USE[*]:$1:$2}"
+}
+
+# cpu_text LIST: LIST with runs of consecutive ids written a-b ("0-3,6").
+cpu_text() {
+	awk -v l="$1" 'BEGIN {
+		n = split(l, c, ",")
+		for (i = 1; i <= n; i = j + 1) {
+			for (j = i; j < n && c[j + 1] == c[j] + 1; j++) {}
+			out = out (i > 1 ? "," : "") (j > i ? c[i] "-" c[j] : c[i])
+		}
+		print out
+	}'
+}
+
+# workers N, loops N: "1 worker" or "N workers", "1 loop" or "N loops".
+workers() { if (($1 == 1)); then echo "1 worker"; else echo "$1 workers"; fi; }
+loops() { if (($1 == 1)); then echo "1 loop"; else echo "$1 loops"; fi; }
+
+# on_cpus LIST: "CPU 0" or "CPUs 0-3".
+on_cpus() { if [[ $1 == *,* ]]; then echo "CPUs $(cpu_text "$1")"; else echo "CPU $1"; fi; }
+
+# cpu_count LIST: the number of CPUs in a taskset list.
+cpu_count() { awk -v l="$1" 'BEGIN { print split(l, c, ",") }'; }
+
+# scale_plan: from CPUS (default: every CPU this shell may run on) and
+# SCALE_LOOPS (default 1, 2, then 4 and 8 while they leave a CPU for the
+# backend and wrk), the loop counts K of the scaling table and, for each,
+# the CPUs of the proxy (SC_PROXY), of the backend (SC_BACKEND) and of wrk
+# (SC_WRK), and SC_HOW, the sentence saying so. With k CPUs for the proxy
+# and r = CPUS - k left: the proxy gets the first k, the backend the next
+# r/2 and wrk the rest; with r = 1 backend and wrk share that CPU; with
+# r = 0 proxy, backend and wrk share all CPUS.
+declare -a CPUS_USE=() SCALE_KS=()
+declare -A SC_PROXY=() SC_BACKEND=() SC_WRK=() SC_HOW=()
+scale_plan() {
+	local allowed k r b nb nw
+	allowed=$(awk '/^Cpus_allowed_list:/ { print $2 }' /proc/self/status)
+	[[ -n $allowed ]] || die "cannot read the CPUs this process may use (Cpus_allowed_list in /proc/self/status)"
+	read -ra CPUS_USE <<<"$(expand_cpus "$allowed")"
+	CPUS=${CPUS:-${#CPUS_USE[@]}}
+	[[ $CPUS =~ ^[1-9][0-9]*$ ]] || die "CPUS=$CPUS: want a number of CPUs"
+	((CPUS <= ${#CPUS_USE[@]})) ||
+		die "CPUS=$CPUS but this process may run on ${#CPUS_USE[@]} CPUs only ($allowed)"
+	CPUS_USE=("${CPUS_USE[@]:0:CPUS}")
+	if [[ -z $SCALE_LOOPS ]]; then
+		SCALE_LOOPS=1
+		((CPUS >= 2)) && SCALE_LOOPS+=" 2"
+		for k in 4 8; do ((k < CPUS)) && SCALE_LOOPS+=" $k"; done
+	fi
+	read -ra SCALE_KS <<<"$SCALE_LOOPS"
+	((${#SCALE_KS[@]} >= 1 && ${#SCALE_KS[@]} <= SCALE_MAX_KS)) ||
+		die "SCALE_LOOPS=\"$SCALE_LOOPS\": want 1 to $SCALE_MAX_KS loop counts (the scaling table has ports 18140-18155)"
+	for k in "${SCALE_KS[@]}"; do
+		[[ $k =~ ^[1-9][0-9]*$ ]] && ((k <= CPUS)) ||
+			die "SCALE_LOOPS: '$k' is not a loop count from 1 to CPUS=$CPUS"
+		[[ -z ${SC_PROXY[$k]:-} ]] || die "SCALE_LOOPS: $k is listed twice"
+		r=$((CPUS - k))
+		if ((r == 0)); then
+			SC_PROXY[$k]=$(cpu_range 0 "$CPUS") SC_BACKEND[$k]=${SC_PROXY[$k]} SC_WRK[$k]=${SC_PROXY[$k]}
+			SC_HOW[$k]="proxy, backend ($(workers "$CPUS")) and wrk (-t$CPUS) share $(on_cpus "${SC_PROXY[$k]}"): no CPU is left to keep them apart"
+			continue
+		fi
+		SC_PROXY[$k]=$(cpu_range 0 "$k")
+		if ((r == 1)); then
+			SC_BACKEND[$k]=$(cpu_range "$k" 1) SC_WRK[$k]=$(cpu_range "$k" 1)
+			SC_HOW[$k]="proxy on $(on_cpus "${SC_PROXY[$k]}"); backend (1 worker) and wrk (-t1) share $(on_cpus "${SC_WRK[$k]}")"
+			continue
+		fi
+		b=$((r / 2))
+		SC_BACKEND[$k]=$(cpu_range "$k" "$b") SC_WRK[$k]=$(cpu_range $((k + b)) $((r - b)))
+		nb=$b nw=$((r - b))
+		SC_HOW[$k]="proxy on $(on_cpus "${SC_PROXY[$k]}"); backend ($(workers "$nb")) on $(on_cpus "${SC_BACKEND[$k]}"); wrk (-t$nw) on $(on_cpus "${SC_WRK[$k]}")"
+	done
+}
+
+# render_conf SRC DST OLD NEW [OLD NEW]...: DST is SRC with every OLD
+# replaced by its NEW; each OLD must occur in SRC.
+render_conf() {
+	local src=$1 dst=$2 text old new
+	shift 2
+	text=$(<"$src")
+	while (($# >= 2)); do
+		old=$1 new=$2
+		shift 2
+		[[ $text == *"$old"* ]] || die "$src no longer contains '$old': update render_conf's callers in peer.sh"
+		text=${text//"$old"/"$new"}
+	done
+	printf '%s\n' "$text" >"$dst"
+}
+
+# scale_setup: for each loop count k (the i-th), the processes of the
+# scaling table, registered as targets and pinned (PIN): sc_be_k, an nginx
+# backend (nginx-backend.conf with one worker per backend CPU, on port
+# 18140+4i; its second server block on 18141+4i, unused), sc_nginx_k, the
+# nginx proxy (nginx-proxy.conf with k workers, on 18142+4i) and sc_rg_k,
+# RustyGate (rustygate.yaml, access log on, event_loops k and GOMAXPROCS=k,
+# on 18143+4i, no admin listener).
+scale_setup() {
+	local i k be be2 ng rg dir=$TMP/scaling
+	mkdir -p "$dir"
+	for i in "${!SCALE_KS[@]}"; do
+		k=${SCALE_KS[$i]}
+		be=$((SCALE_PORT0 + 4 * i)) be2=$((SCALE_PORT0 + 4 * i + 1)) ng=$((SCALE_PORT0 + 4 * i + 2)) rg=$((SCALE_PORT0 + 4 * i + 3))
+		PORT[sc_be_$k]=$be PORT[sc_nginx_$k]=$ng PORT[sc_rg_$k]=$rg
+		LABEL[sc_be_$k]="scaling backend for $(loops "$k") / $(workers "$k")"
+		LABEL[sc_nginx_$k]="nginx proxy, $(workers "$k"), pinned"
+		LABEL[sc_rg_$k]="RustyGate, $(loops "$k"), pinned"
+		PIN[sc_be_$k]=${SC_BACKEND[$k]} PIN[sc_nginx_$k]=${SC_PROXY[$k]} PIN[sc_rg_$k]=${SC_PROXY[$k]}
+		render_conf "$HERE/nginx-backend.conf" "$dir/backend-$k.conf" \
+			"worker_processes 1;" "worker_processes $(cpu_count "${SC_BACKEND[$k]}");" \
+			"listen 127.0.0.1:${PORT[direct]} " "listen 127.0.0.1:$be " \
+			"listen 127.0.0.1:$BACKEND2_PORT " "listen 127.0.0.1:$be2 "
+		render_conf "$HERE/nginx-proxy.conf" "$dir/nginx-$k.conf" \
+			"worker_processes 1;" "worker_processes $k;" \
+			"server 127.0.0.1:${PORT[direct]};" "server 127.0.0.1:$be;" \
+			"listen 127.0.0.1:${PORT[nginx]} " "listen 127.0.0.1:$ng "
+		render_conf "$HERE/rustygate.yaml" "$dir/rustygate-$k.yaml" \
+			"server: { listen: \"127.0.0.1:${PORT[rustygate]}\" }" "server: { listen: \"127.0.0.1:$rg\", event_loops: \"$k\" }" \
+			"admin:  { listen: \"127.0.0.1:18081\" }" "admin:  { listen: \"off\" }" \
+			"\"http://127.0.0.1:${PORT[direct]}\"" "\"http://127.0.0.1:$be\""
+		RG_CONF[sc_rg_$k]=$dir/rustygate-$k.yaml
+		RG_ENV[sc_rg_$k]=GOMAXPROCS=$k
+		for p in "$be" "$be2" "$ng" "$rg"; do
+			port_open "$p" && die "port 127.0.0.1:$p (scaling table, $(loops "$k") / $(workers "$k")) is already in use by another process"
+		done
+	done
+	return 0
+}
+
+# verify_pinned NAME: the process of NAME and its children (nginx's
+# workers) may run on the CPUs of PIN[NAME] only.
+verify_pinned() {
+	local want got p kids
+	want=$(expand_cpus "${PIN[$1]}")
+	kids=$(cat /proc/"${PID[$1]}"/task/*/children 2>/dev/null || true)
+	for p in "${PID[$1]}" $kids; do
+		got=$(awk '/^Cpus_allowed_list:/ { print $2 }' "/proc/$p/status" 2>/dev/null) || continue
+		[[ $(expand_cpus "$got") == "$want" ]] ||
+			die "${LABEL[$1]}: process $p may run on CPUs $got, want ${PIN[$1]} (taskset did not pin it)"
+	done
+}
+
+# scale_start: starts the scaling table's processes (after scale_setup),
+# each checked to be pinned.
+scale_start() {
+	local k t
+	for k in "${SCALE_KS[@]}"; do
+		start_nginx "sc_be_$k" "$TMP/scaling/backend-$k.conf"
+		start_nginx "sc_nginx_$k" "$TMP/scaling/nginx-$k.conf"
+		start_rustygate "sc_rg_$k"
+		for t in "sc_be_$k" "sc_nginx_$k" "sc_rg_$k"; do verify_pinned "$t"; done
+		note "  check: pinned: ${SC_HOW[$k]}"
+	done
+}
+
+# scale_measure: warm-up, then ROUNDS rounds over the scaling rows
+# (nginx then RustyGate for each loop count), wrk pinned to its CPUs.
+scale_measure() {
+	local r k t n
+	for ((r = 0; r <= ROUNDS; r++)); do
+		for k in "${SCALE_KS[@]}"; do
+			n=$(cpu_count "${SC_WRK[$k]}")
+			WRK_PIN=(taskset -c "${SC_WRK[$k]}")
+			for t in "sc_nginx_$k" "sc_rg_$k"; do
+				if ((r == 0)); then
+					run_wrk "$t" "$n" "$SCALE_CONNS" "$WARMUP" "$RUN_DIR/raw/warmup-$t.txt"
+					continue
+				fi
+				note "scaling round $r/$ROUNDS: ${LABEL[$t]} (wrk -t$n -c$SCALE_CONNS -d${DURATION}s on $(on_cpus "${SC_WRK[$k]}"))"
+				run_wrk "$t" "$n" "$SCALE_CONNS" "$DURATION" "$RUN_DIR/raw/$t-round$r.txt"
+				RPS_OF[$t]+="$RPS "
+				P99_OF[$t]+="$P99_MS "
+				REQS_OF[$t]=$((${REQS_OF[$t]:-0} + REQS))
+				TICKS_OF[$t]=$((${TICKS_OF[$t]:-0} + CPU_TICKS))
+				ERRS_OF[$t]=$((${ERRS_OF[$t]:-0} + ERRS))
+				note "  $(printf '%.0f' "$RPS" 2>/dev/null || echo "$RPS") req/s, p99 $P99_MS ms"
+			done
+		done
+	done
+	WRK_PIN=()
+}
+
+# scale_report: the scaling table.
+scale_report() {
+	local k ng rg ngp rgp ngc rgc errs
+	echo
+	echo "Scaling: RustyGate with k event loops (server.event_loops k, GOMAXPROCS=k; access log on)"
+	echo "against the nginx proxy with k workers (nginx-proxy.conf, access log off), each with its own"
+	echo "nginx backend, all pinned with taskset on $CPUS CPUs ($(cpu_text "$(cpu_range 0 "$CPUS")")):"
+	for k in "${SCALE_KS[@]}"; do
+		echo "- $(loops "$k") / $(workers "$k"): ${SC_HOW[$k]}"
+	done
+	echo "wrk -c$SCALE_CONNS -d${DURATION}s --latency, one thread per wrk CPU, $ROUNDS interleaved rounds after a ${WARMUP}s warm-up;"
+	echo "medians; CPU is the proxy's utime+stime per request (nginx: master and workers)."
+	echo
+	echo "| loops / workers | proxy CPUs | nginx req/s | RustyGate req/s | req/s RG/nginx | nginx p99 ms | RustyGate p99 ms | nginx CPU µs/req | RustyGate CPU µs/req | CPU RG/nginx | wrk errors |"
+	echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	for k in "${SCALE_KS[@]}"; do
+		# shellcheck disable=SC2086 # word splitting wanted: one value per round
+		ng=$(median ${RPS_OF[sc_nginx_$k]}) rg=$(median ${RPS_OF[sc_rg_$k]})
+		# shellcheck disable=SC2086
+		ngp=$(median ${P99_OF[sc_nginx_$k]}) rgp=$(median ${P99_OF[sc_rg_$k]})
+		ngc=$(per_req "${TICKS_OF[sc_nginx_$k]}" "${REQS_OF[sc_nginx_$k]}")
+		rgc=$(per_req "${TICKS_OF[sc_rg_$k]}" "${REQS_OF[sc_rg_$k]}")
+		errs=$((${ERRS_OF[sc_nginx_$k]:-0} + ${ERRS_OF[sc_rg_$k]:-0}))
+		printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$k" "$(cpu_text "${SC_PROXY[$k]}")" \
+			"$(fmt0 "$ng")" "$(fmt0 "$rg")" "$(ratio "$rg" "$ng")" "$(fmt2 "$ngp")" "$(fmt2 "$rgp")" \
+			"$ngc" "$rgc" "$(ratio "$rgc" "$ngc")" "$errs"
+	done
+	for k in "${SCALE_KS[@]}"; do
+		echo "- $k per round: req/s RG/nginx $(per_round "${RPS_OF[sc_rg_$k]}" "${RPS_OF[sc_nginx_$k]}")"
+	done
+}
+
 # ---------------------------------------------------------------- start
 
 for t in "${selected[@]}"; do
@@ -886,6 +1148,11 @@ if want rg_tracing_otlp; then
 fi
 if { want rg_tracing || want rg_tracing0; } && port_open "$OTLP_CLOSED_PORT"; then
 	die "port 127.0.0.1:$OTLP_CLOSED_PORT must be closed (the rg_tracing* OTLP endpoint, where exports are meant to fail) but something listens there"
+fi
+
+if [[ $SCALING == 1 ]]; then
+	scale_plan
+	scale_setup
 fi
 
 if want rg_wasm && [[ ! -f $WASM_PLUGIN ]]; then
@@ -963,6 +1230,9 @@ done
 for t in $GZ_TARGETS; do
 	want "$t" && verify_gzip "$t"
 done
+if [[ $SCALING == 1 ]]; then
+	scale_start
+fi
 
 # ---------------------------------------------------------------- measure
 
@@ -1022,6 +1292,11 @@ if want rg_1cpu; then
 		'BEGIN { print (rps != "nan" && p99 != "nan" && rps + 0 > minr && p99 + 0 < maxp) ? "PASS" : "FAIL" }')
 	BAR=$BAR${BAR:+$'\n\n'}$(printf 'Bar (wrk -t%d -c%d -d%ss against RustyGate on 1 CPU): %.0f req/s, p99 %s ms, errors %s -> %s (needs > %d req/s and p99 < %s ms)' \
 		"$BAR_THREADS" "$BAR_CONNS" "$BAR_DURATION" "$RPS" "$P99_MS" "$ERRS" "$verdict" "$BAR_MIN_RPS" "$BAR_MAX_P99_MS")
+fi
+
+if [[ $SCALING == 1 ]]; then
+	note "scaling table: loop counts ${SCALE_KS[*]} on $CPUS CPUs"
+	scale_measure
 fi
 
 # Stop RustyGate now so that its access log is complete, then count lines.
@@ -1181,6 +1456,74 @@ verdict() {
 	}'
 }
 
+# target_line WHAT MEASURED RATIO OP BOUND PER_ROUND: a row of the
+# targets table; RATIO "-" when a row it needs was not measured.
+target_line() {
+	local result
+	result=$(verdict "$3" "$4" "$5")
+	[[ $result == - ]] && result="not measured"
+	[[ $result == met ]] && TARGETS_MET=$((TARGETS_MET + 1))
+	[[ $result == "not measured" ]] || TARGETS_MEASURED=$((TARGETS_MEASURED + 1))
+	TARGETS_ALL=$((TARGETS_ALL + 1))
+	printf '| %s | %s | %s %sx | %s | %s |\n' "$1" "$2" "$4" "$5" "$result" "$6"
+}
+
+# vs_plain NAME OP BOUND WHAT: the targets row of variant NAME against the
+# plain RustyGate row (req/s ratio of the medians).
+vs_plain() {
+	local name=$1 r="-" rps per="-"
+	if want "$name" && want rustygate; then
+		# shellcheck disable=SC2086 # word splitting wanted: one value per round
+		rps=$(median ${RPS_OF[$name]})
+		r=$(ratio "$rps" "$rg_rps")
+		per=$(per_round "${RPS_OF[$name]}" "${RPS_OF[rustygate]}")
+		target_line "$4" "${r}x ($(fmt0 "$rps") / $(fmt0 "$rg_rps") req/s)" "$r" "$2" "$3" "$per"
+	else
+		target_line "$4" "- (needs $name and rustygate in TARGETS)" "-" "$2" "$3" "-"
+	fi
+}
+
+# targets_report: the targets of the HTTP/1.1 engine, each with the ratio
+# this run measured, its bound and met or MISSED.
+targets_report() {
+	local r rp ng_us rg_us workers
+	TARGETS_MET=0 TARGETS_ALL=0 TARGETS_MEASURED=0
+	workers=$(awk '$1 == "worker_processes" { print $2 + 0 }' "$HERE/nginx-proxy.conf")
+	echo
+	echo "## Targets (this run)"
+	echo
+	echo "Plain = the RustyGate row (event_loops auto: one loop per CPU, $(nproc) here; access log on);"
+	echo "nginx = the nginx proxy row ($workers worker; access log off). Ratios of the medians over the rounds;"
+	echo "\"per round\" gives the same ratio round by round (how much the machine moved)."
+	echo
+	echo "| target | measured | bound | result | per round |"
+	echo "|---|---|---|---|---|"
+	if want rustygate && want nginx; then
+		r=$(ratio "$rg_rps" "$ref_rps")
+		target_line "plain req/s vs nginx" "${r}x ($(fmt0 "$rg_rps") / $(fmt0 "$ref_rps") req/s)" "$r" ">=" 1.00 \
+			"$(per_round "${RPS_OF[rustygate]}" "${RPS_OF[nginx]}")"
+		# shellcheck disable=SC2086 # word splitting wanted: one value per round
+		rp=$(median ${P99_OF[rustygate]})
+		r=$(ratio "$rp" "$ref_p99")
+		target_line "plain p99 vs nginx" "${r}x ($(fmt2 "$rp") / $(fmt2 "$ref_p99") ms)" "$r" "<=" 1.00 \
+			"$(per_round "${P99_OF[rustygate]}" "${P99_OF[nginx]}")"
+		rg_us=$(per_req "${TICKS_OF[rustygate]}" "${REQS_OF[rustygate]}")
+		ng_us=$(per_req "${TICKS_OF[nginx]}" "${REQS_OF[nginx]}")
+		r=$(ratio "$rg_us" "$ng_us")
+		target_line "plain CPU µs/req vs nginx" "${r}x ($rg_us / $ng_us µs)" "$r" "<=" 1.00 "-"
+	else
+		target_line "plain req/s vs nginx" "- (needs rustygate and nginx in TARGETS)" "-" ">=" 1.00 "-"
+		target_line "plain p99 vs nginx" "- (needs rustygate and nginx in TARGETS)" "-" "<=" 1.00 "-"
+		target_line "plain CPU µs/req vs nginx" "- (needs rustygate and nginx in TARGETS)" "-" "<=" 1.00 "-"
+	fi
+	vs_plain rg_policies ">=" 0.90 "cors + rate_limit + jwt HS256 (token cache) vs plain"
+	vs_plain rg_policies_rs256 ">=" 0.90 "cors + rate_limit + jwt RS256 (token cache) vs plain"
+	vs_plain rg_tracing_otlp ">=" 0.85 "tracing ratio 1.0, exported to an OTLP receiver, vs plain"
+	vs_plain rg_wasm ">=" 0.90 "wasm add_header vs plain"
+	echo
+	echo "$TARGETS_MET of $TARGETS_MEASURED measured targets met in this run$( ((TARGETS_ALL > TARGETS_MEASURED)) && echo "; $((TARGETS_ALL - TARGETS_MEASURED)) not measured (their rows were not among TARGETS)")."
+}
+
 variants=()
 for t in "${selected[@]}"; do
 	[[ $t == rg_* ]] && variants+=("$t")
@@ -1262,6 +1605,9 @@ done
 	((any_tls)) && tls_report
 	gz_report
 	rl_report
+	if [[ $SCALING == 1 ]]; then
+		scale_report
+	fi
 	echo
 	echo "Raw wrk output: $RUN_DIR/raw/"
 } | tee "$RUN_DIR/summary.md"
@@ -1276,6 +1622,9 @@ if [[ ${H2:-1} == 1 ]]; then
 		note "h2load not installed (apt-get install -y nghttp2-client): no HTTP/2 rows"
 	fi
 fi
+
+# The targets last, where a reader of `make bench` looks.
+targets_report | tee -a "$RUN_DIR/summary.md"
 
 cp "$RUN_DIR/summary.md" "$OUT/latest.md"
 exit 0
