@@ -3,10 +3,16 @@
 # installed) as reverse proxies in front of the same nginx backend, all on
 # 127.0.0.1, driven by wrk.
 #
-#   test/bench/peer.sh                 # or: make bench
+#   test/bench/peer.sh                 # the default targets, the scaling table, the targets summary
+#   FULL=1 test/bench/peer.sh          # also every other feature variant (make bench)
 #   DURATION=2 ROUNDS=1 test/bench/peer.sh
-#   FULL=1 test/bench/peer.sh          # also the RustyGate feature variants
-#   TARGETS="direct nginx" test/bench/peer.sh
+#   TARGETS="direct nginx" SCALING=0 test/bench/peer.sh
+#   CPUS=16 test/bench/peer.sh         # the scaling table on 16 CPUs (the default: all)
+#
+# The report, in this order: the table of the targets below; the bar run;
+# the HTTPS, compression and rate-limit tables of the targets that ran; the
+# scaling table; the HTTP/2 rows (test/bench/h2peer.sh); and last the
+# targets summary (see "Targets summary" below).
 #
 # Targets (each a process started by this script and stopped by a trap on
 # exit, failure or Ctrl-C):
@@ -37,14 +43,22 @@
 # "Connection: close", then closing; completed requests per second are
 # handshakes per second. The client verifies the certificate against the
 # generated CA.
-# RustyGate feature variants (default only with FULL=1), each its own
-# RustyGate process with the access log on, like rustygate, and no admin
-# listener; the table compares their req/s with the plain rustygate row:
+# RustyGate feature variants, each its own RustyGate process with the access
+# log on, like rustygate, and no admin listener; the table compares their
+# req/s with the plain rustygate row. rg_policies, rg_policies_rs256,
+# rg_tracing_otlp and rg_wasm (the rows of the targets summary) run by
+# default; the others only with FULL=1:
 #   rg_2backends  127.0.0.1:18082, the route with two backends (18001 and
 #                 18011), round_robin            (rustygate-2backends.yaml)
 #   rg_policies   127.0.0.1:18083, cors + rate_limit (never reached) + jwt
 #                 HS256; wrk sends "Origin:" and "Authorization: Bearer" with
-#                 a token signed here with openssl  (rustygate-policies.yaml)
+#                 a token signed here with openssl; the token cache on
+#                 (cache_size 10000, cache_ttl 5m: the signature is
+#                 verified once)                  (rustygate-policies.yaml)
+#   rg_policies_rs256  127.0.0.1:18159, the same with jwt RS256: an RSA 2048
+#                 key pair generated with openssl at start-up (public key
+#                 exported as RG_BENCH_JWT_PUBKEY), the token signed with it,
+#                 token cache on          (rustygate-policies-rs256.yaml)
 #   rg_tracing    127.0.0.1:18084, tracing on, ratio 1.0, OTLP endpoint a
 #                 closed port (127.0.0.1:18099): spans are created and
 #                 batched, exports fail and are dropped: span creation, not
@@ -91,8 +105,9 @@
 # The two rows of a proxy share its process. Checked before measuring: the
 # 64 KiB document comes back gzip-encoded and decodes to 65536 bytes. The
 # report compares RustyGate with nginx size by size (target: >= 0.8x).
-# Each variant is checked once before measuring (rg_policies: the token gets
-# 200 and no token 401, CORS and rate-limit headers present; rg_wasm: the
+# Each variant is checked once before measuring (rg_policies and
+# rg_policies_rs256: the token gets 200 and no token 401, CORS and
+# rate-limit headers present; rg_wasm: the
 # response carries X-RustyGate-Plugin: executed; rg_2backends: both backends
 # answer; rg_access: the credentials get 200, none 401; rg_waf_*: the
 # benchmark request gets 200 and an SQL injection 403); a failed check
@@ -107,17 +122,26 @@
 #   RG_BIN        RustyGate binary (built with `make build` when missing)
 #                                                          (default bin/rustygate)
 #   OUT           output directory                        (default test/bench/out/)
-#   FULL          1 adds the RustyGate variants to the default targets
+#   FULL          1 adds the other RustyGate variants and the compression
+#                 targets to the default targets (make bench sets it)
 #                                                          (default 0)
 #   TARGETS       targets to run, space separated
 #                   (default "direct nginx rustygate rg_1cpu haproxy nginx_tls
-#                   rg_tls rg_tls_1cpu"; with FULL=1
-#                   also "rg_2backends rg_policies rg_tracing rg_tracing_otlp rg_tracing0 rg_wasm
-#                   rg_access rg_waf_get rg_waf_post gz_nginx_1k gz_nginx_64k gz_rg_1k gz_rg_64k")
+#                   rg_tls rg_tls_1cpu rg_policies rg_policies_rs256
+#                   rg_tracing_otlp rg_wasm"; with FULL=1 also
+#                   "rg_2backends rg_tracing rg_tracing0 rg_access rg_waf_get
+#                   rg_waf_post rg_rl_local rg_rl_cluster gz_nginx_1k
+#                   gz_nginx_64k gz_rg_1k gz_rg_64k")
 #   KEEP_TMP      1 keeps the temporary directory (logs, nginx prefixes)
 #   H2            1 appends the HTTP/2 rows of test/bench/h2peer.sh (h2load
 #                 against nginx, HAProxy and RustyGate over h2c and h2, ports
 #                 18120-18125), 0 leaves them out       (default 1)
+#   SCALING       0 leaves the scaling table out          (default 1)
+#   CPUS          CPUs the scaling table uses: the first CPUS of those this
+#                 shell may run on    (default: all of them, `nproc`)
+#   SCALE_LOOPS   loop counts (and nginx worker counts) of the scaling table,
+#                 at most 4      (default "1 2", then 4 and 8 while below CPUS)
+#   SCALE_CONNS   wrk connections of the scaling rows     (default 64)
 #
 # Every target gets `wrk -t2 -c64 -d${DURATION}s --latency`, the targets
 # interleaved round by round so drift in machine speed hits all of them
@@ -129,9 +153,35 @@
 #
 # The handshake rows get `tlshs -c$HS_CONNS -d$DURATION` in the same rounds.
 #
-# Exit status: 0 whatever the numbers are; non-zero only when a process
-# could not be started (or a port was already taken, or a tool is missing,
-# or a variant failed its check).
+# Scaling table (SCALING=1, after the rounds above): for each loop count k
+# of SCALE_LOOPS, three processes of its own, each started under taskset:
+# an nginx backend (nginx-backend.conf, one worker per backend CPU), the
+# nginx proxy (nginx-proxy.conf with worker_processes k) and RustyGate
+# (rustygate.yaml with server.event_loops k and GOMAXPROCS=k, access log on,
+# no admin listener), on ports 18140+4i (backend; 18141+4i its unused
+# second server), 18142+4i (nginx) and 18143+4i (RustyGate) for the i-th
+# k: 18140-18155. Pinning over the first CPUS CPUs: the proxy on the first
+# k, the backend on the next half of the rest, wrk (one thread per CPU)
+# on the remaining ones; when one CPU is left the backend and wrk share it,
+# when none is left all three share all CPUS (on a 2-CPU machine: k=1
+# proxy on CPU 0, backend and wrk on CPU 1; k=2 all on both). The table's
+# header says how each k was pinned, and each process's affinity is
+# checked after start-up. wrk -c$SCALE_CONNS -d$DURATION, ROUNDS rounds
+# interleaved over nginx and RustyGate for every k after a warm-up;
+# medians; req/s, p99, the proxy's CPU per request and the ratios.
+#
+# Targets summary (the last lines): one row per target of the HTTP/1.1
+# engine with the ratio measured in this run, the bound and met/MISSED:
+# plain RustyGate (the rustygate row) against the nginx proxy row: req/s
+# >= 1.0x, p99 <= 1.0x, CPU µs/request <= 1.0x; against plain RustyGate:
+# rg_policies and rg_policies_rs256 >= 0.9x, rg_tracing_otlp >= 0.85x,
+# rg_wasm >= 0.9x; ratios of the medians, and round by round. A row whose
+# target did not run reads "not measured".
+#
+# Exit status: 0 whatever the numbers are (a missed target too); non-zero
+# only when a process could not be started (or a port was already taken, or
+# a tool is missing, or a variant failed its check, or a scaling process
+# is not pinned).
 
 set -euo pipefail
 
@@ -1069,6 +1119,7 @@ scale_start() {
 # (nginx then RustyGate for each loop count), wrk pinned to its CPUs.
 scale_measure() {
 	local r k t n
+	note "scaling warm-up: ${WARMUP}s per row"
 	for ((r = 0; r <= ROUNDS; r++)); do
 		for k in "${SCALE_KS[@]}"; do
 			n=$(cpu_count "${SC_WRK[$k]}")
@@ -1238,7 +1289,7 @@ fi
 
 mkdir -p "$RUN_DIR/raw"
 
-declare -A RPS_OF=() P99_OF=() REQS_OF=() TICKS_OF=() ERRS_OF=()
+declare -A RPS_OF=() P99_OF=() REQS_OF=() TICKS_OF=() ERRS_OF=() CPU_US_OF=()
 declare -A HS_RATE_OF=() HS_P99_OF=() HS_DONE_OF=() HS_TICKS_OF=() HS_ERRS_OF=() HS_CLIENT_OF=()
 
 note "warm-up: ${WARMUP}s per target"
@@ -1258,6 +1309,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 		fi
 		RPS_OF[$t]+="$RPS "
 		P99_OF[$t]+="$P99_MS "
+		CPU_US_OF[$t]+="$(awk -v t="$CPU_TICKS" -v hz="$CLK_TCK" -v n="$REQS" 'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "nan" }') "
 		REQS_OF[$t]=$((${REQS_OF[$t]:-0} + REQS))
 		TICKS_OF[$t]=$((${TICKS_OF[$t]:-0} + CPU_TICKS))
 		ERRS_OF[$t]=$((${ERRS_OF[$t]:-0} + ERRS))
@@ -1510,7 +1562,8 @@ targets_report() {
 		rg_us=$(per_req "${TICKS_OF[rustygate]}" "${REQS_OF[rustygate]}")
 		ng_us=$(per_req "${TICKS_OF[nginx]}" "${REQS_OF[nginx]}")
 		r=$(ratio "$rg_us" "$ng_us")
-		target_line "plain CPU µs/req vs nginx" "${r}x ($rg_us / $ng_us µs)" "$r" "<=" 1.00 "-"
+		target_line "plain CPU µs/req vs nginx" "${r}x ($rg_us / $ng_us µs)" "$r" "<=" 1.00 \
+			"$(per_round "${CPU_US_OF[rustygate]}" "${CPU_US_OF[nginx]}")"
 	else
 		target_line "plain req/s vs nginx" "- (needs rustygate and nginx in TARGETS)" "-" ">=" 1.00 "-"
 		target_line "plain p99 vs nginx" "- (needs rustygate and nginx in TARGETS)" "-" "<=" 1.00 "-"
@@ -1520,6 +1573,15 @@ targets_report() {
 	vs_plain rg_policies_rs256 ">=" 0.90 "cors + rate_limit + jwt RS256 (token cache) vs plain"
 	vs_plain rg_tracing_otlp ">=" 0.85 "tracing ratio 1.0, exported to an OTLP receiver, vs plain"
 	vs_plain rg_wasm ">=" 0.90 "wasm add_header vs plain"
+	if want rg_1cpu && want nginx; then
+		echo
+		# shellcheck disable=SC2086 # word splitting wanted: one value per round
+		echo "Not a target, for reading the first three rows: rg_1cpu (RustyGate held to one CPU, one loop: nginx's budget)" \
+			"against nginx: req/s $(ratio "$(median ${RPS_OF[rg_1cpu]})" "$ref_rps")x, p99 $(ratio "$(median ${P99_OF[rg_1cpu]})" "$ref_p99")x," \
+			"CPU/req $(ratio "$(per_req "${TICKS_OF[rg_1cpu]}" "${REQS_OF[rg_1cpu]}")" "$(per_req "${TICKS_OF[nginx]}" "${REQS_OF[nginx]}")")x;" \
+			"the scaling table compares them pinned, loop for worker."
+	fi
+	echo "The target of no allocation per request on these paths is checked by TestProxyAllocations (make test), not here."
 	echo
 	echo "$TARGETS_MET of $TARGETS_MEASURED measured targets met in this run$( ((TARGETS_ALL > TARGETS_MEASURED)) && echo "; $((TARGETS_ALL - TARGETS_MEASURED)) not measured (their rows were not among TARGETS)")."
 }
