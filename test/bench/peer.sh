@@ -1033,6 +1033,10 @@ scale_plan() {
 		nb=$b nw=$((r - b))
 		SC_HOW[$k]="proxy on $(on_cpus "${SC_PROXY[$k]}"); backend ($(workers "$nb")) on $(on_cpus "${SC_BACKEND[$k]}"); wrk (-t$nw) on $(on_cpus "${SC_WRK[$k]}")"
 	done
+	for k in "${SCALE_KS[@]}"; do
+		[[ $SCALE_CONNS =~ ^[1-9][0-9]*$ ]] && ((SCALE_CONNS >= $(cpu_count "${SC_WRK[$k]}"))) ||
+			die "SCALE_CONNS=$SCALE_CONNS: want at least one connection per wrk thread ($(cpu_count "${SC_WRK[$k]}") with $(loops "$k"))"
+	done
 }
 
 # render_conf SRC DST OLD NEW [OLD NEW]...: DST is SRC with every OLD
