@@ -8,8 +8,11 @@
 #   make test-kubernetes   the Kubernetes provider against a real API server
 #   make lint      gofmt (must list nothing) and go vet
 #   make bench     Go micro-benchmarks, then the peer comparison
-#                  (test/bench/peer.sh: nginx, RustyGate, HAProxy; HTTP
-#                  and HTTPS)
+#                  (test/bench/peer.sh FULL=1: nginx, RustyGate, HAProxy;
+#                  HTTP and HTTPS; every RustyGate feature row; the scaling
+#                  table, 1 and 2 loops against 1 and 2 nginx workers pinned
+#                  with taskset; HTTP/2; and last the targets summary;
+#                  peer.sh takes about 18 minutes on 2 CPUs)
 #   make soak      bounded soak run checking RSS and goroutines stay flat
 #   make idlemem   memory per idle keep-alive connection (0, 10k, 50k)
 #   make fuzz      each fuzz target in FUZZ_TARGETS for FUZZTIME

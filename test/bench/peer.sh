@@ -3,10 +3,16 @@
 # installed) as reverse proxies in front of the same nginx backend, all on
 # 127.0.0.1, driven by wrk.
 #
-#   test/bench/peer.sh                 # or: make bench
+#   test/bench/peer.sh                 # the default targets, the scaling table, the targets summary
+#   FULL=1 test/bench/peer.sh          # also every other feature variant (make bench)
 #   DURATION=2 ROUNDS=1 test/bench/peer.sh
-#   FULL=1 test/bench/peer.sh          # also the RustyGate feature variants
-#   TARGETS="direct nginx" test/bench/peer.sh
+#   TARGETS="direct nginx" SCALING=0 test/bench/peer.sh
+#   CPUS=16 test/bench/peer.sh         # the scaling table on 16 CPUs (the default: all)
+#
+# The report, in this order: the table of the targets below; the bar run;
+# the HTTPS, compression and rate-limit tables of the targets that ran; the
+# scaling table; the HTTP/2 rows (test/bench/h2peer.sh); and last the
+# targets summary (see "Targets summary" below).
 #
 # Targets (each a process started by this script and stopped by a trap on
 # exit, failure or Ctrl-C):
@@ -37,14 +43,22 @@
 # "Connection: close", then closing; completed requests per second are
 # handshakes per second. The client verifies the certificate against the
 # generated CA.
-# RustyGate feature variants (default only with FULL=1), each its own
-# RustyGate process with the access log on, like rustygate, and no admin
-# listener; the table compares their req/s with the plain rustygate row:
+# RustyGate feature variants, each its own RustyGate process with the access
+# log on, like rustygate, and no admin listener; the table compares their
+# req/s with the plain rustygate row. rg_policies, rg_policies_rs256,
+# rg_tracing_otlp and rg_wasm (the rows of the targets summary) run by
+# default; the others only with FULL=1:
 #   rg_2backends  127.0.0.1:18082, the route with two backends (18001 and
 #                 18011), round_robin            (rustygate-2backends.yaml)
 #   rg_policies   127.0.0.1:18083, cors + rate_limit (never reached) + jwt
 #                 HS256; wrk sends "Origin:" and "Authorization: Bearer" with
-#                 a token signed here with openssl  (rustygate-policies.yaml)
+#                 a token signed here with openssl; the token cache on
+#                 (cache_size 10000, cache_ttl 5m: the signature is
+#                 verified once)                  (rustygate-policies.yaml)
+#   rg_policies_rs256  127.0.0.1:18159, the same with jwt RS256: an RSA 2048
+#                 key pair generated with openssl at start-up (public key
+#                 exported as RG_BENCH_JWT_PUBKEY), the token signed with it,
+#                 token cache on          (rustygate-policies-rs256.yaml)
 #   rg_tracing    127.0.0.1:18084, tracing on, ratio 1.0, OTLP endpoint a
 #                 closed port (127.0.0.1:18099): spans are created and
 #                 batched, exports fail and are dropped: span creation, not
@@ -91,8 +105,9 @@
 # The two rows of a proxy share its process. Checked before measuring: the
 # 64 KiB document comes back gzip-encoded and decodes to 65536 bytes. The
 # report compares RustyGate with nginx size by size (target: >= 0.8x).
-# Each variant is checked once before measuring (rg_policies: the token gets
-# 200 and no token 401, CORS and rate-limit headers present; rg_wasm: the
+# Each variant is checked once before measuring (rg_policies and
+# rg_policies_rs256: the token gets 200 and no token 401, CORS and
+# rate-limit headers present; rg_wasm: the
 # response carries X-RustyGate-Plugin: executed; rg_2backends: both backends
 # answer; rg_access: the credentials get 200, none 401; rg_waf_*: the
 # benchmark request gets 200 and an SQL injection 403); a failed check
@@ -107,17 +122,26 @@
 #   RG_BIN        RustyGate binary (built with `make build` when missing)
 #                                                          (default bin/rustygate)
 #   OUT           output directory                        (default test/bench/out/)
-#   FULL          1 adds the RustyGate variants to the default targets
+#   FULL          1 adds the other RustyGate variants and the compression
+#                 targets to the default targets (make bench sets it)
 #                                                          (default 0)
 #   TARGETS       targets to run, space separated
 #                   (default "direct nginx rustygate rg_1cpu haproxy nginx_tls
-#                   rg_tls rg_tls_1cpu"; with FULL=1
-#                   also "rg_2backends rg_policies rg_tracing rg_tracing_otlp rg_tracing0 rg_wasm
-#                   rg_access rg_waf_get rg_waf_post gz_nginx_1k gz_nginx_64k gz_rg_1k gz_rg_64k")
+#                   rg_tls rg_tls_1cpu rg_policies rg_policies_rs256
+#                   rg_tracing_otlp rg_wasm"; with FULL=1 also
+#                   "rg_2backends rg_tracing rg_tracing0 rg_access rg_waf_get
+#                   rg_waf_post rg_rl_local rg_rl_cluster gz_nginx_1k
+#                   gz_nginx_64k gz_rg_1k gz_rg_64k")
 #   KEEP_TMP      1 keeps the temporary directory (logs, nginx prefixes)
 #   H2            1 appends the HTTP/2 rows of test/bench/h2peer.sh (h2load
 #                 against nginx, HAProxy and RustyGate over h2c and h2, ports
 #                 18120-18125), 0 leaves them out       (default 1)
+#   SCALING       0 leaves the scaling table out          (default 1)
+#   CPUS          CPUs the scaling table uses: the first CPUS of those this
+#                 shell may run on    (default: all of them, `nproc`)
+#   SCALE_LOOPS   loop counts (and nginx worker counts) of the scaling table,
+#                 at most 4      (default "1 2", then 4 and 8 while below CPUS)
+#   SCALE_CONNS   wrk connections of the scaling rows     (default 64)
 #
 # Every target gets `wrk -t2 -c64 -d${DURATION}s --latency`, the targets
 # interleaved round by round so drift in machine speed hits all of them
@@ -129,9 +153,35 @@
 #
 # The handshake rows get `tlshs -c$HS_CONNS -d$DURATION` in the same rounds.
 #
-# Exit status: 0 whatever the numbers are; non-zero only when a process
-# could not be started (or a port was already taken, or a tool is missing,
-# or a variant failed its check).
+# Scaling table (SCALING=1, after the rounds above): for each loop count k
+# of SCALE_LOOPS, three processes of its own, each started under taskset:
+# an nginx backend (nginx-backend.conf, one worker per backend CPU), the
+# nginx proxy (nginx-proxy.conf with worker_processes k) and RustyGate
+# (rustygate.yaml with server.event_loops k and GOMAXPROCS=k, access log on,
+# no admin listener), on ports 18140+4i (backend; 18141+4i its unused
+# second server), 18142+4i (nginx) and 18143+4i (RustyGate) for the i-th
+# k: 18140-18155. Pinning over the first CPUS CPUs: the proxy on the first
+# k, the backend on the next half of the rest, wrk (one thread per CPU)
+# on the remaining ones; when one CPU is left the backend and wrk share it,
+# when none is left all three share all CPUS (on a 2-CPU machine: k=1
+# proxy on CPU 0, backend and wrk on CPU 1; k=2 all on both). The table's
+# header says how each k was pinned, and each process's affinity is
+# checked after start-up. wrk -c$SCALE_CONNS -d$DURATION, ROUNDS rounds
+# interleaved over nginx and RustyGate for every k after a warm-up;
+# medians; req/s, p99, the proxy's CPU per request and the ratios.
+#
+# Targets summary (the last lines): one row per target of the HTTP/1.1
+# engine with the ratio measured in this run, the bound and met/MISSED:
+# plain RustyGate (the rustygate row) against the nginx proxy row: req/s
+# >= 1.0x, p99 <= 1.0x, CPU µs/request <= 1.0x; against plain RustyGate:
+# rg_policies and rg_policies_rs256 >= 0.9x, rg_tracing_otlp >= 0.85x,
+# rg_wasm >= 0.9x; ratios of the medians, and round by round. A row whose
+# target did not run reads "not measured".
+#
+# Exit status: 0 whatever the numbers are (a missed target too); non-zero
+# only when a process could not be started (or a port was already taken, or
+# a tool is missing, or a variant failed its check, or a scaling process
+# is not pinned).
 
 set -euo pipefail
 
@@ -147,14 +197,22 @@ RG_BIN=${RG_BIN:-$ROOT/bin/rustygate}
 OUT=${OUT:-$ROOT/test/bench/out}
 FULL=${FULL:-0}
 BASE_TARGETS="direct nginx rustygate rg_1cpu haproxy nginx_tls rg_tls rg_tls_1cpu"
-RG_VARIANTS="rg_2backends rg_policies rg_tracing rg_tracing_otlp rg_tracing0 rg_wasm rg_access rg_waf_get rg_waf_post rg_rl_local rg_rl_cluster"
+# The variants of the targets summary: measured by default.
+TARGET_VARIANTS="rg_policies rg_policies_rs256 rg_tracing_otlp rg_wasm"
+RG_VARIANTS="rg_2backends rg_policies rg_policies_rs256 rg_tracing rg_tracing_otlp rg_tracing0 rg_wasm rg_access rg_waf_get rg_waf_post rg_rl_local rg_rl_cluster"
 GZ_TARGETS="gz_nginx_1k gz_nginx_64k gz_rg_1k gz_rg_64k"
 if [[ $FULL == 1 ]]; then
 	TARGETS=${TARGETS:-$BASE_TARGETS $RG_VARIANTS $GZ_TARGETS}
 else
-	TARGETS=${TARGETS:-$BASE_TARGETS}
+	TARGETS=${TARGETS:-$BASE_TARGETS $TARGET_VARIANTS}
 fi
 KEEP_TMP=${KEEP_TMP:-0}
+SCALING=${SCALING:-1}
+CPUS=${CPUS:-}
+SCALE_LOOPS=${SCALE_LOOPS:-}
+SCALE_CONNS=${SCALE_CONNS:-64}
+SCALE_PORT0=18140 # the scaling table's processes: 4 ports per loop count, 18140-18155
+SCALE_MAX_KS=4
 
 WRK_THREADS=2
 WRK_CONNS=64
@@ -169,7 +227,7 @@ case $OUT in /*) ;; *) OUT=$ROOT/$OUT ;; esac
 
 declare -A PORT=(
 	[direct]=18001 [nginx]=18002 [haproxy]=18003 [rustygate]=18080
-	[rg_2backends]=18082 [rg_policies]=18083 [rg_tracing]=18084 [rg_tracing0]=18085 [rg_wasm]=18086
+	[rg_2backends]=18082 [rg_policies]=18083 [rg_policies_rs256]=18159 [rg_tracing]=18084 [rg_tracing0]=18085 [rg_wasm]=18086
 	[rg_tracing_otlp]=18131
 	[rg_1cpu]=18087 [nginx_tls]=18004 [rg_tls]=18089 [rg_tls_1cpu]=18091
 	[rg_access]=18094
@@ -184,6 +242,7 @@ declare -A LABEL=(
 	[rustygate]="RustyGate"
 	[rg_2backends]="rg_2backends: RustyGate, 2 backends round_robin"
 	[rg_policies]="rg_policies: RustyGate + cors, rate_limit, jwt"
+	[rg_policies_rs256]="rg_policies_rs256: RustyGate + cors, rate_limit, jwt RS256"
 	[rg_tracing]="rg_tracing: RustyGate + tracing ratio 1.0 (export fails)"
 	[rg_tracing_otlp]="rg_tracing_otlp: RustyGate + tracing ratio 1.0, exported (OTLP/HTTP sink)"
 	[rg_tracing0]="rg_tracing0: RustyGate + tracing ratio 0"
@@ -218,6 +277,7 @@ declare -A RG_CONF=(
 	[rustygate]=rustygate.yaml
 	[rg_2backends]=rustygate-2backends.yaml
 	[rg_policies]=rustygate-policies.yaml
+	[rg_policies_rs256]=rustygate-policies-rs256.yaml
 	[rg_tracing]=rustygate-tracing.yaml
 	[rg_tracing_otlp]=rustygate-tracing-otlp.yaml
 	[rg_tracing0]=rustygate-tracing0.yaml
@@ -248,6 +308,8 @@ declare -A RG_ENV=(
 	[gz_rg_64k]=GOMAXPROCS=1
 )
 declare -A PID=()
+# CPUs (a taskset list) a process is pinned to: the scaling table's.
+declare -A PIN=()
 
 BACKEND2_PORT=18011 # second server block of nginx-backend.conf (rg_2backends)
 OTLP_CLOSED_PORT=18099 # tracing endpoint of rg_tracing and rg_tracing0: must stay closed
@@ -300,6 +362,10 @@ is_rg() { [[ -n ${RG_CONF[$1]:-} ]]; }
 # is_tls NAME: NAME is an HTTPS target.
 is_tls() { [[ -n ${TLS_TARGET[$1]:-} ]]; }
 
+if [[ $SCALING == 1 ]]; then
+	command -v taskset >/dev/null 2>&1 || die "taskset not found (util-linux), needed to pin the scaling table's processes; SCALING=0 leaves the table out"
+fi
+
 any_tls=0
 for t in "${selected[@]}"; do is_tls "$t" && any_tls=1; done
 if ((any_tls)); then
@@ -316,8 +382,8 @@ url_of() {
 	fi
 }
 
-if want rg_policies; then
-	command -v openssl >/dev/null 2>&1 || die "openssl not found (needed to sign the rg_policies JWT; apt-get install -y openssl)"
+if want rg_policies || want rg_policies_rs256; then
+	command -v openssl >/dev/null 2>&1 || die "openssl not found (needed to sign the rg_policies JWTs; apt-get install -y openssl)"
 fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/rustygate-peer.XXXXXX")
@@ -388,6 +454,27 @@ hs256_token() {
 	printf '%s.%s.%s' "$head" "$payload" "$sig"
 }
 
+# rs256_token KEYFILE: the same claims signed with RS256 (RSASSA-PKCS1-v1_5,
+# SHA-256) and the RSA private key in KEYFILE.
+rs256_token() {
+	local head payload sig
+	head=$(printf '%s' '{"alg":"RS256","typ":"JWT"}' | b64url)
+	payload=$(printf '{"sub":"bench","aud":"api","exp":%d}' "$(($(date +%s) + 86400))" | b64url)
+	sig=$(printf '%s' "$head.$payload" | openssl dgst -sha256 -sign "$1" -binary | b64url)
+	[[ -n $head && -n $payload && -n $sig ]] || die "could not sign the rg_policies_rs256 JWT with openssl"
+	printf '%s.%s.%s' "$head" "$payload" "$sig"
+}
+
+# gen_rs256_key DIR: an RSA 2048 key pair in DIR/rs256.key and
+# DIR/rs256.pub (the public key, read by rustygate-policies-rs256.yaml).
+gen_rs256_key() {
+	mkdir -p "$1"
+	{
+		openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1/rs256.key" &&
+			openssl pkey -in "$1/rs256.key" -pubout -out "$1/rs256.pub"
+	} >"$1/openssl.log" 2>&1 || { cat "$1/openssl.log" >&2; die "could not generate the rg_policies_rs256 RSA key with openssl"; }
+}
+
 # wait_ready NAME LOGFILE: the target's process is alive and its port answers
 # GET / (with the target's extra headers) with 200 and the 64-byte body,
 # within 10 s; over HTTPS with a certificate that verifies against the
@@ -412,7 +499,7 @@ wait_ready() {
 				return 0
 			fi
 			# RustyGate is up and its jwt refuses the token: no use waiting.
-			[[ $name == rg_policies && $code == 401 ]] && break
+			[[ $name == rg_policies* && $code == 401 ]] && break
 		fi
 		sleep 0.1
 	done
@@ -420,7 +507,17 @@ wait_ready() {
 	tail -n 20 "$logfile" >&2 || true
 	[[ $name == rg_policies && ${code:-} == 401 ]] &&
 		die "${LABEL[$name]} rejects the benchmark JWT (401): the token signed by peer.sh with RG_BENCH_JWT_SECRET does not verify against rustygate-policies.yaml"
+	[[ $name == rg_policies_rs256 && ${code:-} == 401 ]] &&
+		die "${LABEL[$name]} rejects the benchmark JWT (401): the token signed by peer.sh with the generated RSA key does not verify against its public key (RG_BENCH_JWT_PUBKEY)"
 	die "${LABEL[$name]} did not answer 200 on 127.0.0.1:$port within 10s (last status: ${code:-none})"
+}
+
+# pin_cmd NAME: sets PIN_CMD to the taskset prefix of NAME's pinning
+# (empty when NAME is not pinned).
+pin_cmd() {
+	PIN_CMD=()
+	[[ -n ${PIN[$1]:-} ]] && PIN_CMD=(taskset -c "${PIN[$1]}")
+	return 0
 }
 
 # start_nginx NAME CONF
@@ -429,7 +526,8 @@ start_nginx() {
 	mkdir -p "$prefix/tmp"
 	nginx -t -q -p "$prefix/" -c "$conf" -e "$prefix/error.log" >"$prefix/stderr.log" 2>&1 ||
 		{ cat "$prefix/stderr.log" >&2; die "nginx config $conf does not load"; }
-	nginx -p "$prefix/" -c "$conf" -e "$prefix/error.log" >"$prefix/stderr.log" 2>&1 &
+	pin_cmd "$name"
+	"${PIN_CMD[@]}" nginx -p "$prefix/" -c "$conf" -e "$prefix/error.log" >"$prefix/stderr.log" 2>&1 &
 	PID[$name]=$!
 	wait_ready "$name" "$prefix/error.log"
 }
@@ -444,10 +542,12 @@ start_haproxy() {
 }
 
 RG_LOG=$TMP/rustygate.log
-# start_rustygate NAME: RustyGate with the configuration of target NAME,
-# its stderr (process and access log) in $TMP/NAME.log.
+# start_rustygate NAME: RustyGate with the configuration of target NAME
+# (relative to test/bench/ unless absolute), its stderr (process and access
+# log) in $TMP/NAME.log.
 start_rustygate() {
-	local name=$1 conf=$HERE/${RG_CONF[$1]} log=$TMP/$1.log
+	local name=$1 conf=${RG_CONF[$1]} log=$TMP/$1.log
+	[[ $conf == /* ]] || conf=$HERE/$conf
 	if [[ ! -x $RG_BIN ]]; then
 		note "RustyGate binary $RG_BIN missing: running make build"
 		make -C "$ROOT" build >&2 ||
@@ -456,7 +556,9 @@ start_rustygate() {
 	fi
 	"$RG_BIN" validate "$conf" >"$TMP/$name-validate.log" 2>&1 ||
 		{ cat "$TMP/$name-validate.log" >&2; die "RustyGate rejects $conf"; }
-	env ${RG_ENV[$name]:-} "$RG_BIN" run -c "$conf" 2>"$log" >/dev/null &
+	pin_cmd "$name"
+	# shellcheck disable=SC2086 # word splitting wanted: VAR=value words
+	env ${RG_ENV[$name]:-} "${PIN_CMD[@]}" "$RG_BIN" run -c "$conf" 2>"$log" >/dev/null &
 	PID[$name]=$!
 	wait_ready "$name" "$log"
 }
@@ -496,10 +598,10 @@ verify_2backends() {
 	note "  check: requests reach both backends"
 }
 
-# verify_policies: with the token and Origin, 200 with CORS and rate-limit
-# headers; without the token, 401 (so jwt really runs).
+# verify_policies NAME: with the token and Origin, 200 with CORS and
+# rate-limit headers; without the token, 401 (so jwt really runs).
 verify_policies() {
-	local name=rg_policies h code
+	local name=$1 h code
 	hdr_args "$name"
 	h=$(headers_of "$name" "${HDR_ARGS[@]}")
 	code=$(awk 'NR == 1 { print $2 }' <<<"$h")
@@ -645,15 +747,17 @@ to_ms() {
 	}'
 }
 
-# run_wrk NAME THREADS CONNS SECONDS OUTFILE: runs wrk against the target and
+# run_wrk NAME THREADS CONNS SECONDS OUTFILE: runs wrk (under the taskset
+# prefix WRK_PIN, empty but for the scaling table) against the target and
 # sets RPS, P99_MS, REQS, ERRS, CPU_TICKS (CPU of the target's process).
+WRK_PIN=()
 run_wrk() {
 	local name=$1 threads=$2 conns=$3 secs=$4 outfile=$5 before after p99
 	local -a script=()
 	hdr_args "$name"
 	[[ -n ${WRK_SCRIPT[$name]:-} ]] && script=(-s "${WRK_SCRIPT[$name]}")
 	before=$(cpu_ticks "${PID[$name]}")
-	wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "${HDR_ARGS[@]}" "${script[@]}" "$(url_of "$name")${WRK_PATH[$name]:-}" >"$outfile" 2>&1 || true
+	"${WRK_PIN[@]}" wrk -t"$threads" -c"$conns" -d"${secs}s" --latency "${HDR_ARGS[@]}" "${script[@]}" "$(url_of "$name")${WRK_PATH[$name]:-}" >"$outfile" 2>&1 || true
 	after=$(cpu_ticks "${PID[$name]}")
 	CPU_TICKS=$((after - before))
 	RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$outfile")
@@ -736,7 +840,7 @@ median() {
 
 # ratio A B: A/B to two decimals, "-" when either is missing.
 ratio() {
-	awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
+	awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
 }
 
 # gen_json BYTES: a JSON document of exactly BYTES bytes (records of ids,
@@ -835,6 +939,246 @@ rl_report() {
 	echo "- Redis commands per request include the heartbeat (1/s) and the ban follower's blocking read (2/s)."
 }
 
+# ---------------------------------------------------------------- scaling table
+
+# expand_cpus LIST: the CPU ids of a cpuset list ("0-3,6"), space separated.
+expand_cpus() {
+	local part i
+	local -a parts out=()
+	IFS=, read -ra parts <<<"$1"
+	for part in "${parts[@]}"; do
+		if [[ $part == *-* ]]; then
+			for ((i = ${part%-*}; i <= ${part#*-}; i++)); do out+=("$i"); done
+		else
+			out+=("$part")
+		fi
+	done
+	echo "${out[*]}"
+}
+
+# cpu_range FROM COUNT: the taskset list of CPUS_USE[FROM..FROM+COUNT).
+cpu_range() {
+	local IFS=,
+	echo "${CPUS_USE[*]:$1:$2}"
+}
+
+# cpu_text LIST: LIST with runs of consecutive ids written a-b ("0-3,6").
+cpu_text() {
+	awk -v l="$1" 'BEGIN {
+		n = split(l, c, ",")
+		for (i = 1; i <= n; i = j + 1) {
+			for (j = i; j < n && c[j + 1] == c[j] + 1; j++) {}
+			out = out (i > 1 ? "," : "") (j > i ? c[i] "-" c[j] : c[i])
+		}
+		print out
+	}'
+}
+
+# workers N, loops N: "1 worker" or "N workers", "1 loop" or "N loops".
+workers() { if (($1 == 1)); then echo "1 worker"; else echo "$1 workers"; fi; }
+loops() { if (($1 == 1)); then echo "1 loop"; else echo "$1 loops"; fi; }
+
+# on_cpus LIST: "CPU 0" or "CPUs 0-3".
+on_cpus() { if [[ $1 == *,* ]]; then echo "CPUs $(cpu_text "$1")"; else echo "CPU $1"; fi; }
+
+# cpu_count LIST: the number of CPUs in a taskset list.
+cpu_count() { awk -v l="$1" 'BEGIN { print split(l, c, ",") }'; }
+
+# scale_plan: from CPUS (default: every CPU this shell may run on) and
+# SCALE_LOOPS (default 1, 2, then 4 and 8 while they leave a CPU for the
+# backend and wrk), the loop counts K of the scaling table and, for each,
+# the CPUs of the proxy (SC_PROXY), of the backend (SC_BACKEND) and of wrk
+# (SC_WRK), and SC_HOW, the sentence saying so. With k CPUs for the proxy
+# and r = CPUS - k left: the proxy gets the first k, the backend the next
+# r/2 and wrk the rest; with r = 1 backend and wrk share that CPU; with
+# r = 0 proxy, backend and wrk share all CPUS.
+declare -a CPUS_USE=() SCALE_KS=()
+declare -A SC_PROXY=() SC_BACKEND=() SC_WRK=() SC_HOW=()
+scale_plan() {
+	local allowed k r b nb nw
+	allowed=$(awk '/^Cpus_allowed_list:/ { print $2 }' /proc/self/status)
+	[[ -n $allowed ]] || die "cannot read the CPUs this process may use (Cpus_allowed_list in /proc/self/status)"
+	read -ra CPUS_USE <<<"$(expand_cpus "$allowed")"
+	CPUS=${CPUS:-${#CPUS_USE[@]}}
+	[[ $CPUS =~ ^[1-9][0-9]*$ ]] || die "CPUS=$CPUS: want a number of CPUs"
+	((CPUS <= ${#CPUS_USE[@]})) ||
+		die "CPUS=$CPUS but this process may run on ${#CPUS_USE[@]} CPUs only ($allowed)"
+	CPUS_USE=("${CPUS_USE[@]:0:CPUS}")
+	if [[ -z $SCALE_LOOPS ]]; then
+		SCALE_LOOPS=1
+		((CPUS >= 2)) && SCALE_LOOPS+=" 2"
+		for k in 4 8; do ((k < CPUS)) && SCALE_LOOPS+=" $k"; done
+	fi
+	read -ra SCALE_KS <<<"$SCALE_LOOPS"
+	((${#SCALE_KS[@]} >= 1 && ${#SCALE_KS[@]} <= SCALE_MAX_KS)) ||
+		die "SCALE_LOOPS=\"$SCALE_LOOPS\": want 1 to $SCALE_MAX_KS loop counts (the scaling table has ports 18140-18155)"
+	for k in "${SCALE_KS[@]}"; do
+		[[ $k =~ ^[1-9][0-9]*$ ]] && ((k <= CPUS)) ||
+			die "SCALE_LOOPS: '$k' is not a loop count from 1 to CPUS=$CPUS"
+		[[ -z ${SC_PROXY[$k]:-} ]] || die "SCALE_LOOPS: $k is listed twice"
+		r=$((CPUS - k))
+		if ((r == 0)); then
+			SC_PROXY[$k]=$(cpu_range 0 "$CPUS") SC_BACKEND[$k]=${SC_PROXY[$k]} SC_WRK[$k]=${SC_PROXY[$k]}
+			SC_HOW[$k]="proxy, backend ($(workers "$CPUS")) and wrk (-t$CPUS) share $(on_cpus "${SC_PROXY[$k]}"): no CPU is left to keep them apart"
+			continue
+		fi
+		SC_PROXY[$k]=$(cpu_range 0 "$k")
+		if ((r == 1)); then
+			SC_BACKEND[$k]=$(cpu_range "$k" 1) SC_WRK[$k]=$(cpu_range "$k" 1)
+			SC_HOW[$k]="proxy on $(on_cpus "${SC_PROXY[$k]}"); backend (1 worker) and wrk (-t1) share $(on_cpus "${SC_WRK[$k]}")"
+			continue
+		fi
+		b=$((r / 2))
+		SC_BACKEND[$k]=$(cpu_range "$k" "$b") SC_WRK[$k]=$(cpu_range $((k + b)) $((r - b)))
+		nb=$b nw=$((r - b))
+		SC_HOW[$k]="proxy on $(on_cpus "${SC_PROXY[$k]}"); backend ($(workers "$nb")) on $(on_cpus "${SC_BACKEND[$k]}"); wrk (-t$nw) on $(on_cpus "${SC_WRK[$k]}")"
+	done
+	for k in "${SCALE_KS[@]}"; do
+		[[ $SCALE_CONNS =~ ^[1-9][0-9]*$ ]] && ((SCALE_CONNS >= $(cpu_count "${SC_WRK[$k]}"))) ||
+			die "SCALE_CONNS=$SCALE_CONNS: want at least one connection per wrk thread ($(cpu_count "${SC_WRK[$k]}") with $(loops "$k"))"
+	done
+}
+
+# render_conf SRC DST OLD NEW [OLD NEW]...: DST is SRC with every OLD
+# replaced by its NEW; each OLD must occur in SRC.
+render_conf() {
+	local src=$1 dst=$2 text old new
+	shift 2
+	text=$(<"$src")
+	while (($# >= 2)); do
+		old=$1 new=$2
+		shift 2
+		[[ $text == *"$old"* ]] || die "$src no longer contains '$old': update render_conf's callers in peer.sh"
+		text=${text//"$old"/"$new"}
+	done
+	printf '%s\n' "$text" >"$dst"
+}
+
+# scale_setup: for each loop count k (the i-th), the processes of the
+# scaling table, registered as targets and pinned (PIN): sc_be_k, an nginx
+# backend (nginx-backend.conf with one worker per backend CPU, on port
+# 18140+4i; its second server block on 18141+4i, unused), sc_nginx_k, the
+# nginx proxy (nginx-proxy.conf with k workers, on 18142+4i) and sc_rg_k,
+# RustyGate (rustygate.yaml, access log on, event_loops k and GOMAXPROCS=k,
+# on 18143+4i, no admin listener).
+scale_setup() {
+	local i k be be2 ng rg dir=$TMP/scaling
+	mkdir -p "$dir"
+	for i in "${!SCALE_KS[@]}"; do
+		k=${SCALE_KS[$i]}
+		be=$((SCALE_PORT0 + 4 * i)) be2=$((SCALE_PORT0 + 4 * i + 1)) ng=$((SCALE_PORT0 + 4 * i + 2)) rg=$((SCALE_PORT0 + 4 * i + 3))
+		PORT[sc_be_$k]=$be PORT[sc_nginx_$k]=$ng PORT[sc_rg_$k]=$rg
+		LABEL[sc_be_$k]="scaling backend for $(loops "$k") / $(workers "$k")"
+		LABEL[sc_nginx_$k]="nginx proxy, $(workers "$k"), pinned"
+		LABEL[sc_rg_$k]="RustyGate, $(loops "$k"), pinned"
+		PIN[sc_be_$k]=${SC_BACKEND[$k]} PIN[sc_nginx_$k]=${SC_PROXY[$k]} PIN[sc_rg_$k]=${SC_PROXY[$k]}
+		render_conf "$HERE/nginx-backend.conf" "$dir/backend-$k.conf" \
+			"worker_processes 1;" "worker_processes $(cpu_count "${SC_BACKEND[$k]}");" \
+			"listen 127.0.0.1:${PORT[direct]} " "listen 127.0.0.1:$be " \
+			"listen 127.0.0.1:$BACKEND2_PORT " "listen 127.0.0.1:$be2 "
+		render_conf "$HERE/nginx-proxy.conf" "$dir/nginx-$k.conf" \
+			"worker_processes 1;" "worker_processes $k;" \
+			"server 127.0.0.1:${PORT[direct]};" "server 127.0.0.1:$be;" \
+			"listen 127.0.0.1:${PORT[nginx]} " "listen 127.0.0.1:$ng "
+		render_conf "$HERE/rustygate.yaml" "$dir/rustygate-$k.yaml" \
+			"server: { listen: \"127.0.0.1:${PORT[rustygate]}\" }" "server: { listen: \"127.0.0.1:$rg\", event_loops: \"$k\" }" \
+			"admin:  { listen: \"127.0.0.1:18081\" }" "admin:  { listen: \"off\" }" \
+			"\"http://127.0.0.1:${PORT[direct]}\"" "\"http://127.0.0.1:$be\""
+		RG_CONF[sc_rg_$k]=$dir/rustygate-$k.yaml
+		RG_ENV[sc_rg_$k]=GOMAXPROCS=$k
+		for p in "$be" "$be2" "$ng" "$rg"; do
+			port_open "$p" && die "port 127.0.0.1:$p (scaling table, $(loops "$k") / $(workers "$k")) is already in use by another process"
+		done
+	done
+	return 0
+}
+
+# verify_pinned NAME: the process of NAME and its children (nginx's
+# workers) may run on the CPUs of PIN[NAME] only.
+verify_pinned() {
+	local want got p kids
+	want=$(expand_cpus "${PIN[$1]}")
+	kids=$(cat /proc/"${PID[$1]}"/task/*/children 2>/dev/null || true)
+	for p in "${PID[$1]}" $kids; do
+		got=$(awk '/^Cpus_allowed_list:/ { print $2 }' "/proc/$p/status" 2>/dev/null) || continue
+		[[ $(expand_cpus "$got") == "$want" ]] ||
+			die "${LABEL[$1]}: process $p may run on CPUs $got, want ${PIN[$1]} (taskset did not pin it)"
+	done
+}
+
+# scale_start: starts the scaling table's processes (after scale_setup),
+# each checked to be pinned.
+scale_start() {
+	local k t
+	for k in "${SCALE_KS[@]}"; do
+		start_nginx "sc_be_$k" "$TMP/scaling/backend-$k.conf"
+		start_nginx "sc_nginx_$k" "$TMP/scaling/nginx-$k.conf"
+		start_rustygate "sc_rg_$k"
+		for t in "sc_be_$k" "sc_nginx_$k" "sc_rg_$k"; do verify_pinned "$t"; done
+		note "  check: pinned: ${SC_HOW[$k]}"
+	done
+}
+
+# scale_measure: warm-up, then ROUNDS rounds over the scaling rows
+# (nginx then RustyGate for each loop count), wrk pinned to its CPUs.
+scale_measure() {
+	local r k t n
+	note "scaling warm-up: ${WARMUP}s per row"
+	for ((r = 0; r <= ROUNDS; r++)); do
+		for k in "${SCALE_KS[@]}"; do
+			n=$(cpu_count "${SC_WRK[$k]}")
+			WRK_PIN=(taskset -c "${SC_WRK[$k]}")
+			for t in "sc_nginx_$k" "sc_rg_$k"; do
+				if ((r == 0)); then
+					run_wrk "$t" "$n" "$SCALE_CONNS" "$WARMUP" "$RUN_DIR/raw/warmup-$t.txt"
+					continue
+				fi
+				note "scaling round $r/$ROUNDS: ${LABEL[$t]} (wrk -t$n -c$SCALE_CONNS -d${DURATION}s on $(on_cpus "${SC_WRK[$k]}"))"
+				run_wrk "$t" "$n" "$SCALE_CONNS" "$DURATION" "$RUN_DIR/raw/$t-round$r.txt"
+				RPS_OF[$t]+="$RPS "
+				P99_OF[$t]+="$P99_MS "
+				REQS_OF[$t]=$((${REQS_OF[$t]:-0} + REQS))
+				TICKS_OF[$t]=$((${TICKS_OF[$t]:-0} + CPU_TICKS))
+				ERRS_OF[$t]=$((${ERRS_OF[$t]:-0} + ERRS))
+				note "  $(printf '%.0f' "$RPS" 2>/dev/null || echo "$RPS") req/s, p99 $P99_MS ms"
+			done
+		done
+	done
+	WRK_PIN=()
+}
+
+# scale_report: the scaling table.
+scale_report() {
+	local k ng rg ngp rgp ngc rgc errs
+	echo
+	echo "Scaling: RustyGate with k event loops (server.event_loops k, GOMAXPROCS=k; access log on)"
+	echo "against the nginx proxy with k workers (nginx-proxy.conf, access log off), each with its own"
+	echo "nginx backend, all pinned with taskset on $CPUS CPUs ($(cpu_text "$(cpu_range 0 "$CPUS")")):"
+	for k in "${SCALE_KS[@]}"; do
+		echo "- $(loops "$k") / $(workers "$k"): ${SC_HOW[$k]}"
+	done
+	echo "wrk -c$SCALE_CONNS -d${DURATION}s --latency, one thread per wrk CPU, $ROUNDS interleaved rounds after a ${WARMUP}s warm-up;"
+	echo "medians; CPU is the proxy's utime+stime per request (nginx: master and workers)."
+	echo
+	echo "| loops / workers | proxy CPUs | nginx req/s | RustyGate req/s | req/s RG/nginx | nginx p99 ms | RustyGate p99 ms | nginx CPU µs/req | RustyGate CPU µs/req | CPU RG/nginx | wrk errors |"
+	echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	for k in "${SCALE_KS[@]}"; do
+		# shellcheck disable=SC2086 # word splitting wanted: one value per round
+		ng=$(median ${RPS_OF[sc_nginx_$k]}) rg=$(median ${RPS_OF[sc_rg_$k]})
+		# shellcheck disable=SC2086
+		ngp=$(median ${P99_OF[sc_nginx_$k]}) rgp=$(median ${P99_OF[sc_rg_$k]})
+		ngc=$(per_req "${TICKS_OF[sc_nginx_$k]}" "${REQS_OF[sc_nginx_$k]}")
+		rgc=$(per_req "${TICKS_OF[sc_rg_$k]}" "${REQS_OF[sc_rg_$k]}")
+		errs=$((${ERRS_OF[sc_nginx_$k]:-0} + ${ERRS_OF[sc_rg_$k]:-0}))
+		printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$k" "$(cpu_text "${SC_PROXY[$k]}")" \
+			"$(fmt0 "$ng")" "$(fmt0 "$rg")" "$(ratio "$rg" "$ng")" "$(fmt2 "$ngp")" "$(fmt2 "$rgp")" \
+			"$ngc" "$rgc" "$(ratio "$rgc" "$ngc")" "$errs"
+	done
+	for k in "${SCALE_KS[@]}"; do
+		echo "- $k per round: req/s RG/nginx $(per_round "${RPS_OF[sc_rg_$k]}" "${RPS_OF[sc_nginx_$k]}")"
+	done
+}
+
 # ---------------------------------------------------------------- start
 
 for t in "${selected[@]}"; do
@@ -861,6 +1205,11 @@ if { want rg_tracing || want rg_tracing0; } && port_open "$OTLP_CLOSED_PORT"; th
 	die "port 127.0.0.1:$OTLP_CLOSED_PORT must be closed (the rg_tracing* OTLP endpoint, where exports are meant to fail) but something listens there"
 fi
 
+if [[ $SCALING == 1 ]]; then
+	scale_plan
+	scale_setup
+fi
+
 if want rg_wasm && [[ ! -f $WASM_PLUGIN ]]; then
 	note "WASM plugin $WASM_PLUGIN missing: running make plugins"
 	make -C "$ROOT" plugins >&2 || die "make plugins failed: the rg_wasm target cannot run"
@@ -880,6 +1229,12 @@ fi
 if want rg_policies; then
 	BENCH_JWT=$(hs256_token "$RG_BENCH_JWT_SECRET")
 	HDR[rg_policies]="Authorization: Bearer $BENCH_JWT
+Origin: $BENCH_ORIGIN"
+fi
+if want rg_policies_rs256; then
+	gen_rs256_key "$TMP/jwt"
+	export RG_BENCH_JWT_PUBKEY=$TMP/jwt/rs256.pub # read by rustygate-policies-rs256.yaml
+	HDR[rg_policies_rs256]="Authorization: Bearer $(rs256_token "$TMP/jwt/rs256.key")
 Origin: $BENCH_ORIGIN"
 fi
 
@@ -920,7 +1275,7 @@ for t in "${selected[@]}"; do
 	case $t in
 	rg_tracing_otlp) verify_tracing_otlp ;;
 	rg_2backends) verify_2backends ;;
-	rg_policies) verify_policies ;;
+	rg_policies | rg_policies_rs256) verify_policies "$t" ;;
 	rg_wasm) verify_wasm ;;
 	rg_access) verify_access ;;
 	rg_waf_get | rg_waf_post) verify_waf "$t" ;;
@@ -930,12 +1285,15 @@ done
 for t in $GZ_TARGETS; do
 	want "$t" && verify_gzip "$t"
 done
+if [[ $SCALING == 1 ]]; then
+	scale_start
+fi
 
 # ---------------------------------------------------------------- measure
 
 mkdir -p "$RUN_DIR/raw"
 
-declare -A RPS_OF=() P99_OF=() REQS_OF=() TICKS_OF=() ERRS_OF=()
+declare -A RPS_OF=() P99_OF=() REQS_OF=() TICKS_OF=() ERRS_OF=() CPU_US_OF=()
 declare -A HS_RATE_OF=() HS_P99_OF=() HS_DONE_OF=() HS_TICKS_OF=() HS_ERRS_OF=() HS_CLIENT_OF=()
 
 note "warm-up: ${WARMUP}s per target"
@@ -955,6 +1313,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 		fi
 		RPS_OF[$t]+="$RPS "
 		P99_OF[$t]+="$P99_MS "
+		CPU_US_OF[$t]+="$(awk -v t="$CPU_TICKS" -v hz="$CLK_TCK" -v n="$REQS" 'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "nan" }') "
 		REQS_OF[$t]=$((${REQS_OF[$t]:-0} + REQS))
 		TICKS_OF[$t]=$((${TICKS_OF[$t]:-0} + CPU_TICKS))
 		ERRS_OF[$t]=$((${ERRS_OF[$t]:-0} + ERRS))
@@ -989,6 +1348,11 @@ if want rg_1cpu; then
 		'BEGIN { print (rps != "nan" && p99 != "nan" && rps + 0 > minr && p99 + 0 < maxp) ? "PASS" : "FAIL" }')
 	BAR=$BAR${BAR:+$'\n\n'}$(printf 'Bar (wrk -t%d -c%d -d%ss against RustyGate on 1 CPU): %.0f req/s, p99 %s ms, errors %s -> %s (needs > %d req/s and p99 < %s ms)' \
 		"$BAR_THREADS" "$BAR_CONNS" "$BAR_DURATION" "$RPS" "$P99_MS" "$ERRS" "$verdict" "$BAR_MIN_RPS" "$BAR_MAX_P99_MS")
+fi
+
+if [[ $SCALING == 1 ]]; then
+	note "scaling table: loop counts ${SCALE_KS[*]} on $CPUS CPUs"
+	scale_measure
 fi
 
 # Stop RustyGate now so that its access log is complete, then count lines.
@@ -1148,6 +1512,84 @@ verdict() {
 	}'
 }
 
+# target_line WHAT MEASURED RATIO OP BOUND PER_ROUND: a row of the
+# targets table; RATIO "-" when a row it needs was not measured.
+target_line() {
+	local result
+	result=$(verdict "$3" "$4" "$5")
+	[[ $result == - ]] && result="not measured"
+	[[ $result == met ]] && TARGETS_MET=$((TARGETS_MET + 1))
+	[[ $result == "not measured" ]] || TARGETS_MEASURED=$((TARGETS_MEASURED + 1))
+	TARGETS_ALL=$((TARGETS_ALL + 1))
+	printf '| %s | %s | %s %sx | %s | %s |\n' "$1" "$2" "$4" "$5" "$result" "$6"
+}
+
+# vs_plain NAME OP BOUND WHAT: the targets row of variant NAME against the
+# plain RustyGate row (req/s ratio of the medians).
+vs_plain() {
+	local name=$1 r="-" rps per="-"
+	if want "$name" && want rustygate; then
+		# shellcheck disable=SC2086 # word splitting wanted: one value per round
+		rps=$(median ${RPS_OF[$name]})
+		r=$(ratio "$rps" "$rg_rps")
+		per=$(per_round "${RPS_OF[$name]}" "${RPS_OF[rustygate]}")
+		target_line "$4" "${r}x ($(fmt0 "$rps") / $(fmt0 "$rg_rps") req/s)" "$r" "$2" "$3" "$per"
+	else
+		target_line "$4" "- (needs $name and rustygate in TARGETS)" "-" "$2" "$3" "-"
+	fi
+}
+
+# targets_report: the targets of the HTTP/1.1 engine, each with the ratio
+# this run measured, its bound and met or MISSED.
+targets_report() {
+	local r rp ng_us rg_us workers
+	TARGETS_MET=0 TARGETS_ALL=0 TARGETS_MEASURED=0
+	workers=$(awk '$1 == "worker_processes" { print $2 + 0 }' "$HERE/nginx-proxy.conf")
+	echo
+	echo "## Targets (this run)"
+	echo
+	echo "Plain = the RustyGate row (event_loops auto: one loop per CPU, $(nproc) here; access log on);"
+	echo "nginx = the nginx proxy row ($workers worker; access log off). Ratios of the medians over the rounds;"
+	echo "\"per round\" gives the same ratio round by round (how much the machine moved)."
+	echo
+	echo "| target | measured | bound | result | per round |"
+	echo "|---|---|---|---|---|"
+	if want rustygate && want nginx; then
+		r=$(ratio "$rg_rps" "$ref_rps")
+		target_line "plain req/s vs nginx" "${r}x ($(fmt0 "$rg_rps") / $(fmt0 "$ref_rps") req/s)" "$r" ">=" 1.00 \
+			"$(per_round "${RPS_OF[rustygate]}" "${RPS_OF[nginx]}")"
+		# shellcheck disable=SC2086 # word splitting wanted: one value per round
+		rp=$(median ${P99_OF[rustygate]})
+		r=$(ratio "$rp" "$ref_p99")
+		target_line "plain p99 vs nginx" "${r}x ($(fmt2 "$rp") / $(fmt2 "$ref_p99") ms)" "$r" "<=" 1.00 \
+			"$(per_round "${P99_OF[rustygate]}" "${P99_OF[nginx]}")"
+		rg_us=$(per_req "${TICKS_OF[rustygate]}" "${REQS_OF[rustygate]}")
+		ng_us=$(per_req "${TICKS_OF[nginx]}" "${REQS_OF[nginx]}")
+		r=$(ratio "$rg_us" "$ng_us")
+		target_line "plain CPU µs/req vs nginx" "${r}x ($rg_us / $ng_us µs)" "$r" "<=" 1.00 \
+			"$(per_round "${CPU_US_OF[rustygate]}" "${CPU_US_OF[nginx]}")"
+	else
+		target_line "plain req/s vs nginx" "- (needs rustygate and nginx in TARGETS)" "-" ">=" 1.00 "-"
+		target_line "plain p99 vs nginx" "- (needs rustygate and nginx in TARGETS)" "-" "<=" 1.00 "-"
+		target_line "plain CPU µs/req vs nginx" "- (needs rustygate and nginx in TARGETS)" "-" "<=" 1.00 "-"
+	fi
+	vs_plain rg_policies ">=" 0.90 "cors + rate_limit + jwt HS256 (token cache) vs plain"
+	vs_plain rg_policies_rs256 ">=" 0.90 "cors + rate_limit + jwt RS256 (token cache) vs plain"
+	vs_plain rg_tracing_otlp ">=" 0.85 "tracing ratio 1.0, exported to an OTLP receiver, vs plain"
+	vs_plain rg_wasm ">=" 0.90 "wasm add_header vs plain"
+	if want rg_1cpu && want nginx; then
+		echo
+		# shellcheck disable=SC2086 # word splitting wanted: one value per round
+		echo "Not a target, for reading the first three rows: rg_1cpu (RustyGate held to one CPU, one loop: nginx's budget)" \
+			"against nginx: req/s $(ratio "$(median ${RPS_OF[rg_1cpu]})" "$ref_rps")x, p99 $(ratio "$(median ${P99_OF[rg_1cpu]})" "$ref_p99")x," \
+			"CPU/req $(ratio "$(per_req "${TICKS_OF[rg_1cpu]}" "${REQS_OF[rg_1cpu]}")" "$(per_req "${TICKS_OF[nginx]}" "${REQS_OF[nginx]}")")x;" \
+			"the scaling table compares them pinned, loop for worker."
+	fi
+	echo "The target of no allocation per request on these paths is checked by TestProxyAllocations (make test), not here."
+	echo
+	echo "$TARGETS_MET of $TARGETS_MEASURED measured targets met in this run$( ((TARGETS_ALL > TARGETS_MEASURED)) && echo "; $((TARGETS_ALL - TARGETS_MEASURED)) not measured (their rows were not among TARGETS)")."
+}
+
 variants=()
 for t in "${selected[@]}"; do
 	[[ $t == rg_* ]] && variants+=("$t")
@@ -1196,7 +1638,8 @@ done
 		for t in "${variants[@]}"; do
 			case $t in
 			rg_2backends) echo "- rg_2backends: end-to-end req/s with 2 backends vs 1: the route of the RustyGate row with backends 127.0.0.1:${PORT[direct]} and 127.0.0.1:$BACKEND2_PORT, round_robin (two server blocks of the same one-worker backend nginx, so the backend capacity is unchanged)." ;;
-			rg_policies) echo "- rg_policies: cors (Origin $BENCH_ORIGIN allowed), rate_limit per IP at 100000000 per 60 s (never triggers) and jwt HS256 (audience api) on the route; wrk sends 'Origin: $BENCH_ORIGIN' and 'Authorization: Bearer <HS256 token signed by peer.sh>' to this target only. Checked before measuring: token -> 200, no token -> 401." ;;
+			rg_policies) echo "- rg_policies: cors (Origin $BENCH_ORIGIN allowed), rate_limit per IP at 100000000 per 60 s (never triggers) and jwt HS256 (audience api, token cache on: cache_size 10000, cache_ttl 5m) on the route; wrk sends 'Origin: $BENCH_ORIGIN' and 'Authorization: Bearer <HS256 token signed by peer.sh>' to this target only, so the signature is verified once and later requests hit the cache. Checked before measuring: token -> 200, no token -> 401." ;;
+			rg_policies_rs256) echo "- rg_policies_rs256: rg_policies with jwt RS256: an RSA 2048 key pair generated with openssl at start-up, the token signed with its private key, the public key in public_key_file; token cache on as in rg_policies. Checked before measuring: token -> 200, no token -> 401." ;;
 			rg_tracing) echo "- rg_tracing: tracing on, ratio 1.0, OTLP endpoint 127.0.0.1:$OTLP_CLOSED_PORT where nothing listens: every request creates and batches its spans, the exports fail and the spans are dropped. This measures span creation, not export." ;;
 			rg_tracing_otlp) echo "- rg_tracing_otlp: tracing on, ratio 1.0, exporting over OTLP/HTTP (batches of up to 1024 spans, queue of 8192) to test/bench/otlpsink on 127.0.0.1:$OTLP_SINK_PORT, which decodes every export: span creation and export. At the end of the run the sink had received: $(otlp_stats 2>/dev/null || echo '?'); the gateway counted $(otlp_metric exported) spans exported, $(otlp_metric queue_full) dropped on a full queue and $(otlp_metric export_failed) in failed exports (a request never waits for the exporter). Checked before measuring: the spans of 4 requests reach the sink." ;;
 			rg_tracing0) echo "- rg_tracing0: tracing on with ratio 0: no trace is sampled (wrk sends no traceparent), spans are non-recording; the cost of tracing enabled but not sampling." ;;
@@ -1228,6 +1671,9 @@ done
 	((any_tls)) && tls_report
 	gz_report
 	rl_report
+	if [[ $SCALING == 1 ]]; then
+		scale_report
+	fi
 	echo
 	echo "Raw wrk output: $RUN_DIR/raw/"
 } | tee "$RUN_DIR/summary.md"
@@ -1242,6 +1688,9 @@ if [[ ${H2:-1} == 1 ]]; then
 		note "h2load not installed (apt-get install -y nghttp2-client): no HTTP/2 rows"
 	fi
 fi
+
+# The targets last, where a reader of `make bench` looks.
+targets_report | tee -a "$RUN_DIR/summary.md"
 
 cp "$RUN_DIR/summary.md" "$OUT/latest.md"
 exit 0
