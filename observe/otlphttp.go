@@ -10,12 +10,10 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // otlpHTTPExporter posts spans to an OTLP/HTTP collector as protobuf,
-// encoded by appendTraceRequest into a buffer it reuses. A refusal the
+// encoded by otlpEncoder into a buffer it reuses. A refusal the
 // collector may lift (429, 502, 503, 504, or no answer) is retried with
 // a growing delay (honouring Retry-After) until the export's context
 // ends; any other status fails the export.
@@ -24,21 +22,22 @@ type otlpHTTPExporter struct {
 	headers map[string]string
 	client  *http.Client
 
-	mu  sync.Mutex // one export at a time: buf is reused
+	mu  sync.Mutex // one export at a time: buf and enc are reused
 	buf []byte
+	enc otlpEncoder
 }
 
-var _ sdktrace.SpanExporter = (*otlpHTTPExporter)(nil)
+var _ recordExporter = (*otlpHTTPExporter)(nil)
 
 // maxOTLPResponse bounds the collector's answer read.
 const maxOTLPResponse = 64 << 10
 
 // newOTLPHTTPExporter returns an exporter posting to the endpoint URL
 // built by otlpHTTPURL.
-func newOTLPHTTPExporter(url string, headers map[string]string) *otlpHTTPExporter {
+func newOTLPHTTPExporter(url string, headers map[string]string, origin *spanOrigin) *otlpHTTPExporter {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 2
-	return &otlpHTTPExporter{url: url, headers: headers, client: &http.Client{Transport: tr}}
+	return &otlpHTTPExporter{url: url, headers: headers, client: &http.Client{Transport: tr}, enc: otlpEncoder{origin: origin}}
 }
 
 // otlpHTTPURL is the URL traces are posted to: the endpoint URL (its path,
@@ -58,14 +57,14 @@ func otlpHTTPURL(ep string, insecure bool) string {
 	return "https://" + ep + defaultOTLPPath
 }
 
-// ExportSpans implements sdktrace.SpanExporter.
-func (e *otlpHTTPExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
-	if len(spans) == 0 {
+// exportRecords implements recordExporter.
+func (e *otlpHTTPExporter) exportRecords(ctx context.Context, recs []*spanRecord) error {
+	if len(recs) == 0 {
 		return nil
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.buf = appendTraceRequest(e.buf[:0], spans)
+	e.buf = e.enc.appendRequest(e.buf[:0], recs)
 	delay := 100 * time.Millisecond
 	for {
 		retry, wait, err := e.post(ctx)
@@ -121,7 +120,7 @@ func (e *otlpHTTPExporter) post(ctx context.Context) (retry bool, wait time.Dura
 	}
 }
 
-// Shutdown implements sdktrace.SpanExporter.
+// Shutdown implements recordExporter.
 func (e *otlpHTTPExporter) Shutdown(ctx context.Context) error {
 	e.client.CloseIdleConnections()
 	return nil

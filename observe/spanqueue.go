@@ -10,6 +10,33 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
+// recordExporter sends span records to a collector; one export runs at
+// a time, and the records are the caller's again when it returns.
+type recordExporter interface {
+	exportRecords(ctx context.Context, recs []*spanRecord) error
+	Shutdown(ctx context.Context) error
+}
+
+// sdkExporter exports records through an exporter of the SDK (OTLP/gRPC),
+// as the ReadOnlySpans the SDK would have built.
+type sdkExporter struct {
+	exp    sdktrace.SpanExporter
+	origin *spanOrigin
+	spans  []sdktrace.ReadOnlySpan
+}
+
+func (e *sdkExporter) exportRecords(ctx context.Context, recs []*spanRecord) error {
+	for _, r := range recs {
+		e.spans = append(e.spans, e.origin.readOnly(r))
+	}
+	err := e.exp.ExportSpans(ctx, e.spans)
+	clear(e.spans)
+	e.spans = e.spans[:0]
+	return err
+}
+
+func (e *sdkExporter) Shutdown(ctx context.Context) error { return e.exp.Shutdown(ctx) }
+
 // Defaults of the export queue (tracing.queue_size, batch_size,
 // batch_timeout).
 const (
@@ -27,14 +54,17 @@ type SpanCounters struct {
 	Exported, Dropped, Failed uint64
 }
 
-// spanQueue is the span processor of a Tracer: a bounded queue that the
+// spanQueue takes the ended spans of a Tracer: a bounded queue that the
 // request path never waits on (a span that finds it full is dropped and
 // counted), emptied by one goroutine that exports in batches of
 // batchSize, or what has come after batchTimeout. Exports run one at a
-// time; while one runs, spans queue up to the bound.
+// time; while one runs, spans queue up to the bound. The export (the
+// encoding and the HTTP post) runs on the queue's goroutine, never on
+// the event loops that end the spans.
 type spanQueue struct {
-	exp          sdktrace.SpanExporter
-	ch           chan sdktrace.ReadOnlySpan
+	exp          recordExporter
+	ch           chan *spanRecord
+	closed       atomic.Bool
 	batchSize    int
 	batchTimeout time.Duration
 
@@ -47,10 +77,8 @@ type spanQueue struct {
 	shutdownE error
 }
 
-var _ sdktrace.SpanProcessor = (*spanQueue)(nil)
-
 // newSpanQueue starts the processor's goroutine; Shutdown stops it.
-func newSpanQueue(exp sdktrace.SpanExporter, queueSize, batchSize int, batchTimeout time.Duration) *spanQueue {
+func newSpanQueue(exp recordExporter, queueSize, batchSize int, batchTimeout time.Duration) *spanQueue {
 	if queueSize <= 0 {
 		queueSize = DefaultSpanQueueSize
 	}
@@ -62,7 +90,7 @@ func newSpanQueue(exp sdktrace.SpanExporter, queueSize, batchSize int, batchTime
 		batchTimeout = DefaultSpanBatchTimeout
 	}
 	q := &spanQueue{
-		exp: exp, ch: make(chan sdktrace.ReadOnlySpan, queueSize),
+		exp: exp, ch: make(chan *spanRecord, queueSize),
 		batchSize: batchSize, batchTimeout: batchTimeout,
 		flush: make(chan chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -70,18 +98,18 @@ func newSpanQueue(exp sdktrace.SpanExporter, queueSize, batchSize int, batchTime
 	return q
 }
 
-// OnStart implements sdktrace.SpanProcessor.
-func (q *spanQueue) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
-
-// OnEnd queues a sampled span, or drops it when the queue is full.
-func (q *spanQueue) OnEnd(s sdktrace.ReadOnlySpan) {
-	if !s.SpanContext().IsSampled() {
+// push queues a sampled span's record, or drops it when the queue is
+// full (counted) or shut down (not counted).
+func (q *spanQueue) push(r *spanRecord) {
+	if q.closed.Load() {
+		r.recycle()
 		return
 	}
 	select {
-	case q.ch <- s:
+	case q.ch <- r:
 	default:
 		q.dropped.Add(1)
+		r.recycle()
 	}
 }
 
@@ -92,7 +120,7 @@ func (q *spanQueue) counters() SpanCounters {
 
 func (q *spanQueue) run() {
 	defer close(q.done)
-	batch := make([]sdktrace.ReadOnlySpan, 0, q.batchSize)
+	batch := make([]*spanRecord, 0, q.batchSize)
 	timer := time.NewTimer(q.batchTimeout)
 	defer timer.Stop()
 	for {
@@ -116,7 +144,7 @@ func (q *spanQueue) run() {
 }
 
 // drain exports batch and every span queued now, in batches.
-func (q *spanQueue) drain(batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
+func (q *spanQueue) drain(batch []*spanRecord) []*spanRecord {
 	for {
 		select {
 		case s := <-q.ch:
@@ -130,13 +158,14 @@ func (q *spanQueue) drain(batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan
 	}
 }
 
-// export sends batch and returns it emptied for reuse.
-func (q *spanQueue) export(batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
+// export sends batch, recycles its records and returns it emptied for
+// reuse.
+func (q *spanQueue) export(batch []*spanRecord) []*spanRecord {
 	if len(batch) == 0 {
 		return batch
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), exportTimeout)
-	err := q.exp.ExportSpans(ctx, batch)
+	err := q.exp.exportRecords(ctx, batch)
 	cancel()
 	if err != nil {
 		q.failed.Add(uint64(len(batch)))
@@ -144,7 +173,10 @@ func (q *spanQueue) export(batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpa
 	} else {
 		q.exported.Add(uint64(len(batch)))
 	}
-	clear(batch)
+	for i, r := range batch {
+		r.recycle()
+		batch[i] = nil
+	}
 	return batch[:0]
 }
 
@@ -171,6 +203,7 @@ func (q *spanQueue) ForceFlush(ctx context.Context) error {
 // dropped without being counted.
 func (q *spanQueue) Shutdown(ctx context.Context) error {
 	q.stopOnce.Do(func() {
+		q.closed.Store(true)
 		close(q.stop)
 		select {
 		case <-q.done:

@@ -14,9 +14,6 @@ import (
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
 
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-
 	"github.com/rustygate/rustygate/config"
 )
 
@@ -185,10 +182,9 @@ func TestSpanQueueExportFailed(t *testing.T) {
 
 // BenchmarkExport measures a traced request (a server and a client span,
 // sampled) exported over OTLP/HTTP to a receiver that reads and discards
-// the exports: sdk is the SDK's batch span processor (its defaults) and
-// OTLP/HTTP exporter, rustygate is NewTracer's (spanQueue with the
-// defaults of tracing.queue_size, batch_size and batch_timeout, and
-// otlpHTTPExporter). cpu-ns/op is the process's CPU time (user + system,
+// the exports, through NewTracer's spanQueue (the defaults of
+// tracing.queue_size, batch_size and batch_timeout) and
+// otlpHTTPExporter. cpu-ns/op is the process's CPU time (user + system,
 // every goroutine: the exporter's included) per request, which the
 // machine's other load does not inflate as it does ns/op; dropped/op is
 // the share of spans not exported.
@@ -215,17 +211,6 @@ func BenchmarkExport(b *testing.B) {
 			b.ReportMetric(1-float64(sent())/float64(2*b.N), "dropped/op")
 		}
 	}
-	b.Run("sdk", func(b *testing.B) {
-		exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(srv.URL+defaultOTLPPath))
-		if err != nil {
-			b.Fatal(err)
-		}
-		tr, err := newTracer(cfg, "bench", sdktrace.NewBatchSpanProcessor(exp))
-		if err != nil {
-			b.Fatal(err)
-		}
-		run(b, tr, nil)
-	})
 	b.Run("rustygate", func(b *testing.B) {
 		tr, err := NewTracer(context.Background(), cfg, "bench")
 		if err != nil {
