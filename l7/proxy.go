@@ -323,9 +323,9 @@ func (x *exchange) startSpan(rt *Route) {
 		x.spanMem = new(observe.Span) // kept by reset, for the next requests
 	}
 	x.span = x.srv.tracer.StartServer(x.spanMem, &observe.ServerRequest{
-		Header: x.traceHeader, Method: x.req.method, Target: x.req.target, Route: route,
+		Method: x.req.method, Target: x.req.target, Route: route,
 		ClientIP: x.clientIP, Scheme: x.scheme, Proto: x.proto,
-	})
+	}, x.traceHeader)
 }
 
 // traceHeader is the header lookup of the tracer.

@@ -39,11 +39,6 @@ type Span struct {
 // The byte slices are copied when the span starts (they may alias reused
 // buffers); the strings are kept until the span is exported.
 type ServerRequest struct {
-	// Header looks a request header up by its lower-case name
-	// (case-insensitively, nil when absent): "traceparent", "tracestate"
-	// and "baggage" give the caller's trace context, which becomes the
-	// parent; "host" and "user-agent" give attributes. Nil: no header.
-	Header func(name string) []byte
 	// Method and Target are the request's, Target as received.
 	Method, Target []byte
 	// Route is the matched route ("" when none), ClientIP the client's
@@ -54,28 +49,33 @@ type ServerRequest struct {
 
 // StartServer starts the server span of a request in s and returns it,
 // or starts it in a new Span when s is nil; a nil Tracer returns nil.
+// header looks a request header up by its lower-case name
+// (case-insensitively, nil when absent), during the call only:
+// "traceparent", "tracestate" and "baggage" give the caller's trace
+// context, which becomes the parent; "host" and "user-agent" give
+// attributes. A nil header is a request without headers.
 // The span is named "METHOD route" (just "METHOD" without a route), as
 // the HTTP semantic conventions name server spans. s's previous span and
 // its attempts must be done with: their ids are overwritten.
-func (t *Tracer) StartServer(s *Span, r *ServerRequest) *Span {
+func (t *Tracer) StartServer(s *Span, r *ServerRequest, header func(name string) []byte) *Span {
 	if t == nil {
 		return nil // inlined: tracing off costs the caller a nil check
 	}
-	return t.startServer(s, r)
+	return t.startServer(s, r, header)
 }
 
-func (t *Tracer) startServer(s *Span, r *ServerRequest) *Span {
+func (t *Tracer) startServer(s *Span, r *ServerRequest, header func(name string) []byte) *Span {
 	if s == nil {
 		s = new(Span)
 	}
 	*s = Span{t: t, route: r.Route, live: true, child: s.child}
 	var p parentContext
-	if r.Header != nil {
-		p = parseTraceparent(r.Header("traceparent"))
+	if header != nil {
+		p = parseTraceparent(header("traceparent"))
 		if p.valid {
-			s.traceState = parseTraceState(r.Header("tracestate"))
+			s.traceState = parseTraceState(header("tracestate"))
 		}
-		s.baggage = parseBaggage(r.Header("baggage"))
+		s.baggage = parseBaggage(header("baggage"))
 	}
 	if p.valid {
 		s.traceID = p.traceID
@@ -95,8 +95,8 @@ func (t *Tracer) startServer(s *Span, r *ServerRequest) *Span {
 	}
 	rec.traceState, rec.route, rec.clientIP, rec.scheme, rec.proto = s.traceState, r.Route, r.ClientIP, r.Scheme, r.Proto
 	rec.method, rec.target = rec.put(r.Method), rec.put(r.Target)
-	if r.Header != nil {
-		rec.host, rec.ua = rec.put(r.Header("host")), rec.put(r.Header("user-agent"))
+	if header != nil {
+		rec.host, rec.ua = rec.put(header("host")), rec.put(header("user-agent"))
 	}
 	rec.start = time.Now().UnixNano()
 	s.rec = rec

@@ -79,9 +79,9 @@ func testTracer(t testing.TB, cfg config.Tracing) (*Tracer, *testRecorder) {
 // startServer starts a server span of a request with these fields.
 func startServer(tr *Tracer, get func(string) []byte, method, route, target, clientIP, scheme, proto string) *Span {
 	return tr.StartServer(nil, &ServerRequest{
-		Header: get, Method: []byte(method), Route: route, Target: []byte(target),
+		Method: []byte(method), Route: route, Target: []byte(target),
 		ClientIP: clientIP, Scheme: scheme, Proto: proto,
-	})
+	}, get)
 }
 
 // headers is a request header set keyed by lower-case name.
@@ -189,11 +189,11 @@ func traceAllocs(tr *Tracer, get func(string) []byte) float64 {
 	var head [256]byte
 	var mem Span
 	req := ServerRequest{
-		Header: get, Method: []byte("GET"), Target: []byte("/api/x?q=1"), Route: "/api",
+		Method: []byte("GET"), Target: []byte("/api/x?q=1"), Route: "/api",
 		ClientIP: "127.0.0.1", Scheme: "http", Proto: "HTTP/1.1",
 	}
 	return testing.AllocsPerRun(1000, func() {
-		s := tr.StartServer(&mem, &req)
+		s := tr.StartServer(&mem, &req, get)
 		a := s.StartAttempt("http://b:1", 0, req.Method)
 		_ = a.AppendHeaders(head[:0])
 		_ = s.AppendTraceID(out[:0])
