@@ -83,21 +83,27 @@ const (
 	flagIsRemote    = 0x200
 )
 
-// beginMsg appends the tag of an embedded message; endMsg, given the
-// offset beginMsg returned, inserts its length once it is written.
+// beginMsg appends the tag of an embedded message and one byte for its
+// length; endMsg, given the offset beginMsg returned, writes the length
+// once the message is written, moving it only when the length takes
+// more than one byte (messages over 127 bytes).
 func beginMsg(b []byte, num protowire.Number) ([]byte, int) {
 	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return b, len(b)
+	return append(b, 0), len(b) + 1
 }
 
 func endMsg(b []byte, start int) []byte {
 	n := len(b) - start
+	if n < 0x80 {
+		b[start-1] = byte(n)
+		return b
+	}
 	sz := protowire.SizeVarint(uint64(n))
-	for range sz {
+	for range sz - 1 {
 		b = append(b, 0)
 	}
-	copy(b[start+sz:], b[start:start+n])
-	protowire.AppendVarint(b[start:start], uint64(n))
+	copy(b[start-1+sz:], b[start:start+n])
+	protowire.AppendVarint(b[start-1:start-1], uint64(n))
 	return b
 }
 
@@ -226,6 +232,12 @@ func appendAttrIter(b []byte, num protowire.Number, it attribute.Iterator) []byt
 }
 
 func appendKeyValue(b []byte, num protowire.Number, kv attribute.KeyValue) []byte {
+	switch kv.Value.Type() {
+	case attribute.STRING:
+		return appendKeyString(b, num, string(kv.Key), kv.Value.AsString())
+	case attribute.INT64:
+		return appendKeyInt(b, num, string(kv.Key), kv.Value.AsInt64())
+	}
 	b, m := beginMsg(b, num)
 	b = appendString(b, fKVKey, string(kv.Key))
 	b = appendAnyValue(b, fKVValue, kv.Value)
@@ -284,4 +296,37 @@ func appendArray(b []byte, n int, at func(int) attribute.Value) []byte {
 		b = appendAnyValue(b, fListValues, at(i))
 	}
 	return endMsg(b, m)
+}
+
+// keySize is the size of a KeyValue's key field.
+func keySize(k string) int {
+	if k == "" {
+		return 0
+	}
+	return 1 + protowire.SizeBytes(len(k))
+}
+
+// appendKeyString writes a KeyValue of a string, its lengths computed
+// beforehand (the common case: no length to insert afterwards).
+func appendKeyString(b []byte, num protowire.Number, k, v string) []byte {
+	anyLen := 1 + protowire.SizeBytes(len(v))
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(keySize(k)+1+protowire.SizeBytes(anyLen)))
+	b = appendString(b, fKVKey, k)
+	b = protowire.AppendTag(b, fKVValue, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(anyLen))
+	b = protowire.AppendTag(b, fAnyString, protowire.BytesType)
+	return protowire.AppendString(b, v)
+}
+
+// appendKeyInt writes a KeyValue of an int64 as appendKeyString does.
+func appendKeyInt(b []byte, num protowire.Number, k string, v int64) []byte {
+	anyLen := 1 + protowire.SizeVarint(uint64(v))
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(keySize(k)+1+protowire.SizeBytes(anyLen)))
+	b = appendString(b, fKVKey, k)
+	b = protowire.AppendTag(b, fKVValue, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(anyLen))
+	b = protowire.AppendTag(b, fAnyInt, protowire.VarintType)
+	return protowire.AppendVarint(b, uint64(v))
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -35,7 +36,7 @@ func varietyRecords(t *testing.T) (*spanOrigin, []*spanRecord) {
 	}
 	in := headers{
 		"traceparent": callerSampled, "tracestate": "vendor=v1,other=o2", "baggage": "k=v",
-		"host": "gw.example.com:8080", "user-agent": "curl/8 é\x00",
+		"host": "gw.example.com:8080", "user-agent": "curl/8 é\x00" + strings.Repeat("u", 300),
 	}
 	s := startServer(tr, in.get, "GET", "/api", "/api/x?q=1", "10.0.0.1", "https", "HTTP/1.1")
 	s.StartAttempt("http://127.0.0.1:8001", 0, []byte("GET")).End(0, "connect")
@@ -151,4 +152,28 @@ func TestOTLPHTTPURL(t *testing.T) {
 			t.Errorf("%s (insecure %v): %s, want %s", tc.ep, tc.insecure, got, tc.want)
 		}
 	}
+}
+
+// BenchmarkOTLPEncode measures the encoding of a batch of 1024 spans (a
+// server span and an attempt per request), reported per span.
+func BenchmarkOTLPEncode(b *testing.B) {
+	sink := &keepSink{}
+	tr, err := newTracer(config.Tracing{Ratio: 1}, "bench", sink)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := headers{"host": "gw.example.com", "user-agent": "wrk"}
+	for range 512 {
+		s := startServer(tr, in.get, "GET", "/", "/bench?q=1", "127.0.0.1", "http", "HTTP/1.1")
+		s.StartAttempt("http://127.0.0.1:8001", 0, []byte("GET")).End(200, "")
+		s.End(200, "")
+	}
+	enc := otlpEncoder{origin: tr.origin}
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = enc.appendRequest(buf[:0], sink.recs)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(sink.recs)), "ns/span")
+	b.ReportMetric(float64(len(buf))/float64(len(sink.recs)), "B/span")
 }
