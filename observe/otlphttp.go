@@ -22,9 +22,16 @@ type otlpHTTPExporter struct {
 	headers map[string]string
 	client  *http.Client
 
-	mu  sync.Mutex // one export at a time: buf and enc are reused
-	buf []byte
+	origin *spanOrigin
+	// bufs hold the encoders and buffers of the exports, reused (one
+	// per export running).
+	bufs sync.Pool
+}
+
+// otlpBuf is the storage of one export.
+type otlpBuf struct {
 	enc otlpEncoder
+	b   []byte
 }
 
 var _ recordExporter = (*otlpHTTPExporter)(nil)
@@ -37,7 +44,7 @@ const maxOTLPResponse = 64 << 10
 func newOTLPHTTPExporter(url string, headers map[string]string, origin *spanOrigin) *otlpHTTPExporter {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 2
-	return &otlpHTTPExporter{url: url, headers: headers, client: &http.Client{Transport: tr}, enc: otlpEncoder{origin: origin}}
+	return &otlpHTTPExporter{url: url, headers: headers, client: &http.Client{Transport: tr}, origin: origin}
 }
 
 // otlpHTTPURL is the URL traces are posted to: the endpoint URL (its path,
@@ -62,12 +69,15 @@ func (e *otlpHTTPExporter) exportRecords(ctx context.Context, recs []*spanRecord
 	if len(recs) == 0 {
 		return nil
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.buf = e.enc.appendRequest(e.buf[:0], recs)
+	ob, _ := e.bufs.Get().(*otlpBuf)
+	if ob == nil {
+		ob = &otlpBuf{enc: otlpEncoder{origin: e.origin}}
+	}
+	defer e.bufs.Put(ob)
+	ob.b = ob.enc.appendRequest(ob.b[:0], recs)
 	delay := 100 * time.Millisecond
 	for {
-		retry, wait, err := e.post(ctx)
+		retry, wait, err := e.post(ctx, ob.b)
 		if err == nil || !retry {
 			return err
 		}
@@ -85,10 +95,10 @@ func (e *otlpHTTPExporter) exportRecords(ctx context.Context, recs []*spanRecord
 	}
 }
 
-// post sends e.buf once. retry says whether sending again may succeed,
+// post sends body once. retry says whether sending again may succeed,
 // after wait when the collector said how long.
-func (e *otlpHTTPExporter) post(ctx context.Context) (retry bool, wait time.Duration, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.url, bytes.NewReader(e.buf))
+func (e *otlpHTTPExporter) post(ctx context.Context, body []byte) (retry bool, wait time.Duration, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.url, bytes.NewReader(body))
 	if err != nil {
 		return false, 0, err
 	}
@@ -101,7 +111,7 @@ func (e *otlpHTTPExporter) post(ctx context.Context) (retry bool, wait time.Dura
 	if err != nil {
 		return ctx.Err() == nil, 0, fmt.Errorf("traces export: %w", err)
 	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxOTLPResponse))
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxOTLPResponse))
 	resp.Body.Close()
 	switch code := resp.StatusCode; {
 	case code >= 200 && code < 300:
@@ -113,10 +123,10 @@ func (e *otlpHTTPExporter) post(ctx context.Context) (retry bool, wait time.Dura
 		}
 		return true, wait, fmt.Errorf("traces export: %s: %s", e.url, resp.Status)
 	default:
-		if len(body) > 256 {
-			body = body[:256]
+		if len(answer) > 256 {
+			answer = answer[:256]
 		}
-		return false, 0, fmt.Errorf("traces export: %s: %s (%q)", e.url, resp.Status, body)
+		return false, 0, fmt.Errorf("traces export: %s: %s (%q)", e.url, resp.Status, answer)
 	}
 }
 

@@ -22,17 +22,14 @@ type recordExporter interface {
 type sdkExporter struct {
 	exp    sdktrace.SpanExporter
 	origin *spanOrigin
-	spans  []sdktrace.ReadOnlySpan
 }
 
 func (e *sdkExporter) exportRecords(ctx context.Context, recs []*spanRecord) error {
-	for _, r := range recs {
-		e.spans = append(e.spans, e.origin.readOnly(r))
+	spans := make([]sdktrace.ReadOnlySpan, len(recs))
+	for i, r := range recs {
+		spans[i] = e.origin.readOnly(r)
 	}
-	err := e.exp.ExportSpans(ctx, e.spans)
-	clear(e.spans)
-	e.spans = e.spans[:0]
-	return err
+	return e.exp.ExportSpans(ctx, spans)
 }
 
 func (e *sdkExporter) Shutdown(ctx context.Context) error { return e.exp.Shutdown(ctx) }
@@ -45,6 +42,10 @@ const (
 	DefaultSpanBatchTimeout = time.Second
 	// exportTimeout bounds one export call.
 	exportTimeout = 10 * time.Second
+	// exportWorkers is how many exports may run at once: a collector
+	// serves each connection on its own, so a second export in flight
+	// keeps the queue moving while the first waits for its answer.
+	exportWorkers = 2
 )
 
 // SpanCounters are the counts of the spans that ended sampled: exported,
@@ -56,11 +57,11 @@ type SpanCounters struct {
 
 // spanQueue takes the ended spans of a Tracer: a bounded queue that the
 // request path never waits on (a span that finds it full is dropped and
-// counted), emptied by one goroutine that exports in batches of
-// batchSize, or what has come after batchTimeout. Exports run one at a
-// time; while one runs, spans queue up to the bound. The export (the
-// encoding and the HTTP post) runs on the queue's goroutine, never on
-// the event loops that end the spans.
+// counted), emptied by one goroutine that cuts batches of batchSize, or
+// of what has come after batchTimeout, and hands them to exportWorkers
+// goroutines that encode and send them. While the exports run, spans
+// queue up to the bound. The export (the encoding and the HTTP post)
+// never runs on the event loops that end the spans.
 type spanQueue struct {
 	exp          recordExporter
 	ch           chan *spanRecord
@@ -70,7 +71,10 @@ type spanQueue struct {
 
 	exported, dropped, failed atomic.Uint64
 
-	flush     chan chan struct{}
+	work    chan []*spanRecord // batches to export
+	free    chan []*spanRecord // exported batches, emptied for reuse
+	workers sync.WaitGroup
+
 	stop      chan struct{}
 	done      chan struct{}
 	stopOnce  sync.Once
@@ -92,7 +96,12 @@ func newSpanQueue(exp recordExporter, queueSize, batchSize int, batchTimeout tim
 	q := &spanQueue{
 		exp: exp, ch: make(chan *spanRecord, queueSize),
 		batchSize: batchSize, batchTimeout: batchTimeout,
-		flush: make(chan chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
+		work: make(chan []*spanRecord), free: make(chan []*spanRecord, exportWorkers+1),
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	q.workers.Add(exportWorkers)
+	for range exportWorkers {
+		go q.worker()
 	}
 	go q.run()
 	return q
@@ -119,8 +128,12 @@ func (q *spanQueue) counters() SpanCounters {
 }
 
 func (q *spanQueue) run() {
-	defer close(q.done)
-	batch := make([]*spanRecord, 0, q.batchSize)
+	defer func() {
+		close(q.work)
+		q.workers.Wait()
+		close(q.done)
+	}()
+	batch := q.newBatch()
 	timer := time.NewTimer(q.batchTimeout)
 	defer timer.Stop()
 	for {
@@ -131,29 +144,57 @@ func (q *spanQueue) run() {
 				continue
 			}
 		case <-timer.C:
-		case ack := <-q.flush:
-			batch = q.drain(batch)
-			close(ack)
 		case <-q.stop:
 			q.drain(batch)
 			return
 		}
-		batch = q.export(batch)
+		batch = q.send(batch)
 		timer.Reset(q.batchTimeout)
 	}
 }
 
-// drain exports batch and every span queued now, in batches.
+// drain sends batch and every span queued now, in batches.
 func (q *spanQueue) drain(batch []*spanRecord) []*spanRecord {
 	for {
 		select {
 		case s := <-q.ch:
 			batch = append(batch, s)
 			if len(batch) == q.batchSize {
-				batch = q.export(batch)
+				batch = q.send(batch)
 			}
 		default:
-			return q.export(batch)
+			return q.send(batch)
+		}
+	}
+}
+
+// send hands batch to a worker, waiting for one to be free, and returns
+// an empty batch.
+func (q *spanQueue) send(batch []*spanRecord) []*spanRecord {
+	if len(batch) == 0 {
+		return batch
+	}
+	q.work <- batch
+	return q.newBatch()
+}
+
+func (q *spanQueue) newBatch() []*spanRecord {
+	select {
+	case b := <-q.free:
+		return b
+	default:
+		return make([]*spanRecord, 0, q.batchSize)
+	}
+}
+
+// worker exports the batches it is handed.
+func (q *spanQueue) worker() {
+	defer q.workers.Done()
+	for batch := range q.work {
+		batch = q.export(batch)
+		select {
+		case q.free <- batch:
+		default:
 		}
 	}
 }
@@ -161,9 +202,6 @@ func (q *spanQueue) drain(batch []*spanRecord) []*spanRecord {
 // export sends batch, recycles its records and returns it emptied for
 // reuse.
 func (q *spanQueue) export(batch []*spanRecord) []*spanRecord {
-	if len(batch) == 0 {
-		return batch
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), exportTimeout)
 	err := q.exp.exportRecords(ctx, batch)
 	cancel()
@@ -178,24 +216,6 @@ func (q *spanQueue) export(batch []*spanRecord) []*spanRecord {
 		batch[i] = nil
 	}
 	return batch[:0]
-}
-
-// ForceFlush exports the queued spans and waits for it, or for ctx.
-func (q *spanQueue) ForceFlush(ctx context.Context) error {
-	ack := make(chan struct{})
-	select {
-	case q.flush <- ack:
-	case <-q.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-ack:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // Shutdown exports the queued spans, stops the goroutine and shuts the
