@@ -151,11 +151,20 @@ func clampCount(n int) uint64 { return uint64(min(max(n, 0), math.MaxUint32)) }
 // ResourceSpans (the Tracer's resource) holding one ScopeSpans (its
 // scope), as the SDK's exporter groups the same spans. The attributes
 // of each span are derived from its record here, on the exporter's
-// goroutine, into scratch storage reused from batch to batch.
+// goroutine, and written as they come.
 type otlpEncoder struct {
 	origin *spanOrigin
-	attrs  []attribute.KeyValue
 	name   []byte
+	out    []byte // the message being written, while attributes are
+}
+
+// str and int write an attribute of the span being written (attrWriter).
+func (e *otlpEncoder) str(k attribute.Key, v string) {
+	e.out = appendKeyString(e.out, fSpanAttributes, string(k), v)
+}
+
+func (e *otlpEncoder) int(k attribute.Key, v int64) {
+	e.out = appendKeyInt(e.out, fSpanAttributes, string(k), v)
 }
 
 // appendRequest appends the request carrying recs.
@@ -205,11 +214,9 @@ func (e *otlpEncoder) appendSpan(b []byte, r *spanRecord) []byte {
 	b = appendUvarint(b, fSpanKind, uint64(r.kind()))
 	b = appendFixed64(b, fSpanStart, uint64(max(0, r.start)))
 	b = appendFixed64(b, fSpanEnd, uint64(max(0, r.end)))
-	e.attrs = r.appendAttrs(e.attrs[:0], true)
-	for _, kv := range e.attrs {
-		b = appendKeyValue(b, fSpanAttributes, kv)
-	}
-	clear(e.attrs)                    // the strings borrow r's buffer
+	e.out = b
+	r.writeAttrs(e, true)
+	b, e.out = e.out, nil
 	b, st := beginMsg(b, fSpanStatus) // always present, as the SDK's exporter sends it
 	if failed, _ := r.failed(); failed {
 		b = appendString(b, fStatusMessage, r.errMsg)

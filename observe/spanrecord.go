@@ -122,70 +122,93 @@ func (r *spanRecord) failed() (bool, string) {
 	return true, codeLabels[codeSlot(r.status)]
 }
 
-// appendAttrs appends the span's attributes, in the order the exporter
+// attrWriter takes the attributes of a span, one at a time: the OTLP
+// encoder writes them straight into its buffer, kvList collects them
+// for the SDK.
+type attrWriter interface {
+	str(k attribute.Key, v string)
+	int(k attribute.Key, v int64)
+}
+
+// kvList collects attributes.
+type kvList struct{ a []attribute.KeyValue }
+
+func (l *kvList) str(k attribute.Key, v string) { l.a = append(l.a, k.String(v)) }
+func (l *kvList) int(k attribute.Key, v int64)  { l.a = append(l.a, k.Int64(v)) }
+
+// writeAttrs gives w the span's attributes, in the order the exporter
 // sends them; borrow as for str.
-func (r *spanRecord) appendAttrs(a []attribute.KeyValue, borrow bool) []attribute.KeyValue {
+func (r *spanRecord) writeAttrs(w attrWriter, borrow bool) {
 	if r.client {
-		a = r.clientAttrs(a, borrow)
+		r.clientAttrs(w, borrow)
 	} else {
-		a = r.serverAttrs(a, borrow)
+		r.serverAttrs(w, borrow)
 	}
 	if r.status > 0 {
-		a = append(a, semconv.HTTPResponseStatusCode(r.status))
+		w.int(semconv.HTTPResponseStatusCodeKey, int64(r.status))
 	}
 	if failed, errType := r.failed(); failed {
-		a = append(a, semconv.ErrorTypeKey.String(errType))
+		w.str(semconv.ErrorTypeKey, errType)
 	}
-	return a
 }
 
-// serverAttrs appends the request attributes of a server span.
-func (r *spanRecord) serverAttrs(a []attribute.KeyValue, borrow bool) []attribute.KeyValue {
-	a = appendMethod(a, r.str(r.method, borrow))
+// serverAttrs gives w the request attributes of a server span.
+func (r *spanRecord) serverAttrs(w attrWriter, borrow bool) {
+	writeMethod(w, r.str(r.method, borrow))
 	if r.route != "" {
-		a = append(a, semconv.HTTPRoute(r.route))
+		w.str(semconv.HTTPRouteKey, r.route)
 	}
-	a = append(a, semconv.URLPath(targetPath(r.str(r.target, borrow))))
+	w.str(semconv.URLPathKey, targetPath(r.str(r.target, borrow)))
 	if r.scheme != "" {
-		a = append(a, semconv.URLScheme(r.scheme))
+		w.str(semconv.URLSchemeKey, r.scheme)
 	}
-	if h, port := splitHostPort(r.str(r.host, borrow), r.scheme); h != "" {
-		a = append(a, semconv.ServerAddress(h))
-		if port > 0 {
-			a = append(a, semconv.ServerPort(port))
-		}
-	}
+	writeServer(w, r.str(r.host, borrow), r.scheme)
 	if r.clientIP != "" {
-		a = append(a, semconv.ClientAddress(r.clientIP))
+		w.str(semconv.ClientAddressKey, r.clientIP)
 	}
 	if v := protocolVersion(r.proto); v != "" {
-		a = append(a, semconv.NetworkProtocolVersion(v))
+		w.str(semconv.NetworkProtocolVersionKey, v)
 	}
 	if r.ua.n > 0 {
-		a = append(a, semconv.UserAgentOriginal(r.str(r.ua, borrow)))
+		w.str(semconv.UserAgentOriginalKey, r.str(r.ua, borrow))
 	}
-	return a
 }
 
-// clientAttrs appends the request attributes of an attempt span.
-func (r *spanRecord) clientAttrs(a []attribute.KeyValue, borrow bool) []attribute.KeyValue {
-	a = appendMethod(a, r.str(r.method, borrow))
+// clientAttrs gives w the request attributes of an attempt span.
+func (r *spanRecord) clientAttrs(w attrWriter, borrow bool) {
+	writeMethod(w, r.str(r.method, borrow))
 	scheme, hostport := splitURL(r.backend)
+	writeServer(w, hostport, scheme)
+	w.str(semconv.URLFullKey, r.backend)
+	if r.attempt > 0 {
+		w.int(semconv.HTTPRequestResendCountKey, int64(r.attempt))
+	}
+	w.str(attrBackend, r.backend)
+	if r.route != "" {
+		w.str(attrRoute, r.route)
+	}
+}
+
+// writeMethod gives w http.request.method, and the original method when
+// it is not a known one.
+func writeMethod(w attrWriter, m string) {
+	if isKnownMethod(m) {
+		w.str(semconv.HTTPRequestMethodKey, m)
+		return
+	}
+	w.str(semconv.HTTPRequestMethodKey, "_OTHER")
+	w.str(semconv.HTTPRequestMethodOriginalKey, m)
+}
+
+// writeServer gives w server.address and server.port of a Host header
+// or URL authority.
+func writeServer(w attrWriter, hostport, scheme string) {
 	if h, port := splitHostPort(hostport, scheme); h != "" {
-		a = append(a, semconv.ServerAddress(h))
+		w.str(semconv.ServerAddressKey, h)
 		if port > 0 {
-			a = append(a, semconv.ServerPort(port))
+			w.int(semconv.ServerPortKey, int64(port))
 		}
 	}
-	a = append(a, semconv.URLFull(r.backend))
-	if r.attempt > 0 {
-		a = append(a, semconv.HTTPRequestResendCount(r.attempt))
-	}
-	a = append(a, attrBackend.String(r.backend))
-	if r.route != "" {
-		a = append(a, attrRoute.String(r.route))
-	}
-	return a
 }
 
 // appendName appends the span's name: "METHOD route" for a server span
@@ -237,6 +260,8 @@ func (o *spanOrigin) readOnly(r *spanRecord) sdktrace.ReadOnlySpan {
 			TraceID: r.traceID, SpanID: r.parentID, Remote: r.parentRemote,
 		})
 	}
+	var attrs kvList
+	r.writeAttrs(&attrs, false)
 	stub := tracetest.SpanStub{
 		Name:                 string(r.appendName(nil)),
 		SpanContext:          sc,
@@ -244,7 +269,7 @@ func (o *spanOrigin) readOnly(r *spanRecord) sdktrace.ReadOnlySpan {
 		SpanKind:             r.kind(),
 		StartTime:            time.Unix(0, r.start),
 		EndTime:              time.Unix(0, r.end),
-		Attributes:           r.appendAttrs(nil, false),
+		Attributes:           attrs.a,
 		Resource:             o.res,
 		InstrumentationScope: o.scope,
 	}

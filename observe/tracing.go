@@ -211,23 +211,6 @@ func isKnownMethod(m string) bool {
 	return false
 }
 
-// spanMethod is the method part of a span name: "HTTP" for an unknown method.
-func spanMethod(m string, known bool) string {
-	if known {
-		return m
-	}
-	return "HTTP"
-}
-
-// appendMethod appends http.request.method, and the original method when
-// it is not a known one.
-func appendMethod(a []attribute.KeyValue, m string) []attribute.KeyValue {
-	if isKnownMethod(m) {
-		return append(a, semconv.HTTPRequestMethodKey.String(m))
-	}
-	return append(a, semconv.HTTPRequestMethodKey.String("_OTHER"), semconv.HTTPRequestMethodOriginal(m))
-}
-
 // targetPath returns the path of a request target: the origin form
 // without its query, or the path of an absolute form.
 func targetPath(target string) string {
