@@ -23,7 +23,7 @@
 // traceparent parsing without allocation; a sampled span fills a pooled
 // spanRecord (spanrecord.go), which spanqueue.go exports: a bounded queue
 // the request path never waits on, cut into batches by one goroutine and
-// sent by two workers, its exported and dropped spans counted
+// sent by four workers, its exported and dropped spans counted
 // ([Metrics.RegisterTracing]). otlpencode.go writes OTLP/HTTP protobuf
 // straight from the records (the SDK's exporter's bytes); OTLP/gRPC goes
 // through the SDK's exporter. The attributes are derived from the records
