@@ -65,12 +65,20 @@ type SpanCounters struct {
 // goroutines that encode and send them. While the exports run, spans
 // queue up to the bound. The export (the encoding and the HTTP post)
 // never runs on the event loops that end the spans.
+//
+// The queue is a slice under a mutex rather than a channel: the cutting
+// goroutine is woken once per full batch, not once per span (a wake-up
+// per span cost the loops more scheduler time than the span itself).
 type spanQueue struct {
 	exp          recordExporter
-	ch           chan *spanRecord
 	closed       atomic.Bool
+	queueSize    int
 	batchSize    int
 	batchTimeout time.Duration
+
+	mu      sync.Mutex
+	pending []*spanRecord // at most queueSize
+	wake    chan struct{} // a batch is full
 
 	exported, dropped, failed atomic.Uint64
 
@@ -97,8 +105,8 @@ func newSpanQueue(exp recordExporter, queueSize, batchSize int, batchTimeout tim
 		batchTimeout = DefaultSpanBatchTimeout
 	}
 	q := &spanQueue{
-		exp: exp, ch: make(chan *spanRecord, queueSize),
-		batchSize: batchSize, batchTimeout: batchTimeout,
+		exp: exp, queueSize: queueSize, batchSize: batchSize, batchTimeout: batchTimeout,
+		pending: make([]*spanRecord, 0, queueSize), wake: make(chan struct{}, 1),
 		work: make(chan []*spanRecord), free: make(chan []*spanRecord, exportWorkers+1),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -117,12 +125,40 @@ func (q *spanQueue) push(r *spanRecord) {
 		r.recycle()
 		return
 	}
-	select {
-	case q.ch <- r:
-	default:
+	q.mu.Lock()
+	n := len(q.pending)
+	if n >= q.queueSize {
+		q.mu.Unlock()
 		q.dropped.Add(1)
 		r.recycle()
+		return
 	}
+	q.pending = append(q.pending, r)
+	q.mu.Unlock()
+	if (n+1)%q.batchSize == 0 {
+		select {
+		case q.wake <- struct{}{}:
+		default: // already signalled
+		}
+	}
+}
+
+// take removes a batch from the queue: a full one, or when partial is
+// set whatever is there (up to batchSize); nil when there is none. full
+// says the batch is full.
+func (q *spanQueue) take(partial bool) (batch []*spanRecord, full bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := len(q.pending)
+	if n == 0 || (!partial && n < q.batchSize) {
+		return nil, false
+	}
+	k := min(n, q.batchSize)
+	batch = append(q.newBatch(), q.pending[:k]...)
+	rest := copy(q.pending, q.pending[k:])
+	clear(q.pending[rest:n])
+	q.pending = q.pending[:rest]
+	return batch, k == q.batchSize
 }
 
 // counters returns the processor's counts.
@@ -136,49 +172,33 @@ func (q *spanQueue) run() {
 		q.workers.Wait()
 		close(q.done)
 	}()
-	batch := q.newBatch()
 	timer := time.NewTimer(q.batchTimeout)
 	defer timer.Stop()
 	for {
+		timeout := false
 		select {
-		case s := <-q.ch:
-			batch = append(batch, s)
-			if len(batch) < q.batchSize {
-				continue
-			}
+		case <-q.wake:
 		case <-timer.C:
+			timeout = true
 		case <-q.stop:
-			q.drain(batch)
+			for b, _ := q.take(true); b != nil; b, _ = q.take(true) {
+				q.work <- b
+			}
 			return
 		}
-		batch = q.send(batch)
-		timer.Reset(q.batchTimeout)
-	}
-}
-
-// drain sends batch and every span queued now, in batches.
-func (q *spanQueue) drain(batch []*spanRecord) []*spanRecord {
-	for {
-		select {
-		case s := <-q.ch:
-			batch = append(batch, s)
-			if len(batch) == q.batchSize {
-				batch = q.send(batch)
+		// The full batches, and after batch_timeout one partial batch.
+		for {
+			b, full := q.take(timeout)
+			if b == nil {
+				break
 			}
-		default:
-			return q.send(batch)
+			q.work <- b // waits for a worker
+			if !full {
+				break
+			}
 		}
+		timer.Reset(q.batchTimeout) // drops an expiry not received (Go 1.23 timers)
 	}
-}
-
-// send hands batch to a worker, waiting for one to be free, and returns
-// an empty batch.
-func (q *spanQueue) send(batch []*spanRecord) []*spanRecord {
-	if len(batch) == 0 {
-		return batch
-	}
-	q.work <- batch
-	return q.newBatch()
 }
 
 func (q *spanQueue) newBatch() []*spanRecord {

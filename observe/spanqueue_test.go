@@ -103,22 +103,23 @@ func TestSpanQueueBatches(t *testing.T) {
 	for range 25 {
 		traceOneRequest(tr) // two spans
 	}
+	startServer(tr, nil, "GET", "/", "/", "", "http", "HTTP/1.1").End(200, "") // one more
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if spans, _ := sink.counts(); spans == 50 {
+		if spans, _ := sink.counts(); spans == 51 {
 			break
 		}
 		if time.Now().After(deadline) {
 			spans, exports := sink.counts()
-			t.Fatalf("the receiver got %d spans in %d exports, want 50", spans, exports)
+			t.Fatalf("the receiver got %d spans in %d exports, want 51", spans, exports)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if _, exports := sink.counts(); exports != 5 {
-		t.Errorf("%d exports, want 5 batches of 10", exports)
+	if _, exports := sink.counts(); exports != 6 {
+		t.Errorf("%d exports, want 5 batches of 10 and one of 1", exports)
 	}
-	if got := spanMetric(t, m, "rustygate_tracing_spans_exported_total"); got != 50 {
-		t.Errorf("exported_total %v, want 50", got)
+	if got := spanMetric(t, m, "rustygate_tracing_spans_exported_total"); got != 51 {
+		t.Errorf("exported_total %v, want 51", got)
 	}
 	if got := spanMetric(t, m, "rustygate_tracing_spans_dropped_total", "queue_full"); got != 0 {
 		t.Errorf("dropped_total{queue_full} %v, want 0", got)
