@@ -2,6 +2,7 @@ package observe
 
 import (
 	"math"
+	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/instrumentation"
@@ -156,6 +157,38 @@ type otlpEncoder struct {
 	origin *spanOrigin
 	name   []byte
 	out    []byte // the message being written, while attributes are
+	// clients holds the encoded request attributes of attempt spans,
+	// the same for every attempt on a backend from a route.
+	clients map[clientAttrs][]byte
+}
+
+// clientAttrs is what the request attributes of an attempt span derive
+// from.
+type clientAttrs struct {
+	backend, route, method string
+	attempt                int
+}
+
+// maxClientAttrs bounds an encoder's cache of attempt attributes.
+const maxClientAttrs = 256
+
+// clientAttrBytes returns the encoded request attributes of attempt r.
+func (e *otlpEncoder) clientAttrBytes(r *spanRecord) []byte {
+	k := clientAttrs{r.backend, r.route, r.str(r.method, true), r.attempt}
+	if b, ok := e.clients[k]; ok {
+		return b
+	}
+	if len(e.clients) >= maxClientAttrs || e.clients == nil {
+		e.clients = make(map[clientAttrs][]byte)
+	}
+	save := e.out
+	e.out = nil
+	r.clientAttrs(e, true)
+	b := e.out
+	e.out = save
+	k.method = strings.Clone(k.method) // r's buffer is reused
+	e.clients[k] = b
+	return b
 }
 
 // str and int write an attribute of the span being written (attrWriter).
@@ -214,8 +247,14 @@ func (e *otlpEncoder) appendSpan(b []byte, r *spanRecord) []byte {
 	b = appendUvarint(b, fSpanKind, uint64(r.kind()))
 	b = appendFixed64(b, fSpanStart, uint64(max(0, r.start)))
 	b = appendFixed64(b, fSpanEnd, uint64(max(0, r.end)))
+	if r.client {
+		b = append(b, e.clientAttrBytes(r)...)
+	}
 	e.out = b
-	r.writeAttrs(e, true)
+	if !r.client {
+		r.serverAttrs(e, true)
+	}
+	r.outcomeAttrs(e)
 	b, e.out = e.out, nil
 	b, st := beginMsg(b, fSpanStatus) // always present, as the SDK's exporter sends it
 	if failed, _ := r.failed(); failed {

@@ -144,6 +144,12 @@ func (r *spanRecord) writeAttrs(w attrWriter, borrow bool) {
 	} else {
 		r.serverAttrs(w, borrow)
 	}
+	r.outcomeAttrs(w)
+}
+
+// outcomeAttrs gives w the attributes of the span's outcome, the last
+// ones.
+func (r *spanRecord) outcomeAttrs(w attrWriter) {
 	if r.status > 0 {
 		w.int(semconv.HTTPResponseStatusCodeKey, int64(r.status))
 	}
