@@ -139,7 +139,7 @@ func (x *exchange) forward() {
 			x.ntried++
 		}
 		if x.span != nil {
-			x.attempt = x.span.StartAttempt(b.URL, x.ntried-1, string(x.req.method))
+			x.attempt = x.span.StartAttempt(b.URL, x.ntried-1, x.req.method)
 		}
 		perr, reason := x.tryBackend(b, rt)
 		if x.attempt != nil {

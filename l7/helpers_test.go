@@ -39,6 +39,12 @@ func startGatewayMetrics(t testing.TB, engine, routes string, metrics *observe.M
 // (flow-mapping entries, e.g. "headers_with_underscores: allow").
 func startGatewayServer(t testing.TB, engine, server, routes string, metrics *observe.Metrics) *testGateway {
 	t.Helper()
+	return startGatewayTraced(t, engine, server, routes, metrics, nil)
+}
+
+// startGatewayTraced is startGatewayServer with a tracer (nil: none).
+func startGatewayTraced(t testing.TB, engine, server, routes string, metrics *observe.Metrics, tracer *observe.Tracer) *testGateway {
+	t.Helper()
 	if server != "" {
 		server = ", " + server
 	}
@@ -57,6 +63,7 @@ func startGatewayServer(t testing.TB, engine, server, routes string, metrics *ob
 		t.Fatal(err)
 	}
 	srv := NewServer(snap, tr, lg, metrics)
+	srv.SetTracer(tracer)
 	tr.Activate(snap)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

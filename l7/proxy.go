@@ -155,6 +155,7 @@ type exchange struct {
 	// current backend attempt (nil when tracing is off or not started).
 	span     *observe.Span
 	attempt  *observe.Span
+	spanMem  *observe.Span // storage of span, reused from request to request
 	traceBuf [32]byte
 	spanBuf  [16]byte
 
@@ -318,16 +319,21 @@ func (x *exchange) startSpan(rt *Route) {
 	if rt != nil {
 		route = rt.Name
 	}
-	x.span = x.srv.tracer.StartServer(x.traceHeader, string(x.req.method), route,
-		string(x.req.target), x.clientIP, x.scheme, x.proto)
+	if x.spanMem == nil {
+		x.spanMem = new(observe.Span) // kept by reset, for the next requests
+	}
+	x.span = x.srv.tracer.StartServer(x.spanMem, &observe.ServerRequest{
+		Method: x.req.method, Target: x.req.target, Route: route,
+		ClientIP: x.clientIP, Scheme: x.scheme, Proto: x.proto,
+	}, x.traceHeader)
 }
 
 // traceHeader is the header lookup of the tracer.
-func (x *exchange) traceHeader(name string) string {
+func (x *exchange) traceHeader(name string) []byte {
 	if name == "host" {
-		return string(x.req.host)
+		return x.req.host
 	}
-	return string(x.Header(name))
+	return x.Header(name)
 }
 
 // isTraceHeader reports the headers tracing replaces on the forwarded
@@ -975,9 +981,7 @@ func appendForwardFields(dst []byte, x *exchange, b *upstream.Backend) []byte {
 	dst = append(dst, "\r\nX-Request-Id: "...)
 	dst = append(dst, x.reqID...)
 	dst = append(dst, '\r', '\n')
-	if x.attempt != nil {
-		dst = appendTraceContext(dst, x.attempt)
-	}
+	dst = x.attempt.AppendHeaders(dst)
 	dst = appendStrHeaders(dst, x.addReq)
 	return dst
 }
@@ -987,19 +991,6 @@ func appendForwardFields(dst []byte, x *exchange, b *upstream.Backend) []byte {
 func hasPathPrefix(path []byte, prefix string) bool {
 	return len(path) >= len(prefix) && string(path[:len(prefix)]) == prefix &&
 		(len(path) == len(prefix) || path[len(prefix)] == '/')
-}
-
-// appendTraceContext appends the attempt span's traceparent, tracestate
-// and baggage. It is a function of its own so that the closure (and the
-// allocation it costs) exists only when tracing is on.
-func appendTraceContext(dst []byte, span *observe.Span) []byte {
-	span.Inject(func(name, value string) {
-		dst = append(dst, name...)
-		dst = append(dst, ':', ' ')
-		dst = append(dst, value...)
-		dst = append(dst, '\r', '\n')
-	})
-	return dst
 }
 
 // fail answers with a JSON error carrying the request id.

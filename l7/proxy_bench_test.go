@@ -2,12 +2,16 @@ package l7
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync"
@@ -16,6 +20,7 @@ import (
 
 	gojwt "github.com/golang-jwt/jwt/v5"
 
+	"github.com/rustygate/rustygate/config"
 	"github.com/rustygate/rustygate/observe"
 )
 
@@ -87,6 +92,13 @@ func BenchmarkProxy(b *testing.B) {
 	b.Run("metrics=off", func(b *testing.B) { benchmarkProxy(b, "fast", nil) })
 	b.Run("metrics=on", func(b *testing.B) { benchmarkProxy(b, "fast", observe.NewMetrics()) })
 	b.Run("goroutines", func(b *testing.B) { benchmarkProxy(b, "fast-goroutines", observe.NewMetrics()) })
+	b.Run("tracing=ratio1", func(b *testing.B) {
+		roundTrip := keepAliveClientChain(b, "fast", observe.NewMetrics(), "/bench", tracedChain(b))
+		b.ReportAllocs()
+		for b.Loop() {
+			roundTrip()
+		}
+	})
 	for _, chain := range append(benchChains[1:], policyChains(b)...) {
 		b.Run("chain="+chain.name, func(b *testing.B) {
 			roundTrip := keepAliveClientChain(b, "fast", observe.NewMetrics(), "/bench", chain)
@@ -121,9 +133,33 @@ func keepAliveClientTarget(b testing.TB, engine string, metrics *observe.Metrics
 }
 
 // benchChain is a route's middlewares (a YAML flow sequence, "" for none)
-// and the header lines the client sends for them.
+// and the header lines the client sends for them, and the gateway's
+// tracer (nil: tracing off).
 type benchChain struct {
 	name, middlewares, headers string
+	tracer                     *observe.Tracer
+}
+
+// tracedChain is the chain of a gateway tracing every request (ratio
+// 1.0) to a real OTLP/HTTP receiver, which reads and acknowledges each
+// export, in batches sent at least every 20 ms.
+func tracedChain(tb testing.TB) benchChain {
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	tr, err := observe.NewTracer(context.Background(), config.Tracing{
+		Enabled: true, Endpoint: recv.URL, Protocol: config.TracingHTTP, Ratio: 1,
+		BatchTimeout: config.Duration(20 * time.Millisecond),
+	}, "bench")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		tr.Shutdown(context.Background())
+		recv.Close()
+	})
+	return benchChain{name: "tracing_ratio1", tracer: tr}
 }
 
 // benchChains are the chains whose hot path must not allocate.
@@ -196,7 +232,7 @@ func keepAliveClientChain(b testing.TB, engine string, metrics *observe.Metrics,
 	if chain.middlewares != "" {
 		route = fmt.Sprintf("  - { path: \"/\", backend: \"http://%s\", middlewares: %s }\n", be, chain.middlewares)
 	}
-	gw := startGatewayMetrics(b, engine, route, metrics)
+	gw := startGatewayTraced(b, engine, "", route, metrics, chain.tracer)
 	c, err := net.Dial("tcp", gw.addr)
 	if err != nil {
 		b.Fatal(err)
@@ -223,7 +259,11 @@ func keepAliveClientChain(b testing.TB, engine string, metrics *observe.Metrics,
 			}
 		}
 	}
-	for range 100 {
+	warm := 100
+	if chain.tracer != nil {
+		warm = 2000 // and the span records, recycled once exported
+	}
+	for range warm {
 		roundTrip() // warm the pools
 	}
 	return roundTrip
@@ -261,6 +301,18 @@ func TestProxyAllocations(t *testing.T) {
 			if n := testing.AllocsPerRun(200, roundTrip); n > 0 {
 				t.Fatalf("%s with %s: %.1f allocations per proxied request, want 0", engine, chain.name, n)
 			}
+		}
+		traced := tracedChain(t)
+		roundTrip := keepAliveClientChain(t, engine, observe.NewMetrics(), "/bench", traced)
+		if n := testing.AllocsPerRun(1000, roundTrip); n > 0 {
+			t.Fatalf("%s with tracing at ratio 1.0: %.1f allocations per proxied request, want 0", engine, n)
+		}
+		if err := traced.tracer.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		// Every span was exported: 2 per request (server and attempt).
+		if c := traced.tracer.SpanCounters(); c.Exported != 2*(2000+1001) || c.Dropped != 0 || c.Failed != 0 {
+			t.Errorf("%s: span counters %+v, want %d exported", engine, c, 2*(2000+1001))
 		}
 	}
 }

@@ -672,7 +672,9 @@ func (x *exchange) reset() {
 	pending, filterers, headBuf := x.phase.pending, x.phase.filterers, x.phase.headBuf[:0]
 	clear(pending[:cap(pending)])
 	clear(filterers[:cap(filterers)])
+	spanMem := x.spanMem
 	*x = exchange{}
+	x.spanMem = spanMem
 	x.br.trailers = trailers
 	x.resp.fields = respFields
 	x.addReq, x.addResp, x.delResp, x.values = addReq, addResp, delResp, values

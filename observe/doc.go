@@ -16,10 +16,18 @@
 // rustygate_grpc_requests_total).
 //
 // [Metrics] holds the Prometheus metrics (per-route handles resolved once,
-// recording without allocation), tracing.go the OpenTelemetry spans and
-// spanqueue.go their export: a bounded queue the request path never waits
-// on, emptied in batches by one goroutine, its exported and dropped spans
-// counted ([Metrics.RegisterTracing]).
+// recording without allocation). Tracing is the gateway's own, not the
+// OpenTelemetry SDK's span objects: tracing.go builds the [Tracer] (its
+// resource and exporter), span.go the [Span] handles the proxy reuses
+// from request to request and sampling.go the SDK's samplers and W3C
+// traceparent parsing without allocation; a sampled span fills a pooled
+// spanRecord (spanrecord.go), which spanqueue.go exports: a bounded queue
+// the request path never waits on, cut into batches by one goroutine and
+// sent by four workers, its exported and dropped spans counted
+// ([Metrics.RegisterTracing]). otlpencode.go writes OTLP/HTTP protobuf
+// straight from the records (the SDK's exporter's bytes); OTLP/gRPC goes
+// through the SDK's exporter. The attributes are derived from the records
+// on the exporter's goroutines, never on the event loops.
 // The metrics know no middleware by name: each middleware declares the
 // counter of the requests it rejects ([Metrics.DeclareRejections]) and
 // [RouteMetrics.Rejected] counts into the family declared for the

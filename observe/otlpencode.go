@@ -2,21 +2,19 @@ package observe
 
 import (
 	"math"
+	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/sdk/instrumentation"
-	"go.opentelemetry.io/otel/sdk/resource"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // The OTLP/HTTP exporter writes the protobuf ExportTraceServiceRequest
-// (opentelemetry/proto/collector/trace/v1) straight from the ended spans
+// (opentelemetry/proto/collector/trace/v1) straight from the span records
 // into one reused buffer, where the SDK's exporter builds a tree of
 // generated messages per batch and then marshals it: the encoding is the
-// same (TestOTLPEncodingMatchesSDK), its cost a fraction.
+// same as the SDK's for the same spans (TestOTLPEncodingMatchesSDK), its
+// cost a fraction.
 
 // Field numbers of the OTLP trace messages.
 const (
@@ -86,21 +84,27 @@ const (
 	flagIsRemote    = 0x200
 )
 
-// beginMsg appends the tag of an embedded message; endMsg, given the
-// offset beginMsg returned, inserts its length once it is written.
+// beginMsg appends the tag of an embedded message and one byte for its
+// length; endMsg, given the offset beginMsg returned, writes the length
+// once the message is written, moving it only when the length takes
+// more than one byte (messages over 127 bytes).
 func beginMsg(b []byte, num protowire.Number) ([]byte, int) {
 	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return b, len(b)
+	return append(b, 0), len(b) + 1
 }
 
 func endMsg(b []byte, start int) []byte {
 	n := len(b) - start
+	if n < 0x80 {
+		b[start-1] = byte(n)
+		return b
+	}
 	sz := protowire.SizeVarint(uint64(n))
-	for range sz {
+	for range sz - 1 {
 		b = append(b, 0)
 	}
-	copy(b[start+sz:], b[start:start+n])
-	protowire.AppendVarint(b[start:start], uint64(n))
+	copy(b[start-1+sz:], b[start:start+n])
+	protowire.AppendVarint(b[start-1:start-1], uint64(n))
 	return b
 }
 
@@ -144,171 +148,126 @@ func appendFixed32(b []byte, num protowire.Number, v uint32) []byte {
 // clampCount is a dropped count as the uint32 of OTLP.
 func clampCount(n int) uint64 { return uint64(min(max(n, 0), math.MaxUint32)) }
 
-// appendTraceRequest appends the ExportTraceServiceRequest of spans,
-// grouped by resource, then by instrumentation scope, in the order they
-// first appear.
-func appendTraceRequest(b []byte, spans []sdktrace.ReadOnlySpan) []byte {
-	for i, s := range spans {
-		if s == nil || firstOfResource(spans[:i], s.Resource()) {
-			continue
-		}
-		b = appendResourceSpans(b, spans[i:], s.Resource())
+// otlpEncoder writes the ExportTraceServiceRequest of span records: one
+// ResourceSpans (the Tracer's resource) holding one ScopeSpans (its
+// scope), as the SDK's exporter groups the same spans. The attributes
+// of each span are derived from its record here, on the exporter's
+// goroutine, and written as they come.
+type otlpEncoder struct {
+	origin *spanOrigin
+	name   []byte
+	out    []byte // the message being written, while attributes are
+	// clients holds the encoded request attributes of attempt spans,
+	// the same for every attempt on a backend from a route.
+	clients map[clientAttrs][]byte
+}
+
+// clientAttrs is what the request attributes of an attempt span derive
+// from.
+type clientAttrs struct {
+	backend, route, method string
+	attempt                int
+}
+
+// maxClientAttrs bounds an encoder's cache of attempt attributes.
+const maxClientAttrs = 256
+
+// clientAttrBytes returns the encoded request attributes of attempt r.
+func (e *otlpEncoder) clientAttrBytes(r *spanRecord) []byte {
+	k := clientAttrs{r.backend, r.route, r.str(r.method, true), r.attempt}
+	if b, ok := e.clients[k]; ok {
+		return b
 	}
+	if len(e.clients) >= maxClientAttrs || e.clients == nil {
+		e.clients = make(map[clientAttrs][]byte)
+	}
+	save := e.out
+	e.out = nil
+	r.clientAttrs(e, true)
+	b := e.out
+	e.out = save
+	k.method = strings.Clone(k.method) // r's buffer is reused
+	e.clients[k] = b
 	return b
 }
 
-// firstOfResource reports whether a span of before has resource r (so
-// that r's spans are already written).
-func firstOfResource(before []sdktrace.ReadOnlySpan, r *resource.Resource) bool {
-	for _, s := range before {
-		if s != nil && sameResource(s.Resource(), r) {
-			return true
-		}
+// str and int write an attribute of the span being written (attrWriter).
+func (e *otlpEncoder) str(k attribute.Key, v string) {
+	e.out = appendKeyString(e.out, fSpanAttributes, string(k), v)
+}
+
+func (e *otlpEncoder) int(k attribute.Key, v int64) {
+	e.out = appendKeyInt(e.out, fSpanAttributes, string(k), v)
+}
+
+// appendRequest appends the request carrying recs.
+func (e *otlpEncoder) appendRequest(b []byte, recs []*spanRecord) []byte {
+	if len(recs) == 0 {
+		return b
 	}
-	return false
-}
-
-func sameResource(a, b *resource.Resource) bool {
-	return a == b || (a != nil && b != nil && a.Equivalent() == b.Equivalent())
-}
-
-// appendResourceSpans writes the spans of spans (the first one included)
-// that have resource r.
-func appendResourceSpans(b []byte, spans []sdktrace.ReadOnlySpan, r *resource.Resource) []byte {
+	o := e.origin
 	b, rs := beginMsg(b, fReqResourceSpans)
-	if r != nil {
+	if o.res != nil {
 		var res int
 		b, res = beginMsg(b, fRSResource)
-		b = appendAttrIter(b, fResAttributes, r.Iter())
+		b = appendAttrIter(b, fResAttributes, o.res.Iter())
 		b = endMsg(b, res)
 	}
-	for i, s := range spans {
-		if s == nil || !sameResource(s.Resource(), r) || scopeSeen(spans[:i], r, s.InstrumentationScope()) {
-			continue
-		}
-		b = appendScopeSpans(b, spans[i:], r, s.InstrumentationScope())
+	b, ss := beginMsg(b, fRSScopeSpans)
+	if o.scope != (instrumentation.Scope{}) {
+		var m int
+		b, m = beginMsg(b, fSSScope)
+		b = appendString(b, fScopeName, o.scope.Name)
+		b = appendString(b, fScopeVersion, o.scope.Version)
+		b = appendAttrIter(b, fScopeAttributes, o.scope.Attributes.Iter())
+		b = endMsg(b, m)
 	}
-	if r != nil {
-		b = appendString(b, fRSSchemaURL, r.SchemaURL())
+	for _, r := range recs {
+		b = e.appendSpan(b, r)
+	}
+	b = appendString(b, fSSSchemaURL, o.scope.SchemaURL)
+	b = endMsg(b, ss)
+	if o.res != nil {
+		b = appendString(b, fRSSchemaURL, o.res.SchemaURL())
 	}
 	return endMsg(b, rs)
 }
 
-func scopeSeen(before []sdktrace.ReadOnlySpan, r *resource.Resource, sc instrumentation.Scope) bool {
-	for _, s := range before {
-		if s != nil && sameResource(s.Resource(), r) && s.InstrumentationScope() == sc {
-			return true
-		}
-	}
-	return false
-}
-
-func appendScopeSpans(b []byte, spans []sdktrace.ReadOnlySpan, r *resource.Resource, sc instrumentation.Scope) []byte {
-	b, ss := beginMsg(b, fRSScopeSpans)
-	if sc != (instrumentation.Scope{}) {
-		var m int
-		b, m = beginMsg(b, fSSScope)
-		b = appendString(b, fScopeName, sc.Name)
-		b = appendString(b, fScopeVersion, sc.Version)
-		b = appendAttrIter(b, fScopeAttributes, sc.Attributes.Iter())
-		b = endMsg(b, m)
-	}
-	for _, s := range spans {
-		if s != nil && sameResource(s.Resource(), r) && s.InstrumentationScope() == sc {
-			b = appendSpan(b, s)
-		}
-	}
-	b = appendString(b, fSSSchemaURL, sc.SchemaURL)
-	return endMsg(b, ss)
-}
-
 // appendSpan writes one Span message.
-func appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
+func (e *otlpEncoder) appendSpan(b []byte, r *spanRecord) []byte {
 	b, m := beginMsg(b, fSSSpans)
-	sc := s.SpanContext()
-	tid, sid := sc.TraceID(), sc.SpanID()
-	b = appendBytes(b, fSpanTraceID, tid[:])
-	b = appendBytes(b, fSpanSpanID, sid[:])
-	b = appendString(b, fSpanTraceState, sc.TraceState().String())
-	parent := s.Parent()
-	if psid := parent.SpanID(); psid.IsValid() {
-		b = appendBytes(b, fSpanParentSpanID, psid[:])
+	b = appendBytes(b, fSpanTraceID, r.traceID[:])
+	b = appendBytes(b, fSpanSpanID, r.spanID[:])
+	b = appendString(b, fSpanTraceState, r.traceState)
+	if r.parentID != ([8]byte{}) {
+		b = appendBytes(b, fSpanParentSpanID, r.parentID[:])
 	}
-	b = appendString(b, fSpanName, s.Name())
-	b = appendUvarint(b, fSpanKind, uint64(spanKind(s.SpanKind())))
-	b = appendFixed64(b, fSpanStart, uint64(max(0, s.StartTime().UnixNano())))
-	b = appendFixed64(b, fSpanEnd, uint64(max(0, s.EndTime().UnixNano())))
-	for _, kv := range s.Attributes() {
-		b = appendKeyValue(b, fSpanAttributes, kv)
+	e.name = r.appendName(e.name[:0])
+	b = appendBytes(b, fSpanName, e.name)
+	b = appendUvarint(b, fSpanKind, uint64(r.kind()))
+	b = appendFixed64(b, fSpanStart, uint64(max(0, r.start)))
+	b = appendFixed64(b, fSpanEnd, uint64(max(0, r.end)))
+	if r.client {
+		b = append(b, e.clientAttrBytes(r)...)
 	}
-	b = appendUvarint(b, fSpanDroppedAttrs, clampCount(s.DroppedAttributes()))
-	for _, e := range s.Events() {
-		var em int
-		b, em = beginMsg(b, fSpanEvents)
-		b = appendFixed64(b, fEventTime, uint64(max(0, e.Time.UnixNano())))
-		b = appendString(b, fEventName, e.Name)
-		for _, kv := range e.Attributes {
-			b = appendKeyValue(b, fEventAttributes, kv)
-		}
-		b = appendUvarint(b, fEventDroppedAttr, clampCount(e.DroppedAttributeCount))
-		b = endMsg(b, em)
+	e.out = b
+	if !r.client {
+		r.serverAttrs(e, true)
 	}
-	b = appendUvarint(b, fSpanDroppedEvents, clampCount(s.DroppedEvents()))
-	for _, l := range s.Links() {
-		b = appendLink(b, l)
+	r.outcomeAttrs(e)
+	b, e.out = e.out, nil
+	b, st := beginMsg(b, fSpanStatus) // always present, as the SDK's exporter sends it
+	if failed, _ := r.failed(); failed {
+		b = appendString(b, fStatusMessage, r.errMsg)
+		b = appendUvarint(b, fStatusCode, 2) // STATUS_CODE_ERROR
 	}
-	b = appendUvarint(b, fSpanDroppedLinks, clampCount(s.DroppedLinks()))
-	b = appendStatus(b, s.Status())
-	b = appendFixed32(b, fSpanFlags, spanFlags(sc.TraceFlags(), parent))
+	b = endMsg(b, st)
+	flags := uint32(r.flags) | flagHasIsRemote
+	if r.parentRemote {
+		flags |= flagIsRemote
+	}
+	b = appendFixed32(b, fSpanFlags, flags)
 	return endMsg(b, m)
-}
-
-func appendLink(b []byte, l sdktrace.Link) []byte {
-	b, m := beginMsg(b, fSpanLinks)
-	tid, sid := l.SpanContext.TraceID(), l.SpanContext.SpanID()
-	b = appendBytes(b, fLinkTraceID, tid[:])
-	b = appendBytes(b, fLinkSpanID, sid[:])
-	b = appendString(b, fLinkTraceState, l.SpanContext.TraceState().String())
-	for _, kv := range l.Attributes {
-		b = appendKeyValue(b, fLinkAttributes, kv)
-	}
-	b = appendUvarint(b, fLinkDroppedAttr, clampCount(l.DroppedAttributeCount))
-	b = appendFixed32(b, fLinkFlags, spanFlags(l.SpanContext.TraceFlags(), l.SpanContext))
-	return endMsg(b, m)
-}
-
-// appendStatus writes the Status, always present (as the SDK's exporter
-// sends it).
-func appendStatus(b []byte, st sdktrace.Status) []byte {
-	b, m := beginMsg(b, fSpanStatus)
-	b = appendString(b, fStatusMessage, st.Description)
-	var code uint64 // STATUS_CODE_UNSET
-	switch st.Code {
-	case codes.Ok:
-		code = 1
-	case codes.Error:
-		code = 2
-	}
-	b = appendUvarint(b, fStatusCode, code)
-	return endMsg(b, m)
-}
-
-// spanFlags are the W3C trace flags and whether the parent is remote.
-func spanFlags(tf trace.TraceFlags, parent trace.SpanContext) uint32 {
-	f := uint32(tf) | flagHasIsRemote
-	if parent.IsRemote() {
-		f |= flagIsRemote
-	}
-	return f
-}
-
-// spanKind maps a span kind to OTLP's SpanKind (the same numbers; an
-// unknown kind is unspecified).
-func spanKind(k trace.SpanKind) trace.SpanKind {
-	if k < trace.SpanKindInternal || k > trace.SpanKindConsumer {
-		return trace.SpanKindUnspecified
-	}
-	return k
 }
 
 func appendAttrIter(b []byte, num protowire.Number, it attribute.Iterator) []byte {
@@ -319,6 +278,12 @@ func appendAttrIter(b []byte, num protowire.Number, it attribute.Iterator) []byt
 }
 
 func appendKeyValue(b []byte, num protowire.Number, kv attribute.KeyValue) []byte {
+	switch kv.Value.Type() {
+	case attribute.STRING:
+		return appendKeyString(b, num, string(kv.Key), kv.Value.AsString())
+	case attribute.INT64:
+		return appendKeyInt(b, num, string(kv.Key), kv.Value.AsInt64())
+	}
 	b, m := beginMsg(b, num)
 	b = appendString(b, fKVKey, string(kv.Key))
 	b = appendAnyValue(b, fKVValue, kv.Value)
@@ -377,4 +342,37 @@ func appendArray(b []byte, n int, at func(int) attribute.Value) []byte {
 		b = appendAnyValue(b, fListValues, at(i))
 	}
 	return endMsg(b, m)
+}
+
+// keySize is the size of a KeyValue's key field.
+func keySize(k string) int {
+	if k == "" {
+		return 0
+	}
+	return 1 + protowire.SizeBytes(len(k))
+}
+
+// appendKeyString writes a KeyValue of a string, its lengths computed
+// beforehand (the common case: no length to insert afterwards).
+func appendKeyString(b []byte, num protowire.Number, k, v string) []byte {
+	anyLen := 1 + protowire.SizeBytes(len(v))
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(keySize(k)+1+protowire.SizeBytes(anyLen)))
+	b = appendString(b, fKVKey, k)
+	b = protowire.AppendTag(b, fKVValue, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(anyLen))
+	b = protowire.AppendTag(b, fAnyString, protowire.BytesType)
+	return protowire.AppendString(b, v)
+}
+
+// appendKeyInt writes a KeyValue of an int64 as appendKeyString does.
+func appendKeyInt(b []byte, num protowire.Number, k string, v int64) []byte {
+	anyLen := 1 + protowire.SizeVarint(uint64(v))
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(keySize(k)+1+protowire.SizeBytes(anyLen)))
+	b = appendString(b, fKVKey, k)
+	b = protowire.AppendTag(b, fKVValue, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(anyLen))
+	b = protowire.AppendTag(b, fAnyInt, protowire.VarintType)
+	return protowire.AppendVarint(b, uint64(v))
 }

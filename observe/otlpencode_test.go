@@ -5,15 +5,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
-	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-	"go.opentelemetry.io/otel/trace"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
@@ -21,54 +17,46 @@ import (
 	"github.com/rustygate/rustygate/config"
 )
 
-// varietySpans records spans with every kind of content the OTLP
-// encoding has: attributes of every type, events, links, statuses, a
-// remote parent, trace state, two scopes (one with a version, attributes
-// and a schema URL) and a resource with a schema URL.
-func varietySpans(t *testing.T) []sdktrace.ReadOnlySpan {
-	rec := tracetest.NewSpanRecorder()
-	res := resource.NewWithAttributes("https://opentelemetry.io/schemas/1.26.0",
-		attribute.String("service.name", "rg"), attribute.Int("pid", 42))
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithResource(res))
-	t.Cleanup(func() { tp.Shutdown(context.Background()) })
-	a := tp.Tracer("scope-a", trace.WithInstrumentationVersion("1.2.3"),
-		trace.WithInstrumentationAttributes(attribute.Bool("x", true)), trace.WithSchemaURL("https://example.com/s"))
-	b := tp.Tracer("scope-b")
+// keepSink keeps the records of the ended spans.
+type keepSink struct{ recs []*spanRecord }
 
-	ts, err := trace.ParseTraceState("vendor=v1,other=o2")
+func (k *keepSink) push(r *spanRecord)             { k.recs = append(k.recs, r) }
+func (k *keepSink) Shutdown(context.Context) error { return nil }
+
+// varietyRecords records spans with every kind of content a record has:
+// a caller's context with trace state and baggage, a route or none, a
+// method the conventions do not name, IPv6 addresses, a resend, failed
+// and good attempts, server errors, a user agent and a host with a port.
+func varietyRecords(t *testing.T) (*spanOrigin, []*spanRecord) {
+	t.Helper()
+	sink := &keepSink{}
+	tr, err := newTracer(config.Tracing{Ratio: 1, ServiceName: "rg"}, "1.2.3", sink)
 	if err != nil {
 		t.Fatal(err)
 	}
-	remote := trace.NewSpanContext(trace.SpanContextConfig{
-		TraceID: trace.TraceID{1, 2, 3}, SpanID: trace.SpanID{4, 5}, TraceFlags: trace.FlagsSampled,
-		TraceState: ts, Remote: true,
-	})
-	link := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{9}, SpanID: trace.SpanID{8}})
-	ctx := trace.ContextWithRemoteSpanContext(context.Background(), remote)
-	ctx, s1 := a.Start(ctx, "GET /api", trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithLinks(trace.Link{SpanContext: link, Attributes: []attribute.KeyValue{attribute.String("l", "v")}}))
-	s1.SetAttributes(
-		attribute.String("s", "é\x00x"), attribute.String("", "empty key"), attribute.String("empty", ""),
-		attribute.Bool("b", false), attribute.Int64("i", -7), attribute.Float64("f", 0.5),
-		attribute.BoolSlice("bs", []bool{true, false}), attribute.Int64Slice("is", []int64{1, -1}),
-		attribute.Float64Slice("fs", []float64{}), attribute.StringSlice("ss", []string{"a", ""}),
-	)
-	s1.AddEvent("retry", trace.WithAttributes(attribute.Int("attempt", 1)))
-	s1.AddEvent("")
-	_, s2 := b.Start(ctx, "proxy_request", trace.WithSpanKind(trace.SpanKindClient))
-	s2.SetStatus(codes.Error, "connect_failure")
-	s2.End()
-	_, s3 := a.Start(context.Background(), "internal")
-	s3.SetStatus(codes.Ok, "")
-	s3.End()
-	s1.End()
-	return rec.Ended()
+	in := headers{
+		"traceparent": callerSampled, "tracestate": "vendor=v1,other=o2", "baggage": "k=v",
+		"host": "gw.example.com:8080", "user-agent": "curl/8 é\x00" + strings.Repeat("u", 300),
+	}
+	s := startServer(tr, in.get, "GET", "/api", "/api/x?q=1", "10.0.0.1", "https", "HTTP/1.1")
+	s.StartAttempt("http://127.0.0.1:8001", 0, []byte("GET")).End(0, "connect")
+	s.StartAttempt("http://[::1]:9/base", 1, []byte("GET")).End(503, "")
+	s.End(502, "bad gateway")
+	s = startServer(tr, nil, "PURGE", "", "http://h/x", "::1", "", "HTTP/2.0")
+	s.StartAttempt("https://b", 0, []byte("PURGE")).End(200, "")
+	s.End(200, "")
+	startServer(tr, headers{}.get, "POST", "/p", "/p", "", "http", "HTTP/1.0").End(500, "")
+	if len(sink.recs) != 6 {
+		t.Fatalf("%d records, want 6", len(sink.recs))
+	}
+	return tr.origin, sink.recs
 }
 
 // The exporter's hand-written encoding decodes to the same message as the
-// SDK's OTLP/HTTP exporter sends for the same spans.
+// SDK's OTLP/HTTP exporter sends for the same spans (the ReadOnlySpans
+// the records stand for, as the OTLP/gRPC exporter is given them).
 func TestOTLPEncodingMatchesSDK(t *testing.T) {
-	spans := varietySpans(t)
+	origin, recs := varietyRecords(t)
 	var sdkBody []byte
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sdkBody, _ = io.ReadAll(r.Body)
@@ -79,6 +67,10 @@ func TestOTLPEncodingMatchesSDK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	spans := make([]sdktrace.ReadOnlySpan, len(recs))
+	for i, r := range recs {
+		spans[i] = origin.readOnly(r)
+	}
 	if err := exp.ExportSpans(context.Background(), spans); err != nil {
 		t.Fatal(err)
 	}
@@ -87,19 +79,36 @@ func TestOTLPEncodingMatchesSDK(t *testing.T) {
 	if err := proto.Unmarshal(sdkBody, want); err != nil {
 		t.Fatal(err)
 	}
+	enc := otlpEncoder{origin: origin}
 	got := &collectortrace.ExportTraceServiceRequest{}
-	if err := proto.Unmarshal(appendTraceRequest(nil, spans), got); err != nil {
+	if err := proto.Unmarshal(enc.appendRequest(nil, recs), got); err != nil {
 		t.Fatalf("our encoding does not decode: %v", err)
 	}
 	if !proto.Equal(got, want) {
 		t.Errorf("encodings differ\nours:\n%s\nSDK:\n%s", prototext.Format(got), prototext.Format(want))
 	}
+	// The scratch storage reused for the next batch gives the same bytes.
+	if again := enc.appendRequest(nil, recs); !proto.Equal(mustDecode(t, again), want) {
+		t.Error("a second encoding differs")
+	}
+	if testing.AllocsPerRun(10, func() { enc.appendRequest(make([]byte, 0, 64<<10)[:0], recs) }) > 1 {
+		t.Error("encoding a batch allocates")
+	}
+}
+
+func mustDecode(t *testing.T, b []byte) *collectortrace.ExportTraceServiceRequest {
+	t.Helper()
+	m := &collectortrace.ExportTraceServiceRequest{}
+	if err := proto.Unmarshal(b, m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // A collector's refusal it may lift is retried; another one fails the
 // export at once.
 func TestOTLPHTTPExporterRetries(t *testing.T) {
-	spans := varietySpans(t)
+	origin, recs := varietyRecords(t)
 	calls := 0
 	status := http.StatusServiceUnavailable
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -115,11 +124,11 @@ func TestOTLPHTTPExporterRetries(t *testing.T) {
 		ok            bool
 	}{{http.StatusServiceUnavailable, 2, true}, {http.StatusBadRequest, 1, false}} {
 		calls, status = 0, tc.status
-		exp, err := newExporter(context.Background(), config.Tracing{Endpoint: srv.URL, Protocol: config.TracingHTTP})
+		exp, err := newExporter(context.Background(), config.Tracing{Endpoint: srv.URL, Protocol: config.TracingHTTP}, origin)
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = exp.ExportSpans(context.Background(), spans)
+		err = exp.exportRecords(context.Background(), recs)
 		if (err == nil) != tc.ok || calls != tc.calls {
 			t.Errorf("status %d: export error %v after %d calls, want ok=%v after %d", tc.status, err, calls, tc.ok, tc.calls)
 		}
@@ -143,4 +152,30 @@ func TestOTLPHTTPURL(t *testing.T) {
 			t.Errorf("%s (insecure %v): %s, want %s", tc.ep, tc.insecure, got, tc.want)
 		}
 	}
+}
+
+// BenchmarkOTLPEncode measures the encoding of a batch of 1024 spans (a
+// server span and an attempt per request), reported per span in CPU time
+// (see BenchmarkExport).
+func BenchmarkOTLPEncode(b *testing.B) {
+	sink := &keepSink{}
+	tr, err := newTracer(config.Tracing{Ratio: 1}, "bench", sink)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := headers{"host": "gw.example.com", "user-agent": "wrk"}
+	for range 512 {
+		s := startServer(tr, in.get, "GET", "/", "/bench?q=1", "127.0.0.1", "http", "HTTP/1.1")
+		s.StartAttempt("http://127.0.0.1:8001", 0, []byte("GET")).End(200, "")
+		s.End(200, "")
+	}
+	enc := otlpEncoder{origin: tr.origin}
+	var buf []byte
+	b.ReportAllocs()
+	start := cpuTime()
+	for b.Loop() {
+		buf = enc.appendRequest(buf[:0], sink.recs)
+	}
+	b.ReportMetric(float64(cpuTime()-start)/float64(b.N*len(sink.recs)), "cpu-ns/span")
+	b.ReportMetric(float64(len(buf))/float64(len(sink.recs)), "B/span")
 }

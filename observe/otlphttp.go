@@ -10,12 +10,10 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // otlpHTTPExporter posts spans to an OTLP/HTTP collector as protobuf,
-// encoded by appendTraceRequest into a buffer it reuses. A refusal the
+// encoded by otlpEncoder into a buffer it reuses. A refusal the
 // collector may lift (429, 502, 503, 504, or no answer) is retried with
 // a growing delay (honouring Retry-After) until the export's context
 // ends; any other status fails the export.
@@ -24,21 +22,29 @@ type otlpHTTPExporter struct {
 	headers map[string]string
 	client  *http.Client
 
-	mu  sync.Mutex // one export at a time: buf is reused
-	buf []byte
+	origin *spanOrigin
+	// bufs hold the encoders and buffers of the exports, reused (one
+	// per export running).
+	bufs sync.Pool
 }
 
-var _ sdktrace.SpanExporter = (*otlpHTTPExporter)(nil)
+// otlpBuf is the storage of one export.
+type otlpBuf struct {
+	enc otlpEncoder
+	b   []byte
+}
+
+var _ recordExporter = (*otlpHTTPExporter)(nil)
 
 // maxOTLPResponse bounds the collector's answer read.
 const maxOTLPResponse = 64 << 10
 
 // newOTLPHTTPExporter returns an exporter posting to the endpoint URL
 // built by otlpHTTPURL.
-func newOTLPHTTPExporter(url string, headers map[string]string) *otlpHTTPExporter {
+func newOTLPHTTPExporter(url string, headers map[string]string, origin *spanOrigin) *otlpHTTPExporter {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 2
-	return &otlpHTTPExporter{url: url, headers: headers, client: &http.Client{Transport: tr}}
+	return &otlpHTTPExporter{url: url, headers: headers, client: &http.Client{Transport: tr}, origin: origin}
 }
 
 // otlpHTTPURL is the URL traces are posted to: the endpoint URL (its path,
@@ -58,17 +64,20 @@ func otlpHTTPURL(ep string, insecure bool) string {
 	return "https://" + ep + defaultOTLPPath
 }
 
-// ExportSpans implements sdktrace.SpanExporter.
-func (e *otlpHTTPExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
-	if len(spans) == 0 {
+// exportRecords implements recordExporter.
+func (e *otlpHTTPExporter) exportRecords(ctx context.Context, recs []*spanRecord) error {
+	if len(recs) == 0 {
 		return nil
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.buf = appendTraceRequest(e.buf[:0], spans)
+	ob, _ := e.bufs.Get().(*otlpBuf)
+	if ob == nil {
+		ob = &otlpBuf{enc: otlpEncoder{origin: e.origin}}
+	}
+	defer e.bufs.Put(ob)
+	ob.b = ob.enc.appendRequest(ob.b[:0], recs)
 	delay := 100 * time.Millisecond
 	for {
-		retry, wait, err := e.post(ctx)
+		retry, wait, err := e.post(ctx, ob.b)
 		if err == nil || !retry {
 			return err
 		}
@@ -86,10 +95,10 @@ func (e *otlpHTTPExporter) ExportSpans(ctx context.Context, spans []sdktrace.Rea
 	}
 }
 
-// post sends e.buf once. retry says whether sending again may succeed,
+// post sends body once. retry says whether sending again may succeed,
 // after wait when the collector said how long.
-func (e *otlpHTTPExporter) post(ctx context.Context) (retry bool, wait time.Duration, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.url, bytes.NewReader(e.buf))
+func (e *otlpHTTPExporter) post(ctx context.Context, body []byte) (retry bool, wait time.Duration, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.url, bytes.NewReader(body))
 	if err != nil {
 		return false, 0, err
 	}
@@ -102,7 +111,7 @@ func (e *otlpHTTPExporter) post(ctx context.Context) (retry bool, wait time.Dura
 	if err != nil {
 		return ctx.Err() == nil, 0, fmt.Errorf("traces export: %w", err)
 	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxOTLPResponse))
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxOTLPResponse))
 	resp.Body.Close()
 	switch code := resp.StatusCode; {
 	case code >= 200 && code < 300:
@@ -114,14 +123,14 @@ func (e *otlpHTTPExporter) post(ctx context.Context) (retry bool, wait time.Dura
 		}
 		return true, wait, fmt.Errorf("traces export: %s: %s", e.url, resp.Status)
 	default:
-		if len(body) > 256 {
-			body = body[:256]
+		if len(answer) > 256 {
+			answer = answer[:256]
 		}
-		return false, 0, fmt.Errorf("traces export: %s: %s (%q)", e.url, resp.Status, body)
+		return false, 0, fmt.Errorf("traces export: %s: %s (%q)", e.url, resp.Status, answer)
 	}
 }
 
-// Shutdown implements sdktrace.SpanExporter.
+// Shutdown implements recordExporter.
 func (e *otlpHTTPExporter) Shutdown(ctx context.Context) error {
 	e.client.CloseIdleConnections()
 	return nil

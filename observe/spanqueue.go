@@ -10,6 +10,30 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
+// recordExporter sends span records to a collector; one export runs at
+// a time, and the records are the caller's again when it returns.
+type recordExporter interface {
+	exportRecords(ctx context.Context, recs []*spanRecord) error
+	Shutdown(ctx context.Context) error
+}
+
+// sdkExporter exports records through an exporter of the SDK (OTLP/gRPC),
+// as the ReadOnlySpans the SDK would have built.
+type sdkExporter struct {
+	exp    sdktrace.SpanExporter
+	origin *spanOrigin
+}
+
+func (e *sdkExporter) exportRecords(ctx context.Context, recs []*spanRecord) error {
+	spans := make([]sdktrace.ReadOnlySpan, len(recs))
+	for i, r := range recs {
+		spans[i] = e.origin.readOnly(r)
+	}
+	return e.exp.ExportSpans(ctx, spans)
+}
+
+func (e *sdkExporter) Shutdown(ctx context.Context) error { return e.exp.Shutdown(ctx) }
+
 // Defaults of the export queue (tracing.queue_size, batch_size,
 // batch_timeout).
 const (
@@ -18,6 +42,13 @@ const (
 	DefaultSpanBatchTimeout = time.Second
 	// exportTimeout bounds one export call.
 	exportTimeout = 10 * time.Second
+	// exportWorkers is how many exports may run at once: a collector
+	// serves each connection on its own, and an export mostly waits (for
+	// the collector, and for a CPU while the event loops are busy), so
+	// more exports in flight keep the queue moving. With one, a 2-core
+	// gateway saturated by 64 connections dropped a quarter of its spans
+	// from the default queue; with four, none.
+	exportWorkers = 4
 )
 
 // SpanCounters are the counts of the spans that ended sampled: exported,
@@ -27,30 +58,42 @@ type SpanCounters struct {
 	Exported, Dropped, Failed uint64
 }
 
-// spanQueue is the span processor of a Tracer: a bounded queue that the
+// spanQueue takes the ended spans of a Tracer: a bounded queue that the
 // request path never waits on (a span that finds it full is dropped and
-// counted), emptied by one goroutine that exports in batches of
-// batchSize, or what has come after batchTimeout. Exports run one at a
-// time; while one runs, spans queue up to the bound.
+// counted), emptied by one goroutine that cuts batches of batchSize, or
+// of what has come after batchTimeout, and hands them to exportWorkers
+// goroutines that encode and send them. While the exports run, spans
+// queue up to the bound. The export (the encoding and the HTTP post)
+// never runs on the event loops that end the spans.
+//
+// The queue is a slice under a mutex rather than a channel: the cutting
+// goroutine is woken once per full batch, not once per span (a wake-up
+// per span cost the loops more scheduler time than the span itself).
 type spanQueue struct {
-	exp          sdktrace.SpanExporter
-	ch           chan sdktrace.ReadOnlySpan
+	exp          recordExporter
+	closed       atomic.Bool
+	queueSize    int
 	batchSize    int
 	batchTimeout time.Duration
 
+	mu      sync.Mutex
+	pending []*spanRecord // at most queueSize
+	wake    chan struct{} // a batch is full
+
 	exported, dropped, failed atomic.Uint64
 
-	flush     chan chan struct{}
+	work    chan []*spanRecord // batches to export
+	free    chan []*spanRecord // exported batches, emptied for reuse
+	workers sync.WaitGroup
+
 	stop      chan struct{}
 	done      chan struct{}
 	stopOnce  sync.Once
 	shutdownE error
 }
 
-var _ sdktrace.SpanProcessor = (*spanQueue)(nil)
-
 // newSpanQueue starts the processor's goroutine; Shutdown stops it.
-func newSpanQueue(exp sdktrace.SpanExporter, queueSize, batchSize int, batchTimeout time.Duration) *spanQueue {
+func newSpanQueue(exp recordExporter, queueSize, batchSize int, batchTimeout time.Duration) *spanQueue {
 	if queueSize <= 0 {
 		queueSize = DefaultSpanQueueSize
 	}
@@ -62,27 +105,60 @@ func newSpanQueue(exp sdktrace.SpanExporter, queueSize, batchSize int, batchTime
 		batchTimeout = DefaultSpanBatchTimeout
 	}
 	q := &spanQueue{
-		exp: exp, ch: make(chan sdktrace.ReadOnlySpan, queueSize),
-		batchSize: batchSize, batchTimeout: batchTimeout,
-		flush: make(chan chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
+		exp: exp, queueSize: queueSize, batchSize: batchSize, batchTimeout: batchTimeout,
+		pending: make([]*spanRecord, 0, queueSize), wake: make(chan struct{}, 1),
+		work: make(chan []*spanRecord), free: make(chan []*spanRecord, exportWorkers+1),
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	q.workers.Add(exportWorkers)
+	for range exportWorkers {
+		go q.worker()
 	}
 	go q.run()
 	return q
 }
 
-// OnStart implements sdktrace.SpanProcessor.
-func (q *spanQueue) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
-
-// OnEnd queues a sampled span, or drops it when the queue is full.
-func (q *spanQueue) OnEnd(s sdktrace.ReadOnlySpan) {
-	if !s.SpanContext().IsSampled() {
+// push queues a sampled span's record, or drops it when the queue is
+// full (counted) or shut down (not counted).
+func (q *spanQueue) push(r *spanRecord) {
+	if q.closed.Load() {
+		r.recycle()
 		return
 	}
-	select {
-	case q.ch <- s:
-	default:
+	q.mu.Lock()
+	n := len(q.pending)
+	if n >= q.queueSize {
+		q.mu.Unlock()
 		q.dropped.Add(1)
+		r.recycle()
+		return
 	}
+	q.pending = append(q.pending, r)
+	q.mu.Unlock()
+	if (n+1)%q.batchSize == 0 {
+		select {
+		case q.wake <- struct{}{}:
+		default: // already signalled
+		}
+	}
+}
+
+// take removes a batch from the queue: a full one, or when partial is
+// set whatever is there (up to batchSize); nil when there is none. full
+// says the batch is full.
+func (q *spanQueue) take(partial bool) (batch []*spanRecord, full bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := len(q.pending)
+	if n == 0 || (!partial && n < q.batchSize) {
+		return nil, false
+	}
+	k := min(n, q.batchSize)
+	batch = append(q.newBatch(), q.pending[:k]...)
+	rest := copy(q.pending, q.pending[k:])
+	clear(q.pending[rest:n])
+	q.pending = q.pending[:rest]
+	return batch, k == q.batchSize
 }
 
 // counters returns the processor's counts.
@@ -91,52 +167,66 @@ func (q *spanQueue) counters() SpanCounters {
 }
 
 func (q *spanQueue) run() {
-	defer close(q.done)
-	batch := make([]sdktrace.ReadOnlySpan, 0, q.batchSize)
+	defer func() {
+		close(q.work)
+		q.workers.Wait()
+		close(q.done)
+	}()
 	timer := time.NewTimer(q.batchTimeout)
 	defer timer.Stop()
 	for {
+		timeout := false
 		select {
-		case s := <-q.ch:
-			batch = append(batch, s)
-			if len(batch) < q.batchSize {
-				continue
-			}
+		case <-q.wake:
 		case <-timer.C:
-		case ack := <-q.flush:
-			batch = q.drain(batch)
-			close(ack)
+			timeout = true
 		case <-q.stop:
-			q.drain(batch)
+			for b, _ := q.take(true); b != nil; b, _ = q.take(true) {
+				q.work <- b
+			}
 			return
 		}
-		batch = q.export(batch)
-		timer.Reset(q.batchTimeout)
+		// The full batches, and after batch_timeout one partial batch.
+		for {
+			b, full := q.take(timeout)
+			if b == nil {
+				break
+			}
+			q.work <- b // waits for a worker
+			if !full {
+				break
+			}
+		}
+		timer.Reset(q.batchTimeout) // drops an expiry not received (Go 1.23 timers)
 	}
 }
 
-// drain exports batch and every span queued now, in batches.
-func (q *spanQueue) drain(batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
-	for {
+func (q *spanQueue) newBatch() []*spanRecord {
+	select {
+	case b := <-q.free:
+		return b
+	default:
+		return make([]*spanRecord, 0, q.batchSize)
+	}
+}
+
+// worker exports the batches it is handed.
+func (q *spanQueue) worker() {
+	defer q.workers.Done()
+	for batch := range q.work {
+		batch = q.export(batch)
 		select {
-		case s := <-q.ch:
-			batch = append(batch, s)
-			if len(batch) == q.batchSize {
-				batch = q.export(batch)
-			}
+		case q.free <- batch:
 		default:
-			return q.export(batch)
 		}
 	}
 }
 
-// export sends batch and returns it emptied for reuse.
-func (q *spanQueue) export(batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
-	if len(batch) == 0 {
-		return batch
-	}
+// export sends batch, recycles its records and returns it emptied for
+// reuse.
+func (q *spanQueue) export(batch []*spanRecord) []*spanRecord {
 	ctx, cancel := context.WithTimeout(context.Background(), exportTimeout)
-	err := q.exp.ExportSpans(ctx, batch)
+	err := q.exp.exportRecords(ctx, batch)
 	cancel()
 	if err != nil {
 		q.failed.Add(uint64(len(batch)))
@@ -144,26 +234,11 @@ func (q *spanQueue) export(batch []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpa
 	} else {
 		q.exported.Add(uint64(len(batch)))
 	}
-	clear(batch)
+	for i, r := range batch {
+		r.recycle()
+		batch[i] = nil
+	}
 	return batch[:0]
-}
-
-// ForceFlush exports the queued spans and waits for it, or for ctx.
-func (q *spanQueue) ForceFlush(ctx context.Context) error {
-	ack := make(chan struct{})
-	select {
-	case q.flush <- ack:
-	case <-q.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-ack:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // Shutdown exports the queued spans, stops the goroutine and shuts the
@@ -171,6 +246,7 @@ func (q *spanQueue) ForceFlush(ctx context.Context) error {
 // dropped without being counted.
 func (q *spanQueue) Shutdown(ctx context.Context) error {
 	q.stopOnce.Do(func() {
+		q.closed.Store(true)
 		close(q.stop)
 		select {
 		case <-q.done:

@@ -20,7 +20,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
@@ -38,25 +37,67 @@ const (
 	callerDropped = "00-" + callerTraceID + "-" + callerSpanID + "-00"
 )
 
-// testTracer returns a Tracer recording into a span recorder.
-func testTracer(t testing.TB, cfg config.Tracing) (*Tracer, *tracetest.SpanRecorder) {
+// testRecorder is the sink of a test Tracer: it keeps every ended span,
+// as the ReadOnlySpan the OTLP/gRPC exporter is given.
+type testRecorder struct {
+	mu     sync.Mutex
+	origin *spanOrigin
+	ended  []sdktrace.ReadOnlySpan
+}
+
+func (r *testRecorder) push(rec *spanRecord) {
+	r.mu.Lock()
+	r.ended = append(r.ended, r.origin.readOnly(rec))
+	r.mu.Unlock()
+	rec.recycle()
+}
+
+func (r *testRecorder) Shutdown(context.Context) error { return nil }
+
+func (r *testRecorder) Ended() []sdktrace.ReadOnlySpan {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]sdktrace.ReadOnlySpan(nil), r.ended...)
+}
+
+// testTracer returns a Tracer recording into a testRecorder.
+func testTracer(t testing.TB, cfg config.Tracing) (*Tracer, *testRecorder) {
 	t.Helper()
 	if cfg.Sampler == "" {
 		cfg.Sampler = config.SamplerParentBasedRatio
 	}
-	rec := tracetest.NewSpanRecorder()
+	rec := &testRecorder{}
 	tr, err := newTracer(cfg, "1.2.3", rec)
 	if err != nil {
 		t.Fatal(err)
 	}
+	rec.origin = tr.origin
 	t.Cleanup(func() { tr.Shutdown(context.Background()) })
 	return tr, rec
+}
+
+// startServer starts a server span of a request with these fields.
+func startServer(tr *Tracer, get func(string) []byte, method, route, target, clientIP, scheme, proto string) *Span {
+	return tr.StartServer(nil, &ServerRequest{
+		Method: []byte(method), Route: route, Target: []byte(target),
+		ClientIP: clientIP, Scheme: scheme, Proto: proto,
+	}, get)
 }
 
 // headers is a request header set keyed by lower-case name.
 type headers map[string]string
 
-func (h headers) get(name string) string { return h[name] }
+func (h headers) get(name string) []byte {
+	if v, ok := h[name]; ok {
+		return []byte(v)
+	}
+	return nil
+}
+
+// byteHeaders is headers, without a conversion per lookup.
+type byteHeaders map[string][]byte
+
+func (h byteHeaders) get(name string) []byte { return h[name] }
 
 // injected collects what Inject writes.
 type injected map[string]string
@@ -87,7 +128,7 @@ func checkAttrs(t *testing.T, what string, got []attribute.KeyValue, want map[st
 }
 
 // spanNamed returns the ended spans named name.
-func spansNamed(rec *tracetest.SpanRecorder, name string) []sdktrace.ReadOnlySpan {
+func spansNamed(rec *testRecorder, name string) []sdktrace.ReadOnlySpan {
 	var out []sdktrace.ReadOnlySpan
 	for _, s := range rec.Ended() {
 		if s.Name() == name {
@@ -102,11 +143,11 @@ func TestTracerDisabledIsNil(t *testing.T) {
 	if tr != nil || err != nil {
 		t.Fatalf("disabled tracing: %v, %v", tr, err)
 	}
-	s := tr.StartServer(headers{"traceparent": callerSampled}.get, "GET", "/api", "/api", "127.0.0.1", "http", "HTTP/1.1")
+	s := startServer(tr, headers{"traceparent": callerSampled}.get, "GET", "/api", "/api", "127.0.0.1", "http", "HTTP/1.1")
 	if s != nil {
 		t.Fatal("nil tracer started a span")
 	}
-	a := s.StartAttempt("http://b:1", 0, "GET")
+	a := s.StartAttempt("http://b:1", 0, []byte("GET"))
 	if a != nil {
 		t.Fatal("nil span started an attempt")
 	}
@@ -135,27 +176,58 @@ func TestTracerDisabledIsNil(t *testing.T) {
 	if err := tr.Shutdown(context.Background()); err != nil {
 		t.Error(err)
 	}
-	var out0 [32]byte
-	allocs := testing.AllocsPerRun(100, func() {
-		s := tr.StartServer(getNone, "GET", "/api", "/api", "127.0.0.1", "http", "HTTP/1.1")
-		a := s.StartAttempt("http://b:1", 0, "GET")
-		a.Inject(setNone)
-		_ = s.AppendTraceID(out0[:0])
+	if allocs := traceAllocs(tr, getNone); allocs != 0 {
+		t.Errorf("disabled tracing allocates %v per request", allocs)
+	}
+}
+
+// traceAllocs returns the allocations of a traced request as the proxy
+// makes it: a server span in reused storage, an attempt, its headers,
+// the access log's trace id.
+func traceAllocs(tr *Tracer, get func(string) []byte) float64 {
+	var out [32]byte
+	var head [256]byte
+	var mem Span
+	req := ServerRequest{
+		Method: []byte("GET"), Target: []byte("/api/x?q=1"), Route: "/api",
+		ClientIP: "127.0.0.1", Scheme: "http", Proto: "HTTP/1.1",
+	}
+	return testing.AllocsPerRun(1000, func() {
+		s := tr.StartServer(&mem, &req, get)
+		a := s.StartAttempt("http://b:1", 0, req.Method)
+		_ = a.AppendHeaders(head[:0])
+		_ = s.AppendTraceID(out[:0])
 		a.End(200, "")
 		s.End(200, "")
 	})
-	if allocs != 0 {
-		t.Errorf("disabled tracing allocates %v per request", allocs)
+}
+
+// A sampled request allocates nothing once the span storage and the
+// record pool are warm, with or without a caller's traceparent.
+func TestTracerAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race (sync.Pool drops items)")
+	}
+	tr, err := newTracer(config.Tracing{Ratio: 1}, "", discardSink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, get := range map[string]func(string) []byte{
+		"root": getNone, "traceparent": byteHeaders{"traceparent": []byte(callerSampled), "host": []byte("h:1"), "user-agent": []byte("ua")}.get,
+	} {
+		if n := traceAllocs(tr, get); n != 0 {
+			t.Errorf("%s: a traced request allocates %v", name, n)
+		}
 	}
 }
 
 func TestTracerSpanTree(t *testing.T) {
 	tr, rec := testTracer(t, config.Tracing{Enabled: true, Ratio: 1, ServiceName: "edge"})
 	in := headers{"host": "gw.example.com:8080", "user-agent": "curl/8"}
-	s := tr.StartServer(in.get, "GET", "/api/test", "/api/test/x?q=1", "10.1.2.3", "http", "HTTP/1.1")
-	a0 := s.StartAttempt("http://127.0.0.1:8001", 0, "GET")
+	s := startServer(tr, in.get, "GET", "/api/test", "/api/test/x?q=1", "10.1.2.3", "http", "HTTP/1.1")
+	a0 := s.StartAttempt("http://127.0.0.1:8001", 0, []byte("GET"))
 	a0.End(0, "connect")
-	a1 := s.StartAttempt("http://backend.internal/base", 1, "GET")
+	a1 := s.StartAttempt("http://backend.internal/base", 1, []byte("GET"))
 	a1.End(200, "")
 	s.End(200, "")
 
@@ -250,8 +322,8 @@ func TestTracerSpanTree(t *testing.T) {
 
 func TestTracerNoRouteAndOddMethod(t *testing.T) {
 	tr, rec := testTracer(t, config.Tracing{Enabled: true, Ratio: 1})
-	s := tr.StartServer(nil, "PURGE", "", "http://h/x?y", "::1", "", "HTTP/2.0")
-	s.StartAttempt("https://[::1]/", 0, "PURGE").End(503, "")
+	s := startServer(tr, nil, "PURGE", "", "http://h/x?y", "::1", "", "HTTP/2.0")
+	s.StartAttempt("https://[::1]/", 0, []byte("PURGE")).End(503, "")
 	s.End(404, "")
 	srv := spansNamed(rec, "HTTP")
 	if len(srv) != 1 {
@@ -301,9 +373,9 @@ func TestTracerEndStatus(t *testing.T) {
 	}
 	for _, c := range cases {
 		tr, rec := testTracer(t, config.Tracing{Enabled: true, Ratio: 1})
-		s := tr.StartServer(nil, "GET", "/r", "/r", "", "http", "HTTP/1.1")
+		s := startServer(tr, nil, "GET", "/r", "/r", "", "http", "HTTP/1.1")
 		if c.client {
-			s.StartAttempt("http://b:1", 0, "GET").End(c.status, c.errMsg)
+			s.StartAttempt("http://b:1", 0, []byte("GET")).End(c.status, c.errMsg)
 		} else {
 			s.End(c.status, c.errMsg)
 		}
@@ -334,8 +406,8 @@ func TestTracerPropagation(t *testing.T) {
 		"tracestate":  "vendor=abc",
 		"baggage":     "tenant=acme,plan=gold",
 	}
-	s := tr.StartServer(in.get, "POST", "/api", "/api", "", "http", "HTTP/1.1")
-	a := s.StartAttempt("http://b:1", 0, "POST")
+	s := startServer(tr, in.get, "POST", "/api", "/api", "", "http", "HTTP/1.1")
+	a := s.StartAttempt("http://b:1", 0, []byte("POST"))
 	out := injected{}
 	a.Inject(out.set)
 	a.End(201, "")
@@ -368,7 +440,7 @@ func TestTracerPropagation(t *testing.T) {
 
 	// Without incoming context: a fresh trace, and only traceparent.
 	out = injected{}
-	s = tr.StartServer(headers{}.get, "GET", "/api", "/api", "", "http", "HTTP/1.1")
+	s = startServer(tr, headers{}.get, "GET", "/api", "/api", "", "http", "HTTP/1.1")
 	s.Inject(out.set)
 	s.End(200, "")
 	id, _ := s.TraceID()
@@ -381,7 +453,7 @@ func TestTracerPropagation(t *testing.T) {
 	}
 
 	// A malformed traceparent is ignored: a new root.
-	s = tr.StartServer(headers{"traceparent": "00-zz-yy-01"}.get, "GET", "/api", "/api", "", "http", "HTTP/1.1")
+	s = startServer(tr, headers{"traceparent": "00-zz-yy-01"}.get, "GET", "/api", "/api", "", "http", "HTTP/1.1")
 	s.End(200, "")
 	if p := rec.Ended()[len(rec.Ended())-1].Parent(); p.IsValid() {
 		t.Errorf("malformed traceparent gave parent %v", p)
@@ -391,8 +463,8 @@ func TestTracerPropagation(t *testing.T) {
 func TestTracerSampling(t *testing.T) {
 	run := func(t *testing.T, cfg config.Tracing, in headers) (recorded int, s *Span, out injected) {
 		tr, rec := testTracer(t, cfg)
-		s = tr.StartServer(in.get, "GET", "/api", "/api", "", "http", "HTTP/1.1")
-		a := s.StartAttempt("http://b:1", 0, "GET")
+		s = startServer(tr, in.get, "GET", "/api", "/api", "", "http", "HTTP/1.1")
+		a := s.StartAttempt("http://b:1", 0, []byte("GET"))
 		out = injected{}
 		a.Inject(out.set)
 		a.End(200, "")
@@ -458,7 +530,7 @@ func TestTracerSampling(t *testing.T) {
 }
 
 func TestTracerBadConfig(t *testing.T) {
-	if _, err := newTracer(config.Tracing{Sampler: "sometimes"}, "", tracetest.NewSpanRecorder()); err == nil {
+	if _, err := newTracer(config.Tracing{Sampler: "sometimes"}, "", &testRecorder{}); err == nil {
 		t.Error("unknown sampler accepted")
 	}
 	if _, err := NewTracer(context.Background(), config.Tracing{Enabled: true, Protocol: "thrift"}, ""); err == nil {
@@ -515,7 +587,7 @@ func TestTraceHelpers(t *testing.T) {
 
 func TestAccessTraceIDs(t *testing.T) {
 	tr, _ := testTracer(t, config.Tracing{Enabled: true, Ratio: 1})
-	s := tr.StartServer(headers{"traceparent": callerSampled}.get, "GET", "/api/test", "/api/test", "", "http", "HTTP/1.1")
+	s := startServer(tr, headers{"traceparent": callerSampled}.get, "GET", "/api/test", "/api/test", "", "http", "HTTP/1.1")
 	defer s.End(200, "")
 	var tb [32]byte
 	var sb [16]byte
@@ -613,8 +685,8 @@ func exportedSpans(reqs []*collectortrace.ExportTraceServiceRequest) (names []st
 
 // traceOneRequest records a request with one attempt on tr.
 func traceOneRequest(tr *Tracer) {
-	s := tr.StartServer(headers{}.get, "GET", "/api/test", "/api/test", "127.0.0.1", "http", "HTTP/1.1")
-	s.StartAttempt("http://127.0.0.1:8001", 0, "GET").End(200, "")
+	s := startServer(tr, headers{}.get, "GET", "/api/test", "/api/test", "127.0.0.1", "http", "HTTP/1.1")
+	s.StartAttempt("http://127.0.0.1:8001", 0, []byte("GET")).End(200, "")
 	s.End(200, "")
 }
 
@@ -720,26 +792,33 @@ func TestNewTracerExportsHTTP(t *testing.T) {
 }
 
 // getNone is a header lookup that finds nothing.
-func getNone(string) string { return "" }
+func getNone(string) []byte { return nil }
 
 func setNone(string, string) {}
 
+// discardSink recycles the records of the ended spans.
+type discardSink struct{}
+
+func (discardSink) push(r *spanRecord)             { r.recycle() }
+func (discardSink) Shutdown(context.Context) error { return nil }
+
 func BenchmarkStartEnd(b *testing.B) {
-	bench := func(b *testing.B, tr *Tracer, get func(string) string) {
+	bench := func(b *testing.B, tr *Tracer, get func(string) []byte) {
 		var tb [32]byte
+		var head [256]byte
+		method := []byte("GET")
 		b.ReportAllocs()
 		for b.Loop() {
-			s := tr.StartServer(get, "GET", "/api/test", "/api/test?q=1", "127.0.0.1", "http", "HTTP/1.1")
-			a := s.StartAttempt("http://127.0.0.1:8001", 0, "GET")
-			a.Inject(setNone)
+			s := startServer(tr, get, "GET", "/api/test", "/api/test?q=1", "127.0.0.1", "http", "HTTP/1.1")
+			a := s.StartAttempt("http://127.0.0.1:8001", 0, method)
+			_ = a.AppendHeaders(head[:0])
 			a.End(200, "")
 			_ = s.AppendTraceID(tb[:0])
 			s.End(200, "")
 		}
 	}
 	enabled := func(b *testing.B, sampler string, ratio float64) *Tracer {
-		tr, err := newTracer(config.Tracing{Sampler: sampler, Ratio: ratio}, "bench",
-			sdktrace.NewBatchSpanProcessor(tracetest.NewNoopExporter()))
+		tr, err := newTracer(config.Tracing{Sampler: sampler, Ratio: ratio}, "bench", discardSink{})
 		if err != nil {
 			b.Fatal(err)
 		}
