@@ -350,6 +350,7 @@ func (lp *loop) register(b *bufConn, write bool) error {
 		if b.regLoop != nil {
 			unix.EpollCtl(b.regLoop.ep, unix.EPOLL_CTL_DEL, b.fd, nil)
 			b.regLoop = nil
+			lp.srv.loopStats.moves.Add(1)
 		}
 		err = unix.EpollCtl(lp.ep, unix.EPOLL_CTL_ADD, b.fd, &ev)
 		if err == unix.EEXIST {

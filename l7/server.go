@@ -87,6 +87,9 @@ type loopStats struct {
 	// parks and unparks count idle connections leaving their coroutine
 	// and getting a new one.
 	parks, unparks atomic.Int64
+	// moves counts backend connections taken from one loop's epoll set
+	// to another's.
+	moves atomic.Int64
 }
 
 // NewServer builds a server around an initial snapshot. metrics may be
