@@ -64,7 +64,7 @@ func newConnPool(b *upstream.Backend, connect, idle time.Duration, maxIdle int, 
 
 // get returns an idle connection or dials a new one.
 func (p *connPool) get(ctx context.Context) (*backendConn, error) {
-	if bc := p.getIdle(nil); bc != nil {
+	if bc := p.getIdle(nil, time.Now()); bc != nil {
 		return bc, nil
 	}
 	return p.dial(ctx)
@@ -76,9 +76,8 @@ type idleList struct{ conns []*backendConn }
 // getIdle returns an idle connection, or nil. It prefers the most
 // recently used one registered with the caller's event loop (lp; nil
 // without one), which then needs no epoll change, then one registered
-// with no loop, then one of another loop.
-func (p *connPool) getIdle(lp *loop) *backendConn {
-	now := time.Now()
+// with no loop, then one of another loop. now is the current time.
+func (p *connPool) getIdle(lp *loop, now time.Time) *backendConn {
 	p.mu.Lock()
 	for {
 		bc := p.popLocked(lp)
