@@ -287,6 +287,14 @@ func (b *bufConn) sys(write bool, p []byte) (int, error) {
 }
 
 func (b *bufConn) rawIO(fd uintptr) {
+	if raceEnabled {
+		if b.ioWrite {
+			b.ioN, b.ioErr = syscall.Write(int(fd), b.ioBuf)
+		} else {
+			b.ioN, b.ioErr = syscall.Read(int(fd), b.ioBuf)
+		}
+		return
+	}
 	nr := uintptr(unix.SYS_READ)
 	if b.ioWrite {
 		nr = unix.SYS_WRITE
@@ -301,7 +309,8 @@ func (b *bufConn) rawIO(fd uintptr) {
 // call, the runtime would count the loop's P as in a system call, and
 // sysmon, finding one there at each of its ticks under load, would hand
 // the P to another thread (a futex wake-up, and the loop's thread
-// parking when its call returns) and keep polling every 20 µs.
+// parking when its call returns) and keep polling every 20 µs. A -race
+// build goes through package syscall instead (see raceEnabled).
 func rawSyscall(nr, fd uintptr, p []byte) (int, error) {
 	var ptr unsafe.Pointer
 	if len(p) > 0 {
