@@ -20,7 +20,10 @@ type backendConn struct {
 
 // connPool keeps idle keep-alive connections to one backend address, most
 // recently used first (LIFO keeps few connections warm and lets the rest
-// time out).
+// time out). Idle connections are kept apart by the event loop they are
+// registered with, as nginx keeps a cache per worker: a loop takes its
+// own first, so a connection moves between loops' epoll sets (two
+// epoll_ctl calls) only when its loop has none idle.
 type connPool struct {
 	backend *upstream.Backend
 	dialer  net.Dialer
@@ -32,8 +35,12 @@ type connPool struct {
 	idleTimeout time.Duration
 	maxIdle     int
 
-	mu     sync.Mutex
-	idle   []*backendConn
+	mu sync.Mutex
+	// idle holds the idle connections by the event loop whose epoll set
+	// has them (nil: none), each list most recently used last; nidle
+	// counts them all.
+	idle   map[*loop]*idleList
+	nidle  int
 	closed bool
 	// open counts the pool's connections, in use or idle.
 	open atomic.Int64
@@ -42,13 +49,13 @@ type connPool struct {
 // counts returns the open and idle connections.
 func (p *connPool) counts() (open, idle int) {
 	p.mu.Lock()
-	idle = len(p.idle)
+	idle = p.nidle
 	p.mu.Unlock()
 	return int(p.open.Load()), idle
 }
 
 func newConnPool(b *upstream.Backend, connect, idle time.Duration, maxIdle int, bt *backendTLS, protocol string) *connPool {
-	p := &connPool{backend: b, idleTimeout: idle, maxIdle: maxIdle, tls: bt}
+	p := &connPool{backend: b, idleTimeout: idle, maxIdle: maxIdle, tls: bt, idle: map[*loop]*idleList{}}
 	p.dialer.Timeout = connect
 	p.dialer.KeepAlive = 30 * time.Second
 	p.h2 = newH2Pool(p, protocol)
@@ -57,31 +64,27 @@ func newConnPool(b *upstream.Backend, connect, idle time.Duration, maxIdle int, 
 
 // get returns an idle connection or dials a new one.
 func (p *connPool) get(ctx context.Context) (*backendConn, error) {
-	if bc := p.getIdle(nil); bc != nil {
+	if bc := p.getIdle(nil, time.Now()); bc != nil {
 		return bc, nil
 	}
 	return p.dial(ctx)
 }
 
-// getIdle returns an idle connection, or nil. Among the most recently
-// used few it prefers one registered with the caller's event loop (lp;
-// nil without one), which then needs no epoll change.
-func (p *connPool) getIdle(lp *loop) *backendConn {
-	now := time.Now()
+// idleList is a stack of idle connections, the most recently used last.
+type idleList struct{ conns []*backendConn }
+
+// getIdle returns an idle connection, or nil. It prefers the most
+// recently used one registered with the caller's event loop (lp; nil
+// without one), which then needs no epoll change, then one registered
+// with no loop, then one of another loop. now is the current time.
+func (p *connPool) getIdle(lp *loop, now time.Time) *backendConn {
 	p.mu.Lock()
-	for len(p.idle) > 0 {
-		n := len(p.idle) - 1
-		if lp != nil {
-			for i := n; i >= 0 && i > n-loopAffinityScan; i-- {
-				if p.idle[i].regLoop == lp {
-					p.idle[i], p.idle[n] = p.idle[n], p.idle[i]
-					break
-				}
-			}
+	for {
+		bc := p.popLocked(lp)
+		if bc == nil {
+			p.mu.Unlock()
+			return nil
 		}
-		bc := p.idle[n]
-		p.idle[n] = nil
-		p.idle = p.idle[:n]
 		if now.Sub(bc.idleFrom) < p.idleTimeout {
 			p.mu.Unlock()
 			bc.reused = true
@@ -91,13 +94,44 @@ func (p *connPool) getIdle(lp *loop) *backendConn {
 		bc.close()
 		p.mu.Lock()
 	}
-	p.mu.Unlock()
+}
+
+// popLocked takes an idle connection in getIdle's order of preference,
+// or returns nil; p.mu is held.
+func (p *connPool) popLocked(lp *loop) *backendConn {
+	if p.nidle == 0 {
+		return nil
+	}
+	if bc := p.popList(lp); bc != nil {
+		return bc
+	}
+	if bc := p.popList(nil); bc != nil {
+		return bc
+	}
+	for _, l := range p.idle {
+		if n := len(l.conns); n > 0 {
+			return p.pop(l, n)
+		}
+	}
 	return nil
 }
 
-// loopAffinityScan bounds getIdle's search for a connection of the
-// caller's loop.
-const loopAffinityScan = 8
+func (p *connPool) popList(lp *loop) *backendConn {
+	if l := p.idle[lp]; l != nil {
+		if n := len(l.conns); n > 0 {
+			return p.pop(l, n)
+		}
+	}
+	return nil
+}
+
+func (p *connPool) pop(l *idleList, n int) *backendConn {
+	bc := l.conns[n-1]
+	l.conns[n-1] = nil
+	l.conns = l.conns[:n-1]
+	p.nidle--
+	return bc
+}
 
 // dial connects to the backend, and handshakes for an https:// one: the
 // connect timeout bounds the TCP connect and the handshake together, as
@@ -135,12 +169,18 @@ func (p *connPool) put(bc *backendConn) {
 	}
 	bc.idleFrom = time.Now()
 	p.mu.Lock()
-	if p.closed || len(p.idle) >= p.maxIdle {
+	if p.closed || p.nidle >= p.maxIdle {
 		p.mu.Unlock()
 		bc.close()
 		return
 	}
-	p.idle = append(p.idle, bc)
+	l := p.idle[bc.regLoop]
+	if l == nil {
+		l = &idleList{}
+		p.idle[bc.regLoop] = l
+	}
+	l.conns = append(l.conns, bc)
+	p.nidle++
 	p.mu.Unlock()
 }
 
@@ -148,8 +188,13 @@ func (p *connPool) put(bc *backendConn) {
 // no more.
 func (p *connPool) closeIdle(final bool) {
 	p.mu.Lock()
-	idle := p.idle
-	p.idle = nil
+	var idle []*backendConn
+	for _, l := range p.idle {
+		idle = append(idle, l.conns...)
+		clear(l.conns)
+		l.conns = l.conns[:0]
+	}
+	p.nidle = 0
 	if final {
 		p.closed = true
 	}
@@ -164,18 +209,19 @@ func (p *connPool) closeIdle(final bool) {
 func (p *connPool) reapIdle(now time.Time) {
 	p.mu.Lock()
 	var stale []*backendConn
-	kept := p.idle[:0]
-	for _, bc := range p.idle {
-		if now.Sub(bc.idleFrom) >= p.idleTimeout {
-			stale = append(stale, bc)
-		} else {
-			kept = append(kept, bc)
+	for _, l := range p.idle {
+		kept := l.conns[:0]
+		for _, bc := range l.conns {
+			if now.Sub(bc.idleFrom) >= p.idleTimeout {
+				stale = append(stale, bc)
+			} else {
+				kept = append(kept, bc)
+			}
 		}
+		clear(l.conns[len(kept):])
+		l.conns = kept
 	}
-	for i := len(kept); i < len(p.idle); i++ {
-		p.idle[i] = nil
-	}
-	p.idle = kept
+	p.nidle -= len(stale)
 	p.mu.Unlock()
 	for _, bc := range stale {
 		bc.close()

@@ -245,9 +245,19 @@ func (b *bufConn) flush() error {
 	return err
 }
 
+// chunkOverhead bounds what a chunk adds to its data (size line and
+// CRLFs).
+const chunkOverhead = 32
+
+// buffers reports whether write would only append n bytes to the write
+// buffer, without a system call.
+func (b *bufConn) buffers(n int) bool {
+	return n < directWrite && len(b.wbuf)+n <= cap(b.wbuf)
+}
+
 // write appends p, or writes it directly when it is large.
 func (b *bufConn) write(p []byte) error {
-	if len(p) < directWrite && len(b.wbuf)+len(p) <= cap(b.wbuf) {
+	if b.buffers(len(p)) {
 		b.wbuf = append(b.wbuf, p...)
 		return nil
 	}

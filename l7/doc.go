@@ -27,7 +27,8 @@
 // Both parse requests with the same strictness
 // (request-smuggling vectors give 400 and a closed connection), route with
 // the same Router and talk to backends through the same clients: HTTP/1.1
-// with keep-alive pools, or HTTP/2 (backendh2.go, forwardh2.go) for a
+// with keep-alive pools (idle connections kept apart by the event loop
+// whose epoll set has them, taken by that loop first), or HTTP/2 (backendh2.go, forwardh2.go) for a
 // route whose `protocol` is h2c, h2 or auto, with connections multiplexed
 // up to the backend's stream limit, PING liveness and GOAWAY handled; the
 // response (trailers included) streams to the client while the request

@@ -233,12 +233,14 @@ func (x *exchange) tryBackend(b *upstream.Backend, rt *Route) (*proxyError, stri
 		}
 		return errGRPCOverH1, ""
 	}
-	bc := cp.getIdle(x.wt.loop())
+	x.attemptAt = time.Now()
+	bc := cp.getIdle(x.wt.loop(), x.attemptAt)
 	if bc == nil {
 		var err error
 		if bc, err = x.dial(cp); err != nil {
 			return x.dialError(err)
 		}
+		x.attemptAt = time.Time{} // the dial took its time
 	}
 	x.useConn(bc)
 	perr, stale, reason := x.roundTrip(bc, rt)

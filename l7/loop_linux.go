@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -292,11 +293,54 @@ func (b *bufConn) sys(write bool, p []byte) (int, error) {
 }
 
 func (b *bufConn) rawIO(fd uintptr) {
-	if b.ioWrite {
-		b.ioN, b.ioErr = syscall.Write(int(fd), b.ioBuf)
-	} else {
-		b.ioN, b.ioErr = syscall.Read(int(fd), b.ioBuf)
+	if raceEnabled {
+		if b.ioWrite {
+			b.ioN, b.ioErr = syscall.Write(int(fd), b.ioBuf)
+		} else {
+			b.ioN, b.ioErr = syscall.Read(int(fd), b.ioBuf)
+		}
+		return
 	}
+	nr := uintptr(unix.SYS_READ)
+	if b.ioWrite {
+		nr = unix.SYS_WRITE
+	}
+	b.ioN, b.ioErr = rawSyscall(nr, fd, b.ioBuf)
+}
+
+// rawSyscall is read(2) or write(2) of p on fd, made without the
+// runtime's system call bookkeeping (entersyscall/exitsyscall). The
+// loops' sockets are non-blocking, so the call never blocks: it only
+// copies to or from the socket's buffers. Made as an ordinary system
+// call, the runtime would count the loop's P as in a system call, and
+// sysmon, finding one there at each of its ticks under load, would hand
+// the P to another thread (a futex wake-up, and the loop's thread
+// parking when its call returns) and keep polling every 20 µs. A -race
+// build goes through package syscall instead (see raceEnabled).
+func rawSyscall(nr, fd uintptr, p []byte) (int, error) {
+	var ptr unsafe.Pointer
+	if len(p) > 0 {
+		ptr = unsafe.Pointer(&p[0])
+	} else {
+		ptr = unsafe.Pointer(&rawZero)
+	}
+	n, _, e := unix.RawSyscall(nr, fd, uintptr(ptr), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+var rawZero byte
+
+// epollPoll is a non-blocking epoll_wait(2) (timeout 0), made without the
+// runtime's bookkeeping as rawSyscall is.
+func epollPoll(ep int, events []unix.EpollEvent) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(ep), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
 
 // add hands a new connection to the loop. It reports false when the
@@ -356,6 +400,7 @@ func (lp *loop) register(b *bufConn, write bool) error {
 		if b.regLoop != nil {
 			unix.EpollCtl(b.regLoop.ep, unix.EPOLL_CTL_DEL, b.fd, nil)
 			b.regLoop = nil
+			lp.srv.loopStats.moves.Add(1)
 		}
 		err = unix.EpollCtl(lp.ep, unix.EPOLL_CTL_ADD, b.fd, &ev)
 		if err == unix.EEXIST {
@@ -525,7 +570,7 @@ func (lp *loop) run() {
 // stop waiting (the loop ends, or a sweep is due).
 func (lp *loop) poll(fd uintptr) bool {
 	for {
-		n, err := unix.EpollWait(int(fd), lp.events, 0)
+		n, err := epollPoll(int(fd), lp.events)
 		if err == unix.EINTR {
 			continue
 		}

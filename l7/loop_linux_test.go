@@ -201,6 +201,52 @@ func TestEventLoopConcurrent(t *testing.T) {
 	}
 }
 
+// TestEventLoopBackendAffinity: under load from many connections on two
+// loops, a request takes a backend connection its own loop already
+// watches; one moving between the loops' epoll sets costs two epoll_ctl
+// calls, so moves stay rare once each loop has its own.
+func TestEventLoopBackendAffinity(t *testing.T) {
+	gw := loopGateway(t, 2, "http://"+rawBackend(t))
+	const clients, each = 64, 100
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", gw.addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			br := bufio.NewReader(c)
+			for range each {
+				io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				if resp.StatusCode != 200 {
+					errs <- fmt.Errorf("status %d", resp.StatusCode)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if moves := gw.srv.loopStats.moves.Load(); moves > clients*each/50 {
+		t.Errorf("backend connections moved between loops %d times in %d requests, want at most 2%%", moves, clients*each)
+	}
+}
+
 // TestEventLoopTimeouts: on a loop, a request head that never ends gets
 // 408 after read_header_timeout, and a backend that does not answer gets
 // 504 after response_header.

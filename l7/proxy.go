@@ -128,15 +128,19 @@ type bodySource interface {
 type exchange struct {
 	srv *Server
 	// wt is the client connection's event loop handle (nil: none).
-	wt       *waiter
-	snap     *Snapshot
-	req      *request
-	start    time.Time
-	clientIP string
-	peer     netip.Addr
-	peerPort uint16
-	proto    string // "HTTP/1.1", "HTTP/1.0", "HTTP/2.0"
-	scheme   string
+	wt    *waiter
+	snap  *Snapshot
+	req   *request
+	start time.Time
+	// attemptAt is when the current attempt on a backend connection
+	// began (zero: read the clock): taking an idle connection, writing
+	// the request and arming the wait for its answer share one reading.
+	attemptAt time.Time
+	clientIP  string
+	peer      netip.Addr
+	peerPort  uint16
+	proto     string // "HTTP/1.1", "HTTP/1.0", "HTTP/2.0"
+	scheme    string
 	// tls is the client connection's TLS state (nil: plain HTTP).
 	tls *tls.ConnectionState
 
@@ -418,7 +422,7 @@ func (x *exchange) roundTrip(bc *backendConn, rt *Route) (perr *proxyError, stal
 func (x *exchange) sendRequest(bc *backendConn, rt *Route) (bodyErr chan error, perr *proxyError, stale bool, reason string) {
 	req := x.req
 	bc.wbuf = appendRequestHead(bc.wbuf[:0], x, rt, x.backend)
-	bc.wdl.ensureWrite(bc.c, time.Now().Add(rt.readTimeout), deadlineSlack(rt.readTimeout))
+	bc.wdl.ensureWrite(bc.c, x.attemptNow().Add(rt.readTimeout), deadlineSlack(rt.readTimeout))
 	switch {
 	case !req.hasBody():
 	case x.bodyBuffered != nil:
@@ -787,10 +791,19 @@ func writeAll(w io.Writer, parts ...[]byte) error {
 	return nil
 }
 
+// attemptNow returns when the current attempt began, or the current time.
+func (x *exchange) attemptNow() time.Time {
+	if x.attemptAt.IsZero() {
+		return time.Now()
+	}
+	return x.attemptAt
+}
+
 // readResponseHead reads and parses one response head from bc.
 func (x *exchange) readResponseHead(bc *backendConn, rt *Route) error {
 	head := string(x.req.method) == "HEAD"
-	now := time.Now()
+	now := x.attemptNow()
+	x.attemptAt = time.Time{} // an informational answer restarts the wait
 	wait := x.headWait(rt, now)
 	bc.rdl.ensureRead(bc.c, now.Add(wait), deadlineSlack(wait))
 	for {
@@ -1041,16 +1054,18 @@ func (x *exchange) done() {
 		rm = x.srv.noRoute
 		rm.Start()
 	}
-	rm.Done(x.req.method, x.status, time.Since(x.start))
+	elapsed := time.Since(x.start)
+	rm.Done(x.req.method, x.status, elapsed)
 	if x.grpcStatus != "" {
 		rm.GRPCDone(x.grpcStatus)
 	}
 	x.span.End(x.status, x.errMsg)
-	x.logAccess(x.srv.log)
+	x.logAccess(x.srv.log, elapsed)
 }
 
-// logAccess writes the exchange's access line.
-func (x *exchange) logAccess(lg *observe.Logger) {
+// logAccess writes the exchange's access line; elapsed is the request's
+// latency.
+func (x *exchange) logAccess(lg *observe.Logger, elapsed time.Duration) {
 	if lg == nil || !lg.AccessEnabled() {
 		return
 	}
@@ -1063,7 +1078,7 @@ func (x *exchange) logAccess(lg *observe.Logger) {
 		Proto:          x.proto,
 		Host:           x.req.host,
 		Status:         x.status,
-		Latency:        time.Since(x.start),
+		Latency:        elapsed,
 		BytesIn:        x.bytesIn,
 		BytesOut:       x.bytesOut,
 		RequestID:      x.reqID,

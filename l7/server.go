@@ -88,6 +88,9 @@ type loopStats struct {
 	// and getting a new one; burstParks, the parks at the first wait
 	// because the loop had liveIdleMax coroutines already.
 	parks, unparks, burstParks atomic.Int64
+	// moves counts backend connections taken from one loop's epoll set
+	// to another's.
+	moves atomic.Int64
 }
 
 // NewServer builds a server around an initial snapshot. metrics may be
@@ -837,7 +840,9 @@ func (cc *clientConn) appendConnection(w []byte, x *exchange) []byte {
 }
 
 func (cc *clientConn) body(p []byte) error {
-	cc.ensureWriteDeadline()
+	if !cc.bc.buffers(len(p) + chunkOverhead) {
+		cc.ensureWriteDeadline()
+	}
 	if cc.chunkedOut {
 		cc.bc.wbuf = appendChunkHeader(cc.bc.wbuf, len(p))
 		if err := cc.bc.write(p); err != nil {
@@ -848,7 +853,15 @@ func (cc *clientConn) body(p []byte) error {
 	return cc.bc.write(p)
 }
 
+// The write deadline is armed before the writes that reach the socket;
+// bytes only appended to the write buffer need none, and a small
+// response's head and body are written at once, with one reading of
+// the clock.
+
 func (cc *clientConn) flush() error {
+	if len(cc.bc.wbuf) == 0 {
+		return nil
+	}
 	cc.ensureWriteDeadline()
 	return cc.bc.flush()
 }
@@ -859,8 +872,7 @@ func (cc *clientConn) finish(trailers []hfield) error {
 		w = appendFields(w, trailers)
 		cc.bc.wbuf = append(w, '\r', '\n')
 	}
-	cc.ensureWriteDeadline()
-	return cc.bc.flush()
+	return cc.flush()
 }
 
 func (cc *clientConn) local(x *exchange, r *localReply) error {

@@ -89,7 +89,7 @@ func accessTime(e *AccessEntry) time.Time {
 // JSONHandler gives an Info record with these attributes.
 func appendAccessJSON(b []byte, e *AccessEntry) []byte {
 	b = append(b, `{"time":"`...)
-	b = accessTime(e).AppendFormat(b, time.RFC3339Nano)
+	b = appendRFC3339Nano(b, accessTime(e))
 	b = append(b, `","level":"INFO","msg":"access","method":`...)
 	b = appendJSONString(b, e.Method)
 	b = append(b, `,"path":`...)
@@ -218,6 +218,35 @@ func appendMillis(b []byte, d time.Duration) []byte {
 	b = strconv.AppendUint(b, u/1000, 10)
 	f := u % 1000
 	return append(b, '.', byte('0'+f/100), byte('0'+f/10%10), byte('0'+f%10))
+}
+
+// appendRFC3339Nano appends t, in UTC, as t.AppendFormat(b,
+// time.RFC3339Nano) does (trailing zeros of the fraction trimmed), with
+// the digits written directly instead of through the layout interpreter.
+func appendRFC3339Nano(b []byte, t time.Time) []byte {
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 || t.Location() != time.UTC {
+		return t.AppendFormat(b, time.RFC3339Nano)
+	}
+	hour, minute, sec := t.Clock()
+	b = append(b, byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-',
+		byte('0'+month/10), byte('0'+month%10), '-', byte('0'+day/10), byte('0'+day%10), 'T',
+		byte('0'+hour/10), byte('0'+hour%10), ':', byte('0'+minute/10), byte('0'+minute%10), ':',
+		byte('0'+sec/10), byte('0'+sec%10))
+	if ns := t.Nanosecond(); ns != 0 {
+		var frac [10]byte
+		frac[0] = '.'
+		for i := 9; i >= 1; i-- {
+			frac[i] = byte('0' + ns%10)
+			ns /= 10
+		}
+		n := 10
+		for frac[n-1] == '0' {
+			n--
+		}
+		b = append(b, frac[:n]...)
+	}
+	return append(b, 'Z')
 }
 
 // appendRFC3339Millis appends t as slog's TextHandler does: RFC 3339 with

@@ -124,6 +124,27 @@ func TestAppendQuotedMatchesStrconv(t *testing.T) {
 	}
 }
 
+// TestAppendJSONStringWordScan puts each byte that needs escaping (and
+// the first byte of a multi-byte character) at every position of strings
+// longer than the 8-byte words the fast scan checks.
+func TestAppendJSONStringWordScan(t *testing.T) {
+	specials := []string{"\"", "\\", "\x00", "\x1f", " ", "\x7f", "\x80", "\xff", "é", "\u2028"}
+	for _, sp := range specials {
+		for n := 0; n <= 24; n++ {
+			for at := 0; at <= n; at++ {
+				s := strings.Repeat("a", at) + sp + strings.Repeat("b", n-at)
+				want := encodingJSON(t, s)
+				if got := string(appendJSONString(nil, s)); got != want {
+					t.Fatalf("string %q: got %s want %s", s, got, want)
+				}
+				if got := string(appendJSONString(nil, []byte(s))); got != want {
+					t.Fatalf("[]byte %q: got %s want %s", s, got, want)
+				}
+			}
+		}
+	}
+}
+
 func FuzzAppendJSONString(f *testing.F) {
 	for _, s := range escapeCases {
 		f.Add(s)
@@ -179,6 +200,29 @@ func TestAppendMillis(t *testing.T) {
 		var f float64
 		if err := json.Unmarshal([]byte(got), &f); err != nil {
 			t.Errorf("appendMillis(%v) = %s: not a JSON number: %v", c.d, got, err)
+		}
+	}
+}
+
+func TestAppendRFC3339Nano(t *testing.T) {
+	base := time.Date(2026, 12, 6, 7, 8, 9, 0, time.UTC)
+	for _, tm := range []time.Time{
+		base,
+		base.Add(1),
+		base.Add(10),
+		base.Add(120 * time.Millisecond),
+		base.Add(999999999),
+		base.Add(100000000),
+		base.Add(123456789),
+		time.Date(1, 1, 1, 0, 0, 0, 5, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 999999990, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		base.In(time.FixedZone("X", 3600)),
+		time.Now().UTC(),
+	} {
+		if got, want := string(appendRFC3339Nano([]byte("x"), tm)), "x"+tm.Format(time.RFC3339Nano); got != want {
+			t.Errorf("%v: %s, want %s", tm, got, want)
 		}
 	}
 }
