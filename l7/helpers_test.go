@@ -39,6 +39,13 @@ func startGatewayMetrics(t testing.TB, engine, routes string, metrics *observe.M
 // (flow-mapping entries, e.g. "headers_with_underscores: allow").
 func startGatewayServer(t testing.TB, engine, server, routes string, metrics *observe.Metrics) *testGateway {
 	t.Helper()
+	return startGatewayWith(t, engine, server, routes, metrics, nil)
+}
+
+// startGatewayWith is startGatewayServer with setup run on the transport
+// before the snapshot is built (to hand it resources: SetResource).
+func startGatewayWith(t testing.TB, engine, server, routes string, metrics *observe.Metrics, setup func(*Transport)) *testGateway {
+	t.Helper()
 	if server != "" {
 		server = ", " + server
 	}
@@ -52,6 +59,9 @@ func startGatewayServer(t testing.TB, engine, server, routes string, metrics *ob
 		t.Fatal(err)
 	}
 	tr := NewTransport(nil, nil)
+	if setup != nil {
+		setup(tr)
+	}
 	snap, err := NewSnapshot(cfg, tr, metrics, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -191,6 +191,12 @@ type testEx struct {
 	respH      [][2]string
 	respBody   []byte
 	isErr      bool
+
+	// streamed: the request body is still to come from the client
+	// (BufferedBody reports false). offloads counts the Offload calls:
+	// the calls that left, or would leave, an event loop.
+	streamed bool
+	offloads int
 }
 
 type kv struct {
@@ -360,3 +366,7 @@ func (e *testEx) RequestBodyPrefix(limit int) ([]byte, bool, error) {
 }
 
 func (e *testEx) RequestID() []byte { return []byte("test-request") }
+
+func (e *testEx) Offload() { e.offloads++ }
+
+func (e *testEx) BufferedBody() ([]byte, bool) { return e.reqBody, !e.streamed }

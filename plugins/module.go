@@ -86,6 +86,9 @@ type module struct {
 	// since the guest started or last overran, up to probation.
 	suspect atomic.Bool
 	good    atomic.Int64
+	// barred: a call of the guest ran on its caller's goroutine until its
+	// deadline; its calls never run there again (see workerPool.runInline).
+	barred atomic.Bool
 	// created counts the instances made, for the Manager's statistics.
 	created *atomic.Int64
 	// mem allocates the instances' linear memories (nil: wazero's).
@@ -379,20 +382,26 @@ func (m *module) Close() error {
 	return nil
 }
 
-// call runs fn on inst until deadline. abandoned reports that the
-// caller left at the deadline while the guest was still running: the
-// instance and its slot are the worker's now (see exec). Otherwise
-// timedOut reports that the deadline fired, in which case the instance
-// must be discarded even if the call returned.
-func (inst *instance) call(fn api.Function, n int, deadline time.Time) (abandoned, timedOut bool, err error) {
+// call runs fn on inst until deadline: on the calling goroutine when
+// inline (an inline slot was taken for it), otherwise through the pool.
+// abandoned reports that the caller left at the deadline while the guest
+// was still running: the instance and its slot are the worker's now (see
+// exec). Otherwise timedOut reports that the deadline fired, in which
+// case the instance must be discarded even if the call returned.
+func (inst *instance) call(fn api.Function, n int, deadline time.Time, inline bool) (abandoned, timedOut bool, err error) {
 	left := time.Until(deadline)
 	if left <= 0 {
+		if inline {
+			inst.owner.pool.putInline()
+		}
 		return false, true, errTimeout // the wait took the whole budget
 	}
 	inst.fn, inst.n, inst.err = fn, n, nil
 	inst.job.op = opCall
 	inst.ctx.arm(left)
-	if inst.owner.pool.exec(inst) {
+	if inline {
+		inst.owner.pool.runInline(inst)
+	} else if inst.owner.pool.exec(inst) {
 		return true, true, errTimeout
 	}
 	timedOut = !inst.ctx.disarm()
@@ -436,28 +445,56 @@ func (m *module) enter() (held bool, err error) {
 }
 
 // trusted: the guest passed its probation and did not overrun since.
-func (m *module) trusted() bool { return !m.suspect.Load() && m.good.Load() >= probation }
+func (m *module) trusted() bool {
+	return !m.suspect.Load() && m.good.Load() >= probation && !m.barred.Load()
+}
 
-// OnRequest implements Plugin.
+// inlineInstance returns an idle instance with an inline slot taken for
+// its call (see workerPool.takeInline), when the guest is trusted and
+// neither needs a wait; otherwise nil. Such a call runs on the caller's
+// goroutine, which may be an event loop's: it must not wait for anything
+// but the guest, nor start an instance (a language runtime's start takes
+// milliseconds).
+func (m *module) inlineInstance() *instance {
+	if m.shut.Load() || !m.pool.takeInline(m) {
+		return nil
+	}
+	select {
+	case inst := <-m.idle:
+		return inst
+	default:
+		m.pool.putInline()
+		return nil
+	}
+}
+
+// OnRequest implements Plugin. A trusted guest's call runs on the
+// caller's goroutine when it needs no wait (see inlineInstance); any other
+// moves the exchange off its event loop first (Exchange.Offload), since it
+// waits for a concurrency slot, an instance or a worker.
 func (m *module) OnRequest(ex Exchange) (*middleware.Reply, error) {
 	deadline := time.Now().Add(m.opts.Timeout)
-	held, err := m.enter()
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if held {
-			m.lim.release()
+	inst := m.inlineInstance()
+	inline, held := inst != nil, false
+	if !inline {
+		ex.Offload()
+		var err error
+		if held, err = m.enter(); err != nil {
+			return nil, err
 		}
-	}()
-	inst, err := m.acquire(&held, deadline)
-	if err != nil {
-		return nil, err
+		defer func() {
+			if held {
+				m.lim.release()
+			}
+		}()
+		if inst, err = m.acquire(&held, deadline); err != nil {
+			return nil, err
+		}
 	}
 	st := &inst.st
 	st.begin(ex, phaseRequest)
 	inst.slot = held
-	abandoned, timedOut, err := inst.call(inst.handleReq, 1, deadline)
+	abandoned, timedOut, err := inst.call(inst.handleReq, 1, deadline, inline)
 	if abandoned {
 		held = false
 		return nil, callError("handle_request", true, err)
@@ -540,7 +577,9 @@ func (p *pending) free(ex Exchange, key string) {
 	pendingPool.Put(p)
 }
 
-// OnResponse implements Plugin.
+// OnResponse implements Plugin. Like OnRequest, it runs a trusted
+// guest's call on the caller's goroutine when it needs no wait, and moves
+// the exchange off its event loop otherwise.
 func (m *module) OnResponse(ex Exchange) error {
 	p, _ := ex.Value(m.key).(*pending)
 	if p == nil {
@@ -552,26 +591,30 @@ func (m *module) OnResponse(ex Exchange) error {
 		return nil
 	}
 	deadline := time.Now().Add(m.opts.Timeout)
-	held, err := m.enter()
-	if err != nil {
-		if p.inst != nil {
-			// Its guest keeps state for this request: not reusable.
-			p.inst.owner.discard(p.inst)
-		}
-		p.free(ex, m.key)
-		return err
-	}
-	defer func() {
-		if held {
-			m.lim.release()
-		}
-	}()
-	inst := p.inst
-	if inst == nil {
-		// Any instance will do. On failure the pending state stays for a
-		// retry on the module swapped in meanwhile.
-		if inst, err = m.acquire(&held, deadline); err != nil {
+	inst, inline := m.responseInstance(p)
+	held := false
+	if !inline {
+		ex.Offload()
+		var err error
+		if held, err = m.enter(); err != nil {
+			if p.inst != nil {
+				// Its guest keeps state for this request: not reusable.
+				p.inst.owner.discard(p.inst)
+			}
+			p.free(ex, m.key)
 			return err
+		}
+		defer func() {
+			if held {
+				m.lim.release()
+			}
+		}()
+		if inst == nil {
+			// Any instance will do. On failure the pending state stays for
+			// a retry on the module swapped in meanwhile.
+			if inst, err = m.acquire(&held, deadline); err != nil {
+				return err
+			}
 		}
 	}
 	features, reqCtx := p.features, p.reqCtx
@@ -588,7 +631,7 @@ func (m *module) OnResponse(ex Exchange) error {
 		inst.stack[1] = 1
 	}
 	inst.slot = held
-	abandoned, timedOut, err := inst.call(inst.handleResp, 2, deadline)
+	abandoned, timedOut, err := inst.call(inst.handleResp, 2, deadline, inline)
 	if abandoned {
 		held = false
 		return callError("handle_response", true, err)
@@ -602,4 +645,16 @@ func (m *module) OnResponse(ex Exchange) error {
 	st.end()
 	owner.release(inst)
 	return nil
+}
+
+// responseInstance is inlineInstance for handle_response: the instance
+// the request kept (p.inst, whose guest holds state for it), with an
+// inline slot when its guest is trusted, or an idle one. inline reports
+// whether the call runs on the caller's goroutine.
+func (m *module) responseInstance(p *pending) (inst *instance, inline bool) {
+	if p.inst != nil {
+		return p.inst, p.inst.owner.pool.takeInline(p.inst.owner)
+	}
+	inst = m.inlineInstance()
+	return inst, inst != nil
 }

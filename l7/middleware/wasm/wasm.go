@@ -32,8 +32,12 @@ func init() {
 }
 
 // buildModule compiles (or takes from the host's cache) and starts the guest.
-// A guest call runs on the host's workers and may wait for one of them,
-// so the middleware declares itself blocking; it runs in both phases.
+// It runs in both phases. It does not declare MayBlock: a trusted guest's
+// calls run where the exchange runs, an event loop included, and the
+// handler moves the exchange off its loop (Request.Offload) before a call
+// that may wait: a guest on probation or suspect (its calls go to the
+// host's workers), no inline slot or idle instance free, a request body
+// still to be read (see package plugins).
 func buildModule(b middleware.Build) (middleware.Instance, error) {
 	m, _ := b.Resources[ManagerResource].(*plugins.Manager)
 	if m == nil {
@@ -48,6 +52,6 @@ func buildModule(b middleware.Build) (middleware.Instance, error) {
 	if err != nil {
 		return middleware.Instance{}, err
 	}
-	caps := middleware.Capabilities{Phases: middleware.PhaseRequest | middleware.PhaseResponse, MayBlock: true}
+	caps := middleware.Capabilities{Phases: middleware.PhaseRequest | middleware.PhaseResponse}
 	return middleware.Instance{Handler: h, Caps: caps}, nil
 }
