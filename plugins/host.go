@@ -434,7 +434,6 @@ func hostReadBody(st *callState, mem api.Memory, stack []uint64) {
 		if !st.reqBodyLoaded {
 			st.reqBodyLoaded = true
 			if st.phase == phaseRequest {
-				st.offloadForBody(ex)
 				b, err := ex.RequestBody()
 				if err != nil {
 					trap("read_body: request body: %v", err)
@@ -465,19 +464,6 @@ func hostReadBody(st *callState, mem api.Memory, stack []uint64) {
 		eof = 1 << 32
 	}
 	stack[0] = eof | uint64(n)
-}
-
-// offloadForBody moves the exchange of an inline call off its event loop
-// before the request body is read, when the body is still to come from
-// the client: the read waits for it. The guest goes on on the exchange's
-// goroutine.
-func (st *callState) offloadForBody(ex Exchange) {
-	if !st.inline {
-		return
-	}
-	if _, ok := ex.BufferedBody(); !ok {
-		ex.Offload()
-	}
 }
 
 func hostWriteBody(st *callState, mem api.Memory, stack []uint64) {

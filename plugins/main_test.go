@@ -192,10 +192,8 @@ type testEx struct {
 	respBody   []byte
 	isErr      bool
 
-	// streamed: the request body is still to come from the client
-	// (BufferedBody reports false). offloads counts the Offload calls:
-	// the calls that left, or would leave, an event loop.
-	streamed bool
+	// offloads counts the Offload calls: each moves the exchange off its
+	// event loop, if it is on one.
 	offloads int
 }
 
@@ -369,4 +367,3 @@ func (e *testEx) RequestID() []byte { return []byte("test-request") }
 
 func (e *testEx) Offload() { e.offloads++ }
 
-func (e *testEx) BufferedBody() ([]byte, bool) { return e.reqBody, !e.streamed }

@@ -382,26 +382,20 @@ func (m *module) Close() error {
 	return nil
 }
 
-// call runs fn on inst until deadline: on the calling goroutine when
-// inline (an inline slot was taken for it), otherwise through the pool.
-// abandoned reports that the caller left at the deadline while the guest
-// was still running: the instance and its slot are the worker's now (see
-// exec). Otherwise timedOut reports that the deadline fired, in which
-// case the instance must be discarded even if the call returned.
-func (inst *instance) call(fn api.Function, n int, deadline time.Time, inline bool) (abandoned, timedOut bool, err error) {
+// call runs fn on inst until deadline. abandoned reports that the
+// caller left at the deadline while the guest was still running: the
+// instance and its slot are the worker's now (see exec). Otherwise
+// timedOut reports that the deadline fired, in which case the instance
+// must be discarded even if the call returned.
+func (inst *instance) call(fn api.Function, n int, deadline time.Time) (abandoned, timedOut bool, err error) {
 	left := time.Until(deadline)
 	if left <= 0 {
-		if inline {
-			inst.owner.pool.putInline()
-		}
 		return false, true, errTimeout // the wait took the whole budget
 	}
 	inst.fn, inst.n, inst.err = fn, n, nil
 	inst.job.op = opCall
 	inst.ctx.arm(left)
-	if inline {
-		inst.owner.pool.runInline(inst)
-	} else if inst.owner.pool.exec(inst) {
+	if inst.owner.pool.exec(inst) {
 		return true, true, errTimeout
 	}
 	timedOut = !inst.ctx.disarm()
@@ -449,52 +443,39 @@ func (m *module) trusted() bool {
 	return !m.suspect.Load() && m.good.Load() >= probation && !m.barred.Load()
 }
 
-// inlineInstance returns an idle instance with an inline slot taken for
-// its call (see workerPool.takeInline), when the guest is trusted and
-// neither needs a wait; otherwise nil. Such a call runs on the caller's
-// goroutine, which may be an event loop's: it must not wait for anything
-// but the guest, nor start an instance (a language runtime's start takes
-// milliseconds).
-func (m *module) inlineInstance() *instance {
-	if m.shut.Load() || !m.pool.takeInline(m) {
-		return nil
-	}
-	select {
-	case inst := <-m.idle:
-		return inst
-	default:
-		m.pool.putInline()
-		return nil
-	}
-}
+// offload moves ex off its event loop, if it is on one, before a guest
+// call. A call could run there when its guest is trusted and it waits for
+// nothing, but wazero starts a goroutine for every call it may have to
+// stop at its deadline (RuntimeConfig.WithCloseOnContextDone): on a loop,
+// with the Ps the worker pool adds idle, that wakes a thread per call, and
+// a route with the add_header example served about 0.6x the requests it
+// serves off the loops (2 CPUs, wrk -c64). Off the loop, the exchange runs
+// on a goroutine of its own until it ends; the connection then rejoins
+// its loop.
+func offload(ex Exchange) { ex.Offload() }
 
-// OnRequest implements Plugin. A trusted guest's call runs on the
-// caller's goroutine when it needs no wait (see inlineInstance); any other
-// moves the exchange off its event loop first (Exchange.Offload), since it
-// waits for a concurrency slot, an instance or a worker.
+// OnRequest implements Plugin. It first moves the exchange off its
+// event loop, if it is on one (see offload).
 func (m *module) OnRequest(ex Exchange) (*middleware.Reply, error) {
+	offload(ex)
 	deadline := time.Now().Add(m.opts.Timeout)
-	inst := m.inlineInstance()
-	inline, held := inst != nil, false
-	if !inline {
-		ex.Offload()
-		var err error
-		if held, err = m.enter(); err != nil {
-			return nil, err
+	held, err := m.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if held {
+			m.lim.release()
 		}
-		defer func() {
-			if held {
-				m.lim.release()
-			}
-		}()
-		if inst, err = m.acquire(&held, deadline); err != nil {
-			return nil, err
-		}
+	}()
+	inst, err := m.acquire(&held, deadline)
+	if err != nil {
+		return nil, err
 	}
 	st := &inst.st
 	st.begin(ex, phaseRequest)
 	inst.slot = held
-	abandoned, timedOut, err := inst.call(inst.handleReq, 1, deadline, inline)
+	abandoned, timedOut, err := inst.call(inst.handleReq, 1, deadline)
 	if abandoned {
 		held = false
 		return nil, callError("handle_request", true, err)
@@ -577,9 +558,8 @@ func (p *pending) free(ex Exchange, key string) {
 	pendingPool.Put(p)
 }
 
-// OnResponse implements Plugin. Like OnRequest, it runs a trusted
-// guest's call on the caller's goroutine when it needs no wait, and moves
-// the exchange off its event loop otherwise.
+// OnResponse implements Plugin. Like OnRequest, it first moves the
+// exchange off its event loop.
 func (m *module) OnResponse(ex Exchange) error {
 	p, _ := ex.Value(m.key).(*pending)
 	if p == nil {
@@ -590,31 +570,28 @@ func (m *module) OnResponse(ex Exchange) error {
 		p.free(ex, m.key)
 		return nil
 	}
+	offload(ex)
 	deadline := time.Now().Add(m.opts.Timeout)
-	inst, inline := m.responseInstance(p)
-	held := false
-	if !inline {
-		ex.Offload()
-		var err error
-		if held, err = m.enter(); err != nil {
-			if p.inst != nil {
-				// Its guest keeps state for this request: not reusable.
-				p.inst.owner.discard(p.inst)
-			}
-			p.free(ex, m.key)
-			return err
+	held, err := m.enter()
+	if err != nil {
+		if p.inst != nil {
+			// Its guest keeps state for this request: not reusable.
+			p.inst.owner.discard(p.inst)
 		}
-		defer func() {
-			if held {
-				m.lim.release()
-			}
-		}()
-		if inst == nil {
-			// Any instance will do. On failure the pending state stays for
-			// a retry on the module swapped in meanwhile.
-			if inst, err = m.acquire(&held, deadline); err != nil {
-				return err
-			}
+		p.free(ex, m.key)
+		return err
+	}
+	defer func() {
+		if held {
+			m.lim.release()
+		}
+	}()
+	inst := p.inst
+	if inst == nil {
+		// Any instance will do. On failure the pending state stays for a
+		// retry on the module swapped in meanwhile.
+		if inst, err = m.acquire(&held, deadline); err != nil {
+			return err
 		}
 	}
 	features, reqCtx := p.features, p.reqCtx
@@ -631,7 +608,7 @@ func (m *module) OnResponse(ex Exchange) error {
 		inst.stack[1] = 1
 	}
 	inst.slot = held
-	abandoned, timedOut, err := inst.call(inst.handleResp, 2, deadline, inline)
+	abandoned, timedOut, err := inst.call(inst.handleResp, 2, deadline)
 	if abandoned {
 		held = false
 		return callError("handle_response", true, err)
@@ -645,16 +622,4 @@ func (m *module) OnResponse(ex Exchange) error {
 	st.end()
 	owner.release(inst)
 	return nil
-}
-
-// responseInstance is inlineInstance for handle_response: the instance
-// the request kept (p.inst, whose guest holds state for it), with an
-// inline slot when its guest is trusted, or an idle one. inline reports
-// whether the call runs on the caller's goroutine.
-func (m *module) responseInstance(p *pending) (inst *instance, inline bool) {
-	if p.inst != nil {
-		return p.inst, p.inst.owner.pool.takeInline(p.inst.owner)
-	}
-	inst = m.inlineInstance()
-	return inst, inst != nil
 }

@@ -28,9 +28,6 @@ type callState struct {
 	mod   *module
 	ex    Exchange
 	phase phase
-	// inline: the call runs on its caller's goroutine, perhaps an event
-	// loop's (see workerPool.runInline).
-	inline bool
 
 	// mu is held by every host function while it runs; gone is set (under
 	// mu) when the caller left at the deadline while the guest still ran

@@ -284,48 +284,27 @@ const probation = 32
 // call to end would convoy the requests behind it). A call that overruns
 // demoteAfter, or a long instantiation, makes the guest a suspect: its
 // later operations go to the workers, until it passes its probation again
-// (see judge). It reports whether it ran the operation.
+// (see judge); a call that reached its deadline bars the guest from
+// running inline for good (see module.barred): its caller was held until
+// the guest noticed. It reports whether it ran the operation.
 func (p *workerPool) tryInline(inst *instance) bool {
-	if !p.takeInline(inst.owner) {
-		return false
-	}
-	p.runInline(inst)
-	return true
-}
-
-// takeInline takes an inline slot for an operation of m, when m is
-// trusted and fewer than inlineMax operations run inline. The caller
-// runs the operation with runInline, or gives the slot back with
-// putInline.
-func (p *workerPool) takeInline(m *module) bool {
-	if p == nil || !m.trusted() {
+	m := inst.owner
+	if !m.trusted() {
 		return false
 	}
 	if p.inline.Add(1) > p.inlineMax {
 		p.inline.Add(-1)
 		return false
 	}
-	return true
-}
-
-func (p *workerPool) putInline() { p.inline.Add(-1) }
-
-// runInline runs inst's operation on the calling goroutine, in the slot
-// takeInline took, and judges it. A call that reached its deadline there
-// bars its guest from running inline again (see module.barred): the
-// caller, an event loop perhaps, was held until the guest noticed.
-func (p *workerPool) runInline(inst *instance) {
-	m := inst.owner
-	inst.st.inline = true
 	start := time.Now()
 	inst.job.op(inst)
 	took := time.Since(start)
-	inst.st.inline = false
-	p.putInline()
+	p.inline.Add(-1)
 	if inst.st.phase != phaseInit && inst.ctx.fired.Load() {
 		m.barred.Store(true)
 	}
 	m.judge(inst, took, p.demoteAfter)
+	return true
 }
 
 // judge records how an operation of the guest went. A call that took
