@@ -32,12 +32,11 @@ func init() {
 }
 
 // buildModule compiles (or takes from the host's cache) and starts the guest.
-// It runs in both phases. It does not declare MayBlock: a trusted guest's
-// calls run where the exchange runs, an event loop included, and the
-// handler moves the exchange off its loop (Request.Offload) before a call
-// that may wait: a guest on probation or suspect (its calls go to the
-// host's workers), no inline slot or idle instance free, a request body
-// still to be read (see package plugins).
+// It runs in both phases. It does not declare MayBlock, which would keep
+// every connection of the route off the event loops for good: the handler
+// moves each exchange that calls the guest off its loop (Request.Offload)
+// before the call, and the connection rejoins its loop when the exchange
+// ends (see package plugins).
 func buildModule(b middleware.Build) (middleware.Instance, error) {
 	m, _ := b.Resources[ManagerResource].(*plugins.Manager)
 	if m == nil {
