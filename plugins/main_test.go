@@ -366,4 +366,3 @@ func (e *testEx) RequestBodyPrefix(limit int) ([]byte, bool, error) {
 func (e *testEx) RequestID() []byte { return []byte("test-request") }
 
 func (e *testEx) Offload() { e.offloads++ }
-

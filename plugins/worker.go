@@ -24,7 +24,7 @@ import (
 //     deadline, whichever comes first: it returns at the deadline even if
 //     the guest has not stopped yet (the worker cleans up once it has). A
 //     worker whose call runs longer than demoteAfter lowers its thread to
-//     the lowest scheduling priority (nice 19), so that a spinning guest
+//     the lowest scheduling priority (SCHED_IDLE, nice 19), so that a spinning guest
 //     yields its CPU to the threads serving other routes; that thread ends
 //     with the call (its priority cannot be raised again without
 //     privileges) and a fresh worker takes its place.
