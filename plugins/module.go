@@ -87,7 +87,7 @@ type module struct {
 	suspect atomic.Bool
 	good    atomic.Int64
 	// barred: a call of the guest ran on its caller's goroutine until its
-	// deadline; its calls never run there again (see workerPool.runInline).
+	// deadline; its calls never run there again (see workerPool.tryInline).
 	barred atomic.Bool
 	// created counts the instances made, for the Manager's statistics.
 	created *atomic.Int64

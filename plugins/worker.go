@@ -24,10 +24,10 @@ import (
 //     deadline, whichever comes first: it returns at the deadline even if
 //     the guest has not stopped yet (the worker cleans up once it has). A
 //     worker whose call runs longer than demoteAfter lowers its thread to
-//     the lowest scheduling priority (SCHED_IDLE, nice 19), so that a spinning guest
-//     yields its CPU to the threads serving other routes; that thread ends
-//     with the call (its priority cannot be raised again without
-//     privileges) and a fresh worker takes its place.
+//     the lowest scheduling priority (SCHED_IDLE, nice 19), so that a
+//     spinning guest yields its CPU to the threads serving other routes;
+//     that thread ends with the call (its priority cannot be raised again
+//     without privileges) and a fresh worker takes its place.
 //   - inline: the calls (and instantiations) of a trusted guest, one that
 //     made `probation` calls in a row within demoteAfter, run on the
 //     request's goroutine, which costs nothing more than before, as long
