@@ -39,11 +39,19 @@ func startGatewayMetrics(t testing.TB, engine, routes string, metrics *observe.M
 // (flow-mapping entries, e.g. "headers_with_underscores: allow").
 func startGatewayServer(t testing.TB, engine, server, routes string, metrics *observe.Metrics) *testGateway {
 	t.Helper()
-	return startGatewayTraced(t, engine, server, routes, metrics, nil)
+	return startGatewayWith(t, engine, server, routes, metrics, nil, nil)
 }
 
 // startGatewayTraced is startGatewayServer with a tracer (nil: none).
 func startGatewayTraced(t testing.TB, engine, server, routes string, metrics *observe.Metrics, tracer *observe.Tracer) *testGateway {
+	t.Helper()
+	return startGatewayWith(t, engine, server, routes, metrics, tracer, nil)
+}
+
+// startGatewayWith is startGatewayServer with a tracer (nil: none) and
+// setup run on the transport before the snapshot is built (to hand it
+// resources: SetResource).
+func startGatewayWith(t testing.TB, engine, server, routes string, metrics *observe.Metrics, tracer *observe.Tracer, setup func(*Transport)) *testGateway {
 	t.Helper()
 	if server != "" {
 		server = ", " + server
@@ -58,6 +66,9 @@ func startGatewayTraced(t testing.TB, engine, server, routes string, metrics *ob
 		t.Fatal(err)
 	}
 	tr := NewTransport(nil, nil)
+	if setup != nil {
+		setup(tr)
+	}
 	snap, err := NewSnapshot(cfg, tr, metrics, nil)
 	if err != nil {
 		t.Fatal(err)

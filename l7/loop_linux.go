@@ -68,8 +68,11 @@ type waiter struct {
 	yield    func(struct{}) bool
 	attached bool
 	// stay keeps a detached connection off the loop (detachToStay).
-	stay  bool
-	state loopState
+	stay bool
+	// driveFn is drive, made once: starting it on a detach allocates
+	// nothing.
+	driveFn func()
+	state   loopState
 	// run counts the requests served since the connection last waited.
 	run int
 	// waits counts the waits; parkSeen is the wait a sweep last saw
@@ -184,9 +187,12 @@ type loop struct {
 
 	mu       sync.Mutex
 	incoming []*waiter
-	stop     bool
-	abort    bool
-	closed   bool // ep and wake are closed
+	// taken is the slice of the incoming last taken, reused (used only on
+	// the loop's goroutine): a connection rejoining costs no allocation.
+	taken  []*waiter
+	stop   bool
+	abort  bool
+	closed bool // ep and wake are closed
 
 	// Used only on the loop's goroutine (or a coroutine it runs).
 	waiting map[int]*waiter
@@ -350,6 +356,7 @@ func (lp *loop) add(cc *clientConn) bool {
 		return false
 	}
 	w := &waiter{lp: lp, cc: cc, attached: true}
+	w.driveFn = w.drive
 	cc.wt = w
 	cc.bc.wt = w
 	stop := w.start()
@@ -453,7 +460,7 @@ func (lp *loop) resume(w *waiter) {
 		lp.srv.loopStats.detaches.Add(1)
 		delete(lp.live, w)
 		lp.unregister(w.cc.bc)
-		go w.drive()
+		go w.driveFn()
 	case stTurn:
 		lp.srv.loopStats.turns.Add(1)
 		lp.turns = append(lp.turns, w)
@@ -658,7 +665,7 @@ func (lp *loop) takeIncoming() bool {
 	unix.Read(lp.wake, buf[:])
 	lp.mu.Lock()
 	in := lp.incoming
-	lp.incoming = nil
+	lp.incoming = lp.taken[:0]
 	stop, abort := lp.stop, lp.abort
 	lp.mu.Unlock()
 	for _, w := range in {
@@ -668,6 +675,8 @@ func (lp *loop) takeIncoming() bool {
 		lp.live[w] = struct{}{}
 		lp.resume(w)
 	}
+	clear(in)
+	lp.taken = in[:0]
 	if abort {
 		lp.expire(func(*waiter) error { return errLoopClosed })
 		for _, w := range lp.parked {

@@ -28,6 +28,11 @@
 // call, waiting included, and returns at the deadline even if its guest still
 // runs. Guests run on Ps added to GOMAXPROCS for them, new and misbehaving
 // ones on dedicated, deprioritised worker threads, so that a looping guest
-// cannot take the CPU or the Ps of other routes. The package must not hold a
-// request past its deadline, nor let a guest touch a request it has left.
+// cannot take the CPU or the Ps of other routes. A call never runs on the
+// proxy's event loops: each phase first moves its exchange off its loop
+// (Exchange.Offload), as a call may wait (a slot, an instance, a worker, a
+// request body), and even a trusted guest's call costs a thread wake-up
+// there (wazero starts a goroutine per call to stop it at its deadline).
+// The package must not hold a request past its deadline, nor let a guest
+// touch a request it has left.
 package plugins

@@ -191,6 +191,10 @@ type testEx struct {
 	respH      [][2]string
 	respBody   []byte
 	isErr      bool
+
+	// offloads counts the Offload calls: each moves the exchange off its
+	// event loop, if it is on one.
+	offloads int
 }
 
 type kv struct {
@@ -360,3 +364,5 @@ func (e *testEx) RequestBodyPrefix(limit int) ([]byte, bool, error) {
 }
 
 func (e *testEx) RequestID() []byte { return []byte("test-request") }
+
+func (e *testEx) Offload() { e.offloads++ }

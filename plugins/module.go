@@ -86,6 +86,9 @@ type module struct {
 	// since the guest started or last overran, up to probation.
 	suspect atomic.Bool
 	good    atomic.Int64
+	// barred: a call of the guest ran on its caller's goroutine until its
+	// deadline; its calls never run there again (see workerPool.tryInline).
+	barred atomic.Bool
 	// created counts the instances made, for the Manager's statistics.
 	created *atomic.Int64
 	// mem allocates the instances' linear memories (nil: wazero's).
@@ -436,10 +439,25 @@ func (m *module) enter() (held bool, err error) {
 }
 
 // trusted: the guest passed its probation and did not overrun since.
-func (m *module) trusted() bool { return !m.suspect.Load() && m.good.Load() >= probation }
+func (m *module) trusted() bool {
+	return !m.suspect.Load() && m.good.Load() >= probation && !m.barred.Load()
+}
 
-// OnRequest implements Plugin.
+// offload moves ex off its event loop, if it is on one, before a guest
+// call. A call could run there when its guest is trusted and it waits for
+// nothing, but wazero starts a goroutine for every call it may have to
+// stop at its deadline (RuntimeConfig.WithCloseOnContextDone): on a loop,
+// with the Ps the worker pool adds idle, that wakes a thread per call, and
+// a route with the add_header example served about 0.6x the requests it
+// serves off the loops (2 CPUs, wrk -c64). Off the loop, the exchange runs
+// on a goroutine of its own until it ends; the connection then rejoins
+// its loop.
+func offload(ex Exchange) { ex.Offload() }
+
+// OnRequest implements Plugin. It first moves the exchange off its
+// event loop, if it is on one (see offload).
 func (m *module) OnRequest(ex Exchange) (*middleware.Reply, error) {
+	offload(ex)
 	deadline := time.Now().Add(m.opts.Timeout)
 	held, err := m.enter()
 	if err != nil {
@@ -540,7 +558,8 @@ func (p *pending) free(ex Exchange, key string) {
 	pendingPool.Put(p)
 }
 
-// OnResponse implements Plugin.
+// OnResponse implements Plugin. Like OnRequest, it first moves the
+// exchange off its event loop.
 func (m *module) OnResponse(ex Exchange) error {
 	p, _ := ex.Value(m.key).(*pending)
 	if p == nil {
@@ -551,6 +570,7 @@ func (m *module) OnResponse(ex Exchange) error {
 		p.free(ex, m.key)
 		return nil
 	}
+	offload(ex)
 	deadline := time.Now().Add(m.opts.Timeout)
 	held, err := m.enter()
 	if err != nil {

@@ -24,10 +24,10 @@ import (
 //     deadline, whichever comes first: it returns at the deadline even if
 //     the guest has not stopped yet (the worker cleans up once it has). A
 //     worker whose call runs longer than demoteAfter lowers its thread to
-//     the lowest scheduling priority (nice 19), so that a spinning guest
-//     yields its CPU to the threads serving other routes; that thread ends
-//     with the call (its priority cannot be raised again without
-//     privileges) and a fresh worker takes its place.
+//     the lowest scheduling priority (SCHED_IDLE, nice 19), so that a
+//     spinning guest yields its CPU to the threads serving other routes;
+//     that thread ends with the call (its priority cannot be raised again
+//     without privileges) and a fresh worker takes its place.
 //   - inline: the calls (and instantiations) of a trusted guest, one that
 //     made `probation` calls in a row within demoteAfter, run on the
 //     request's goroutine, which costs nothing more than before, as long
@@ -284,7 +284,9 @@ const probation = 32
 // call to end would convoy the requests behind it). A call that overruns
 // demoteAfter, or a long instantiation, makes the guest a suspect: its
 // later operations go to the workers, until it passes its probation again
-// (see judge). It reports whether it ran the operation.
+// (see judge); a call that reached its deadline bars the guest from
+// running inline for good (see module.barred): its caller was held until
+// the guest noticed. It reports whether it ran the operation.
 func (p *workerPool) tryInline(inst *instance) bool {
 	m := inst.owner
 	if !m.trusted() {
@@ -296,8 +298,12 @@ func (p *workerPool) tryInline(inst *instance) bool {
 	}
 	start := time.Now()
 	inst.job.op(inst)
+	took := time.Since(start)
 	p.inline.Add(-1)
-	m.judge(inst, time.Since(start), p.demoteAfter)
+	if inst.st.phase != phaseInit && inst.ctx.fired.Load() {
+		m.barred.Store(true)
+	}
+	m.judge(inst, took, p.demoteAfter)
 	return true
 }
 

@@ -32,8 +32,11 @@ func init() {
 }
 
 // buildModule compiles (or takes from the host's cache) and starts the guest.
-// A guest call runs on the host's workers and may wait for one of them,
-// so the middleware declares itself blocking; it runs in both phases.
+// It runs in both phases. It does not declare MayBlock, which would keep
+// every connection of the route off the event loops for good: the handler
+// moves each exchange that calls the guest off its loop (Request.Offload)
+// before the call, and the connection rejoins its loop when the exchange
+// ends (see package plugins).
 func buildModule(b middleware.Build) (middleware.Instance, error) {
 	m, _ := b.Resources[ManagerResource].(*plugins.Manager)
 	if m == nil {
@@ -48,6 +51,6 @@ func buildModule(b middleware.Build) (middleware.Instance, error) {
 	if err != nil {
 		return middleware.Instance{}, err
 	}
-	caps := middleware.Capabilities{Phases: middleware.PhaseRequest | middleware.PhaseResponse, MayBlock: true}
+	caps := middleware.Capabilities{Phases: middleware.PhaseRequest | middleware.PhaseResponse}
 	return middleware.Instance{Handler: h, Caps: caps}, nil
 }
