@@ -100,9 +100,8 @@
 // instance that declares MayBlock off the event loops. A policy whose work
 // is long only at times (basic_auth verifying a password hash on a cache
 // miss) declares MayBlock false and calls Request.Offload before that
-// work, which moves that one exchange off its loop; the wasm middleware
-// does so before each guest call. The connection rejoins its loop when
-// the exchange ends.
+// work, which moves that one exchange off its loop. The connection
+// rejoins its loop when the exchange ends.
 //
 // l7 does not own configuration files, logs or backend health: it reads an
 // immutable Snapshot built from a validated config.Config, writes access

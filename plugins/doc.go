@@ -30,9 +30,11 @@
 // ones on dedicated, deprioritised worker threads, so that a looping guest
 // cannot take the CPU or the Ps of other routes. A call never runs on the
 // proxy's event loops: each phase first moves its exchange off its loop
-// (Exchange.Offload), as a call may wait (a slot, an instance, a worker, a
-// request body), and even a trusted guest's call costs a thread wake-up
-// there (wazero starts a goroutine per call to stop it at its deadline).
+// (Exchange.Offload; the wasm middleware also declares MayBlock, so a
+// plugin route's connections leave the loops for good), as a call may
+// wait (a slot, an instance, a worker, a request body), and even a trusted
+// guest's call costs a thread wake-up there (wazero starts a goroutine
+// per call to stop it at its deadline).
 // The package must not hold a request past its deadline, nor let a guest
 // touch a request it has left.
 package plugins

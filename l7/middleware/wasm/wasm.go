@@ -32,11 +32,12 @@ func init() {
 }
 
 // buildModule compiles (or takes from the host's cache) and starts the guest.
-// It runs in both phases. It does not declare MayBlock, which would keep
-// every connection of the route off the event loops for good: the handler
-// moves each exchange that calls the guest off its loop (Request.Offload)
-// before the call, and the connection rejoins its loop when the exchange
-// ends (see package plugins).
+// It runs in both phases. A guest call may wait (a slot, an instance, a
+// worker, a request body), so the middleware declares MayBlock: a
+// connection of the route leaves the event loops for good at its first
+// request there. Moving each exchange off its loop and back instead
+// (Request.Offload, which the handler still calls, at no cost once off)
+// measured 3-12 µs more CPU per request on the add_header route.
 func buildModule(b middleware.Build) (middleware.Instance, error) {
 	m, _ := b.Resources[ManagerResource].(*plugins.Manager)
 	if m == nil {
@@ -51,6 +52,6 @@ func buildModule(b middleware.Build) (middleware.Instance, error) {
 	if err != nil {
 		return middleware.Instance{}, err
 	}
-	caps := middleware.Capabilities{Phases: middleware.PhaseRequest | middleware.PhaseResponse}
+	caps := middleware.Capabilities{Phases: middleware.PhaseRequest | middleware.PhaseResponse, MayBlock: true}
 	return middleware.Instance{Handler: h, Caps: caps}, nil
 }
