@@ -170,13 +170,7 @@ func (w *worker) run(inst *instance) bool {
 	// milliseconds of CPU.
 	calling := inst.st.phase != phaseInit || inst.owner.suspect.Load()
 	if calling {
-		d := w.pool.demoteAfter
-		if inst.owner.suspect.Load() {
-			// A suspect already overran once: a spinning guest's calls
-			// then take a normal CPU share for a shorter while.
-			d = min(d, suspectDemoteAfter)
-		}
-		w.demote.Reset(d)
+		w.demote.Reset(w.pool.demoteAfter)
 	}
 	start := time.Now()
 	inst.job.op(inst)
@@ -189,10 +183,6 @@ func (w *worker) run(inst *instance) bool {
 	}
 	return true
 }
-
-// suspectDemoteAfter is how long a suspect guest's call runs at normal
-// priority before its thread is deprioritised (at most demoteAfter).
-const suspectDemoteAfter = time.Millisecond
 
 // Job states of an instance's current operation.
 const (
