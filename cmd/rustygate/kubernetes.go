@@ -120,9 +120,7 @@ func reservedPorts(cfg *config.Config) map[int32]string {
 	add := func(addr, what string) {
 		if _, p, err := net.SplitHostPort(addr); err == nil {
 			if n, err := strconv.ParseUint(p, 10, 16); err == nil && n > 0 {
-				if _, ok := m[int32(n)]; !ok {
-					m[int32(n)] = what
-				}
+				reserve(m, int32(n), what)
 			}
 		}
 	}
@@ -139,12 +137,17 @@ func reservedPorts(cfg *config.Config) map[int32]string {
 			continue
 		}
 		for p := int(r.Lo); p <= int(r.Hi); p++ {
-			if _, ok := m[int32(p)]; !ok {
-				m[int32(p)] = what
-			}
+			reserve(m, int32(p), what)
 		}
 	}
 	return m
+}
+
+// reserve records what holds port, unless something already does.
+func reserve(m map[int32]string, port int32, what string) {
+	if _, ok := m[port]; !ok {
+		m[port] = what
+	}
 }
 
 // addBoundPorts adds to m the ports the gateway's listeners are bound to
@@ -156,9 +159,7 @@ func (g *gateway) addBoundPorts(m map[int32]string, cfg *config.Config) {
 			return
 		}
 		if a, ok := ln.Addr().(*net.TCPAddr); ok && a.Port > 0 {
-			if _, ok := m[int32(a.Port)]; !ok {
-				m[int32(a.Port)] = what
-			}
+			reserve(m, int32(a.Port), what)
 		}
 	}
 	if g.listenAddr == cfg.Server.Listen {
