@@ -57,11 +57,16 @@ func (k *keepAliveConn) get(t testing.TB, path string) *http.Response {
 // plain route on the same loop stays on it.
 func TestWASMConnectionsLeaveTheLoop(t *testing.T) {
 	be := backend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	// The plain route has a backend of its own: sharing one pool, the
+	// plain route's next request could come before the guest route's
+	// connection went back to the pool (the client has its answer
+	// first) and dial a second one.
+	bePlain := backend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	gw := wasmGateway(t, "event_loops: 1", fmt.Sprintf(`  - path: "/w"
     backend: %q
     middlewares: [ { name: wasm, path: %q } ]
   - { path: "/plain", backend: %q }
-`, be.URL, wasmGuest(t, "add_header"), be.URL), 5*time.Second)
+`, be.URL, wasmGuest(t, "add_header"), bePlain.URL), 5*time.Second)
 	st := &gw.srv.loopStats
 	plain := dialKeepAlive(t, gw.addr)
 	for range 5 {
