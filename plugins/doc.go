@@ -28,7 +28,10 @@
 // call, waiting included, and returns at the deadline even if its guest still
 // runs. Guests run on Ps added to GOMAXPROCS for them, new and misbehaving
 // ones on dedicated, deprioritised worker threads, so that a looping guest
-// cannot take the CPU or the Ps of other routes. A call never runs on the
+// cannot take the CPU or the Ps of other routes. The deadlines of calls on
+// the workers, and the demotion of their threads, run on a watchdog that
+// sleeps in the kernel, not on Go timers: a deprioritised guest's thread
+// may hold the P a Go timer is on. A call never runs on the
 // proxy's event loops: each phase first moves its exchange off its loop
 // (Exchange.Offload; the wasm middleware also declares MayBlock, so a
 // plugin route's connections leave the loops for good), as a call may

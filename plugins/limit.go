@@ -26,8 +26,9 @@ func newLimiter(concurrency, queue int, wait time.Duration) *limiter {
 	return &limiter{slots: make(chan struct{}, concurrency), queue: int64(queue), wait: wait}
 }
 
-// acquire takes a slot, or returns errOverloaded.
-func (l *limiter) acquire() error {
+// acquire takes a slot, or returns errOverloaded. The wait is timed on
+// wd (nil: a Go timer).
+func (l *limiter) acquire(wd *watchdog) error {
 	select {
 	case l.slots <- struct{}{}:
 		return nil
@@ -38,12 +39,12 @@ func (l *limiter) acquire() error {
 		return errOverloaded
 	}
 	defer l.waiting.Add(-1)
-	t := time.NewTimer(l.wait)
-	defer t.Stop()
+	t := newWaitTimer(wd, l.wait)
+	defer t.stop()
 	select {
 	case l.slots <- struct{}{}:
 		return nil
-	case <-t.C:
+	case <-t.c:
 		return errOverloaded
 	}
 }

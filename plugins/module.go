@@ -197,8 +197,8 @@ func (m *module) acquire(held *bool, deadline time.Time) (*instance, error) {
 	if !deadline.IsZero() {
 		wait = min(wait, time.Until(deadline))
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	t := newWaitTimer(m.watchdog(), wait)
+	defer t.stop()
 	select {
 	case inst := <-m.idle:
 		return inst, nil
@@ -206,9 +206,18 @@ func (m *module) acquire(held *bool, deadline time.Time) (*instance, error) {
 		return m.instantiate(held, deadline)
 	case <-m.done:
 		return nil, errClosed
-	case <-t.C:
+	case <-t.c:
 		return nil, errBusy
 	}
+}
+
+// watchdog is the workers' watchdog, nil without workers (see watchdog:
+// with workers, a Go timer may sit on the P of a deprioritised guest).
+func (m *module) watchdog() *watchdog {
+	if m.pool == nil {
+		return nil
+	}
+	return m.pool.wd
 }
 
 // instantiate creates an instance in a slot the caller took. The guest's
@@ -432,7 +441,7 @@ func (m *module) enter() (held bool, err error) {
 	if m.pool != nil && m.trusted() {
 		return false, nil
 	}
-	if err := m.lim.acquire(); err != nil {
+	if err := m.lim.acquire(m.watchdog()); err != nil {
 		return false, err
 	}
 	return true, nil

@@ -201,8 +201,10 @@ type stateKey struct{}
 
 // callCtx is the context.Context of every call into one instance. It carries
 // the instance's callState and the call deadline without allocating per
-// call: a reusable timer closes done when a call overruns, which makes
-// wazero (WithCloseOnContextDone) stop the guest. A callCtx fires at most
+// call: when a call overruns, done is closed, which makes wazero
+// (WithCloseOnContextDone) stop the guest. A call on the caller's
+// goroutine has a reusable Go timer; a call handed to a worker has an
+// entry on the pool's watchdog (see watchdog). A callCtx fires at most
 // once: an instance whose deadline fired is discarded.
 type callCtx struct {
 	st    *callState
@@ -210,12 +212,19 @@ type callCtx struct {
 	fired atomic.Bool
 	once  sync.Once
 	timer *time.Timer
+	// left is the deadline arm set, started by start or watch.
+	left  time.Time
+	watch watch
+	// wd is the watchdog watch is armed on, nil when the timer is used.
+	wd *watchdog
 }
 
 func newCallCtx(st *callState) *callCtx {
 	c := &callCtx{st: st, done: make(chan struct{})}
 	c.timer = time.AfterFunc(time.Hour, c.fire)
 	c.timer.Stop()
+	c.watch.fn = c.fire
+	c.watch.idx = -1
 	return c
 }
 
@@ -226,15 +235,37 @@ func (c *callCtx) fire() {
 	})
 }
 
-// arm starts the deadline of a call.
-func (c *callCtx) arm(d time.Duration) { c.timer.Reset(d) }
+// arm sets the deadline of a call, d from now; start (on the caller's
+// goroutine) or watchOn (on a worker) starts it.
+func (c *callCtx) arm(d time.Duration) { c.left = time.Now().Add(d) }
+
+// start starts the deadline on the Go timer.
+func (c *callCtx) start() { c.timer.Reset(time.Until(c.left)) }
+
+// watchOn starts the deadline on the watchdog d.
+func (c *callCtx) watchOn(d *watchdog) {
+	c.wd = d
+	d.add(&c.watch, c.left)
+}
 
 // disarm stops the deadline; false means it fired (or is firing) and the
 // instance must not be used again.
-func (c *callCtx) disarm() bool { return c.timer.Stop() && !c.fired.Load() }
+func (c *callCtx) disarm() bool {
+	stopped := false
+	if c.wd != nil {
+		stopped = c.wd.remove(&c.watch)
+		c.wd = nil
+	} else {
+		stopped = c.timer.Stop()
+	}
+	return stopped && !c.fired.Load()
+}
 
-// stop releases the timer of a discarded instance.
-func (c *callCtx) stop() { c.timer.Stop() }
+// stop releases the deadline of a discarded instance.
+func (c *callCtx) stop() {
+	c.disarm()
+	c.timer.Stop()
+}
 
 func (c *callCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
 func (c *callCtx) Done() <-chan struct{}       { return c.done }

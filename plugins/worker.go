@@ -56,23 +56,33 @@ type workerPool struct {
 	// demoted counts the calls that overran demoteAfter (and the worker
 	// threads replaced after them).
 	demoted atomic.Int64
+	// wd runs the deadlines of the calls on the workers and their
+	// demotions.
+	wd *watchdog
 }
 
 // worker is one pool goroutine and its OS thread.
 type worker struct {
 	pool *workerPool
 	tid  int
-	// demote lowers the thread's priority when a call overruns;
-	// demoteDone receives once it has.
-	demote     *time.Timer
+	// demote lowers the thread's priority when a call overruns (on the
+	// pool's watchdog); demoteDone receives once it has.
+	demote     watch
 	demoteDone chan struct{}
 }
 
 // startWorkers starts n workers, allows inline calls on the requests'
 // goroutines, and raises GOMAXPROCS by the workers and the inline calls.
 // GOMAXPROCS is set once, not while guests run: a change stops the world.
+// It returns nil, and guests run on the requests' goroutines, if the
+// watchdog cannot start.
 func startWorkers(n, inline int, demoteAfter time.Duration) *workerPool {
+	wd, err := newWatchdog()
+	if err != nil {
+		return nil
+	}
 	p := &workerPool{
+		wd:          wd,
 		size:        n,
 		demoteAfter: demoteAfter,
 		inlineMax:   int64(inline),
@@ -98,6 +108,7 @@ func (p *workerPool) stop() {
 	p.stopOnce.Do(func() {
 		close(p.quit)
 		p.wg.Wait()
+		p.wd.close()
 		addProcs(-p.size - int(p.inlineMax))
 	})
 }
@@ -129,9 +140,7 @@ func (p *workerPool) work() {
 func (p *workerPool) serve(tid int) {
 	defer p.wg.Done()
 	w := &worker{pool: p, tid: tid, demoteDone: make(chan struct{}, 1)}
-	w.demote = time.AfterFunc(time.Hour, w.lower)
-	w.demote.Stop()
-	defer w.demote.Stop()
+	w.demote = watch{fn: w.lower, idx: -1}
 	for {
 		select {
 		case inst := <-p.jobs:
@@ -143,6 +152,10 @@ func (p *workerPool) serve(tid int) {
 				}
 				return
 			}
+			// The caller the call woke is queued on this thread's P:
+			// hand the P over before the next call, whose guest may
+			// hold it (deprioritised, off the CPU) with the caller on it.
+			runtime.Gosched()
 		case <-p.quit:
 			return
 		}
@@ -169,12 +182,19 @@ func (w *worker) run(inst *instance) bool {
 	// suspect guest, not demoted: a language runtime's start takes
 	// milliseconds of CPU.
 	calling := inst.st.phase != phaseInit || inst.owner.suspect.Load()
-	if calling {
-		w.demote.Reset(w.pool.demoteAfter)
-	}
 	start := time.Now()
+	if calling {
+		d := w.pool.demoteAfter
+		if inst.owner.suspect.Load() {
+			// A suspect already overran once: a spinning guest's
+			// calls (and the starts of its new instances) then take
+			// a normal CPU share for a shorter while.
+			d = min(d, suspectDemoteAfter)
+		}
+		w.pool.wd.add(&w.demote, start.Add(d))
+	}
 	inst.job.op(inst)
-	fired := calling && !w.demote.Stop()
+	fired := calling && !w.pool.wd.remove(&w.demote)
 	inst.owner.judge(inst, time.Since(start), w.pool.demoteAfter)
 	inst.job.finish(inst)
 	if fired {
@@ -183,6 +203,11 @@ func (w *worker) run(inst *instance) bool {
 	}
 	return true
 }
+
+// suspectDemoteAfter is how long a suspect guest's operation runs at
+// normal priority before its thread is deprioritised (at most
+// demoteAfter).
+const suspectDemoteAfter = time.Millisecond
 
 // Job states of an instance's current operation.
 const (
@@ -239,12 +264,14 @@ func (j *job) abandon() bool {
 // module.abandoned); the caller must not touch it again.
 func (p *workerPool) exec(inst *instance) (abandoned bool) {
 	if p == nil {
+		inst.ctx.start()
 		inst.job.op(inst)
 		return false
 	}
 	if p.tryInline(inst) {
 		return false
 	}
+	inst.ctx.watchOn(p.wd)
 	j := &inst.job
 	j.state.Store(jobQueued)
 	p.busy.Add(1)
@@ -297,6 +324,7 @@ func (p *workerPool) tryInline(inst *instance) bool {
 		return false
 	}
 	start := time.Now()
+	inst.ctx.start()
 	inst.job.op(inst)
 	took := time.Since(start)
 	p.inline.Add(-1)
