@@ -228,3 +228,67 @@ func TestOverrunDemotesTheGuest(t *testing.T) {
 		t.Errorf("main thread nice %s, want 0", nice)
 	}
 }
+
+// TestLoopingGuestRestartsBackOff: once a guest's calls reached their
+// deadline overrunsBeforeHold times in a row, its new instances start later
+// and later: the callers in between get 503 at their deadline without a
+// new instance burning a CPU until then.
+func TestLoopingGuestRestartsBackOff(t *testing.T) {
+	m, _ := newManager(t, Options{Timeout: isolationDeadline})
+	h := newWASMHandler(t, m, example(t, "loop"), 1, 8, &reporter{})
+	created := m.Stats().Instances
+	statuses := map[int]int{}
+	const calls = 12
+	for range calls {
+		start := time.Now()
+		r := roundTrip(h, newEx("GET", "/"))
+		if d := time.Since(start); d > isolationDeadline+deadlineSlack {
+			t.Errorf("a call returned after %v, want within %v", d, isolationDeadline+deadlineSlack)
+		}
+		statuses[r.status]++
+		waitFor(t, "the looping guest to stop", func() bool { return h.Running() == 0 })
+	}
+	started := m.Stats().Instances - created
+	t.Logf("%d calls: statuses %v, %d instances started", calls, statuses, started)
+	if statuses[504] < overrunsBeforeHold || statuses[503] == 0 || statuses[503]+statuses[504] != calls {
+		t.Errorf("statuses %v, want at least %d 504 (the overruns before the backoff), then 503", statuses, overrunsBeforeHold)
+	}
+	if started >= calls {
+		t.Errorf("%d instances started for %d calls, want fewer: the restarts back off", started, calls)
+	}
+}
+
+// TestRestartHoldGrowsAndResets: the hold on new instances starts after
+// overrunsBeforeHold overruns in a row, doubles with each further one up
+// to holdMax, and ends with the first call in time.
+func TestRestartHoldGrowsAndResets(t *testing.T) {
+	m := &module{}
+	hold := func() time.Duration {
+		if h := m.holdNew.Load(); h != 0 {
+			return time.Until(time.Unix(0, h))
+		}
+		return 0
+	}
+	for range overrunsBeforeHold - 1 {
+		m.overran()
+	}
+	if h := hold(); h != 0 {
+		t.Fatalf("held %v before %d overruns", h, overrunsBeforeHold)
+	}
+	var last time.Duration
+	for i := range 10 {
+		m.overran()
+		h := hold()
+		if h <= 0 || h > holdMax || (i > 0 && last < holdMax-10*time.Millisecond && h <= last) {
+			t.Fatalf("overrun %d: hold %v after %v, want it growing up to %v", overrunsBeforeHold+i, h, last, holdMax)
+		}
+		last = h
+	}
+	if last < holdMax-10*time.Millisecond {
+		t.Errorf("hold %v after many overruns, want %v", last, holdMax)
+	}
+	m.inTime()
+	if h := hold(); h != 0 || m.overruns.Load() != 0 {
+		t.Errorf("a call in time left a hold of %v and %d overruns", h, m.overruns.Load())
+	}
+}

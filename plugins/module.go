@@ -89,6 +89,11 @@ type module struct {
 	// barred: a call of the guest ran on its caller's goroutine until its
 	// deadline; its calls never run there again (see workerPool.tryInline).
 	barred atomic.Bool
+	// overruns counts the calls in a row that reached their deadline;
+	// holdNew is when a new instance may start again (UnixNano, 0: now).
+	// See overran.
+	overruns atomic.Int64
+	holdNew  atomic.Int64
 	// created counts the instances made, for the Manager's statistics.
 	created *atomic.Int64
 	// mem allocates the instances' linear memories (nil: wazero's).
@@ -186,16 +191,36 @@ func (m *module) acquire(held *bool, deadline time.Time) (*instance, error) {
 		return inst, nil
 	default:
 	}
+	wait := m.opts.QueueTimeout
+	if !deadline.IsZero() {
+		wait = min(wait, time.Until(deadline))
+	}
+	if hold := m.holdNew.Load(); hold != 0 {
+		if left := time.Duration(hold - time.Now().UnixNano()); left > 0 {
+			// No new instance yet (see overran): an idle one may
+			// come back meanwhile.
+			t := newWaitTimer(m.watchdog(), min(left, wait))
+			select {
+			case inst := <-m.idle:
+				t.stop()
+				return inst, nil
+			case <-m.done:
+				t.stop()
+				return nil, errClosed
+			case <-t.c:
+			}
+			if left >= wait {
+				return nil, errBusy
+			}
+			wait -= left
+		}
+	}
 	select {
 	case inst := <-m.idle:
 		return inst, nil
 	case m.slots <- struct{}{}:
 		return m.instantiate(held, deadline)
 	default:
-	}
-	wait := m.opts.QueueTimeout
-	if !deadline.IsZero() {
-		wait = min(wait, time.Until(deadline))
 	}
 	t := newWaitTimer(m.watchdog(), wait)
 	defer t.stop()
@@ -274,6 +299,41 @@ func (m *module) instantiate(held *bool, deadline time.Time) (*instance, error) 
 		m.created.Add(1)
 	}
 	return inst, nil
+}
+
+// Restarting a guest whose calls keep reaching their deadline backs off, as
+// Envoy's FAIL_RELOAD does: after overrunsBeforeHold such calls in a row, a
+// new instance may start only holdMin later, twice as long after each
+// further one, up to holdMax. Each such call held a CPU until its deadline
+// and left its instance to be replaced, a start that costs milliseconds of
+// CPU for a language runtime. Meanwhile idle instances still serve, and a
+// request that finds none within its deadline gets errBusy. A call that
+// returns in time ends the backoff.
+const (
+	overrunsBeforeHold = 3
+	holdMin            = 50 * time.Millisecond
+	holdMax            = time.Second
+)
+
+// overran records a call that reached its deadline.
+func (m *module) overran() {
+	n := m.overruns.Add(1)
+	if n < overrunsBeforeHold {
+		return
+	}
+	hold := holdMax
+	if shift := n - overrunsBeforeHold; shift < 5 {
+		hold = min(holdMax, holdMin<<shift)
+	}
+	m.holdNew.Store(time.Now().Add(hold).UnixNano())
+}
+
+// inTime records a call that returned before its deadline.
+func (m *module) inTime() {
+	if m.overruns.Load() != 0 {
+		m.overruns.Store(0)
+		m.holdNew.Store(0)
+	}
 }
 
 // opInstantiate is the worker's part of instantiate.
@@ -485,6 +545,11 @@ func (m *module) OnRequest(ex Exchange) (*middleware.Reply, error) {
 	st.begin(ex, phaseRequest)
 	inst.slot = held
 	abandoned, timedOut, err := inst.call(inst.handleReq, 1, deadline)
+	if abandoned || timedOut {
+		m.overran()
+	} else {
+		m.inTime()
+	}
 	if abandoned {
 		held = false
 		return nil, callError("handle_request", true, err)
@@ -618,6 +683,11 @@ func (m *module) OnResponse(ex Exchange) error {
 	}
 	inst.slot = held
 	abandoned, timedOut, err := inst.call(inst.handleResp, 2, deadline)
+	if abandoned || timedOut {
+		owner.overran()
+	} else {
+		owner.inTime()
+	}
 	if abandoned {
 		held = false
 		return callError("handle_response", true, err)
