@@ -134,7 +134,7 @@ func (g *gateway) upgrade() error {
 		if !ok {
 			return fmt.Errorf("%s listener cannot be handed over", role)
 		}
-		f, err := tl.File()
+		f, err := handOver(tl, role)
 		if err != nil {
 			return err
 		}
@@ -225,7 +225,7 @@ func addPacketConn(files *[]*os.File, names *[]string, role string, pc net.Packe
 	if !ok {
 		return fmt.Errorf("%s socket cannot be handed over", role)
 	}
-	f, err := uc.File()
+	f, err := handOver(uc, role)
 	if err != nil {
 		return err
 	}
