@@ -19,7 +19,8 @@
 // A guest instance is not safe for concurrent use, so each Handler keeps a
 // bounded pool of instances, created on demand. Every instance has a memory
 // cap; an instance that trapped, timed out or returned nonsense is closed and
-// never reused.
+// never reused. New instances of a guest whose calls keep reaching their
+// deadline start with a growing delay (see module.overran).
 //
 // Guests are isolated from the rest of the process (see worker.go): each
 // Handler bounds its guest calls running at once on workers (max_concurrency,
