@@ -18,7 +18,7 @@ const (
 	// watchMaxDelay caps the debounce of a file from its first event, so
 	// that a file written again and again is still reloaded: a change is
 	// in effect within a second.
-	watchMaxDelay = 750 * time.Millisecond
+	watchMaxDelay = 500 * time.Millisecond
 	// k8sDataLink is the symlink a Kubernetes ConfigMap volume swaps to
 	// publish new versions of its files.
 	k8sDataLink = "..data"

@@ -17,7 +17,7 @@ const (
 	// watchMaxDelay caps that wait from the first event of a burst, so a
 	// file written again and again still reloads: with the reload itself,
 	// a save is in effect within a second.
-	watchMaxDelay = 750 * time.Millisecond
+	watchMaxDelay = 500 * time.Millisecond
 	// k8sDataLink is the symlink a Kubernetes ConfigMap or Secret volume
 	// swaps to publish a new version of all its files at once.
 	k8sDataLink = "..data"
