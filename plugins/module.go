@@ -263,7 +263,7 @@ func (m *module) instantiate(held *bool, deadline time.Time) (*instance, error) 
 	if !deadline.IsZero() {
 		limit = min(limit, max(time.Until(deadline), time.Millisecond))
 	}
-	inst.ctx.arm(limit)
+	inst.ctx.arm(time.Now().Add(limit))
 	inst.slot = held != nil && *held
 	if m.pool.exec(inst) {
 		if held != nil {
@@ -463,7 +463,7 @@ func (inst *instance) call(fn api.Function, n int, deadline time.Time) (abandone
 	}
 	inst.fn, inst.n, inst.err = fn, n, nil
 	inst.job.op = opCall
-	inst.ctx.arm(left)
+	inst.ctx.arm(deadline)
 	if inst.owner.pool.exec(inst) {
 		return true, true, errTimeout
 	}

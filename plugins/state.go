@@ -212,9 +212,9 @@ type callCtx struct {
 	fired atomic.Bool
 	once  sync.Once
 	timer *time.Timer
-	// left is the deadline arm set, started by start or watch.
-	left  time.Time
-	watch watch
+	// deadline is the current call's, set by arm.
+	deadline time.Time
+	watch    watch
 	// wd is the watchdog watch is armed on, nil when the timer is used.
 	wd *watchdog
 }
@@ -235,17 +235,17 @@ func (c *callCtx) fire() {
 	})
 }
 
-// arm sets the deadline of a call, d from now; start (on the caller's
-// goroutine) or watchOn (on a worker) starts it.
-func (c *callCtx) arm(d time.Duration) { c.left = time.Now().Add(d) }
+// arm sets the deadline of a call; start (on the caller's goroutine, now
+// being the current time) or watchOn (on a worker) starts it.
+func (c *callCtx) arm(deadline time.Time) { c.deadline = deadline }
 
 // start starts the deadline on the Go timer.
-func (c *callCtx) start() { c.timer.Reset(time.Until(c.left)) }
+func (c *callCtx) start(now time.Time) { c.timer.Reset(c.deadline.Sub(now)) }
 
 // watchOn starts the deadline on the watchdog d.
 func (c *callCtx) watchOn(d *watchdog) {
 	c.wd = d
-	d.add(&c.watch, c.left)
+	d.add(&c.watch, c.deadline)
 }
 
 // disarm stops the deadline; false means it fired (or is firing) and the
@@ -262,10 +262,7 @@ func (c *callCtx) disarm() bool {
 }
 
 // stop releases the deadline of a discarded instance.
-func (c *callCtx) stop() {
-	c.disarm()
-	c.timer.Stop()
-}
+func (c *callCtx) stop() { c.disarm() }
 
 func (c *callCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
 func (c *callCtx) Done() <-chan struct{}       { return c.done }

@@ -264,7 +264,7 @@ func (j *job) abandon() bool {
 // module.abandoned); the caller must not touch it again.
 func (p *workerPool) exec(inst *instance) (abandoned bool) {
 	if p == nil {
-		inst.ctx.start()
+		inst.ctx.start(time.Now())
 		inst.job.op(inst)
 		return false
 	}
@@ -324,7 +324,7 @@ func (p *workerPool) tryInline(inst *instance) bool {
 		return false
 	}
 	start := time.Now()
-	inst.ctx.start()
+	inst.ctx.start(start)
 	inst.job.op(inst)
 	took := time.Since(start)
 	p.inline.Add(-1)
