@@ -34,7 +34,8 @@ type watchdog struct {
 }
 
 // watch is one armed deadline: fn runs on the watchdog's goroutine once
-// when passes, unless removed first. fn must be short and not block.
+// its time (when) has passed, unless removed first. fn must be short and
+// not block.
 type watch struct {
 	when time.Time
 	fn   func()
