@@ -224,7 +224,6 @@ func newCallCtx(st *callState) *callCtx {
 	c.timer = time.AfterFunc(time.Hour, c.fire)
 	c.timer.Stop()
 	c.watch.fn = c.fire
-	c.watch.idx = -1
 	return c
 }
 

@@ -1,8 +1,9 @@
 package plugins
 
 import (
+	"math"
 	"runtime"
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,28 +20,61 @@ import (
 // off the CPU, and those timers with it, for a long time past the
 // deadline. The watchdog's timers do not depend on which thread holds
 // which P.
+//
+// Nothing on the watchdog's side waits for a lock its callers hold. A
+// goroutine that waits for a sync.Mutex is woken by the one that unlocks
+// it, onto that one's P: a worker arming its demotion just before it runs a
+// guest would leave the watchdog queued behind the guest, on a P no one
+// else takes while every P is busy. So callers hand their entries over
+// through a lock-free stack, and an entry's state is a word that add,
+// remove and the watchdog change with compare-and-swap.
 type watchdog struct {
-	mu sync.Mutex
-	// watches are the armed entries, in no order (there are at most a
-	// few per worker).
-	watches []*watch
-	// sleeping is when the watchdog wakes up next (zero: not before
-	// something is armed); an earlier entry wakes it.
-	sleeping time.Time
-	asleep   bool
-	closed   bool
-	waker    waker
-	done     chan struct{}
+	// pending are the entries armed since the watchdog last looked, each
+	// at most once (watch.queued), linked by watch.next.
+	pending atomic.Pointer[watch]
+	// sleepUntil is when the sleeping watchdog wakes up (monotonic
+	// nanoseconds, see mono; forever: math.MaxInt64), 0 while it is
+	// awake: an entry due earlier wakes it.
+	sleepUntil atomic.Int64
+	closed     atomic.Bool
+	waker      waker
+	done       chan struct{}
+	// armed are the entries the watchdog knows of, in no order, stale
+	// ones (removed, or armed again since) included until it next scans
+	// them. Used only on the watchdog's goroutine.
+	armed []armedEntry
 }
 
-// watch is one armed deadline: fn runs on the watchdog's goroutine once
-// its time (when) has passed, unless removed first. fn must be short and
-// not block.
+// watch is one deadline: fn runs on the watchdog's goroutine once the
+// time it was armed for has passed, unless removed first. fn must be
+// short and not block. A watch may be armed again once it ran or was
+// removed.
 type watch struct {
-	when time.Time
-	fn   func()
-	idx  int // in watches, -1 when not armed
+	fn func()
+	// state is the arming's generation, shifted left by one, with the
+	// low bit set while armed.
+	state atomic.Uint64
+	// when is the current arming's time (mono).
+	when atomic.Int64
+	// queued is set while the watch is on the pending stack, next its
+	// link there.
+	queued atomic.Bool
+	next   *watch
 }
+
+// armedEntry is one arming as the watchdog took it: it fires only if the
+// watch is still in that state.
+type armedEntry struct {
+	w     *watch
+	state uint64
+	when  int64
+}
+
+// monoBase is the origin of mono.
+var monoBase = time.Now()
+
+// mono is t on the monotonic clock, in nanoseconds since monoBase.
+func mono(t time.Time) int64 { return int64(t.Sub(monoBase)) }
 
 func newWatchdog() (*watchdog, error) {
 	w, err := newWaker()
@@ -54,16 +88,21 @@ func newWatchdog() (*watchdog, error) {
 
 // add arms w to run at when; w must not be armed.
 func (d *watchdog) add(w *watch, when time.Time) {
-	d.mu.Lock()
-	w.when = when
-	w.idx = len(d.watches)
-	d.watches = append(d.watches, w)
-	wake := d.asleep && (d.sleeping.IsZero() || when.Before(d.sleeping))
-	if wake {
-		d.asleep = false
+	at := mono(when)
+	w.when.Store(at)
+	w.state.Store((w.state.Load()>>1+1)<<1 | 1)
+	if w.queued.CompareAndSwap(false, true) {
+		for {
+			head := d.pending.Load()
+			w.next = head
+			if d.pending.CompareAndSwap(head, w) {
+				break
+			}
+		}
 	}
-	d.mu.Unlock()
-	if wake {
+	// The watchdog stores sleepUntil before it looks at pending a last
+	// time: either it sees w there, or this sees it asleep.
+	if until := d.sleepUntil.Load(); until != 0 && at < until && d.sleepUntil.CompareAndSwap(until, 0) {
 		d.waker.wake()
 	}
 }
@@ -71,72 +110,85 @@ func (d *watchdog) add(w *watch, when time.Time) {
 // remove disarms w. It reports false when w was not armed: its function
 // ran, or is running.
 func (d *watchdog) remove(w *watch) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.removeLocked(w)
-}
-
-func (d *watchdog) removeLocked(w *watch) bool {
-	i := w.idx
-	if i < 0 || i >= len(d.watches) || d.watches[i] != w {
-		return false
+	for {
+		s := w.state.Load()
+		if s&1 == 0 {
+			return false
+		}
+		if w.state.CompareAndSwap(s, s&^1) {
+			return true
+		}
 	}
-	last := len(d.watches) - 1
-	d.watches[i] = d.watches[last]
-	d.watches[i].idx = i
-	d.watches[last] = nil
-	d.watches = d.watches[:last]
-	w.idx = -1
-	return true
 }
 
 // close stops the watchdog; armed entries never run.
 func (d *watchdog) close() {
-	d.mu.Lock()
-	d.closed = true
-	d.mu.Unlock()
+	d.closed.Store(true)
 	d.waker.wake()
 	<-d.done
 	d.waker.close()
 }
 
+// take moves the pending entries to armed.
+func (d *watchdog) take() {
+	for w := d.pending.Swap(nil); w != nil; {
+		next := w.next
+		w.next = nil
+		// Cleared before the state is read: an add that finds the flag
+		// still set has stored its state already, and one that finds it
+		// clear pushes w again.
+		w.queued.Store(false)
+		if s := w.state.Load(); s&1 != 0 {
+			d.armed = append(d.armed, armedEntry{w: w, state: s, when: w.when.Load()})
+		}
+		w = next
+	}
+}
+
 // run fires the entries as they fall due, sleeping in between.
 func (d *watchdog) run() {
 	defer close(d.done)
-	for {
-		d.mu.Lock()
-		if d.closed {
-			d.mu.Unlock()
-			return
-		}
-		now := time.Now()
-		var next *watch
-		for _, w := range d.watches {
-			if next == nil || w.when.Before(next.when) {
-				next = w
+	for !d.closed.Load() {
+		d.take()
+		now := mono(time.Now())
+		next := int64(math.MaxInt64)
+		var due *watch
+		live := d.armed[:0]
+		for _, e := range d.armed {
+			if e.w.state.Load() != e.state {
+				continue // removed, or armed again (a newer entry)
 			}
+			if due == nil && e.when <= now && e.w.state.CompareAndSwap(e.state, e.state&^1) {
+				due = e.w
+				continue
+			}
+			live = append(live, e)
+			next = min(next, e.when)
 		}
-		if next != nil && !next.when.After(now) {
-			d.removeLocked(next)
-			d.mu.Unlock()
-			next.fn()
+		clear(d.armed[len(live):])
+		d.armed = live
+		if due != nil {
+			due.fn()
 			// The goroutines fn woke (a caller at its deadline) are
 			// queued on this goroutine's P: they run now, on a thread
 			// that has the CPU, rather than when another steals them.
 			runtime.Gosched()
 			continue
 		}
-		wait := time.Duration(-1)
-		d.sleeping = time.Time{}
-		if next != nil {
-			wait, d.sleeping = next.when.Sub(now), next.when
+		if next <= now {
+			continue // an entry fell due during the scan
 		}
-		d.asleep = true
-		d.mu.Unlock()
+		d.sleepUntil.Store(next)
+		if d.pending.Load() != nil || d.closed.Load() {
+			d.sleepUntil.Store(0)
+			continue
+		}
+		wait := time.Duration(-1)
+		if next != math.MaxInt64 {
+			wait = time.Duration(next - now)
+		}
 		d.waker.wait(wait)
-		d.mu.Lock()
-		d.asleep = false
-		d.mu.Unlock()
+		d.sleepUntil.Store(0)
 	}
 }
 
@@ -152,7 +204,7 @@ type waitTimer struct {
 
 func newWaitTimer(d *watchdog, dur time.Duration) *waitTimer {
 	t := &waitTimer{c: make(chan struct{}), d: d}
-	t.w = watch{fn: t.fire, idx: -1}
+	t.w.fn = t.fire
 	if d == nil {
 		t.gt = time.AfterFunc(dur, t.fire)
 		return t

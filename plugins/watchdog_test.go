@@ -19,7 +19,7 @@ func TestWatchdogFiresInOrderAndRemoves(t *testing.T) {
 	var order []int
 	ran := make(chan struct{}, 8)
 	mk := func(i int) *watch {
-		return &watch{idx: -1, fn: func() {
+		return &watch{fn: func() {
 			mu.Lock()
 			order = append(order, i)
 			mu.Unlock()
@@ -59,4 +59,55 @@ func TestWatchdogFiresInOrderAndRemoves(t *testing.T) {
 		t.Error("the removed entry ran")
 	case <-time.After(50 * time.Millisecond):
 	}
+}
+
+// TestWatchdogConcurrentArming: watches armed, removed and armed again
+// from many goroutines at once, each reused for many armings: an arming
+// that remove took back never runs, every other one runs once, not
+// before its time.
+func TestWatchdogConcurrentArming(t *testing.T) {
+	d, err := newWatchdog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	const goroutines, armings = 8, 300
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			fired := make(chan time.Time, 1)
+			w := &watch{fn: func() { fired <- time.Now() }}
+			for i := range armings {
+				when := time.Now().Add(time.Duration((g*7+i)%5) * 200 * time.Microsecond)
+				d.add(w, when)
+				if i%3 == 0 && d.remove(w) {
+					// Past its time, with a margin: it must not run.
+					select {
+					case <-fired:
+						t.Errorf("goroutine %d, arming %d: removed, and ran", g, i)
+						return
+					case <-time.After(time.Until(when) + 2*time.Millisecond):
+					}
+					continue
+				}
+				select {
+				case at := <-fired:
+					if at.Before(when) {
+						t.Errorf("goroutine %d, arming %d: ran %v before its time", g, i, when.Sub(at))
+						return
+					}
+				case <-time.After(5 * time.Second):
+					t.Errorf("goroutine %d, arming %d: never ran", g, i)
+					return
+				}
+				select {
+				case <-fired:
+					t.Errorf("goroutine %d, arming %d: ran twice", g, i)
+					return
+				default:
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -140,7 +140,7 @@ func (p *workerPool) work() {
 func (p *workerPool) serve(tid int) {
 	defer p.wg.Done()
 	w := &worker{pool: p, tid: tid, demoteDone: make(chan struct{}, 1)}
-	w.demote = watch{fn: w.lower, idx: -1}
+	w.demote.fn = w.lower
 	for {
 		select {
 		case inst := <-p.jobs:
