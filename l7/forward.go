@@ -96,7 +96,7 @@ func (x *exchange) forward() {
 		x.hash = x.hashKey(rt.hashBy)
 	}
 	if rt.retry.budget != nil {
-		rt.retry.budget.OnRequest()
+		rt.retry.budget.OnRequestAt(x.start)
 	}
 	if rt.retry.total > 0 {
 		x.deadline = x.start.Add(rt.retry.total)

@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 )
 
@@ -59,7 +60,30 @@ func alnumAnd(extra string) (t [256]bool) {
 
 // fieldValueOK reports whether b may appear in a field value: visible
 // ASCII, SP, HTAB and obs-text; never CTLs (so never CR, LF or NUL).
+//
+// It looks at eight bytes at a time, and at each byte only in a word that
+// holds a byte below 0x20 (a tab, or a CTL) or 0x7f.
 func fieldValueOK(b []byte) bool {
+	for len(b) >= 8 {
+		x := binary.LittleEndian.Uint64(b)
+		// Exact tests (Hacker's Delight 6-1): some byte < 0x20, some
+		// byte == 0x7f.
+		if (x-lo8*0x20)&^x&hi8 != 0 || ((x^(lo8*0x7f))-lo8)&^(x^(lo8*0x7f))&hi8 != 0 {
+			if !fieldBytesOK(b[:8]) {
+				return false
+			}
+		}
+		b = b[8:]
+	}
+	return fieldBytesOK(b)
+}
+
+const (
+	lo8 = 0x0101010101010101
+	hi8 = 0x8080808080808080
+)
+
+func fieldBytesOK(b []byte) bool {
 	for _, c := range b {
 		if c < 0x20 && c != '\t' || c == 0x7f {
 			return false

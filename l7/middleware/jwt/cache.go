@@ -63,13 +63,18 @@ func newTokenCache(size int, ttl time.Duration, seed [32]byte) *tokenCache {
 // every request (its key would take too much stack to compute).
 const maxCachedToken = 4096
 
-// key computes the cache key of a token of at most maxCachedToken bytes,
-// on the stack.
+// keyBufs are the buffers keys are computed in. On the stack, the 4 KiB
+// array would be cleared on every request, and would grow the small stack
+// of a connection's coroutine.
+var keyBufs = sync.Pool{New: func() any { return new([32 + maxCachedToken]byte) }}
+
+// key computes the cache key of a token of at most maxCachedToken bytes.
 func (c *tokenCache) key(token []byte, k *cacheKey) {
-	var buf [32 + maxCachedToken]byte
+	buf := keyBufs.Get().(*[32 + maxCachedToken]byte)
 	n := copy(buf[:], c.seed[:])
 	n += copy(buf[n:], token)
 	*k = sha256.Sum256(buf[:n])
+	keyBufs.Put(buf)
 }
 
 // get returns the verification of k when it is still valid at now for the

@@ -413,12 +413,21 @@ func bearerToken(h []byte) ([]byte, bool) {
 // the ", " of two Authorization lines combined into one, is malformed.
 func isCompactJWS(tok []byte) bool {
 	for _, c := range tok {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+		if !jwsChars[c] {
 			return false
 		}
 	}
 	return true
 }
+
+// jwsChars are the bytes of the JWS compact serialization (a table: the
+// test runs on every byte of every token).
+var jwsChars = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.'
+	}
+	return t
+}()
 
 // keyFor is the key lookup of the parser, which has already checked that
 // the token's algorithm is allowed. A token whose header has crit is
