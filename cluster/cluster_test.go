@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,6 +196,13 @@ func TestSentinelFailover(t *testing.T) {
 	s := testredis.StartSentinel(t)
 	c := newClient(t, "a", config.RedisSentinel, s.Sentinel.Addr())
 	checkTake(t, c)
+	// Replication is asynchronous: a master killed at once may take its
+	// last writes with it. The failover is tested once the replica has
+	// everything the master wrote.
+	waitUntil(t, 5*time.Second, "the replica to catch up with the master", func() bool {
+		m, r := replOffset(s.Master, "master_repl_offset"), replOffset(s.Replica, "slave_repl_offset")
+		return m > 0 && r >= m
+	})
 	s.Master.Kill()
 	waitUntil(t, 15*time.Second, "the sentinel promotes the replica", func() bool { return s.MasterPort() == s.Replica.Port })
 	g := GCRA{Interval: time.Millisecond, Tolerance: time.Second, Window: time.Second}
@@ -205,6 +214,25 @@ func TestSentinelFailover(t *testing.T) {
 	if v, err := c.Take(c.LimitKey("route", "192.0.2.1"), GCRA{Interval: 6 * time.Second, Tolerance: 60 * time.Second, Window: time.Minute}); err != nil || v.OK {
 		t.Errorf("after failover: %+v %v, want the key still limited", v, err)
 	}
+}
+
+// replOffset is a replication offset field of INFO replication, -1 when
+// the server does not answer.
+func replOffset(s *testredis.Server, field string) int64 {
+	out, err := s.CLI("INFO", "replication")
+	if err != nil {
+		return -1
+	}
+	for l := range strings.Lines(out) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), field+":"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
 }
 
 func atoiTrim(s string) int {
