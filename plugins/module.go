@@ -455,19 +455,28 @@ func (m *module) Close() error {
 // caller left at the deadline while the guest was still running: the
 // instance and its slot are the worker's now (see exec). Otherwise
 // timedOut reports that the deadline fired, in which case the instance
-// must be discarded even if the call returned.
+// must be discarded even if the call returned. The module counts the
+// overrun, or the call in time (see overran).
 func (inst *instance) call(fn api.Function, n int, deadline time.Time) (abandoned, timedOut bool, err error) {
+	m := inst.owner
 	left := time.Until(deadline)
 	if left <= 0 {
+		m.overran()
 		return false, true, errTimeout // the wait took the whole budget
 	}
 	inst.fn, inst.n, inst.err = fn, n, nil
 	inst.job.op = opCall
 	inst.ctx.arm(deadline)
-	if inst.owner.pool.exec(inst) {
+	if m.pool.exec(inst) {
+		m.overran()
 		return true, true, errTimeout
 	}
 	timedOut = !inst.ctx.disarm()
+	if timedOut {
+		m.overran()
+	} else {
+		m.inTime()
+	}
 	err, inst.err = inst.err, nil
 	return false, timedOut, err
 }
@@ -545,11 +554,6 @@ func (m *module) OnRequest(ex Exchange) (*middleware.Reply, error) {
 	st.begin(ex, phaseRequest)
 	inst.slot = held
 	abandoned, timedOut, err := inst.call(inst.handleReq, 1, deadline)
-	if abandoned || timedOut {
-		m.overran()
-	} else {
-		m.inTime()
-	}
 	if abandoned {
 		held = false
 		return nil, callError("handle_request", true, err)
@@ -683,11 +687,6 @@ func (m *module) OnResponse(ex Exchange) error {
 	}
 	inst.slot = held
 	abandoned, timedOut, err := inst.call(inst.handleResp, 2, deadline)
-	if abandoned || timedOut {
-		owner.overran()
-	} else {
-		owner.inTime()
-	}
 	if abandoned {
 		held = false
 		return callError("handle_response", true, err)
