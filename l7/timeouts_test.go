@@ -7,10 +7,11 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/rustygate/rustygate/internal/testnet"
 )
 
 // withServer is the engine argument of startGateway for engine with extra
@@ -136,38 +137,8 @@ func dial(t *testing.T, addr string) net.Conn {
 // hungBackend is a TCP listener that accepts connections and never
 // answers. It returns its URL and the number of connections accepted.
 func hungBackend(t *testing.T) (string, *atomic.Int64) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var accepted atomic.Int64
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	return "http://" + ln.Addr().String(), &accepted
+	addr, accepted := testnet.HungListener(t)
+	return "http://" + addr, accepted
 }
 
 // timedGet sends a GET on a new connection and returns the status and

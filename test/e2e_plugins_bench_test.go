@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/rustygate/rustygate/internal/testnet"
 )
 
 // pluginDeadline is the gateway's WASM call deadline (plugins.Options).
@@ -50,7 +52,7 @@ func BenchmarkPluginIsolation(b *testing.B) {
 	loop := filepath.Join(dir, "loop.wasm")
 	buildPlugin(b, "loop", loop)
 	be := newBackend(b, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "backend") })
-	hung := hungBackend(b)
+	hung, _ := testnet.HungListener(b)
 	g := startGateway(b, "fast", fmt.Sprintf(`server: { listen: "127.0.0.1:0" }
 admin: { listen: "off" }
 log: { format: json, level: info, access: false }
@@ -190,40 +192,6 @@ func (h *wrkLoop) wait(b *testing.B) loopResult {
 	}
 	r.p99, r.max = time.Duration(p99)*time.Microsecond, time.Duration(mx)*time.Microsecond
 	return r
-}
-
-// hungBackend listens on loopback and accepts connections that it reads
-// and never answers; it returns its address.
-func hungBackend(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() { io.Copy(io.Discard, c); c.Close() })
-		}
-	})
-	b.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
 }
 
 // plainRate runs 8 keep-alive clients on /plain for d and returns their
