@@ -465,6 +465,18 @@ run_kernel() {
 			# the end of the failing binary's output with the summary.
 			log "$name failed on $release; the end of its output:"
 			awk -v n="$name" '$0 == "RG-BEGIN " n { on = 1; next } /^RG-RESULT / { on = 0 } on' "$logf" | tail -n 25 | sed 's/^/    | /' >&2
+			# And each failed test's own lines, which are rarely at the end.
+			# They go at the very end of the output (CI shows its end).
+			for ft in $(awk -v n="$name" '$0 == "RG-BEGIN " n { on = 1; next } /^RG-RESULT / { on = 0 } on && /^--- FAIL: / { print $3 }' "$logf"); do
+				echo "$release $name $ft:" >>"$OUT/failures.txt"
+				awk -v n="$name" -v t="$ft" '
+					$0 == "RG-BEGIN " n { on = 1; next }
+					/^RG-RESULT / { on = 0 }
+					!on { next }
+					/^=== (RUN|CONT|PAUSE|NAME) / { split($3, a, "/"); cur = a[1] }
+					/^--- (PASS|FAIL|SKIP): / && $3 !~ /\// { split($3, a, "/"); cur = a[1] }
+					cur == t' "$logf" | head -n 60 | sed 's/^/    | /' >>"$OUT/failures.txt"
+			done
 		fi
 		counts+=" "
 	done
@@ -557,6 +569,7 @@ main() {
 	log "test binaries built in $(elapsed "$t0")s ($(du -sh "$OUT/tests.cpio" | cut -f1) uncompressed)"
 
 	local label package subset ran=0
+	rm -f "$OUT/failures.txt"
 	while read -r label package subset; do
 		case "$label" in '' | '#'*) continue ;; esac
 		if [ -n "$ONLY" ] && [[ ",$ONLY," != *",$label,"* ]]; then
@@ -583,6 +596,10 @@ main() {
 	echo
 	cat "$OUT/summary.txt"
 	echo "logs: ${OUT#"$ROOT"/}/LABEL/console.log, table: ${OUT#"$ROOT"/}/summary.md"
+	if [ -s "$OUT/failures.txt" ]; then
+		echo "failed tests' own output:"
+		cat "$OUT/failures.txt"
+	fi
 	return "$FAILED"
 }
 
