@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/rustygate/rustygate/l7/middleware"
@@ -25,6 +26,23 @@ type Auth struct {
 	userHeader string
 	challenge  [][2]string
 	now        func() time.Time
+
+	// flights are the verifications running, by cache key: a request
+	// whose credentials are being verified for another waits for that
+	// result instead of verifying them again. Without it, an entry
+	// expiring under load had every connection of that client verify the
+	// same hash at once, a few at a time: 64 connections waited up to 2 s.
+	flightMu sync.Mutex
+	flights  map[cacheKey]*flight
+}
+
+// flight is one verification of credentials, shared by the requests that
+// came with them while it ran.
+type flight struct {
+	done            chan struct{}
+	waiters         int // under flightMu
+	name            string
+	verified, valid bool
 }
 
 var _ middleware.Handler = (*Auth)(nil)
@@ -98,9 +116,9 @@ func (a *Auth) Handle(r middleware.Request) *middleware.Reply {
 	now := a.now()
 	user, hit := a.cache.get(&key, now)
 	if !hit {
-		// Verifying takes long: never on an event loop.
+		// Verifying (or waiting for it) takes long: never on an event loop.
 		r.Offload()
-		name, verified, ok := a.verify(token)
+		name, verified, ok := a.verifyShared(&key, token, now)
 		if !ok {
 			return a.refuse(r.PeerIP(), "malformed")
 		}
@@ -108,7 +126,6 @@ func (a *Auth) Handle(r middleware.Request) *middleware.Reply {
 			return a.refuse(r.PeerIP(), "invalid")
 		}
 		user = name
-		a.cache.put(&key, user, now)
 	}
 	if a.remove {
 		r.DelHeader("Authorization")
@@ -173,6 +190,37 @@ func (a *Auth) verify(token []byte) (name string, verified, ok bool) {
 	verified = h.verify(creds[i+1:])
 	<-verifySlots
 	return name, verified && known, true
+}
+
+// verifyShared verifies token, or waits for the verification of the same
+// credentials already running, and caches a success.
+func (a *Auth) verifyShared(key *cacheKey, token []byte, now time.Time) (name string, verified, ok bool) {
+	a.flightMu.Lock()
+	if f := a.flights[*key]; f != nil {
+		f.waiters++
+		a.flightMu.Unlock()
+		<-f.done
+		return f.name, f.verified, f.valid
+	}
+	if a.flights == nil {
+		a.flights = make(map[cacheKey]*flight)
+	}
+	f := &flight{done: make(chan struct{})}
+	a.flights[*key] = f
+	a.flightMu.Unlock()
+	defer func() {
+		a.flightMu.Lock()
+		delete(a.flights, *key)
+		a.flightMu.Unlock()
+		close(f.done)
+	}()
+	f.name, f.verified, f.valid = a.verify(token)
+	if f.verified {
+		// Cached before the flight ends: a request arriving after it
+		// finds the entry.
+		a.cache.put(key, f.name, now)
+	}
+	return f.name, f.verified, f.valid
 }
 
 func (a *Auth) refuse(ip netip.Addr, reason string) *middleware.Reply {

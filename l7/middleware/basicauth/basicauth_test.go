@@ -239,3 +239,98 @@ func BenchmarkCachedHit(b *testing.B) {
 		a.Handle(r)
 	}
 }
+
+// gated is a hash whose verifications count, and wait for release once
+// started has said they run.
+type gated struct {
+	hash
+	n       *atomic.Int32
+	started chan struct{}
+	release chan struct{}
+}
+
+func (g gated) verify(p []byte) bool {
+	g.n.Add(1)
+	g.started <- struct{}{}
+	<-g.release
+	return g.hash.verify(p)
+}
+
+// TestConcurrentMissesVerifyOnce: requests that come with the same
+// credentials while they are being verified (a client's many connections
+// when its cache entry expires) wait for that verification instead of
+// each verifying the hash again; other credentials are not held up by it.
+func TestConcurrentMissesVerifyOnce(t *testing.T) {
+	a := newAuth(t, Settings{Users: []string{"alice:" + bcryptOf(t, "pw", "$2a$"), "bob:" + bcryptOf(t, "pw", "$2a$")}, Realm: "r", CacheSize: 8, CacheTTL: config.Duration(time.Minute)})
+	var n atomic.Int32
+	g := gated{a.users["alice"], &n, make(chan struct{}, 64), make(chan struct{})}
+	a.users["alice"] = g
+	waiters := func(creds []byte) int {
+		var tok []byte
+		tok, _ = basicToken(creds)
+		var k cacheKey
+		a.key(tok, &k)
+		a.flightMu.Lock()
+		defer a.flightMu.Unlock()
+		if f := a.flights[k]; f != nil {
+			return f.waiters
+		}
+		return -1
+	}
+	run := func(creds []byte, count int) (statuses chan int) {
+		statuses = make(chan int, count)
+		for range count {
+			go func() {
+				r := &request{auth: creds}
+				if reply := a.Handle(r); reply != nil {
+					statuses <- reply.Status
+				} else {
+					statuses <- 200
+				}
+			}()
+		}
+		return statuses
+	}
+	for _, c := range []struct {
+		what  string
+		creds []byte
+		want  int
+	}{
+		{"right password", basic("alice", "pw"), 200},
+		{"wrong password", basic("alice", "nope"), 401},
+	} {
+		n.Store(0)
+		statuses := run(c.creds, 16)
+		<-g.started
+		deadline := time.Now().Add(10 * time.Second)
+		for waiters(c.creds) != 15 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d requests wait for the running verification, want 15", c.what, waiters(c.creds))
+			}
+			time.Sleep(time.Millisecond)
+		}
+		// Other credentials are verified meanwhile, not queued behind it.
+		if reply := a.Handle(&request{auth: basic("bob", "pw")}); reply != nil {
+			t.Fatalf("%s: bob during alice's verification: %+v", c.what, reply)
+		}
+		close(g.release)
+		for range 16 {
+			if s := <-statuses; s != c.want {
+				t.Errorf("%s: status %d, want %d", c.what, s, c.want)
+			}
+		}
+		if got := n.Load(); got != 1 {
+			t.Errorf("%s: 16 concurrent requests cost %d verifications, want 1", c.what, got)
+		}
+		if waiters(c.creds) != -1 {
+			t.Errorf("%s: the flight outlived its verification", c.what)
+		}
+		g.release = make(chan struct{})
+		a.users["alice"] = g
+	}
+	// The success was cached: no verification at all now.
+	n.Store(0)
+	if reply := a.Handle(&request{auth: basic("alice", "pw")}); reply != nil || n.Load() != 0 {
+		t.Errorf("after the shared verification: reply %+v, %d verifications", reply, n.Load())
+	}
+}

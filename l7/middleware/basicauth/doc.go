@@ -25,5 +25,8 @@
 // it moves the exchange off its loop (Request.Offload) before verifying,
 // and at most GOMAXPROCS verifications run at once (argon2id's memory is
 // bounded with them), so a flood of wrong passwords never stalls other
-// connections.
+// connections. Requests that bring the same credentials while they are
+// being verified wait for that one verification and share its result:
+// when a busy client's entry expires, its connections cost one hash, not
+// one each.
 package basicauth
