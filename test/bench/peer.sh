@@ -136,6 +136,10 @@
 #                   rg_waf_post rg_rl_local rg_rl_cluster gz_nginx_1k
 #                   gz_nginx_64k gz_rg_1k gz_rg_64k")
 #   KEEP_TMP      1 keeps the temporary directory (logs, nginx prefixes)
+#   PAIRED        1 pairs each variant of the targets summary with a run of
+#                 plain RustyGate next to it in every round (see "Targets
+#                 summary"); 0 compares them with the plain row only
+#                                                          (default 1)
 #   H2            1 appends the HTTP/2 rows of test/bench/h2peer.sh (h2load
 #                 against nginx, HAProxy and RustyGate over h2c and h2, ports
 #                 18120-18125), 0 leaves them out       (default 1)
@@ -180,7 +184,11 @@
 # >= 1.0x, p99 <= 1.0x, CPU µs/request <= 1.0x; against plain RustyGate:
 # rg_policies and rg_policies_rs256 >= 0.9x, rg_tracing_otlp >= 0.85x,
 # rg_wasm >= 0.9x; ratios of the medians, and round by round. A row whose
-# target did not run reads "not measured".
+# target did not run reads "not measured". With PAIRED=1 (the default)
+# each of those four variants is paired in every round with a run of plain
+# RustyGate right next to it (before it in odd rounds, after it in even
+# ones; not counted in the plain row), and its ratio is the median of the
+# round ratios to that run: the machine's speed drifts within a round.
 #
 # Exit status: 0 whatever the numbers are (a missed target too); non-zero
 # only when a process could not be started (or a port was already taken, or
@@ -211,6 +219,7 @@ else
 	TARGETS=${TARGETS:-$BASE_TARGETS $TARGET_VARIANTS}
 fi
 KEEP_TMP=${KEEP_TMP:-0}
+PAIRED=${PAIRED:-1}
 SCALING=${SCALING:-1}
 CPUS=${CPUS:-}
 SCALE_LOOPS=${SCALE_LOOPS:-}
@@ -834,7 +843,7 @@ run_hs() {
 
 # median v1 v2 ...: median of numeric values, "nan" values ignored.
 median() {
-	printf '%s\n' "$@" | awk '$1 != "nan" && $1 != "" { v[n++] = $1 + 0 }
+	printf '%s\n' "$@" | awk '$1 != "nan" && $1 != "" && $1 != "-" { v[n++] = $1 + 0 }
 		END {
 			if (n == 0) { print "nan"; exit }
 			for (i = 1; i < n; i++) { x = v[i]; for (j = i - 1; j >= 0 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
@@ -1346,11 +1355,33 @@ for t in "${selected[@]}"; do
 	*) early+=("$t") ;;
 	esac
 done
+# The variants of the targets summary are each paired with a run of plain
+# RustyGate next to them in every round (before them in odd rounds, after
+# them in even ones): the machine's speed drifts within a round, and a
+# variant measured minutes after the plain row carried that drift into its
+# ratio. The paired runs are kept apart from the plain row's figures.
+declare -A PAIR_OF=()
+is_paired() {
+	[[ $PAIRED == 1 ]] && want rustygate && [[ " $TARGET_VARIANTS " == *" $1 "* ]]
+}
+measure_pair() {
+	local t=$1 r=$2
+	note "round $r/$ROUNDS: plain RustyGate, paired with $t (wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s)"
+	run_wrk rustygate "$WRK_THREADS" "$WRK_CONNS" "$DURATION" "$RUN_DIR/raw/pair-$t-round$r.txt"
+	PAIR_OF[$t]+="$RPS "
+	note "  $(printf '%.0f' "$RPS" 2>/dev/null || echo "$RPS") req/s, p99 $P99_MS ms"
+}
 for group in early late; do
 	declare -n members=$group
 	for ((r = 1; r <= ROUNDS; r++)); do
 		for t in "${members[@]}"; do
+			if is_paired "$t" && ((r % 2 == 1)); then
+				measure_pair "$t" "$r"
+			fi
 			measure_round "$t" "$r"
+			if is_paired "$t" && ((r % 2 == 0)); then
+				measure_pair "$t" "$r"
+			fi
 		done
 	done
 	unset -n members
@@ -1398,7 +1429,8 @@ if want rustygate; then
 	unset 'PID[rustygate]'
 	lines=$(wc -l <"$RG_LOG")
 	sent=0
-	for f in "$RUN_DIR"/raw/rustygate-*.txt "$RUN_DIR"/raw/warmup-rustygate.txt; do
+	for f in "$RUN_DIR"/raw/rustygate-*.txt "$RUN_DIR"/raw/warmup-rustygate.txt "$RUN_DIR"/raw/pair-*.txt; do
+		[[ -f $f ]] || continue
 		n=$(awk '/ requests in / { print $1 }' "$f")
 		sent=$((sent + ${n:-0}))
 	done
@@ -1552,13 +1584,25 @@ target_line() {
 # vs_plain NAME OP BOUND WHAT: the targets row of variant NAME against the
 # plain RustyGate row (req/s ratio of the medians).
 vs_plain() {
-	local name=$1 r="-" rps per="-"
+	local name=$1 r="-" rps per="-" ur pair
 	if want "$name" && want rustygate; then
 		# shellcheck disable=SC2086 # word splitting wanted: one value per round
 		rps=$(median ${RPS_OF[$name]})
-		r=$(ratio "$rps" "$rg_rps")
-		per=$(per_round "${RPS_OF[$name]}" "${RPS_OF[rustygate]}")
-		target_line "$4" "${r}x ($(fmt0 "$rps") / $(fmt0 "$rg_rps") req/s)" "$r" "$2" "$3" "$per"
+		ur=$(ratio "$rps" "$rg_rps")
+		if [[ -n ${PAIR_OF[$name]:-} ]]; then
+			# Paired: the median of the round ratios to the plain run next to it.
+			per=$(per_round "${RPS_OF[$name]}" "${PAIR_OF[$name]}")
+			# shellcheck disable=SC2086 # word splitting wanted: one value per round
+			pair=$(median ${PAIR_OF[$name]})
+			# shellcheck disable=SC2086
+			r=$(median $per)
+			[[ $r == nan ]] && r="-" || r=$(printf '%.2f' "$r")
+			target_line "$4" "${r}x paired ($(fmt0 "$rps") req/s; plain next to it $(fmt0 "$pair"); against the plain row ${ur}x)" "$r" "$2" "$3" "$per"
+		else
+			r=$ur
+			per=$(per_round "${RPS_OF[$name]}" "${RPS_OF[rustygate]}")
+			target_line "$4" "${r}x ($(fmt0 "$rps") / $(fmt0 "$rg_rps") req/s)" "$r" "$2" "$3" "$per"
+		fi
 	else
 		target_line "$4" "- (needs $name and rustygate in TARGETS)" "-" "$2" "$3" "-"
 	fi
@@ -1576,6 +1620,8 @@ targets_report() {
 	echo "Plain = the RustyGate row (event_loops auto: one loop per CPU, $(nproc) here; access log on);"
 	echo "nginx = the nginx proxy row ($workers worker; access log off). Ratios of the medians over the rounds;"
 	echo "\"per round\" gives the same ratio round by round (how much the machine moved)."
+	[[ $PAIRED == 1 ]] && echo "The variants against plain are paired: in each round plain RustyGate ran again next to the variant" \
+		"(before it in odd rounds, after it in even ones), and the ratio is the median of those round ratios."
 	echo
 	echo "| target | measured | bound | result | per round |"
 	echo "|---|---|---|---|---|"
