@@ -403,6 +403,16 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/rustygate-peer.XXXXXX")
 chmod 755 "$TMP" # nginx workers drop root privileges and must reach their prefix
 STAMP=$(date +%Y%m%d-%H%M%S)
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# cpu_stat: the machine's steal and total CPU ticks (/proc/stat): steal is
+# time the hypervisor gave to other guests while this one had work.
+cpu_stat() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit }' /proc/stat; }
+# steal_pct "S0 T0" "S1 T1": the steal share of the CPU time between two cpu_stat readings.
+steal_pct() {
+	awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]; if (t > 0) printf "%.0f", 100 * (y[1] - x[1]) / t; else print "nan" }'
+}
+declare -A ROUND_STEAL0=() ROUND_STEAL1=()
+STEAL_GROUP=early
 RUN_DIR=$OUT/peer-$STAMP
 
 # shellcheck disable=SC2317 # invoked by the EXIT trap
@@ -1318,6 +1328,8 @@ done
 # measure_round T R: round R of target T (wrk, and tlshs for the HTTPS rows).
 measure_round() {
 	local t=$1 r=$2
+	# The steal of each round, over the rows before the WAF's.
+	[[ $STEAL_GROUP == early && -z ${ROUND_STEAL0[$r]:-} ]] && ROUND_STEAL0[$r]=$(cpu_stat)
 	note "round $r/$ROUNDS: ${LABEL[$t]} (wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s)"
 	[[ $t == rg_rl_cluster ]] && rc0=$(redis_cmds) rt0=$(cpu_ticks "${PID[redis]}")
 	run_wrk "$t" "$WRK_THREADS" "$WRK_CONNS" "$DURATION" "$RUN_DIR/raw/$t-round$r.txt"
@@ -1332,6 +1344,7 @@ measure_round() {
 	TICKS_OF[$t]=$((${TICKS_OF[$t]:-0} + CPU_TICKS))
 	ERRS_OF[$t]=$((${ERRS_OF[$t]:-0} + ERRS))
 	note "  $(printf '%.0f' "$RPS" 2>/dev/null || echo "$RPS") req/s, p99 $P99_MS ms"
+	[[ $STEAL_GROUP == early ]] && ROUND_STEAL1[$r]=$(cpu_stat)
 	is_tls "$t" || return 0
 	note "round $r/$ROUNDS: ${LABEL[$t]}, new connections (tlshs -c$HS_CONNS -d${DURATION}s)"
 	run_hs "$t" "$DURATION" "$RUN_DIR/raw/hs-$t-round$r.txt"
@@ -1371,8 +1384,10 @@ measure_pair() {
 	PAIR_OF[$t]+="$RPS "
 	note "  $(printf '%.0f' "$RPS" 2>/dev/null || echo "$RPS") req/s, p99 $P99_MS ms"
 }
+STEAL_GROUP=early
 for group in early late; do
 	declare -n members=$group
+	STEAL_GROUP=$group
 	for ((r = 1; r <= ROUNDS; r++)); do
 		for t in "${members[@]}"; do
 			if is_paired "$t" && ((r % 2 == 1)); then
@@ -1671,6 +1686,11 @@ done
 	echo
 	echo "- machine: $(nproc) CPUs, $(uname -sr); load generator, proxies and backend share them"
 	echo "- load average before the run: $LOADAVG, after: $(cut -d' ' -f1-3 /proc/loadavg) (other load on the machine skews every number)"
+	steal=""
+	for ((r = 1; r <= ROUNDS; r++)); do
+		[[ -n ${ROUND_STEAL1[$r]:-} ]] && steal+="${steal:+, }round $r $(steal_pct "${ROUND_STEAL0[$r]}" "${ROUND_STEAL1[$r]}")%"
+	done
+	[[ -n $steal ]] && echo "- CPU steal during the rounds (before the WAF rows; time the hypervisor gave to other guests while this one had work; above a few percent, the machine itself was slower): $steal"
 	echo "- wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s --latency, $ROUNDS interleaved rounds, ${WARMUP}s warm-up per target; medians over rounds"
 	echo "- backend: $(nginx -v 2>&1 | sed 's/^nginx version: //'), worker_processes 1, ${BODY_BYTES}-byte body"
 	want haproxy && echo "- $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}')"
