@@ -1332,11 +1332,14 @@ measure_round() {
 	[[ $STEAL_GROUP == early && -z ${ROUND_STEAL0[$r]:-} ]] && ROUND_STEAL0[$r]=$(cpu_stat)
 	note "round $r/$ROUNDS: ${LABEL[$t]} (wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s)"
 	[[ $t == rg_rl_cluster ]] && rc0=$(redis_cmds) rt0=$(cpu_ticks "${PID[redis]}")
+	[[ $t == rg_tracing_otlp ]] && st0=$(cpu_ticks "${PID[otlpsink]}")
 	run_wrk "$t" "$WRK_THREADS" "$WRK_CONNS" "$DURATION" "$RUN_DIR/raw/$t-round$r.txt"
 	if [[ $t == rg_rl_cluster ]]; then
 		RCMDS_OF[$t]=$((${RCMDS_OF[$t]:-0} + $(redis_cmds) - rc0))
 		RTICKS_OF[$t]=$((${RTICKS_OF[$t]:-0} + $(cpu_ticks "${PID[redis]}") - rt0))
 	fi
+	# The receiver's CPU: it shares the machine with the gateway it measures.
+	[[ $t == rg_tracing_otlp ]] && SINK_TICKS=$((${SINK_TICKS:-0} + $(cpu_ticks "${PID[otlpsink]}") - st0))
 	RPS_OF[$t]+="$RPS "
 	P99_OF[$t]+="$P99_MS "
 	CPU_US_OF[$t]+="$(awk -v t="$CPU_TICKS" -v hz="$CLK_TCK" -v n="$REQS" 'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "nan" }') "
@@ -1732,7 +1735,7 @@ done
 			rg_policies) echo "- rg_policies: cors (Origin $BENCH_ORIGIN allowed), rate_limit per IP at 100000000 per 60 s (never triggers) and jwt HS256 (audience api, token cache on: cache_size 10000, cache_ttl 5m) on the route; wrk sends 'Origin: $BENCH_ORIGIN' and 'Authorization: Bearer <HS256 token signed by peer.sh>' to this target only, so the signature is verified once and later requests hit the cache. Checked before measuring: token -> 200, no token -> 401." ;;
 			rg_policies_rs256) echo "- rg_policies_rs256: rg_policies with jwt RS256: an RSA 2048 key pair generated with openssl at start-up, the token signed with its private key, the public key in public_key_file; token cache on as in rg_policies. Checked before measuring: token -> 200, no token -> 401." ;;
 			rg_tracing) echo "- rg_tracing: tracing on, ratio 1.0, OTLP endpoint 127.0.0.1:$OTLP_CLOSED_PORT where nothing listens: every request creates and batches its spans, the exports fail and the spans are dropped. This measures span creation, not export." ;;
-			rg_tracing_otlp) echo "- rg_tracing_otlp: tracing on, ratio 1.0, exporting over OTLP/HTTP (batches of up to 1024 spans, queue of 8192) to test/bench/otlpsink on 127.0.0.1:$OTLP_SINK_PORT, which decodes every export: span creation and export. At the end of the run the sink had received: $(otlp_stats 2>/dev/null || echo '?'); the gateway counted $(otlp_metric exported) spans exported, $(otlp_metric queue_full) dropped on a full queue and $(otlp_metric export_failed) in failed exports (a request never waits for the exporter). Checked before measuring: the spans of 4 requests reach the sink." ;;
+			rg_tracing_otlp) echo "- rg_tracing_otlp: tracing on, ratio 1.0, exporting over OTLP/HTTP (batches of up to 1024 spans, queue of 8192) to test/bench/otlpsink on 127.0.0.1:$OTLP_SINK_PORT, which decodes every export: span creation and export. At the end of the run the sink had received: $(otlp_stats 2>/dev/null || echo '?'); the gateway counted $(otlp_metric exported) spans exported, $(otlp_metric queue_full) dropped on a full queue and $(otlp_metric export_failed) in failed exports (a request never waits for the exporter). The sink used $(per_req "${SINK_TICKS:-0}" "${REQS_OF[rg_tracing_otlp]}") µs of CPU per request during the measured rounds, on the CPUs the gateway, the backend and wrk share (a collector elsewhere would leave them that time). Checked before measuring: the spans of 4 requests reach the sink." ;;
 			rg_tracing0) echo "- rg_tracing0: tracing on with ratio 0: no trace is sampled (wrk sends no traceparent), spans are non-recording; the cost of tracing enabled but not sampling." ;;
 			rg_wasm) echo "- rg_wasm: WASM plugin plugins/examples/add_header.wasm on the route (handle_request + handle_response per request); checked before measuring: X-RustyGate-Plugin: executed." ;;
 			rg_access) echo "- rg_access: the middlewares listed in test/bench/rustygate-access.yaml on the route (ip_filter allowing the client, basic_auth with one bcrypt user whose verification is cached, headers setting and removing request and response headers); wrk sends the user's 'Authorization: Basic' to this target only. Checked before measuring: credentials -> 200, none -> 401." ;;
