@@ -435,7 +435,7 @@ run_kernel() {
 	rm -f "$initrd"
 
 	# The verdict, from the markers.
-	local boot verdict=PASS counts="" exit line r p f s
+	local boot verdict=PASS counts="" exit line r p f s failed ft
 	boot=$(sed -n 's/^.*RG-BOOT .*uptime=\([0-9.]*\).*/\1/p' "$logf" | head -1)
 	exit=$(sed -n 's/^RG-HOST-EXIT //p' "$logf" | tail -1)
 	for name in "${names[@]}"; do
@@ -456,8 +456,10 @@ run_kernel() {
 		[ "$r" = PASS ] || verdict=FAIL
 		counts+="$name $p/$((p + f))"
 		[ "${s:-0}" = 0 ] || counts+=" ($s skipped)"
+		# The top-level tests of this binary that failed.
+		failed=$(awk -v n="$name" '$0 == "RG-BEGIN " n { on = 1; next } /^RG-RESULT / { on = 0 } on && /^--- FAIL: / { print $3 }' "$logf" | tr '\n' ' ' | sed 's/ $//')
 		if [ "${f:-0}" != 0 ]; then
-			counts+=" [failed: $(awk -v n="$name" '$0 == "RG-BEGIN " n { on = 1; next } /^RG-RESULT / { on = 0 } on && /^--- FAIL: / { printf "%s%s", sep, $3; sep = " " }' "$logf")]"
+			counts+=" [failed: $failed]"
 		fi
 		[ "$r" = PASS ] || [ "${f:-0}" != 0 ] || counts+=" (rc $(echo "$line" | sed -n 's/.* rc=\([0-9]*\).*/\1/p'))"
 		if [ "$r" != PASS ]; then
@@ -467,7 +469,7 @@ run_kernel() {
 			awk -v n="$name" '$0 == "RG-BEGIN " n { on = 1; next } /^RG-RESULT / { on = 0 } on' "$logf" | tail -n 25 | sed 's/^/    | /' >&2
 			# And each failed test's own lines, which are rarely at the end.
 			# They go at the very end of the output (CI shows its end).
-			for ft in $(awk -v n="$name" '$0 == "RG-BEGIN " n { on = 1; next } /^RG-RESULT / { on = 0 } on && /^--- FAIL: / { print $3 }' "$logf"); do
+			for ft in $failed; do
 				echo "$release $name $ft:" >>"$OUT/failures.txt"
 				awk -v n="$name" -v t="$ft" '
 					$0 == "RG-BEGIN " n { on = 1; next }
