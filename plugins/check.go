@@ -35,7 +35,7 @@ func Check(path string, guestConfig map[string]any) error {
 		return err
 	}
 	defer m.Close()
-	mod, err := m.rt.CompileModule(context.Background(), data)
+	mod, err := m.compileGuest(data)
 	if err != nil {
 		return fmt.Errorf("invalid WebAssembly module: %w", err)
 	}

@@ -58,7 +58,8 @@ var hostFuncs = []hostFunc{
 	{"set_status_code", []api.ValueType{i32}, nil, hostSetStatusCode},
 }
 
-// instantiateHost defines the "http_handler" module in rt.
+// instantiateHost defines the "http_handler" module in rt, and the
+// "rustygate" module of the guests' deadline checks (see instrument).
 func instantiateHost(ctx context.Context, rt wazero.Runtime) error {
 	b := rt.NewHostModuleBuilder(hostModule)
 	for _, f := range hostFuncs {
@@ -75,7 +76,21 @@ func instantiateHost(ctx context.Context, rt wazero.Runtime) error {
 			}), f.params, f.results).
 			Export(f.name)
 	}
-	_, err := b.Instantiate(ctx)
+	if _, err := b.Instantiate(ctx); err != nil {
+		return err
+	}
+	_, err := rt.NewHostModuleBuilder(tickModule).
+		NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, mod api.Module, _ []uint64) {
+			if mod.IsClosed() {
+				panic(errGuestClosed) // the runtime is closing
+			}
+			if c, ok := ctx.Value(callCtxKey{}).(*callCtx); ok {
+				c.tick()
+			}
+		}), nil, nil).
+		Export(tickName).
+		Instantiate(ctx)
 	return err
 }
 

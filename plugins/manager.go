@@ -203,7 +203,7 @@ type Manager struct {
 }
 
 // NewManager creates the wazero runtime (with a compilation cache, the
-// memory cap and guest interruption on deadline) and the "http_handler"
+// memory cap) and the "http_handler"
 // and WASI host modules.
 func NewManager(opts Options) (*Manager, error) {
 	opts = opts.withDefaults()
@@ -220,8 +220,7 @@ func NewManager(opts Options) (*Manager, error) {
 	ctx := context.Background()
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().
 		WithCompilationCache(cache).
-		WithMemoryLimitPages(opts.MemoryLimitPages).
-		WithCloseOnContextDone(true))
+		WithMemoryLimitPages(opts.MemoryLimitPages))
 	m := &Manager{
 		opts:     opts,
 		log:      opts.Logger,
@@ -304,7 +303,7 @@ func (m *Manager) compileLocked(abs string) (*compiled, error) {
 	m.cacheMu.Unlock()
 
 	ctx := context.Background()
-	mod, err := m.rt.CompileModule(ctx, data)
+	mod, err := m.compileGuest(data)
 	if err != nil {
 		return nil, fmt.Errorf("compiling %s: %w", abs, err)
 	}
@@ -318,6 +317,24 @@ func (m *Manager) compileLocked(abs string) (*compiled, error) {
 	m.cache[hash] = c
 	m.cacheMu.Unlock()
 	return c, nil
+}
+
+// compileGuest compiles a guest with its deadline checks (see
+// instrument).
+func (m *Manager) compileGuest(data []byte) (wazero.CompiledModule, error) {
+	ctx := context.Background()
+	in, ierr := instrument(data)
+	if ierr != nil {
+		// wazero's error on the binary as it came, if it has one, is the
+		// more precise.
+		plain, err := m.rt.CompileModule(ctx, data)
+		if err != nil {
+			return nil, err
+		}
+		_ = plain.Close(ctx)
+		return nil, fmt.Errorf("adding the deadline checks: %w", ierr)
+	}
+	return m.rt.CompileModule(ctx, in)
 }
 
 func readFile(path string, limit int64) ([]byte, error) {
@@ -387,6 +404,9 @@ func checkGuest(mod wazero.CompiledModule) (g guestInfo, err error) {
 	}
 	for _, f := range mod.ImportedFunctions() {
 		modName, name, _ := f.Import()
+		if modName == tickModule && name == tickName {
+			continue // the deadline checks' (see instrument)
+		}
 		if modName != hostModule && modName != wasi_snapshot_preview1.ModuleName {
 			return g, fmt.Errorf("guest imports %s.%s: only %q and %q are provided", modName, name, hostModule, wasi_snapshot_preview1.ModuleName)
 		}

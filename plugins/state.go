@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -201,8 +202,9 @@ type stateKey struct{}
 
 // callCtx is the context.Context of every call into one instance. It carries
 // the instance's callState and the call deadline without allocating per
-// call: when a call overruns, done is closed, which makes wazero
-// (WithCloseOnContextDone) stop the guest. A call on the caller's
+// call. The guest's code checks the deadline itself, through the host's
+// tick (see instrument and callCtx.tick); done is closed when the deadline
+// passes, which ends a host function that waits. A call on the caller's
 // goroutine has a reusable Go timer; a call handed to a worker has an
 // entry on the pool's watchdog (see watchdog). A callCtx fires at most
 // once: an instance whose deadline fired is discarded.
@@ -229,9 +231,29 @@ func newCallCtx(st *callState) *callCtx {
 
 func (c *callCtx) fire() {
 	c.once.Do(func() {
-		c.fired.Store(true) // before close: wazero reads Err once Done is closed
+		c.fired.Store(true) // before close: Err is read once Done is closed
 		close(c.done)
 	})
+}
+
+// errGuestClosed is the trap of a guest that reached tick after its
+// module was closed.
+var errGuestClosed = errors.New("the plugin was closed")
+
+// errDeadline is the trap of a guest that reached tick past its deadline.
+var errDeadline = errors.New("the call ran past its deadline")
+
+// tick is the guest's periodic call into the host (see instrument): it
+// traps once the call's deadline has passed, whether its timer fired
+// already or not.
+func (c *callCtx) tick() {
+	if c.fired.Load() {
+		panic(errDeadline)
+	}
+	if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+		c.fire()
+		panic(errDeadline)
+	}
 }
 
 // arm sets the deadline of a call; start (on the caller's goroutine, now
@@ -274,8 +296,14 @@ func (c *callCtx) Err() error {
 }
 
 func (c *callCtx) Value(key any) any {
-	if _, ok := key.(stateKey); ok {
+	switch key.(type) {
+	case stateKey:
 		return c.st
+	case callCtxKey:
+		return c
 	}
 	return nil
 }
+
+// callCtxKey finds the callCtx of a call (for tick).
+type callCtxKey struct{}
