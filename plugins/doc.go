@@ -27,18 +27,19 @@
 // a call past its deadline counting until its guest has stopped) and those
 // waiting for a slot (max_queue); a request spends at most the call deadline in a
 // call, waiting included, and returns at the deadline even if its guest still
-// runs. Guests run on Ps added to GOMAXPROCS for them, new and misbehaving
-// ones on dedicated, deprioritised worker threads, so that a looping guest
-// cannot take the CPU or the Ps of other routes. The deadlines of calls on
-// the workers, and the demotion of their threads, run on a watchdog that
-// sleeps in the kernel, not on Go timers: a deprioritised guest's thread
-// may hold the P a Go timer is on. A call never runs on the
-// proxy's event loops: each phase first moves its exchange off its loop
-// (Exchange.Offload; the wasm middleware also declares MayBlock, so a
-// plugin route's connections leave the loops for good), as a call may
-// wait (a slot, an instance, a worker, a request body), and even a trusted
-// guest's call costs a thread wake-up there (wazero starts a goroutine
-// per call to stop it at its deadline).
+// runs on a worker. Each guest is instrumented before it is compiled (see
+// instrument): it comes back to the host every 1000 loop iterations or
+// function entries, where the deadline is checked and the runtime may
+// preempt it. New and misbehaving guests run on dedicated, deprioritised
+// worker threads, with Ps added to GOMAXPROCS for them while they work, so
+// that a looping guest cannot take the CPU or the Ps of other routes. The
+// deadlines of calls on the workers, and the demotion of their threads, run
+// on a watchdog that sleeps in the kernel, not on Go timers: a
+// deprioritised guest's thread may hold the P a Go timer is on. A trusted
+// guest's call on an idle instance runs on the proxy's event loop; before
+// anything that may wait (a slot, an instance, a worker, a request body),
+// the exchange leaves its loop (Exchange.Offload), and so does a trusted
+// guest's call that runs past the demotion delay.
 // The package must not hold a request past its deadline, nor let a guest
 // touch a request it has left.
 package plugins

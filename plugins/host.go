@@ -449,6 +449,7 @@ func hostReadBody(st *callState, mem api.Memory, stack []uint64) {
 		if !st.reqBodyLoaded {
 			st.reqBodyLoaded = true
 			if st.phase == phaseRequest {
+				offload(ex) // the body may still be on its way
 				b, err := ex.RequestBody()
 				if err != nil {
 					trap("read_body: request body: %v", err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -153,16 +152,12 @@ func TestInstrumentKeepsTheGuestsMeaning(t *testing.T) {
 	}
 }
 
-// TestInstrumentRealGuests: the example guests (built by the Go and TinyGo
-// compilers) instrument into modules wazero accepts that import the tick;
+// TestInstrumentRealGuests: the example guests (built by the Go compiler) instrument into modules wazero accepts that import the tick;
 // the function names of a stack trace survive the renumbering.
 func TestInstrumentRealGuests(t *testing.T) {
-	paths, _ := filepath.Glob("examples/*.wasm")
-	if len(paths) == 0 {
-		t.Fatal("no example guests")
-	}
 	ctx := context.Background()
-	for _, p := range paths {
+	for _, n := range exampleNames {
+		p := example(t, n)
 		data, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
@@ -188,7 +183,7 @@ func TestInstrumentRealGuests(t *testing.T) {
 		rt.Close(ctx)
 	}
 
-	data, err := os.ReadFile("examples/loop.wasm")
+	data, err := os.ReadFile(example(t, "loop"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -168,7 +168,7 @@ func newModule(c *compiled, rt wazero.Runtime, lim *limiter, pool *workerPool, o
 // prewarm creates one instance, so that a guest that cannot start is
 // reported when the handler is built, not on the first request.
 func (m *module) prewarm() error {
-	inst, err := m.acquire(nil, time.Time{})
+	inst, err := m.acquire(nil, nil, time.Time{})
 	if err != nil {
 		return err
 	}
@@ -181,8 +181,9 @@ func (m *module) prewarm() error {
 // unless it is zero) for one to come back; a new instance must start by
 // then too. held points to whether the caller holds a concurrency slot
 // (nil: none); a new instance's start takes it along, and leaves it false
-// when the worker took the slot over (see instantiate).
-func (m *module) acquire(held *bool, deadline time.Time) (*instance, error) {
+// when the worker took the slot over (see instantiate). Unless an idle
+// instance is there, ex (nil: none) leaves its event loop first.
+func (m *module) acquire(ex Exchange, held *bool, deadline time.Time) (*instance, error) {
 	if m.shut.Load() {
 		return nil, errClosed
 	}
@@ -191,6 +192,7 @@ func (m *module) acquire(held *bool, deadline time.Time) (*instance, error) {
 		return inst, nil
 	default:
 	}
+	offload(ex) // what follows may wait, or start an instance
 	wait := m.opts.QueueTimeout
 	if !deadline.IsZero() {
 		wait = min(wait, time.Until(deadline))
@@ -516,26 +518,39 @@ func (m *module) enter() (held bool, err error) {
 	return true, nil
 }
 
+// inlines reports whether the guest's calls run inline (trusted, with a
+// worker pool: without one, every call runs on the caller's goroutine and
+// the exchange leaves the loop first).
+func (m *module) inlines() bool { return m.pool != nil && m.trusted() }
+
 // trusted: the guest passed its probation and did not overrun since.
 func (m *module) trusted() bool {
 	return !m.suspect.Load() && m.good.Load() >= probation && !m.barred.Load()
 }
 
-// offload moves ex off its event loop, if it is on one, before a guest
-// call. A call could run there when its guest is trusted and it waits for
-// nothing, but wazero starts a goroutine for every call it may have to
-// stop at its deadline (RuntimeConfig.WithCloseOnContextDone): on a loop,
-// with the Ps the worker pool adds idle, that wakes a thread per call, and
-// a route with the add_header example served about 0.6x the requests it
-// serves off the loops (2 CPUs, wrk -c64). Off the loop, the exchange runs
-// on a goroutine of its own until it ends; the connection then rejoins
-// its loop.
-func offload(ex Exchange) { ex.Offload() }
+// offload moves ex off its event loop, if it is on one, before anything
+// that may wait: a guest call that is not run inline (the guest is new or
+// a suspect, or the inline calls are all taken: the call goes to a worker
+// and the request waits for it), a wait for a concurrency slot or an
+// instance, the start of a new instance, or the read of a request body.
+// A trusted guest's call on an idle instance runs on the loop: it waits
+// for nothing, and its deadline needs no goroutine (see instrument). Off
+// the loop, the exchange runs on a goroutine of its own until it ends; the
+// connection then rejoins its loop. ex may be nil (no exchange: an
+// instance started ahead of requests).
+func offload(ex Exchange) {
+	if ex != nil {
+		ex.Offload()
+	}
+}
 
-// OnRequest implements Plugin. It first moves the exchange off its
-// event loop, if it is on one (see offload).
+// OnRequest implements Plugin. It first moves the exchange off its event
+// loop, if it is on one, unless the guest is trusted to run inline (see
+// offload).
 func (m *module) OnRequest(ex Exchange) (*middleware.Reply, error) {
-	offload(ex)
+	if !m.inlines() {
+		offload(ex)
+	}
 	deadline := time.Now().Add(m.opts.Timeout)
 	held, err := m.enter()
 	if err != nil {
@@ -546,7 +561,7 @@ func (m *module) OnRequest(ex Exchange) (*middleware.Reply, error) {
 			m.lim.release()
 		}
 	}()
-	inst, err := m.acquire(&held, deadline)
+	inst, err := m.acquire(ex, &held, deadline)
 	if err != nil {
 		return nil, err
 	}
@@ -648,7 +663,9 @@ func (m *module) OnResponse(ex Exchange) error {
 		p.free(ex, m.key)
 		return nil
 	}
-	offload(ex)
+	if !m.inlines() {
+		offload(ex)
+	}
 	deadline := time.Now().Add(m.opts.Timeout)
 	held, err := m.enter()
 	if err != nil {
@@ -668,7 +685,7 @@ func (m *module) OnResponse(ex Exchange) error {
 	if inst == nil {
 		// Any instance will do. On failure the pending state stays for a
 		// retry on the module swapped in meanwhile.
-		if inst, err = m.acquire(&held, deadline); err != nil {
+		if inst, err = m.acquire(ex, &held, deadline); err != nil {
 			return err
 		}
 	}

@@ -204,27 +204,31 @@ type stateKey struct{}
 // the instance's callState and the call deadline without allocating per
 // call. The guest's code checks the deadline itself, through the host's
 // tick (see instrument and callCtx.tick); done is closed when the deadline
-// passes, which ends a host function that waits. A call on the caller's
-// goroutine has a reusable Go timer; a call handed to a worker has an
-// entry on the pool's watchdog (see watchdog). A callCtx fires at most
-// once: an instance whose deadline fired is discarded.
+// passes on the watchdog. A call on the caller's goroutine needs no timer:
+// tick, and disarm after the call, compare the deadline with the clock. A
+// call handed to a worker has an entry on the pool's watchdog (see
+// watchdog), which lets its caller return at the deadline. A callCtx
+// fires at most once: an instance whose deadline fired is discarded.
 type callCtx struct {
 	st    *callState
 	done  chan struct{}
 	fired atomic.Bool
 	once  sync.Once
-	timer *time.Timer
+	// clock: the current call's deadline is checked against the clock
+	// (see start).
+	clock bool
+	// offloadAt, when set, is when an inline call moves its exchange off
+	// its event loop, if it is still running then (see tick).
+	offloadAt time.Time
 	// deadline is the current call's, set by arm.
 	deadline time.Time
 	watch    watch
-	// wd is the watchdog watch is armed on, nil when the timer is used.
+	// wd is the watchdog watch is armed on, nil when the clock is used.
 	wd *watchdog
 }
 
 func newCallCtx(st *callState) *callCtx {
 	c := &callCtx{st: st, done: make(chan struct{})}
-	c.timer = time.AfterFunc(time.Hour, c.fire)
-	c.timer.Stop()
 	c.watch.fn = c.fire
 	return c
 }
@@ -244,15 +248,23 @@ var errGuestClosed = errors.New("the plugin was closed")
 var errDeadline = errors.New("the call ran past its deadline")
 
 // tick is the guest's periodic call into the host (see instrument): it
-// traps once the call's deadline has passed, whether its timer fired
-// already or not.
+// traps once the call's deadline has passed, whether the watchdog fired
+// already or not. An inline call still running at offloadAt moves its
+// exchange off its event loop there and then, so that a trusted guest
+// that starts to loop holds its loop for at most that long: the call goes
+// on, on a goroutine of its own.
 func (c *callCtx) tick() {
 	if c.fired.Load() {
 		panic(errDeadline)
 	}
-	if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+	now := time.Now()
+	if !c.deadline.IsZero() && !now.Before(c.deadline) {
 		c.fire()
 		panic(errDeadline)
+	}
+	if !c.offloadAt.IsZero() && !now.Before(c.offloadAt) {
+		c.offloadAt = time.Time{}
+		offload(c.st.ex)
 	}
 }
 
@@ -260,8 +272,11 @@ func (c *callCtx) tick() {
 // being the current time) or watchOn (on a worker) starts it.
 func (c *callCtx) arm(deadline time.Time) { c.deadline = deadline }
 
-// start starts the deadline on the Go timer.
-func (c *callCtx) start(now time.Time) { c.timer.Reset(c.deadline.Sub(now)) }
+// start starts the deadline of a call on the caller's goroutine: the
+// guest's ticks and disarm check it against the clock. (A Go timer would
+// cost more than the call of a small guest: its reset takes the lock of
+// the P's timer heap.)
+func (c *callCtx) start() { c.clock = true }
 
 // watchOn starts the deadline on the watchdog d.
 func (c *callCtx) watchOn(d *watchdog) {
@@ -272,14 +287,18 @@ func (c *callCtx) watchOn(d *watchdog) {
 // disarm stops the deadline; false means it fired (or is firing) and the
 // instance must not be used again.
 func (c *callCtx) disarm() bool {
-	stopped := false
 	if c.wd != nil {
-		stopped = c.wd.remove(&c.watch)
+		stopped := c.wd.remove(&c.watch)
 		c.wd = nil
-	} else {
-		stopped = c.timer.Stop()
+		return stopped && !c.fired.Load()
 	}
-	return stopped && !c.fired.Load()
+	if c.clock {
+		c.clock = false
+		if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+			c.fire()
+		}
+	}
+	return !c.fired.Load()
 }
 
 // stop releases the deadline of a discarded instance.

@@ -8,14 +8,15 @@ import (
 	"time"
 )
 
-// Guest code compiled by wazero cannot be preempted by the Go scheduler: a
-// guest that loops holds its goroutine's P (and the OS thread under it)
-// until wazero notices the deadline. Run on the requests' goroutines, a few
-// such guests take every P and stall the whole process, including the
-// timers and the goroutine that would stop them.
+// Guest code compiled by wazero cannot be preempted by the Go scheduler
+// between two of its ticks (see instrument): a guest that loops comes back
+// to Go every tickEvery iterations, where the runtime may preempt it, but
+// a guest thread that the kernel leaves off the CPU holds its P all that
+// while. Run on the requests' goroutines, a few such guests would take
+// the Ps the rest of the gateway needs.
 //
-// So a workerPool raises GOMAXPROCS, while it runs, by the Ps guests may
-// hold, and keeps guests to those:
+// So a workerPool keeps guests it does not trust to threads of their own,
+// with Ps of their own (see procsFor):
 //
 //   - workers: the calls of a new guest (on probation), and of a suspect
 //     (a guest whose call ran longer than demoteAfter: looping, or hogging
@@ -30,12 +31,13 @@ import (
 //     without privileges) and a fresh worker takes its place.
 //   - inline: the calls (and instantiations) of a trusted guest, one that
 //     made `probation` calls in a row within demoteAfter, run on the
-//     request's goroutine, which costs nothing more than before, as long
-//     as fewer than inlineMax do (the others go to the workers). A trusted
-//     guest that overruns keeps its caller until it stops, once: it is a
-//     suspect from then on, until it passes its probation again (a call
-//     may be slow because the machine is busy; a looping guest never
-//     passes).
+//     request's goroutine (on its event loop, when it is on one), which
+//     costs nothing more than the guest's own work, as long as fewer than
+//     inlineMax do (the others go to the workers). A trusted guest that
+//     overruns keeps its caller until it stops, once (its exchange leaves
+//     the event loop at demoteAfter, see callCtx.tick): it is a suspect
+//     from then on, until it passes its probation again (a call may be
+//     slow because the machine is busy; a looping guest never passes).
 //
 // Where threads cannot be deprioritised (see worker_other.go), there is no
 // pool: guests run on the calling goroutine, as before.
@@ -59,7 +61,21 @@ type workerPool struct {
 	// wd runs the deadlines of the calls on the workers and their
 	// demotions.
 	wd *watchdog
+
+	// procsMu guards procsUp (the pool's Ps are added to GOMAXPROCS),
+	// lastJob (when an operation last went to the workers) and idleCheck
+	// (the timer that takes the Ps back once the workers were idle for
+	// procsIdle).
+	procsMu   sync.Mutex
+	procsIdle time.Duration // procsIdle when the pool started
+	procsUp   bool
+	lastJob   time.Time
+	idleCheck *time.Timer
 }
+
+// procsIdle is how long the workers stay idle before the pool gives its
+// Ps back.
+var procsIdle = 10 * time.Second
 
 // worker is one pool goroutine and its OS thread.
 type worker struct {
@@ -71,11 +87,12 @@ type worker struct {
 	demoteDone chan struct{}
 }
 
-// startWorkers starts n workers, allows inline calls on the requests'
-// goroutines, and raises GOMAXPROCS by the workers and the inline calls.
-// GOMAXPROCS is set once, not while guests run: a change stops the world.
-// It returns nil, and guests run on the requests' goroutines, if the
-// watchdog cannot start.
+// startWorkers starts n workers and allows inline calls on the requests'
+// goroutines. GOMAXPROCS rises by the workers while they have work (see
+// procsFor), not by the inline calls: those run where their caller runs,
+// and their guests reach a point where the runtime can preempt them at
+// every tick. It returns nil, and guests run on the requests' goroutines,
+// if the watchdog cannot start.
 func startWorkers(n, inline int, demoteAfter time.Duration) *workerPool {
 	wd, err := newWatchdog()
 	if err != nil {
@@ -88,8 +105,8 @@ func startWorkers(n, inline int, demoteAfter time.Duration) *workerPool {
 		inlineMax:   int64(inline),
 		jobs:        make(chan *instance),
 		quit:        make(chan struct{}),
+		procsIdle:   procsIdle,
 	}
-	addProcs(n + inline)
 	for range n {
 		p.spawn()
 	}
@@ -109,8 +126,60 @@ func (p *workerPool) stop() {
 		close(p.quit)
 		p.wg.Wait()
 		p.wd.close()
-		addProcs(-p.size - int(p.inlineMax))
+		p.procsMu.Lock()
+		if p.idleCheck != nil {
+			p.idleCheck.Stop()
+		}
+		if p.procsUp {
+			p.procsUp = false
+			addProcs(-p.size)
+		}
+		p.procsMu.Unlock()
 	})
+}
+
+// procsFor raises GOMAXPROCS by the workers, if it is not yet, before an
+// operation goes to them: a worker's guest holds its P while it runs, and
+// a deprioritised one may hold it a long while, so the workers get Ps of
+// their own and the rest of the gateway keeps its own. The Ps go back once
+// the workers were idle for procsIdle (a trusted guest's calls run inline
+// and need none). A change of GOMAXPROCS stops the world, which a guest
+// on a worker would delay until its next tick: the Ps rise before the
+// first operation and go back with no operation on the workers.
+func (p *workerPool) procsFor() {
+	p.procsMu.Lock()
+	defer p.procsMu.Unlock()
+	p.lastJob = time.Now()
+	if p.procsUp {
+		return
+	}
+	p.procsUp = true
+	addProcs(p.size)
+	if p.idleCheck == nil {
+		p.idleCheck = time.AfterFunc(p.procsIdle, p.releaseProcs)
+	} else {
+		p.idleCheck.Reset(p.procsIdle)
+	}
+}
+
+// releaseProcs gives the workers' Ps back if they were idle for
+// procsIdle, or checks again later.
+func (p *workerPool) releaseProcs() {
+	p.procsMu.Lock()
+	defer p.procsMu.Unlock()
+	if !p.procsUp {
+		return
+	}
+	if p.busy.Load() != 0 {
+		p.idleCheck.Reset(p.procsIdle)
+		return
+	}
+	if idle := time.Since(p.lastJob); idle < p.procsIdle {
+		p.idleCheck.Reset(p.procsIdle - idle)
+		return
+	}
+	p.procsUp = false
+	addProcs(-p.size)
 }
 
 // work is a worker goroutine. It never unlocks its thread: when the
@@ -264,13 +333,15 @@ func (j *job) abandon() bool {
 // module.abandoned); the caller must not touch it again.
 func (p *workerPool) exec(inst *instance) (abandoned bool) {
 	if p == nil {
-		inst.ctx.start(time.Now())
+		inst.ctx.start()
 		inst.job.op(inst)
 		return false
 	}
 	if p.tryInline(inst) {
 		return false
 	}
+	offload(inst.st.ex) // the request waits for a worker
+	p.procsFor()
 	inst.ctx.watchOn(p.wd)
 	j := &inst.job
 	j.state.Store(jobQueued)
@@ -324,8 +395,10 @@ func (p *workerPool) tryInline(inst *instance) bool {
 		return false
 	}
 	start := time.Now()
-	inst.ctx.start(start)
+	inst.ctx.start()
+	inst.ctx.offloadAt = start.Add(p.demoteAfter)
 	inst.job.op(inst)
+	inst.ctx.offloadAt = time.Time{}
 	took := time.Since(start)
 	p.inline.Add(-1)
 	if inst.st.phase != phaseInit && inst.ctx.fired.Load() {
