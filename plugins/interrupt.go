@@ -575,10 +575,13 @@ func (x *rewriter) expr(r *wasmReader, out []byte, checks bool) []byte {
 			}
 		case op == 0x0b: // end
 			depth--
+		case op == 0x18: // delegate: ends a try, like end
+			r.u32()
+			depth--
 		case op == 0x10 || op == 0x12 || op == 0xd2: // call, return_call, ref.func
 			fnIdx = true
 		case op == 0x07 || op == 0x08 || op == 0x09 || op == 0x0c || op == 0x0d ||
-			op == 0x14 || op == 0x15 || op == 0x18 ||
+			op == 0x14 || op == 0x15 ||
 			(op >= 0x20 && op <= 0x26) || op == 0x3f || op == 0x40 ||
 			op == 0xd5 || op == 0xd6:
 			r.u32()
