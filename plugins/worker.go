@@ -75,7 +75,7 @@ type workerPool struct {
 
 // procsIdle is how long the workers stay idle before the pool gives its
 // Ps back.
-var procsIdle = 10 * time.Second
+var procsIdle = 2 * time.Second
 
 // worker is one pool goroutine and its OS thread.
 type worker struct {
