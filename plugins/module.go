@@ -507,11 +507,14 @@ func callError(phase string, timedOut bool, err error) *Error {
 // enter takes a concurrency slot for a call, unless the guest is trusted
 // to run inline (see workerPool.tryInline): such calls are bounded by the
 // pool's inline tokens instead, and never outlive their deadline by more
-// than the guest takes to notice it, once. held reports a slot taken.
-func (m *module) enter() (held bool, err error) {
-	if m.pool != nil && m.trusted() {
+// than the guest takes to notice it, once. held reports a slot taken. ex
+// leaves its event loop before it may wait for a slot (the guest may have
+// lost its trust since the caller looked).
+func (m *module) enter(ex Exchange) (held bool, err error) {
+	if m.inlines() {
 		return false, nil
 	}
+	offload(ex)
 	if err := m.lim.acquire(m.watchdog()); err != nil {
 		return false, err
 	}
@@ -552,7 +555,7 @@ func (m *module) OnRequest(ex Exchange) (*middleware.Reply, error) {
 		offload(ex)
 	}
 	deadline := time.Now().Add(m.opts.Timeout)
-	held, err := m.enter()
+	held, err := m.enter(ex)
 	if err != nil {
 		return nil, err
 	}
@@ -667,7 +670,7 @@ func (m *module) OnResponse(ex Exchange) error {
 		offload(ex)
 	}
 	deadline := time.Now().Add(m.opts.Timeout)
-	held, err := m.enter()
+	held, err := m.enter(ex)
 	if err != nil {
 		if p.inst != nil {
 			// Its guest keeps state for this request: not reusable.
