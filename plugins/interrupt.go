@@ -174,17 +174,9 @@ func (r *wasmReader) memarg() {
 	r.leb(64)
 }
 
-func appendLEB(b []byte, v uint64) []byte {
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if v != 0 {
-			b = append(b, c|0x80)
-			continue
-		}
-		return append(b, c)
-	}
-}
+// appendLEB appends v as an unsigned LEB128 number (binary.AppendUvarint
+// writes that format).
+var appendLEB = binary.AppendUvarint
 
 func appendName(b []byte, s string) []byte {
 	b = appendLEB(b, uint64(len(s)))
