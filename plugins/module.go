@@ -547,13 +547,10 @@ func offload(ex Exchange) {
 	}
 }
 
-// OnRequest implements Plugin. It first moves the exchange off its event
-// loop, if it is on one, unless the guest is trusted to run inline (see
+// OnRequest implements Plugin. Unless the guest is trusted to run inline,
+// the exchange first leaves its event loop, if it is on one (see enter and
 // offload).
 func (m *module) OnRequest(ex Exchange) (*middleware.Reply, error) {
-	if !m.inlines() {
-		offload(ex)
-	}
 	deadline := time.Now().Add(m.opts.Timeout)
 	held, err := m.enter(ex)
 	if err != nil {
@@ -654,8 +651,8 @@ func (p *pending) free(ex Exchange, key string) {
 	pendingPool.Put(p)
 }
 
-// OnResponse implements Plugin. Like OnRequest, it first moves the
-// exchange off its event loop.
+// OnResponse implements Plugin. Like OnRequest, it moves the exchange off
+// its event loop unless the guest runs inline.
 func (m *module) OnResponse(ex Exchange) error {
 	p, _ := ex.Value(m.key).(*pending)
 	if p == nil {
@@ -665,9 +662,6 @@ func (m *module) OnResponse(ex Exchange) error {
 	if p.inst == nil && !m.c.hasResponse {
 		p.free(ex, m.key)
 		return nil
-	}
-	if !m.inlines() {
-		offload(ex)
 	}
 	deadline := time.Now().Add(m.opts.Timeout)
 	held, err := m.enter(ex)
